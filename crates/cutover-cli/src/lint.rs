@@ -1,0 +1,90 @@
+//! `cutover lint`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use cutover_core::Diagnostic;
+use cutover_core::load::{self, Format, Source};
+use serde::Serialize;
+
+use crate::{Output, exit, read};
+
+#[derive(Serialize)]
+struct FileReport {
+    file: String,
+    valid: bool,
+    errors: usize,
+    warnings: usize,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Lints every file, prints every problem, and returns the exit code.
+pub fn run(files: &[PathBuf], output: Output, env: &BTreeMap<String, String>) -> u8 {
+    let mut reports = Vec::with_capacity(files.len());
+    for path in files {
+        let name = path.display().to_string();
+        let diagnostics = match read(path) {
+            Ok(text) => {
+                let source = Source {
+                    name: &name,
+                    text: &text,
+                    format: Format::from_path(path),
+                };
+                load::load(source, env).diagnostics
+            }
+            Err(message) => {
+                if output == Output::Text {
+                    eprintln!("{message}");
+                }
+                reports.push(FileReport {
+                    file: name,
+                    valid: false,
+                    errors: 1,
+                    warnings: 0,
+                    diagnostics: Vec::new(),
+                });
+                continue;
+            }
+        };
+        let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+        reports.push(FileReport {
+            valid: errors == 0,
+            errors,
+            warnings: diagnostics.len() - errors,
+            file: name,
+            diagnostics,
+        });
+    }
+    match output {
+        Output::Text => {
+            for report in &reports {
+                for d in &report.diagnostics {
+                    println!("{d}");
+                }
+                match (report.errors, report.warnings) {
+                    (0, 0) => println!("{}: ok", report.file),
+                    (0, w) => println!("{}: ok, {w} warning{}", report.file, plural(w)),
+                    (e, w) => println!(
+                        "{}: invalid, {e} error{}, {w} warning{}",
+                        report.file,
+                        plural(e),
+                        plural(w)
+                    ),
+                }
+            }
+        }
+        Output::Json => match serde_json::to_string_pretty(&reports) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("error: cannot print the report: {e}"),
+        },
+    }
+    if reports.iter().all(|r| r.valid) {
+        exit::OK
+    } else {
+        exit::INVALID_INPUT
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

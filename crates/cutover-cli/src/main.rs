@@ -1,0 +1,88 @@
+//! `cutover`: lint, plan and (in later releases) run blue/green and canary releases.
+
+mod lint;
+mod plan;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes shared by every command, so CI can tell outcomes apart.
+pub mod exit {
+    /// Success: valid, promoted.
+    pub const OK: u8 = 0;
+    /// Invalid input: a release file with errors, a file that cannot be read.
+    pub const INVALID_INPUT: u8 = 2;
+}
+
+/// cutover: progressive delivery (canary and blue/green) with its own traffic-splitting
+/// proxy, for Docker Swarm, Kubernetes and plain processes.
+#[derive(Parser, Debug)]
+#[command(name = "cutover", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check release files (and strategy presets) for mistakes; exit 0 valid, 2 invalid.
+    ///
+    /// Every problem in every file is reported with file:line:column, the field path and a
+    /// suggestion. Warnings (a pause that waits for a person, a setting with no effect) do
+    /// not make a file invalid.
+    Lint {
+        /// Release or strategy files, YAML or TOML (by extension).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the steps a release will go through: weight, gate, earliest time.
+    Plan {
+        /// The release file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the JSON Schema of release files (for editors and CI validators).
+    Schema,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// For programs: one JSON document on stdout.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Lint { files, output } => lint::run(&files, output, &environment()),
+        Command::Plan { file, output } => plan::run(&file, output, &environment()),
+        Command::Schema => {
+            print!("{}", cutover_core::schema::release_schema_json());
+            exit::OK
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// The process environment, for `${VAR}` interpolation and `CUTOVER_` overrides.
+fn environment() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// Reads a release file, naming it in the error.
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("error: cannot read {}: {e}", path.display()))
+}

@@ -1,0 +1,190 @@
+//! `cutover plan`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use cutover_core::load::{self, Format, Source};
+use cutover_core::plan::{AnalysisStage, Plan, PlanStep, StrategyKind, TimelineEntry};
+use cutover_core::spec::{MatchRule, Release};
+use serde::Serialize;
+
+use crate::{Output, exit, read};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PlanReport<'a> {
+    release: &'a str,
+    preset: Option<&'a str>,
+    plan: &'a Plan,
+    timeline: Vec<TimelineEntry<'a>>,
+}
+
+/// Loads the release, prints its timeline, and returns the exit code.
+pub fn run(path: &Path, output: Output, env: &BTreeMap<String, String>) -> u8 {
+    let name = path.display().to_string();
+    let text = match read(path) {
+        Ok(text) => text,
+        Err(message) => {
+            eprintln!("{message}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let source = Source {
+        name: &name,
+        text: &text,
+        format: Format::from_path(path),
+    };
+    let (release, warnings) = match load::load_release(source, env) {
+        Ok(loaded) => loaded,
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("{name}: invalid; run 'cutover lint {name}' after fixing");
+            return exit::INVALID_INPUT;
+        }
+    };
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    let plan = match Plan::from_release(&release) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    match output {
+        Output::Json => {
+            let report = PlanReport {
+                release: &release.metadata.name,
+                preset: release.spec.strategy.preset.as_deref(),
+                plan: &plan,
+                timeline: plan.timeline(),
+            };
+            match serde_json::to_string_pretty(&report) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("error: cannot print the plan: {e}"),
+            }
+        }
+        Output::Text => print!("{}", render(&release, &plan)),
+    }
+    exit::OK
+}
+
+/// The timeline as a table for people.
+fn render(release: &Release, plan: &Plan) -> String {
+    let mut out = String::new();
+    let kind = match plan.kind {
+        StrategyKind::Canary => "canary",
+        StrategyKind::BlueGreen => "blue/green",
+    };
+    let preset = release
+        .spec
+        .strategy
+        .preset
+        .as_deref()
+        .map(|p| format!(" from preset {p}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "release {} ({} backend): {kind}{preset}, progress deadline {}",
+        release.metadata.name,
+        release.spec.backend.name(),
+        plan.progress_deadline
+    );
+    let _ = writeln!(
+        out,
+        "starts: {}deploy the candidate ({} replica{}), wait until ready",
+        if plan.hooks.pre_rollout { "preRollout hooks, " } else { "" },
+        release.spec.replicas,
+        if release.spec.replicas == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{:>4}  {:>6}  {:<44}  {:<34}  {:>8}", "step", "weight", "action", "gate", "earliest");
+    for entry in plan.timeline() {
+        let (index, action, gate) = match entry.step {
+            Some(step) => (
+                entry.index.map(|i| i.to_string()).unwrap_or_default(),
+                describe(step),
+                gate(step),
+            ),
+            None => (
+                "end".to_string(),
+                "promote: candidate becomes stable".to_string(),
+                if plan.hooks.pre_promotion {
+                    "prePromotion hooks answer 2xx".to_string()
+                } else {
+                    "-".to_string()
+                },
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "{index:>4}  {:>5}%  {action:<44}  {gate:<34}  {:>8}",
+            entry.weight,
+            if entry.earliest == cutover_core::Duration::ZERO { "0s".to_string() } else { format!("+{}", entry.earliest) },
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "after promotion: old version removed after {}{}",
+        plan.scale_down_delay,
+        if plan.hooks.post_promotion { "; postPromotion hooks run" } else { "" }
+    );
+    let waits = plan.timeline().iter().filter(|e| e.waits_for_person).count();
+    if waits > 0 {
+        let _ = writeln!(out, "waits for a person: {waits} time{} ('cutover promote {}')", if waits == 1 { "" } else { "s" }, release.metadata.name);
+    }
+    let _ = writeln!(
+        out,
+        "fastest possible: {} after the candidate is ready; any failed analysis or guardrail rolls back to 100% stable",
+        plan.minimum_duration()
+    );
+    out
+}
+
+fn describe(step: &PlanStep) -> String {
+    match step {
+        PlanStep::SetWeight { weight } => format!("setWeight {weight}"),
+        PlanStep::Pause { duration: Some(d) } => format!("pause {d}"),
+        PlanStep::Pause { duration: None } => "pause until promoted".to_string(),
+        PlanStep::Analysis { metrics, stage, .. } => {
+            let stage = match stage {
+                AnalysisStage::Step => "analysis",
+                AnalysisStage::PrePromotion => "pre-promotion analysis",
+                AnalysisStage::PostPromotion => "post-promotion analysis",
+            };
+            format!("{stage}: {}", metrics.join(", "))
+        }
+        PlanStep::SetHeaderRoute { rules } if rules.is_empty() => "remove header route".to_string(),
+        PlanStep::SetHeaderRoute { rules } => {
+            format!("header route: {}", rules.iter().map(rule).collect::<Vec<_>>().join(" or "))
+        }
+        PlanStep::Mirror { percent } => format!("mirror {percent}% to candidate"),
+    }
+}
+
+fn rule(rule: &MatchRule) -> String {
+    let (what, name) = match (&rule.header, &rule.cookie) {
+        (Some(h), _) => ("header", h.as_str()),
+        (None, Some(c)) => ("cookie", c.as_str()),
+        (None, None) => ("?", ""),
+    };
+    match (&rule.exact, &rule.regex) {
+        (Some(v), _) => format!("{what} {name}={v}"),
+        (None, Some(r)) => format!("{what} {name}~/{r}/"),
+        (None, None) => format!("{what} {name}=always"),
+    }
+}
+
+fn gate(step: &PlanStep) -> String {
+    match step {
+        PlanStep::Pause { duration: Some(d) } => format!("{d} elapsed (or promote)"),
+        PlanStep::Pause { duration: None } => "'cutover promote'".to_string(),
+        PlanStep::Analysis { minimum, .. } => format!("analysis passes (>= {minimum})"),
+        _ => "route applied".to_string(),
+    }
+}

@@ -1,0 +1,424 @@
+//! One metric over one analysis: assessments accumulate into a verdict.
+
+use super::Verdict;
+use super::assess::{Assessment, assess};
+use super::measurement::MeasurementResult;
+use crate::spec::MetricSpec;
+
+/// Judges one metric over one analysis, measurement by measurement, with Argo Rollouts'
+/// rules, and decides as early as the rules allow so that a bad candidate is rolled back
+/// without waiting for the remaining measurements.
+///
+/// * More failed measurements than `failureLimit`: [`Verdict::Failure`] at once.
+/// * More inconclusive measurements than `inconclusiveLimit`: [`Verdict::Inconclusive`]
+///   at once.
+/// * More provider errors in a row than `consecutiveErrorLimit`: [`Verdict::Error`] at
+///   once. Any measurement the provider answered ends the run of errors; errors do not
+///   count towards `count`.
+/// * `count` answered measurements in, none of the above: [`Verdict::Success`], provided
+///   at least one of them passed. When none passed (every one failed or was inconclusive,
+///   within limits set that loosely), the verdict is [`Verdict::Inconclusive`]: no data is
+///   never a pass. With `count` 0 there is nothing to measure, so the judge starts out
+///   decided inconclusive.
+///
+/// Once decided, the verdict never changes: later measurements are ignored, so a late
+/// pass cannot undo a failure that a rollback may already be acting on.
+///
+/// The judge does not read the clock: the driver measures every `interval` and hands each
+/// result to [`MetricJudge::record`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricJudge {
+    spec: MetricSpec,
+    passed: u32,
+    failed: u32,
+    inconclusive: u32,
+    errors: u32,
+    consecutive_errors: u32,
+    last_value: Option<f64>,
+    last_assessment: Option<Assessment>,
+    decision: Option<(Verdict, String)>,
+}
+
+impl MetricJudge {
+    /// A judge for one analysis of the metric `spec`, with no measurement yet.
+    pub fn new(spec: &MetricSpec) -> Self {
+        let mut judge = MetricJudge {
+            spec: spec.clone(),
+            passed: 0,
+            failed: 0,
+            inconclusive: 0,
+            errors: 0,
+            consecutive_errors: 0,
+            last_value: None,
+            last_assessment: None,
+            decision: None,
+        };
+        judge.decide();
+        judge
+    }
+
+    /// Assesses one measurement attempt and counts it. Returns the assessment, or `None`
+    /// when the metric was already decided and the result was ignored.
+    pub fn record(&mut self, result: &MeasurementResult) -> Option<&Assessment> {
+        if self.decision.is_some() {
+            return None;
+        }
+        let assessment = assess(&self.spec, result);
+        match &assessment {
+            Assessment::Error { .. } => {
+                self.errors = self.errors.saturating_add(1);
+                self.consecutive_errors = self.consecutive_errors.saturating_add(1);
+            }
+            Assessment::Pass => self.passed = self.passed.saturating_add(1),
+            Assessment::Fail { .. } => self.failed = self.failed.saturating_add(1),
+            Assessment::Inconclusive { .. } => {
+                self.inconclusive = self.inconclusive.saturating_add(1);
+            }
+        }
+        if !matches!(assessment, Assessment::Error { .. }) {
+            self.consecutive_errors = 0;
+        }
+        if let MeasurementResult::Value(measurement) = result {
+            self.last_value = measurement.candidate.filter(|v| !v.is_nan());
+        }
+        self.last_assessment = Some(assessment);
+        self.decide();
+        self.last_assessment.as_ref()
+    }
+
+    /// Applies the rules to the counts so far; called only while undecided.
+    fn decide(&mut self) {
+        let spec = &self.spec;
+        let last_reason = self
+            .last_assessment_reason()
+            .map(|r| format!(" (last: {r})"))
+            .unwrap_or_default();
+        self.decision = if self.failed > spec.failure_limit {
+            Some((
+                Verdict::Failure,
+                format!(
+                    "{} failed measurements, more than failureLimit {}{last_reason}",
+                    self.failed, spec.failure_limit
+                ),
+            ))
+        } else if self.inconclusive > spec.inconclusive_limit {
+            Some((
+                Verdict::Inconclusive,
+                format!(
+                    "{} inconclusive measurements, more than inconclusiveLimit {}{last_reason}",
+                    self.inconclusive, spec.inconclusive_limit
+                ),
+            ))
+        } else if self.consecutive_errors > spec.consecutive_error_limit {
+            Some((
+                Verdict::Error,
+                format!(
+                    "{} provider errors in a row, more than consecutiveErrorLimit {}{last_reason}",
+                    self.consecutive_errors, spec.consecutive_error_limit
+                ),
+            ))
+        } else if self.measurements() >= spec.count {
+            let count = self.measurements();
+            if spec.count == 0 {
+                Some((
+                    Verdict::Inconclusive,
+                    "count is 0: nothing was measured".to_string(),
+                ))
+            } else if self.passed == 0 {
+                Some((
+                    Verdict::Inconclusive,
+                    format!("none of the {count} measurements passed"),
+                ))
+            } else {
+                Some((
+                    Verdict::Success,
+                    format!("{} of {count} measurements passed", self.passed),
+                ))
+            }
+        } else {
+            None
+        };
+    }
+
+    /// The reason of the last assessment, to say what tipped the verdict.
+    fn last_assessment_reason(&self) -> Option<String> {
+        self.last_assessment
+            .as_ref()
+            .and_then(Assessment::reason)
+            .map(str::to_string)
+    }
+
+    /// The metric's name, as analysis steps and reports call it.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The metric being judged: its interval, count and limits tell the driver when to
+    /// measure.
+    pub fn spec(&self) -> &MetricSpec {
+        &self.spec
+    }
+
+    /// The verdict, or `None` while the metric is undecided and more measurements are
+    /// needed.
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.decision.as_ref().map(|(verdict, _)| *verdict)
+    }
+
+    /// Why the metric was decided as it was, for the operator; `None` while undecided.
+    pub fn reason(&self) -> Option<&str> {
+        self.decision.as_ref().map(|(_, reason)| reason.as_str())
+    }
+
+    /// Measurements the provider answered (passed, failed or inconclusive): those that
+    /// count towards `count`. Provider errors are not among them.
+    pub fn measurements(&self) -> u32 {
+        self.passed
+            .saturating_add(self.failed)
+            .saturating_add(self.inconclusive)
+    }
+
+    /// Measurement attempts of every kind, provider errors included.
+    pub fn attempts(&self) -> u32 {
+        self.measurements().saturating_add(self.errors)
+    }
+
+    /// Answered measurements still needed to reach `count`, if nothing decides earlier.
+    pub fn remaining(&self) -> u32 {
+        self.spec.count.saturating_sub(self.measurements())
+    }
+
+    /// Measurements that passed every check.
+    pub fn passed(&self) -> u32 {
+        self.passed
+    }
+
+    /// Measurements that failed a check.
+    pub fn failed(&self) -> u32 {
+        self.failed
+    }
+
+    /// Measurements with too little data to tell.
+    pub fn inconclusive(&self) -> u32 {
+        self.inconclusive
+    }
+
+    /// Attempts where the provider could not be asked, in all.
+    pub fn errors(&self) -> u32 {
+        self.errors
+    }
+
+    /// Provider errors since the provider last answered: more than
+    /// `consecutiveErrorLimit` ends the metric in [`Verdict::Error`].
+    pub fn consecutive_errors(&self) -> u32 {
+        self.consecutive_errors
+    }
+
+    /// The candidate's value in the last answered measurement, for status displays;
+    /// `None` before any or when it had no data. A provider error leaves it as it was.
+    pub fn last_value(&self) -> Option<f64> {
+        self.last_value
+    }
+
+    /// The assessment of the last recorded attempt, errors included.
+    pub fn last_assessment(&self) -> Option<&Assessment> {
+        self.last_assessment.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::measurement::Measurement;
+    use crate::judge::testing::spec;
+
+    fn value(v: f64) -> MeasurementResult {
+        MeasurementResult::Value(Measurement::of_candidate(v))
+    }
+
+    fn no_data() -> MeasurementResult {
+        MeasurementResult::Value(Measurement::default())
+    }
+
+    fn error() -> MeasurementResult {
+        MeasurementResult::Error("timeout".to_string())
+    }
+
+    /// A metric whose values above 1 fail.
+    fn judge(edit: impl FnOnce(&mut MetricSpec)) -> MetricJudge {
+        let mut spec = MetricSpec {
+            max: Some(1.0),
+            ..spec()
+        };
+        edit(&mut spec);
+        MetricJudge::new(&spec)
+    }
+
+    const PASS: f64 = 0.5;
+    const FAIL: f64 = 2.0;
+
+    #[test]
+    fn succeeds_once_count_measurements_pass() {
+        let mut judge = judge(|s| s.count = 3);
+        for _ in 0..2 {
+            assert_eq!(judge.record(&value(PASS)), Some(&Assessment::Pass));
+            assert_eq!(judge.verdict(), None);
+        }
+        assert_eq!(judge.remaining(), 1);
+        judge.record(&value(PASS));
+        assert_eq!(judge.verdict(), Some(Verdict::Success));
+        assert_eq!(judge.reason(), Some("3 of 3 measurements passed"));
+        assert_eq!((judge.measurements(), judge.passed()), (3, 3));
+    }
+
+    #[test]
+    fn failure_limit_fails_early_without_waiting_for_count() {
+        let mut judge = judge(|s| {
+            s.count = 10;
+            s.failure_limit = 1;
+        });
+        judge.record(&value(FAIL));
+        assert_eq!(judge.verdict(), None, "one failure is tolerated");
+        judge.record(&value(PASS));
+        judge.record(&value(FAIL));
+        assert_eq!(judge.verdict(), Some(Verdict::Failure));
+        assert_eq!(judge.measurements(), 3);
+        assert_eq!(judge.failed(), 2);
+        let reason = judge.reason().unwrap_or_default();
+        assert!(
+            reason.starts_with("2 failed measurements, more than failureLimit 1"),
+            "{reason}"
+        );
+        assert!(reason.contains("2 > max 1"), "{reason}");
+    }
+
+    #[test]
+    fn failures_within_the_limit_still_succeed() {
+        let mut judge = judge(|s| {
+            s.count = 3;
+            s.failure_limit = 1;
+        });
+        judge.record(&value(FAIL));
+        judge.record(&value(PASS));
+        judge.record(&value(PASS));
+        assert_eq!(judge.verdict(), Some(Verdict::Success));
+    }
+
+    #[test]
+    fn inconclusive_limit_makes_the_metric_inconclusive_early() {
+        let mut judge = judge(|s| {
+            s.count = 10;
+            s.inconclusive_limit = 2;
+        });
+        judge.record(&no_data());
+        judge.record(&no_data());
+        assert_eq!(judge.verdict(), None);
+        judge.record(&no_data());
+        assert_eq!(judge.verdict(), Some(Verdict::Inconclusive));
+        assert_eq!(judge.inconclusive(), 3);
+    }
+
+    #[test]
+    fn no_data_within_limits_is_still_never_a_pass() {
+        let mut judge = judge(|s| {
+            s.count = 2;
+            s.inconclusive_limit = 5;
+        });
+        judge.record(&no_data());
+        judge.record(&no_data());
+        assert_eq!(judge.verdict(), Some(Verdict::Inconclusive));
+        assert_eq!(judge.reason(), Some("none of the 2 measurements passed"));
+    }
+
+    #[test]
+    fn zero_count_is_inconclusive_from_the_start() {
+        let mut judge = judge(|s| s.count = 0);
+        assert_eq!(judge.verdict(), Some(Verdict::Inconclusive));
+        assert_eq!(judge.record(&value(PASS)), None);
+    }
+
+    #[test]
+    fn consecutive_errors_beyond_the_limit_end_in_error() {
+        let mut judge = judge(|s| s.consecutive_error_limit = 2);
+        judge.record(&error());
+        judge.record(&error());
+        assert_eq!(judge.verdict(), None);
+        judge.record(&error());
+        assert_eq!(judge.verdict(), Some(Verdict::Error));
+        assert_eq!((judge.errors(), judge.consecutive_errors()), (3, 3));
+        assert_eq!(judge.measurements(), 0, "errors do not count towards count");
+        assert_eq!(judge.attempts(), 3);
+    }
+
+    #[test]
+    fn a_pass_or_a_fail_resets_the_consecutive_error_count() {
+        let mut judge = judge(|s| {
+            s.count = 10;
+            s.failure_limit = 5;
+            s.consecutive_error_limit = 2;
+        });
+        for between in [value(PASS), value(FAIL), no_data()] {
+            judge.record(&error());
+            judge.record(&error());
+            assert_eq!(judge.consecutive_errors(), 2);
+            judge.record(&between);
+            assert_eq!(judge.consecutive_errors(), 0);
+            if judge.verdict().is_some() {
+                break;
+            }
+        }
+        // 6 errors in all, never 3 in a row.
+        assert_eq!(judge.errors(), 6);
+        assert_eq!(
+            judge.verdict(),
+            Some(Verdict::Inconclusive),
+            "the no-data measurement"
+        );
+    }
+
+    #[test]
+    fn errors_do_not_count_towards_count() {
+        let mut judge = judge(|s| s.count = 2);
+        judge.record(&value(PASS));
+        judge.record(&error());
+        assert_eq!(judge.verdict(), None);
+        judge.record(&value(PASS));
+        assert_eq!(judge.verdict(), Some(Verdict::Success));
+        assert_eq!(judge.attempts(), 3);
+    }
+
+    #[test]
+    fn a_verdict_never_changes_once_decided() {
+        let mut judge = judge(|s| s.count = 3);
+        judge.record(&value(FAIL));
+        assert_eq!(judge.verdict(), Some(Verdict::Failure));
+        let before = judge.clone();
+        for result in [value(PASS), value(PASS), value(PASS), no_data(), error()] {
+            assert_eq!(judge.record(&result), None);
+        }
+        assert_eq!(judge, before, "nothing recorded after the verdict");
+        assert_eq!(judge.verdict(), Some(Verdict::Failure));
+    }
+
+    #[test]
+    fn status_getters_show_the_last_value_and_assessment() {
+        let mut judge = judge(|s| s.count = 10);
+        assert_eq!((judge.last_value(), judge.last_assessment()), (None, None));
+        judge.record(&value(0.25));
+        assert_eq!(judge.last_value(), Some(0.25));
+        assert_eq!(judge.last_assessment(), Some(&Assessment::Pass));
+        judge.record(&error());
+        assert_eq!(
+            judge.last_value(),
+            Some(0.25),
+            "an error keeps the last value"
+        );
+        assert_eq!(
+            judge.last_assessment(),
+            Some(&Assessment::Error {
+                reason: "timeout".to_string()
+            })
+        );
+        assert_eq!(judge.name(), "error-rate");
+    }
+}

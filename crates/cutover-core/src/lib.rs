@@ -1,0 +1,20 @@
+//! cutover's pure core.
+//!
+//! Everything here is deterministic and free of I/O: no sockets, no files, no clock. The
+//! release-file types and their validation, the rollout state machine and the analysis
+//! judge take their inputs (text, time, observations) as parameters and return data
+//! (typed values, diagnostics, actions, verdicts). The async drivers in the other crates
+//! stay thin, and every decision can be tested to the step and replayed in simulation.
+
+mod duration;
+pub mod judge;
+pub mod spec;
+
+pub use duration::{Duration, DurationError, MAX_DURATION};
+pub mod diagnostic;
+pub mod load;
+pub mod plan;
+pub mod validate;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub mod schema;

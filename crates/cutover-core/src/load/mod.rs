@@ -1,0 +1,278 @@
+//! Loading release files: text in, a typed [`Release`] and every diagnostic out.
+//!
+//! The layers, lowest first: the types' defaults, the file (YAML or TOML), then
+//! `CUTOVER_`-prefixed environment variables; `${VAR}` interpolation runs on the result,
+//! and `strategy: {use: PRESET}` is replaced by the preset with the file's fields on top.
+//! Every layer works on [`node::Node`] trees that remember where each value was written,
+//! which is what lets a problem anywhere be reported as `file:line:column`.
+//!
+//! Pure: the caller passes the text and the environment in; nothing here reads a file or
+//! the process environment.
+
+mod de;
+mod env;
+mod interpolate;
+pub mod node;
+mod preset;
+mod toml;
+mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+pub use env::PREFIX as ENV_PREFIX;
+pub use interpolate::{Expanded, expand};
+pub use preset::{PRESETS, preset_names, preset_text};
+
+use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, did_you_mean};
+use crate::spec::{
+    AnalysisSpec, GuardrailSpec, HooksSpec, Release, StrategyDocument, StrategySpec, TrafficSpec,
+};
+use node::{Node, Value};
+
+/// The text formats a release file may be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// YAML 1.2.
+    Yaml,
+    /// TOML 1.0.
+    Toml,
+}
+
+impl Format {
+    /// The format a file name implies: `.toml` is TOML, anything else YAML.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("toml") => Format::Toml,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// A document's text and the name to show in messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// The file name as the user gave it.
+    pub name: &'a str,
+    /// The whole text.
+    pub text: &'a str,
+    /// How to read it.
+    pub format: Format,
+}
+
+/// The two kinds of document cutover reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Document {
+    /// A release (`kind: Release`).
+    Release(Box<Release>),
+    /// A strategy preset (`kind: Strategy`).
+    Strategy(Box<StrategyDocument>),
+}
+
+/// What loading produced: the document if it could be built without errors, and every
+/// diagnostic (errors and warnings), in file order.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The document; `None` when any diagnostic is an error.
+    pub document: Option<Document>,
+    /// Every problem found.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Loads a release or strategy document, reporting every problem.
+///
+/// `env` is the process environment (or any map standing for it): it feeds both `${VAR}`
+/// interpolation and `CUTOVER_` overrides.
+pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
+    let name: Arc<str> = source.name.into();
+    let parsed = match source.format {
+        Format::Yaml => yaml::parse(&name, source.text).map_err(|d| vec![d]),
+        Format::Toml => toml::parse(&name, source.text),
+    };
+    let mut root = match parsed {
+        Ok(root) => root,
+        Err(diagnostics) => {
+            return Loaded {
+                document: None,
+                diagnostics,
+            };
+        }
+    };
+    let mut diagnostics = env::apply_overrides(&mut root, env);
+    interpolate::interpolate(&mut root, &FieldPath::root(), env, &mut diagnostics);
+    let mut removed = Vec::new();
+
+    let document = match document_kind(&root) {
+        Err(d) => {
+            diagnostics.push(d);
+            None
+        }
+        Ok(Kind::Release) => {
+            if let Err(d) = preset::resolve(&mut root) {
+                diagnostics.push(d);
+                removed.push(FieldPath::of(&["spec", "strategy"]));
+            }
+            let outcome = de::deserialize_all::<Release>(&root);
+            diagnostics.extend(outcome.diagnostics);
+            removed.extend(outcome.removed);
+            let locator = crate::validate::Locator::new(&root, &removed);
+            match outcome.value {
+                Some(release) => {
+                    diagnostics.extend(crate::validate::release(&release, &locator));
+                    Some(Document::Release(Box::new(release)))
+                }
+                None => {
+                    // The release as a whole could not be built (a required field is
+                    // broken), but its sections may still be checked on their own.
+                    let sections = PartialSections::read(&root);
+                    let sections = sections.borrow().masked(&removed);
+                    diagnostics.extend(crate::validate::sections(&sections, &locator));
+                    None
+                }
+            }
+        }
+        Ok(Kind::Strategy) => {
+            let outcome = de::deserialize_all::<StrategyDocument>(&root);
+            diagnostics.extend(outcome.diagnostics);
+            removed.extend(outcome.removed);
+            outcome.value.map(|doc| {
+                let locator = crate::validate::Locator::new(&root, &removed);
+                diagnostics.extend(crate::validate::strategy_document(&doc, &locator));
+                Document::Strategy(Box::new(doc))
+            })
+        }
+    };
+    diagnostics.sort_by(|a, b| order(&a.origin).cmp(&order(&b.origin)));
+    let has_errors = diagnostics.iter().any(Diagnostic::is_error);
+    Loaded {
+        document: if has_errors { None } else { document },
+        diagnostics,
+    }
+}
+
+/// Loads a document that must be a release. On success, the release and its warnings.
+pub fn load_release(
+    source: Source<'_>,
+    env: &BTreeMap<String, String>,
+) -> Result<(Release, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let loaded = load(source, env);
+    match loaded.document {
+        Some(Document::Release(release)) => Ok((*release, loaded.diagnostics)),
+        Some(Document::Strategy(_)) => Err(vec![Diagnostic::error(
+            Code::InvalidValue,
+            FieldPath::of(&["kind"]),
+            Origin::File {
+                source: source.name.into(),
+                line: 1,
+                column: 1,
+            },
+            "this is a strategy preset, not a release",
+        )
+        .with_hint("refer to it from a release with 'strategy: {use: NAME}'")]),
+        None => Err(loaded.diagnostics),
+    }
+}
+
+enum Kind {
+    Release,
+    Strategy,
+}
+
+fn document_kind(root: &Node) -> Result<Kind, Diagnostic> {
+    const KINDS: [&str; 2] = ["Release", "Strategy"];
+    if !matches!(root.value, Value::Map(_)) {
+        return Err(Diagnostic::error(
+            Code::InvalidValue,
+            FieldPath::root(),
+            root.origin.clone(),
+            format!("expected a map with apiVersion, kind, metadata and spec, found {}", root.value.describe()),
+        ));
+    }
+    let Some(entry) = root.entry("kind") else {
+        return Err(Diagnostic::error(
+            Code::MissingField,
+            FieldPath::root(),
+            root.origin.clone(),
+            "missing field 'kind'",
+        )
+        .with_hint("add 'kind: Release' under 'apiVersion'"));
+    };
+    match entry.value.value.scalar_text().as_deref() {
+        Some("Release") => Ok(Kind::Release),
+        Some("Strategy") => Ok(Kind::Strategy),
+        other => {
+            let found = other.unwrap_or_default();
+            let mut d = Diagnostic::error(
+                Code::InvalidValue,
+                FieldPath::of(&["kind"]),
+                entry.value.origin.clone(),
+                format!("unknown kind '{found}', expected Release or Strategy"),
+            );
+            d.hint = did_you_mean(found, KINDS);
+            Err(d)
+        }
+    }
+}
+
+/// The sections of a release that could be read on their own from a tree whose whole
+/// could not.
+struct PartialSections {
+    traffic: Option<TrafficSpec>,
+    strategy: Option<StrategySpec>,
+    analysis: Option<AnalysisSpec>,
+    guardrails: Option<Vec<GuardrailSpec>>,
+    hooks: Option<HooksSpec>,
+}
+
+impl PartialSections {
+    fn read(tree: &Node) -> Self {
+        let spec = FieldPath::of(&["spec"]);
+        PartialSections {
+            traffic: section(tree, &spec.key("traffic")),
+            strategy: section(tree, &spec.key("strategy")),
+            analysis: section(tree, &spec.key("analysis")),
+            guardrails: section(tree, &spec.key("guardrails")),
+            hooks: section(tree, &spec.key("hooks")),
+        }
+    }
+
+    fn borrow(&self) -> crate::validate::Sections<'_> {
+        crate::validate::Sections {
+            traffic: self.traffic.as_ref(),
+            strategy: self.strategy.as_ref(),
+            analysis: self.analysis.as_ref(),
+            guardrails: self.guardrails.as_deref(),
+            hooks: self.hooks.as_ref(),
+        }
+    }
+}
+
+/// The part of `tree` at `path` as a `T`, if it exists and reads cleanly (its problems were
+/// reported by the whole document's pass).
+fn section<T: DeserializeOwned>(tree: &Node, path: &FieldPath) -> Option<T> {
+    tree.at(path)?;
+    de::deserialize_all_at::<T>(tree.clone(), path).value
+}
+
+/// Sort key putting file positions first, in order, then environment variables.
+fn order(origin: &Origin) -> (u8, Arc<str>, u32, u32) {
+    match origin {
+        Origin::File {
+            source,
+            line,
+            column,
+        } => (0, source.clone(), *line, *column),
+        Origin::Env { var } => (1, var.clone(), 0, 0),
+        Origin::Default => (2, "".into(), 0, 0),
+    }
+}

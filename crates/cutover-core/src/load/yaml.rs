@@ -1,0 +1,136 @@
+//! YAML text to a [`Node`] tree, through saphyr (a maintained YAML 1.2 parser that keeps
+//! every node's position).
+
+use std::sync::Arc;
+
+use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+
+use super::node::{Entry, Node, Value};
+use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin};
+
+/// Parses one YAML document. A syntax error is one diagnostic (a YAML parser cannot go on
+/// past one); an empty file or several documents are reported too.
+pub fn parse(source: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
+    let docs = MarkedYaml::load_from_str(text).map_err(|e| {
+        let marker = e.marker();
+        Diagnostic::error(
+            Code::Syntax,
+            FieldPath::root(),
+            file_origin(source, marker.line(), marker.col()),
+            format!("invalid YAML: {}", e.info()),
+        )
+    })?;
+    let mut docs = docs.into_iter();
+    let Some(doc) = docs.next() else {
+        return Err(Diagnostic::error(
+            Code::Syntax,
+            FieldPath::root(),
+            file_origin(source, 1, 0),
+            "the file is empty",
+        )
+        .with_hint("a release starts with 'apiVersion: cutover.dev/v1' and 'kind: Release'"));
+    };
+    if let Some(extra) = docs.next() {
+        return Err(Diagnostic::error(
+            Code::Syntax,
+            FieldPath::root(),
+            file_origin(source, extra.span.start.line(), extra.span.start.col()),
+            "the file holds more than one YAML document",
+        )
+        .with_hint("put each release in its own file"));
+    }
+    convert(source, &doc)
+}
+
+fn file_origin(source: &Arc<str>, line: usize, col: usize) -> Origin {
+    Origin::File {
+        source: source.clone(),
+        line: u32::try_from(line.max(1)).unwrap_or(u32::MAX),
+        column: u32::try_from(col + 1).unwrap_or(u32::MAX),
+    }
+}
+
+fn convert(source: &Arc<str>, yaml: &MarkedYaml<'_>) -> Result<Node, Diagnostic> {
+    let origin = file_origin(source, yaml.span.start.line(), yaml.span.start.col());
+    let value = match &yaml.data {
+        YamlData::Value(scalar) => scalar_value(scalar),
+        YamlData::Representation(text, _, _) => Value::Str(text.to_string()),
+        YamlData::Sequence(items) => Value::Seq(
+            items
+                .iter()
+                .map(|item| convert(source, item))
+                .collect::<Result<_, _>>()?,
+        ),
+        YamlData::Mapping(map) => {
+            let mut entries = Vec::with_capacity(map.len());
+            for (key, value) in map {
+                let key_node = convert(source, key)?;
+                let Some(key_text) = key_node.value.scalar_text() else {
+                    return Err(Diagnostic::error(
+                        Code::Syntax,
+                        FieldPath::root(),
+                        key_node.origin,
+                        format!("a map key must be text, found {}", key_node.value.describe()),
+                    ));
+                };
+                entries.push(Entry {
+                    key: key_text,
+                    key_origin: key_node.origin,
+                    value: convert(source, value)?,
+                });
+            }
+            Value::Map(entries)
+        }
+        YamlData::Tagged(_, inner) => return convert(source, inner),
+        YamlData::Alias(_) | YamlData::BadValue => {
+            return Err(Diagnostic::error(
+                Code::Syntax,
+                FieldPath::root(),
+                origin,
+                "this YAML value cannot be read (an unresolved alias or a bad value)",
+            ));
+        }
+    };
+    Ok(Node::new(value, origin))
+}
+
+fn scalar_value(scalar: &Scalar<'_>) -> Value {
+    match scalar {
+        Scalar::Null => Value::Null,
+        Scalar::Boolean(b) => Value::Bool(*b),
+        Scalar::Integer(i) => Value::Int(*i),
+        Scalar::FloatingPoint(f) => Value::Float(f.into_inner()),
+        Scalar::String(s) => Value::Str(s.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_lines_and_columns_of_keys_and_values() {
+        let source: Arc<str> = "r.yaml".into();
+        let node = parse(&source, "a:\n  b: 1\n  c: [x, 'y']\n").expect("valid");
+        let a = node.entry("a").expect("a");
+        assert_eq!(
+            a.key_origin,
+            Origin::File { source: source.clone(), line: 1, column: 1 }
+        );
+        let b = a.value.entry("b").expect("b");
+        assert_eq!(b.key_origin, Origin::File { source: source.clone(), line: 2, column: 3 });
+        assert_eq!(b.value.value, Value::Int(1));
+        assert_eq!(b.value.origin, Origin::File { source: source.clone(), line: 2, column: 6 });
+    }
+
+    #[test]
+    fn syntax_errors_and_duplicate_keys_are_located() {
+        let source: Arc<str> = "r.yaml".into();
+        let err = parse(&source, "a: 1\na: 2\n").expect_err("duplicate key");
+        assert_eq!(err.code, Code::Syntax);
+        let err = parse(&source, "a: [1, 2\nb: 3\n").expect_err("unclosed");
+        assert!(matches!(err.origin, Origin::File { .. }));
+        assert!(parse(&source, "").is_err());
+        assert!(parse(&source, "a: 1\n---\nb: 2\n").is_err());
+    }
+}

@@ -1,0 +1,159 @@
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{AnalysisSpec, GuardrailSpec, HooksSpec, StrategySpec, TrafficSpec};
+
+/// The `apiVersion` every document of format version 1 carries.
+pub const API_VERSION: &str = "cutover.dev/v1";
+
+/// A release: which service gets which new version, how traffic moves to it and how it is
+/// judged. One document per file, in YAML or TOML.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "cutover Release")]
+pub struct Release {
+    /// Always `cutover.dev/v1` for this format version.
+    pub api_version: String,
+    /// Always `Release`.
+    pub kind: String,
+    /// The release's name and labels.
+    pub metadata: Metadata,
+    /// What to release and how.
+    pub spec: ReleaseSpec,
+}
+
+/// A strategy preset: the strategy section of a release, kept in `strategies/` and picked by
+/// name with `strategy: {use: NAME}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StrategyDocument {
+    /// Always `cutover.dev/v1`.
+    pub api_version: String,
+    /// Always `Strategy`.
+    pub kind: String,
+    /// The preset's name (what `use:` refers to) and labels.
+    pub metadata: Metadata,
+    /// The strategy itself.
+    pub spec: StrategySpec,
+}
+
+/// Names and labels, as in Kubernetes object metadata.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    /// The release's name: the handle for `cutover status NAME`, `promote NAME`, and the
+    /// `release` label on every metric. Lowercase letters, digits and `-`, at most 63 chars.
+    pub name: String,
+    /// Free-form labels, copied onto the workloads cutover creates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form notes for people, never interpreted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The body of a release.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseSpec {
+    /// Where the service runs and how its two slots (stable and candidate) are made.
+    pub backend: Backend,
+    /// The new version's image (Swarm and Kubernetes). The local backend takes its
+    /// candidate from `backend.local.candidate` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// How many instances each version runs.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// The port the service listens on inside its containers or processes.
+    pub port: u16,
+    /// How the proxy finds this service and which requests may go to the candidate.
+    #[serde(default)]
+    pub traffic: TrafficSpec,
+    /// How traffic moves from stable to candidate.
+    pub strategy: StrategySpec,
+    /// The metrics that judge the candidate.
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
+    /// Hard limits the proxy enforces by itself, tripping a rollback at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<GuardrailSpec>,
+    /// Webhooks called at fixed points of the rollout.
+    #[serde(default)]
+    pub hooks: HooksSpec,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+/// Where the service runs. Exactly one key: `local`, `swarm` or `kubernetes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Backend {
+    /// Processes or addresses on hosts cutover does not orchestrate.
+    Local(LocalTarget),
+    /// A Docker Swarm service.
+    Swarm(SwarmTarget),
+    /// A Kubernetes Deployment.
+    Kubernetes(KubernetesTarget),
+}
+
+impl Backend {
+    /// The backend's key in the release file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Local(_) => "local",
+            Backend::Swarm(_) => "swarm",
+            Backend::Kubernetes(_) => "kubernetes",
+        }
+    }
+}
+
+/// The local backend's two slots.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalTarget {
+    /// The version serving now.
+    pub stable: LocalSlot,
+    /// The new version.
+    pub candidate: LocalSlot,
+}
+
+/// One local slot: fixed addresses, or a command cutover runs and supervises.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum LocalSlot {
+    /// `host:port` addresses of instances started elsewhere.
+    Addresses(Vec<String>),
+    /// A command (program and arguments) cutover starts `replicas` times. `{{port}}` in an
+    /// argument is replaced with the port cutover assigns to each instance.
+    Command(Vec<String>),
+}
+
+/// A Docker Swarm service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SwarmTarget {
+    /// The existing service that serves now (say, from `docker stack deploy`).
+    pub service: String,
+    /// The overlay network on which the proxy reaches the service's tasks.
+    pub network: String,
+}
+
+/// A Kubernetes Deployment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesTarget {
+    /// The namespace of the Deployment.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The existing Deployment that serves now.
+    pub deployment: String,
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
+}

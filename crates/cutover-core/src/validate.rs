@@ -1,0 +1,593 @@
+//! Semantic checks: what serde cannot see, such as weights that go down, analysis steps
+//! naming metrics that do not exist, or steps that cannot finish before the deadline.
+//!
+//! Each check appends [`Diagnostic`]s located through a [`Locator`], so a semantic
+//! problem points at its line and column just as a typo does.
+
+use std::collections::BTreeSet;
+
+use crate::Duration;
+use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, did_you_mean};
+use crate::load::node::Node;
+use crate::plan::Plan;
+use crate::spec::{
+    API_VERSION, AnalysisSpec, AnalysisStep, Backend, CanaryStep, GuardrailMetric, GuardrailSpec,
+    HeaderRouteStep, HookSpec, HooksSpec, LocalSlot, MatchRule, MetricSpec, Provider, Release,
+    StrategyDocument, StrategySpec, TrafficSpec,
+};
+
+/// Finds where a path was written, and knows which paths were set aside after a
+/// structural error (checks about them would only repeat that error).
+pub struct Locator<'a> {
+    root: &'a Node,
+    removed: &'a [FieldPath],
+}
+
+impl<'a> Locator<'a> {
+    /// A locator over the tree a document was deserialized from.
+    pub fn new(root: &'a Node, removed: &'a [FieldPath]) -> Self {
+        Locator { root, removed }
+    }
+
+    fn origin(&self, path: &FieldPath) -> Origin {
+        self.root.origin_of(path)
+    }
+
+    fn was_removed(&self, path: &FieldPath) -> bool {
+        self.removed.iter().any(|r| path.starts_with(r))
+    }
+}
+
+/// Collects diagnostics for one document.
+struct Checker<'l, 'a> {
+    at: &'l Locator<'a>,
+    out: Vec<Diagnostic>,
+}
+
+impl Checker<'_, '_> {
+    fn error(&mut self, code: Code, path: FieldPath, message: impl Into<String>) -> &mut Diagnostic {
+        let origin = self.at.origin(&path);
+        self.out.push(Diagnostic::error(code, path, origin, message));
+        self.out.last_mut().expect("just pushed")
+    }
+
+    fn warning(&mut self, code: Code, path: FieldPath, message: impl Into<String>) -> &mut Diagnostic {
+        let origin = self.at.origin(&path);
+        self.out.push(Diagnostic::warning(code, path, origin, message));
+        self.out.last_mut().expect("just pushed")
+    }
+
+    fn finish(self) -> Vec<Diagnostic> {
+        let at = self.at;
+        self.out
+            .into_iter()
+            .filter(|d| !at.was_removed(&d.path))
+            .collect()
+    }
+}
+
+/// Checks a release.
+pub fn release(release: &Release, at: &Locator<'_>) -> Vec<Diagnostic> {
+    let mut c = Checker { at, out: Vec::new() };
+    header(&mut c, &release.api_version, &release.kind, "Release");
+    name(&mut c, &release.metadata.name);
+    let spec = FieldPath::of(&["spec"]);
+    let r = &release.spec;
+
+    match &r.backend {
+        Backend::Local(local) => {
+            let local_path = spec.key("backend").key("local");
+            for (slot_name, slot) in [("stable", &local.stable), ("candidate", &local.candidate)] {
+                local_slot(&mut c, local_path.key(slot_name), slot);
+            }
+            if r.image.is_some() {
+                c.warning(
+                    Code::Ignored,
+                    spec.key("image"),
+                    "'image' has no effect on the local backend",
+                )
+                .hint = Some("the candidate is 'backend.local.candidate'".into());
+            }
+        }
+        Backend::Swarm(_) | Backend::Kubernetes(_) => {
+            if r.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+                c.error(
+                    Code::MissingField,
+                    spec.clone(),
+                    format!("the {} backend needs the new version's 'image'", r.backend.name()),
+                )
+                .hint = Some("add 'image: registry/app:v2' under spec".into());
+            }
+        }
+    }
+    if r.replicas == 0 {
+        c.error(Code::OutOfRange, spec.key("replicas"), "replicas must be at least 1");
+    }
+    if r.port == 0 {
+        c.error(Code::OutOfRange, spec.key("port"), "port must be between 1 and 65535");
+    }
+
+    sections_into(&mut c, &Sections::of(release).masked(at.removed));
+    c.finish()
+}
+
+/// The sections of a release's spec that are checked on their own, so they can be
+/// checked even when another part of the file is too broken to build a whole release.
+#[derive(Clone, Copy, Default)]
+pub struct Sections<'r> {
+    /// `spec.traffic`.
+    pub traffic: Option<&'r TrafficSpec>,
+    /// `spec.strategy`.
+    pub strategy: Option<&'r StrategySpec>,
+    /// `spec.analysis`.
+    pub analysis: Option<&'r AnalysisSpec>,
+    /// `spec.guardrails`.
+    pub guardrails: Option<&'r [GuardrailSpec]>,
+    /// `spec.hooks`.
+    pub hooks: Option<&'r HooksSpec>,
+}
+
+impl<'r> Sections<'r> {
+    /// These sections less those with an error reported inside them: a list that lost
+    /// an item to an error would shift every index after it, and checks would point at
+    /// the wrong lines. They are checked once the error is fixed.
+    pub fn masked(self, reported: &[FieldPath]) -> Self {
+        let spec = FieldPath::of(&["spec"]);
+        let clean = |key: &str| {
+            let path = spec.key(key);
+            !reported.iter().any(|r| r.starts_with(&path) || path.starts_with(r))
+        };
+        Sections {
+            traffic: self.traffic.filter(|_| clean("traffic")),
+            strategy: self.strategy.filter(|_| clean("strategy")),
+            analysis: self.analysis.filter(|_| clean("analysis")),
+            guardrails: self.guardrails.filter(|_| clean("guardrails")),
+            hooks: self.hooks.filter(|_| clean("hooks")),
+        }
+    }
+
+    /// Every section of a whole release.
+    pub fn of(release: &'r Release) -> Self {
+        let spec = &release.spec;
+        Sections {
+            traffic: Some(&spec.traffic),
+            strategy: Some(&spec.strategy),
+            analysis: Some(&spec.analysis),
+            guardrails: Some(&spec.guardrails),
+            hooks: Some(&spec.hooks),
+        }
+    }
+}
+
+/// Checks the sections that could be read.
+pub fn sections(s: &Sections<'_>, at: &Locator<'_>) -> Vec<Diagnostic> {
+    let mut c = Checker { at, out: Vec::new() };
+    sections_into(&mut c, s);
+    c.finish()
+}
+
+fn sections_into(c: &mut Checker<'_, '_>, s: &Sections<'_>) {
+    let spec = FieldPath::of(&["spec"]);
+    let traffic = spec.key("traffic");
+    if let Some(prefix) = s.traffic.and_then(|t| t.path_prefix.as_ref()) {
+        if !prefix.starts_with('/') {
+            c.error(Code::InvalidValue, traffic.key("pathPrefix"), format!("path prefix '{prefix}' must start with '/'"))
+                .hint = Some(format!("write '/{prefix}'"));
+        }
+    }
+    if let Some(t) = s.traffic {
+        match_rules(c, &traffic.key("match"), &t.match_rules);
+    }
+
+    let analysis_path = spec.key("analysis");
+    let analysis_intact = s.analysis.is_some();
+    let metric_names: Vec<&str> = s
+        .analysis
+        .map(|a| a.metrics.iter().map(|m| m.name.as_str()).collect())
+        .unwrap_or_default();
+    if let Some(strat) = s.strategy {
+        strategy(
+            c,
+            &spec.key("strategy"),
+            strat,
+            analysis_intact.then_some(metric_names.as_slice()),
+        );
+        let defined = s.analysis.map(|a| a.metrics.as_slice()).unwrap_or_default();
+        if let Ok(plan) = Plan::from_strategy(strat, defined) {
+            deadline(c, &spec.key("strategy").key("progressDeadline"), &plan, strat.progress_deadline);
+        }
+    }
+    if let Some(analysis) = s.analysis {
+        metrics(c, &analysis_path.key("metrics"), &analysis.metrics);
+    }
+
+    let mut guardrail_names = BTreeSet::new();
+    for (i, g) in s.guardrails.unwrap_or_default().iter().enumerate() {
+        let path = spec.key("guardrails").index(i);
+        if !guardrail_names.insert(g.name.as_str()) {
+            c.error(Code::DuplicateName, path.key("name"), format!("a guardrail named '{}' is already defined", g.name));
+        }
+        if g.metric == GuardrailMetric::ErrorRate && !(0.0..=1.0).contains(&g.max) {
+            c.error(Code::OutOfRange, path.key("max"), format!("an error rate is a ratio between 0 and 1, found {}", g.max))
+                .hint = Some(format!("for {}%, write {}", g.max, g.max / 100.0));
+        }
+        if g.max.is_nan() || g.max < 0.0 {
+            c.error(Code::OutOfRange, path.key("max"), "max must be a non-negative number");
+        }
+        if g.window == Duration::ZERO {
+            c.error(Code::OutOfRange, path.key("window"), "window must be longer than 0s");
+        }
+    }
+
+    if let Some(h) = s.hooks {
+        for (point, hooks) in [
+            ("preRollout", &h.pre_rollout),
+            ("prePromotion", &h.pre_promotion),
+            ("postPromotion", &h.post_promotion),
+            ("onRollback", &h.on_rollback),
+        ] {
+            for (i, hook) in hooks.iter().enumerate() {
+                hook_spec(c, spec.key("hooks").key(point).index(i), hook);
+            }
+        }
+    }
+}
+
+/// Checks a strategy preset document.
+pub fn strategy_document(doc: &StrategyDocument, at: &Locator<'_>) -> Vec<Diagnostic> {
+    let mut c = Checker { at, out: Vec::new() };
+    header(&mut c, &doc.api_version, &doc.kind, "Strategy");
+    name(&mut c, &doc.metadata.name);
+    let path = FieldPath::of(&["spec"]);
+    if doc.spec.preset.is_some() {
+        c.error(Code::Conflict, path.key("use"), "a preset cannot use another preset")
+            .hint = Some("copy the steps you want instead".into());
+    }
+    strategy(&mut c, &path, &doc.spec, None);
+    if let Ok(plan) = Plan::from_strategy(&doc.spec, &[]) {
+        deadline(&mut c, &path.key("progressDeadline"), &plan, doc.spec.progress_deadline);
+    }
+    c.finish()
+}
+
+fn header(c: &mut Checker<'_, '_>, api_version: &str, kind: &str, expected_kind: &str) {
+    if api_version != API_VERSION {
+        c.error(
+            Code::InvalidValue,
+            FieldPath::of(&["apiVersion"]),
+            format!("unsupported apiVersion '{api_version}'"),
+        )
+        .hint = Some(format!("this version of cutover reads '{API_VERSION}'"));
+    }
+    if kind != expected_kind {
+        c.error(Code::InvalidValue, FieldPath::of(&["kind"]), format!("expected kind '{expected_kind}', found '{kind}'"));
+    }
+}
+
+fn name(c: &mut Checker<'_, '_>, name: &str) {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !valid {
+        let suggestion: String = name
+            .to_lowercase()
+            .chars()
+            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
+            .collect::<String>()
+            .trim_matches('-')
+            .chars()
+            .take(63)
+            .collect();
+        let d = c.error(
+            Code::InvalidValue,
+            FieldPath::of(&["metadata", "name"]),
+            format!("'{name}' is not a valid name: use lowercase letters, digits and '-', at most 63 characters"),
+        );
+        if !suggestion.is_empty() {
+            d.hint = Some(format!("try '{suggestion}'"));
+        }
+    }
+}
+
+fn local_slot(c: &mut Checker<'_, '_>, path: FieldPath, slot: &LocalSlot) {
+    match slot {
+        LocalSlot::Addresses(addresses) => {
+            let path = path.key("addresses");
+            if addresses.is_empty() {
+                c.error(Code::MissingField, path.clone(), "at least one address is needed");
+            }
+            for (i, address) in addresses.iter().enumerate() {
+                let valid = address
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+                if !valid {
+                    c.error(Code::InvalidValue, path.index(i), format!("'{address}' is not a host:port address"))
+                        .hint = Some("write it like '127.0.0.1:8081' or 'app-1.internal:8080'".into());
+                }
+            }
+        }
+        LocalSlot::Command(argv) => {
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                c.error(Code::MissingField, path.key("command"), "the command needs at least a program")
+                    .hint = Some("write it as a list: ['./app', '--port', '{{port}}']".into());
+            }
+        }
+    }
+}
+
+fn match_rules(c: &mut Checker<'_, '_>, path: &FieldPath, rules: &[MatchRule]) {
+    for (i, rule) in rules.iter().enumerate() {
+        let path = path.index(i);
+        match (&rule.header, &rule.cookie) {
+            (Some(_), Some(_)) => {
+                c.error(Code::Conflict, path.clone(), "a rule matches either a header or a cookie, not both")
+                    .hint = Some("split it into two rules".into());
+            }
+            (None, None) => {
+                c.error(Code::MissingField, path.clone(), "a rule needs 'header' or 'cookie'");
+            }
+            _ => {}
+        }
+        if rule.exact.is_some() && rule.regex.is_some() {
+            c.error(Code::Conflict, path.clone(), "'exact' and 'regex' cannot both be set");
+        }
+        if let Some(pattern) = &rule.regex {
+            if let Err(e) = regex_syntax::Parser::new().parse(pattern) {
+                let message = e.to_string();
+                let last = message.lines().last().unwrap_or("").trim().to_string();
+                c.error(Code::InvalidValue, path.key("regex"), format!("invalid regular expression: {last}"));
+            }
+        }
+    }
+}
+
+fn strategy(
+    c: &mut Checker<'_, '_>,
+    path: &FieldPath,
+    s: &StrategySpec,
+    metrics: Option<&[&str]>,
+) {
+    match (&s.canary, &s.blue_green) {
+        (Some(_), Some(_)) => {
+            c.error(Code::Conflict, path.clone(), "a strategy is either 'canary' or 'blueGreen', not both");
+        }
+        (None, None) => {
+            c.error(Code::MissingField, path.clone(), "the strategy needs 'canary' steps or a 'blueGreen' block")
+                .hint = Some(format!(
+                    "or start from a preset: 'use: canary-progressive' (presets: {})",
+                    crate::load::preset_names().collect::<Vec<_>>().join(", ")
+                ));
+        }
+        _ => {}
+    }
+    if s.progress_deadline == Duration::ZERO {
+        c.error(Code::OutOfRange, path.key("progressDeadline"), "progressDeadline must be longer than 0s");
+    }
+    if let Some(canary) = &s.canary {
+        let steps_path = path.key("canary").key("steps");
+        if canary.steps.is_empty() {
+            c.warning(Code::Ignored, steps_path.clone(), "no steps: the candidate takes all traffic at once")
+                .hint = Some("add 'setWeight' steps, or use the blueGreen strategy for an all-at-once switch".into());
+        }
+        let mut last_weight: Option<(u32, usize)> = None;
+        for (i, step) in canary.steps.iter().enumerate() {
+            let step_path = steps_path.index(i);
+            match step {
+                CanaryStep::SetWeight(w) => {
+                    let weight_path = step_path.key("setWeight");
+                    if *w > 100 {
+                        c.error(Code::OutOfRange, weight_path, format!("weight {w} is above 100"))
+                            .hint = Some("weights are percentages from 0 to 100".into());
+                    } else if let Some((previous, at)) = last_weight.filter(|(p, _)| *w < *p) {
+                        c.error(
+                            Code::DecreasingWeight,
+                            weight_path,
+                            format!("weight goes down from {previous} (steps[{at}]) to {w}"),
+                        )
+                        .hint = Some("weights must not decrease; a decrease is almost always a typo (use 'cutover abort' to roll back)".into());
+                    }
+                    if *w <= 100 {
+                        last_weight = Some((last_weight.map_or(*w, |(p, _)| p.max(*w)), i));
+                    }
+                }
+                CanaryStep::Pause(pause) => {
+                    if pause.duration.is_none() {
+                        c.warning(
+                            Code::ManualGate,
+                            step_path.key("pause"),
+                            "this pause has no duration: the rollout waits here for 'cutover promote'",
+                        )
+                        .hint = Some("in CI, 'cutover run --wait' blocks until --timeout; give it a duration like 'pause: {duration: 5m}'".into());
+                    }
+                }
+                CanaryStep::Analysis(step) => {
+                    analysis_ref(c, &step_path.key("analysis"), step, metrics);
+                }
+                CanaryStep::SetHeaderRoute(route) => {
+                    header_route(c, &step_path.key("setHeaderRoute"), route);
+                }
+                CanaryStep::Mirror(mirror) => {
+                    if mirror.percent > 100 {
+                        c.error(Code::OutOfRange, step_path.key("mirror").key("percent"), format!("mirror percent {} is above 100", mirror.percent));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(bg) = &s.blue_green {
+        let bg_path = path.key("blueGreen");
+        if let Some(preview) = &bg.preview_traffic {
+            header_route(c, &bg_path.key("previewTraffic"), preview);
+        }
+        if !bg.auto_promotion {
+            c.warning(
+                Code::ManualGate,
+                bg_path.key("autoPromotion"),
+                "autoPromotion is off: the switch waits for 'cutover promote'",
+            )
+            .hint = Some("in CI, 'cutover run --wait' blocks until --timeout".into());
+            if bg.auto_promotion_seconds.is_some() {
+                c.warning(Code::Ignored, bg_path.key("autoPromotionSeconds"), "autoPromotionSeconds has no effect while autoPromotion is false");
+            }
+        }
+        if let Some(step) = &bg.pre_promotion_analysis {
+            analysis_ref(c, &bg_path.key("prePromotionAnalysis"), step, metrics);
+        }
+        if let Some(step) = &bg.post_promotion_analysis {
+            analysis_ref(c, &bg_path.key("postPromotionAnalysis"), step, metrics);
+        }
+    }
+}
+
+fn header_route(c: &mut Checker<'_, '_>, path: &FieldPath, route: &HeaderRouteStep) {
+    match_rules(c, &path.key("match"), &route.match_rules);
+}
+
+/// `metrics` is `None` where the metrics are not known (presets) or were set aside.
+fn analysis_ref(c: &mut Checker<'_, '_>, path: &FieldPath, step: &AnalysisStep, metrics: Option<&[&str]>) {
+    let Some(defined) = metrics else {
+        return;
+    };
+    if defined.is_empty() {
+        c.error(Code::UndefinedMetric, path.clone(), "this analysis has no metric to run: spec.analysis.metrics is empty")
+            .hint = Some("define one, e.g. '- {name: errors, provider: {builtin: error_rate}, max: 0.01}'".into());
+        return;
+    }
+    for (i, wanted) in step.metrics.iter().enumerate() {
+        if !defined.contains(&wanted.as_str()) {
+            let d = c.error(
+                Code::UndefinedMetric,
+                path.key("metrics").index(i),
+                format!("no metric named '{wanted}' in spec.analysis.metrics"),
+            );
+            d.hint = did_you_mean(wanted, defined.iter().copied())
+                .or_else(|| Some(format!("defined metrics: {}", defined.join(", "))));
+        }
+    }
+}
+
+const PLACEHOLDERS: [&str; 5] = ["release", "stable", "candidate", "interval", "version"];
+
+fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
+    let mut names = BTreeSet::new();
+    for (i, m) in metrics.iter().enumerate() {
+        let path = path.index(i);
+        if m.name.trim().is_empty() {
+            c.error(Code::MissingField, path.key("name"), "a metric needs a name");
+        } else if !names.insert(m.name.as_str()) {
+            c.error(Code::DuplicateName, path.key("name"), format!("a metric named '{}' is already defined", m.name))
+                .hint = Some("metric names must be unique; analysis steps refer to them".into());
+        }
+        let provider = path.key("provider");
+        match &m.provider {
+            Provider::Prometheus(p) => {
+                if p.query.trim().is_empty() {
+                    c.error(Code::IncompleteMetric, provider.key("prometheus").key("query"), "a prometheus metric needs a query")
+                        .hint = Some("e.g. sum(rate(cutover_requests_total{release=\"{{release}}\",version=\"{{candidate}}\",code_class=\"5xx\"}[{{interval}}]))".into());
+                }
+                placeholders(c, &provider.key("prometheus").key("query"), &p.query);
+                if let Some(address) = &p.address {
+                    url(c, &provider.key("prometheus").key("address"), address);
+                }
+            }
+            Provider::Web(w) => {
+                url(c, &provider.key("web").key("url"), &w.url);
+                placeholders(c, &provider.key("web").key("url"), &w.url);
+                if !(w.json_pointer.is_empty() || w.json_pointer.starts_with('/')) {
+                    c.error(Code::InvalidValue, provider.key("web").key("jsonPointer"), format!("'{}' is not a JSON pointer", w.json_pointer))
+                        .hint = Some(format!("JSON pointers start with '/': '/{}'", w.json_pointer.replace('.', "/")));
+                }
+            }
+            Provider::Builtin(_) => {}
+        }
+        let compare_has_check = m.compare.as_ref().is_some_and(|k| {
+            k.max_increase.is_some() || k.max_increase_percent.is_some() || k.mann_whitney.is_some()
+        });
+        if m.min.is_none() && m.max.is_none() && !compare_has_check {
+            c.error(Code::IncompleteMetric, path.clone(), format!("metric '{}' has nothing to check, so it could never fail", m.name))
+                .hint = Some("set 'max', 'min', or 'compare: {maxIncreasePercent: 20}'".into());
+        }
+        if let (Some(min), Some(max)) = (m.min, m.max) {
+            if min > max {
+                c.error(Code::Conflict, path.key("min"), format!("min {min} is greater than max {max}, so every value fails"));
+            }
+        }
+        for (field, value) in [("min", m.min), ("max", m.max)] {
+            if value.is_some_and(f64::is_nan) {
+                c.error(Code::InvalidValue, path.key(field), "must be a number, not NaN");
+            }
+        }
+        if let Some(compare) = &m.compare {
+            let compare_path = path.key("compare");
+            for (field, value) in [("maxIncrease", compare.max_increase), ("maxIncreasePercent", compare.max_increase_percent)] {
+                if value.is_some_and(|v| v.is_nan() || v < 0.0) {
+                    c.error(Code::OutOfRange, compare_path.key(field), "must be zero or more");
+                }
+            }
+            if let Some(test) = &compare.mann_whitney {
+                if !(test.confidence > 0.5 && test.confidence < 1.0) {
+                    c.error(Code::OutOfRange, compare_path.key("mannWhitney").key("confidence"), format!("confidence must be between 0.5 and 1, found {}", test.confidence))
+                        .hint = Some("0.95 or 0.98 are usual".into());
+                }
+                if test.min_samples < 3 {
+                    c.error(Code::OutOfRange, compare_path.key("mannWhitney").key("minSamples"), "the test needs at least 3 samples per version");
+                }
+            }
+        }
+        if m.count == 0 {
+            c.error(Code::OutOfRange, path.key("count"), "count must be at least 1");
+        }
+        if m.interval == Duration::ZERO {
+            c.error(Code::OutOfRange, path.key("interval"), "interval must be longer than 0s");
+        }
+        if m.interval.saturating_mul(u64::from(m.count)) > crate::MAX_DURATION {
+            c.error(Code::OutOfRange, path.key("count"), format!("{} measurements every {} take longer than a year", m.count, m.interval));
+        }
+    }
+}
+
+fn placeholders(c: &mut Checker<'_, '_>, path: &FieldPath, text: &str) {
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            c.error(Code::InvalidValue, path.clone(), "'{{' without a closing '}}'");
+            return;
+        };
+        let name = after[..end].trim();
+        if !PLACEHOLDERS.contains(&name) {
+            let d = c.error(Code::InvalidValue, path.clone(), format!("unknown placeholder '{{{{{name}}}}}'"));
+            d.hint = did_you_mean(name, PLACEHOLDERS)
+                .map(|h| h.replace('\'', "").replace("did you mean ", "did you mean '{{").replace('?', "}}'?"))
+                .or_else(|| Some(format!("placeholders: {}", PLACEHOLDERS.map(|p| format!("{{{{{p}}}}}")).join(", "))));
+        }
+        rest = &after[end + 2..];
+    }
+}
+
+fn url(c: &mut Checker<'_, '_>, path: &FieldPath, url: &str) {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        c.error(Code::InvalidValue, path.clone(), format!("'{url}' is not an http:// or https:// URL"));
+    }
+}
+
+fn hook_spec(c: &mut Checker<'_, '_>, path: FieldPath, hook: &HookSpec) {
+    url(c, &path.key("url"), &hook.url);
+    if hook.timeout == Duration::ZERO {
+        c.error(Code::OutOfRange, path.key("timeout"), "timeout must be longer than 0s");
+    }
+}
+
+fn deadline(c: &mut Checker<'_, '_>, path: &FieldPath, plan: &Plan, deadline: Duration) {
+    let needed = plan.minimum_duration();
+    if needed > deadline {
+        let d = c.error(
+            Code::DeadlineTooShort,
+            path.clone(),
+            format!("the steps take at least {needed}, longer than progressDeadline {deadline}, so every rollout would roll back"),
+        );
+        d.hint = Some(format!("raise progressDeadline to at least {needed}"));
+    }
+}
