@@ -18,3 +18,4 @@ pub mod validate;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub mod schema;
+pub mod rollout;

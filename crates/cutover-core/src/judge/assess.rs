@@ -222,7 +222,7 @@ fn relative(
         checks.fail(format!(
             "{} ({}%), more than maxIncreasePercent {}%",
             describe(direction, candidate, stable, regression),
-            num(regression / stable.abs() * 100.0),
+            pct(regression / stable.abs() * 100.0),
             num(percent)
         ));
     }
@@ -235,8 +235,8 @@ fn statistical(
     measurement: &Measurement,
     checks: &mut Checks,
 ) {
-    let candidate = finite_or_infinite(&measurement.candidate_samples);
-    let stable = finite_or_infinite(&measurement.stable_samples);
+    let candidate = without_nan(&measurement.candidate_samples);
+    let stable = without_nan(&measurement.stable_samples);
     let min = test.min_samples as usize;
     if candidate.len() < min || stable.len() < min {
         checks.lack(format!(
@@ -282,7 +282,7 @@ fn statistical(
                 } else {
                     ""
                 },
-                num((candidate_median - stable_median) / stable_median.abs() * 100.0)
+                pct((candidate_median - stable_median) / stable_median.abs() * 100.0)
             )
         } else {
             String::new()
@@ -303,7 +303,8 @@ fn statistical(
     }
 }
 
-fn finite_or_infinite(samples: &[f64]) -> Vec<f64> {
+/// The samples with NaN dropped: a NaN has no rank and no place in a median.
+fn without_nan(samples: &[f64]) -> Vec<f64> {
     samples.iter().copied().filter(|v| !v.is_nan()).collect()
 }
 
@@ -332,6 +333,16 @@ pub(crate) fn num(x: f64) -> String {
         format!("{rounded}")
     } else {
         format!("{x:.3e}")
+    }
+}
+
+/// A percentage for a reason, to three significant digits: `23.7`, not `23.6548`.
+fn pct(x: f64) -> String {
+    if x.is_finite() && x.abs() >= 1e-4 {
+        let rounded: f64 = format!("{x:.2e}").parse().unwrap_or(x);
+        format!("{rounded}")
+    } else {
+        num(x)
     }
 }
 
@@ -822,6 +833,8 @@ mod tests {
         assert_eq!(num(250.0), "250");
         assert_eq!(num(1.234e-9), "1.234e-9");
         assert_eq!(num(f64::INFINITY), "inf");
+        assert_eq!(pct(23.6548), "23.7");
+        assert_eq!(pct(25.000000000000004), "25");
     }
 
     fn any_f64() -> impl Strategy<Value = f64> {

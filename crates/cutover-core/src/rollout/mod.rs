@@ -1,0 +1,868 @@
+//! The rollout state machine: sans I/O, driven by a thin async loop.
+//!
+//! A [`Rollout`] walks a [`Plan`]: pre-rollout hooks, deploying the candidate, each step
+//! (route changes, pauses, analyses), then promotion and the previous version's
+//! scale-down, or a rollback that ends with all traffic on stable and the candidate
+//! retired. It performs no I/O and never reads a clock: time comes in as a parameter,
+//! effects go out as [`Action`]s, and what the driver saw comes back as [`Observation`]s.
+//!
+//! # Calling order
+//!
+//! ```text
+//! let mut rollout = Rollout::new(plan, now);          // or a persisted one + resume(now)
+//! loop {
+//!     while let Some(action) = rollout.poll_action() { carry it out }   // Persist first
+//!     wait until rollout.poll_timeout() or an observation arrives;
+//!     rollout.handle(now, observation)  or  rollout.handle_timeout(now);
+//! }
+//! ```
+//!
+//! Every batch of actions starts with [`Action::Persist`]: the driver writes the state
+//! before it acts, so a controller killed at any point resumes in the phase whose actions
+//! it may not have finished, and [`Rollout::resume`] issues them again (they are
+//! idempotent). Steps advance only on observations, so no step is skipped or repeated;
+//! an analysis interrupted by a restart starts over within its step.
+//!
+//! Method groups: getters; `handle*` for inputs; `poll_*` for outputs.
+
+mod io;
+mod phase;
+mod time;
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+pub use io::{Action, Command, CommandRejected, Observation, Operation, Route, Slot};
+pub use phase::{
+    Outcome, Phase, PromotionProgress, RollbackProgress, RollbackReason, StepProgress,
+};
+pub use time::{DeadlineClock, Timer, Timestamp};
+
+use crate::Duration;
+use crate::judge::Verdict;
+use crate::plan::{Plan, PlanStep};
+use crate::spec::HookPoint;
+
+/// The version of the persisted state's layout. A state of another version is refused
+/// rather than misread.
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+/// Forward operations are given up (and the rollout rolled back) after this many
+/// consecutive failures; rollback operations are retried without limit.
+pub const MAX_FORWARD_ATTEMPTS: u32 = 5;
+
+/// How long a `prePromotion` gate that answered non-2xx waits before it is asked again.
+pub const GATE_RETRY: Duration = Duration::from_secs(30);
+
+/// The longest wait between retries of a failed backend operation.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How many history entries a rollout keeps.
+const HISTORY_LIMIT: usize = 200;
+
+/// One rollout of one release: the persisted state plus the actions not yet taken.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    format_version: u32,
+    plan: Plan,
+    phase: Phase,
+    /// The route most recently asked for.
+    route: Route,
+    route_generation: u64,
+    /// The generation the proxy last confirmed.
+    route_applied: u64,
+    analysis_runs: u32,
+    /// 1 for the first try, +1 per `retry`.
+    attempt: u32,
+    /// Set by `pause`, cleared by `resume` or `promote`.
+    paused_since: Option<Timestamp>,
+    deadline: DeadlineClock,
+    retry: Option<PendingRetry>,
+    started_at: Timestamp,
+    now: Timestamp,
+    history: VecDeque<HistoryEntry>,
+    #[serde(skip)]
+    pending: VecDeque<Action>,
+}
+
+/// A failed operation waiting for its next attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRetry {
+    /// What failed.
+    pub operation: Operation,
+    /// Consecutive failures so far.
+    pub failures: u32,
+    /// When to try again; `None` once the retry was issued and its result is awaited.
+    pub at: Option<Timestamp>,
+    /// The last error.
+    pub message: String,
+}
+
+/// One line of a rollout's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// When.
+    pub at: Timestamp,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// Why a persisted state was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Not a rollout state at all.
+    #[error("the stored rollout state cannot be read")]
+    Malformed(#[source] serde_json::Error),
+    /// Written by a cutover with another state layout.
+    #[error("the stored rollout state has format version {found}, this cutover reads {STATE_FORMAT_VERSION}")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+}
+
+/// Feeds `inputs` to `rollout` at `now`, fires due timers, and returns the rollout with the
+/// actions to carry out and the commands that were refused. The functional face of the
+/// same machine: `advance(state, now, observations) -> (state, actions)`.
+pub fn advance(
+    mut rollout: Rollout,
+    now: Timestamp,
+    inputs: impl IntoIterator<Item = Observation>,
+) -> (Rollout, Vec<Action>, Vec<CommandRejected>) {
+    let mut rejected = Vec::new();
+    for input in inputs {
+        if let Err(e) = rollout.handle(now, input) {
+            rejected.push(e);
+        }
+    }
+    rollout.handle_timeout(now);
+    let actions = std::iter::from_fn(|| rollout.poll_action()).collect();
+    (rollout, actions, rejected)
+}
+
+// Getters.
+impl Rollout {
+    /// The plan being walked.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The route most recently asked for.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// The outcome, once finished.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match &self.phase {
+            Phase::Done { outcome } => Some(outcome),
+            _ => None,
+        }
+    }
+
+    /// Whether the rollout is finished (promoted, or rolled back and not retried).
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done { .. })
+    }
+
+    /// Whether a manual pause holds the rollout.
+    pub fn is_paused(&self) -> bool {
+        self.paused_since.is_some()
+    }
+
+    /// Whether the rollout waits for a person (an indefinite pause, an inconclusive
+    /// analysis, a manual pause).
+    pub fn waits_for_person(&self) -> bool {
+        self.is_paused()
+            || matches!(
+                self.phase,
+                Phase::Step {
+                    progress: StepProgress::Pausing { until: None } | StepProgress::Inconclusive { .. },
+                    ..
+                }
+            )
+    }
+
+    /// 1 for the first try, +1 per `retry`.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The latest time the machine has seen.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// When the rollout (or its latest retry) started.
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    /// What happened so far, oldest first (the last 200 entries).
+    pub fn history(&self) -> impl Iterator<Item = &HistoryEntry> {
+        self.history.iter()
+    }
+
+    /// The persisted form.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Restores a persisted rollout. Call [`Rollout::resume`] next.
+    pub fn from_json(value: serde_json::Value) -> Result<Rollout, StateError> {
+        let found = value
+            .get("formatVersion")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        if found != u64::from(STATE_FORMAT_VERSION) {
+            return Err(StateError::Version {
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+            });
+        }
+        serde_json::from_value(value).map_err(StateError::Malformed)
+    }
+}
+
+// Construction and resumption.
+impl Rollout {
+    /// A new rollout of `plan`, starting at `now`.
+    pub fn new(plan: Plan, now: Timestamp) -> Rollout {
+        let mut rollout = Rollout {
+            format_version: STATE_FORMAT_VERSION,
+            deadline: DeadlineClock::new(plan.progress_deadline),
+            plan,
+            phase: Phase::PreRollout,
+            route: Route::default(),
+            route_generation: 0,
+            route_applied: 0,
+            analysis_runs: 0,
+            attempt: 1,
+            paused_since: None,
+            retry: None,
+            started_at: now,
+            now,
+            history: VecDeque::new(),
+            pending: VecDeque::new(),
+        };
+        let mut batch = Vec::new();
+        rollout.record("rollout started");
+        rollout.start(&mut batch);
+        rollout.finish(batch);
+        rollout
+    }
+
+    /// After a restore: issues again the actions of the current phase that may not have
+    /// been carried out before the controller stopped, and the current route (a proxy
+    /// that restarted with the controller has none).
+    pub fn resume(&mut self, now: Timestamp) {
+        self.observe_time(now);
+        let mut batch = Vec::new();
+        // While the backend swaps roles, "candidate" may already name nothing: the
+        // re-issued `Promote` points the route at the new stable version instead.
+        let route_issued = matches!(
+            self.phase,
+            Phase::Step { progress: StepProgress::Routing { .. }, .. }
+                | Phase::Promoting { progress: PromotionProgress::Routing { .. } | PromotionProgress::Swapping }
+                | Phase::RollingBack { progress: RollbackProgress::Routing { .. }, .. }
+        );
+        if !self.is_done() && !route_issued {
+            batch.push(self.set_route_action());
+        }
+        // A retry still waiting for its time is issued by its timer.
+        if self.retry.as_ref().is_none_or(|r| r.at.is_none()) {
+            self.reissue(&mut batch);
+        }
+        self.record("resumed after a restart");
+        self.pending.clear();
+        self.finish(batch);
+    }
+
+    /// The actions that carry the current phase forward, as first issued.
+    fn reissue(&mut self, batch: &mut Vec<Action>) {
+        match &self.phase {
+            Phase::PreRollout => batch.push(Action::RunHook { point: HookPoint::PreRollout }),
+            Phase::Deploying => batch.push(Action::Deploy),
+            Phase::Step { index, progress } => match progress {
+                StepProgress::Routing { .. } => batch.push(self.set_route_action()),
+                StepProgress::Analyzing { run } => {
+                    if let Some(PlanStep::Analysis { metrics, stage, .. }) = self.plan.steps.get(*index) {
+                        batch.push(Action::StartAnalysis {
+                            run: *run,
+                            step: *index,
+                            metrics: metrics.clone(),
+                            stage: *stage,
+                        });
+                    }
+                }
+                StepProgress::Pausing { .. } | StepProgress::Inconclusive { .. } | StepProgress::Complete => {}
+            },
+            Phase::Promoting { progress } => match progress {
+                PromotionProgress::Gate => batch.push(Action::RunHook { point: HookPoint::PrePromotion }),
+                PromotionProgress::GateHeld { .. } => {}
+                PromotionProgress::Routing { .. } => batch.push(self.set_route_action()),
+                PromotionProgress::Swapping => batch.push(Action::Promote),
+            },
+            Phase::ScalingDown { until: None } => batch.push(Action::Retire { slot: Slot::Previous }),
+            Phase::ScalingDown { until: Some(_) } => {}
+            Phase::RollingBack { progress, .. } => match progress {
+                RollbackProgress::Routing { .. } => batch.push(self.set_route_action()),
+                RollbackProgress::Retiring => batch.push(Action::Retire { slot: Slot::Candidate }),
+            },
+            Phase::Done { .. } => {}
+        }
+    }
+}
+
+// Inputs.
+impl Rollout {
+    /// Takes in one observation at `now`. Observations that do not fit the phase (a late
+    /// acknowledgement, a verdict of a stopped run) are ignored; a command that does not
+    /// fit is refused with a [`CommandRejected`] saying what would fit.
+    pub fn handle(&mut self, now: Timestamp, observation: Observation) -> Result<(), CommandRejected> {
+        let before = self.snapshot();
+        self.observe_time(now);
+        let mut batch = Vec::new();
+        let result = match observation {
+            Observation::Command(command) => self.command(command, &mut batch),
+            other => {
+                self.observation(other, &mut batch);
+                Ok(())
+            }
+        };
+        self.finish_if_changed(&before, batch);
+        result
+    }
+
+    /// Fires every timer that is due at `now`. Calling it early, or twice, is harmless.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let before = self.snapshot();
+        self.observe_time(now);
+        let mut batch = Vec::new();
+        if let Some(retry) = self.retry.as_mut().filter(|r| r.at.is_some_and(|at| at <= now)) {
+            retry.at = None;
+            let operation = retry.operation;
+            if self.awaits(operation) {
+                self.reissue(&mut batch);
+            } else {
+                self.retry = None;
+            }
+        }
+        if self.deadline_applies() && self.deadline.due().is_some_and(|due| due <= now) {
+            self.record("progress deadline exceeded");
+            self.roll_back(RollbackReason::DeadlineExceeded, &mut batch);
+        }
+        match self.phase.clone() {
+            Phase::Step { progress: StepProgress::Pausing { until: Some(until) }, .. }
+                if until <= now && !self.is_paused() =>
+            {
+                self.record("pause ended");
+                self.complete_step(&mut batch);
+            }
+            Phase::Promoting { progress: PromotionProgress::GateHeld { retry_at } } if retry_at <= now => {
+                self.phase = Phase::Promoting { progress: PromotionProgress::Gate };
+                batch.push(Action::RunHook { point: HookPoint::PrePromotion });
+            }
+            Phase::ScalingDown { until: Some(until) } if until <= now => {
+                self.phase = Phase::ScalingDown { until: None };
+                self.record("scale-down delay over: retiring the previous version");
+                batch.push(Action::Retire { slot: Slot::Previous });
+            }
+            _ => {}
+        }
+        self.finish_if_changed(&before, batch);
+    }
+}
+
+// Outputs.
+impl Rollout {
+    /// The next action to carry out, in order. Drain it after every `handle*` call.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.pending.pop_front()
+    }
+
+    /// The earliest time at which [`Rollout::handle_timeout`] has something to do.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers().into_iter().map(|(_, at)| at).min()
+    }
+
+    /// Every armed timer and when it fires.
+    pub fn timers(&self) -> Vec<(Timer, Timestamp)> {
+        let mut timers = Vec::new();
+        if let Some(at) = self.retry.as_ref().and_then(|r| r.at) {
+            timers.push((Timer::BackendRetry, at));
+        }
+        if self.deadline_applies() {
+            if let Some(due) = self.deadline.due() {
+                timers.push((Timer::ProgressDeadline, due));
+            }
+        }
+        match &self.phase {
+            Phase::Step { progress: StepProgress::Pausing { until: Some(until) }, .. } if !self.is_paused() => {
+                timers.push((Timer::StepPause, *until));
+            }
+            Phase::Promoting { progress: PromotionProgress::GateHeld { retry_at } } => {
+                timers.push((Timer::HookRetry, *retry_at));
+            }
+            Phase::ScalingDown { until: Some(until) } => timers.push((Timer::ScaleDownDelay, *until)),
+            _ => {}
+        }
+        timers
+    }
+}
+
+// The walk.
+impl Rollout {
+    fn observe_time(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
+    }
+
+    /// The state as persisted, less the clock reading, to tell whether an input changed
+    /// anything worth writing.
+    fn snapshot(&self) -> Rollout {
+        let mut copy = self.clone();
+        copy.pending.clear();
+        copy
+    }
+
+    /// As [`Rollout::finish`], but an input that changed nothing (a stale acknowledgement,
+    /// an early timeout) yields no actions at all, not even a `Persist`.
+    fn finish_if_changed(&mut self, before: &Rollout, batch: Vec<Action>) {
+        let mut after = self.snapshot();
+        after.now = before.now;
+        after.finish_clocks();
+        if batch.is_empty() && after == *before {
+            self.finish_clocks();
+            return;
+        }
+        self.finish(batch);
+    }
+
+    fn finish_clocks(&mut self) {
+        let now = self.now;
+        if self.deadline_applies() && !self.waits_for_person() {
+            self.deadline.run(now);
+        } else {
+            self.deadline.stop(now);
+        }
+    }
+
+    /// Ends a batch: keeps the deadline clock in step with the phase and queues the
+    /// batch behind a `Persist`.
+    fn finish(&mut self, batch: Vec<Action>) {
+        self.finish_clocks();
+        self.pending.push_back(Action::Persist);
+        self.pending.extend(batch);
+    }
+
+    /// The deadline counts while the rollout moves forward towards promotion.
+    fn deadline_applies(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::PreRollout | Phase::Deploying | Phase::Step { .. } | Phase::Promoting { .. }
+        )
+    }
+
+    fn record(&mut self, message: impl Into<String>) {
+        if self.history.len() == HISTORY_LIMIT {
+            self.history.pop_front();
+        }
+        self.history.push_back(HistoryEntry {
+            at: self.now,
+            message: message.into(),
+        });
+    }
+
+    fn start(&mut self, batch: &mut Vec<Action>) {
+        if self.plan.hooks.pre_rollout {
+            self.phase = Phase::PreRollout;
+            batch.push(Action::RunHook { point: HookPoint::PreRollout });
+        } else {
+            self.deploy(batch);
+        }
+    }
+
+    fn deploy(&mut self, batch: &mut Vec<Action>) {
+        self.phase = Phase::Deploying;
+        self.record("deploying the candidate");
+        batch.push(Action::Deploy);
+    }
+
+    fn set_route_action(&self) -> Action {
+        Action::SetRoute {
+            generation: self.route_generation,
+            route: self.route.clone(),
+        }
+    }
+
+    /// Asks for `route`, returning its generation.
+    fn new_route(&mut self, route: Route, batch: &mut Vec<Action>) -> u64 {
+        self.route_generation += 1;
+        self.route = route;
+        batch.push(self.set_route_action());
+        self.route_generation
+    }
+
+    fn enter_step(&mut self, index: usize, batch: &mut Vec<Action>) {
+        let Some(step) = self.plan.steps.get(index).cloned() else {
+            self.enter_promotion(batch);
+            return;
+        };
+        let progress = match step {
+            PlanStep::SetWeight { weight } => {
+                self.record(format!("step {index}: weight {weight}%"));
+                let route = Route { candidate_weight: weight, ..self.route.clone() };
+                StepProgress::Routing { generation: self.new_route(route, batch) }
+            }
+            PlanStep::SetHeaderRoute { rules } => {
+                self.record(format!("step {index}: header route with {} rule(s)", rules.len()));
+                let route = Route { header_route: rules, ..self.route.clone() };
+                StepProgress::Routing { generation: self.new_route(route, batch) }
+            }
+            PlanStep::Mirror { percent } => {
+                self.record(format!("step {index}: mirror {percent}%"));
+                let route = Route { mirror_percent: percent, ..self.route.clone() };
+                StepProgress::Routing { generation: self.new_route(route, batch) }
+            }
+            PlanStep::Pause { duration } => {
+                self.record(match duration {
+                    Some(d) => format!("step {index}: pause {d}"),
+                    None => format!("step {index}: waiting for promote"),
+                });
+                StepProgress::Pausing { until: duration.map(|d| self.now.after(d)) }
+            }
+            PlanStep::Analysis { metrics, stage, .. } => {
+                self.analysis_runs += 1;
+                let run = self.analysis_runs;
+                self.record(format!("step {index}: analysis run {run} of {}", metrics.join(", ")));
+                batch.push(Action::StartAnalysis { run, step: index, metrics, stage });
+                StepProgress::Analyzing { run }
+            }
+        };
+        self.phase = Phase::Step { index, progress };
+    }
+
+    /// The current step is done: go on, unless a manual pause holds the rollout.
+    fn complete_step(&mut self, batch: &mut Vec<Action>) {
+        let Phase::Step { index, .. } = self.phase else {
+            return;
+        };
+        if self.is_paused() {
+            self.phase = Phase::Step { index, progress: StepProgress::Complete };
+        } else {
+            self.enter_step(index + 1, batch);
+        }
+    }
+
+    fn enter_promotion(&mut self, batch: &mut Vec<Action>) {
+        if self.plan.hooks.pre_promotion {
+            self.record("asking the prePromotion gate");
+            self.phase = Phase::Promoting { progress: PromotionProgress::Gate };
+            batch.push(Action::RunHook { point: HookPoint::PrePromotion });
+        } else {
+            self.route_for_promotion(batch);
+        }
+    }
+
+    fn route_for_promotion(&mut self, batch: &mut Vec<Action>) {
+        let all_candidate = Route { candidate_weight: 100, header_route: Vec::new(), mirror_percent: 0 };
+        if self.route == all_candidate && self.route_applied == self.route_generation {
+            // A last `setWeight: 100` step already moved everything.
+            self.swap(batch);
+            return;
+        }
+        self.record("moving all traffic to the candidate");
+        let generation = self.new_route(all_candidate, batch);
+        self.phase = Phase::Promoting { progress: PromotionProgress::Routing { generation } };
+    }
+
+    fn swap(&mut self, batch: &mut Vec<Action>) {
+        self.phase = Phase::Promoting { progress: PromotionProgress::Swapping };
+        batch.push(Action::Promote);
+    }
+
+    fn stop_running_analysis(&mut self, batch: &mut Vec<Action>) {
+        if let Phase::Step { progress: StepProgress::Analyzing { run }, .. } = self.phase {
+            batch.push(Action::StopAnalysis { run });
+        }
+    }
+
+    fn roll_back(&mut self, reason: RollbackReason, batch: &mut Vec<Action>) {
+        if !self.deadline_applies() {
+            return;
+        }
+        self.stop_running_analysis(batch);
+        self.paused_since = None;
+        self.retry = None;
+        self.record(format!("rolling back: {reason}"));
+        let generation = self.new_route(Route::default(), batch);
+        self.phase = Phase::RollingBack { reason, progress: RollbackProgress::Routing { generation } };
+    }
+
+    fn observation(&mut self, observation: Observation, batch: &mut Vec<Action>) {
+        match (self.phase.clone(), observation) {
+            (Phase::PreRollout, Observation::HookResult { point: HookPoint::PreRollout, passed, detail }) => {
+                if passed {
+                    self.deploy(batch);
+                } else {
+                    self.roll_back(RollbackReason::HookFailed { point: HookPoint::PreRollout, detail }, batch);
+                }
+            }
+            (Phase::Deploying, Observation::CandidateReady) => {
+                self.retry = None;
+                self.record("candidate ready");
+                self.enter_step(0, batch);
+            }
+            (Phase::Deploying, Observation::CandidateFailed { reason }) => {
+                self.roll_back(RollbackReason::CandidateFailed { reason }, batch);
+            }
+            (Phase::Step { progress: StepProgress::Routing { generation }, .. }, Observation::RouteApplied { generation: g })
+                if g == generation =>
+            {
+                self.retry = None;
+                self.route_applied = g;
+                self.complete_step(batch);
+            }
+            (Phase::Step { index, progress: StepProgress::Analyzing { run } }, Observation::AnalysisVerdict { run: r, verdict, detail })
+                if r == run =>
+            {
+                match verdict {
+                    Verdict::Success => {
+                        self.record(format!("analysis run {run} passed"));
+                        self.complete_step(batch);
+                    }
+                    Verdict::Failure => {
+                        self.roll_back(RollbackReason::AnalysisFailed { step: index, detail }, batch);
+                    }
+                    Verdict::Inconclusive | Verdict::Error => {
+                        self.record(format!("analysis run {run} inconclusive ({detail}): waiting for promote, resume or abort"));
+                        self.phase = Phase::Step { index, progress: StepProgress::Inconclusive { run } };
+                    }
+                }
+            }
+            (Phase::Promoting { progress: PromotionProgress::Gate }, Observation::HookResult { point: HookPoint::PrePromotion, passed, detail }) => {
+                if passed {
+                    self.route_for_promotion(batch);
+                } else {
+                    self.record(format!("prePromotion gate held: {detail}"));
+                    self.phase = Phase::Promoting {
+                        progress: PromotionProgress::GateHeld { retry_at: self.now.after(GATE_RETRY) },
+                    };
+                }
+            }
+            (Phase::Promoting { progress: PromotionProgress::Routing { generation } }, Observation::RouteApplied { generation: g })
+                if g == generation =>
+            {
+                self.retry = None;
+                self.route_applied = g;
+                self.swap(batch);
+            }
+            (Phase::Promoting { progress: PromotionProgress::Swapping }, Observation::Promoted) => {
+                self.retry = None;
+                // The promoted version is now the stable one and takes all traffic.
+                self.route = Route::default();
+                self.record("promoted: the candidate is the stable version");
+                if self.plan.hooks.post_promotion {
+                    batch.push(Action::RunHook { point: HookPoint::PostPromotion });
+                }
+                if self.plan.scale_down_delay == Duration::ZERO {
+                    self.phase = Phase::ScalingDown { until: None };
+                    batch.push(Action::Retire { slot: Slot::Previous });
+                } else {
+                    self.phase = Phase::ScalingDown { until: Some(self.now.after(self.plan.scale_down_delay)) };
+                }
+            }
+            (Phase::ScalingDown { until: None }, Observation::Retired { slot: Slot::Previous }) => {
+                self.retry = None;
+                self.record("previous version retired");
+                self.phase = Phase::Done { outcome: Outcome::Promoted };
+            }
+            (Phase::RollingBack { reason, progress: RollbackProgress::Routing { generation } }, Observation::RouteApplied { generation: g })
+                if g == generation =>
+            {
+                self.retry = None;
+                self.route_applied = g;
+                self.phase = Phase::RollingBack { reason, progress: RollbackProgress::Retiring };
+                batch.push(Action::Retire { slot: Slot::Candidate });
+            }
+            (Phase::RollingBack { reason, progress: RollbackProgress::Retiring }, Observation::Retired { slot: Slot::Candidate }) => {
+                self.retry = None;
+                self.record("candidate retired; all traffic on stable");
+                if self.plan.hooks.on_rollback {
+                    batch.push(Action::RunHook { point: HookPoint::OnRollback });
+                }
+                self.phase = Phase::Done { outcome: Outcome::RolledBack { reason } };
+            }
+            (phase, Observation::GuardrailTripped { name, detail }) => {
+                let before_swap = !matches!(phase, Phase::Promoting { progress: PromotionProgress::Swapping });
+                if before_swap {
+                    self.roll_back(RollbackReason::Guardrail { name, detail }, batch);
+                }
+            }
+            (_, Observation::BackendError { operation, message }) => {
+                if self.awaits(operation) {
+                    self.backend_failed(operation, message, batch);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the current phase waits on `operation`, so that its failure matters.
+    fn awaits(&self, operation: Operation) -> bool {
+        match (&self.phase, operation) {
+            (Phase::Deploying, Operation::Deploy) => true,
+            (Phase::Step { progress: StepProgress::Routing { .. }, .. }, Operation::SetRoute)
+            | (Phase::Promoting { progress: PromotionProgress::Routing { .. } }, Operation::SetRoute)
+            | (Phase::RollingBack { progress: RollbackProgress::Routing { .. }, .. }, Operation::SetRoute) => true,
+            (Phase::Promoting { progress: PromotionProgress::Swapping }, Operation::Promote) => true,
+            (Phase::ScalingDown { until: None }, Operation::Retire)
+            | (Phase::RollingBack { progress: RollbackProgress::Retiring, .. }, Operation::Retire) => true,
+            _ => false,
+        }
+    }
+
+    fn backend_failed(&mut self, operation: Operation, message: String, batch: &mut Vec<Action>) {
+        let failures = self.retry.as_ref().filter(|r| r.operation == operation).map_or(0, |r| r.failures) + 1;
+        let forward = self.deadline_applies();
+        if forward && failures >= MAX_FORWARD_ATTEMPTS {
+            self.roll_back(RollbackReason::BackendFailed { operation, message }, batch);
+            return;
+        }
+        let backoff = Duration::from_secs(1u64 << failures.min(6).saturating_sub(1)).min(MAX_BACKOFF);
+        self.record(format!("{operation} failed ({message}); retrying in {backoff}"));
+        self.retry = Some(PendingRetry { operation, failures, at: Some(self.now.after(backoff)), message });
+    }
+}
+
+// Commands.
+impl Rollout {
+    fn reject(&self, command: Command, expected: &'static str) -> Result<(), CommandRejected> {
+        Err(CommandRejected { command, phase: self.phase.describe(), expected })
+    }
+
+    fn command(&mut self, command: Command, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
+        match command {
+            Command::Promote => self.promote(batch),
+            Command::PromoteFull => self.promote_full(batch),
+            Command::Abort => self.abort(batch),
+            Command::Pause => self.pause(),
+            Command::Resume => self.resume_command(batch),
+            Command::Retry => self.retry_command(batch),
+        }
+    }
+
+    fn promote(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
+        match self.phase.clone() {
+            Phase::Step { progress, .. } => {
+                if let StepProgress::Routing { .. } = progress {
+                    return self.reject(Command::Promote, "the step is applying a route; try again in a moment");
+                }
+                self.paused_since = None;
+                self.record("promote: current step finished by hand");
+                self.stop_running_analysis(batch);
+                self.complete_step(batch);
+                Ok(())
+            }
+            Phase::Promoting { progress: PromotionProgress::GateHeld { .. } | PromotionProgress::Gate } => {
+                self.paused_since = None;
+                self.record("promote: prePromotion gate overridden by hand");
+                self.route_for_promotion(batch);
+                Ok(())
+            }
+            _ => self.reject(Command::Promote, "promote applies while the rollout walks its steps"),
+        }
+    }
+
+    fn promote_full(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
+        match self.phase.clone() {
+            Phase::Step { .. } | Phase::Promoting { progress: PromotionProgress::Gate | PromotionProgress::GateHeld { .. } } => {
+                self.paused_since = None;
+                self.record("promote --full: skipping the remaining steps");
+                self.stop_running_analysis(batch);
+                self.route_for_promotion(batch);
+                Ok(())
+            }
+            Phase::Promoting { .. } => Ok(()),
+            _ => self.reject(Command::PromoteFull, "promote --full applies once the candidate is ready and until promotion"),
+        }
+    }
+
+    fn abort(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
+        match &self.phase {
+            Phase::RollingBack { .. } => Ok(()),
+            Phase::Promoting { progress: PromotionProgress::Swapping } | Phase::ScalingDown { .. } | Phase::Done { .. } => {
+                self.reject(Command::Abort, "the candidate is already promoted; release the previous version to go back")
+            }
+            _ => {
+                self.record("abort requested");
+                self.roll_back(RollbackReason::Aborted, batch);
+                Ok(())
+            }
+        }
+    }
+
+    fn pause(&mut self) -> Result<(), CommandRejected> {
+        if !self.deadline_applies() {
+            return self.reject(Command::Pause, "pause applies while the rollout moves towards promotion");
+        }
+        if self.paused_since.is_none() {
+            self.paused_since = Some(self.now);
+            self.record("paused by hand");
+        }
+        Ok(())
+    }
+
+    fn resume_command(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
+        let inconclusive = match self.phase {
+            Phase::Step { index, progress: StepProgress::Inconclusive { .. } } => Some(index),
+            _ => None,
+        };
+        if self.paused_since.is_none() && inconclusive.is_none() {
+            return self.reject(Command::Resume, "resume applies to a paused rollout or an inconclusive analysis");
+        }
+        if let Some(since) = self.paused_since.take() {
+            let held = self.now.since(since);
+            self.record(format!("resumed after {held}"));
+            match &mut self.phase {
+                Phase::Step { progress: StepProgress::Pausing { until: Some(until) }, .. } => {
+                    *until = until.after(held);
+                }
+                Phase::Step { progress: StepProgress::Complete, .. } => self.complete_step(batch),
+                _ => {}
+            }
+        }
+        if let Some(index) = inconclusive {
+            self.record("resume: running the analysis again");
+            self.enter_step(index, batch);
+        }
+        Ok(())
+    }
+
+    fn retry_command(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
+        match &self.phase {
+            Phase::Done { outcome: Outcome::RolledBack { .. } } => {
+                self.attempt += 1;
+                self.started_at = self.now;
+                self.deadline = DeadlineClock::new(self.plan.progress_deadline);
+                self.paused_since = None;
+                self.retry = None;
+                self.record(format!("retry: attempt {}", self.attempt));
+                self.start(batch);
+                Ok(())
+            }
+            _ => self.reject(Command::Retry, "retry applies to a rolled-back or aborted rollout"),
+        }
+    }
+}
+
