@@ -75,7 +75,12 @@ pub fn deserialize_all_at<T: DeserializeOwned>(mut tree: Node, base: &FieldPath)
                 .missing_field
                 .is_some_and(|field| removed.contains(&path.key(field)));
         if !consequence {
-            reported.push(path.clone());
+            // A missing field taints only itself: the struct around it is set aside to
+            // go on, but what it holds is sound and still worth checking.
+            reported.push(match error.missing_field {
+                Some(field) => path.key(field),
+                None => path.clone(),
+            });
             let mut diagnostic = Diagnostic::error(error.code, path.clone(), origin, error.message);
             diagnostic.hint = error.hint;
             if !diagnostics.contains(&diagnostic) {
