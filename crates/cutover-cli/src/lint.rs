@@ -7,7 +7,9 @@ use cutover_core::Diagnostic;
 use cutover_core::load::{self, Format, Source};
 use serde::Serialize;
 
-use crate::{Output, exit, read};
+use std::fmt::Write as _;
+
+use crate::{Output, emit, exit, read};
 
 #[derive(Serialize)]
 struct FileReport {
@@ -55,29 +57,35 @@ pub fn run(files: &[PathBuf], output: Output, env: &BTreeMap<String, String>) ->
             diagnostics,
         });
     }
+    let mut text = String::new();
     match output {
         Output::Text => {
             for report in &reports {
                 for d in &report.diagnostics {
-                    println!("{d}");
+                    let _ = writeln!(text, "{d}");
                 }
-                match (report.errors, report.warnings) {
-                    (0, 0) => println!("{}: ok", report.file),
-                    (0, w) => println!("{}: ok, {w} warning{}", report.file, plural(w)),
-                    (e, w) => println!(
+                let _ = match (report.errors, report.warnings) {
+                    (0, 0) => writeln!(text, "{}: ok", report.file),
+                    (0, w) => writeln!(text, "{}: ok, {w} warning{}", report.file, plural(w)),
+                    (e, w) => writeln!(
+                        text,
                         "{}: invalid, {e} error{}, {w} warning{}",
                         report.file,
                         plural(e),
                         plural(w)
                     ),
-                }
+                };
             }
         }
         Output::Json => match serde_json::to_string_pretty(&reports) {
-            Ok(text) => println!("{text}"),
+            Ok(json) => {
+                text = json;
+                text.push('\n');
+            }
             Err(e) => eprintln!("error: cannot print the report: {e}"),
         },
     }
+    emit(&text);
     if reports.iter().all(|r| r.valid) {
         exit::OK
     } else {

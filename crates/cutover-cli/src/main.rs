@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         Command::Lint { files, output } => lint::run(&files, output, &environment()),
         Command::Plan { file, output } => plan::run(&file, output, &environment()),
         Command::Schema => {
-            print!("{}", cutover_core::schema::release_schema_json());
+            emit(&cutover_core::schema::release_schema_json());
             exit::OK
         }
     };
@@ -85,4 +85,16 @@ fn environment() -> BTreeMap<String, String> {
 /// Reads a release file, naming it in the error.
 fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("error: cannot read {}: {e}", path.display()))
+}
+
+/// Writes `text` to stdout. A closed pipe (`cutover plan x | head`) is not an error: the
+/// reader has what it wanted.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: cannot write to stdout: {e}");
+    }
 }

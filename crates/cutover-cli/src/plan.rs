@@ -9,7 +9,7 @@ use cutover_core::plan::{AnalysisStage, Plan, PlanStep, StrategyKind, TimelineEn
 use cutover_core::spec::{MatchRule, Release};
 use serde::Serialize;
 
-use crate::{Output, exit, read};
+use crate::{Output, emit, exit, read};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -64,11 +64,11 @@ pub fn run(path: &Path, output: Output, env: &BTreeMap<String, String>) -> u8 {
                 timeline: plan.timeline(),
             };
             match serde_json::to_string_pretty(&report) {
-                Ok(text) => println!("{text}"),
+                Ok(text) => emit(&format!("{text}\n")),
                 Err(e) => eprintln!("error: cannot print the plan: {e}"),
             }
         }
-        Output::Text => print!("{}", render(&release, &plan)),
+        Output::Text => emit(&render(&release, &plan)),
     }
     exit::OK
 }
@@ -97,12 +97,20 @@ fn render(release: &Release, plan: &Plan) -> String {
     let _ = writeln!(
         out,
         "starts: {}deploy the candidate ({} replica{}), wait until ready",
-        if plan.hooks.pre_rollout { "preRollout hooks, " } else { "" },
+        if plan.hooks.pre_rollout {
+            "preRollout hooks, "
+        } else {
+            ""
+        },
         release.spec.replicas,
         if release.spec.replicas == 1 { "" } else { "s" }
     );
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:>4}  {:>6}  {:<44}  {:<34}  {:>8}", "step", "weight", "action", "gate", "earliest");
+    let _ = writeln!(
+        out,
+        "{:>4}  {:>6}  {:<44}  {:<34}  {:>8}",
+        "step", "weight", "action", "gate", "earliest"
+    );
     for entry in plan.timeline() {
         let (index, action, gate) = match entry.step {
             Some(step) => (
@@ -124,7 +132,11 @@ fn render(release: &Release, plan: &Plan) -> String {
             out,
             "{index:>4}  {:>5}%  {action:<44}  {gate:<34}  {:>8}",
             entry.weight,
-            if entry.earliest == cutover_core::Duration::ZERO { "0s".to_string() } else { format!("+{}", entry.earliest) },
+            if entry.earliest == cutover_core::Duration::ZERO {
+                "0s".to_string()
+            } else {
+                format!("+{}", entry.earliest)
+            },
         );
     }
     let _ = writeln!(out);
@@ -132,11 +144,24 @@ fn render(release: &Release, plan: &Plan) -> String {
         out,
         "after promotion: old version removed after {}{}",
         plan.scale_down_delay,
-        if plan.hooks.post_promotion { "; postPromotion hooks run" } else { "" }
+        if plan.hooks.post_promotion {
+            "; postPromotion hooks run"
+        } else {
+            ""
+        }
     );
-    let waits = plan.timeline().iter().filter(|e| e.waits_for_person).count();
+    let waits = plan
+        .timeline()
+        .iter()
+        .filter(|e| e.waits_for_person)
+        .count();
     if waits > 0 {
-        let _ = writeln!(out, "waits for a person: {waits} time{} ('cutover promote {}')", if waits == 1 { "" } else { "s" }, release.metadata.name);
+        let _ = writeln!(
+            out,
+            "waits for a person: {waits} time{} ('cutover promote {}')",
+            if waits == 1 { "" } else { "s" },
+            release.metadata.name
+        );
     }
     let _ = writeln!(
         out,
@@ -161,7 +186,10 @@ fn describe(step: &PlanStep) -> String {
         }
         PlanStep::SetHeaderRoute { rules } if rules.is_empty() => "remove header route".to_string(),
         PlanStep::SetHeaderRoute { rules } => {
-            format!("header route: {}", rules.iter().map(rule).collect::<Vec<_>>().join(" or "))
+            format!(
+                "header route: {}",
+                rules.iter().map(rule).collect::<Vec<_>>().join(" or ")
+            )
         }
         PlanStep::Mirror { percent } => format!("mirror {percent}% to candidate"),
     }

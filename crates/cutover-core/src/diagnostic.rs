@@ -97,7 +97,11 @@ impl FieldPath {
 
     /// Builds a path from dotted keys, for tests and validators: `FieldPath::of(&["spec", "port"])`.
     pub fn of(keys: &[&str]) -> Self {
-        FieldPath(keys.iter().map(|k| Segment::Key((*k).to_string())).collect())
+        FieldPath(
+            keys.iter()
+                .map(|k| Segment::Key((*k).to_string()))
+                .collect(),
+        )
     }
 
     /// This path extended by a key.
@@ -246,7 +250,11 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{severity}: {} at {} ({})", self.message, self.path, self.origin)?;
+        write!(
+            f,
+            "{severity}: {} at {} ({})",
+            self.message, self.path, self.origin
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, "; {hint}")?;
         }
@@ -272,7 +280,10 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// `did you mean 'x'?` for the closest candidate, if any.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     closest(word, candidates).map(|c| format!("did you mean '{c}'?"))
 }
 
@@ -303,7 +314,10 @@ mod tests {
     fn suggestions_catch_typos_and_ignore_strangers() {
         assert_eq!(closest("wieght", ["weight", "pause"]), Some("weight"));
         assert_eq!(closest("canry", ["canary", "blueGreen"]), Some("canary"));
-        assert_eq!(closest("setweight", ["setWeight", "pause"]), Some("setWeight"));
+        assert_eq!(
+            closest("setweight", ["setWeight", "pause"]),
+            Some("setWeight")
+        );
         assert_eq!(closest("zzz", ["canary", "blueGreen"]), None);
     }
 }

@@ -237,7 +237,11 @@ mod tests {
 
     #[track_caller]
     fn check(input: &str, millis: u64) {
-        assert_eq!(Duration::parse(input), Ok(Duration::from_millis(millis)), "{input}");
+        assert_eq!(
+            Duration::parse(input),
+            Ok(Duration::from_millis(millis)),
+            "{input}"
+        );
     }
 
     #[test]
@@ -254,16 +258,31 @@ mod tests {
 
     #[test]
     fn rejects_what_a_person_would_misread() {
-        assert_eq!(Duration::parse("30"), Err(DurationError::MissingUnit("30".into())));
-        assert!(matches!(Duration::parse("3 mins"), Err(DurationError::UnknownUnit { .. })));
+        assert_eq!(
+            Duration::parse("30"),
+            Err(DurationError::MissingUnit("30".into()))
+        );
+        assert!(matches!(
+            Duration::parse("3 mins"),
+            Err(DurationError::UnknownUnit { .. })
+        ));
         assert_eq!(Duration::parse(""), Err(DurationError::Empty));
-        assert!(matches!(Duration::parse("m5"), Err(DurationError::Malformed(_))));
-        assert!(matches!(Duration::parse("1.2.3s"), Err(DurationError::Malformed(_))));
+        assert!(matches!(
+            Duration::parse("m5"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            Duration::parse("1.2.3s"),
+            Err(DurationError::Malformed(_))
+        ));
     }
 
     #[test]
     fn overflow_is_an_error_not_a_wrap() {
-        assert!(matches!(Duration::parse("400d"), Err(DurationError::TooLong(_))));
+        assert!(matches!(
+            Duration::parse("400d"),
+            Err(DurationError::TooLong(_))
+        ));
         assert!(matches!(
             Duration::parse("99999999999999999999999h"),
             Err(DurationError::TooLong(_))

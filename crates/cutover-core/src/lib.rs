@@ -17,5 +17,5 @@ pub mod plan;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, Severity};
-pub mod schema;
 pub mod rollout;
+pub mod schema;

@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Duration;
-use crate::spec::{AnalysisStep, CanaryStep, HookPoint, HooksSpec, MatchRule, MetricSpec, Release, StrategySpec};
+use crate::spec::{
+    AnalysisStep, CanaryStep, HookPoint, HooksSpec, MatchRule, MetricSpec, Release, StrategySpec,
+};
 
 /// The steps of a rollout, in order, and the settings around them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,7 +144,10 @@ impl Plan {
 
     /// The plan of a strategy, with `metrics` resolving analysis steps (empty for a preset
     /// on its own, whose analyses then name no metric).
-    pub fn from_strategy(strategy: &StrategySpec, metrics: &[MetricSpec]) -> Result<Plan, PlanError> {
+    pub fn from_strategy(
+        strategy: &StrategySpec,
+        metrics: &[MetricSpec],
+    ) -> Result<Plan, PlanError> {
         let analysis = |step: &AnalysisStep, stage| {
             let chosen: Vec<&MetricSpec> = metrics
                 .iter()
@@ -150,7 +155,10 @@ impl Plan {
                 .collect();
             let minimum = chosen
                 .iter()
-                .map(|m| m.initial_delay.saturating_add(m.interval.saturating_mul(u64::from(m.count))))
+                .map(|m| {
+                    m.initial_delay
+                        .saturating_add(m.interval.saturating_mul(u64::from(m.count)))
+                })
                 .max()
                 .unwrap_or(Duration::ZERO);
             PlanStep::Analysis {
@@ -159,19 +167,30 @@ impl Plan {
                 minimum,
             }
         };
-        let percent = |n: u32| u8::try_from(n).ok().filter(|p| *p <= 100).ok_or(PlanError::NotAPercentage(n));
+        let percent = |n: u32| {
+            u8::try_from(n)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or(PlanError::NotAPercentage(n))
+        };
         let (kind, steps, scale_down_delay) = match (&strategy.canary, &strategy.blue_green) {
             (Some(canary), None) => {
                 let mut steps = Vec::with_capacity(canary.steps.len());
                 for step in &canary.steps {
                     steps.push(match step {
-                        CanaryStep::SetWeight(w) => PlanStep::SetWeight { weight: percent(*w)? },
-                        CanaryStep::Pause(p) => PlanStep::Pause { duration: p.duration },
+                        CanaryStep::SetWeight(w) => PlanStep::SetWeight {
+                            weight: percent(*w)?,
+                        },
+                        CanaryStep::Pause(p) => PlanStep::Pause {
+                            duration: p.duration,
+                        },
                         CanaryStep::Analysis(a) => analysis(a, AnalysisStage::Step),
                         CanaryStep::SetHeaderRoute(r) => PlanStep::SetHeaderRoute {
                             rules: r.match_rules.clone(),
                         },
-                        CanaryStep::Mirror(m) => PlanStep::Mirror { percent: percent(m.percent)? },
+                        CanaryStep::Mirror(m) => PlanStep::Mirror {
+                            percent: percent(m.percent)?,
+                        },
                     });
                 }
                 (StrategyKind::Canary, steps, canary.scale_down_delay)
@@ -179,7 +198,9 @@ impl Plan {
             (None, Some(bg)) => {
                 let mut steps = Vec::new();
                 if let Some(preview) = &bg.preview_traffic {
-                    steps.push(PlanStep::SetHeaderRoute { rules: preview.match_rules.clone() });
+                    steps.push(PlanStep::SetHeaderRoute {
+                        rules: preview.match_rules.clone(),
+                    });
                 }
                 if let Some(pre) = &bg.pre_promotion_analysis {
                     steps.push(analysis(pre, AnalysisStage::PrePromotion));
@@ -214,7 +235,9 @@ impl Plan {
     /// The least time the steps take, not counting waits for a person: what the progress
     /// deadline must allow.
     pub fn minimum_duration(&self) -> Duration {
-        self.steps.iter().fold(Duration::ZERO, |total, step| total.saturating_add(step.minimum_duration()))
+        self.steps.iter().fold(Duration::ZERO, |total, step| {
+            total.saturating_add(step.minimum_duration())
+        })
     }
 
     /// The steps with the weight in force after each and the earliest time each can be

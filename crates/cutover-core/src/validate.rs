@@ -45,15 +45,27 @@ struct Checker<'l, 'a> {
 }
 
 impl Checker<'_, '_> {
-    fn error(&mut self, code: Code, path: FieldPath, message: impl Into<String>) -> &mut Diagnostic {
+    fn error(
+        &mut self,
+        code: Code,
+        path: FieldPath,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         let origin = self.at.origin(&path);
-        self.out.push(Diagnostic::error(code, path, origin, message));
+        self.out
+            .push(Diagnostic::error(code, path, origin, message));
         self.out.last_mut().expect("just pushed")
     }
 
-    fn warning(&mut self, code: Code, path: FieldPath, message: impl Into<String>) -> &mut Diagnostic {
+    fn warning(
+        &mut self,
+        code: Code,
+        path: FieldPath,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         let origin = self.at.origin(&path);
-        self.out.push(Diagnostic::warning(code, path, origin, message));
+        self.out
+            .push(Diagnostic::warning(code, path, origin, message));
         self.out.last_mut().expect("just pushed")
     }
 
@@ -68,7 +80,10 @@ impl Checker<'_, '_> {
 
 /// Checks a release.
 pub fn release(release: &Release, at: &Locator<'_>) -> Vec<Diagnostic> {
-    let mut c = Checker { at, out: Vec::new() };
+    let mut c = Checker {
+        at,
+        out: Vec::new(),
+    };
     header(&mut c, &release.api_version, &release.kind, "Release");
     name(&mut c, &release.metadata.name);
     let spec = FieldPath::of(&["spec"]);
@@ -94,17 +109,28 @@ pub fn release(release: &Release, at: &Locator<'_>) -> Vec<Diagnostic> {
                 c.error(
                     Code::MissingField,
                     spec.clone(),
-                    format!("the {} backend needs the new version's 'image'", r.backend.name()),
+                    format!(
+                        "the {} backend needs the new version's 'image'",
+                        r.backend.name()
+                    ),
                 )
                 .hint = Some("add 'image: registry/app:v2' under spec".into());
             }
         }
     }
     if r.replicas == 0 {
-        c.error(Code::OutOfRange, spec.key("replicas"), "replicas must be at least 1");
+        c.error(
+            Code::OutOfRange,
+            spec.key("replicas"),
+            "replicas must be at least 1",
+        );
     }
     if r.port == 0 {
-        c.error(Code::OutOfRange, spec.key("port"), "port must be between 1 and 65535");
+        c.error(
+            Code::OutOfRange,
+            spec.key("port"),
+            "port must be between 1 and 65535",
+        );
     }
 
     sections_into(&mut c, &Sections::of(release).masked(at.removed));
@@ -135,7 +161,9 @@ impl<'r> Sections<'r> {
         let spec = FieldPath::of(&["spec"]);
         let clean = |key: &str| {
             let path = spec.key(key);
-            !reported.iter().any(|r| r.starts_with(&path) || path.starts_with(r))
+            !reported
+                .iter()
+                .any(|r| r.starts_with(&path) || path.starts_with(r))
         };
         Sections {
             traffic: self.traffic.filter(|_| clean("traffic")),
@@ -161,7 +189,10 @@ impl<'r> Sections<'r> {
 
 /// Checks the sections that could be read.
 pub fn sections(s: &Sections<'_>, at: &Locator<'_>) -> Vec<Diagnostic> {
-    let mut c = Checker { at, out: Vec::new() };
+    let mut c = Checker {
+        at,
+        out: Vec::new(),
+    };
     sections_into(&mut c, s);
     c.finish()
 }
@@ -169,11 +200,15 @@ pub fn sections(s: &Sections<'_>, at: &Locator<'_>) -> Vec<Diagnostic> {
 fn sections_into(c: &mut Checker<'_, '_>, s: &Sections<'_>) {
     let spec = FieldPath::of(&["spec"]);
     let traffic = spec.key("traffic");
-    if let Some(prefix) = s.traffic.and_then(|t| t.path_prefix.as_ref()) {
-        if !prefix.starts_with('/') {
-            c.error(Code::InvalidValue, traffic.key("pathPrefix"), format!("path prefix '{prefix}' must start with '/'"))
-                .hint = Some(format!("write '/{prefix}'"));
-        }
+    if let Some(prefix) = s.traffic.and_then(|t| t.path_prefix.as_ref())
+        && !prefix.starts_with('/')
+    {
+        c.error(
+            Code::InvalidValue,
+            traffic.key("pathPrefix"),
+            format!("path prefix '{prefix}' must start with '/'"),
+        )
+        .hint = Some(format!("write '/{prefix}'"));
     }
     if let Some(t) = s.traffic {
         match_rules(c, &traffic.key("match"), &t.match_rules);
@@ -194,7 +229,12 @@ fn sections_into(c: &mut Checker<'_, '_>, s: &Sections<'_>) {
         );
         let defined = s.analysis.map(|a| a.metrics.as_slice()).unwrap_or_default();
         if let Ok(plan) = Plan::from_strategy(strat, defined) {
-            deadline(c, &spec.key("strategy").key("progressDeadline"), &plan, strat.progress_deadline);
+            deadline(
+                c,
+                &spec.key("strategy").key("progressDeadline"),
+                &plan,
+                strat.progress_deadline,
+            );
         }
     }
     if let Some(analysis) = s.analysis {
@@ -205,17 +245,33 @@ fn sections_into(c: &mut Checker<'_, '_>, s: &Sections<'_>) {
     for (i, g) in s.guardrails.unwrap_or_default().iter().enumerate() {
         let path = spec.key("guardrails").index(i);
         if !guardrail_names.insert(g.name.as_str()) {
-            c.error(Code::DuplicateName, path.key("name"), format!("a guardrail named '{}' is already defined", g.name));
+            c.error(
+                Code::DuplicateName,
+                path.key("name"),
+                format!("a guardrail named '{}' is already defined", g.name),
+            );
         }
         if g.metric == GuardrailMetric::ErrorRate && !(0.0..=1.0).contains(&g.max) {
-            c.error(Code::OutOfRange, path.key("max"), format!("an error rate is a ratio between 0 and 1, found {}", g.max))
-                .hint = Some(format!("for {}%, write {}", g.max, g.max / 100.0));
+            c.error(
+                Code::OutOfRange,
+                path.key("max"),
+                format!("an error rate is a ratio between 0 and 1, found {}", g.max),
+            )
+            .hint = Some(format!("for {}%, write {}", g.max, g.max / 100.0));
         }
         if g.max.is_nan() || g.max < 0.0 {
-            c.error(Code::OutOfRange, path.key("max"), "max must be a non-negative number");
+            c.error(
+                Code::OutOfRange,
+                path.key("max"),
+                "max must be a non-negative number",
+            );
         }
         if g.window == Duration::ZERO {
-            c.error(Code::OutOfRange, path.key("window"), "window must be longer than 0s");
+            c.error(
+                Code::OutOfRange,
+                path.key("window"),
+                "window must be longer than 0s",
+            );
         }
     }
 
@@ -235,17 +291,29 @@ fn sections_into(c: &mut Checker<'_, '_>, s: &Sections<'_>) {
 
 /// Checks a strategy preset document.
 pub fn strategy_document(doc: &StrategyDocument, at: &Locator<'_>) -> Vec<Diagnostic> {
-    let mut c = Checker { at, out: Vec::new() };
+    let mut c = Checker {
+        at,
+        out: Vec::new(),
+    };
     header(&mut c, &doc.api_version, &doc.kind, "Strategy");
     name(&mut c, &doc.metadata.name);
     let path = FieldPath::of(&["spec"]);
     if doc.spec.preset.is_some() {
-        c.error(Code::Conflict, path.key("use"), "a preset cannot use another preset")
-            .hint = Some("copy the steps you want instead".into());
+        c.error(
+            Code::Conflict,
+            path.key("use"),
+            "a preset cannot use another preset",
+        )
+        .hint = Some("copy the steps you want instead".into());
     }
     strategy(&mut c, &path, &doc.spec, None);
     if let Ok(plan) = Plan::from_strategy(&doc.spec, &[]) {
-        deadline(&mut c, &path.key("progressDeadline"), &plan, doc.spec.progress_deadline);
+        deadline(
+            &mut c,
+            &path.key("progressDeadline"),
+            &plan,
+            doc.spec.progress_deadline,
+        );
     }
     c.finish()
 }
@@ -260,14 +328,20 @@ fn header(c: &mut Checker<'_, '_>, api_version: &str, kind: &str, expected_kind:
         .hint = Some(format!("this version of cutover reads '{API_VERSION}'"));
     }
     if kind != expected_kind {
-        c.error(Code::InvalidValue, FieldPath::of(&["kind"]), format!("expected kind '{expected_kind}', found '{kind}'"));
+        c.error(
+            Code::InvalidValue,
+            FieldPath::of(&["kind"]),
+            format!("expected kind '{expected_kind}', found '{kind}'"),
+        );
     }
 }
 
 fn name(c: &mut Checker<'_, '_>, name: &str) {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if !valid {
@@ -296,22 +370,34 @@ fn local_slot(c: &mut Checker<'_, '_>, path: FieldPath, slot: &LocalSlot) {
         LocalSlot::Addresses(addresses) => {
             let path = path.key("addresses");
             if addresses.is_empty() {
-                c.error(Code::MissingField, path.clone(), "at least one address is needed");
+                c.error(
+                    Code::MissingField,
+                    path.clone(),
+                    "at least one address is needed",
+                );
             }
             for (i, address) in addresses.iter().enumerate() {
-                let valid = address
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+                let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
                 if !valid {
-                    c.error(Code::InvalidValue, path.index(i), format!("'{address}' is not a host:port address"))
-                        .hint = Some("write it like '127.0.0.1:8081' or 'app-1.internal:8080'".into());
+                    c.error(
+                        Code::InvalidValue,
+                        path.index(i),
+                        format!("'{address}' is not a host:port address"),
+                    )
+                    .hint = Some("write it like '127.0.0.1:8081' or 'app-1.internal:8080'".into());
                 }
             }
         }
         LocalSlot::Command(argv) => {
             if argv.first().is_none_or(|p| p.trim().is_empty()) {
-                c.error(Code::MissingField, path.key("command"), "the command needs at least a program")
-                    .hint = Some("write it as a list: ['./app', '--port', '{{port}}']".into());
+                c.error(
+                    Code::MissingField,
+                    path.key("command"),
+                    "the command needs at least a program",
+                )
+                .hint = Some("write it as a list: ['./app', '--port', '{{port}}']".into());
             }
         }
     }
@@ -322,54 +408,84 @@ fn match_rules(c: &mut Checker<'_, '_>, path: &FieldPath, rules: &[MatchRule]) {
         let path = path.index(i);
         match (&rule.header, &rule.cookie) {
             (Some(_), Some(_)) => {
-                c.error(Code::Conflict, path.clone(), "a rule matches either a header or a cookie, not both")
-                    .hint = Some("split it into two rules".into());
+                c.error(
+                    Code::Conflict,
+                    path.clone(),
+                    "a rule matches either a header or a cookie, not both",
+                )
+                .hint = Some("split it into two rules".into());
             }
             (None, None) => {
-                c.error(Code::MissingField, path.clone(), "a rule needs 'header' or 'cookie'");
+                c.error(
+                    Code::MissingField,
+                    path.clone(),
+                    "a rule needs 'header' or 'cookie'",
+                );
             }
             _ => {}
         }
         if rule.exact.is_some() && rule.regex.is_some() {
-            c.error(Code::Conflict, path.clone(), "'exact' and 'regex' cannot both be set");
+            c.error(
+                Code::Conflict,
+                path.clone(),
+                "'exact' and 'regex' cannot both be set",
+            );
         }
-        if let Some(pattern) = &rule.regex {
-            if let Err(e) = regex_syntax::Parser::new().parse(pattern) {
-                let message = e.to_string();
-                let last = message.lines().last().unwrap_or("").trim().to_string();
-                c.error(Code::InvalidValue, path.key("regex"), format!("invalid regular expression: {last}"));
-            }
+        if let Some(pattern) = &rule.regex
+            && let Err(e) = regex_syntax::Parser::new().parse(pattern)
+        {
+            let message = e.to_string();
+            let last = message.lines().last().unwrap_or("").trim().to_string();
+            c.error(
+                Code::InvalidValue,
+                path.key("regex"),
+                format!("invalid regular expression: {last}"),
+            );
         }
     }
 }
 
-fn strategy(
-    c: &mut Checker<'_, '_>,
-    path: &FieldPath,
-    s: &StrategySpec,
-    metrics: Option<&[&str]>,
-) {
+fn strategy(c: &mut Checker<'_, '_>, path: &FieldPath, s: &StrategySpec, metrics: Option<&[&str]>) {
     match (&s.canary, &s.blue_green) {
         (Some(_), Some(_)) => {
-            c.error(Code::Conflict, path.clone(), "a strategy is either 'canary' or 'blueGreen', not both");
+            c.error(
+                Code::Conflict,
+                path.clone(),
+                "a strategy is either 'canary' or 'blueGreen', not both",
+            );
         }
         (None, None) => {
-            c.error(Code::MissingField, path.clone(), "the strategy needs 'canary' steps or a 'blueGreen' block")
-                .hint = Some(format!(
-                    "or start from a preset: 'use: canary-progressive' (presets: {})",
-                    crate::load::preset_names().collect::<Vec<_>>().join(", ")
-                ));
+            c.error(
+                Code::MissingField,
+                path.clone(),
+                "the strategy needs 'canary' steps or a 'blueGreen' block",
+            )
+            .hint = Some(format!(
+                "or start from a preset: 'use: canary-progressive' (presets: {})",
+                crate::load::preset_names().collect::<Vec<_>>().join(", ")
+            ));
         }
         _ => {}
     }
     if s.progress_deadline == Duration::ZERO {
-        c.error(Code::OutOfRange, path.key("progressDeadline"), "progressDeadline must be longer than 0s");
+        c.error(
+            Code::OutOfRange,
+            path.key("progressDeadline"),
+            "progressDeadline must be longer than 0s",
+        );
     }
     if let Some(canary) = &s.canary {
         let steps_path = path.key("canary").key("steps");
         if canary.steps.is_empty() {
-            c.warning(Code::Ignored, steps_path.clone(), "no steps: the candidate takes all traffic at once")
-                .hint = Some("add 'setWeight' steps, or use the blueGreen strategy for an all-at-once switch".into());
+            c.warning(
+                Code::Ignored,
+                steps_path.clone(),
+                "no steps: the candidate takes all traffic at once",
+            )
+            .hint = Some(
+                "add 'setWeight' steps, or use the blueGreen strategy for an all-at-once switch"
+                    .into(),
+            );
         }
         let mut last_weight: Option<(u32, usize)> = None;
         for (i, step) in canary.steps.iter().enumerate() {
@@ -378,8 +494,12 @@ fn strategy(
                 CanaryStep::SetWeight(w) => {
                     let weight_path = step_path.key("setWeight");
                     if *w > 100 {
-                        c.error(Code::OutOfRange, weight_path, format!("weight {w} is above 100"))
-                            .hint = Some("weights are percentages from 0 to 100".into());
+                        c.error(
+                            Code::OutOfRange,
+                            weight_path,
+                            format!("weight {w} is above 100"),
+                        )
+                        .hint = Some("weights are percentages from 0 to 100".into());
                     } else if let Some((previous, at)) = last_weight.filter(|(p, _)| *w < *p) {
                         c.error(
                             Code::DecreasingWeight,
@@ -410,7 +530,11 @@ fn strategy(
                 }
                 CanaryStep::Mirror(mirror) => {
                     if mirror.percent > 100 {
-                        c.error(Code::OutOfRange, step_path.key("mirror").key("percent"), format!("mirror percent {} is above 100", mirror.percent));
+                        c.error(
+                            Code::OutOfRange,
+                            step_path.key("mirror").key("percent"),
+                            format!("mirror percent {} is above 100", mirror.percent),
+                        );
                     }
                 }
             }
@@ -429,7 +553,11 @@ fn strategy(
             )
             .hint = Some("in CI, 'cutover run --wait' blocks until --timeout".into());
             if bg.auto_promotion_seconds.is_some() {
-                c.warning(Code::Ignored, bg_path.key("autoPromotionSeconds"), "autoPromotionSeconds has no effect while autoPromotion is false");
+                c.warning(
+                    Code::Ignored,
+                    bg_path.key("autoPromotionSeconds"),
+                    "autoPromotionSeconds has no effect while autoPromotion is false",
+                );
             }
         }
         if let Some(step) = &bg.pre_promotion_analysis {
@@ -446,13 +574,25 @@ fn header_route(c: &mut Checker<'_, '_>, path: &FieldPath, route: &HeaderRouteSt
 }
 
 /// `metrics` is `None` where the metrics are not known (presets) or were set aside.
-fn analysis_ref(c: &mut Checker<'_, '_>, path: &FieldPath, step: &AnalysisStep, metrics: Option<&[&str]>) {
+fn analysis_ref(
+    c: &mut Checker<'_, '_>,
+    path: &FieldPath,
+    step: &AnalysisStep,
+    metrics: Option<&[&str]>,
+) {
     let Some(defined) = metrics else {
         return;
     };
     if defined.is_empty() {
-        c.error(Code::UndefinedMetric, path.clone(), "this analysis has no metric to run: spec.analysis.metrics is empty")
-            .hint = Some("define one, e.g. '- {name: errors, provider: {builtin: error_rate}, max: 0.01}'".into());
+        c.error(
+            Code::UndefinedMetric,
+            path.clone(),
+            "this analysis has no metric to run: spec.analysis.metrics is empty",
+        )
+        .hint = Some(
+            "define one, e.g. '- {name: errors, provider: {builtin: error_rate}, max: 0.01}'"
+                .into(),
+        );
         return;
     }
     for (i, wanted) in step.metrics.iter().enumerate() {
@@ -475,10 +615,18 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
     for (i, m) in metrics.iter().enumerate() {
         let path = path.index(i);
         if m.name.trim().is_empty() {
-            c.error(Code::MissingField, path.key("name"), "a metric needs a name");
+            c.error(
+                Code::MissingField,
+                path.key("name"),
+                "a metric needs a name",
+            );
         } else if !names.insert(m.name.as_str()) {
-            c.error(Code::DuplicateName, path.key("name"), format!("a metric named '{}' is already defined", m.name))
-                .hint = Some("metric names must be unique; analysis steps refer to them".into());
+            c.error(
+                Code::DuplicateName,
+                path.key("name"),
+                format!("a metric named '{}' is already defined", m.name),
+            )
+            .hint = Some("metric names must be unique; analysis steps refer to them".into());
         }
         let provider = path.key("provider");
         match &m.provider {
@@ -496,8 +644,15 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
                 url(c, &provider.key("web").key("url"), &w.url);
                 placeholders(c, &provider.key("web").key("url"), &w.url);
                 if !(w.json_pointer.is_empty() || w.json_pointer.starts_with('/')) {
-                    c.error(Code::InvalidValue, provider.key("web").key("jsonPointer"), format!("'{}' is not a JSON pointer", w.json_pointer))
-                        .hint = Some(format!("JSON pointers start with '/': '/{}'", w.json_pointer.replace('.', "/")));
+                    c.error(
+                        Code::InvalidValue,
+                        provider.key("web").key("jsonPointer"),
+                        format!("'{}' is not a JSON pointer", w.json_pointer),
+                    )
+                    .hint = Some(format!(
+                        "JSON pointers start with '/': '/{}'",
+                        w.json_pointer.replace('.', "/")
+                    ));
                 }
             }
             Provider::Builtin(_) => {}
@@ -506,44 +661,92 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
             k.max_increase.is_some() || k.max_increase_percent.is_some() || k.mann_whitney.is_some()
         });
         if m.min.is_none() && m.max.is_none() && !compare_has_check {
-            c.error(Code::IncompleteMetric, path.clone(), format!("metric '{}' has nothing to check, so it could never fail", m.name))
-                .hint = Some("set 'max', 'min', or 'compare: {maxIncreasePercent: 20}'".into());
+            c.error(
+                Code::IncompleteMetric,
+                path.clone(),
+                format!(
+                    "metric '{}' has nothing to check, so it could never fail",
+                    m.name
+                ),
+            )
+            .hint = Some("set 'max', 'min', or 'compare: {maxIncreasePercent: 20}'".into());
         }
-        if let (Some(min), Some(max)) = (m.min, m.max) {
-            if min > max {
-                c.error(Code::Conflict, path.key("min"), format!("min {min} is greater than max {max}, so every value fails"));
-            }
+        if let (Some(min), Some(max)) = (m.min, m.max)
+            && min > max
+        {
+            c.error(
+                Code::Conflict,
+                path.key("min"),
+                format!("min {min} is greater than max {max}, so every value fails"),
+            );
         }
         for (field, value) in [("min", m.min), ("max", m.max)] {
             if value.is_some_and(f64::is_nan) {
-                c.error(Code::InvalidValue, path.key(field), "must be a number, not NaN");
+                c.error(
+                    Code::InvalidValue,
+                    path.key(field),
+                    "must be a number, not NaN",
+                );
             }
         }
         if let Some(compare) = &m.compare {
             let compare_path = path.key("compare");
-            for (field, value) in [("maxIncrease", compare.max_increase), ("maxIncreasePercent", compare.max_increase_percent)] {
+            for (field, value) in [
+                ("maxIncrease", compare.max_increase),
+                ("maxIncreasePercent", compare.max_increase_percent),
+            ] {
                 if value.is_some_and(|v| v.is_nan() || v < 0.0) {
-                    c.error(Code::OutOfRange, compare_path.key(field), "must be zero or more");
+                    c.error(
+                        Code::OutOfRange,
+                        compare_path.key(field),
+                        "must be zero or more",
+                    );
                 }
             }
             if let Some(test) = &compare.mann_whitney {
                 if !(test.confidence > 0.5 && test.confidence < 1.0) {
-                    c.error(Code::OutOfRange, compare_path.key("mannWhitney").key("confidence"), format!("confidence must be between 0.5 and 1, found {}", test.confidence))
-                        .hint = Some("0.95 or 0.98 are usual".into());
+                    c.error(
+                        Code::OutOfRange,
+                        compare_path.key("mannWhitney").key("confidence"),
+                        format!(
+                            "confidence must be between 0.5 and 1, found {}",
+                            test.confidence
+                        ),
+                    )
+                    .hint = Some("0.95 or 0.98 are usual".into());
                 }
                 if test.min_samples < 3 {
-                    c.error(Code::OutOfRange, compare_path.key("mannWhitney").key("minSamples"), "the test needs at least 3 samples per version");
+                    c.error(
+                        Code::OutOfRange,
+                        compare_path.key("mannWhitney").key("minSamples"),
+                        "the test needs at least 3 samples per version",
+                    );
                 }
             }
         }
         if m.count == 0 {
-            c.error(Code::OutOfRange, path.key("count"), "count must be at least 1");
+            c.error(
+                Code::OutOfRange,
+                path.key("count"),
+                "count must be at least 1",
+            );
         }
         if m.interval == Duration::ZERO {
-            c.error(Code::OutOfRange, path.key("interval"), "interval must be longer than 0s");
+            c.error(
+                Code::OutOfRange,
+                path.key("interval"),
+                "interval must be longer than 0s",
+            );
         }
         if m.interval.saturating_mul(u64::from(m.count)) > crate::MAX_DURATION {
-            c.error(Code::OutOfRange, path.key("count"), format!("{} measurements every {} take longer than a year", m.count, m.interval));
+            c.error(
+                Code::OutOfRange,
+                path.key("count"),
+                format!(
+                    "{} measurements every {} take longer than a year",
+                    m.count, m.interval
+                ),
+            );
         }
     }
 }
@@ -553,15 +756,32 @@ fn placeholders(c: &mut Checker<'_, '_>, path: &FieldPath, text: &str) {
     while let Some(start) = rest.find("{{") {
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
-            c.error(Code::InvalidValue, path.clone(), "'{{' without a closing '}}'");
+            c.error(
+                Code::InvalidValue,
+                path.clone(),
+                "'{{' without a closing '}}'",
+            );
             return;
         };
         let name = after[..end].trim();
         if !PLACEHOLDERS.contains(&name) {
-            let d = c.error(Code::InvalidValue, path.clone(), format!("unknown placeholder '{{{{{name}}}}}'"));
+            let d = c.error(
+                Code::InvalidValue,
+                path.clone(),
+                format!("unknown placeholder '{{{{{name}}}}}'"),
+            );
             d.hint = did_you_mean(name, PLACEHOLDERS)
-                .map(|h| h.replace('\'', "").replace("did you mean ", "did you mean '{{").replace('?', "}}'?"))
-                .or_else(|| Some(format!("placeholders: {}", PLACEHOLDERS.map(|p| format!("{{{{{p}}}}}")).join(", "))));
+                .map(|h| {
+                    h.replace('\'', "")
+                        .replace("did you mean ", "did you mean '{{")
+                        .replace('?', "}}'?")
+                })
+                .or_else(|| {
+                    Some(format!(
+                        "placeholders: {}",
+                        PLACEHOLDERS.map(|p| format!("{{{{{p}}}}}")).join(", ")
+                    ))
+                });
         }
         rest = &after[end + 2..];
     }
@@ -569,14 +789,22 @@ fn placeholders(c: &mut Checker<'_, '_>, path: &FieldPath, text: &str) {
 
 fn url(c: &mut Checker<'_, '_>, path: &FieldPath, url: &str) {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        c.error(Code::InvalidValue, path.clone(), format!("'{url}' is not an http:// or https:// URL"));
+        c.error(
+            Code::InvalidValue,
+            path.clone(),
+            format!("'{url}' is not an http:// or https:// URL"),
+        );
     }
 }
 
 fn hook_spec(c: &mut Checker<'_, '_>, path: FieldPath, hook: &HookSpec) {
     url(c, &path.key("url"), &hook.url);
     if hook.timeout == Duration::ZERO {
-        c.error(Code::OutOfRange, path.key("timeout"), "timeout must be longer than 0s");
+        c.error(
+            Code::OutOfRange,
+            path.key("timeout"),
+            "timeout must be longer than 0s",
+        );
     }
 }
 

@@ -30,16 +30,29 @@ spec:
 "#;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn load_yaml(text: &str, env: &BTreeMap<String, String>) -> load::Loaded {
-    load::load(Source { name: "release.yaml", text, format: Format::Yaml }, env)
+    load::load(
+        Source {
+            name: "release.yaml",
+            text,
+            format: Format::Yaml,
+        },
+        env,
+    )
 }
 
 fn release(text: &str) -> Release {
     match load_yaml(text, &BTreeMap::new()) {
-        load::Loaded { document: Some(Document::Release(r)), .. } => *r,
+        load::Loaded {
+            document: Some(Document::Release(r)),
+            ..
+        } => *r,
         other => panic!("not a valid release: {:#?}", other.diagnostics),
     }
 }
@@ -51,7 +64,10 @@ fn check(text: &str, expected: &[Code]) -> Vec<Diagnostic> {
     let codes: Vec<Code> = loaded.diagnostics.iter().map(|d| d.code).collect();
     assert_eq!(codes, expected, "diagnostics: {:#?}", loaded.diagnostics);
     for d in &loaded.diagnostics {
-        assert!(matches!(d.origin, Origin::File { .. }), "every diagnostic has a position: {d}");
+        assert!(
+            matches!(d.origin, Origin::File { .. }),
+            "every diagnostic has a position: {d}"
+        );
     }
     loaded.diagnostics
 }
@@ -72,9 +88,22 @@ fn the_base_release_is_valid() {
 
 #[test]
 fn three_mistakes_are_all_reported_with_place_and_suggestion() {
-    let text = base_with("        - setWeight: 100\n", "        - setWeight: 10\n        - analysis: {metrics: [erors]}\n")
-        .replace("    metrics:\n      - name: errors\n", "    metrics:\n      - name: errors\n        minReqests: 10\n");
-    let diagnostics = check(&text, &[Code::DecreasingWeight, Code::UndefinedMetric, Code::UnknownField]);
+    let text = base_with(
+        "        - setWeight: 100\n",
+        "        - setWeight: 10\n        - analysis: {metrics: [erors]}\n",
+    )
+    .replace(
+        "    metrics:\n      - name: errors\n",
+        "    metrics:\n      - name: errors\n        minReqests: 10\n",
+    );
+    let diagnostics = check(
+        &text,
+        &[
+            Code::DecreasingWeight,
+            Code::UndefinedMetric,
+            Code::UnknownField,
+        ],
+    );
     let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
     assert_eq!(
         lines,
@@ -89,21 +118,45 @@ fn three_mistakes_are_all_reported_with_place_and_suggestion() {
 #[test]
 fn syntax_errors_are_located() {
     let d = check("apiVersion: [\n", &[Code::Syntax]);
-    assert!(matches!(d[0].origin, Origin::File { line: 2, .. }), "{}", d[0]);
+    assert!(
+        matches!(d[0].origin, Origin::File { line: 2, .. }),
+        "{}",
+        d[0]
+    );
 }
 
 #[test]
 fn misspelt_keys_suggest_the_closest_field_variant_and_value() {
-    let d = check(&base_with("image:", "imgae:"), &[Code::MissingField, Code::UnknownField]);
+    let d = check(
+        &base_with("image:", "imgae:"),
+        &[Code::MissingField, Code::UnknownField],
+    );
     assert_eq!(d[1].hint.as_deref(), Some("did you mean 'image'?"));
-    assert_eq!(d[1].to_string().split(" (").next(), Some("error: unknown field 'imgae' at spec"));
+    assert_eq!(
+        d[1].to_string().split(" (").next(),
+        Some("error: unknown field 'imgae' at spec")
+    );
     let d = check(&base_with("swarm:", "swarn:"), &[Code::InvalidValue]);
     assert_eq!(d[0].hint.as_deref(), Some("did you mean 'swarm'?"));
-    let d = check(&base_with("- setWeight: 20", "- setWieght: 20"), &[Code::InvalidValue]);
-    assert!(d[0].message.starts_with("unknown key 'setWieght'"), "{}", d[0]);
+    let d = check(
+        &base_with("- setWeight: 20", "- setWieght: 20"),
+        &[Code::InvalidValue],
+    );
+    assert!(
+        d[0].message.starts_with("unknown key 'setWieght'"),
+        "{}",
+        d[0]
+    );
     assert_eq!(d[0].hint.as_deref(), Some("did you mean 'setWeight'?"));
-    let d = check(&base_with("builtin: error_rate", "builtin: error_rat"), &[Code::InvalidValue]);
-    assert!(d[0].message.starts_with("unknown value 'error_rat'"), "{}", d[0]);
+    let d = check(
+        &base_with("builtin: error_rate", "builtin: error_rat"),
+        &[Code::InvalidValue],
+    );
+    assert!(
+        d[0].message.starts_with("unknown value 'error_rat'"),
+        "{}",
+        d[0]
+    );
 }
 
 #[test]
@@ -115,39 +168,71 @@ fn a_missing_required_field_is_named_and_the_rest_still_checked() {
 
 #[test]
 fn wrong_types_and_out_of_range_numbers() {
-    check(&base_with("port: 8080", "port: eighty"), &[Code::InvalidValue]);
+    check(
+        &base_with("port: 8080", "port: eighty"),
+        &[Code::InvalidValue],
+    );
     check(&base_with("port: 8080", "port: 70000"), &[Code::OutOfRange]);
     check(&base_with("port: 8080", "port: 0"), &[Code::OutOfRange]);
-    check(&base_with("- setWeight: 100", "- setWeight: 101"), &[Code::OutOfRange]);
+    check(
+        &base_with("- setWeight: 100", "- setWeight: 101"),
+        &[Code::OutOfRange],
+    );
 }
 
 #[test]
 fn durations_without_units_or_that_overflow_are_errors() {
     let text = base_with("  strategy:\n", "  strategy:\n    progressDeadline: 30\n");
     let d = check(&text, &[Code::InvalidValue]);
-    assert_eq!(d[0].message, "'30' has no unit; write '30s' for seconds or '30m' for minutes");
-    let text = base_with("  strategy:\n", "  strategy:\n    progressDeadline: 9999999h\n");
+    assert_eq!(
+        d[0].message,
+        "'30' has no unit; write '30s' for seconds or '30m' for minutes"
+    );
+    let text = base_with(
+        "  strategy:\n",
+        "  strategy:\n    progressDeadline: 9999999h\n",
+    );
     check(&text, &[Code::InvalidValue]);
-    let text = base_with("        max: 0.01\n", "        max: 0.01\n        interval: 300d\n        count: 1000\n");
+    let text = base_with(
+        "        max: 0.01\n",
+        "        max: 0.01\n        interval: 300d\n        count: 1000\n",
+    );
     check(&text, &[Code::DeadlineTooShort, Code::OutOfRange]);
 }
 
 #[test]
 fn an_unknown_preset_suggests_the_closest() {
-    let text = base_with("    canary:\n      steps:\n        - setWeight: 20\n        - analysis: {}\n        - setWeight: 100\n", "    use: canary-progresive\n");
+    let text = base_with(
+        "    canary:\n      steps:\n        - setWeight: 20\n        - analysis: {}\n        - setWeight: 100\n",
+        "    use: canary-progresive\n",
+    );
     let d = check(&text, &[Code::UnknownPreset]);
-    assert_eq!(d[0].hint.as_deref(), Some("did you mean 'canary-progressive'?"));
+    assert_eq!(
+        d[0].hint.as_deref(),
+        Some("did you mean 'canary-progressive'?")
+    );
 }
 
 #[test]
 fn presets_are_overlaid_by_the_fields_beside_use() {
-    let text = base_with("    canary:\n      steps:\n        - setWeight: 20\n        - analysis: {}\n        - setWeight: 100\n", "    use: blue-green\n    blueGreen:\n      scaleDownDelay: 10m\n");
+    let text = base_with(
+        "    canary:\n      steps:\n        - setWeight: 20\n        - analysis: {}\n        - setWeight: 100\n",
+        "    use: blue-green\n    blueGreen:\n      scaleDownDelay: 10m\n",
+    );
     let r = release(&text);
-    let bg = r.spec.strategy.blue_green.expect("the preset's blue/green block");
+    let bg = r
+        .spec
+        .strategy
+        .blue_green
+        .expect("the preset's blue/green block");
     assert_eq!(bg.scale_down_delay.to_string(), "10m", "overridden");
     assert!(bg.pre_promotion_analysis.is_some(), "kept from the preset");
     assert_eq!(r.spec.strategy.preset.as_deref(), Some("blue-green"));
-    assert_eq!(r.spec.strategy.progress_deadline.to_string(), "30m", "the preset's deadline");
+    assert_eq!(
+        r.spec.strategy.progress_deadline.to_string(),
+        "30m",
+        "the preset's deadline"
+    );
 }
 
 #[test]
@@ -156,23 +241,50 @@ fn analysis_references_duplicates_and_incomplete_metrics() {
         "        max: 0.01\n",
         "        max: 0.01\n      - name: errors\n        provider: {prometheus: {query: ''}}\n        max: 1\n      - name: p99\n        provider: {builtin: latency_p99}\n",
     );
-    check(&text, &[Code::DuplicateName, Code::IncompleteMetric, Code::IncompleteMetric]);
-    let text = BASE.replace("      - name: errors\n        provider: {builtin: error_rate}\n        max: 0.01\n", "      []\n").replace("    metrics:\n      []", "    metrics: []");
+    check(
+        &text,
+        &[
+            Code::DuplicateName,
+            Code::IncompleteMetric,
+            Code::IncompleteMetric,
+        ],
+    );
+    let text = BASE
+        .replace(
+            "      - name: errors\n        provider: {builtin: error_rate}\n        max: 0.01\n",
+            "      []\n",
+        )
+        .replace("    metrics:\n      []", "    metrics: []");
     check(&text, &[Code::UndefinedMetric]);
 }
 
 #[test]
 fn prometheus_placeholders_are_checked() {
-    let text = base_with("provider: {builtin: error_rate}", "provider: {prometheus: {query: 'up{job=\"{{relase}}\"}'}}");
+    let text = base_with(
+        "provider: {builtin: error_rate}",
+        "provider: {prometheus: {query: 'up{job=\"{{relase}}\"}'}}",
+    );
     let d = check(&text, &[Code::InvalidValue]);
     assert_eq!(d[0].hint.as_deref(), Some("did you mean '{{release}}'?"));
 }
 
 #[test]
 fn contradictions_are_conflicts() {
-    check(&base_with("        max: 0.01\n", "        max: 0.01\n        min: 0.5\n"), &[Code::Conflict]);
-    check(&base_with("  strategy:\n", "  strategy:\n    blueGreen: {}\n"), &[Code::Conflict]);
-    let text = base_with("  port: 8080\n", "  port: 8080\n  traffic:\n    match:\n      - {header: X-A, cookie: b}\n      - {header: X-B, regex: '('}\n");
+    check(
+        &base_with(
+            "        max: 0.01\n",
+            "        max: 0.01\n        min: 0.5\n",
+        ),
+        &[Code::Conflict],
+    );
+    check(
+        &base_with("  strategy:\n", "  strategy:\n    blueGreen: {}\n"),
+        &[Code::Conflict],
+    );
+    let text = base_with(
+        "  port: 8080\n",
+        "  port: 8080\n  traffic:\n    match:\n      - {header: X-A, cookie: b}\n      - {header: X-B, regex: '('}\n",
+    );
     check(&text, &[Code::Conflict, Code::InvalidValue]);
 }
 
@@ -180,16 +292,25 @@ fn contradictions_are_conflicts() {
 fn steps_longer_than_the_deadline_are_reported() {
     let text = base_with("  strategy:\n", "  strategy:\n    progressDeadline: 1m\n");
     let d = check(&text, &[Code::DeadlineTooShort]);
-    assert_eq!(d[0].hint.as_deref(), Some("raise progressDeadline to at least 2m30s"));
+    assert_eq!(
+        d[0].hint.as_deref(),
+        Some("raise progressDeadline to at least 2m30s")
+    );
 }
 
 #[test]
 fn manual_gates_and_ignored_settings_are_warnings() {
-    let text = base_with("        - analysis: {}\n", "        - analysis: {}\n        - pause: {}\n");
+    let text = base_with(
+        "        - analysis: {}\n",
+        "        - analysis: {}\n        - pause: {}\n",
+    );
     let d = check(&text, &[Code::ManualGate]);
     assert_eq!(d[0].severity, Severity::Warning);
     let loaded = load_yaml(&text, &BTreeMap::new());
-    assert!(loaded.document.is_some(), "warnings do not make a file invalid");
+    assert!(
+        loaded.document.is_some(),
+        "warnings do not make a file invalid"
+    );
     let text = r#"apiVersion: cutover.dev/v1
 kind: Release
 metadata: {name: local}
@@ -210,29 +331,60 @@ spec:
 
 #[test]
 fn interpolation_follows_compose() {
-    let text = base_with("image: shop:v2", "image: shop:${TAG:-v1}").replace("port: 8080", "port: ${PORT}");
+    let text = base_with("image: shop:v2", "image: shop:${TAG:-v1}")
+        .replace("port: 8080", "port: ${PORT}");
     let loaded = load_yaml(&text, &env(&[("PORT", "9090")]));
-    let Some(Document::Release(r)) = loaded.document else { panic!("{:#?}", loaded.diagnostics) };
+    let Some(Document::Release(r)) = loaded.document else {
+        panic!("{:#?}", loaded.diagnostics)
+    };
     assert_eq!(r.spec.image.as_deref(), Some("shop:v1"));
-    assert_eq!(r.spec.port, 9090, "a whole-value substitution takes the number's type");
+    assert_eq!(
+        r.spec.port, 9090,
+        "a whole-value substitution takes the number's type"
+    );
 
-    let text = base_with("image: shop:v2", "image: shop:${TAG:?set TAG to the new version}");
+    let text = base_with(
+        "image: shop:v2",
+        "image: shop:${TAG:?set TAG to the new version}",
+    );
     let d = check(&text, &[Code::Interpolation]);
-    assert_eq!(d[0].message, "required variable 'TAG' is not set: set TAG to the new version");
-    let d = check(&base_with("image: shop:v2", "image: shop:${TAG}"), &[Code::Interpolation]);
+    assert_eq!(
+        d[0].message,
+        "required variable 'TAG' is not set: set TAG to the new version"
+    );
+    let d = check(
+        &base_with("image: shop:v2", "image: shop:${TAG}"),
+        &[Code::Interpolation],
+    );
     assert_eq!(d[0].severity, Severity::Warning);
 }
 
 #[test]
 fn environment_overrides_beat_the_file_and_are_named_in_errors() {
-    let loaded = load_yaml(BASE, &env(&[("CUTOVER_SPEC__REPLICAS", "4"), ("CUTOVER_SPEC__STRATEGY__PROGRESS_DEADLINE", "20m")]));
-    let Some(Document::Release(r)) = loaded.document else { panic!("{:#?}", loaded.diagnostics) };
+    let loaded = load_yaml(
+        BASE,
+        &env(&[
+            ("CUTOVER_SPEC__REPLICAS", "4"),
+            ("CUTOVER_SPEC__STRATEGY__PROGRESS_DEADLINE", "20m"),
+        ]),
+    );
+    let Some(Document::Release(r)) = loaded.document else {
+        panic!("{:#?}", loaded.diagnostics)
+    };
     assert_eq!(r.spec.replicas, 4);
     assert_eq!(r.spec.strategy.progress_deadline.to_string(), "20m");
     let loaded = load_yaml(BASE, &env(&[("CUTOVER_SPEC__PORT", "http")]));
     assert_eq!(loaded.diagnostics.len(), 1);
-    assert_eq!(loaded.diagnostics[0].origin, Origin::Env { var: "CUTOVER_SPEC__PORT".into() });
-    assert_eq!(loaded.diagnostics[0].to_string(), "error: expected u16, found the string 'http' at spec.port (environment variable CUTOVER_SPEC__PORT)");
+    assert_eq!(
+        loaded.diagnostics[0].origin,
+        Origin::Env {
+            var: "CUTOVER_SPEC__PORT".into()
+        }
+    );
+    assert_eq!(
+        loaded.diagnostics[0].to_string(),
+        "error: expected u16, found the string 'http' at spec.port (environment variable CUTOVER_SPEC__PORT)"
+    );
 }
 
 #[test]
@@ -254,13 +406,32 @@ name = "errors"
 provider = { builtin = "error_rate" }
 max = 0.01
 "#;
-    let loaded = load::load(Source { name: "release.toml", text: toml, format: Format::Toml }, &BTreeMap::new());
-    let Some(Document::Release(from_toml)) = loaded.document else { panic!("{:#?}", loaded.diagnostics) };
+    let loaded = load::load(
+        Source {
+            name: "release.toml",
+            text: toml,
+            format: Format::Toml,
+        },
+        &BTreeMap::new(),
+    );
+    let Some(Document::Release(from_toml)) = loaded.document else {
+        panic!("{:#?}", loaded.diagnostics)
+    };
     assert_eq!(*from_toml, release(BASE));
     let bad = toml.replace("port = 8080", "port = 8080\nreplcas = 2");
-    let loaded = load::load(Source { name: "release.toml", text: &bad, format: Format::Toml }, &BTreeMap::new());
+    let loaded = load::load(
+        Source {
+            name: "release.toml",
+            text: &bad,
+            format: Format::Toml,
+        },
+        &BTreeMap::new(),
+    );
     assert_eq!(loaded.diagnostics.len(), 1);
-    assert_eq!(loaded.diagnostics[0].to_string(), "error: unknown field 'replcas' at spec (release.toml:8:1); did you mean 'replicas'?");
+    assert_eq!(
+        loaded.diagnostics[0].to_string(),
+        "error: unknown field 'replcas' at spec (release.toml:8:1); did you mean 'replicas'?"
+    );
 }
 
 #[test]
@@ -277,11 +448,18 @@ spec:
   strategy: {canary: {steps: [{setWeight: 100}]}}
 "#;
     check(text, &[Code::InvalidValue, Code::MissingField]);
-    let fixed = text.replace(", \"nohost\"", "").replace("command: []", "command: [./app]");
+    let fixed = text
+        .replace(", \"nohost\"", "")
+        .replace("command: []", "command: [./app]");
     let r = release(&fixed);
-    let Backend::Local(local) = r.spec.backend else { panic!("local") };
+    let Backend::Local(local) = r.spec.backend else {
+        panic!("local")
+    };
     assert_eq!(local.candidate, LocalSlot::Command(vec!["./app".into()]));
-    assert!(matches!(r.spec.strategy.canary.expect("canary").steps[0], CanaryStep::SetWeight(100)));
+    assert!(matches!(
+        r.spec.strategy.canary.expect("canary").steps[0],
+        CanaryStep::SetWeight(100)
+    ));
 }
 
 #[test]
@@ -291,12 +469,22 @@ fn examples_and_presets_are_valid() {
     for dir in ["examples", "strategies"] {
         for entry in std::fs::read_dir(format!("{root}/{dir}")).expect("directory exists") {
             let path = entry.expect("entry").path();
-            if !matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "toml")) {
+            if !matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "toml")
+            ) {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("readable");
             let name = path.display().to_string();
-            let loaded = load::load(Source { name: &name, text: &text, format: Format::from_path(&path) }, &BTreeMap::new());
+            let loaded = load::load(
+                Source {
+                    name: &name,
+                    text: &text,
+                    format: Format::from_path(&path),
+                },
+                &BTreeMap::new(),
+            );
             assert!(!loaded.has_errors(), "{name}: {:#?}", loaded.diagnostics);
             seen += 1;
         }
@@ -306,7 +494,10 @@ fn examples_and_presets_are_valid() {
 
 #[test]
 fn the_committed_schema_is_current() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/release.schema.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/release.schema.json"
+    );
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     let current = cutover_core::schema::release_schema_json();
     assert!(

@@ -25,7 +25,11 @@ fn drain(rollout: &mut Rollout) -> Vec<Action> {
 #[track_caller]
 fn effects(rollout: &mut Rollout) -> Vec<Action> {
     let actions = drain(rollout);
-    assert_eq!(actions.first(), Some(&Action::Persist), "a batch starts with Persist: {actions:?}");
+    assert_eq!(
+        actions.first(),
+        Some(&Action::Persist),
+        "a batch starts with Persist: {actions:?}"
+    );
     actions[1..].to_vec()
 }
 
@@ -42,7 +46,10 @@ fn route_generation(actions: &[Action]) -> u64 {
 fn weight_plan(weights: &[u8]) -> Plan {
     Plan {
         kind: StrategyKind::Canary,
-        steps: weights.iter().map(|w| PlanStep::SetWeight { weight: *w }).collect(),
+        steps: weights
+            .iter()
+            .map(|w| PlanStep::SetWeight { weight: *w })
+            .collect(),
         scale_down_delay: Duration::from_secs(30),
         progress_deadline: Duration::from_secs(600),
         hooks: HookPoints::default(),
@@ -54,38 +61,85 @@ fn weight_plan(weights: &[u8]) -> Plan {
 fn canary_walks_each_weight_then_promotes_and_retires_previous() {
     let mut r = Rollout::new(weight_plan(&[10, 50]), at(0));
     assert_eq!(effects(&mut r), vec![Action::Deploy]);
-    r.handle(at(5), Observation::CandidateReady).expect("observation");
+    r.handle(at(5), Observation::CandidateReady)
+        .expect("observation");
     let actions = effects(&mut r);
-    assert!(matches!(&actions[..], [Action::SetRoute { route, .. }] if route.candidate_weight == 10));
-    r.handle(at(6), Observation::RouteApplied { generation: route_generation(&actions) }).expect("observation");
+    assert!(
+        matches!(&actions[..], [Action::SetRoute { route, .. }] if route.candidate_weight == 10)
+    );
+    r.handle(
+        at(6),
+        Observation::RouteApplied {
+            generation: route_generation(&actions),
+        },
+    )
+    .expect("observation");
     let actions = effects(&mut r);
-    assert!(matches!(&actions[..], [Action::SetRoute { route, .. }] if route.candidate_weight == 50));
-    r.handle(at(7), Observation::RouteApplied { generation: route_generation(&actions) }).expect("observation");
+    assert!(
+        matches!(&actions[..], [Action::SetRoute { route, .. }] if route.candidate_weight == 50)
+    );
+    r.handle(
+        at(7),
+        Observation::RouteApplied {
+            generation: route_generation(&actions),
+        },
+    )
+    .expect("observation");
     let actions = effects(&mut r);
-    assert!(matches!(&actions[..], [Action::SetRoute { route, .. }] if route.candidate_weight == 100));
-    r.handle(at(8), Observation::RouteApplied { generation: route_generation(&actions) }).expect("observation");
+    assert!(
+        matches!(&actions[..], [Action::SetRoute { route, .. }] if route.candidate_weight == 100)
+    );
+    r.handle(
+        at(8),
+        Observation::RouteApplied {
+            generation: route_generation(&actions),
+        },
+    )
+    .expect("observation");
     assert_eq!(effects(&mut r), vec![Action::Promote]);
     r.handle(at(9), Observation::Promoted).expect("observation");
     assert_eq!(effects(&mut r), vec![]);
     assert_eq!(r.timers(), vec![(Timer::ScaleDownDelay, at(39))]);
     r.handle_timeout(at(38));
-    assert_eq!(drain(&mut r), vec![], "nothing before the delay, not even a Persist");
+    assert_eq!(
+        drain(&mut r),
+        vec![],
+        "nothing before the delay, not even a Persist"
+    );
     r.handle_timeout(at(39));
-    assert_eq!(effects(&mut r), vec![Action::Retire { slot: Slot::Previous }]);
-    r.handle(at(40), Observation::Retired { slot: Slot::Previous }).expect("observation");
+    assert_eq!(
+        effects(&mut r),
+        vec![Action::Retire {
+            slot: Slot::Previous
+        }]
+    );
+    r.handle(
+        at(40),
+        Observation::Retired {
+            slot: Slot::Previous,
+        },
+    )
+    .expect("observation");
     assert_eq!(r.outcome(), Some(&Outcome::Promoted));
-    assert_eq!(r.route(), &Route::default(), "after promotion all traffic is on the new stable");
+    assert_eq!(
+        r.route(),
+        &Route::default(),
+        "after promotion all traffic is on the new stable"
+    );
 }
 
 #[test]
 fn a_last_set_weight_100_is_not_sent_again_at_promotion() {
     let mut r = Rollout::new(weight_plan(&[50, 100]), at(0));
     drain(&mut r);
-    r.handle(at(1), Observation::CandidateReady).expect("observation");
+    r.handle(at(1), Observation::CandidateReady)
+        .expect("observation");
     let g = route_generation(&effects(&mut r));
-    r.handle(at(2), Observation::RouteApplied { generation: g }).expect("observation");
+    r.handle(at(2), Observation::RouteApplied { generation: g })
+        .expect("observation");
     let g = route_generation(&effects(&mut r));
-    r.handle(at(3), Observation::RouteApplied { generation: g }).expect("observation");
+    r.handle(at(3), Observation::RouteApplied { generation: g })
+        .expect("observation");
     assert_eq!(effects(&mut r), vec![Action::Promote]);
 }
 
@@ -93,12 +147,31 @@ fn a_last_set_weight_100_is_not_sent_again_at_promotion() {
 fn stale_acknowledgements_are_ignored() {
     let mut r = Rollout::new(weight_plan(&[10, 50]), at(0));
     drain(&mut r);
-    r.handle(at(1), Observation::CandidateReady).expect("observation");
+    r.handle(at(1), Observation::CandidateReady)
+        .expect("observation");
     let g = route_generation(&effects(&mut r));
-    r.handle(at(2), Observation::RouteApplied { generation: g + 7 }).expect("observation");
-    assert!(matches!(r.phase(), Phase::Step { index: 0, progress: StepProgress::Routing { .. } }));
-    r.handle(at(2), Observation::AnalysisVerdict { run: 3, verdict: Verdict::Failure, detail: String::new() }).expect("observation");
-    assert!(matches!(r.phase(), Phase::Step { index: 0, .. }), "a verdict of no running analysis changes nothing");
+    r.handle(at(2), Observation::RouteApplied { generation: g + 7 })
+        .expect("observation");
+    assert!(matches!(
+        r.phase(),
+        Phase::Step {
+            index: 0,
+            progress: StepProgress::Routing { .. }
+        }
+    ));
+    r.handle(
+        at(2),
+        Observation::AnalysisVerdict {
+            run: 3,
+            verdict: Verdict::Failure,
+            detail: String::new(),
+        },
+    )
+    .expect("observation");
+    assert!(
+        matches!(r.phase(), Phase::Step { index: 0, .. }),
+        "a verdict of no running analysis changes nothing"
+    );
 }
 
 #[test]
@@ -109,9 +182,20 @@ fn failed_analysis_rolls_back_to_all_stable_and_retires_candidate() {
     assert!(w.run(10_000));
     w.check_end_state(7);
     let outcome = w.rollout().outcome().cloned();
-    assert!(matches!(outcome, Some(Outcome::RolledBack { reason: RollbackReason::AnalysisFailed { step: 6, .. } })), "{outcome:?}");
+    assert!(
+        matches!(
+            outcome,
+            Some(Outcome::RolledBack {
+                reason: RollbackReason::AnalysisFailed { step: 6, .. }
+            })
+        ),
+        "{outcome:?}"
+    );
     assert!(!w.log.iter().any(|(_, a)| *a == Action::Promote));
-    assert!(w.log.iter().any(|(_, a)| *a == Action::RunHook { point: HookPoint::OnRollback }));
+    assert!(w.log.iter().any(|(_, a)| *a
+        == Action::RunHook {
+            point: HookPoint::OnRollback
+        }));
 }
 
 #[test]
@@ -129,11 +213,23 @@ fn canary_with_hooks_header_route_and_mirror_promotes() {
             _ => None,
         })
         .collect();
-    assert_eq!(routes.iter().map(|r| r.candidate_weight).collect::<Vec<_>>(), vec![10, 10, 10, 50, 100, 100]);
+    assert_eq!(
+        routes
+            .iter()
+            .map(|r| r.candidate_weight)
+            .collect::<Vec<_>>(),
+        vec![10, 10, 10, 50, 100, 100]
+    );
     assert_eq!(routes[2].mirror_percent, 20);
     assert_eq!(routes[1].header_route.len(), 1);
-    assert!(routes[4].mirror_percent == 20, "the last step keeps the mirror");
-    assert!(routes[5].header_route.is_empty() && routes[5].mirror_percent == 0, "promotion clears header route and mirror");
+    assert!(
+        routes[4].mirror_percent == 20,
+        "the last step keeps the mirror"
+    );
+    assert!(
+        routes[5].header_route.is_empty() && routes[5].mirror_percent == 0,
+        "promotion clears header route and mirror"
+    );
     let hooks: Vec<HookPoint> = w
         .log
         .iter()
@@ -142,7 +238,14 @@ fn canary_with_hooks_header_route_and_mirror_promotes() {
             _ => None,
         })
         .collect();
-    assert_eq!(hooks, vec![HookPoint::PreRollout, HookPoint::PrePromotion, HookPoint::PostPromotion]);
+    assert_eq!(
+        hooks,
+        vec![
+            HookPoint::PreRollout,
+            HookPoint::PrePromotion,
+            HookPoint::PostPromotion
+        ]
+    );
 }
 
 #[test]
@@ -153,7 +256,10 @@ fn blue_green_switches_at_once_after_preview_analysis() {
     w.check_end_state(3);
     assert_eq!(w.rollout().outcome(), Some(&Outcome::Promoted));
     let weights: Vec<u8> = w.weights.clone();
-    assert!(weights.iter().all(|w| *w == 0 || *w == 100), "blue/green never splits by weight: {weights:?}");
+    assert!(
+        weights.iter().all(|w| *w == 0 || *w == 100),
+        "blue/green never splits by weight: {weights:?}"
+    );
 }
 
 #[test]
@@ -163,51 +269,114 @@ fn blue_green_post_promotion_failure_switches_back_while_old_version_runs() {
     w.retries_left = 0;
     assert!(w.run(10_000));
     w.check_end_state(5);
-    assert!(matches!(w.rollout().outcome(), Some(Outcome::RolledBack { .. })));
-    assert!(w.weights.contains(&100), "the switch happened before the failure");
+    assert!(matches!(
+        w.rollout().outcome(),
+        Some(Outcome::RolledBack { .. })
+    ));
+    assert!(
+        w.weights.contains(&100),
+        "the switch happened before the failure"
+    );
 }
 
 #[test]
 fn manual_blue_green_waits_for_promote_and_deadline_stops_meanwhile() {
     let mut r = Rollout::new(blue_green_plan(true), at(0));
     drain(&mut r);
-    r.handle(at(1), Observation::CandidateReady).expect("observation");
+    r.handle(at(1), Observation::CandidateReady)
+        .expect("observation");
     let g = route_generation(&effects(&mut r));
-    r.handle(at(2), Observation::RouteApplied { generation: g }).expect("observation");
+    r.handle(at(2), Observation::RouteApplied { generation: g })
+        .expect("observation");
     let run = match &effects(&mut r)[..] {
         [Action::StartAnalysis { run, .. }] => *run,
         other => panic!("{other:?}"),
     };
-    r.handle(at(60), Observation::AnalysisVerdict { run, verdict: Verdict::Success, detail: String::new() }).expect("observation");
+    r.handle(
+        at(60),
+        Observation::AnalysisVerdict {
+            run,
+            verdict: Verdict::Success,
+            detail: String::new(),
+        },
+    )
+    .expect("observation");
     drain(&mut r);
     assert!(r.waits_for_person());
-    assert!(r.timers().iter().all(|(t, _)| *t != Timer::ProgressDeadline), "no deadline while a person decides");
+    assert!(
+        r.timers()
+            .iter()
+            .all(|(t, _)| *t != Timer::ProgressDeadline),
+        "no deadline while a person decides"
+    );
     r.handle_timeout(at(100_000));
-    assert!(r.waits_for_person(), "a day later it still waits: {:?}", r.phase());
-    r.handle(at(100_001), Observation::Command(Command::Promote)).expect("promote accepted");
-    assert!(matches!(r.phase(), Phase::Step { index: 3, progress: StepProgress::Routing { .. } }));
-    assert!(r.timers().iter().any(|(t, _)| *t == Timer::ProgressDeadline));
+    assert!(
+        r.waits_for_person(),
+        "a day later it still waits: {:?}",
+        r.phase()
+    );
+    r.handle(at(100_001), Observation::Command(Command::Promote))
+        .expect("promote accepted");
+    assert!(matches!(
+        r.phase(),
+        Phase::Step {
+            index: 3,
+            progress: StepProgress::Routing { .. }
+        }
+    ));
+    assert!(
+        r.timers()
+            .iter()
+            .any(|(t, _)| *t == Timer::ProgressDeadline)
+    );
 }
 
 #[test]
 fn inconclusive_analysis_holds_then_resume_runs_it_again() {
     let mut r = Rollout::new(canary_plan(), at(0));
     drain(&mut r);
-    r.handle(at(1), hook(HookPoint::PreRollout, true)).expect("observation");
+    r.handle(at(1), hook(HookPoint::PreRollout, true))
+        .expect("observation");
     drain(&mut r);
-    r.handle(at(2), Observation::CandidateReady).expect("observation");
+    r.handle(at(2), Observation::CandidateReady)
+        .expect("observation");
     let g = route_generation(&effects(&mut r));
-    r.handle(at(3), Observation::RouteApplied { generation: g }).expect("observation");
+    r.handle(at(3), Observation::RouteApplied { generation: g })
+        .expect("observation");
     let run = match &effects(&mut r)[..] {
         [Action::StartAnalysis { run, .. }] => *run,
         other => panic!("{other:?}"),
     };
-    r.handle(at(70), Observation::AnalysisVerdict { run, verdict: Verdict::Inconclusive, detail: "3 < minRequests 100".into() }).expect("observation");
+    r.handle(
+        at(70),
+        Observation::AnalysisVerdict {
+            run,
+            verdict: Verdict::Inconclusive,
+            detail: "3 < minRequests 100".into(),
+        },
+    )
+    .expect("observation");
     drain(&mut r);
-    assert!(matches!(r.phase(), Phase::Step { index: 1, progress: StepProgress::Inconclusive { .. } }), "no data is never a pass");
-    r.handle(at(80), Observation::Command(Command::Resume)).expect("resume accepted");
+    assert!(
+        matches!(
+            r.phase(),
+            Phase::Step {
+                index: 1,
+                progress: StepProgress::Inconclusive { .. }
+            }
+        ),
+        "no data is never a pass"
+    );
+    r.handle(at(80), Observation::Command(Command::Resume))
+        .expect("resume accepted");
     match &effects(&mut r)[..] {
-        [Action::StartAnalysis { run: again, step: 1, .. }] => assert_ne!(*again, run),
+        [
+            Action::StartAnalysis {
+                run: again,
+                step: 1,
+                ..
+            },
+        ] => assert_ne!(*again, run),
         other => panic!("{other:?}"),
     }
 }
@@ -215,19 +384,34 @@ fn inconclusive_analysis_holds_then_resume_runs_it_again() {
 #[test]
 fn manual_pause_stops_a_timed_pause_and_resume_extends_it() {
     let plan = Plan {
-        steps: vec![PlanStep::Pause { duration: Some(Duration::from_secs(60)) }, PlanStep::SetWeight { weight: 20 }],
+        steps: vec![
+            PlanStep::Pause {
+                duration: Some(Duration::from_secs(60)),
+            },
+            PlanStep::SetWeight { weight: 20 },
+        ],
         ..weight_plan(&[])
     };
     let mut r = Rollout::new(plan, at(0));
     drain(&mut r);
-    r.handle(at(0), Observation::CandidateReady).expect("observation");
+    r.handle(at(0), Observation::CandidateReady)
+        .expect("observation");
     drain(&mut r);
     assert!(r.timers().contains(&(Timer::StepPause, at(60))));
-    r.handle(at(10), Observation::Command(Command::Pause)).expect("pause accepted");
+    r.handle(at(10), Observation::Command(Command::Pause))
+        .expect("pause accepted");
     r.handle_timeout(at(100));
-    assert!(matches!(r.phase(), Phase::Step { index: 0, .. }), "paused: the timed pause does not end");
-    r.handle(at(130), Observation::Command(Command::Resume)).expect("resume accepted");
-    assert!(r.timers().contains(&(Timer::StepPause, at(180))), "50s were left when paused: {:?}", r.timers());
+    assert!(
+        matches!(r.phase(), Phase::Step { index: 0, .. }),
+        "paused: the timed pause does not end"
+    );
+    r.handle(at(130), Observation::Command(Command::Resume))
+        .expect("resume accepted");
+    assert!(
+        r.timers().contains(&(Timer::StepPause, at(180))),
+        "50s were left when paused: {:?}",
+        r.timers()
+    );
     r.handle_timeout(at(180));
     assert!(matches!(r.phase(), Phase::Step { index: 1, .. }));
 }
@@ -238,7 +422,13 @@ fn progress_deadline_rolls_back() {
     drain(&mut r);
     assert!(r.timers().contains(&(Timer::ProgressDeadline, at(600))));
     r.handle_timeout(at(600));
-    assert!(matches!(r.phase(), Phase::RollingBack { reason: RollbackReason::DeadlineExceeded, .. }));
+    assert!(matches!(
+        r.phase(),
+        Phase::RollingBack {
+            reason: RollbackReason::DeadlineExceeded,
+            ..
+        }
+    ));
     let actions = effects(&mut r);
     assert!(matches!(&actions[..], [Action::SetRoute { route, .. }] if *route == Route::default()));
 }
@@ -249,15 +439,38 @@ fn prepromotion_gate_holds_on_non_2xx_and_asks_again() {
     plan.hooks.pre_promotion = true;
     let mut r = Rollout::new(plan, at(0));
     drain(&mut r);
-    r.handle(at(1), Observation::CandidateReady).expect("observation");
-    assert_eq!(effects(&mut r), vec![Action::RunHook { point: HookPoint::PrePromotion }]);
-    r.handle(at(2), hook(HookPoint::PrePromotion, false)).expect("observation");
-    assert!(matches!(r.phase(), Phase::Promoting { progress: PromotionProgress::GateHeld { .. } }));
+    r.handle(at(1), Observation::CandidateReady)
+        .expect("observation");
+    assert_eq!(
+        effects(&mut r),
+        vec![Action::RunHook {
+            point: HookPoint::PrePromotion
+        }]
+    );
+    r.handle(at(2), hook(HookPoint::PrePromotion, false))
+        .expect("observation");
+    assert!(matches!(
+        r.phase(),
+        Phase::Promoting {
+            progress: PromotionProgress::GateHeld { .. }
+        }
+    ));
     assert_eq!(effects(&mut r), vec![]);
     r.handle_timeout(at(32));
-    assert_eq!(effects(&mut r), vec![Action::RunHook { point: HookPoint::PrePromotion }]);
-    r.handle(at(33), hook(HookPoint::PrePromotion, true)).expect("observation");
-    assert!(matches!(r.phase(), Phase::Promoting { progress: PromotionProgress::Routing { .. } }));
+    assert_eq!(
+        effects(&mut r),
+        vec![Action::RunHook {
+            point: HookPoint::PrePromotion
+        }]
+    );
+    r.handle(at(33), hook(HookPoint::PrePromotion, true))
+        .expect("observation");
+    assert!(matches!(
+        r.phase(),
+        Phase::Promoting {
+            progress: PromotionProgress::Routing { .. }
+        }
+    ));
 }
 
 #[test]
@@ -266,66 +479,164 @@ fn forward_backend_errors_retry_with_backoff_then_roll_back() {
     drain(&mut r);
     let mut t = 0;
     for failure in 1..5u64 {
-        r.handle(at(t), Observation::BackendError { operation: Operation::Deploy, message: "timeout".into() }).expect("observation");
+        r.handle(
+            at(t),
+            Observation::BackendError {
+                operation: Operation::Deploy,
+                message: "timeout".into(),
+            },
+        )
+        .expect("observation");
         let backoff = 1u64 << (failure - 1);
-        assert!(r.timers().contains(&(Timer::BackendRetry, at(t + backoff))), "failure {failure}: {:?}", r.timers());
+        assert!(
+            r.timers().contains(&(Timer::BackendRetry, at(t + backoff))),
+            "failure {failure}: {:?}",
+            r.timers()
+        );
         t += backoff;
         r.handle_timeout(at(t));
-        assert_eq!(effects(&mut r).last(), Some(&Action::Deploy), "retried after {backoff}s");
+        assert_eq!(
+            effects(&mut r).last(),
+            Some(&Action::Deploy),
+            "retried after {backoff}s"
+        );
     }
-    r.handle(at(t), Observation::BackendError { operation: Operation::Deploy, message: "timeout".into() }).expect("observation");
-    assert!(matches!(r.phase(), Phase::RollingBack { reason: RollbackReason::BackendFailed { operation: Operation::Deploy, .. }, .. }));
+    r.handle(
+        at(t),
+        Observation::BackendError {
+            operation: Operation::Deploy,
+            message: "timeout".into(),
+        },
+    )
+    .expect("observation");
+    assert!(matches!(
+        r.phase(),
+        Phase::RollingBack {
+            reason: RollbackReason::BackendFailed {
+                operation: Operation::Deploy,
+                ..
+            },
+            ..
+        }
+    ));
 }
 
 #[test]
 fn rollback_operations_are_retried_until_they_succeed() {
     let mut r = Rollout::new(weight_plan(&[10]), at(0));
     drain(&mut r);
-    r.handle(at(1), Observation::Command(Command::Abort)).expect("abort accepted");
+    r.handle(at(1), Observation::Command(Command::Abort))
+        .expect("abort accepted");
     let g = route_generation(&effects(&mut r));
-    r.handle(at(2), Observation::RouteApplied { generation: g }).expect("observation");
-    assert_eq!(effects(&mut r), vec![Action::Retire { slot: Slot::Candidate }]);
+    r.handle(at(2), Observation::RouteApplied { generation: g })
+        .expect("observation");
+    assert_eq!(
+        effects(&mut r),
+        vec![Action::Retire {
+            slot: Slot::Candidate
+        }]
+    );
     let mut t = 2;
     for _ in 0..20 {
-        r.handle(at(t), Observation::BackendError { operation: Operation::Retire, message: "busy".into() }).expect("observation");
-        t = r.poll_timeout().expect("a retry timer").0.saturating_sub(T0) / 1000;
+        r.handle(
+            at(t),
+            Observation::BackendError {
+                operation: Operation::Retire,
+                message: "busy".into(),
+            },
+        )
+        .expect("observation");
+        t = r
+            .poll_timeout()
+            .expect("a retry timer")
+            .0
+            .saturating_sub(T0)
+            / 1000;
         r.handle_timeout(at(t));
-        assert_eq!(effects(&mut r).last(), Some(&Action::Retire { slot: Slot::Candidate }));
+        assert_eq!(
+            effects(&mut r).last(),
+            Some(&Action::Retire {
+                slot: Slot::Candidate
+            })
+        );
     }
-    r.handle(at(t), Observation::Retired { slot: Slot::Candidate }).expect("observation");
-    assert_eq!(r.outcome(), Some(&Outcome::RolledBack { reason: RollbackReason::Aborted }));
+    r.handle(
+        at(t),
+        Observation::Retired {
+            slot: Slot::Candidate,
+        },
+    )
+    .expect("observation");
+    assert_eq!(
+        r.outcome(),
+        Some(&Outcome::RolledBack {
+            reason: RollbackReason::Aborted
+        })
+    );
 }
 
 #[test]
 fn guardrail_trip_rolls_back_at_once() {
     let mut r = Rollout::new(weight_plan(&[10, 50]), at(0));
     drain(&mut r);
-    r.handle(at(1), Observation::CandidateReady).expect("observation");
+    r.handle(at(1), Observation::CandidateReady)
+        .expect("observation");
     drain(&mut r);
-    r.handle(at(2), Observation::GuardrailTripped { name: "5xx".into(), detail: "0.8 > 0.5 over 40 requests".into() }).expect("observation");
-    assert!(matches!(r.phase(), Phase::RollingBack { reason: RollbackReason::Guardrail { .. }, .. }));
+    r.handle(
+        at(2),
+        Observation::GuardrailTripped {
+            name: "5xx".into(),
+            detail: "0.8 > 0.5 over 40 requests".into(),
+        },
+    )
+    .expect("observation");
+    assert!(matches!(
+        r.phase(),
+        Phase::RollingBack {
+            reason: RollbackReason::Guardrail { .. },
+            ..
+        }
+    ));
 }
 
 #[test]
 fn commands_that_do_not_fit_say_what_would() {
     let mut r = Rollout::new(weight_plan(&[10]), at(0));
     drain(&mut r);
-    let err = r.handle(at(1), Observation::Command(Command::Retry)).expect_err("retry of a running rollout");
-    assert_eq!(err.to_string(), "cannot retry now: the rollout is deploying the candidate; retry applies to a rolled-back or aborted rollout");
-    assert!(r.handle(at(1), Observation::Command(Command::Promote)).is_err(), "promote before the candidate is ready");
-    assert!(r.handle(at(1), Observation::Command(Command::Resume)).is_err(), "resume of a rollout that is not paused");
+    let err = r
+        .handle(at(1), Observation::Command(Command::Retry))
+        .expect_err("retry of a running rollout");
+    assert_eq!(
+        err.to_string(),
+        "cannot retry now: the rollout is deploying the candidate; retry applies to a rolled-back or aborted rollout"
+    );
+    assert!(
+        r.handle(at(1), Observation::Command(Command::Promote))
+            .is_err(),
+        "promote before the candidate is ready"
+    );
+    assert!(
+        r.handle(at(1), Observation::Command(Command::Resume))
+            .is_err(),
+        "resume of a rollout that is not paused"
+    );
 }
 
 #[test]
 fn promote_full_skips_remaining_steps() {
     let mut r = Rollout::new(canary_plan(), at(0));
     drain(&mut r);
-    r.handle(at(1), hook(HookPoint::PreRollout, true)).expect("observation");
-    r.handle(at(2), Observation::CandidateReady).expect("observation");
+    r.handle(at(1), hook(HookPoint::PreRollout, true))
+        .expect("observation");
+    r.handle(at(2), Observation::CandidateReady)
+        .expect("observation");
     drain(&mut r);
-    r.handle(at(3), Observation::Command(Command::PromoteFull)).expect("accepted");
+    r.handle(at(3), Observation::Command(Command::PromoteFull))
+        .expect("accepted");
     let actions = effects(&mut r);
-    assert!(matches!(&actions[..], [Action::SetRoute { route, .. }] if route.candidate_weight == 100));
+    assert!(
+        matches!(&actions[..], [Action::SetRoute { route, .. }] if route.candidate_weight == 100)
+    );
     assert!(matches!(r.phase(), Phase::Promoting { .. }));
 }
 
@@ -333,13 +644,32 @@ fn promote_full_skips_remaining_steps() {
 fn retry_after_rollback_starts_over() {
     let mut r = Rollout::new(weight_plan(&[10]), at(0));
     drain(&mut r);
-    r.handle(at(1), Observation::CandidateFailed { reason: "no such image".into() }).expect("observation");
+    r.handle(
+        at(1),
+        Observation::CandidateFailed {
+            reason: "no such image".into(),
+        },
+    )
+    .expect("observation");
     let g = route_generation(&effects(&mut r));
-    r.handle(at(2), Observation::RouteApplied { generation: g }).expect("observation");
-    r.handle(at(3), Observation::Retired { slot: Slot::Candidate }).expect("observation");
-    assert!(matches!(r.outcome(), Some(Outcome::RolledBack { reason: RollbackReason::CandidateFailed { .. } })));
+    r.handle(at(2), Observation::RouteApplied { generation: g })
+        .expect("observation");
+    r.handle(
+        at(3),
+        Observation::Retired {
+            slot: Slot::Candidate,
+        },
+    )
+    .expect("observation");
+    assert!(matches!(
+        r.outcome(),
+        Some(Outcome::RolledBack {
+            reason: RollbackReason::CandidateFailed { .. }
+        })
+    ));
     drain(&mut r);
-    r.handle(at(4), Observation::Command(Command::Retry)).expect("retry accepted");
+    r.handle(at(4), Observation::Command(Command::Retry))
+        .expect("retry accepted");
     assert_eq!(effects(&mut r), vec![Action::Deploy]);
     assert_eq!(r.attempt(), 2);
 }
@@ -349,24 +679,39 @@ fn a_state_of_another_format_version_is_refused() {
     let r = Rollout::new(weight_plan(&[10]), at(0));
     let mut json = r.to_json();
     json["formatVersion"] = serde_json::json!(99);
-    assert!(matches!(Rollout::from_json(json), Err(StateError::Version { found: 99 })));
-    assert!(matches!(Rollout::from_json(serde_json::json!({"formatVersion": 1})), Err(StateError::Malformed(_))));
+    assert!(matches!(
+        Rollout::from_json(json),
+        Err(StateError::Version { found: 99 })
+    ));
+    assert!(matches!(
+        Rollout::from_json(serde_json::json!({"formatVersion": 1})),
+        Err(StateError::Malformed(_))
+    ));
 }
 
 #[test]
 fn resume_reissues_the_current_phase_actions() {
     let mut r = Rollout::new(canary_plan(), at(0));
     drain(&mut r);
-    r.handle(at(1), hook(HookPoint::PreRollout, true)).expect("observation");
-    r.handle(at(2), Observation::CandidateReady).expect("observation");
+    r.handle(at(1), hook(HookPoint::PreRollout, true))
+        .expect("observation");
+    r.handle(at(2), Observation::CandidateReady)
+        .expect("observation");
     let g = route_generation(&effects(&mut r));
-    r.handle(at(3), Observation::RouteApplied { generation: g }).expect("observation");
+    r.handle(at(3), Observation::RouteApplied { generation: g })
+        .expect("observation");
     drain(&mut r);
     let mut restored = Rollout::from_json(r.to_json()).expect("reads back");
     restored.resume(at(10));
     let actions = effects(&mut restored);
-    assert!(matches!(&actions[0], Action::SetRoute { route, .. } if route.candidate_weight == 10), "{actions:?}");
-    assert!(matches!(&actions[1], Action::StartAnalysis { step: 1, .. }), "{actions:?}");
+    assert!(
+        matches!(&actions[0], Action::SetRoute { route, .. } if route.candidate_weight == 10),
+        "{actions:?}"
+    );
+    assert!(
+        matches!(&actions[1], Action::StartAnalysis { step: 1, .. }),
+        "{actions:?}"
+    );
 }
 
 #[test]
@@ -374,7 +719,14 @@ fn advance_is_the_functional_face_of_handle() {
     let r = Rollout::new(weight_plan(&[10]), at(0));
     let (r, actions, rejected) = advance(r, at(0), []);
     assert_eq!(actions, vec![Action::Persist, Action::Deploy]);
-    let (r, actions, rejected2) = advance(r, at(1), [Observation::CandidateReady, Observation::Command(Command::Retry)]);
+    let (r, actions, rejected2) = advance(
+        r,
+        at(1),
+        [
+            Observation::CandidateReady,
+            Observation::Command(Command::Retry),
+        ],
+    );
     assert!(rejected.is_empty());
     assert_eq!(rejected2.len(), 1);
     assert!(matches!(r.phase(), Phase::Step { index: 0, .. }));
@@ -406,7 +758,11 @@ fn simulation_every_seeded_rollout_ends_promoted_or_rolled_back() {
             _ => blue_green_plan(true),
         };
         let mut world = World::new(plan, seed, faults);
-        assert!(world.run(20_000), "seed {seed}: did not finish: {:?}", world.rollout().phase());
+        assert!(
+            world.run(20_000),
+            "seed {seed}: did not finish: {:?}",
+            world.rollout().phase()
+        );
         world.check_end_state(seed);
         crashes += world.crashes;
         match world.rollout().outcome() {
@@ -415,7 +771,10 @@ fn simulation_every_seeded_rollout_ends_promoted_or_rolled_back() {
         }
     }
     // The faults are frequent enough that both outcomes and many crashes happen.
-    assert!(promoted > 100 && rolled_back > 100, "promoted {promoted}, rolled back {rolled_back}");
+    assert!(
+        promoted > 100 && rolled_back > 100,
+        "promoted {promoted}, rolled back {rolled_back}"
+    );
     assert!(crashes > 1_000, "only {crashes} crashes");
 }
 
@@ -431,20 +790,48 @@ fn any_command() -> impl Strategy<Value = Command> {
 }
 
 fn any_observation() -> impl Strategy<Value = Observation> {
-    let verdict = prop_oneof![Just(Verdict::Success), Just(Verdict::Failure), Just(Verdict::Inconclusive), Just(Verdict::Error)];
-    let point = prop_oneof![Just(HookPoint::PreRollout), Just(HookPoint::PrePromotion), Just(HookPoint::PostPromotion)];
+    let verdict = prop_oneof![
+        Just(Verdict::Success),
+        Just(Verdict::Failure),
+        Just(Verdict::Inconclusive),
+        Just(Verdict::Error)
+    ];
+    let point = prop_oneof![
+        Just(HookPoint::PreRollout),
+        Just(HookPoint::PrePromotion),
+        Just(HookPoint::PostPromotion)
+    ];
     let slot = prop_oneof![Just(Slot::Candidate), Just(Slot::Previous)];
-    let operation = prop_oneof![Just(Operation::Deploy), Just(Operation::SetRoute), Just(Operation::Promote), Just(Operation::Retire)];
+    let operation = prop_oneof![
+        Just(Operation::Deploy),
+        Just(Operation::SetRoute),
+        Just(Operation::Promote),
+        Just(Operation::Retire)
+    ];
     prop_oneof![
         Just(Observation::CandidateReady),
         Just(Observation::CandidateFailed { reason: "x".into() }),
         (0u64..12).prop_map(|generation| Observation::RouteApplied { generation }),
-        (point, any::<bool>()).prop_map(|(point, passed)| Observation::HookResult { point, passed, detail: String::new() }),
-        (0u32..6, verdict).prop_map(|(run, verdict)| Observation::AnalysisVerdict { run, verdict, detail: String::new() }),
-        Just(Observation::GuardrailTripped { name: "g".into(), detail: String::new() }),
+        (point, any::<bool>()).prop_map(|(point, passed)| Observation::HookResult {
+            point,
+            passed,
+            detail: String::new()
+        }),
+        (0u32..6, verdict).prop_map(|(run, verdict)| Observation::AnalysisVerdict {
+            run,
+            verdict,
+            detail: String::new()
+        }),
+        Just(Observation::GuardrailTripped {
+            name: "g".into(),
+            detail: String::new()
+        }),
         Just(Observation::Promoted),
         slot.prop_map(|slot| Observation::Retired { slot }),
-        operation.prop_map(|operation| Observation::BackendError { operation, message: "e".into() }),
+        operation.prop_map(|operation| Observation::BackendError {
+            operation,
+            message: "e".into()
+        }),
         any_command().prop_map(Observation::Command),
     ]
 }
@@ -461,11 +848,17 @@ fn complete(r: &mut Rollout, mut t: u64) -> Vec<Action> {
         for action in actions {
             let reply = match action {
                 Action::Deploy => Some(Observation::CandidateReady),
-                Action::SetRoute { generation, .. } => Some(Observation::RouteApplied { generation }),
+                Action::SetRoute { generation, .. } => {
+                    Some(Observation::RouteApplied { generation })
+                }
                 Action::Promote => Some(Observation::Promoted),
                 Action::Retire { slot } => Some(Observation::Retired { slot }),
                 Action::RunHook { point } => Some(hook(point, true)),
-                Action::StartAnalysis { run, .. } => Some(Observation::AnalysisVerdict { run, verdict: Verdict::Success, detail: String::new() }),
+                Action::StartAnalysis { run, .. } => Some(Observation::AnalysisVerdict {
+                    run,
+                    verdict: Verdict::Success,
+                    detail: String::new(),
+                }),
                 _ => None,
             };
             if let Some(reply) = reply {

@@ -81,8 +81,9 @@ pub fn deserialize_all_at<T: DeserializeOwned>(mut tree: Node, base: &FieldPath)
                 Some(field) => path.key(field),
                 None => path.clone(),
             });
-            let mut diagnostic = Diagnostic::error(error.code, path.clone(), origin, error.message);
-            diagnostic.hint = error.hint;
+            let inner = *error.0;
+            let mut diagnostic = Diagnostic::error(inner.code, path.clone(), origin, inner.message);
+            diagnostic.hint = inner.hint;
             if !diagnostics.contains(&diagnostic) {
                 diagnostics.push(diagnostic);
             }
@@ -104,8 +105,12 @@ pub fn deserialize_all_at<T: DeserializeOwned>(mut tree: Node, base: &FieldPath)
 struct Sink(RefCell<Vec<Diagnostic>>);
 
 /// An error raised while deserializing, located at the innermost node that saw it.
+/// Boxed: errors are rare and `Result`s carrying them are everywhere.
 #[derive(Debug)]
-pub struct DeError {
+pub struct DeError(Box<DeErrorInner>);
+
+#[derive(Debug)]
+pub struct DeErrorInner {
     code: Code,
     message: String,
     hint: Option<String>,
@@ -115,16 +120,29 @@ pub struct DeError {
     at: Option<(FieldPath, Origin)>,
 }
 
+impl std::ops::Deref for DeError {
+    type Target = DeErrorInner;
+    fn deref(&self) -> &DeErrorInner {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DeError {
+    fn deref_mut(&mut self) -> &mut DeErrorInner {
+        &mut self.0
+    }
+}
+
 impl DeError {
     fn new(code: Code, message: String) -> Self {
-        DeError {
+        DeError(Box::new(DeErrorInner {
             code,
             message,
             hint: None,
             missing_field: None,
             consequence: false,
             at: None,
-        }
+        }))
     }
 
     fn located(mut self, path: &FieldPath, origin: &Origin) -> Self {
@@ -151,7 +169,10 @@ impl de::Error for DeError {
     fn invalid_type(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Self {
         DeError::new(
             Code::InvalidValue,
-            format!("expected {expected}, found {}", describe_unexpected(&unexpected)),
+            format!(
+                "expected {expected}, found {}",
+                describe_unexpected(&unexpected)
+            ),
         )
     }
 
@@ -162,14 +183,20 @@ impl de::Error for DeError {
         };
         DeError::new(
             code,
-            format!("expected {expected}, found {}", describe_unexpected(&unexpected)),
+            format!(
+                "expected {expected}, found {}",
+                describe_unexpected(&unexpected)
+            ),
         )
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         let mut error = DeError::new(
             Code::InvalidValue,
-            format!("unknown value '{variant}', expected one of: {}", expected.join(", ")),
+            format!(
+                "unknown value '{variant}', expected one of: {}",
+                expected.join(", ")
+            ),
         );
         error.hint = did_you_mean(variant, expected.iter().copied());
         error
@@ -477,9 +504,15 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, '_> {
             .map_err(|e| e.located(&self.de.path.key(key), &entry.key_origin))
     }
 
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DeError> {
         let Some((key, entry)) = self.entries.get(self.next) else {
-            return Err(DeError::new(Code::Syntax, "value without a key".to_string()));
+            return Err(DeError::new(
+                Code::Syntax,
+                "value without a key".to_string(),
+            ));
         };
         self.next += 1;
         seed.deserialize(self.de.child(&entry.value, self.de.path.key(key)))
@@ -556,7 +589,10 @@ impl<'de> de::VariantAccess<'de> for VariantAccess<'_, '_> {
         }
     }
 
-    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
+    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, DeError> {
         seed.deserialize(self.value_de()?)
     }
 

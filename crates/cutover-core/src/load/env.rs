@@ -60,7 +60,10 @@ fn relocate(mut node: Node, origin: &Origin) -> Node {
     match &mut node.value {
         Value::Seq(items) => {
             for item in items.iter_mut() {
-                *item = relocate(std::mem::replace(item, Node::new(Value::Null, Origin::Default)), origin);
+                *item = relocate(
+                    std::mem::replace(item, Node::new(Value::Null, Origin::Default)),
+                    origin,
+                );
             }
         }
         Value::Map(entries) => {
@@ -159,18 +162,24 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         assert!(apply_overrides(&mut root, &env).is_empty());
-        let replicas = root.at(&FieldPath::of(&["spec", "replicas"])).expect("replicas");
+        let replicas = root
+            .at(&FieldPath::of(&["spec", "replicas"]))
+            .expect("replicas");
         assert_eq!(replicas.value, Value::Int(3));
         assert_eq!(
             replicas.origin,
-            Origin::Env { var: "CUTOVER_SPEC__REPLICAS".into() }
+            Origin::Env {
+                var: "CUTOVER_SPEC__REPLICAS".into()
+            }
         );
         let deadline = root
             .at(&FieldPath::of(&["spec", "strategy", "progressDeadline"]))
             .expect("deadline");
         assert_eq!(deadline.value, Value::Str("20m".into()));
         let weight = root
-            .at(&FieldPath::of(&["spec", "strategy", "canary", "steps"]).index(0).key("setWeight"))
+            .at(&FieldPath::of(&["spec", "strategy", "canary", "steps"])
+                .index(0)
+                .key("setWeight"))
             .expect("weight");
         assert_eq!(weight.value, Value::Int(5));
         assert!(root.get("addr").is_none());
@@ -179,10 +188,12 @@ mod tests {
     #[test]
     fn an_index_past_the_end_is_reported() {
         let mut root = doc();
-        let env: BTreeMap<String, String> =
-            [("CUTOVER_SPEC__STRATEGY__CANARY__STEPS__4__SETWEIGHT".to_string(), "5".to_string())]
-                .into_iter()
-                .collect();
+        let env: BTreeMap<String, String> = [(
+            "CUTOVER_SPEC__STRATEGY__CANARY__STEPS__4__SETWEIGHT".to_string(),
+            "5".to_string(),
+        )]
+        .into_iter()
+        .collect();
         let diagnostics = apply_overrides(&mut root, &env);
         assert_eq!(diagnostics.len(), 1);
     }

@@ -129,7 +129,11 @@ fn matching_brace(text: &str) -> Option<usize> {
     None
 }
 
-fn substitute(body: &str, env: &BTreeMap<String, String>, out: &mut Expanded) -> Result<(), String> {
+fn substitute(
+    body: &str,
+    env: &BTreeMap<String, String>,
+    out: &mut Expanded,
+) -> Result<(), String> {
     let name_len = body
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(body.len());
@@ -166,7 +170,11 @@ fn substitute(body: &str, env: &BTreeMap<String, String>, out: &mut Expanded) ->
     Ok(())
 }
 
-fn expand_into(text: &str, env: &BTreeMap<String, String>, out: &mut Expanded) -> Result<(), String> {
+fn expand_into(
+    text: &str,
+    env: &BTreeMap<String, String>,
+    out: &mut Expanded,
+) -> Result<(), String> {
     let inner = expand(text, env)?;
     out.text.push_str(&inner.text);
     out.unset.extend(inner.unset);
@@ -206,7 +214,11 @@ mod tests {
 
     #[track_caller]
     fn check(input: &str, expected: &str) {
-        assert_eq!(expand(input, &env()).map(|e| e.text), Ok(expected.to_string()), "{input}");
+        assert_eq!(
+            expand(input, &env()).map(|e| e.text),
+            Ok(expected.to_string()),
+            "{input}"
+        );
     }
 
     #[test]
@@ -245,11 +257,17 @@ mod tests {
 
     #[test]
     fn whole_value_substitutions_take_a_type() {
-        let mut node = Node::new(Value::Str("${N}".into()), crate::diagnostic::Origin::Default);
+        let mut node = Node::new(
+            Value::Str("${N}".into()),
+            crate::diagnostic::Origin::Default,
+        );
         let mut out = Vec::new();
         interpolate(&mut node, &FieldPath::root(), &env(), &mut out);
         assert_eq!(node.value, Value::Int(3));
-        let mut node = Node::new(Value::Str("x${N}".into()), crate::diagnostic::Origin::Default);
+        let mut node = Node::new(
+            Value::Str("x${N}".into()),
+            crate::diagnostic::Origin::Default,
+        );
         interpolate(&mut node, &FieldPath::root(), &env(), &mut out);
         assert_eq!(node.value, Value::Str("x3".into()));
         assert!(out.is_empty());

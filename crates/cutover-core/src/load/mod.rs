@@ -152,7 +152,7 @@ pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
             })
         }
     };
-    diagnostics.sort_by(|a, b| order(&a.origin).cmp(&order(&b.origin)));
+    diagnostics.sort_by_key(|d| order(&d.origin));
     let has_errors = diagnostics.iter().any(Diagnostic::is_error);
     Loaded {
         document: if has_errors { None } else { document },
@@ -168,17 +168,19 @@ pub fn load_release(
     let loaded = load(source, env);
     match loaded.document {
         Some(Document::Release(release)) => Ok((*release, loaded.diagnostics)),
-        Some(Document::Strategy(_)) => Err(vec![Diagnostic::error(
-            Code::InvalidValue,
-            FieldPath::of(&["kind"]),
-            Origin::File {
-                source: source.name.into(),
-                line: 1,
-                column: 1,
-            },
-            "this is a strategy preset, not a release",
-        )
-        .with_hint("refer to it from a release with 'strategy: {use: NAME}'")]),
+        Some(Document::Strategy(_)) => Err(vec![
+            Diagnostic::error(
+                Code::InvalidValue,
+                FieldPath::of(&["kind"]),
+                Origin::File {
+                    source: source.name.into(),
+                    line: 1,
+                    column: 1,
+                },
+                "this is a strategy preset, not a release",
+            )
+            .with_hint("refer to it from a release with 'strategy: {use: NAME}'"),
+        ]),
         None => Err(loaded.diagnostics),
     }
 }
@@ -195,7 +197,10 @@ fn document_kind(root: &Node) -> Result<Kind, Diagnostic> {
             Code::InvalidValue,
             FieldPath::root(),
             root.origin.clone(),
-            format!("expected a map with apiVersion, kind, metadata and spec, found {}", root.value.describe()),
+            format!(
+                "expected a map with apiVersion, kind, metadata and spec, found {}",
+                root.value.describe()
+            ),
         ));
     }
     let Some(entry) = root.entry("kind") else {

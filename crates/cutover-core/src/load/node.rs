@@ -150,9 +150,10 @@ impl Node {
         let mut node = self;
         for segment in parents {
             let next = match (segment, &mut node.value) {
-                (Segment::Key(k), Value::Map(entries)) => {
-                    entries.iter_mut().find(|e| &e.key == k).map(|e| &mut e.value)
-                }
+                (Segment::Key(k), Value::Map(entries)) => entries
+                    .iter_mut()
+                    .find(|e| &e.key == k)
+                    .map(|e| &mut e.value),
                 (Segment::Index(i), Value::Seq(items)) => items.get_mut(*i),
                 _ => None,
             };
@@ -162,9 +163,10 @@ impl Node {
             }
         }
         let target = match (last, &mut node.value) {
-            (Segment::Key(k), Value::Map(entries)) => {
-                entries.iter_mut().find(|e| &e.key == k).map(|e| &mut e.value)
-            }
+            (Segment::Key(k), Value::Map(entries)) => entries
+                .iter_mut()
+                .find(|e| &e.key == k)
+                .map(|e| &mut e.value),
             (Segment::Index(i), Value::Seq(items)) => items.get_mut(*i),
             _ => None,
         };
@@ -214,29 +216,28 @@ pub fn resolve_plain_scalar(text: &str) -> Value {
         _ => {}
     }
     let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = text.parse::<i64>() {
-            return Value::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = text.parse::<i64>()
+    {
+        return Value::Int(i);
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Value::Int(i);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Int(i);
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Value::Int(i);
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Int(i);
     }
     let looks_numeric = digits
         .bytes()
         .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
         && digits.bytes().any(|b| b.is_ascii_digit());
-    if looks_numeric {
-        if let Ok(f) = text.parse::<f64>() {
-            return Value::Float(f);
-        }
+    if looks_numeric && let Ok(f) = text.parse::<f64>() {
+        return Value::Float(f);
     }
     Value::Str(text.to_string())
 }

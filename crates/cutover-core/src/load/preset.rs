@@ -9,7 +9,12 @@ macro_rules! preset {
     ($name:literal) => {
         (
             $name,
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../strategies/", $name, ".yaml")),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../strategies/",
+                $name,
+                ".yaml"
+            )),
         )
     };
 }
@@ -26,7 +31,10 @@ pub const PRESETS: &[(&str, &str)] = &[
 
 /// The text of the preset called `name`.
 pub fn preset_text(name: &str) -> Option<&'static str> {
-    PRESETS.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
+    PRESETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
 }
 
 /// The presets' names, in the order above.

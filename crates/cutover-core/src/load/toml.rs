@@ -134,7 +134,14 @@ mod tests {
         assert_eq!(node.get("a").map(|n| &n.value), Some(&Value::Int(1)));
         let b = node.get("b").expect("b");
         let c = b.entry("c").expect("c");
-        assert_eq!(c.key_origin, Origin::File { source: source.clone(), line: 3, column: 1 });
+        assert_eq!(
+            c.key_origin,
+            Origin::File {
+                source: source.clone(),
+                line: 3,
+                column: 1
+            }
+        );
         assert_eq!(c.value.value, Value::Str("x".into()));
         let d = b.get("d").expect("d");
         assert!(matches!(&d.value, Value::Seq(items) if items.len() == 2));

@@ -70,7 +70,10 @@ fn convert(source: &Arc<str>, yaml: &MarkedYaml<'_>) -> Result<Node, Diagnostic>
                         Code::Syntax,
                         FieldPath::root(),
                         key_node.origin,
-                        format!("a map key must be text, found {}", key_node.value.describe()),
+                        format!(
+                            "a map key must be text, found {}",
+                            key_node.value.describe()
+                        ),
                     ));
                 };
                 entries.push(Entry {
@@ -115,12 +118,30 @@ mod tests {
         let a = node.entry("a").expect("a");
         assert_eq!(
             a.key_origin,
-            Origin::File { source: source.clone(), line: 1, column: 1 }
+            Origin::File {
+                source: source.clone(),
+                line: 1,
+                column: 1
+            }
         );
         let b = a.value.entry("b").expect("b");
-        assert_eq!(b.key_origin, Origin::File { source: source.clone(), line: 2, column: 3 });
+        assert_eq!(
+            b.key_origin,
+            Origin::File {
+                source: source.clone(),
+                line: 2,
+                column: 3
+            }
+        );
         assert_eq!(b.value.value, Value::Int(1));
-        assert_eq!(b.value.origin, Origin::File { source: source.clone(), line: 2, column: 6 });
+        assert_eq!(
+            b.value.origin,
+            Origin::File {
+                source: source.clone(),
+                line: 2,
+                column: 6
+            }
+        );
     }
 
     #[test]

@@ -118,7 +118,9 @@ pub enum StateError {
     #[error("the stored rollout state cannot be read")]
     Malformed(#[source] serde_json::Error),
     /// Written by a cutover with another state layout.
-    #[error("the stored rollout state has format version {found}, this cutover reads {STATE_FORMAT_VERSION}")]
+    #[error(
+        "the stored rollout state has format version {found}, this cutover reads {STATE_FORMAT_VERSION}"
+    )]
     Version {
         /// The version found.
         found: u32,
@@ -186,7 +188,8 @@ impl Rollout {
             || matches!(
                 self.phase,
                 Phase::Step {
-                    progress: StepProgress::Pausing { until: None } | StepProgress::Inconclusive { .. },
+                    progress: StepProgress::Pausing { until: None }
+                        | StepProgress::Inconclusive { .. },
                     ..
                 }
             )
@@ -270,9 +273,15 @@ impl Rollout {
         // re-issued `Promote` points the route at the new stable version instead.
         let route_issued = matches!(
             self.phase,
-            Phase::Step { progress: StepProgress::Routing { .. }, .. }
-                | Phase::Promoting { progress: PromotionProgress::Routing { .. } | PromotionProgress::Swapping }
-                | Phase::RollingBack { progress: RollbackProgress::Routing { .. }, .. }
+            Phase::Step {
+                progress: StepProgress::Routing { .. },
+                ..
+            } | Phase::Promoting {
+                progress: PromotionProgress::Routing { .. } | PromotionProgress::Swapping
+            } | Phase::RollingBack {
+                progress: RollbackProgress::Routing { .. },
+                ..
+            }
         );
         if !self.is_done() && !route_issued {
             batch.push(self.set_route_action());
@@ -289,12 +298,16 @@ impl Rollout {
     /// The actions that carry the current phase forward, as first issued.
     fn reissue(&mut self, batch: &mut Vec<Action>) {
         match &self.phase {
-            Phase::PreRollout => batch.push(Action::RunHook { point: HookPoint::PreRollout }),
+            Phase::PreRollout => batch.push(Action::RunHook {
+                point: HookPoint::PreRollout,
+            }),
             Phase::Deploying => batch.push(Action::Deploy),
             Phase::Step { index, progress } => match progress {
                 StepProgress::Routing { .. } => batch.push(self.set_route_action()),
                 StepProgress::Analyzing { run } => {
-                    if let Some(PlanStep::Analysis { metrics, stage, .. }) = self.plan.steps.get(*index) {
+                    if let Some(PlanStep::Analysis { metrics, stage, .. }) =
+                        self.plan.steps.get(*index)
+                    {
                         batch.push(Action::StartAnalysis {
                             run: *run,
                             step: *index,
@@ -303,19 +316,27 @@ impl Rollout {
                         });
                     }
                 }
-                StepProgress::Pausing { .. } | StepProgress::Inconclusive { .. } | StepProgress::Complete => {}
+                StepProgress::Pausing { .. }
+                | StepProgress::Inconclusive { .. }
+                | StepProgress::Complete => {}
             },
             Phase::Promoting { progress } => match progress {
-                PromotionProgress::Gate => batch.push(Action::RunHook { point: HookPoint::PrePromotion }),
+                PromotionProgress::Gate => batch.push(Action::RunHook {
+                    point: HookPoint::PrePromotion,
+                }),
                 PromotionProgress::GateHeld { .. } => {}
                 PromotionProgress::Routing { .. } => batch.push(self.set_route_action()),
                 PromotionProgress::Swapping => batch.push(Action::Promote),
             },
-            Phase::ScalingDown { until: None } => batch.push(Action::Retire { slot: Slot::Previous }),
+            Phase::ScalingDown { until: None } => batch.push(Action::Retire {
+                slot: Slot::Previous,
+            }),
             Phase::ScalingDown { until: Some(_) } => {}
             Phase::RollingBack { progress, .. } => match progress {
                 RollbackProgress::Routing { .. } => batch.push(self.set_route_action()),
-                RollbackProgress::Retiring => batch.push(Action::Retire { slot: Slot::Candidate }),
+                RollbackProgress::Retiring => batch.push(Action::Retire {
+                    slot: Slot::Candidate,
+                }),
             },
             Phase::Done { .. } => {}
         }
@@ -327,7 +348,11 @@ impl Rollout {
     /// Takes in one observation at `now`. Observations that do not fit the phase (a late
     /// acknowledgement, a verdict of a stopped run) are ignored; a command that does not
     /// fit is refused with a [`CommandRejected`] saying what would fit.
-    pub fn handle(&mut self, now: Timestamp, observation: Observation) -> Result<(), CommandRejected> {
+    pub fn handle(
+        &mut self,
+        now: Timestamp,
+        observation: Observation,
+    ) -> Result<(), CommandRejected> {
         let before = self.snapshot();
         self.observe_time(now);
         let mut batch = Vec::new();
@@ -347,7 +372,11 @@ impl Rollout {
         let before = self.snapshot();
         self.observe_time(now);
         let mut batch = Vec::new();
-        if let Some(retry) = self.retry.as_mut().filter(|r| r.at.is_some_and(|at| at <= now)) {
+        if let Some(retry) = self
+            .retry
+            .as_mut()
+            .filter(|r| r.at.is_some_and(|at| at <= now))
+        {
             retry.at = None;
             let operation = retry.operation;
             if self.awaits(operation) {
@@ -361,20 +390,29 @@ impl Rollout {
             self.roll_back(RollbackReason::DeadlineExceeded, &mut batch);
         }
         match self.phase.clone() {
-            Phase::Step { progress: StepProgress::Pausing { until: Some(until) }, .. }
-                if until <= now && !self.is_paused() =>
-            {
+            Phase::Step {
+                progress: StepProgress::Pausing { until: Some(until) },
+                ..
+            } if until <= now && !self.is_paused() => {
                 self.record("pause ended");
                 self.complete_step(&mut batch);
             }
-            Phase::Promoting { progress: PromotionProgress::GateHeld { retry_at } } if retry_at <= now => {
-                self.phase = Phase::Promoting { progress: PromotionProgress::Gate };
-                batch.push(Action::RunHook { point: HookPoint::PrePromotion });
+            Phase::Promoting {
+                progress: PromotionProgress::GateHeld { retry_at },
+            } if retry_at <= now => {
+                self.phase = Phase::Promoting {
+                    progress: PromotionProgress::Gate,
+                };
+                batch.push(Action::RunHook {
+                    point: HookPoint::PrePromotion,
+                });
             }
             Phase::ScalingDown { until: Some(until) } if until <= now => {
                 self.phase = Phase::ScalingDown { until: None };
                 self.record("scale-down delay over: retiring the previous version");
-                batch.push(Action::Retire { slot: Slot::Previous });
+                batch.push(Action::Retire {
+                    slot: Slot::Previous,
+                });
             }
             _ => {}
         }
@@ -402,19 +440,26 @@ impl Rollout {
         if let Some(at) = self.retry.as_ref().and_then(|r| r.at) {
             timers.push((Timer::BackendRetry, at));
         }
-        if self.deadline_applies() {
-            if let Some(due) = self.deadline.due() {
-                timers.push((Timer::ProgressDeadline, due));
-            }
+        if self.deadline_applies()
+            && let Some(due) = self.deadline.due()
+        {
+            timers.push((Timer::ProgressDeadline, due));
         }
         match &self.phase {
-            Phase::Step { progress: StepProgress::Pausing { until: Some(until) }, .. } if !self.is_paused() => {
+            Phase::Step {
+                progress: StepProgress::Pausing { until: Some(until) },
+                ..
+            } if !self.is_paused() => {
                 timers.push((Timer::StepPause, *until));
             }
-            Phase::Promoting { progress: PromotionProgress::GateHeld { retry_at } } => {
+            Phase::Promoting {
+                progress: PromotionProgress::GateHeld { retry_at },
+            } => {
                 timers.push((Timer::HookRetry, *retry_at));
             }
-            Phase::ScalingDown { until: Some(until) } => timers.push((Timer::ScaleDownDelay, *until)),
+            Phase::ScalingDown { until: Some(until) } => {
+                timers.push((Timer::ScaleDownDelay, *until))
+            }
             _ => {}
         }
         timers
@@ -486,7 +531,9 @@ impl Rollout {
     fn start(&mut self, batch: &mut Vec<Action>) {
         if self.plan.hooks.pre_rollout {
             self.phase = Phase::PreRollout;
-            batch.push(Action::RunHook { point: HookPoint::PreRollout });
+            batch.push(Action::RunHook {
+                point: HookPoint::PreRollout,
+            });
         } else {
             self.deploy(batch);
         }
@@ -521,31 +568,59 @@ impl Rollout {
         let progress = match step {
             PlanStep::SetWeight { weight } => {
                 self.record(format!("step {index}: weight {weight}%"));
-                let route = Route { candidate_weight: weight, ..self.route.clone() };
-                StepProgress::Routing { generation: self.new_route(route, batch) }
+                let route = Route {
+                    candidate_weight: weight,
+                    ..self.route.clone()
+                };
+                StepProgress::Routing {
+                    generation: self.new_route(route, batch),
+                }
             }
             PlanStep::SetHeaderRoute { rules } => {
-                self.record(format!("step {index}: header route with {} rule(s)", rules.len()));
-                let route = Route { header_route: rules, ..self.route.clone() };
-                StepProgress::Routing { generation: self.new_route(route, batch) }
+                self.record(format!(
+                    "step {index}: header route with {} rule(s)",
+                    rules.len()
+                ));
+                let route = Route {
+                    header_route: rules,
+                    ..self.route.clone()
+                };
+                StepProgress::Routing {
+                    generation: self.new_route(route, batch),
+                }
             }
             PlanStep::Mirror { percent } => {
                 self.record(format!("step {index}: mirror {percent}%"));
-                let route = Route { mirror_percent: percent, ..self.route.clone() };
-                StepProgress::Routing { generation: self.new_route(route, batch) }
+                let route = Route {
+                    mirror_percent: percent,
+                    ..self.route.clone()
+                };
+                StepProgress::Routing {
+                    generation: self.new_route(route, batch),
+                }
             }
             PlanStep::Pause { duration } => {
                 self.record(match duration {
                     Some(d) => format!("step {index}: pause {d}"),
                     None => format!("step {index}: waiting for promote"),
                 });
-                StepProgress::Pausing { until: duration.map(|d| self.now.after(d)) }
+                StepProgress::Pausing {
+                    until: duration.map(|d| self.now.after(d)),
+                }
             }
             PlanStep::Analysis { metrics, stage, .. } => {
                 self.analysis_runs += 1;
                 let run = self.analysis_runs;
-                self.record(format!("step {index}: analysis run {run} of {}", metrics.join(", ")));
-                batch.push(Action::StartAnalysis { run, step: index, metrics, stage });
+                self.record(format!(
+                    "step {index}: analysis run {run} of {}",
+                    metrics.join(", ")
+                ));
+                batch.push(Action::StartAnalysis {
+                    run,
+                    step: index,
+                    metrics,
+                    stage,
+                });
                 StepProgress::Analyzing { run }
             }
         };
@@ -558,7 +633,10 @@ impl Rollout {
             return;
         };
         if self.is_paused() {
-            self.phase = Phase::Step { index, progress: StepProgress::Complete };
+            self.phase = Phase::Step {
+                index,
+                progress: StepProgress::Complete,
+            };
         } else {
             self.enter_step(index + 1, batch);
         }
@@ -567,15 +645,23 @@ impl Rollout {
     fn enter_promotion(&mut self, batch: &mut Vec<Action>) {
         if self.plan.hooks.pre_promotion {
             self.record("asking the prePromotion gate");
-            self.phase = Phase::Promoting { progress: PromotionProgress::Gate };
-            batch.push(Action::RunHook { point: HookPoint::PrePromotion });
+            self.phase = Phase::Promoting {
+                progress: PromotionProgress::Gate,
+            };
+            batch.push(Action::RunHook {
+                point: HookPoint::PrePromotion,
+            });
         } else {
             self.route_for_promotion(batch);
         }
     }
 
     fn route_for_promotion(&mut self, batch: &mut Vec<Action>) {
-        let all_candidate = Route { candidate_weight: 100, header_route: Vec::new(), mirror_percent: 0 };
+        let all_candidate = Route {
+            candidate_weight: 100,
+            header_route: Vec::new(),
+            mirror_percent: 0,
+        };
         if self.route == all_candidate && self.route_applied == self.route_generation {
             // A last `setWeight: 100` step already moved everything.
             self.swap(batch);
@@ -583,16 +669,24 @@ impl Rollout {
         }
         self.record("moving all traffic to the candidate");
         let generation = self.new_route(all_candidate, batch);
-        self.phase = Phase::Promoting { progress: PromotionProgress::Routing { generation } };
+        self.phase = Phase::Promoting {
+            progress: PromotionProgress::Routing { generation },
+        };
     }
 
     fn swap(&mut self, batch: &mut Vec<Action>) {
-        self.phase = Phase::Promoting { progress: PromotionProgress::Swapping };
+        self.phase = Phase::Promoting {
+            progress: PromotionProgress::Swapping,
+        };
         batch.push(Action::Promote);
     }
 
     fn stop_running_analysis(&mut self, batch: &mut Vec<Action>) {
-        if let Phase::Step { progress: StepProgress::Analyzing { run }, .. } = self.phase {
+        if let Phase::Step {
+            progress: StepProgress::Analyzing { run },
+            ..
+        } = self.phase
+        {
             batch.push(Action::StopAnalysis { run });
         }
     }
@@ -606,16 +700,32 @@ impl Rollout {
         self.retry = None;
         self.record(format!("rolling back: {reason}"));
         let generation = self.new_route(Route::default(), batch);
-        self.phase = Phase::RollingBack { reason, progress: RollbackProgress::Routing { generation } };
+        self.phase = Phase::RollingBack {
+            reason,
+            progress: RollbackProgress::Routing { generation },
+        };
     }
 
     fn observation(&mut self, observation: Observation, batch: &mut Vec<Action>) {
         match (self.phase.clone(), observation) {
-            (Phase::PreRollout, Observation::HookResult { point: HookPoint::PreRollout, passed, detail }) => {
+            (
+                Phase::PreRollout,
+                Observation::HookResult {
+                    point: HookPoint::PreRollout,
+                    passed,
+                    detail,
+                },
+            ) => {
                 if passed {
                     self.deploy(batch);
                 } else {
-                    self.roll_back(RollbackReason::HookFailed { point: HookPoint::PreRollout, detail }, batch);
+                    self.roll_back(
+                        RollbackReason::HookFailed {
+                            point: HookPoint::PreRollout,
+                            detail,
+                        },
+                        batch,
+                    );
                 }
             }
             (Phase::Deploying, Observation::CandidateReady) => {
@@ -626,93 +736,168 @@ impl Rollout {
             (Phase::Deploying, Observation::CandidateFailed { reason }) => {
                 self.roll_back(RollbackReason::CandidateFailed { reason }, batch);
             }
-            (Phase::Step { progress: StepProgress::Routing { generation }, .. }, Observation::RouteApplied { generation: g })
-                if g == generation =>
-            {
+            (
+                Phase::Step {
+                    progress: StepProgress::Routing { generation },
+                    ..
+                },
+                Observation::RouteApplied { generation: g },
+            ) if g == generation => {
                 self.retry = None;
                 self.route_applied = g;
                 self.complete_step(batch);
             }
-            (Phase::Step { index, progress: StepProgress::Analyzing { run } }, Observation::AnalysisVerdict { run: r, verdict, detail })
-                if r == run =>
-            {
-                match verdict {
-                    Verdict::Success => {
-                        self.record(format!("analysis run {run} passed"));
-                        self.complete_step(batch);
-                    }
-                    Verdict::Failure => {
-                        self.roll_back(RollbackReason::AnalysisFailed { step: index, detail }, batch);
-                    }
-                    Verdict::Inconclusive | Verdict::Error => {
-                        self.record(format!("analysis run {run} inconclusive ({detail}): waiting for promote, resume or abort"));
-                        self.phase = Phase::Step { index, progress: StepProgress::Inconclusive { run } };
-                    }
+            (
+                Phase::Step {
+                    index,
+                    progress: StepProgress::Analyzing { run },
+                },
+                Observation::AnalysisVerdict {
+                    run: r,
+                    verdict,
+                    detail,
+                },
+            ) if r == run => match verdict {
+                Verdict::Success => {
+                    self.record(format!("analysis run {run} passed"));
+                    self.complete_step(batch);
                 }
-            }
-            (Phase::Promoting { progress: PromotionProgress::Gate }, Observation::HookResult { point: HookPoint::PrePromotion, passed, detail }) => {
+                Verdict::Failure => {
+                    self.roll_back(
+                        RollbackReason::AnalysisFailed {
+                            step: index,
+                            detail,
+                        },
+                        batch,
+                    );
+                }
+                Verdict::Inconclusive | Verdict::Error => {
+                    self.record(format!("analysis run {run} inconclusive ({detail}): waiting for promote, resume or abort"));
+                    self.phase = Phase::Step {
+                        index,
+                        progress: StepProgress::Inconclusive { run },
+                    };
+                }
+            },
+            (
+                Phase::Promoting {
+                    progress: PromotionProgress::Gate,
+                },
+                Observation::HookResult {
+                    point: HookPoint::PrePromotion,
+                    passed,
+                    detail,
+                },
+            ) => {
                 if passed {
                     self.route_for_promotion(batch);
                 } else {
                     self.record(format!("prePromotion gate held: {detail}"));
                     self.phase = Phase::Promoting {
-                        progress: PromotionProgress::GateHeld { retry_at: self.now.after(GATE_RETRY) },
+                        progress: PromotionProgress::GateHeld {
+                            retry_at: self.now.after(GATE_RETRY),
+                        },
                     };
                 }
             }
-            (Phase::Promoting { progress: PromotionProgress::Routing { generation } }, Observation::RouteApplied { generation: g })
-                if g == generation =>
-            {
+            (
+                Phase::Promoting {
+                    progress: PromotionProgress::Routing { generation },
+                },
+                Observation::RouteApplied { generation: g },
+            ) if g == generation => {
                 self.retry = None;
                 self.route_applied = g;
                 self.swap(batch);
             }
-            (Phase::Promoting { progress: PromotionProgress::Swapping }, Observation::Promoted) => {
+            (
+                Phase::Promoting {
+                    progress: PromotionProgress::Swapping,
+                },
+                Observation::Promoted,
+            ) => {
                 self.retry = None;
                 // The promoted version is now the stable one and takes all traffic.
                 self.route = Route::default();
                 self.record("promoted: the candidate is the stable version");
                 if self.plan.hooks.post_promotion {
-                    batch.push(Action::RunHook { point: HookPoint::PostPromotion });
+                    batch.push(Action::RunHook {
+                        point: HookPoint::PostPromotion,
+                    });
                 }
                 if self.plan.scale_down_delay == Duration::ZERO {
                     self.phase = Phase::ScalingDown { until: None };
-                    batch.push(Action::Retire { slot: Slot::Previous });
+                    batch.push(Action::Retire {
+                        slot: Slot::Previous,
+                    });
                 } else {
-                    self.phase = Phase::ScalingDown { until: Some(self.now.after(self.plan.scale_down_delay)) };
+                    self.phase = Phase::ScalingDown {
+                        until: Some(self.now.after(self.plan.scale_down_delay)),
+                    };
                 }
             }
-            (Phase::ScalingDown { until: None }, Observation::Retired { slot: Slot::Previous }) => {
+            (
+                Phase::ScalingDown { until: None },
+                Observation::Retired {
+                    slot: Slot::Previous,
+                },
+            ) => {
                 self.retry = None;
                 self.record("previous version retired");
-                self.phase = Phase::Done { outcome: Outcome::Promoted };
+                self.phase = Phase::Done {
+                    outcome: Outcome::Promoted,
+                };
             }
-            (Phase::RollingBack { reason, progress: RollbackProgress::Routing { generation } }, Observation::RouteApplied { generation: g })
-                if g == generation =>
-            {
+            (
+                Phase::RollingBack {
+                    reason,
+                    progress: RollbackProgress::Routing { generation },
+                },
+                Observation::RouteApplied { generation: g },
+            ) if g == generation => {
                 self.retry = None;
                 self.route_applied = g;
-                self.phase = Phase::RollingBack { reason, progress: RollbackProgress::Retiring };
-                batch.push(Action::Retire { slot: Slot::Candidate });
+                self.phase = Phase::RollingBack {
+                    reason,
+                    progress: RollbackProgress::Retiring,
+                };
+                batch.push(Action::Retire {
+                    slot: Slot::Candidate,
+                });
             }
-            (Phase::RollingBack { reason, progress: RollbackProgress::Retiring }, Observation::Retired { slot: Slot::Candidate }) => {
+            (
+                Phase::RollingBack {
+                    reason,
+                    progress: RollbackProgress::Retiring,
+                },
+                Observation::Retired {
+                    slot: Slot::Candidate,
+                },
+            ) => {
                 self.retry = None;
                 self.record("candidate retired; all traffic on stable");
                 if self.plan.hooks.on_rollback {
-                    batch.push(Action::RunHook { point: HookPoint::OnRollback });
+                    batch.push(Action::RunHook {
+                        point: HookPoint::OnRollback,
+                    });
                 }
-                self.phase = Phase::Done { outcome: Outcome::RolledBack { reason } };
+                self.phase = Phase::Done {
+                    outcome: Outcome::RolledBack { reason },
+                };
             }
             (phase, Observation::GuardrailTripped { name, detail }) => {
-                let before_swap = !matches!(phase, Phase::Promoting { progress: PromotionProgress::Swapping });
+                let before_swap = !matches!(
+                    phase,
+                    Phase::Promoting {
+                        progress: PromotionProgress::Swapping
+                    }
+                );
                 if before_swap {
                     self.roll_back(RollbackReason::Guardrail { name, detail }, batch);
                 }
             }
-            (_, Observation::BackendError { operation, message }) => {
-                if self.awaits(operation) {
-                    self.backend_failed(operation, message, batch);
-                }
+            (_, Observation::BackendError { operation, message }) if self.awaits(operation) => {
+                self.backend_failed(operation, message, batch);
             }
             _ => {}
         }
@@ -720,38 +905,89 @@ impl Rollout {
 
     /// Whether the current phase waits on `operation`, so that its failure matters.
     fn awaits(&self, operation: Operation) -> bool {
-        match (&self.phase, operation) {
-            (Phase::Deploying, Operation::Deploy) => true,
-            (Phase::Step { progress: StepProgress::Routing { .. }, .. }, Operation::SetRoute)
-            | (Phase::Promoting { progress: PromotionProgress::Routing { .. } }, Operation::SetRoute)
-            | (Phase::RollingBack { progress: RollbackProgress::Routing { .. }, .. }, Operation::SetRoute) => true,
-            (Phase::Promoting { progress: PromotionProgress::Swapping }, Operation::Promote) => true,
-            (Phase::ScalingDown { until: None }, Operation::Retire)
-            | (Phase::RollingBack { progress: RollbackProgress::Retiring, .. }, Operation::Retire) => true,
-            _ => false,
-        }
+        use PromotionProgress as P;
+        use RollbackProgress as R;
+        matches!(
+            (&self.phase, operation),
+            (Phase::Deploying, Operation::Deploy)
+                | (
+                    Phase::Step {
+                        progress: StepProgress::Routing { .. },
+                        ..
+                    },
+                    Operation::SetRoute
+                )
+                | (
+                    Phase::Promoting {
+                        progress: P::Routing { .. }
+                    },
+                    Operation::SetRoute
+                )
+                | (
+                    Phase::RollingBack {
+                        progress: R::Routing { .. },
+                        ..
+                    },
+                    Operation::SetRoute
+                )
+                | (
+                    Phase::Promoting {
+                        progress: P::Swapping
+                    },
+                    Operation::Promote
+                )
+                | (Phase::ScalingDown { until: None }, Operation::Retire)
+                | (
+                    Phase::RollingBack {
+                        progress: R::Retiring,
+                        ..
+                    },
+                    Operation::Retire
+                )
+        )
     }
 
     fn backend_failed(&mut self, operation: Operation, message: String, batch: &mut Vec<Action>) {
-        let failures = self.retry.as_ref().filter(|r| r.operation == operation).map_or(0, |r| r.failures) + 1;
+        let failures = self
+            .retry
+            .as_ref()
+            .filter(|r| r.operation == operation)
+            .map_or(0, |r| r.failures)
+            + 1;
         let forward = self.deadline_applies();
         if forward && failures >= MAX_FORWARD_ATTEMPTS {
             self.roll_back(RollbackReason::BackendFailed { operation, message }, batch);
             return;
         }
-        let backoff = Duration::from_secs(1u64 << failures.min(6).saturating_sub(1)).min(MAX_BACKOFF);
-        self.record(format!("{operation} failed ({message}); retrying in {backoff}"));
-        self.retry = Some(PendingRetry { operation, failures, at: Some(self.now.after(backoff)), message });
+        let backoff =
+            Duration::from_secs(1u64 << failures.min(6).saturating_sub(1)).min(MAX_BACKOFF);
+        self.record(format!(
+            "{operation} failed ({message}); retrying in {backoff}"
+        ));
+        self.retry = Some(PendingRetry {
+            operation,
+            failures,
+            at: Some(self.now.after(backoff)),
+            message,
+        });
     }
 }
 
 // Commands.
 impl Rollout {
     fn reject(&self, command: Command, expected: &'static str) -> Result<(), CommandRejected> {
-        Err(CommandRejected { command, phase: self.phase.describe(), expected })
+        Err(CommandRejected {
+            command,
+            phase: self.phase.describe(),
+            expected,
+        })
     }
 
-    fn command(&mut self, command: Command, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
+    fn command(
+        &mut self,
+        command: Command,
+        batch: &mut Vec<Action>,
+    ) -> Result<(), CommandRejected> {
         match command {
             Command::Promote => self.promote(batch),
             Command::PromoteFull => self.promote_full(batch),
@@ -766,7 +1002,10 @@ impl Rollout {
         match self.phase.clone() {
             Phase::Step { progress, .. } => {
                 if let StepProgress::Routing { .. } = progress {
-                    return self.reject(Command::Promote, "the step is applying a route; try again in a moment");
+                    return self.reject(
+                        Command::Promote,
+                        "the step is applying a route; try again in a moment",
+                    );
                 }
                 self.paused_since = None;
                 self.record("promote: current step finished by hand");
@@ -774,19 +1013,27 @@ impl Rollout {
                 self.complete_step(batch);
                 Ok(())
             }
-            Phase::Promoting { progress: PromotionProgress::GateHeld { .. } | PromotionProgress::Gate } => {
+            Phase::Promoting {
+                progress: PromotionProgress::GateHeld { .. } | PromotionProgress::Gate,
+            } => {
                 self.paused_since = None;
                 self.record("promote: prePromotion gate overridden by hand");
                 self.route_for_promotion(batch);
                 Ok(())
             }
-            _ => self.reject(Command::Promote, "promote applies while the rollout walks its steps"),
+            _ => self.reject(
+                Command::Promote,
+                "promote applies while the rollout walks its steps",
+            ),
         }
     }
 
     fn promote_full(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
         match self.phase.clone() {
-            Phase::Step { .. } | Phase::Promoting { progress: PromotionProgress::Gate | PromotionProgress::GateHeld { .. } } => {
+            Phase::Step { .. }
+            | Phase::Promoting {
+                progress: PromotionProgress::Gate | PromotionProgress::GateHeld { .. },
+            } => {
                 self.paused_since = None;
                 self.record("promote --full: skipping the remaining steps");
                 self.stop_running_analysis(batch);
@@ -794,16 +1041,24 @@ impl Rollout {
                 Ok(())
             }
             Phase::Promoting { .. } => Ok(()),
-            _ => self.reject(Command::PromoteFull, "promote --full applies once the candidate is ready and until promotion"),
+            _ => self.reject(
+                Command::PromoteFull,
+                "promote --full applies once the candidate is ready and until promotion",
+            ),
         }
     }
 
     fn abort(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
         match &self.phase {
             Phase::RollingBack { .. } => Ok(()),
-            Phase::Promoting { progress: PromotionProgress::Swapping } | Phase::ScalingDown { .. } | Phase::Done { .. } => {
-                self.reject(Command::Abort, "the candidate is already promoted; release the previous version to go back")
+            Phase::Promoting {
+                progress: PromotionProgress::Swapping,
             }
+            | Phase::ScalingDown { .. }
+            | Phase::Done { .. } => self.reject(
+                Command::Abort,
+                "the candidate is already promoted; release the previous version to go back",
+            ),
             _ => {
                 self.record("abort requested");
                 self.roll_back(RollbackReason::Aborted, batch);
@@ -814,7 +1069,10 @@ impl Rollout {
 
     fn pause(&mut self) -> Result<(), CommandRejected> {
         if !self.deadline_applies() {
-            return self.reject(Command::Pause, "pause applies while the rollout moves towards promotion");
+            return self.reject(
+                Command::Pause,
+                "pause applies while the rollout moves towards promotion",
+            );
         }
         if self.paused_since.is_none() {
             self.paused_since = Some(self.now);
@@ -825,20 +1083,32 @@ impl Rollout {
 
     fn resume_command(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
         let inconclusive = match self.phase {
-            Phase::Step { index, progress: StepProgress::Inconclusive { .. } } => Some(index),
+            Phase::Step {
+                index,
+                progress: StepProgress::Inconclusive { .. },
+            } => Some(index),
             _ => None,
         };
         if self.paused_since.is_none() && inconclusive.is_none() {
-            return self.reject(Command::Resume, "resume applies to a paused rollout or an inconclusive analysis");
+            return self.reject(
+                Command::Resume,
+                "resume applies to a paused rollout or an inconclusive analysis",
+            );
         }
         if let Some(since) = self.paused_since.take() {
             let held = self.now.since(since);
             self.record(format!("resumed after {held}"));
             match &mut self.phase {
-                Phase::Step { progress: StepProgress::Pausing { until: Some(until) }, .. } => {
+                Phase::Step {
+                    progress: StepProgress::Pausing { until: Some(until) },
+                    ..
+                } => {
                     *until = until.after(held);
                 }
-                Phase::Step { progress: StepProgress::Complete, .. } => self.complete_step(batch),
+                Phase::Step {
+                    progress: StepProgress::Complete,
+                    ..
+                } => self.complete_step(batch),
                 _ => {}
             }
         }
@@ -851,7 +1121,9 @@ impl Rollout {
 
     fn retry_command(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
         match &self.phase {
-            Phase::Done { outcome: Outcome::RolledBack { .. } } => {
+            Phase::Done {
+                outcome: Outcome::RolledBack { .. },
+            } => {
                 self.attempt += 1;
                 self.started_at = self.now;
                 self.deadline = DeadlineClock::new(self.plan.progress_deadline);
@@ -861,8 +1133,10 @@ impl Rollout {
                 self.start(batch);
                 Ok(())
             }
-            _ => self.reject(Command::Retry, "retry applies to a rolled-back or aborted rollout"),
+            _ => self.reject(
+                Command::Retry,
+                "retry applies to a rolled-back or aborted rollout",
+            ),
         }
     }
 }
-

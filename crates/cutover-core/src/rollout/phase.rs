@@ -208,15 +208,26 @@ impl Phase {
             }
             Phase::Promoting { progress } => match progress {
                 PromotionProgress::Gate => "promoting (asking the prePromotion gate)".into(),
-                PromotionProgress::GateHeld { .. } => "promoting (held by the prePromotion gate)".into(),
+                PromotionProgress::GateHeld { .. } => {
+                    "promoting (held by the prePromotion gate)".into()
+                }
                 PromotionProgress::Routing { .. } => "promoting (moving all traffic)".into(),
                 PromotionProgress::Swapping => "promoting (making the candidate stable)".into(),
             },
             Phase::ScalingDown { .. } => "promoted (scaling down the previous version)".into(),
             Phase::RollingBack { .. } => "rolling back".into(),
-            Phase::Done { outcome: Outcome::Promoted } => "promoted".into(),
-            Phase::Done { outcome: Outcome::RolledBack { reason: RollbackReason::Aborted } } => "aborted".into(),
-            Phase::Done { outcome: Outcome::RolledBack { .. } } => "rolled back".into(),
+            Phase::Done {
+                outcome: Outcome::Promoted,
+            } => "promoted".into(),
+            Phase::Done {
+                outcome:
+                    Outcome::RolledBack {
+                        reason: RollbackReason::Aborted,
+                    },
+            } => "aborted".into(),
+            Phase::Done {
+                outcome: Outcome::RolledBack { .. },
+            } => "rolled back".into(),
         }
     }
 }

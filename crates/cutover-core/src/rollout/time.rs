@@ -12,7 +12,9 @@ use crate::Duration;
 /// restarts (elsewhere, even) must be able to tell when a pause that began before the
 /// restart ends. The machine never goes backwards: an earlier `now` than one already seen
 /// is taken as the later one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub u64);
 
@@ -87,7 +89,8 @@ impl DeadlineClock {
     pub fn stop(&mut self, now: Timestamp) {
         if let Some(since) = self.running_since.take() {
             let used = now.since(since);
-            self.remaining = Duration::from_millis(self.remaining.as_millis().saturating_sub(used.as_millis()));
+            self.remaining =
+                Duration::from_millis(self.remaining.as_millis().saturating_sub(used.as_millis()));
         }
     }
 }

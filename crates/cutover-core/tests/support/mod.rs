@@ -138,7 +138,8 @@ impl World {
 
     fn deliver_later(&mut self, delay_ms: u64, observation: Observation) {
         self.seq += 1;
-        self.in_flight.push((self.now + delay_ms, self.seq, observation));
+        self.in_flight
+            .push((self.now + delay_ms, self.seq, observation));
     }
 
     fn latency(&mut self) -> u64 {
@@ -163,31 +164,61 @@ impl World {
                 Action::RunHook { point } => {
                     let passed = !self.rng.chance(self.faults.hook_failure);
                     let delay = self.latency();
-                    self.deliver_later(delay, Observation::HookResult { point, passed, detail: String::new() });
+                    self.deliver_later(
+                        delay,
+                        Observation::HookResult {
+                            point,
+                            passed,
+                            detail: String::new(),
+                        },
+                    );
                 }
                 Action::Deploy => {
                     let delay = self.latency();
                     if self.rng.chance(self.faults.backend_error) {
-                        self.deliver_later(delay, Observation::BackendError { operation: Operation::Deploy, message: "timeout".into() });
+                        self.deliver_later(
+                            delay,
+                            Observation::BackendError {
+                                operation: Operation::Deploy,
+                                message: "timeout".into(),
+                            },
+                        );
                     } else if self.rng.chance(self.faults.candidate_fails) {
                         // Half created: the backend must still be able to remove it.
                         self.backend.slots.insert("candidate", "broken".into());
-                        self.deliver_later(delay, Observation::CandidateFailed { reason: "image not found".into() });
+                        self.deliver_later(
+                            delay,
+                            Observation::CandidateFailed {
+                                reason: "image not found".into(),
+                            },
+                        );
                     } else {
                         if !self.backend.slots.contains_key("candidate") {
                             self.backend.created += 1;
-                            self.backend.slots.insert("candidate", format!("v{}", self.backend.created));
+                            self.backend
+                                .slots
+                                .insert("candidate", format!("v{}", self.backend.created));
                         }
                         self.deliver_later(delay, Observation::CandidateReady);
                     }
                 }
                 Action::SetRoute { generation, route } => {
-                    assert!(route.candidate_weight <= 100, "weight {} out of range", route.candidate_weight);
+                    assert!(
+                        route.candidate_weight <= 100,
+                        "weight {} out of range",
+                        route.candidate_weight
+                    );
                     assert!(route.mirror_percent <= 100);
                     self.weights.push(route.candidate_weight);
                     let delay = self.latency();
                     if self.rng.chance(self.faults.backend_error) {
-                        self.deliver_later(delay, Observation::BackendError { operation: Operation::SetRoute, message: "proxy unreachable".into() });
+                        self.deliver_later(
+                            delay,
+                            Observation::BackendError {
+                                operation: Operation::SetRoute,
+                                message: "proxy unreachable".into(),
+                            },
+                        );
                     } else {
                         self.proxy_route = Some(route);
                         self.deliver_later(delay, Observation::RouteApplied { generation });
@@ -198,7 +229,11 @@ impl World {
                         if self.rng.chance(self.faults.analysis_failure) {
                             Verdict::Failure
                         } else if self.rng.chance(self.faults.missing_metrics) {
-                            if self.rng.chance(0.5) { Verdict::Inconclusive } else { Verdict::Error }
+                            if self.rng.chance(0.5) {
+                                Verdict::Inconclusive
+                            } else {
+                                Verdict::Error
+                            }
                         } else {
                             Verdict::Success
                         }
@@ -206,7 +241,14 @@ impl World {
                         self.scripted_verdicts.remove(0)
                     };
                     let delay = self.rng.between(10_000, 180_000);
-                    self.deliver_later(delay, Observation::AnalysisVerdict { run, verdict, detail: format!("{verdict:?}") });
+                    self.deliver_later(
+                        delay,
+                        Observation::AnalysisVerdict {
+                            run,
+                            verdict,
+                            detail: format!("{verdict:?}"),
+                        },
+                    );
                 }
                 Action::StopAnalysis { run } => {
                     self.in_flight.retain(|(_, _, o)| !matches!(o, Observation::AnalysisVerdict { run: r, .. } if *r == run));
@@ -215,13 +257,19 @@ impl World {
                     self.promoted_attempts.insert(attempt);
                     let delay = self.latency();
                     if self.rng.chance(self.faults.backend_error) {
-                        self.deliver_later(delay, Observation::BackendError { operation: Operation::Promote, message: "conflict".into() });
+                        self.deliver_later(
+                            delay,
+                            Observation::BackendError {
+                                operation: Operation::Promote,
+                                message: "conflict".into(),
+                            },
+                        );
                     } else {
                         // Idempotent: promoting what is already promoted only re-points the route.
-                        if let Some(candidate) = self.backend.slots.remove("candidate") {
-                            if let Some(old) = self.backend.slots.insert("stable", candidate) {
-                                self.backend.slots.insert("previous", old);
-                            }
+                        if let Some(candidate) = self.backend.slots.remove("candidate")
+                            && let Some(old) = self.backend.slots.insert("stable", candidate)
+                        {
+                            self.backend.slots.insert("previous", old);
                         }
                         self.proxy_route = Some(Route::default());
                         self.deliver_later(delay, Observation::Promoted);
@@ -230,7 +278,13 @@ impl World {
                 Action::Retire { slot } => {
                     let delay = self.latency();
                     if self.rng.chance(self.faults.backend_error) {
-                        self.deliver_later(delay, Observation::BackendError { operation: Operation::Retire, message: "daemon busy".into() });
+                        self.deliver_later(
+                            delay,
+                            Observation::BackendError {
+                                operation: Operation::Retire,
+                                message: "daemon busy".into(),
+                            },
+                        );
                     } else {
                         let key = match slot {
                             Slot::Candidate => "candidate",
@@ -262,7 +316,10 @@ impl World {
             }
         }
         self.in_flight = kept;
-        let state = self.persisted.clone().expect("a state was persisted before any action");
+        let state = self
+            .persisted
+            .clone()
+            .expect("a state was persisted before any action");
         let mut restored = Rollout::from_json(state).expect("the persisted state reads back");
         restored.resume(Timestamp(self.now));
         self.rollout = Some(restored);
@@ -270,7 +327,9 @@ impl World {
 
     /// A person reacting to a rollout that waits for them.
     fn operator(&mut self) {
-        let Some(rollout) = self.rollout.as_mut() else { return };
+        let Some(rollout) = self.rollout.as_mut() else {
+            return;
+        };
         let now = Timestamp(self.now);
         if rollout.waits_for_person() {
             let command = match self.rng.between(0, 9) {
@@ -281,9 +340,13 @@ impl World {
             if rollout.handle(now, Observation::Command(command)).is_err() {
                 self.rejected += 1;
             }
-        } else if matches!(rollout.outcome(), Some(Outcome::RolledBack { .. })) && self.retries_left > 0 {
+        } else if matches!(rollout.outcome(), Some(Outcome::RolledBack { .. }))
+            && self.retries_left > 0
+        {
             self.retries_left -= 1;
-            rollout.handle(now, Observation::Command(Command::Retry)).expect("retry after a rollback is accepted");
+            rollout
+                .handle(now, Observation::Command(Command::Retry))
+                .expect("retry after a rollback is accepted");
         }
     }
 
@@ -297,10 +360,10 @@ impl World {
             _ => Command::Retry,
         };
         let now = Timestamp(self.now);
-        if let Some(rollout) = self.rollout.as_mut() {
-            if rollout.handle(now, Observation::Command(command)).is_err() {
-                self.rejected += 1;
-            }
+        if let Some(rollout) = self.rollout.as_mut()
+            && rollout.handle(now, Observation::Command(command)).is_err()
+        {
+            self.rejected += 1;
         }
     }
 
@@ -323,22 +386,38 @@ impl World {
             let delivery = self.in_flight.iter().map(|(t, s, _)| (*t, *s)).min();
             let waits = rollout.waits_for_person() || rollout.is_done();
             let person = waits.then(|| self.now + 60_000);
-            let next = [timer, delivery.map(|d| d.0), person].into_iter().flatten().min();
+            let next = [timer, delivery.map(|d| d.0), person]
+                .into_iter()
+                .flatten()
+                .min();
             let Some(next) = next else {
-                panic!("stuck: nothing in flight, no timer, no person needed, phase {:?}", self.rollout().phase());
+                panic!(
+                    "stuck: nothing in flight, no timer, no person needed, phase {:?}",
+                    self.rollout().phase()
+                );
             };
             self.now = self.now.max(next);
             let now = Timestamp(self.now);
             if self.rng.chance(self.faults.guardrail) {
                 let rollout = self.rollout.as_mut().expect("running");
-                let _ = rollout.handle(now, Observation::GuardrailTripped { name: "5xx".into(), detail: "0.9 > 0.5".into() });
+                let _ = rollout.handle(
+                    now,
+                    Observation::GuardrailTripped {
+                        name: "5xx".into(),
+                        detail: "0.9 > 0.5".into(),
+                    },
+                );
             }
             if self.rng.chance(self.faults.stray_command) {
                 self.stray();
             }
             if delivery.is_some_and(|(t, _)| t <= self.now) {
                 let (t, s) = delivery.expect("checked");
-                let index = self.in_flight.iter().position(|(tt, ss, _)| *tt == t && *ss == s).expect("present");
+                let index = self
+                    .in_flight
+                    .iter()
+                    .position(|(tt, ss, _)| *tt == t && *ss == s)
+                    .expect("present");
                 let (_, _, observation) = self.in_flight.remove(index);
                 let rollout = self.rollout.as_mut().expect("running");
                 let attempt = rollout.attempt();
@@ -364,24 +443,49 @@ impl World {
     /// Checks what must hold once a rollout is done; panics with the seed's story if not.
     pub fn check_end_state(&self, seed: u64) {
         let rollout = self.rollout();
-        let outcome = rollout.outcome().unwrap_or_else(|| panic!("seed {seed}: not done: {:?}", rollout.phase()));
+        let outcome = rollout
+            .outcome()
+            .unwrap_or_else(|| panic!("seed {seed}: not done: {:?}", rollout.phase()));
         let route = self.proxy_route.clone().unwrap_or_default();
-        assert_eq!(route.candidate_weight, 0, "seed {seed}: candidate weight left at the end");
-        assert!(route.header_route.is_empty(), "seed {seed}: header route left");
+        assert_eq!(
+            route.candidate_weight, 0,
+            "seed {seed}: candidate weight left at the end"
+        );
+        assert!(
+            route.header_route.is_empty(),
+            "seed {seed}: header route left"
+        );
         assert_eq!(route.mirror_percent, 0, "seed {seed}: mirroring left on");
         let slots: Vec<&str> = self.backend.slots.keys().copied().collect();
-        assert_eq!(slots, vec!["stable"], "seed {seed}: workloads left: {:?}", self.backend.slots);
+        assert_eq!(
+            slots,
+            vec!["stable"],
+            "seed {seed}: workloads left: {:?}",
+            self.backend.slots
+        );
         match outcome {
             Outcome::Promoted => {
-                assert_ne!(self.backend.slots["stable"], "v1", "seed {seed}: promoted but v1 still stable");
-                assert!(!self.failed_attempts.contains(&rollout.attempt()), "seed {seed}: promoted after a failed analysis");
+                assert_ne!(
+                    self.backend.slots["stable"], "v1",
+                    "seed {seed}: promoted but v1 still stable"
+                );
+                assert!(
+                    !self.failed_attempts.contains(&rollout.attempt()),
+                    "seed {seed}: promoted after a failed analysis"
+                );
             }
             Outcome::RolledBack { .. } => {
-                assert_eq!(self.backend.slots["stable"], "v1", "seed {seed}: rolled back but stable changed");
+                assert_eq!(
+                    self.backend.slots["stable"], "v1",
+                    "seed {seed}: rolled back but stable changed"
+                );
             }
         }
         for attempt in &self.failed_attempts {
-            assert!(!self.promoted_attempts.contains(attempt), "seed {seed}: attempt {attempt} promoted after a failed analysis");
+            assert!(
+                !self.promoted_attempts.contains(attempt),
+                "seed {seed}: attempt {attempt} promoted after a failed analysis"
+            );
         }
     }
 }
@@ -392,25 +496,54 @@ pub fn canary_plan() -> Plan {
         kind: StrategyKind::Canary,
         steps: vec![
             PlanStep::SetWeight { weight: 10 },
-            PlanStep::Analysis { metrics: vec!["errors".into()], stage: AnalysisStage::Step, minimum: Duration::from_secs(60) },
-            PlanStep::SetHeaderRoute { rules: vec![MatchRule { header: Some("X-Canary".into()), ..MatchRule::default() }] },
+            PlanStep::Analysis {
+                metrics: vec!["errors".into()],
+                stage: AnalysisStage::Step,
+                minimum: Duration::from_secs(60),
+            },
+            PlanStep::SetHeaderRoute {
+                rules: vec![MatchRule {
+                    header: Some("X-Canary".into()),
+                    ..MatchRule::default()
+                }],
+            },
             PlanStep::Mirror { percent: 20 },
             PlanStep::SetWeight { weight: 50 },
-            PlanStep::Pause { duration: Some(Duration::from_secs(60)) },
-            PlanStep::Analysis { metrics: vec!["errors".into()], stage: AnalysisStage::Step, minimum: Duration::from_secs(60) },
+            PlanStep::Pause {
+                duration: Some(Duration::from_secs(60)),
+            },
+            PlanStep::Analysis {
+                metrics: vec!["errors".into()],
+                stage: AnalysisStage::Step,
+                minimum: Duration::from_secs(60),
+            },
             PlanStep::SetWeight { weight: 100 },
         ],
         scale_down_delay: Duration::from_secs(30),
         progress_deadline: Duration::from_secs(3600),
-        hooks: HookPoints { pre_rollout: true, pre_promotion: true, post_promotion: true, on_rollback: true },
+        hooks: HookPoints {
+            pre_rollout: true,
+            pre_promotion: true,
+            post_promotion: true,
+            on_rollback: true,
+        },
     }
 }
 
 /// A blue/green plan as the blue-green preset expands (with a manual gate when `manual`).
 pub fn blue_green_plan(manual: bool) -> Plan {
     let mut steps = vec![
-        PlanStep::SetHeaderRoute { rules: vec![MatchRule { header: Some("X-Cutover-Preview".into()), ..MatchRule::default() }] },
-        PlanStep::Analysis { metrics: vec!["errors".into()], stage: AnalysisStage::PrePromotion, minimum: Duration::from_secs(60) },
+        PlanStep::SetHeaderRoute {
+            rules: vec![MatchRule {
+                header: Some("X-Cutover-Preview".into()),
+                ..MatchRule::default()
+            }],
+        },
+        PlanStep::Analysis {
+            metrics: vec!["errors".into()],
+            stage: AnalysisStage::PrePromotion,
+            minimum: Duration::from_secs(60),
+        },
     ];
     if manual {
         steps.push(PlanStep::Pause { duration: None });
@@ -418,7 +551,11 @@ pub fn blue_green_plan(manual: bool) -> Plan {
     steps.extend([
         PlanStep::SetHeaderRoute { rules: Vec::new() },
         PlanStep::SetWeight { weight: 100 },
-        PlanStep::Analysis { metrics: vec!["errors".into()], stage: AnalysisStage::PostPromotion, minimum: Duration::from_secs(60) },
+        PlanStep::Analysis {
+            metrics: vec!["errors".into()],
+            stage: AnalysisStage::PostPromotion,
+            minimum: Duration::from_secs(60),
+        },
     ]);
     Plan {
         kind: StrategyKind::BlueGreen,
@@ -430,5 +567,9 @@ pub fn blue_green_plan(manual: bool) -> Plan {
 }
 
 pub fn hook(point: HookPoint, passed: bool) -> Observation {
-    Observation::HookResult { point, passed, detail: String::new() }
+    Observation::HookResult {
+        point,
+        passed,
+        detail: String::new(),
+    }
 }

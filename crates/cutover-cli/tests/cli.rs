@@ -1,0 +1,176 @@
+//! The `cutover` binary as CI and people use it: exit codes, output, files on disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cutover(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("CUTOVER_SPEC__REPLICAS")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn files_in(dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo().join(dir))
+        .expect("directory exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "toml")
+            )
+        })
+        .map(|p| {
+            format!(
+                "{dir}/{}",
+                p.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn lint_passes_every_example_and_preset() {
+    let mut args = vec!["lint".to_string()];
+    args.extend(files_in("examples"));
+    args.extend(files_in("strategies"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = cutover(&args);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(stdout(&output).contains("examples/canary-local.yaml: ok"));
+}
+
+#[test]
+fn lint_reports_all_three_mistakes_and_exits_2() {
+    let dir = std::env::temp_dir().join(format!("cutover-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("release.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: cutover.dev/v1
+kind: Release
+metadata:
+  name: shop
+spec:
+  backend:
+    swarm: {service: shop, network: shop-net}
+  image: shop:v2
+  port: 8080
+  strategy:
+    canary:
+      steps:
+        - setWeight: 20
+        - setWieght: 50
+        - setWeight: 150
+        - analysis: {metrics: [erors]}
+  analysis:
+    metrics:
+      - {name: errors, provider: {builtin: error_rate}, max: 0.01}
+"#,
+    )
+    .expect("written");
+    let path = file.display().to_string();
+    let output = cutover(&["lint", &path]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains(&format!("unknown key 'setWieght', expected one of: setWeight, pause, analysis, setHeaderRoute, mirror at spec.strategy.canary.steps[1] ({path}:14:11); did you mean 'setWeight'?")), "{text}");
+    let output = cutover(&["lint", "--output", "json", &path]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(report[0]["valid"], false);
+    assert_eq!(
+        report[0]["errors"], 1,
+        "steps with a structural error are checked once it is fixed"
+    );
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file)
+            .expect("read")
+            .replace("setWieght", "setWeight"),
+    )
+    .expect("written");
+    let output = cutover(&["lint", &path]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text.contains(&format!(
+            "weight 150 is above 100 at spec.strategy.canary.steps[2].setWeight ({path}:15:11)"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("no metric named 'erors' in spec.analysis.metrics at spec.strategy.canary.steps[3].analysis.metrics[0] ({path}:16:32); did you mean 'errors'?")), "{text}");
+    assert!(text.contains("invalid, 2 errors"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn lint_of_a_missing_file_is_invalid_input() {
+    let output = cutover(&["lint", "no/such/release.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read no/such/release.yaml"));
+}
+
+#[test]
+fn plan_prints_the_timeline() {
+    let output = cutover(&["plan", "examples/canary-local.yaml"]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("release shop-api (local backend): canary from preset canary-progressive, progress deadline 30m"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 9, "{text}");
+    assert!(
+        rows[1].contains("analysis: error-rate, latency-p99") && rows[1].contains("(>= 2m)"),
+        "{}",
+        rows[1]
+    );
+    assert!(
+        rows[8].contains("100%") && rows[8].trim_end().ends_with("+8m"),
+        "{}",
+        rows[8]
+    );
+    assert!(text.contains("fastest possible: 8m"));
+
+    let output = cutover(&[
+        "plan",
+        "--output",
+        "json",
+        "examples/blue-green-kubernetes.yaml",
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(plan["plan"]["kind"], "blueGreen");
+    assert_eq!(plan["timeline"].as_array().map(Vec::len), Some(6));
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let output = cutover(&["schema"]);
+    assert_eq!(output.status.code(), Some(0));
+    let committed =
+        std::fs::read_to_string(repo().join("docs/release.schema.json")).expect("committed");
+    assert_eq!(stdout(&output), committed);
+}
+
+#[test]
+fn version_and_help() {
+    let output = cutover(&["--version"]);
+    assert!(stdout(&output).starts_with("cutover "));
+    let output = cutover(&["--help"]);
+    let text = stdout(&output);
+    for command in ["lint", "plan", "schema"] {
+        assert!(text.contains(command), "{text}");
+    }
+}
