@@ -16,7 +16,9 @@ pub struct AnalysisSpec {
 
 /// One metric: where its value comes from and what value passes.
 ///
-/// Each analysis takes `count` measurements, `interval` apart, after `initialDelay`. A
+/// Each analysis takes `count` measurements, one at the end of each `interval` (each
+/// measures that interval's window), the first interval starting after `initialDelay`; so
+/// an analysis takes at least `initialDelay + count × interval`. A
 /// measurement passes, fails, is inconclusive (too few requests, no data) or is an error
 /// (the provider could not be asked). The metric fails once failures exceed
 /// `failureLimit`, is inconclusive once inconclusive measurements exceed
