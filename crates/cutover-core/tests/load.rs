@@ -383,7 +383,7 @@ fn environment_overrides_beat_the_file_and_are_named_in_errors() {
     );
     assert_eq!(
         loaded.diagnostics[0].to_string(),
-        "error: expected u16, found the string 'http' at spec.port (environment variable CUTOVER_SPEC__PORT)"
+        "error: expected a whole number from 0 to 65535, found the string 'http' at spec.port (environment variable CUTOVER_SPEC__PORT)"
     );
 }
 

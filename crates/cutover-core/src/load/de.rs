@@ -170,7 +170,8 @@ impl de::Error for DeError {
         DeError::new(
             Code::InvalidValue,
             format!(
-                "expected {expected}, found {}",
+                "expected {}, found {}",
+                describe_expected(expected),
                 describe_unexpected(&unexpected)
             ),
         )
@@ -184,7 +185,8 @@ impl de::Error for DeError {
         DeError::new(
             code,
             format!(
-                "expected {expected}, found {}",
+                "expected {}, found {}",
+                describe_expected(expected),
                 describe_unexpected(&unexpected)
             ),
         )
@@ -212,6 +214,22 @@ impl de::Error for DeError {
         let mut error = DeError::new(Code::MissingField, format!("missing field '{field}'"));
         error.missing_field = Some(field);
         error
+    }
+}
+
+/// serde names primitive types the Rust way (`u16`); say what a person would write.
+fn describe_expected(expected: &dyn de::Expected) -> String {
+    let text = expected.to_string();
+    match text.as_str() {
+        "u8" => "a whole number from 0 to 255".to_string(),
+        "u16" => "a whole number from 0 to 65535".to_string(),
+        "u32" => "a whole number from 0 to 4294967295".to_string(),
+        "u64" => "a whole number of 0 or more".to_string(),
+        "i64" | "i32" => "a whole number".to_string(),
+        "f64" | "f32" => "a number".to_string(),
+        "a boolean" | "bool" => "true or false".to_string(),
+        "a string" => "text".to_string(),
+        _ => text.replace("a sequence", "a list"),
     }
 }
 
