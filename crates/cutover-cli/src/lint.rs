@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use cutover_core::Diagnostic;
+use cutover_core::diagnostic::{Code, FieldPath, Origin};
 use cutover_core::load::{self, Format, Source};
 use serde::Serialize;
 
@@ -35,6 +36,16 @@ pub fn run(files: &[PathBuf], output: Output, env: &BTreeMap<String, String>) ->
                 load::load(source, env).diagnostics
             }
             Err(message) => {
+                let unreadable = Diagnostic::error(
+                    Code::Unreadable,
+                    FieldPath::root(),
+                    Origin::File {
+                        source: name.as_str().into(),
+                        line: 1,
+                        column: 1,
+                    },
+                    message.trim_start_matches("error: "),
+                );
                 if output == Output::Text {
                     eprintln!("{message}");
                 }
@@ -43,7 +54,11 @@ pub fn run(files: &[PathBuf], output: Output, env: &BTreeMap<String, String>) ->
                     valid: false,
                     errors: 1,
                     warnings: 0,
-                    diagnostics: Vec::new(),
+                    diagnostics: if output == Output::Json {
+                        vec![unreadable]
+                    } else {
+                        Vec::new()
+                    },
                 });
                 continue;
             }

@@ -121,11 +121,7 @@ fn render(release: &Release, plan: &Plan) -> String {
             None => (
                 "end".to_string(),
                 "promote: candidate becomes stable".to_string(),
-                if plan.hooks.pre_promotion {
-                    "prePromotion hooks answer 2xx".to_string()
-                } else {
-                    "-".to_string()
-                },
+                "-".to_string(),
             ),
         };
         let _ = writeln!(
@@ -192,6 +188,7 @@ fn describe(step: &PlanStep) -> String {
             )
         }
         PlanStep::Mirror { percent } => format!("mirror {percent}% to candidate"),
+        PlanStep::PromotionGate => "prePromotion gate".to_string(),
     }
 }
 
@@ -213,6 +210,7 @@ fn gate(step: &PlanStep) -> String {
         PlanStep::Pause { duration: Some(d) } => format!("{d} elapsed (or promote)"),
         PlanStep::Pause { duration: None } => "'cutover promote'".to_string(),
         PlanStep::Analysis { minimum, .. } => format!("analysis passes (>= {minimum})"),
+        PlanStep::PromotionGate => "hooks answer 2xx (or promote)".to_string(),
         _ => "route applied".to_string(),
     }
 }

@@ -155,6 +155,8 @@ impl Serialize for FieldPath {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Code {
+    /// The file cannot be read at all.
+    Unreadable,
     /// The text is not valid YAML or TOML.
     Syntax,
     /// A key the format does not have.

@@ -225,7 +225,7 @@ impl JsonSchema for Duration {
         schemars::json_schema!({
             "type": "string",
             "description": "A duration: number-unit pairs with units ms, s, m, h, d, e.g. '30s', '2m', '1h30m'.",
-            "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+$",
+            "pattern": "^(([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ms|s|m|h|d))+$",
             "examples": ["30s", "2m", "1h30m"]
         })
     }

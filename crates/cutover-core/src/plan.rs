@@ -121,6 +121,9 @@ pub enum PlanStep {
         /// 0 to 100.
         percent: u8,
     },
+    /// Ask the `prePromotion` hooks; a non-2xx answer holds here and asks again. Placed
+    /// before the switch in blue/green, after the last step in a canary.
+    PromotionGate,
 }
 
 /// Why a plan could not be made (the validator reports these with positions first).
@@ -139,6 +142,21 @@ impl Plan {
     pub fn from_release(release: &Release) -> Result<Plan, PlanError> {
         let mut plan = Plan::from_strategy(&release.spec.strategy, &release.spec.analysis.metrics)?;
         plan.hooks = HookPoints::of(&release.spec.hooks);
+        if plan.hooks.pre_promotion {
+            let at = match plan.kind {
+                // Before the switch, while preview traffic still reaches the new version.
+                StrategyKind::BlueGreen => plan
+                    .steps
+                    .iter()
+                    .position(|s| {
+                        matches!(s, PlanStep::SetHeaderRoute { rules } if rules.is_empty())
+                            || matches!(s, PlanStep::SetWeight { weight: 100 })
+                    })
+                    .unwrap_or(plan.steps.len()),
+                StrategyKind::Canary => plan.steps.len(),
+            };
+            plan.steps.insert(at, PlanStep::PromotionGate);
+        }
         Ok(plan)
     }
 

@@ -11,9 +11,9 @@ use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, did_you_mean};
 use crate::load::node::Node;
 use crate::plan::Plan;
 use crate::spec::{
-    API_VERSION, AnalysisSpec, AnalysisStep, Backend, CanaryStep, GuardrailMetric, GuardrailSpec,
-    HeaderRouteStep, HookSpec, HooksSpec, LocalSlot, MatchRule, MetricSpec, Provider, Release,
-    StrategyDocument, StrategySpec, TrafficSpec,
+    API_VERSION, AnalysisSpec, AnalysisStep, Backend, BuiltinMetric, CanaryStep, GuardrailMetric,
+    GuardrailSpec, HeaderRouteStep, HookSpec, HooksSpec, LocalSlot, MatchRule, MetricSpec,
+    Provider, Release, StrategyDocument, StrategySpec, TrafficSpec,
 };
 
 /// Finds where a path was written, and knows which paths were set aside after a
@@ -435,7 +435,8 @@ fn match_rules(c: &mut Checker<'_, '_>, path: &FieldPath, rules: &[MatchRule]) {
             && let Err(e) = regex_syntax::Parser::new().parse(pattern)
         {
             let message = e.to_string();
-            let last = message.lines().last().unwrap_or("").trim().to_string();
+            let last = message.lines().last().unwrap_or("").trim();
+            let last = last.strip_prefix("error: ").unwrap_or(last);
             c.error(
                 Code::InvalidValue,
                 path.key("regex"),
@@ -722,6 +723,45 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
                         "the test needs at least 3 samples per version",
                     );
                 }
+                if test.min_effect_percent.is_nan() || test.min_effect_percent < 0.0 {
+                    c.error(
+                        Code::OutOfRange,
+                        compare_path.key("mannWhitney").key("minEffectPercent"),
+                        "minEffectPercent must be zero or more",
+                    );
+                }
+            }
+            // A query or URL without {{version}} yields the candidate's value only.
+            let per_version = match &m.provider {
+                Provider::Prometheus(p) => Some(("prometheus", "query", p.query.as_str())),
+                Provider::Web(w) => Some(("web", "url", w.url.as_str())),
+                Provider::Builtin(_) => None,
+            };
+            if let Some((provider, field, text)) = per_version
+                && !has_placeholder(text, "version")
+            {
+                c.error(
+                    Code::IncompleteMetric,
+                    path.key("provider").key(provider).key(field),
+                    format!(
+                        "'compare' needs stable's value too, but this {field} has no {{{{version}}}}"
+                    ),
+                )
+                .hint = Some(format!(
+                    "write {{{{version}}}} where the version goes; the {field} then runs once for stable and once for the candidate"
+                ));
+            }
+        }
+        if matches!(m.provider, Provider::Builtin(BuiltinMetric::ErrorRate)) {
+            for (field, value) in [("min", m.min), ("max", m.max)] {
+                if let Some(v) = value.filter(|v| !(0.0..=1.0).contains(v)) {
+                    c.error(
+                        Code::OutOfRange,
+                        path.key(field),
+                        format!("an error rate is a ratio between 0 and 1, found {v}"),
+                    )
+                    .hint = Some(format!("for {v}%, write {}", v / 100.0));
+                }
             }
         }
         if m.count == 0 {
@@ -785,6 +825,15 @@ fn placeholders(c: &mut Checker<'_, '_>, path: &FieldPath, text: &str) {
         }
         rest = &after[end + 2..];
     }
+}
+
+/// Whether `text` contains the placeholder `{{name}}` (spaces inside the braces allowed).
+fn has_placeholder(text: &str, name: &str) -> bool {
+    text.split("{{").skip(1).any(|rest| {
+        rest.split("}}")
+            .next()
+            .is_some_and(|inner| inner.trim() == name)
+    })
 }
 
 fn url(c: &mut Checker<'_, '_>, path: &FieldPath, url: &str) {

@@ -136,11 +136,11 @@ fn misspelt_keys_suggest_the_closest_field_variant_and_value() {
         d[1].to_string().split(" (").next(),
         Some("error: unknown field 'imgae' at spec")
     );
-    let d = check(&base_with("swarm:", "swarn:"), &[Code::InvalidValue]);
+    let d = check(&base_with("swarm:", "swarn:"), &[Code::UnknownField]);
     assert_eq!(d[0].hint.as_deref(), Some("did you mean 'swarm'?"));
     let d = check(
         &base_with("- setWeight: 20", "- setWieght: 20"),
-        &[Code::InvalidValue],
+        &[Code::UnknownField],
     );
     assert!(
         d[0].message.starts_with("unknown key 'setWieght'"),
@@ -534,4 +534,78 @@ proptest! {
             prop_assert!(!matches!(d.origin, Origin::Default), "{}", d);
         }
     }
+}
+
+#[test]
+fn the_promotion_gate_comes_before_the_blue_green_switch_and_after_canary_steps() {
+    use cutover_core::plan::{Plan, PlanStep};
+    let hooks = "  hooks:\n    prePromotion:\n      - url: http://gate.internal/ok\n";
+    let bg = base_with(
+        "    canary:\n      steps:\n        - setWeight: 20\n        - analysis: {}\n        - setWeight: 100\n",
+        "    use: blue-green\n",
+    ) + hooks;
+    let plan = Plan::from_release(&release(&bg)).expect("plan");
+    let gate = plan
+        .steps
+        .iter()
+        .position(|s| *s == PlanStep::PromotionGate)
+        .expect("a gate");
+    let switch = plan
+        .steps
+        .iter()
+        .position(|s| *s == PlanStep::SetWeight { weight: 100 })
+        .expect("a switch");
+    assert!(gate < switch, "{:?}", plan.steps);
+    assert!(
+        matches!(plan.steps[gate + 1], PlanStep::SetHeaderRoute { ref rules } if rules.is_empty()),
+        "the preview stays up while the gate decides"
+    );
+    let canary = format!("{BASE}{hooks}");
+    let plan = Plan::from_release(&release(&canary)).expect("plan");
+    assert_eq!(plan.steps.last(), Some(&PlanStep::PromotionGate));
+}
+
+#[test]
+fn error_rate_thresholds_are_ratios_and_comparisons_need_both_versions() {
+    let d = check(&base_with("max: 0.01", "max: 5"), &[Code::OutOfRange]);
+    assert_eq!(d[0].hint.as_deref(), Some("for 5%, write 0.05"));
+    let text = base_with(
+        "provider: {builtin: error_rate}\n        max: 0.01",
+        "provider: {prometheus: {query: 'sum(rate(x{v=\"{{candidate}}\"}[1m]))'}}\n        compare: {maxIncreasePercent: 10, mannWhitney: {minEffectPercent: -1}}",
+    );
+    check(&text, &[Code::IncompleteMetric, Code::OutOfRange]);
+    let fixed = text
+        .replace("{{candidate}}", "{{version}}")
+        .replace("minEffectPercent: -1", "minEffectPercent: 5");
+    check(&fixed, &[]);
+}
+
+#[test]
+fn environment_overrides_apply_after_the_preset() {
+    let text = base_with(
+        "    canary:\n      steps:\n        - setWeight: 20\n        - analysis: {}\n        - setWeight: 100\n",
+        "    use: canary-progressive\n",
+    );
+    let loaded = load_yaml(
+        &text,
+        &env(&[
+            ("CUTOVER_SPEC__STRATEGY__PROGRESS_DEADLINE", "50m"),
+            ("CUTOVER_SPEC__STRATEGY__CANARY__STEPS__0__SETWEIGHT", "2"),
+        ]),
+    );
+    let Some(Document::Release(r)) = loaded.document else {
+        panic!("{:#?}", loaded.diagnostics)
+    };
+    assert_eq!(r.spec.strategy.progress_deadline.to_string(), "50m");
+    let steps = r.spec.strategy.canary.expect("canary").steps;
+    assert_eq!(steps[0], CanaryStep::SetWeight(2));
+    let loaded = load_yaml(
+        &text,
+        &env(&[("CUTOVER_SPEC__STRATEGY__CANARY__STEPS__40__SETWEIGHT", "2")]),
+    );
+    assert_eq!(loaded.diagnostics.len(), 1);
+    assert_eq!(
+        loaded.diagnostics[0].path.to_string(),
+        "spec.strategy.canary.steps"
+    );
 }

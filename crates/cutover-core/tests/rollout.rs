@@ -436,7 +436,7 @@ fn progress_deadline_rolls_back() {
 #[test]
 fn prepromotion_gate_holds_on_non_2xx_and_asks_again() {
     let mut plan = weight_plan(&[]);
-    plan.hooks.pre_promotion = true;
+    plan.steps.push(PlanStep::PromotionGate);
     let mut r = Rollout::new(plan, at(0));
     drain(&mut r);
     r.handle(at(1), Observation::CandidateReady)
@@ -451,11 +451,13 @@ fn prepromotion_gate_holds_on_non_2xx_and_asks_again() {
         .expect("observation");
     assert!(matches!(
         r.phase(),
-        Phase::Promoting {
-            progress: PromotionProgress::GateHeld { .. }
+        Phase::Step {
+            progress: StepProgress::GateHeld { .. },
+            ..
         }
     ));
     assert_eq!(effects(&mut r), vec![]);
+    assert!(r.timers().contains(&(Timer::HookRetry, at(32))));
     r.handle_timeout(at(32));
     assert_eq!(
         effects(&mut r),
@@ -471,6 +473,21 @@ fn prepromotion_gate_holds_on_non_2xx_and_asks_again() {
             progress: PromotionProgress::Routing { .. }
         }
     ));
+}
+
+#[test]
+fn a_person_can_release_a_held_gate() {
+    let mut plan = weight_plan(&[]);
+    plan.steps.push(PlanStep::PromotionGate);
+    let mut r = Rollout::new(plan, at(0));
+    drain(&mut r);
+    r.handle(at(1), Observation::CandidateReady)
+        .expect("observation");
+    r.handle(at(2), hook(HookPoint::PrePromotion, false))
+        .expect("observation");
+    r.handle(at(3), Observation::Command(Command::Promote))
+        .expect("promote overrides the gate");
+    assert!(matches!(r.phase(), Phase::Promoting { .. }));
 }
 
 #[test]

@@ -559,6 +559,7 @@ impl<'de, 's, 'a> de::EnumAccess<'de> for EnumAccess<'s, 'a> {
         let variant = seed.deserialize(tag_de).map_err(|mut e| {
             if tag_is_key && e.message.starts_with("unknown value") {
                 e.message = e.message.replacen("unknown value", "unknown key", 1);
+                e.code = Code::UnknownField;
             }
             e.located(&self.de.path, self.tag_origin)
         })?;

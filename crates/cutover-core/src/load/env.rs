@@ -87,6 +87,7 @@ fn set_path(
     origin: &Origin,
 ) -> Result<(), Diagnostic> {
     let mut node = root;
+    let mut path = crate::diagnostic::FieldPath::root();
     for segment in segments {
         if matches!(node.value, Value::Seq(_)) {
             let Value::Seq(items) = &mut node.value else {
@@ -95,7 +96,7 @@ fn set_path(
             let index: usize = segment.parse().map_err(|_| {
                 Diagnostic::error(
                     crate::diagnostic::Code::InvalidValue,
-                    crate::diagnostic::FieldPath::root(),
+                    path.clone(),
                     origin.clone(),
                     format!("'{segment}' must be a list index here"),
                 )
@@ -104,11 +105,12 @@ fn set_path(
             node = items.get_mut(index).ok_or_else(|| {
                 Diagnostic::error(
                     crate::diagnostic::Code::OutOfRange,
-                    crate::diagnostic::FieldPath::root(),
+                    path.clone(),
                     origin.clone(),
                     format!("index {index} is past the end of a list of {len}"),
                 )
             })?;
+            path = path.index(index);
             continue;
         }
         if !matches!(node.value, Value::Map(_)) {
@@ -130,6 +132,7 @@ fn set_path(
                 entries.len() - 1
             }
         };
+        path = path.key(&entries[position].key);
         node = &mut entries[position].value;
     }
     *node = value;

@@ -36,7 +36,7 @@ pub fn interpolate(
                                 Code::Interpolation,
                                 path.clone(),
                                 node.origin.clone(),
-                                format!("variable '{var}' is not set; using an empty string"),
+                                format!("variable '{var}' is not set; it reads as empty"),
                             )
                             .with_hint(format!("set it, or give a default: ${{{var}:-value}}")),
                         );

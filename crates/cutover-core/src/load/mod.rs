@@ -1,8 +1,9 @@
 //! Loading release files: text in, a typed [`Release`] and every diagnostic out.
 //!
-//! The layers, lowest first: the types' defaults, the file (YAML or TOML), then
-//! `CUTOVER_`-prefixed environment variables; `${VAR}` interpolation runs on the result,
-//! and `strategy: {use: PRESET}` is replaced by the preset with the file's fields on top.
+//! The layers, lowest first: the types' defaults, the preset named by
+//! `strategy: {use: PRESET}`, the file (YAML or TOML) with its `${VAR}` interpolated,
+//! then `CUTOVER_`-prefixed environment variables, which may override anything, including
+//! what a preset brought in. Override values are taken literally, not interpolated.
 //! Every layer works on [`node::Node`] trees that remember where each value was written,
 //! which is what lets a problem anywhere be reported as `file:line:column`.
 //!
@@ -101,14 +102,15 @@ pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
     };
     let mut root = match parsed {
         Ok(root) => root,
-        Err(diagnostics) => {
+        Err(mut diagnostics) => {
+            diagnostics.sort_by_key(|d| order(&d.origin));
             return Loaded {
                 document: None,
                 diagnostics,
             };
         }
     };
-    let mut diagnostics = env::apply_overrides(&mut root, env);
+    let mut diagnostics = Vec::new();
     interpolate::interpolate(&mut root, &FieldPath::root(), env, &mut diagnostics);
     let mut removed = Vec::new();
 
@@ -122,6 +124,8 @@ pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
                 diagnostics.push(d);
                 removed.push(FieldPath::of(&["spec", "strategy"]));
             }
+            // Last, so an override can change what a preset brought in.
+            diagnostics.extend(env::apply_overrides(&mut root, env));
             let outcome = de::deserialize_all::<Release>(&root);
             diagnostics.extend(outcome.diagnostics);
             removed.extend(outcome.removed);
@@ -142,6 +146,7 @@ pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
             }
         }
         Ok(Kind::Strategy) => {
+            diagnostics.extend(env::apply_overrides(&mut root, env));
             let outcome = de::deserialize_all::<StrategyDocument>(&root);
             diagnostics.extend(outcome.diagnostics);
             removed.extend(outcome.removed);

@@ -180,8 +180,8 @@ impl Node {
     }
 
     /// Overlays `over` onto `self`: maps merge key by key (recursively), anything else in
-    /// `over` replaces what `self` had. This is how a preset meets its overrides and how
-    /// environment variables meet the file.
+    /// `over` replaces what `self` had. This is how a preset meets the fields written
+    /// beside `use:`.
     pub fn merge(&mut self, over: Node) {
         match (&mut self.value, over.value) {
             (Value::Map(base), Value::Map(over_entries)) => {

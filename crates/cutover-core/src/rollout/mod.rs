@@ -316,15 +316,15 @@ impl Rollout {
                         });
                     }
                 }
+                StepProgress::Gate => batch.push(Action::RunHook {
+                    point: HookPoint::PrePromotion,
+                }),
                 StepProgress::Pausing { .. }
                 | StepProgress::Inconclusive { .. }
+                | StepProgress::GateHeld { .. }
                 | StepProgress::Complete => {}
             },
             Phase::Promoting { progress } => match progress {
-                PromotionProgress::Gate => batch.push(Action::RunHook {
-                    point: HookPoint::PrePromotion,
-                }),
-                PromotionProgress::GateHeld { .. } => {}
                 PromotionProgress::Routing { .. } => batch.push(self.set_route_action()),
                 PromotionProgress::Swapping => batch.push(Action::Promote),
             },
@@ -397,11 +397,13 @@ impl Rollout {
                 self.record("pause ended");
                 self.complete_step(&mut batch);
             }
-            Phase::Promoting {
-                progress: PromotionProgress::GateHeld { retry_at },
+            Phase::Step {
+                index,
+                progress: StepProgress::GateHeld { retry_at },
             } if retry_at <= now => {
-                self.phase = Phase::Promoting {
-                    progress: PromotionProgress::Gate,
+                self.phase = Phase::Step {
+                    index,
+                    progress: StepProgress::Gate,
                 };
                 batch.push(Action::RunHook {
                     point: HookPoint::PrePromotion,
@@ -452,8 +454,9 @@ impl Rollout {
             } if !self.is_paused() => {
                 timers.push((Timer::StepPause, *until));
             }
-            Phase::Promoting {
-                progress: PromotionProgress::GateHeld { retry_at },
+            Phase::Step {
+                progress: StepProgress::GateHeld { retry_at },
+                ..
             } => {
                 timers.push((Timer::HookRetry, *retry_at));
             }
@@ -562,7 +565,7 @@ impl Rollout {
 
     fn enter_step(&mut self, index: usize, batch: &mut Vec<Action>) {
         let Some(step) = self.plan.steps.get(index).cloned() else {
-            self.enter_promotion(batch);
+            self.route_for_promotion(batch);
             return;
         };
         let progress = match step {
@@ -598,6 +601,13 @@ impl Rollout {
                 StepProgress::Routing {
                     generation: self.new_route(route, batch),
                 }
+            }
+            PlanStep::PromotionGate => {
+                self.record(format!("step {index}: asking the prePromotion gate"));
+                batch.push(Action::RunHook {
+                    point: HookPoint::PrePromotion,
+                });
+                StepProgress::Gate
             }
             PlanStep::Pause { duration } => {
                 self.record(match duration {
@@ -639,20 +649,6 @@ impl Rollout {
             };
         } else {
             self.enter_step(index + 1, batch);
-        }
-    }
-
-    fn enter_promotion(&mut self, batch: &mut Vec<Action>) {
-        if self.plan.hooks.pre_promotion {
-            self.record("asking the prePromotion gate");
-            self.phase = Phase::Promoting {
-                progress: PromotionProgress::Gate,
-            };
-            batch.push(Action::RunHook {
-                point: HookPoint::PrePromotion,
-            });
-        } else {
-            self.route_for_promotion(batch);
         }
     }
 
@@ -780,8 +776,9 @@ impl Rollout {
                 }
             },
             (
-                Phase::Promoting {
-                    progress: PromotionProgress::Gate,
+                Phase::Step {
+                    index,
+                    progress: StepProgress::Gate,
                 },
                 Observation::HookResult {
                     point: HookPoint::PrePromotion,
@@ -790,11 +787,13 @@ impl Rollout {
                 },
             ) => {
                 if passed {
-                    self.route_for_promotion(batch);
+                    self.record("prePromotion gate passed");
+                    self.complete_step(batch);
                 } else {
                     self.record(format!("prePromotion gate held: {detail}"));
-                    self.phase = Phase::Promoting {
-                        progress: PromotionProgress::GateHeld {
+                    self.phase = Phase::Step {
+                        index,
+                        progress: StepProgress::GateHeld {
                             retry_at: self.now.after(GATE_RETRY),
                         },
                     };
@@ -1013,14 +1012,6 @@ impl Rollout {
                 self.complete_step(batch);
                 Ok(())
             }
-            Phase::Promoting {
-                progress: PromotionProgress::GateHeld { .. } | PromotionProgress::Gate,
-            } => {
-                self.paused_since = None;
-                self.record("promote: prePromotion gate overridden by hand");
-                self.route_for_promotion(batch);
-                Ok(())
-            }
             _ => self.reject(
                 Command::Promote,
                 "promote applies while the rollout walks its steps",
@@ -1030,10 +1021,7 @@ impl Rollout {
 
     fn promote_full(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
         match self.phase.clone() {
-            Phase::Step { .. }
-            | Phase::Promoting {
-                progress: PromotionProgress::Gate | PromotionProgress::GateHeld { .. },
-            } => {
+            Phase::Step { .. } => {
                 self.paused_since = None;
                 self.record("promote --full: skipping the remaining steps");
                 self.stop_running_analysis(batch);

@@ -23,7 +23,7 @@ pub enum Phase {
         /// How far the step is.
         progress: StepProgress,
     },
-    /// All steps done: gate, final route, backend promotion.
+    /// All steps done: final route, backend promotion.
     Promoting {
         /// How far promotion is.
         progress: PromotionProgress,
@@ -72,6 +72,13 @@ pub enum StepProgress {
         /// The run that was inconclusive.
         run: u32,
     },
+    /// A `prePromotion` gate step: waiting for its hooks.
+    Gate,
+    /// The gate answered non-2xx; it is asked again at `retry_at`.
+    GateHeld {
+        /// When to ask again.
+        retry_at: Timestamp,
+    },
     /// The step is done but a manual pause holds the rollout here.
     Complete,
 }
@@ -80,13 +87,6 @@ pub enum StepProgress {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "state")]
 pub enum PromotionProgress {
-    /// Waiting for the `prePromotion` gate hooks.
-    Gate,
-    /// The gate answered non-2xx; it is asked again at `retry_at`.
-    GateHeld {
-        /// When to ask again.
-        retry_at: Timestamp,
-    },
     /// The final route (100 % candidate) was sent.
     Routing {
         /// The route's generation.
@@ -202,15 +202,13 @@ impl Phase {
                     StepProgress::Pausing { until: None } => "waiting for promote",
                     StepProgress::Analyzing { .. } => "analyzing",
                     StepProgress::Inconclusive { .. } => "holding on an inconclusive analysis",
+                    StepProgress::Gate => "asking the prePromotion gate",
+                    StepProgress::GateHeld { .. } => "held by the prePromotion gate",
                     StepProgress::Complete => "holding after the step",
                 };
                 format!("at step {index} ({what})")
             }
             Phase::Promoting { progress } => match progress {
-                PromotionProgress::Gate => "promoting (asking the prePromotion gate)".into(),
-                PromotionProgress::GateHeld { .. } => {
-                    "promoting (held by the prePromotion gate)".into()
-                }
                 PromotionProgress::Routing { .. } => "promoting (moving all traffic)".into(),
                 PromotionProgress::Swapping => "promoting (making the candidate stable)".into(),
             },

@@ -38,7 +38,8 @@ fn default_progress_deadline() -> Duration {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryStrategy {
     /// The steps. A step is a one-key map: `setWeight`, `pause`, `analysis`,
-    /// `setHeaderRoute` or `mirror`.
+    /// `setHeaderRoute` or `mirror`. No steps: the candidate takes all traffic at once.
+    #[serde(default)]
     pub steps: Vec<CanaryStep>,
     /// How long the old stable version keeps running after promotion, so in-flight
     /// requests drain and a quick manual switch back stays possible.

@@ -518,6 +518,7 @@ pub fn canary_plan() -> Plan {
                 minimum: Duration::from_secs(60),
             },
             PlanStep::SetWeight { weight: 100 },
+            PlanStep::PromotionGate,
         ],
         scale_down_delay: Duration::from_secs(30),
         progress_deadline: Duration::from_secs(3600),
