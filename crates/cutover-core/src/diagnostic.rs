@@ -252,11 +252,16 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(
-            f,
-            "{severity}: {} at {} ({})",
-            self.message, self.path, self.origin
-        )?;
+        if self.code == Code::Syntax && self.path.is_root() {
+            // The parser knows the place, not the field.
+            write!(f, "{severity}: {} ({})", self.message, self.origin)?;
+        } else {
+            write!(
+                f,
+                "{severity}: {} at {} ({})",
+                self.message, self.path, self.origin
+            )?;
+        }
         if let Some(hint) = &self.hint {
             write!(f, "; {hint}")?;
         }

@@ -609,3 +609,78 @@ fn environment_overrides_apply_after_the_preset() {
         "spec.strategy.canary.steps"
     );
 }
+
+/// Regression: deep nesting overflowed the stack instead of being reported.
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let deep = format!("a:\n{}x\n", "- ".repeat(10_000));
+    let d = check(&deep, &[Code::Syntax]);
+    assert!(d[0].message.contains("nests more than"), "{}", d[0]);
+    let defaults = format!("{}x{}", "${A:-".repeat(20_000), "}".repeat(20_000));
+    let text = base_with("image: shop:v2", &format!("image: \"{defaults}\""));
+    check(&text, &[Code::Interpolation]);
+}
+
+/// Regression: a whole-value substitution was retyped, so `1.10` became `1.1` in a string.
+#[test]
+fn substituted_text_keeps_its_exact_form_where_text_is_wanted() {
+    let text = base_with("image: shop:v2", "image: ${TAG}").replace("port: 8080", "port: ${PORT}");
+    let loaded = load_yaml(&text, &env(&[("TAG", "1.10"), ("PORT", "0x1F90")]));
+    let Some(Document::Release(r)) = loaded.document else {
+        panic!("{:#?}", loaded.diagnostics)
+    };
+    assert_eq!(r.spec.image.as_deref(), Some("1.10"));
+    assert_eq!(r.spec.port, 8080);
+    let loaded = load_yaml(&text, &env(&[("PORT", "8080")]));
+    let codes: Vec<Code> = loaded.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(
+        codes,
+        vec![Code::MissingField, Code::Interpolation],
+        "an unset image is no image: {:#?}",
+        loaded.diagnostics
+    );
+    let loaded = load_yaml(BASE, &env(&[("CUTOVER_SPEC__IMAGE", "!important #1")]));
+    let Some(Document::Release(r)) = loaded.document else {
+        panic!("{:#?}", loaded.diagnostics)
+    };
+    assert_eq!(
+        r.spec.image.as_deref(),
+        Some("!important #1"),
+        "override values are literal"
+    );
+}
+
+/// Regression: `CUTOVER_SPEC__STRATEGY__USE` was accepted but changed nothing.
+#[test]
+fn an_override_can_choose_the_preset() {
+    let text = base_with(
+        "    canary:\n      steps:\n        - setWeight: 20\n        - analysis: {}\n        - setWeight: 100\n",
+        "    use: canary-fast\n",
+    );
+    let loaded = load_yaml(
+        &text,
+        &env(&[("CUTOVER_SPEC__STRATEGY__USE", "blue-green")]),
+    );
+    let Some(Document::Release(r)) = loaded.document else {
+        panic!("{:#?}", loaded.diagnostics)
+    };
+    assert!(r.spec.strategy.blue_green.is_some() && r.spec.strategy.canary.is_none());
+    let loaded = load_yaml(&text, &env(&[("CUTOVER_SPEC__STRATEGY__USE", "nope")]));
+    assert_eq!(loaded.diagnostics[0].code, Code::UnknownPreset);
+}
+
+#[test]
+fn yaml_merge_keys_and_float_ports_are_explained() {
+    let text = base_with("  port: 8080\n", "  port: 8080.0\n");
+    let d = check(&text, &[Code::InvalidValue]);
+    assert!(d[0].message.ends_with("found 8080.0"), "{}", d[0]);
+    let text = base_with(
+        "  port: 8080\n",
+        "  port: 8080\n  traffic:\n    <<: {host: a}\n",
+    );
+    let d = check(&text, &[Code::Syntax]);
+    assert_eq!(
+        d[0].to_string(),
+        "error: YAML merge keys ('<<') are not supported (release.yaml:11:5); write the fields out, or use a strategy preset with 'use:'"
+    );
+}

@@ -766,14 +766,18 @@ fn simulation_every_seeded_rollout_ends_promoted_or_rolled_back() {
             candidate_fails: 0.05,
             guardrail: 0.005,
             hook_failure: 0.1,
-            stray_command: 0.01,
+            stray_command: 0.05,
             lost_in_crash: 0.5,
         };
-        let plan = match seed % 3 {
+        let mut plan = match seed % 3 {
             0 => canary_plan(),
             1 => blue_green_plan(false),
             _ => blue_green_plan(true),
         };
+        if seed % 2 == 0 {
+            // Deadlines that expire anywhere, including while promoting.
+            plan.progress_deadline = Duration::from_secs(120 + seed % 400);
+        }
         let mut world = World::new(plan, seed, faults);
         assert!(
             world.run(20_000),
@@ -960,5 +964,163 @@ proptest! {
                 prop_assert_eq!(&original, &*c);
             }
         }
+    }
+}
+
+/// Regression: the progress deadline rolled back a rollout whose `Promote` was already
+/// issued, leaving the new version serving while the outcome said "rolled back".
+#[test]
+fn nothing_rolls_back_once_promote_is_issued() {
+    let mut r = Rollout::new(weight_plan(&[100]), at(0));
+    drain(&mut r);
+    r.handle(at(1), Observation::CandidateReady)
+        .expect("observation");
+    let g = route_generation(&effects(&mut r));
+    r.handle(at(2), Observation::RouteApplied { generation: g })
+        .expect("observation");
+    assert_eq!(effects(&mut r), vec![Action::Promote]);
+    r.handle_timeout(at(10_000));
+    assert!(
+        matches!(
+            r.phase(),
+            Phase::Promoting {
+                progress: PromotionProgress::Swapping
+            }
+        ),
+        "{:?}",
+        r.phase()
+    );
+    for _ in 0..20 {
+        r.handle(
+            r.now(),
+            Observation::BackendError {
+                operation: Operation::Promote,
+                message: "timeout".into(),
+            },
+        )
+        .expect("observation");
+        drain(&mut r);
+        let next = r.poll_timeout().expect("a retry");
+        r.handle_timeout(next);
+        assert_eq!(
+            effects(&mut r),
+            vec![Action::Promote],
+            "retried, never given up"
+        );
+    }
+    assert!(
+        r.handle(r.now(), Observation::Command(Command::Abort))
+            .is_err()
+    );
+    r.handle(r.now(), Observation::Promoted)
+        .expect("observation");
+    assert!(matches!(r.phase(), Phase::ScalingDown { .. }));
+}
+
+/// Regression: a pause accepted while deploying did not hold the first step, and a pause
+/// outlived the promotion.
+#[test]
+fn pause_applies_only_to_steps_and_never_outlives_them() {
+    let mut r = Rollout::new(weight_plan(&[50]), at(0));
+    drain(&mut r);
+    assert!(
+        r.handle(at(1), Observation::Command(Command::Pause))
+            .is_err(),
+        "not while deploying"
+    );
+    r.handle(at(2), Observation::CandidateReady)
+        .expect("observation");
+    r.handle(at(3), Observation::Command(Command::Pause))
+        .expect("pause during a step");
+    let g = route_generation(&effects(&mut r));
+    r.handle(at(4), Observation::RouteApplied { generation: g })
+        .expect("observation");
+    assert!(
+        matches!(
+            r.phase(),
+            Phase::Step {
+                progress: StepProgress::Complete,
+                ..
+            }
+        ),
+        "held after the step"
+    );
+    r.handle(at(5), Observation::Command(Command::PromoteFull))
+        .expect("accepted");
+    assert!(
+        !r.is_paused() && !r.waits_for_person(),
+        "promotion lifts the pause"
+    );
+}
+
+/// Regression: a second `promote` (a double click) skipped the gate or analysis after a
+/// pause.
+#[test]
+fn promote_does_not_skip_a_running_analysis_or_an_unanswered_gate() {
+    let mut plan = weight_plan(&[]);
+    plan.steps = vec![
+        PlanStep::Pause { duration: None },
+        PlanStep::Analysis {
+            metrics: vec!["errors".into()],
+            stage: cutover_core::plan::AnalysisStage::Step,
+            minimum: Duration::from_secs(60),
+        },
+        PlanStep::PromotionGate,
+    ];
+    let mut r = Rollout::new(plan, at(0));
+    drain(&mut r);
+    r.handle(at(1), Observation::CandidateReady)
+        .expect("observation");
+    drain(&mut r);
+    r.handle(at(2), Observation::Command(Command::Promote))
+        .expect("ends the pause");
+    let err = r
+        .handle(at(2), Observation::Command(Command::Promote))
+        .expect_err("the analysis runs");
+    assert!(err.to_string().contains("an analysis is running"), "{err}");
+    let run = match &effects(&mut r)[..] {
+        [Action::StartAnalysis { run, .. }] => *run,
+        other => panic!("{other:?}"),
+    };
+    r.handle(
+        at(70),
+        Observation::AnalysisVerdict {
+            run,
+            verdict: Verdict::Success,
+            detail: String::new(),
+        },
+    )
+    .expect("observation");
+    assert!(
+        r.handle(at(71), Observation::Command(Command::Promote))
+            .is_err(),
+        "the gate was not answered yet"
+    );
+}
+
+/// Regression: after promotion the same route generation was re-sent with other content.
+#[test]
+fn promotion_starts_a_new_route_generation() {
+    let mut r = Rollout::new(weight_plan(&[50]), at(0));
+    drain(&mut r);
+    r.handle(at(1), Observation::CandidateReady)
+        .expect("observation");
+    let g1 = route_generation(&effects(&mut r));
+    r.handle(at(2), Observation::RouteApplied { generation: g1 })
+        .expect("observation");
+    let g2 = route_generation(&effects(&mut r));
+    r.handle(at(3), Observation::RouteApplied { generation: g2 })
+        .expect("observation");
+    drain(&mut r);
+    r.handle(at(4), Observation::Promoted).expect("observation");
+    drain(&mut r);
+    let mut restored = Rollout::from_json(r.to_json()).expect("reads back");
+    restored.resume(at(5));
+    match &effects(&mut restored)[..] {
+        [Action::SetRoute { generation, route }] => {
+            assert!(*generation > g2);
+            assert_eq!(*route, Route::default());
+        }
+        other => panic!("{other:?}"),
     }
 }

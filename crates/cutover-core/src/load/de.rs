@@ -12,8 +12,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 
-use super::node::{Entry, Node, Value};
-use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, did_you_mean};
+use super::node::{Entry, Node, Value, resolve_plain_scalar};
+use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, Segment, did_you_mean};
 
 /// Deserializes `root` into `T`, collecting every problem. Returns the value if one could
 /// be built, every diagnostic, and the paths that were set aside because of errors (so
@@ -40,8 +40,9 @@ pub fn deserialize_all_at<T: DeserializeOwned>(mut tree: Node, base: &FieldPath)
     // Every path set aside, and those set aside because of an error reported there.
     let mut removed: Vec<FieldPath> = Vec::new();
     let mut reported: Vec<FieldPath> = Vec::new();
-    // Each round removes one node, so this ends; the bound guards against a bug.
-    for _ in 0..512 {
+    // Each round removes one node, so this ends; the bound keeps a file of thousands of
+    // mistakes from taking long.
+    for _ in 0..MAX_ROUNDS + 1 {
         let sink = Sink::default();
         let Some(start) = tree.at(base) else {
             break;
@@ -92,12 +93,29 @@ pub fn deserialize_all_at<T: DeserializeOwned>(mut tree: Node, base: &FieldPath)
             break;
         }
         removed.push(path);
+        if removed.len() == MAX_ROUNDS {
+            diagnostics.push(Diagnostic::error(
+                Code::Syntax,
+                base.clone(),
+                start_origin(&tree, base),
+                format!("stopped after {MAX_ROUNDS} errors; fix these and run again"),
+            ));
+            break;
+        }
     }
     Outcome {
         value: None,
         diagnostics,
         removed: reported,
     }
+}
+
+/// Errors reported for one document at most.
+const MAX_ROUNDS: usize = 512;
+
+fn start_origin(tree: &Node, base: &FieldPath) -> Origin {
+    tree.at(base)
+        .map_or_else(|| tree.origin.clone(), |n| n.origin.clone())
 }
 
 /// Diagnostics that do not stop deserialization (unknown keys).
@@ -238,6 +256,7 @@ fn describe_unexpected(unexpected: &de::Unexpected<'_>) -> String {
         de::Unexpected::Str(s) => format!("the string '{s}'"),
         de::Unexpected::Signed(i) => format!("{i}"),
         de::Unexpected::Unsigned(u) => format!("{u}"),
+        de::Unexpected::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.1}"),
         de::Unexpected::Float(f) => format!("{f}"),
         de::Unexpected::Bool(b) => format!("{b}"),
         de::Unexpected::Unit => "nothing".to_string(),
@@ -302,6 +321,13 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             Value::Int(i) => visitor.visit_i64(*i),
             Value::Float(f) => visitor.visit_f64(*f),
             Value::Str(s) => visitor.visit_str(s),
+            Value::Substituted(text) => match resolve_plain_scalar(text) {
+                Value::Null => visitor.visit_unit(),
+                Value::Bool(b) => visitor.visit_bool(b),
+                Value::Int(i) => visitor.visit_i64(i),
+                Value::Float(f) => visitor.visit_f64(f),
+                _ => visitor.visit_str(text),
+            },
             Value::Seq(items) => visitor.visit_seq(SeqAccess {
                 de: &self,
                 items: items.iter().enumerate(),
@@ -331,8 +357,12 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        match self.node.value {
+        match &self.node.value {
             Value::Null | Value::Removed => self.locate(visitor.visit_none()),
+            // `image: ${TAG}` with TAG unset or empty is no image, not an empty one.
+            Value::Substituted(text) if resolve_plain_scalar(text) == Value::Null => {
+                self.locate(visitor.visit_none())
+            }
             _ => visitor.visit_some(self),
         }
     }
@@ -415,13 +445,15 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         match &self.node.value {
-            Value::Str(tag) => self.locate(visitor.visit_enum(EnumAccess {
-                de: &self,
-                tag,
-                tag_origin: &self.node.origin,
-                value: None,
-                tag_is_key: false,
-            })),
+            Value::Str(tag) | Value::Substituted(tag) => {
+                self.locate(visitor.visit_enum(EnumAccess {
+                    de: &self,
+                    tag,
+                    tag_origin: &self.node.origin,
+                    value: None,
+                    tag_is_key: false,
+                }))
+            }
             Value::Map(_) => {
                 let live: Vec<&Entry> = self.live_entries().collect();
                 match live.as_slice() {
@@ -450,8 +482,12 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                             ),
                         );
                         if found.len() > 1 {
-                            error.hint =
-                                Some("split them into separate items of the list".to_string());
+                            let in_list = matches!(self.path.0.last(), Some(Segment::Index(_)));
+                            error.hint = Some(if in_list {
+                                "split them into separate items of the list".to_string()
+                            } else {
+                                "keep only one of them".to_string()
+                            });
                         }
                         // Emptied by an error reported inside it: say nothing more.
                         error.consequence = found.is_empty()

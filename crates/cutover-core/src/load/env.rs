@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::de::normalize_key;
-use super::node::{Entry, Node, Value, resolve_plain_scalar};
+use super::node::{Entry, Node, Value};
 use crate::diagnostic::{Diagnostic, Origin};
 
 /// The prefix of override variables.
@@ -20,8 +20,23 @@ pub const PREFIX: &str = "CUTOVER_";
 
 const TOP_LEVEL_KEYS: [&str; 4] = ["apiVersion", "kind", "metadata", "spec"];
 
-/// Applies every override in `env` to `root`, in the variables' sorted order.
-pub fn apply_overrides(root: &mut Node, env: &BTreeMap<String, String>) -> Vec<Diagnostic> {
+/// Which overrides to apply in one pass.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Only `CUTOVER_SPEC__STRATEGY__USE`: it must choose the preset before the preset is
+    /// resolved.
+    PresetChoice,
+    /// Every other override, after the preset is resolved, so it can change what the
+    /// preset brought in.
+    Rest,
+}
+
+/// Applies the overrides of `pass` in `env` to `root`, in the variables' sorted order.
+pub fn apply_overrides(
+    root: &mut Node,
+    env: &BTreeMap<String, String>,
+    pass: Pass,
+) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     for (var, text) in env {
         let Some(rest) = var.strip_prefix(PREFIX) else {
@@ -35,17 +50,25 @@ pub fn apply_overrides(root: &mut Node, env: &BTreeMap<String, String>) -> Vec<D
         if !is_override || segments.iter().any(|s| s.is_empty()) {
             continue;
         }
+        let normalized: Vec<String> = segments.iter().map(|s| normalize_key(s)).collect();
+        let chooses_preset = normalized == ["spec", "strategy", "use"];
+        if chooses_preset != (pass == Pass::PresetChoice) {
+            continue;
+        }
         let origin = Origin::Env {
             var: Arc::from(var.as_str()),
         };
-        let value = match super::yaml::parse(&Arc::from(var.as_str()), text) {
-            Ok(node) => relocate(node, &origin),
-            // Not valid YAML on its own (say, `a: b: c`): take it as a plain string.
-            Err(_) => Node::new(resolve_plain_scalar(text), origin.clone()),
-        };
-        let value = match value.value {
-            Value::Str(ref s) if s.is_empty() => Node::new(Value::Null, origin.clone()),
-            _ => value,
+        // A list or map (`[a, b]`, `{header: X}`) is read as YAML; anything else is text
+        // that reads as a number or boolean where the field wants one, taken literally
+        // (no YAML tags, anchors or comments).
+        let trimmed = text.trim_start();
+        let value = if trimmed.starts_with('[') || trimmed.starts_with('{') {
+            match super::yaml::parse(&Arc::from(var.as_str()), text) {
+                Ok(node) => relocate(node, &origin),
+                Err(_) => Node::new(Value::Substituted(text.clone()), origin.clone()),
+            }
+        } else {
+            Node::new(Value::Substituted(text.clone()), origin.clone())
         };
         if let Err(d) = set_path(root, &segments, value, &origin) {
             diagnostics.push(d);
@@ -164,11 +187,11 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        assert!(apply_overrides(&mut root, &env).is_empty());
+        assert!(apply_overrides(&mut root, &env, Pass::Rest).is_empty());
         let replicas = root
             .at(&FieldPath::of(&["spec", "replicas"]))
             .expect("replicas");
-        assert_eq!(replicas.value, Value::Int(3));
+        assert_eq!(replicas.value, Value::Substituted("3".into()));
         assert_eq!(
             replicas.origin,
             Origin::Env {
@@ -178,13 +201,13 @@ mod tests {
         let deadline = root
             .at(&FieldPath::of(&["spec", "strategy", "progressDeadline"]))
             .expect("deadline");
-        assert_eq!(deadline.value, Value::Str("20m".into()));
+        assert_eq!(deadline.value, Value::Substituted("20m".into()));
         let weight = root
             .at(&FieldPath::of(&["spec", "strategy", "canary", "steps"])
                 .index(0)
                 .key("setWeight"))
             .expect("weight");
-        assert_eq!(weight.value, Value::Int(5));
+        assert_eq!(weight.value, Value::Substituted("5".into()));
         assert!(root.get("addr").is_none());
     }
 
@@ -197,7 +220,7 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        let diagnostics = apply_overrides(&mut root, &env);
+        let diagnostics = apply_overrides(&mut root, &env, Pass::Rest);
         assert_eq!(diagnostics.len(), 1);
     }
 }

@@ -9,13 +9,14 @@
 //! | `${VAR?message}`   | an error with `message` when VAR is unset           |
 //! | `$$`               | a literal `$`                                       |
 //!
-//! Defaults may themselves contain `${...}`. Only values are interpolated, never keys. A
-//! value that is exactly one substitution (`replicas: ${REPLICAS}`) takes the type its
-//! text reads as (`3` is a number), as it would had it been written in place.
+//! Defaults may themselves contain `${...}` (up to 16 deep). Only values are interpolated,
+//! never keys. A value that is exactly one substitution (`replicas: ${REPLICAS}`) becomes
+//! [`Value::Substituted`]: a number where the field wants a number (`3`), the exact text
+//! where it wants text (`1.10` stays `1.10`), and absent where it is optional and empty.
 
 use std::collections::BTreeMap;
 
-use super::node::{Node, Value, resolve_plain_scalar};
+use super::node::{Node, Value};
 use crate::diagnostic::{Code, Diagnostic, FieldPath};
 
 /// Interpolates every string value under `node` in place, appending problems to `out`.
@@ -42,7 +43,7 @@ pub fn interpolate(
                         );
                     }
                     node.value = if whole {
-                        resolve_plain_scalar(&expanded.text)
+                        Value::Substituted(expanded.text)
                     } else {
                         Value::Str(expanded.text)
                     };
@@ -81,6 +82,18 @@ pub struct Expanded {
 
 /// Expands the substitutions in `text`. An error is a message naming the problem.
 pub fn expand(text: &str, env: &BTreeMap<String, String>) -> Result<Expanded, String> {
+    expand_at(text, env, 0)
+}
+
+/// Defaults nest (`${A:-${B:-x}}`); deeper than this is an error, not a stack overflow.
+const MAX_NESTING: usize = 16;
+
+fn expand_at(text: &str, env: &BTreeMap<String, String>, depth: usize) -> Result<Expanded, String> {
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "'${{...}}' defaults nest more than {MAX_NESTING} deep"
+        ));
+    }
     let mut out = Expanded {
         text: String::with_capacity(text.len()),
         unset: Vec::new(),
@@ -95,7 +108,7 @@ pub fn expand(text: &str, env: &BTreeMap<String, String>) -> Result<Expanded, St
         } else if let Some(body_and_tail) = after.strip_prefix('{') {
             let close = matching_brace(body_and_tail)
                 .ok_or_else(|| format!("unclosed '${{' in '{text}'"))?;
-            substitute(&body_and_tail[..close], env, &mut out)?;
+            substitute(&body_and_tail[..close], env, &mut out, depth)?;
             rest = &body_and_tail[close + 1..];
         } else {
             let name_len = after
@@ -106,7 +119,7 @@ pub fn expand(text: &str, env: &BTreeMap<String, String>) -> Result<Expanded, St
                 out.text.push('$');
                 rest = after;
             } else {
-                substitute(&after[..name_len], env, &mut out)?;
+                substitute(&after[..name_len], env, &mut out, depth)?;
                 rest = &after[name_len..];
             }
         }
@@ -133,6 +146,7 @@ fn substitute(
     body: &str,
     env: &BTreeMap<String, String>,
     out: &mut Expanded,
+    depth: usize,
 ) -> Result<(), String> {
     let name_len = body
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -159,8 +173,8 @@ fn substitute(
         ));
     };
     match (kind, value) {
-        ("default-if-empty", _) if empty => expand_into(argument, env, out)?,
-        ("default-if-unset", None) => expand_into(argument, env, out)?,
+        ("default-if-empty", _) if empty => expand_into(argument, env, out, depth)?,
+        ("default-if-unset", None) => expand_into(argument, env, out, depth)?,
         ("required-non-empty", _) if empty => return Err(required_message(name, argument)),
         ("required", None) => return Err(required_message(name, argument)),
         ("plain", None) => out.unset.push(name.to_string()),
@@ -174,8 +188,9 @@ fn expand_into(
     text: &str,
     env: &BTreeMap<String, String>,
     out: &mut Expanded,
+    depth: usize,
 ) -> Result<(), String> {
-    let inner = expand(text, env)?;
+    let inner = expand_at(text, env, depth + 1)?;
     out.text.push_str(&inner.text);
     out.unset.extend(inner.unset);
     Ok(())
@@ -263,7 +278,7 @@ mod tests {
         );
         let mut out = Vec::new();
         interpolate(&mut node, &FieldPath::root(), &env(), &mut out);
-        assert_eq!(node.value, Value::Int(3));
+        assert_eq!(node.value, Value::Substituted("3".into()));
         let mut node = Node::new(
             Value::Str("x${N}".into()),
             crate::diagnostic::Origin::Default,

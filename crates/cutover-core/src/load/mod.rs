@@ -120,12 +120,17 @@ pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
             None
         }
         Ok(Kind::Release) => {
+            diagnostics.extend(env::apply_overrides(
+                &mut root,
+                env,
+                env::Pass::PresetChoice,
+            ));
             if let Err(d) = preset::resolve(&mut root) {
                 diagnostics.push(d);
                 removed.push(FieldPath::of(&["spec", "strategy"]));
             }
             // Last, so an override can change what a preset brought in.
-            diagnostics.extend(env::apply_overrides(&mut root, env));
+            diagnostics.extend(env::apply_overrides(&mut root, env, env::Pass::Rest));
             let outcome = de::deserialize_all::<Release>(&root);
             diagnostics.extend(outcome.diagnostics);
             removed.extend(outcome.removed);
@@ -146,7 +151,12 @@ pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
             }
         }
         Ok(Kind::Strategy) => {
-            diagnostics.extend(env::apply_overrides(&mut root, env));
+            diagnostics.extend(env::apply_overrides(
+                &mut root,
+                env,
+                env::Pass::PresetChoice,
+            ));
+            diagnostics.extend(env::apply_overrides(&mut root, env, env::Pass::Rest));
             let outcome = de::deserialize_all::<StrategyDocument>(&root);
             diagnostics.extend(outcome.diagnostics);
             removed.extend(outcome.removed);
@@ -187,6 +197,31 @@ pub fn load_release(
             .with_hint("refer to it from a release with 'strategy: {use: NAME}'"),
         ]),
         None => Err(loaded.diagnostics),
+    }
+}
+
+/// Loads any settings document (the proxy's configuration, say) with the same machinery
+/// as release files: YAML or TOML, `${VAR}` interpolation, every error with its position
+/// and the closest field name. No `CUTOVER_` overrides (those address release fields) and
+/// no semantic checks: the caller validates what it loaded.
+pub fn load_as<T: DeserializeOwned>(
+    source: Source<'_>,
+    env: &BTreeMap<String, String>,
+) -> Result<(T, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let name: Arc<str> = source.name.into();
+    let parsed = match source.format {
+        Format::Yaml => yaml::parse(&name, source.text).map_err(|d| vec![d]),
+        Format::Toml => toml::parse(&name, source.text),
+    };
+    let mut root = parsed?;
+    let mut diagnostics = Vec::new();
+    interpolate::interpolate(&mut root, &FieldPath::root(), env, &mut diagnostics);
+    let outcome = de::deserialize_all::<T>(&root);
+    diagnostics.extend(outcome.diagnostics);
+    diagnostics.sort_by_key(|d| order(&d.origin));
+    match outcome.value {
+        Some(value) if !diagnostics.iter().any(Diagnostic::is_error) => Ok((value, diagnostics)),
+        _ => Err(diagnostics),
     }
 }
 

@@ -39,6 +39,11 @@ pub enum Value {
     Float(f64),
     /// A string.
     Str(String),
+    /// Text that came from a whole-value `${VAR}` substitution or an environment
+    /// override: it reads as a number, a boolean or null where the field wants one, and
+    /// as the exact text where the field wants text (so `${TAG}` = `1.10` stays `1.10` in
+    /// an image name, and `${REPLICAS}` = `3` is a number).
+    Substituted(String),
     /// A list.
     Seq(Vec<Node>),
     /// A map, in document order.
@@ -56,7 +61,7 @@ impl Value {
             Value::Bool(_) => "a boolean",
             Value::Int(_) => "an integer",
             Value::Float(_) => "a number",
-            Value::Str(_) => "a string",
+            Value::Str(_) | Value::Substituted(_) => "a string",
             Value::Seq(_) => "a list",
             Value::Map(_) => "a map",
         }
@@ -68,7 +73,7 @@ impl Value {
             Value::Bool(b) => Some(b.to_string()),
             Value::Int(i) => Some(i.to_string()),
             Value::Float(f) => Some(f.to_string()),
-            Value::Str(s) => Some(s.clone()),
+            Value::Str(s) | Value::Substituted(s) => Some(s.clone()),
             _ => None,
         }
     }

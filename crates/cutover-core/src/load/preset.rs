@@ -52,7 +52,7 @@ pub fn resolve(root: &mut Node) -> Result<(), Diagnostic> {
     let Some(use_entry) = strategy.entry("use") else {
         return Ok(());
     };
-    let Value::Str(name) = &use_entry.value.value else {
+    let (Value::Str(name) | Value::Substituted(name)) = &use_entry.value.value else {
         return Ok(());
     };
     let Some(text) = preset_text(name) else {

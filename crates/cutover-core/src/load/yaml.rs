@@ -11,6 +11,7 @@ use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin};
 /// Parses one YAML document. A syntax error is one diagnostic (a YAML parser cannot go on
 /// past one); an empty file or several documents are reported too.
 pub fn parse(source: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
+    check_depth(source, text)?;
     let docs = MarkedYaml::load_from_str(text).map_err(|e| {
         let marker = e.marker();
         Diagnostic::error(
@@ -39,7 +40,37 @@ pub fn parse(source: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
         )
         .with_hint("put each release in its own file"));
     }
-    convert(source, &doc)
+    convert(source, &doc, 0)
+}
+
+/// Refuses documents nested deeper than [`MAX_DEPTH`] before the tree is built: the
+/// event parser is iterative, but building (and dropping) a tree of thousands of levels
+/// recurses, and a hostile file must not overflow the stack. Syntax errors are left for
+/// the loader to report.
+fn check_depth(source: &Arc<str>, text: &str) -> Result<(), Diagnostic> {
+    use saphyr_parser::{Event, Parser};
+    let mut depth = 0usize;
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else {
+            return Ok(());
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(Diagnostic::error(
+                        Code::Syntax,
+                        FieldPath::root(),
+                        file_origin(source, span.start.line(), span.start.col()),
+                        format!("the document nests more than {MAX_DEPTH} levels deep"),
+                    ));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn file_origin(source: &Arc<str>, line: usize, col: usize) -> Origin {
@@ -50,21 +81,33 @@ fn file_origin(source: &Arc<str>, line: usize, col: usize) -> Origin {
     }
 }
 
-fn convert(source: &Arc<str>, yaml: &MarkedYaml<'_>) -> Result<Node, Diagnostic> {
+/// Deeper nesting than this is refused: no release needs it, and a hostile file must not
+/// overflow the stack.
+pub const MAX_DEPTH: usize = 64;
+
+fn convert(source: &Arc<str>, yaml: &MarkedYaml<'_>, depth: usize) -> Result<Node, Diagnostic> {
     let origin = file_origin(source, yaml.span.start.line(), yaml.span.start.col());
+    if depth > MAX_DEPTH {
+        return Err(Diagnostic::error(
+            Code::Syntax,
+            FieldPath::root(),
+            origin,
+            format!("the document nests more than {MAX_DEPTH} levels deep"),
+        ));
+    }
     let value = match &yaml.data {
         YamlData::Value(scalar) => scalar_value(scalar),
         YamlData::Representation(text, _, _) => Value::Str(text.to_string()),
         YamlData::Sequence(items) => Value::Seq(
             items
                 .iter()
-                .map(|item| convert(source, item))
+                .map(|item| convert(source, item, depth + 1))
                 .collect::<Result<_, _>>()?,
         ),
         YamlData::Mapping(map) => {
             let mut entries = Vec::with_capacity(map.len());
             for (key, value) in map {
-                let key_node = convert(source, key)?;
+                let key_node = convert(source, key, depth + 1)?;
                 let Some(key_text) = key_node.value.scalar_text() else {
                     return Err(Diagnostic::error(
                         Code::Syntax,
@@ -76,15 +119,24 @@ fn convert(source: &Arc<str>, yaml: &MarkedYaml<'_>) -> Result<Node, Diagnostic>
                         ),
                     ));
                 };
+                if key_text == "<<" {
+                    return Err(Diagnostic::error(
+                        Code::Syntax,
+                        FieldPath::root(),
+                        key_node.origin,
+                        "YAML merge keys ('<<') are not supported",
+                    )
+                    .with_hint("write the fields out, or use a strategy preset with 'use:'"));
+                }
                 entries.push(Entry {
                     key: key_text,
                     key_origin: key_node.origin,
-                    value: convert(source, value)?,
+                    value: convert(source, value, depth + 1)?,
                 });
             }
             Value::Map(entries)
         }
-        YamlData::Tagged(_, inner) => return convert(source, inner),
+        YamlData::Tagged(_, inner) => return convert(source, inner, depth + 1),
         YamlData::Alias(_) | YamlData::BadValue => {
             return Err(Diagnostic::error(
                 Code::Syntax,

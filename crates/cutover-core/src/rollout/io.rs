@@ -67,8 +67,10 @@ pub enum Action {
     /// out the actions that follow it. Always comes first in a batch.
     Persist,
     /// Run every hook of this point and report one [`Observation::HookResult`].
-    /// `preRollout` and `prePromotion` are awaited; the others are informational and
-    /// their result is ignored.
+    /// `preRollout` and `prePromotion` are awaited (and re-issued after a restart, so
+    /// they run at least once); `postPromotion` and `onRollback` are informational, their
+    /// result is ignored, and a controller that dies right after issuing them does not
+    /// issue them again (at most once).
     RunHook {
         /// Which hooks.
         point: HookPoint,
@@ -104,7 +106,10 @@ pub enum Action {
     /// [`Observation::Promoted`].
     Promote,
     /// Remove a slot's workload entirely and report [`Observation::Retired`]. Removing
-    /// what is already gone succeeds.
+    /// what is already gone succeeds. A backend carries out operations on one slot in
+    /// order: a `Retire` issued while that slot's `Deploy` is still under way (an abort
+    /// during deployment) waits for or cancels the deploy, so nothing it creates outlives
+    /// the retirement.
     Retire {
         /// `Candidate` on rollback, `Previous` after the scale-down delay.
         slot: Slot,

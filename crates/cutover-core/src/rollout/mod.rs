@@ -136,6 +136,8 @@ pub fn advance(
     inputs: impl IntoIterator<Item = Observation>,
 ) -> (Rollout, Vec<Action>, Vec<CommandRejected>) {
     let mut rejected = Vec::new();
+    // Timers that were due before these inputs arrived fire first.
+    rollout.handle_timeout(now);
     for input in inputs {
         if let Err(e) = rollout.handle(now, input) {
             rejected.push(e);
@@ -514,10 +516,19 @@ impl Rollout {
     }
 
     /// The deadline counts while the rollout moves forward towards promotion.
+    ///
+    /// It is also the window in which a rollback is possible: once `Promote` is issued the
+    /// backend may already have swapped the roles, so from there on nothing rolls back and
+    /// a failing `Promote` is retried until it succeeds.
     fn deadline_applies(&self) -> bool {
         matches!(
             self.phase,
-            Phase::PreRollout | Phase::Deploying | Phase::Step { .. } | Phase::Promoting { .. }
+            Phase::PreRollout
+                | Phase::Deploying
+                | Phase::Step { .. }
+                | Phase::Promoting {
+                    progress: PromotionProgress::Routing { .. }
+                }
         )
     }
 
@@ -663,6 +674,7 @@ impl Rollout {
             self.swap(batch);
             return;
         }
+        self.paused_since = None;
         self.record("moving all traffic to the candidate");
         let generation = self.new_route(all_candidate, batch);
         self.phase = Phase::Promoting {
@@ -671,6 +683,7 @@ impl Rollout {
     }
 
     fn swap(&mut self, batch: &mut Vec<Action>) {
+        self.paused_since = None;
         self.phase = Phase::Promoting {
             progress: PromotionProgress::Swapping,
         };
@@ -816,8 +829,10 @@ impl Rollout {
                 Observation::Promoted,
             ) => {
                 self.retry = None;
-                // The promoted version is now the stable one and takes all traffic.
+                // The promoted version is now the stable one and takes all traffic: a new
+                // generation, since the same weights now mean another version.
                 self.route = Route::default();
+                self.route_generation += 1;
                 self.record("promoted: the candidate is the stable version");
                 if self.plan.hooks.post_promotion {
                     batch.push(Action::RunHook {
@@ -1000,11 +1015,29 @@ impl Rollout {
     fn promote(&mut self, batch: &mut Vec<Action>) -> Result<(), CommandRejected> {
         match self.phase.clone() {
             Phase::Step { progress, .. } => {
-                if let StepProgress::Routing { .. } = progress {
-                    return self.reject(
-                        Command::Promote,
-                        "the step is applying a route; try again in a moment",
-                    );
+                match progress {
+                    StepProgress::Routing { .. } => {
+                        return self.reject(
+                            Command::Promote,
+                            "the step is applying a route; try again in a moment",
+                        );
+                    }
+                    StepProgress::Analyzing { .. } => {
+                        return self.reject(
+                            Command::Promote,
+                            "an analysis is running; wait for its verdict, or use 'promote --full' to skip every remaining step",
+                        );
+                    }
+                    StepProgress::Gate => {
+                        return self.reject(
+                            Command::Promote,
+                            "the prePromotion gate is being asked; promote overrides it once it holds",
+                        );
+                    }
+                    StepProgress::Pausing { .. }
+                    | StepProgress::Inconclusive { .. }
+                    | StepProgress::GateHeld { .. }
+                    | StepProgress::Complete => {}
                 }
                 self.paused_since = None;
                 self.record("promote: current step finished by hand");
@@ -1056,10 +1089,10 @@ impl Rollout {
     }
 
     fn pause(&mut self) -> Result<(), CommandRejected> {
-        if !self.deadline_applies() {
+        if !matches!(self.phase, Phase::Step { .. }) {
             return self.reject(
                 Command::Pause,
-                "pause applies while the rollout moves towards promotion",
+                "pause applies while the rollout walks its steps",
             );
         }
         if self.paused_since.is_none() {
