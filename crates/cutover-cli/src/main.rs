@@ -2,6 +2,7 @@
 
 mod lint;
 mod plan;
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// Invalid input: a release file with errors, a file that cannot be read.
     pub const INVALID_INPUT: u8 = 2;
+    /// A service could not start or be reached (a port in use, a backend down).
+    pub const UNAVAILABLE: u8 = 4;
 }
 
 /// cutover: progressive delivery (canary and blue/green) with its own traffic-splitting
@@ -51,6 +54,13 @@ enum Command {
     },
     /// Print the JSON Schema of release files (for editors and CI validators).
     Schema,
+    /// Run the traffic-splitting proxy on its own, with the route table from FILE (and
+    /// later ones from the controller or `PUT /routes` on the admin listener).
+    Proxy {
+        /// The proxy's configuration (YAML or TOML): listeners, admin, routes, limits.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// How results are printed.
@@ -71,6 +81,7 @@ fn main() -> ExitCode {
             emit(&cutover_core::schema::release_schema_json());
             exit::OK
         }
+        Command::Proxy { config } => proxy::run(&config, &environment()),
     };
     ExitCode::from(code)
 }

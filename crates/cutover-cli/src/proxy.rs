@@ -1,0 +1,117 @@
+//! `cutover proxy --config FILE`: the proxy on its own.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cutover_core::load::{self, Format, Source};
+use cutover_proxy::Proxy;
+use cutover_proxy::config::ProxyConfig;
+
+use crate::{exit, read};
+
+/// Loads the configuration, runs the proxy until SIGINT or SIGTERM, then drains it.
+pub fn run(path: &Path, env: &BTreeMap<String, String>) -> u8 {
+    init_logging(env);
+    let name = path.display().to_string();
+    let text = match read(path) {
+        Ok(text) => text,
+        Err(message) => {
+            eprintln!("{message}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let source = Source {
+        name: &name,
+        text: &text,
+        format: Format::from_path(path),
+    };
+    let config: ProxyConfig = match load::load_as(source, env) {
+        Ok((config, warnings)) => {
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            config
+        }
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            return exit::INVALID_INPUT;
+        }
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    runtime.block_on(async move {
+        let proxy = match Proxy::start(config).await {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                return exit::UNAVAILABLE;
+            }
+        };
+        eprintln!(
+            "cutover proxy listening on {} (admin {})",
+            proxy
+                .listen_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            proxy.admin_addr()
+        );
+        wait_for_signal().await;
+        eprintln!("shutting down: draining in-flight requests");
+        proxy.shutdown().await;
+        exit::OK
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `error: cannot listen on 127.0.0.1:80: permission denied`: the causes, in a line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Logs to stderr; `CUTOVER_LOG` (or `RUST_LOG`) filters, `info` by default.
+fn init_logging(env: &BTreeMap<String, String>) {
+    let filter = env
+        .get("CUTOVER_LOG")
+        .or_else(|| env.get("RUST_LOG"))
+        .cloned()
+        .unwrap_or_else(|| "info".to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

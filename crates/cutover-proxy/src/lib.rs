@@ -1,0 +1,232 @@
+//! cutover's data plane: a reverse proxy that splits each release's traffic between its
+//! stable and candidate versions, measures what it routes, and cuts a failing candidate
+//! off by itself.
+//!
+//! [`Proxy::start`] binds the listeners and the admin listener and returns a handle. The
+//! route table is an immutable snapshot ([`table::RouteTable`]) swapped atomically by
+//! [`Proxy::set_routes`] or `PUT /routes`; a request reads it once, so a change never
+//! blocks or fails a request in flight. Per release and version the proxy counts requests
+//! by status class and upstream errors by kind and records latency
+//! ([`metrics::VersionStats`]), exported at `/metrics` and read in-process through
+//! [`Proxy::window`]. Guardrails are checked every 250 ms on those windows; a trip cuts the
+//! candidate off and raises an [`events::Event`].
+
+pub mod admin;
+pub mod config;
+pub mod events;
+mod forward;
+mod guardrail;
+mod listen;
+pub mod metrics;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Mutex, Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{ProxyConfig, RouteTableConfig};
+use crate::events::{EventKind, EventLog};
+use crate::metrics::WindowStats;
+use crate::table::{Registry, RouteTable, TableError};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be used.
+    #[error("cannot use the TLS certificate {cert} and key {key}: {message}")]
+    Tls {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The admin token file could not be read.
+    #[error("cannot read the admin token file {path}")]
+    Token {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The initial route table is invalid.
+    #[error("invalid route table")]
+    Routes(#[from] TableError),
+}
+
+/// State shared by every connection, the admin API and the guardrail task.
+pub(crate) struct Shared {
+    pub(crate) config: ProxyConfig,
+    pub(crate) table: ArcSwap<RouteTable>,
+    /// Serialises table writers, so generations increase and a guardrail trip is not lost
+    /// to a concurrent `PUT`.
+    pub(crate) table_writer: Mutex<()>,
+    pub(crate) registry: Registry,
+    pub(crate) events: EventLog,
+    pub(crate) client: forward::UpstreamClient,
+    pub(crate) token: Option<String>,
+    started: Instant,
+    /// Upgraded connections (WebSocket and others) being tunnelled.
+    pub(crate) tunnels: AtomicUsize,
+    pub(crate) tunnels_done: Notify,
+}
+
+impl Shared {
+    /// Milliseconds since the proxy started: the clock of health checks.
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Seconds since the proxy started: the clock of the rolling windows.
+    pub(crate) fn second(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Compiles and publishes `config` as the next table. Callers hold `table_writer`.
+    pub(crate) fn publish(&self, config: &RouteTableConfig) -> Result<u64, TableError> {
+        let generation = self.table.load().generation + 1;
+        let table = self.registry.compile(config, generation)?;
+        self.table.store(Arc::new(table));
+        self.events.push(EventKind::RoutesChanged { generation });
+        Ok(generation)
+    }
+}
+
+/// A running proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listen_addrs: Vec<SocketAddr>,
+    admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Proxy {
+    /// Binds every listener and the admin listener, and starts serving. Must be called
+    /// within a Tokio runtime.
+    pub async fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
+        let token = match &config.admin.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| StartError::Token {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let registry = Registry::new(config.metrics_window.as_secs().max(1));
+        let table = registry.compile(
+            &RouteTableConfig {
+                routes: config.routes.clone(),
+            },
+            1,
+        )?;
+        let shared = Arc::new(Shared {
+            client: forward::upstream_client(&config.timeouts),
+            table: ArcSwap::from_pointee(table),
+            table_writer: Mutex::new(()),
+            registry,
+            events: EventLog::default(),
+            token,
+            started: Instant::now(),
+            tunnels: AtomicUsize::new(0),
+            tunnels_done: Notify::new(),
+            config,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut listen_addrs = Vec::new();
+        for listener in &shared.config.listeners {
+            let bound = listen::bind(listener).await?;
+            listen_addrs.push(bound.local_addr);
+            tasks.spawn(listen::serve(shared.clone(), bound, shutdown_rx.clone()));
+        }
+        let admin = listen::bind_plain(shared.config.admin.address).await?;
+        let admin_addr = admin.local_addr;
+        tasks.spawn(admin::serve(shared.clone(), admin, shutdown_rx.clone()));
+        tasks.spawn(guardrail::watch(shared.clone(), shutdown_rx));
+        tracing::info!(listeners = ?listen_addrs, admin = %admin_addr, "proxy started");
+        Ok(Proxy {
+            shared,
+            listen_addrs,
+            admin_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The bound addresses of the client listeners, in configuration order.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Replaces the route table; returns its generation.
+    pub async fn set_routes(&self, config: &RouteTableConfig) -> Result<u64, TableError> {
+        let _writer = self.shared.table_writer.lock().await;
+        self.shared.publish(config)
+    }
+
+    /// The current route table.
+    pub fn routes(&self) -> RouteTableConfig {
+        self.shared.table.load().to_config()
+    }
+
+    /// The last `seconds` of one version's traffic, for the builtin metric provider.
+    /// `None` if the version has never been routed.
+    pub fn window(&self, release: &str, version: &str, seconds: u64) -> Option<WindowStats> {
+        let stats = self.shared.registry.stats(release, version)?;
+        Some(stats.window(seconds, self.shared.second()))
+    }
+
+    /// Events with an id above `since`.
+    pub fn events_since(&self, since: u64) -> Vec<events::Event> {
+        self.shared.events.since(since)
+    }
+
+    /// Stops accepting, lets in-flight requests and tunnels finish within the configured
+    /// grace period, then returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let grace: std::time::Duration = self.shared.config.timeouts.shutdown_grace.into();
+        let drained = async {
+            while self.tasks.join_next().await.is_some() {}
+            while self.shared.tunnels.load(Ordering::Acquire) > 0 {
+                self.shared.tunnels_done.notified().await;
+            }
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!("shutdown grace period over; closing what is left");
+            self.tasks.abort_all();
+        }
+    }
+}
+
+fn _assert_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Shared>();
+    check::<Proxy>();
+}

@@ -1,0 +1,383 @@
+//! What the proxy measures, per release and version: requests by status class, upstream
+//! errors by kind, latency (an HDR histogram since start, and per-second rolling windows),
+//! in-flight requests. Exported at `/metrics` and read in-process by the builtin metric
+//! provider and the guardrails.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Upstream failures, by where they came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The connection could not be made (refused, unreachable, connect timeout).
+    Connect,
+    /// The upstream did not answer within the request timeout.
+    Timeout,
+    /// The connection broke while the request or response was under way.
+    Reset,
+}
+
+impl UpstreamError {
+    const ALL: [UpstreamError; 3] = [
+        UpstreamError::Connect,
+        UpstreamError::Timeout,
+        UpstreamError::Reset,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Reset => "reset",
+        }
+    }
+}
+
+/// Latency buckets of the rolling windows: 64 log-spaced upper bounds from 50 µs to about
+/// 80 s (×1.25 each). Coarse (a quantile is known to within 25 %) but small: a window of
+/// five minutes costs about 80 KB per version, where per-second HDR histograms would cost
+/// megabytes.
+const WINDOW_BUCKETS: usize = 64;
+
+fn window_bucket(micros: u64) -> usize {
+    let mut bound = 50.0_f64;
+    for i in 0..WINDOW_BUCKETS - 1 {
+        if (micros as f64) <= bound {
+            return i;
+        }
+        bound *= 1.25;
+    }
+    WINDOW_BUCKETS - 1
+}
+
+fn window_bucket_bound(i: usize) -> f64 {
+    50.0 * 1.25_f64.powi(i as i32)
+}
+
+/// One second of traffic.
+#[derive(Clone)]
+struct Slot {
+    second: u64,
+    requests: u64,
+    errors: u64,
+    latency: [u32; WINDOW_BUCKETS],
+}
+
+impl Slot {
+    fn empty(second: u64) -> Slot {
+        Slot {
+            second,
+            requests: 0,
+            errors: 0,
+            latency: [0; WINDOW_BUCKETS],
+        }
+    }
+}
+
+/// Numbers over a recent window, per version: what the builtin provider and the
+/// guardrails judge.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowStats {
+    /// The window's length in seconds.
+    pub seconds: u64,
+    /// Requests completed in the window.
+    pub requests: u64,
+    /// Of those, 5xx answers and upstream failures.
+    pub errors: u64,
+    /// `errors / requests`; `None` without requests (no data is not zero errors).
+    pub error_rate: Option<f64>,
+    /// Requests per second over the window.
+    pub request_rate: f64,
+    /// Latency quantiles in seconds; `None` without requests.
+    pub latency_p50: Option<f64>,
+    /// 90th percentile.
+    pub latency_p90: Option<f64>,
+    /// 95th percentile.
+    pub latency_p95: Option<f64>,
+    /// 99th percentile.
+    pub latency_p99: Option<f64>,
+}
+
+/// Counters of one version of one release.
+pub struct VersionStats {
+    /// The release's name.
+    pub release: String,
+    /// The version's name.
+    pub version: String,
+    by_class: [AtomicU64; 5],
+    upstream_errors: [AtomicU64; 3],
+    in_flight: AtomicI64,
+    latency: Mutex<Histogram<u64>>,
+    window: Mutex<VecDeque<Slot>>,
+    window_len: u64,
+}
+
+impl VersionStats {
+    /// Counters for `release`/`version`, keeping `window_len` seconds of history.
+    pub fn new(release: &str, version: &str, window_len: u64) -> VersionStats {
+        VersionStats {
+            release: release.to_string(),
+            version: version.to_string(),
+            by_class: Default::default(),
+            upstream_errors: Default::default(),
+            in_flight: AtomicI64::new(0),
+            // 1 µs to 1 h at 2 significant digits: about 30 KB.
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 2).unwrap_or_else(|_| {
+                    Histogram::new(2)
+                        .unwrap_or_else(|_| unreachable!("2 significant figures is valid"))
+                }),
+            ),
+            window: Mutex::new(VecDeque::with_capacity(window_len as usize + 1)),
+            window_len: window_len.max(1),
+        }
+    }
+
+    /// A request started.
+    pub fn start(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request ended with `status` (or an upstream error, which counts as 5xx) after
+    /// `elapsed`, at `second` on the proxy's clock.
+    pub fn finish(
+        &self,
+        status: Option<u16>,
+        upstream_error: Option<UpstreamError>,
+        elapsed: Duration,
+        second: u64,
+    ) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let class = status.map_or(4, |s| usize::from((s / 100).clamp(1, 5)) - 1);
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        if let Some(kind) = upstream_error {
+            let index = UpstreamError::ALL
+                .iter()
+                .position(|k| *k == kind)
+                .unwrap_or(0);
+            self.upstream_errors[index].fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if let Ok(mut h) = self.latency.lock() {
+            h.saturating_record(micros);
+        }
+        let error = class == 4;
+        if let Ok(mut window) = self.window.lock() {
+            if window.back().is_none_or(|s| s.second < second) {
+                window.push_back(Slot::empty(second));
+                while window
+                    .front()
+                    .is_some_and(|s| s.second + self.window_len < second)
+                {
+                    window.pop_front();
+                }
+            }
+            // A request finishing just after its second rolled over lands in the latest slot.
+            if let Some(slot) = window.back_mut() {
+                slot.requests += 1;
+                slot.errors += u64::from(error);
+                slot.latency[window_bucket(micros)] += 1;
+            }
+        }
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests completed since start, by status class (`1xx` .. `5xx`, upstream errors in 5xx).
+    pub fn requests_by_class(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.by_class[i].load(Ordering::Relaxed))
+    }
+
+    /// The last `seconds` seconds up to `now_second` (inclusive), at most the window kept.
+    pub fn window(&self, seconds: u64, now_second: u64) -> WindowStats {
+        let seconds = seconds.clamp(1, self.window_len);
+        let mut stats = WindowStats {
+            seconds,
+            ..WindowStats::default()
+        };
+        let mut latency = [0u64; WINDOW_BUCKETS];
+        if let Ok(window) = self.window.lock() {
+            for slot in window
+                .iter()
+                .filter(|s| s.second + seconds > now_second && s.second <= now_second)
+            {
+                stats.requests += slot.requests;
+                stats.errors += slot.errors;
+                for (total, count) in latency.iter_mut().zip(slot.latency.iter()) {
+                    *total += u64::from(*count);
+                }
+            }
+        }
+        stats.request_rate = stats.requests as f64 / seconds as f64;
+        if stats.requests > 0 {
+            stats.error_rate = Some(stats.errors as f64 / stats.requests as f64);
+            let quantile = |q: f64| {
+                let rank = (q * stats.requests as f64).ceil().max(1.0) as u64;
+                let mut seen = 0;
+                for (i, count) in latency.iter().enumerate() {
+                    seen += count;
+                    if seen >= rank {
+                        return Some(window_bucket_bound(i) / 1e6);
+                    }
+                }
+                Some(window_bucket_bound(WINDOW_BUCKETS - 1) / 1e6)
+            };
+            stats.latency_p50 = quantile(0.50);
+            stats.latency_p90 = quantile(0.90);
+            stats.latency_p95 = quantile(0.95);
+            stats.latency_p99 = quantile(0.99);
+        }
+        stats
+    }
+
+    /// Appends this version's series in the Prometheus text format.
+    pub fn export(&self, out: &mut String) {
+        let labels = format!(
+            "release=\"{}\",version=\"{}\"",
+            escape_label(&self.release),
+            escape_label(&self.version)
+        );
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "cutover_requests_total{{{labels},code_class=\"{class}\"}} {}",
+                self.by_class[i].load(Ordering::Relaxed)
+            );
+        }
+        for (i, kind) in UpstreamError::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "cutover_upstream_errors_total{{{labels},kind=\"{}\"}} {}",
+                kind.label(),
+                self.upstream_errors[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "cutover_requests_in_flight{{{labels}}} {}",
+            self.in_flight()
+        );
+        if let Ok(h) = self.latency.lock() {
+            for bound in LATENCY_BUCKETS {
+                let micros = (bound * 1e6) as u64;
+                let count = if h.is_empty() {
+                    0
+                } else {
+                    h.count_between(0, micros)
+                };
+                let _ = writeln!(
+                    out,
+                    "cutover_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "cutover_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.len()
+            );
+            let sum: f64 = h
+                .iter_recorded()
+                .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+                .sum::<f64>()
+                / 1e6;
+            let _ = writeln!(
+                out,
+                "cutover_request_duration_seconds_sum{{{labels}}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "cutover_request_duration_seconds_count{{{labels}}} {}",
+                h.len()
+            );
+        }
+    }
+}
+
+/// The `le` bounds of the exported latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The `# HELP`/`# TYPE` preamble of the proxy's series.
+pub fn export_preamble(out: &mut String) {
+    out.push_str(
+        "# HELP cutover_requests_total Requests completed, by release, version and status class (upstream failures count as 5xx).\n\
+         # TYPE cutover_requests_total counter\n\
+         # HELP cutover_upstream_errors_total Upstream failures by kind.\n\
+         # TYPE cutover_upstream_errors_total counter\n\
+         # HELP cutover_requests_in_flight Requests being proxied now.\n\
+         # TYPE cutover_requests_in_flight gauge\n\
+         # HELP cutover_request_duration_seconds Time from the request to the upstream's response head.\n\
+         # TYPE cutover_request_duration_seconds histogram\n",
+    );
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_count_only_recent_seconds_and_no_data_is_none() {
+        let stats = VersionStats::new("shop", "v2", 60);
+        assert_eq!(stats.window(10, 100).error_rate, None);
+        for second in [80, 95, 99, 100] {
+            stats.start();
+            stats.finish(Some(200), None, Duration::from_millis(3), second);
+        }
+        stats.start();
+        stats.finish(
+            None,
+            Some(UpstreamError::Connect),
+            Duration::from_millis(1),
+            100,
+        );
+        let w = stats.window(10, 100);
+        assert_eq!((w.requests, w.errors), (4, 1));
+        assert_eq!(w.error_rate, Some(0.25));
+        let p50 = w.latency_p50.expect("data");
+        assert!((0.002..0.004).contains(&p50), "{p50}");
+        assert_eq!(stats.requests_by_class(), [0, 4, 0, 0, 1]);
+        assert_eq!(stats.in_flight(), 0);
+    }
+
+    #[test]
+    fn export_is_prometheus_text() {
+        let stats = VersionStats::new("shop", "v\"2", 60);
+        stats.start();
+        stats.finish(Some(503), None, Duration::from_millis(20), 1);
+        let mut out = String::new();
+        stats.export(&mut out);
+        assert!(
+            out.contains(
+                "cutover_requests_total{release=\"shop\",version=\"v\\\"2\",code_class=\"5xx\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("cutover_request_duration_seconds_bucket{release=\"shop\",version=\"v\\\"2\",le=\"0.025\"} 1"), "{out}");
+        assert!(
+            out.contains(
+                "cutover_request_duration_seconds_count{release=\"shop\",version=\"v\\\"2\"} 1"
+            ),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,651 @@
+//! The proxy with real upstream servers on loopback.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cutover_core::spec::{GuardrailMetric, GuardrailSpec, MatchRule, StickyKey};
+use cutover_proxy::config::RouteTableConfig;
+use cutover_proxy::events::EventKind;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use support::{client, config, full, get, route, start, upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `n` GETs over `concurrency` keep-alive connections; counts bodies.
+async fn load(proxy: std::net::SocketAddr, n: u64, concurrency: u64) -> BTreeMap<String, u64> {
+    let client = client();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next) = (client.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = BTreeMap::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let (status, body) = get(&client, proxy, "/", &[]).await;
+                *seen.entry(format!("{status} {body}")).or_insert(0) += 1;
+            }
+            seen
+        }));
+    }
+    let mut total = BTreeMap::new();
+    for t in tasks {
+        for (k, v) in t.await.expect("task") {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_requests_at_90_10_land_within_half_a_percent() {
+    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
+    let proxy = start(config(vec![route("shop", &v1, Some(&v2), 10)])).await;
+    let seen = load(proxy.listen_addrs()[0], 100_000, 32).await;
+    let candidate = seen.get("200 OK v2").copied().unwrap_or(0);
+    let stable = seen.get("200 OK v1").copied().unwrap_or(0);
+    assert_eq!(
+        candidate + stable,
+        100_000,
+        "every request succeeded: {seen:?}"
+    );
+    assert!(
+        (9_500..=10_500).contains(&candidate),
+        "{candidate} of 100,000 on the candidate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_users_never_move_back_as_the_weight_rises() {
+    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
+    let mut r = route("shop", &v1, Some(&v2), 0);
+    r.sticky = Some(StickyKey::Cookie("session".into()));
+    let proxy = start(config(vec![r.clone()])).await;
+    let client = client();
+    let mut on_candidate = vec![false; 300];
+    for weight in (0..=100).step_by(10) {
+        r.weight = weight;
+        proxy
+            .set_routes(&RouteTableConfig {
+                routes: vec![r.clone()],
+            })
+            .await
+            .expect("valid");
+        for (user, was) in on_candidate.iter_mut().enumerate() {
+            let cookie = format!("session=user-{user}");
+            let (_, body) = get(
+                &client,
+                proxy.listen_addrs()[0],
+                "/",
+                &[("cookie", &cookie)],
+            )
+            .await;
+            let now = body == "v2";
+            assert!(
+                !*was || now,
+                "user {user} moved back to stable at weight {weight}"
+            );
+            *was = now;
+        }
+        let share = on_candidate.iter().filter(|c| **c).count() as f64 / 300.0;
+        assert!(
+            (share - f64::from(weight) / 100.0).abs() < 0.1,
+            "weight {weight}: {share}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn header_and_cookie_rules_pick_the_candidate() {
+    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
+    let mut r = route("shop", &v1, Some(&v2), 0);
+    r.match_rules = vec![
+        MatchRule {
+            header: Some("X-Canary".into()),
+            ..MatchRule::default()
+        },
+        MatchRule {
+            cookie: Some("beta".into()),
+            exact: Some("yes".into()),
+            ..MatchRule::default()
+        },
+        MatchRule {
+            header: Some("X-Team".into()),
+            regex: Some("^check".into()),
+            ..MatchRule::default()
+        },
+    ];
+    let proxy = start(config(vec![r])).await;
+    let (c, addr) = (client(), proxy.listen_addrs()[0]);
+    assert_eq!(get(&c, addr, "/", &[]).await.1, "v1");
+    assert_eq!(get(&c, addr, "/", &[("x-canary", "always")]).await.1, "v2");
+    assert_eq!(
+        get(
+            &c,
+            addr,
+            "/",
+            &[("x-canary", "never"), ("cookie", "beta=yes")]
+        )
+        .await
+        .1,
+        "v1"
+    );
+    assert_eq!(
+        get(&c, addr, "/", &[("cookie", "a=1; beta=yes")]).await.1,
+        "v2"
+    );
+    assert_eq!(get(&c, addr, "/", &[("x-team", "checkout")]).await.1, "v2");
+    assert_eq!(get(&c, addr, "/", &[("x-team", "search")]).await.1, "v1");
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    let v1 = upstream("v1").await;
+    let proxy = start(config(vec![route("shop", &v1, None, 0)])).await;
+    let mut stream = TcpStream::connect(proxy.listen_addrs()[0])
+        .await
+        .expect("connect");
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(handshake.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.expect("read");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains(&format!(
+            "sec-websocket-accept: {}",
+            support::websocket_accept(key).to_lowercase()
+        )),
+        "{head}"
+    );
+    for message in ["hello", "through the proxy"] {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | message.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(message.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        stream.write_all(&frame).await.expect("write");
+        let mut reply = vec![0u8; 2 + message.len()];
+        stream.read_exact(&mut reply).await.expect("read");
+        assert_eq!(&reply[2..], message.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn an_h2c_client_reaches_an_http1_upstream() {
+    let v1 = upstream("v1").await;
+    let proxy = start(config(vec![route("shop", &v1, None, 0)])).await;
+    let h2: support::Client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = Request::get(format!("http://{}/headers", proxy.listen_addrs()[0]))
+        .body(full(""))
+        .expect("request");
+    let response = h2.request(req).await.expect("h2c request");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let seen: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert!(
+        seen.get("host").is_some(),
+        "the h2 authority reaches the h1 upstream as Host: {seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_megabyte_bodies_stream_in_flat_memory() {
+    let v1 = upstream("v1").await;
+    let proxy = start(config(vec![route("shop", &v1, None, 0)])).await;
+    let client = client();
+    let size: u64 = 100 * 1024 * 1024;
+    let before = support::rss_kib();
+    let upload = support::chunks::Chunks {
+        left: size,
+        chunk: bytes::Bytes::from(vec![b'u'; 64 * 1024]),
+    };
+    let req = Request::post(format!("http://{}/upload", proxy.listen_addrs()[0]))
+        .body(BodyExt::boxed(upload))
+        .expect("request");
+    let response = client.request(req).await.expect("upload");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(String::from_utf8_lossy(&body), size.to_string());
+    let req = Request::get(format!(
+        "http://{}/download?bytes={size}",
+        proxy.listen_addrs()[0]
+    ))
+    .body(full(""))
+    .expect("request");
+    let mut body = client.request(req).await.expect("download").into_body();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        received += frame
+            .expect("frame")
+            .data_ref()
+            .map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(received, size);
+    let growth = support::rss_kib().saturating_sub(before);
+    assert!(
+        growth < 40 * 1024,
+        "memory grew by {growth} KiB moving 200 MB"
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
+    let v1 = upstream("v1").await;
+    let proxy = start(config(vec![route("shop", &v1, None, 0)])).await;
+    let c = client();
+    let (status, body) = get(
+        &c,
+        proxy.listen_addrs()[0],
+        "/headers",
+        &[
+            ("connection", "x-private"),
+            ("x-private", "1"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "gzip"),
+            ("host", "shop.example:8080"),
+            ("x-forwarded-for", "10.1.1.1"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen: serde_json::Value = serde_json::from_str(&body).expect("json");
+    for gone in ["x-private", "proxy-authorization", "te"] {
+        assert!(
+            seen.get(gone).is_none(),
+            "{gone} reached the upstream: {seen}"
+        );
+    }
+    assert_eq!(
+        seen["host"], "shop.example:8080",
+        "the original Host is kept"
+    );
+    assert_eq!(seen["x-forwarded-for"], "10.1.1.1, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "shop.example:8080");
+    assert_eq!(
+        seen["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"shop.example:8080\""
+    );
+    let req = Request::get(format!("http://{}/headers", proxy.listen_addrs()[0]))
+        .body(full(""))
+        .expect("request");
+    let response = c.request(req).await.expect("response");
+    assert!(
+        response.headers().get("x-hop").is_none() && response.headers().get("keep-alive").is_none()
+    );
+    assert_eq!(response.headers()["x-end"], "kept");
+}
+
+async fn raw(proxy: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(proxy).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut out = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut out))
+        .await
+        .expect("answer in time")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&out[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn smuggling_attempts_are_rejected() {
+    let v1 = upstream("v1").await;
+    let proxy = start(config(vec![route("shop", &v1, None, 0)])).await;
+    let addr = proxy.listen_addrs()[0];
+    for attempt in [
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n b\r\n\r\n",
+    ] {
+        let answer = raw(addr, attempt).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{attempt:?} got {answer:?}"
+        );
+    }
+    assert_eq!(
+        v1.requests.load(Ordering::Relaxed),
+        0,
+        "nothing reached the upstream"
+    );
+
+    // Both Content-Length and Transfer-Encoding: handled as RFC 9112 §6.3 requires of an
+    // intermediary (the length is dropped, the chunked body forwarded, the connection
+    // closed after the answer), so a request hidden behind the first never runs.
+    let smuggle = "POST /headers HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(smuggle.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(
+        answer.matches("HTTP/1.1").count(),
+        1,
+        "one answer, then the connection closes: {answer}"
+    );
+    assert!(
+        answer.to_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("\"content-length\""),
+        "the upstream saw no Content-Length: {answer}"
+    );
+    assert_eq!(
+        v1.requests.load(Ordering::Relaxed),
+        1,
+        "the hidden request never reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_bodies_413() {
+    let v1 = upstream("v1").await;
+    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
+    cfg.limits.max_header_bytes = 8192;
+    cfg.limits.max_body_bytes = Some(1000);
+    let proxy = start(cfg).await;
+    let big = "x".repeat(20_000);
+    let answer = raw(
+        proxy.listen_addrs()[0],
+        &format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    let body = "y".repeat(2000);
+    let answer = raw(
+        proxy.listen_addrs()[0],
+        &format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n{body}"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let v1 = upstream("v1").await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let mut down = route("down", &v1, None, 0);
+    down.stable.endpoints = vec![closed.to_string()];
+    down.path_prefix = Some("/down".into());
+    let mut cfg = config(vec![route("shop", &v1, None, 0), down]);
+    cfg.timeouts.request = cutover_core::Duration::from_millis(300);
+    let proxy = start(cfg).await;
+    let c = client();
+    assert_eq!(
+        get(&c, proxy.listen_addrs()[0], "/down/x", &[]).await.0,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        get(&c, proxy.listen_addrs()[0], "/slow?ms=2000", &[])
+            .await
+            .0,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    assert_eq!(
+        get(&c, proxy.listen_addrs()[0], "/", &[]).await.0,
+        StatusCode::OK,
+        "still serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_with_every_endpoint_down_is_served_by_stable() {
+    let v1 = upstream("v1").await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let mut r = route("shop", &v1, None, 50);
+    r.candidate = Some(cutover_proxy::config::VersionConfig {
+        name: "v2".into(),
+        endpoints: vec![closed.to_string()],
+    });
+    let proxy = start(config(vec![r])).await;
+    let seen = load(proxy.listen_addrs()[0], 400, 4).await;
+    // Refused GETs are retried on stable; after five failures the endpoint is ejected and
+    // stable takes the candidate's share without trying.
+    assert_eq!(seen.get("200 OK v1"), Some(&400), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_changed_every_10ms_under_load_fail_no_request() {
+    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
+    let proxy = Arc::new(start(config(vec![route("shop", &v1, Some(&v2), 0)])).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (proxy, stop) = (proxy.clone(), stop.clone());
+        let mut r = route("shop", &v1, Some(&v2), 0);
+        tokio::spawn(async move {
+            let mut changes = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                r.weight = (changes * 7 % 101) as u8;
+                proxy
+                    .set_routes(&RouteTableConfig {
+                        routes: vec![r.clone()],
+                    })
+                    .await
+                    .expect("valid");
+                changes += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            changes
+        })
+    };
+    let addr = proxy.listen_addrs()[0];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let c = client();
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let (status, _) = get(&c, addr, "/", &[]).await;
+                if status == StatusCode::OK {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for w in workers {
+        let (o, f) = w.await.expect("worker");
+        ok += o;
+        failed += f;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let changes = flipper.await.expect("flipper");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    assert!(changes > 500, "only {changes} table changes");
+    assert!(ok > 1_000, "only {ok} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guardrail_trips_within_a_second_of_the_candidate_failing() {
+    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
+    let mut r = route("shop", &v1, Some(&v2), 50);
+    r.guardrails = vec![GuardrailSpec {
+        name: "candidate-5xx".into(),
+        metric: GuardrailMetric::ErrorRate,
+        max: 0.5,
+        window: cutover_core::Duration::from_secs(10),
+        min_requests: 20,
+    }];
+    let proxy = Arc::new(start(config(vec![r])).await);
+    let addr = proxy.listen_addrs()[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                get(&c, addr, "/", &[]).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        proxy
+            .events_since(0)
+            .iter()
+            .all(|e| !matches!(e.kind, EventKind::GuardrailTripped { .. })),
+        "no trip while healthy"
+    );
+    v2.failing.store(true, Ordering::Relaxed);
+    let failing_since = Instant::now();
+    let tripped = loop {
+        if let Some(e) = proxy
+            .events_since(0)
+            .into_iter()
+            .find(|e| matches!(e.kind, EventKind::GuardrailTripped { .. }))
+        {
+            break (e, failing_since.elapsed());
+        }
+        assert!(
+            failing_since.elapsed() < Duration::from_secs(5),
+            "no trip after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (event, after) = tripped;
+    assert!(
+        after < Duration::from_secs(1),
+        "tripped {after:?} after the candidate started failing"
+    );
+    assert!(
+        matches!(event.kind, EventKind::GuardrailTripped { ref guardrail, .. } if guardrail == "candidate-5xx")
+    );
+    assert_eq!(
+        proxy.routes().routes[0].weight,
+        0,
+        "the candidate is cut off"
+    );
+    let served_before = v2.requests.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        v2.requests.load(Ordering::Relaxed),
+        served_before,
+        "no traffic reaches the candidate after the trip"
+    );
+    stop.store(true, Ordering::Relaxed);
+    loader.await.expect("loader");
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_token_for_writes_and_exports_metrics() {
+    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
+    let dir = std::env::temp_dir().join(format!("cutover-proxy-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("token");
+    let mut cfg = config(vec![route("shop", &v1, Some(&v2), 0)]);
+    cfg.admin.token_file = Some(token_file);
+    let proxy = start(cfg).await;
+    let admin = proxy.admin_addr();
+    let c = client();
+    get(&c, proxy.listen_addrs()[0], "/", &[]).await;
+    let table = serde_json::json!({"routes": [route("shop", &v1, Some(&v2), 100)]}).to_string();
+    let put = |token: Option<&str>| {
+        let mut req = Request::put(format!("http://{admin}/routes"));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        req.body(full(table.clone())).expect("request")
+    };
+    assert_eq!(
+        c.request(put(None)).await.expect("response").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.request(put(Some("wrong")))
+            .await
+            .expect("response")
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.request(put(Some("s3cret")))
+            .await
+            .expect("response")
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(get(&c, proxy.listen_addrs()[0], "/", &[]).await.1, "v2");
+    let bad = Request::put(format!("http://{admin}/routes"))
+        .header("authorization", "Bearer s3cret")
+        .body(full("{\"routes\": [{\"release\": 1}]}"))
+        .expect("request");
+    assert_eq!(
+        c.request(bad).await.expect("response").status(),
+        StatusCode::BAD_REQUEST
+    );
+    let (status, routes) = get(&c, admin, "/routes", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(routes.contains("\"weight\": 100"), "{routes}");
+    let (_, metrics) = get(&c, admin, "/metrics", &[]).await;
+    assert!(
+        metrics.contains(
+            "cutover_requests_total{release=\"shop\",version=\"v1\",code_class=\"2xx\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "cutover_requests_total{release=\"shop\",version=\"v2\",code_class=\"2xx\"} 1"
+        ),
+        "{metrics}"
+    );
+    let window = proxy.window("shop", "v2", 60).expect("routed");
+    assert_eq!((window.requests, window.error_rate), (1, Some(0.0)));
+    assert_eq!(get(&c, admin, "/healthz", &[]).await.0, StatusCode::OK);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let v1 = upstream("v1").await;
+    let proxy = start(config(vec![route("shop", &v1, None, 0)])).await;
+    let addr = proxy.listen_addrs()[0];
+    let slow = tokio::spawn(async move { get(&client(), addr, "/slow?ms=500", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.shutdown().await;
+    let (status, body) = slow.await.expect("request");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "v1"));
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
