@@ -27,15 +27,16 @@ python3 - "$CONNECTIONS" "$PROXY" <<'PY'
 import socket, sys, time
 n, pid = int(sys.argv[1]), sys.argv[2]
 conns = []
+# One request at a time, each on a new connection left open: the idle connections pile
+# up, while the upstream side sees one request at a time (no burst of upstream connections).
 for i in range(n):
     s = socket.create_connection(("127.0.0.1", 19300))
     s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-    conns.append(s)
-for s in conns:
     s.settimeout(10)
     data = b""
     while b"\r\n\r\n" not in data:
         data += s.recv(4096)
+    conns.append(s)
 time.sleep(1)
 rss = int([l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0])
 print(f"RSS with {n} idle keep-alive connections: {rss // 1024} MiB")

@@ -55,7 +55,10 @@ pub fn run(path: &Path, env: &BTreeMap<String, String>) -> u8 {
             Ok(proxy) => proxy,
             Err(e) => {
                 eprintln!("error: {}", error_chain(&e));
-                return exit::UNAVAILABLE;
+                return match e {
+                    cutover_proxy::StartError::Routes(_) => exit::INVALID_INPUT,
+                    _ => exit::UNAVAILABLE,
+                };
             }
         };
         eprintln!(

@@ -197,7 +197,20 @@ async fn put_routes(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBo
             );
         }
     };
-    let config: RouteTableConfig = match serde_json::from_slice(&body) {
+    // What `GET /routes` returns can be sent back as it is: its `generation` is ignored.
+    let mut value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid route table: {e}"),
+            );
+        }
+    };
+    if let Some(object) = value.as_object_mut() {
+        object.remove("generation");
+    }
+    let config: RouteTableConfig = match serde_json::from_value(value) {
         Ok(config) => config,
         Err(e) => {
             return error(

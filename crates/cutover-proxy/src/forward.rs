@@ -9,15 +9,15 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -112,24 +112,29 @@ fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
         .flatten()
 }
 
-/// Request shapes used to smuggle a second request past a proxy: both `Content-Length`
-/// and `Transfer-Encoding`, a `Transfer-Encoding` that does not end in `chunked`, or
-/// conflicting lengths.
+/// Request shapes used to smuggle a second request past a proxy: a `Transfer-Encoding`
+/// other than plain `chunked` (a coding the proxy would silently drop, or one the upstream
+/// may read differently), or conflicting lengths. (Both `Content-Length` and
+/// `Transfer-Encoding` never get here over HTTP/1: the parser drops the length and closes
+/// the connection after the answer, as RFC 9112 §6.3 requires of an intermediary. The
+/// check stays for requests that arrive another way.)
 fn smuggling(headers: &HeaderMap) -> Option<&'static str> {
     let te: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
     let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
     if !te.is_empty() && !cl.is_empty() {
         return Some("both Content-Length and Transfer-Encoding");
     }
-    if let Some(last) = te.last() {
-        let chunked_last = last
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
-        if !chunked_last {
-            return Some("a Transfer-Encoding that does not end in chunked");
-        }
+    let codings: Vec<&str> = te
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let plain_chunked =
+        matches!(codings.as_slice(), [only] if only.eq_ignore_ascii_case("chunked"));
+    if !te.is_empty() && !plain_chunked {
+        return Some("a Transfer-Encoding other than chunked");
     }
     if cl.len() > 1 && cl.windows(2).any(|w| w[0] != w[1]) {
         return Some("conflicting Content-Length values");
@@ -163,14 +168,6 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-fn has_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0")
 }
 
 /// Adds `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from `peer`.
@@ -236,6 +233,62 @@ fn random() -> u64 {
     })
 }
 
+/// Why an upstream call gave no response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failed {
+    /// The upstream failed: 502 or 504, and it counts against the endpoint's health.
+    Upstream(UpstreamError),
+    /// The client's streamed body went past `maxBodyBytes`: 413, nobody's fault upstream.
+    BodyTooLarge,
+}
+
+/// A request body cut off at `limit` bytes. Going past it ends the body with an error and
+/// sets `exceeded`, so the failure is answered 413 rather than blamed on the upstream.
+struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if len > this.remaining {
+                    this.exceeded.store(true, Ordering::Relaxed);
+                    return std::task::Poll::Ready(Some(Err(
+                        "request body larger than maxBodyBytes".into(),
+                    )));
+                }
+                this.remaining -= len;
+                std::task::Poll::Ready(Some(Ok(frame)))
+            }
+            other => other.map(|f| f.map(|r| r.map_err(BoxError::from))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Methods whose copy to the candidate changes nothing: only these are mirrored.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// Serves one client request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -246,7 +299,8 @@ pub(crate) async fn handle(
     if let Some(shape) = smuggling(req.headers()) {
         return Ok(text(StatusCode::BAD_REQUEST, &format!("rejected: {shape}")));
     }
-    if let Some(max) = shared.config.limits.max_body_bytes {
+    let max_body = shared.config.limits.max_body_bytes;
+    if let Some(max) = max_body {
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -273,22 +327,30 @@ pub(crate) async fn handle(
     let random = random();
     let (version, endpoint) = match route.version(pick).pick(now_ms, random, None) {
         Some(endpoint) => (route.version(pick), endpoint.clone()),
-        // Every candidate endpoint is ejected: stable serves its traffic.
-        None => match route
-            .stable
-            .pick(now_ms, random, None)
-            .or_else(|| route.stable.endpoints.first())
-        {
-            Some(endpoint) => (&route.stable, endpoint.clone()),
-            None => {
-                return Ok(text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the release has no endpoints",
-                ));
+        None => {
+            if pick == Pick::Candidate
+                && let Some(candidate) = &route.candidate
+            {
+                // Every candidate endpoint is ejected: stable serves the request, and the
+                // candidate is charged an unavailable request, so its error rate (and its
+                // guardrails) see it failing.
+                candidate.stats.unavailable(shared.second());
             }
-        },
+            match route
+                .stable
+                .pick(now_ms, random, None)
+                .or_else(|| route.stable.endpoints.first())
+            {
+                Some(endpoint) => (&route.stable, endpoint.clone()),
+                None => {
+                    return Ok(text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the release has no endpoints",
+                    ));
+                }
+            }
+        }
     };
-    let stats = version.stats.clone();
 
     let upgrade = upgrade_of(&req);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -298,6 +360,9 @@ pub(crate) async fn handle(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let (mut parts, body) = req.into_parts();
+    // Before the hop-by-hop headers go: HTTP/1 chunked bodies and HTTP/2 bodies without a
+    // length both show here.
+    let has_body = !body.is_end_stream();
     strip_hop_by_hop(&mut parts.headers);
     add_forwarding(&mut parts.headers, peer, original_host.as_ref(), tls);
     if let Some(protocol) = &upgrade {
@@ -311,12 +376,23 @@ pub(crate) async fn handle(
     {
         parts.headers.insert(header::HOST, host.clone());
     }
-    let replayable = is_idempotent(&parts.method) && !has_body(&parts.headers) && upgrade.is_none();
-    let body: ProxyBody = match shared.config.limits.max_body_bytes {
-        Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed(),
+    let replayable = is_idempotent(&parts.method) && !has_body && upgrade.is_none();
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let body: ProxyBody = match max_body {
+        Some(max) => LimitedBody {
+            inner: body,
+            remaining: max,
+            exceeded: exceeded.clone(),
+        }
+        .boxed(),
         None => body.map_err(BoxError::from).boxed(),
     };
-    let mirror = (pick == Pick::Stable && replayable && route.mirror()).then(|| {
+    let mirror = (pick == Pick::Stable
+        && !has_body
+        && is_safe(&parts.method)
+        && upgrade.is_none()
+        && route.mirror())
+    .then(|| {
         (
             parts.method.clone(),
             parts.uri.clone(),
@@ -324,25 +400,54 @@ pub(crate) async fn handle(
         )
     });
 
-    let started = Instant::now();
+    let mut stats = version.stats.clone();
+    let mut started = Instant::now();
     stats.start();
-    let mut result = send(&shared, &endpoint, &parts, body).await;
-    if let Err(UpstreamError::Connect) = result
+    // Boxed: hyper keeps room for this handler's future for as long as the client
+    // connection lives, so the large upstream state is allocated per request instead of
+    // sitting in every idle keep-alive connection.
+    let mut result = Box::pin(send(
+        &shared,
+        &endpoint,
+        &parts,
+        body,
+        upgrade.is_some(),
+        &exceeded,
+    ))
+    .await;
+    if let Err(Failed::Upstream(UpstreamError::Connect)) = result
         && replayable
     {
         // Refused before anything was sent: safe to try once more, on another instance
         // of the same version, or on stable if the candidate has no other.
         let now_ms = shared.now_ms();
-        let other = version
+        let retry = version
             .pick(now_ms, random.rotate_left(17), Some(&endpoint))
+            .map(|e| (version, e.clone()))
             .or_else(|| {
                 (pick == Pick::Candidate)
-                    .then(|| route.stable.pick(now_ms, random, None))
+                    .then(|| {
+                        route
+                            .stable
+                            .pick(now_ms, random, None)
+                            .map(|e| (&route.stable, e.clone()))
+                    })
                     .flatten()
-            })
-            .cloned();
-        if let Some(other) = other {
-            result = send(&shared, &other, &parts, empty()).await;
+            });
+        if let Some((retry_version, other)) = retry {
+            if !Arc::ptr_eq(&retry_version.stats, &stats) {
+                // The candidate's failure is the candidate's; stable's answer is stable's.
+                stats.finish(
+                    None,
+                    Some(UpstreamError::Connect),
+                    started.elapsed(),
+                    shared.second(),
+                );
+                stats = retry_version.stats.clone();
+                started = Instant::now();
+                stats.start();
+            }
+            result = Box::pin(send(&shared, &other, &parts, empty(), false, &exceeded)).await;
         }
     }
     let response = match result {
@@ -364,9 +469,17 @@ pub(crate) async fn handle(
             } else {
                 strip_hop_by_hop(response.headers_mut());
             }
-            response.map(|b| b.map_err(BoxError::from).boxed())
+            response
         }
-        Err(kind) => {
+        Err(Failed::BodyTooLarge) => {
+            stats.finish(Some(413), None, started.elapsed(), shared.second());
+            let max = max_body.unwrap_or_default();
+            text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body larger than {max} bytes"),
+            )
+        }
+        Err(Failed::Upstream(kind)) => {
             stats.finish(None, Some(kind), started.elapsed(), shared.second());
             match kind {
                 UpstreamError::Timeout => text(
@@ -389,30 +502,65 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-/// Sends one request to `endpoint` within the request timeout, updating its health.
-async fn send(
-    shared: &Shared,
-    endpoint: &Arc<Endpoint>,
-    parts: &http::request::Parts,
-    body: ProxyBody,
-) -> Result<Response<Incoming>, UpstreamError> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("{}{path}", endpoint.base).parse::<Uri>() else {
-        return Err(UpstreamError::Connect);
-    };
+/// Builds the upstream request from the client's parts: origin-form URI (absolute-form
+/// for the pooled legacy client), HTTP/1.1 whatever the client spoke.
+fn upstream_request(parts: &http::request::Parts, uri: Uri, body: ProxyBody) -> Request<ProxyBody> {
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+/// Sends one request to `endpoint` within the request timeout, updating its health.
+/// Upgrade requests go through hyper-util's client, which hands over the upgraded
+/// connection; everything else through the inline-driven pool of [`crate::upstream`].
+async fn send(
+    shared: &Shared,
+    endpoint: &Arc<Endpoint>,
+    parts: &http::request::Parts,
+    body: ProxyBody,
+    upgrade: bool,
+    body_exceeded: &AtomicBool,
+) -> Result<Response<ProxyBody>, Failed> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let _in_flight = endpoint.begin();
     let timeout: std::time::Duration = shared.config.timeouts.request.into();
-    let outcome = match tokio::time::timeout(timeout, shared.client.request(request)).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
-        Ok(Err(_)) => Err(UpstreamError::Reset),
-        Err(_) => Err(UpstreamError::Timeout),
+    let outcome = if upgrade {
+        let Ok(uri) = format!("{}{path}", endpoint.base).parse::<Uri>() else {
+            return Err(Failed::Upstream(UpstreamError::Connect));
+        };
+        let request = upstream_request(parts, uri, body);
+        match tokio::time::timeout(timeout, shared.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response.map(|b| b.map_err(BoxError::from).boxed())),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
+            Ok(Err(_)) => Err(UpstreamError::Reset),
+            Err(_) => Err(UpstreamError::Timeout),
+        }
+    } else {
+        let Ok(uri) = path.parse::<Uri>() else {
+            return Err(Failed::Upstream(UpstreamError::Connect));
+        };
+        let replayable = body.is_end_stream();
+        let replay = || upstream_request(parts, uri.clone(), empty());
+        let target = crate::upstream::Target {
+            authority: &endpoint.authority,
+            pool: endpoint,
+            connect_timeout: shared.config.timeouts.connect.into(),
+            idle_timeout: shared.config.timeouts.upstream_idle.into(),
+        };
+        let request = upstream_request(parts, uri.clone(), body);
+        let replay: Option<&(dyn Fn() -> Request<ProxyBody> + Sync)> =
+            if replayable { Some(&replay) } else { None };
+        match tokio::time::timeout(timeout, crate::upstream::send(&target, request, replay)).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout),
+        }
     };
+    if outcome.is_err() && body_exceeded.load(Ordering::Relaxed) {
+        return Err(Failed::BodyTooLarge);
+    }
     let health = &shared.config.health;
     match outcome {
         Ok(_) => endpoint.succeeded(),
@@ -426,7 +574,7 @@ async fn send(
             }
         }
     }
-    outcome
+    outcome.map_err(Failed::Upstream)
 }
 
 /// Copies a request to the candidate in the background; its answer is discarded and the
@@ -452,7 +600,16 @@ fn mirror_to_candidate(
         let stats: Arc<VersionStats> = candidate.stats.clone();
         let started = Instant::now();
         stats.start();
-        match send(&shared, &endpoint, &parts, empty()).await {
+        match send(
+            &shared,
+            &endpoint,
+            &parts,
+            empty(),
+            false,
+            &AtomicBool::new(false),
+        )
+        .await
+        {
             Ok(response) => {
                 stats.finish(
                     Some(response.status().as_u16()),
@@ -462,7 +619,10 @@ fn mirror_to_candidate(
                 );
                 let _ = response.into_body().collect().await;
             }
-            Err(kind) => stats.finish(None, Some(kind), started.elapsed(), shared.second()),
+            Err(Failed::Upstream(kind)) => {
+                stats.finish(None, Some(kind), started.elapsed(), shared.second())
+            }
+            Err(Failed::BodyTooLarge) => {}
         }
     });
 }
@@ -533,7 +693,8 @@ mod tests {
             ]))
             .is_some()
         );
-        assert!(smuggling(&headers(&[("transfer-encoding", "gzip, chunked")])).is_none());
+        assert!(smuggling(&headers(&[("transfer-encoding", "gzip, chunked")])).is_some());
+        assert!(smuggling(&headers(&[("transfer-encoding", "chunked")])).is_none());
         assert!(smuggling(&headers(&[("content-length", "5")])).is_none());
     }
 
@@ -554,5 +715,19 @@ mod tests {
             h[header::FORWARDED],
             "for=\"[::1]\";proto=https;host=\"shop.example\""
         );
+    }
+}
+
+#[cfg(test)]
+mod future_size {
+    fn size_of_future<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every idle keep-alive connection reserves room for this future: keep it small.
+    #[test]
+    fn the_request_handler_future_stays_small() {
+        let size = size_of_future(super::handle);
+        assert!(size <= 2048, "handle's future is {size} bytes");
     }
 }

@@ -19,6 +19,7 @@ mod guardrail;
 mod listen;
 pub mod metrics;
 pub mod table;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -155,10 +156,18 @@ impl Proxy {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut listen_addrs = Vec::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            shared.config.limits.max_connections.max(1),
+        ));
         for listener in &shared.config.listeners {
             let bound = listen::bind(listener).await?;
             listen_addrs.push(bound.local_addr);
-            tasks.spawn(listen::serve(shared.clone(), bound, shutdown_rx.clone()));
+            tasks.spawn(listen::serve(
+                shared.clone(),
+                bound,
+                permits.clone(),
+                shutdown_rx.clone(),
+            ));
         }
         let admin = listen::bind_plain(shared.config.admin.address).await?;
         let admin_addr = admin.local_addr;
@@ -208,7 +217,8 @@ impl Proxy {
     }
 
     /// Stops accepting, lets in-flight requests and tunnels finish within the configured
-    /// grace period, then returns.
+    /// grace period, then returns. Connections still open after the grace period are
+    /// closed when the runtime stops (at process exit for `cutover proxy`).
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         let grace: std::time::Duration = self.shared.config.timeouts.shutdown_grace.into();

@@ -75,10 +75,18 @@ fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts and serves connections until shutdown, then drains them.
-pub(crate) async fn serve(shared: Arc<Shared>, bound: Bound, mut shutdown: watch::Receiver<bool>) {
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts and serves connections until shutdown, then drains them. `permits` is shared by
+/// every listener: `maxConnections` caps them all together.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    bound: Bound,
+    permits: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let limits = shared.config.limits.clone();
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -89,7 +97,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, bound: Bound, mut shutdown: watch
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(1024)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let tls = bound.tls.clone();
     loop {
@@ -132,7 +141,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, bound: Bound, mut shutdown: watch
             }
             Some(acceptor) => {
                 tokio::spawn(Box::pin(async move {
-                    let Ok(stream) = acceptor.accept(stream).await else {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let Ok(Ok(stream)) = handshake.await else {
                         return;
                     };
                     let service =

@@ -39,8 +39,8 @@ impl UpstreamError {
     }
 }
 
-/// Latency buckets of the rolling windows: 64 log-spaced upper bounds from 50 µs to about
-/// 80 s (×1.25 each). Coarse (a quantile is known to within 25 %) but small: a window of
+/// Latency buckets of the rolling windows: 63 log-spaced upper bounds from 50 µs to about
+/// 51 s (×1.25 each), and a last bucket for anything slower. Coarse (a quantile is known to within 25 %) but small: a window of
 /// five minutes costs about 80 KB per version, where per-second HDR histograms would cost
 /// megabytes.
 const WINDOW_BUCKETS: usize = 64;
@@ -190,6 +190,29 @@ impl VersionStats {
         }
     }
 
+    /// A request meant for this version that it could not take (every endpoint ejected):
+    /// counted as a 5xx and a connect failure, with no latency, so the error rate and the
+    /// guardrails see a version that is down.
+    pub fn unavailable(&self, second: u64) {
+        self.by_class[4].fetch_add(1, Ordering::Relaxed);
+        self.upstream_errors[0].fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut window) = self.window.lock() {
+            if window.back().is_none_or(|s| s.second < second) {
+                window.push_back(Slot::empty(second));
+                while window
+                    .front()
+                    .is_some_and(|s| s.second + self.window_len < second)
+                {
+                    window.pop_front();
+                }
+            }
+            if let Some(slot) = window.back_mut() {
+                slot.requests += 1;
+                slot.errors += 1;
+            }
+        }
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed)
@@ -221,10 +244,13 @@ impl VersionStats {
             }
         }
         stats.request_rate = stats.requests as f64 / seconds as f64;
+        let timed: u64 = latency.iter().sum();
         if stats.requests > 0 {
             stats.error_rate = Some(stats.errors as f64 / stats.requests as f64);
+        }
+        if timed > 0 {
             let quantile = |q: f64| {
-                let rank = (q * stats.requests as f64).ceil().max(1.0) as u64;
+                let rank = (q * timed as f64).ceil().max(1.0) as u64;
                 let mut seen = 0;
                 for (i, count) in latency.iter().enumerate() {
                     seen += count;

@@ -41,6 +41,8 @@ pub struct Endpoint {
     ejections_in_row: AtomicU32,
     /// Milliseconds on the proxy's clock until which the endpoint is ejected.
     ejected_until: AtomicU64,
+    /// Idle upstream connections to this endpoint.
+    pub(crate) idle: crate::upstream::IdlePool,
 }
 
 impl Endpoint {
@@ -52,6 +54,7 @@ impl Endpoint {
             consecutive_failures: AtomicU32::new(0),
             ejections_in_row: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            idle: crate::upstream::IdlePool::default(),
         }
     }
 
@@ -161,6 +164,9 @@ pub struct Route {
     pub mirror_bp: u32,
     /// Spreads weighted decisions evenly (a Weyl sequence, see [`Route::bucket`]).
     counter: AtomicU64,
+    /// The same for mirroring decisions, kept apart so that mirroring does not skew the
+    /// weighted split.
+    mirror_counter: AtomicU64,
 }
 
 /// Which version serves a request.
@@ -275,16 +281,16 @@ impl Route {
 
     /// Whether this stable-bound request should also be copied to the candidate.
     pub fn mirror(&self) -> bool {
-        self.candidate.is_some() && self.mirror_bp > 0 && self.bucket() < self.mirror_bp
+        self.candidate.is_some()
+            && self.mirror_bp > 0
+            && bucket(&self.mirror_counter) < self.mirror_bp
     }
 
     /// The next bucket of the route's low-discrepancy sequence: consecutive requests
     /// spread evenly over 0..10,000, so 100,000 requests at 90/10 land within a few
     /// requests of the weights, where a random draw would wander by hundreds.
     fn bucket(&self) -> u32 {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        ((u128::from(x) * 10_000) >> 64) as u32
+        bucket(&self.counter)
     }
 
     /// The version for `pick` (the candidate falls back to stable when absent).
@@ -317,7 +323,7 @@ impl RouteTable {
                 .host
                 .as_deref()
                 .is_none_or(|h| host.is_some_and(|host| host.eq_ignore_ascii_case(h)))
-                && path.starts_with(r.config.path_prefix.as_deref().unwrap_or("/"))
+                && under_prefix(path, r.config.path_prefix.as_deref().unwrap_or("/"))
         })
     }
 
@@ -464,6 +470,7 @@ impl Registry {
                 weight_bp: u32::from(route.weight) * 100,
                 mirror_bp: u32::from(route.mirror_percent) * 100,
                 counter: AtomicU64::new(seed(&route.release)),
+                mirror_counter: AtomicU64::new(seed(&route.release).rotate_left(32)),
                 config: route.clone(),
             }));
         }
@@ -475,6 +482,27 @@ impl Registry {
             )
         });
         Ok(RouteTable { routes, generation })
+    }
+}
+
+/// The next bucket (0..10,000) of the low-discrepancy sequence kept in `counter`.
+fn bucket(counter: &AtomicU64) -> u32 {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((u128::from(x) * 10_000) >> 64) as u32
+}
+
+/// Whether `path` lies under `prefix` on a segment boundary: `/api` takes `/api` and
+/// `/api/users`, not `/apiary`.
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => {
+            prefix.ends_with('/')
+                || rest.is_empty()
+                || rest.starts_with('/')
+                || rest.starts_with('?')
+        }
+        None => false,
     }
 }
 
@@ -550,6 +578,25 @@ mod tests {
             }
         }
         assert!(last.iter().all(|p| *p == Pick::Candidate));
+    }
+
+    #[test]
+    fn mirroring_does_not_skew_the_weighted_split() {
+        let t = table(50, |r| r.mirror_percent = 10);
+        let route = &t.routes[0];
+        let (mut candidate, mut mirrored) = (0, 0);
+        for _ in 0..10_000 {
+            if route.choose(&HeaderMap::new(), None) == Pick::Candidate {
+                candidate += 1;
+            } else if route.mirror() {
+                mirrored += 1;
+            }
+        }
+        assert!((4_950..=5_050).contains(&candidate), "{candidate}");
+        assert!(
+            (450..=550).contains(&mirrored),
+            "{mirrored} of ~5,000 stable requests mirrored"
+        );
     }
 
     #[test]
@@ -637,5 +684,11 @@ mod tests {
         assert_eq!(release(None, "/api/v2/x"), Some("r2".into()));
         assert_eq!(release(None, "/api/x"), Some("r1".into()));
         assert_eq!(release(None, "/other"), None);
+        assert_eq!(
+            release(None, "/apiary"),
+            None,
+            "prefixes match whole segments"
+        );
+        assert_eq!(release(None, "/api"), Some("r1".into()));
     }
 }

@@ -649,3 +649,114 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let v1 = upstream("v1").await;
+    let proxy = start(config(vec![route("shop", &v1, None, 0)])).await;
+    let c = client();
+    for _ in 0..50 {
+        assert_eq!(get(&c, proxy.listen_addrs()[0], "/", &[]).await.1, "v1");
+    }
+    assert_eq!(
+        get(&c, proxy.listen_addrs()[0], "/download?bytes=300000", &[])
+            .await
+            .1
+            .len(),
+        300_000
+    );
+    assert_eq!(get(&c, proxy.listen_addrs()[0], "/", &[]).await.1, "v1");
+    assert_eq!(
+        v1.connections.load(Ordering::Relaxed),
+        1,
+        "one upstream connection served them all"
+    );
+}
+
+/// Regression: a chunked (or HTTP/2, length-less) PUT counted as bodiless, so a retry or a
+/// mirror sent it on with an empty body.
+#[tokio::test]
+async fn bodies_are_never_replayed_empty_and_only_safe_methods_are_mirrored() {
+    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
+    let mut r = route("shop", &v1, Some(&v2), 0);
+    r.mirror_percent = 100;
+    let proxy = start(config(vec![r])).await;
+    let c = client();
+    let upload = support::chunks::Chunks {
+        left: 1000,
+        chunk: bytes::Bytes::from(vec![b'u'; 100]),
+    };
+    let req = Request::put(format!("http://{}/upload", proxy.listen_addrs()[0]))
+        .body(BodyExt::boxed(upload))
+        .expect("request");
+    let body = c
+        .request(req)
+        .await
+        .expect("response")
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "1000",
+        "the chunked body arrived whole"
+    );
+    let req = Request::delete(format!("http://{}/", proxy.listen_addrs()[0]))
+        .body(full(""))
+        .expect("request");
+    c.request(req).await.expect("response");
+    get(&c, proxy.listen_addrs()[0], "/", &[]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        v2.requests.load(Ordering::Relaxed),
+        1,
+        "only the GET was mirrored"
+    );
+}
+
+/// Regression: a streamed body over the limit was answered 502 and blamed on the upstream.
+#[tokio::test]
+async fn a_streamed_body_over_the_limit_is_413_not_an_upstream_failure() {
+    let v1 = upstream("v1").await;
+    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
+    cfg.limits.max_body_bytes = Some(10_000);
+    let proxy = start(cfg).await;
+    let c = client();
+    let upload = support::chunks::Chunks {
+        left: 100_000,
+        chunk: bytes::Bytes::from(vec![b'u'; 1000]),
+    };
+    let req = Request::post(format!("http://{}/upload", proxy.listen_addrs()[0]))
+        .body(BodyExt::boxed(upload))
+        .expect("request");
+    let status = c.request(req).await.map(|r| r.status());
+    assert!(
+        matches!(status, Ok(StatusCode::PAYLOAD_TOO_LARGE)),
+        "{status:?}"
+    );
+    let window = proxy.window("shop", "v1", 60).expect("routed");
+    assert_eq!(window.errors, 0, "not an upstream failure");
+}
+
+/// Regression: a candidate whose every endpoint was down looked healthy, since its
+/// requests were retried on stable and counted there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_is_down_shows_as_failing() {
+    let v1 = upstream("v1").await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let mut r = route("shop", &v1, None, 50);
+    r.candidate = Some(cutover_proxy::config::VersionConfig {
+        name: "v2".into(),
+        endpoints: vec![closed.to_string()],
+    });
+    let proxy = start(config(vec![r])).await;
+    load(proxy.listen_addrs()[0], 200, 2).await;
+    let candidate = proxy.window("shop", "v2", 60).expect("routed");
+    assert_eq!(candidate.error_rate, Some(1.0), "{candidate:?}");
+    assert!((90..=110).contains(&candidate.requests), "{candidate:?}");
+}

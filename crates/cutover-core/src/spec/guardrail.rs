@@ -3,9 +3,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Duration;
 
-/// A hard limit the proxy checks by itself on a sliding window. A trip cuts the candidate's
-/// weight to 0 within a second and rolls the release back, without waiting for an analysis
-/// interval.
+/// A hard limit the proxy checks by itself on a sliding window. A trip cuts all traffic to
+/// the candidate within a second and raises an event on which the controller rolls the
+/// release back, without waiting for an analysis interval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GuardrailSpec {

@@ -53,6 +53,7 @@ pub enum StickyKey {
     Cookie(String),
     /// The value of this header.
     Header(String),
-    /// The client's IP address (the first `X-Forwarded-For` hop when the proxy trusts it).
+    /// The client's IP address as the proxy sees it (the TCP peer; behind another proxy,
+    /// use a header that carries the client's identity instead).
     ClientIp,
 }

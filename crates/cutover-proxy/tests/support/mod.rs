@@ -37,6 +37,8 @@ pub struct Upstream {
     /// While set, every ordinary request answers 500.
     pub failing: Arc<AtomicBool>,
     pub requests: Arc<AtomicU64>,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicU64>,
 }
 
 pub async fn upstream(version: &'static str) -> Upstream {
@@ -44,12 +46,14 @@ pub async fn upstream(version: &'static str) -> Upstream {
     let addr = listener.local_addr().expect("addr");
     let failing = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
-    let (f, r) = (failing.clone(), requests.clone());
+    let connections = Arc::new(AtomicU64::new(0));
+    let (f, r, c) = (failing.clone(), requests.clone(), connections.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            c.fetch_add(1, Ordering::Relaxed);
             let (f, r) = (f.clone(), r.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| answer(version, f.clone(), r.clone(), req));
@@ -64,6 +68,7 @@ pub async fn upstream(version: &'static str) -> Upstream {
         addr,
         failing,
         requests,
+        connections,
     }
 }
 
