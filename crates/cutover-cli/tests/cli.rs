@@ -176,3 +176,53 @@ fn version_and_help() {
         assert!(text.contains(command), "{text}");
     }
 }
+
+#[test]
+fn proxy_reports_a_bad_config_with_its_position_and_drains_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("cutover-cli-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "listeners:\n  - address: 127.0.0.1:0\n    tsl: {}\n").expect("written");
+    let output = cutover(&["proxy", "--config", &bad.display().to_string()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown field 'tsl' at listeners[0]")
+            && stderr.contains("bad.yaml:3:5")
+            && stderr.contains("did you mean 'tls'?"),
+        "{stderr}"
+    );
+
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n",
+    )
+    .expect("written");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["proxy", "--config", &good.display().to_string()])
+        .env_clear()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).expect("read") > 0,
+            "exited early"
+        );
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    assert_eq!(
+        child.wait().expect("exits").code(),
+        Some(0),
+        "a drained shutdown exits 0"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

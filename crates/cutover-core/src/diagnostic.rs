@@ -277,13 +277,16 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let lower = word.to_lowercase();
     candidates
         .into_iter()
-        .map(|c| {
-            let score = strsim::jaro_winkler(&lower, &c.to_lowercase());
-            (c, score)
+        .filter_map(|c| {
+            let candidate = c.to_lowercase();
+            let similarity = strsim::jaro_winkler(&lower, &candidate);
+            // Short words are judged by edits: `tsl` is one transposition from `tls`.
+            let edits = strsim::damerau_levenshtein(&lower, &candidate);
+            let close = similarity >= 0.8 || (edits <= 1 && lower.len() >= 2);
+            close.then_some((c, edits, similarity))
         })
-        .filter(|(_, score)| *score >= 0.8)
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(c, _)| c)
+        .min_by(|a, b| a.1.cmp(&b.1).then(b.2.total_cmp(&a.2)))
+        .map(|(c, _, _)| c)
 }
 
 /// `did you mean 'x'?` for the closest candidate, if any.
@@ -326,5 +329,7 @@ mod tests {
             Some("setWeight")
         );
         assert_eq!(closest("zzz", ["canary", "blueGreen"]), None);
+        assert_eq!(closest("tsl", ["address", "tls"]), Some("tls"));
+        assert_eq!(closest("x", ["y", "tls"]), None);
     }
 }

@@ -760,3 +760,97 @@ async fn a_candidate_that_is_down_shows_as_failing() {
     assert_eq!(candidate.error_rate, Some(1.0), "{candidate:?}");
     assert!((90..=110).contains(&candidate.requests), "{candidate:?}");
 }
+
+/// A TLS connection to `proxy` trusting `roots` and offering `alpn`.
+async fn tls_connect(
+    proxy: std::net::SocketAddr,
+    roots: &tokio_rustls::rustls::RootCertStore,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use tokio_rustls::rustls;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    client_config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let tcp = TcpStream::connect(proxy).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// A TLS listener with a certificate from files answers HTTP/2 and HTTP/1.1, as ALPN picks.
+#[tokio::test]
+async fn tls_listeners_speak_http2_and_http1_by_alpn() {
+    let v1 = upstream("v1").await;
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let dir = std::env::temp_dir().join(format!("cutover-proxy-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, certified.cert.pem()).expect("cert");
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).expect("key");
+    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
+    cfg.listeners[0].tls = Some(cutover_proxy::config::TlsConfig {
+        cert_file,
+        key_file,
+    });
+    let proxy = start(cfg).await;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("root");
+    let addr = proxy.listen_addrs()[0];
+
+    let tls = tls_connect(addr, &roots, b"h2").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("h2");
+    tokio::spawn(conn);
+    let response = h2
+        .send_request(
+            Request::get("https://localhost/")
+                .body(full(""))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes(),
+        "v1"
+    );
+
+    let tls = tls_connect(addr, &roots, b"http/1.1").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let request = Request::get("/headers")
+        .header("host", "localhost")
+        .body(full(""))
+        .expect("request");
+    let response = h1.send_request(request).await.expect("response");
+    assert_eq!(response.version(), http::Version::HTTP_11);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let seen: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        seen["x-forwarded-proto"], "https",
+        "the upstream learns the client spoke TLS"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
