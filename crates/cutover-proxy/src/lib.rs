@@ -172,7 +172,8 @@ impl Proxy {
         let admin = listen::bind_plain(shared.config.admin.address).await?;
         let admin_addr = admin.local_addr;
         tasks.spawn(admin::serve(shared.clone(), admin, shutdown_rx.clone()));
-        tasks.spawn(guardrail::watch(shared.clone(), shutdown_rx));
+        tasks.spawn(guardrail::watch(shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(reap_idle_upstreams(shared.clone(), shutdown_rx));
         tracing::info!(listeners = ?listen_addrs, admin = %admin_addr, "proxy started");
         Ok(Proxy {
             shared,
@@ -232,6 +233,34 @@ impl Proxy {
             tracing::warn!("shutdown grace period over; closing what is left");
             self.tasks.abort_all();
         }
+    }
+}
+
+/// Closes pooled upstream connections that idled past `timeouts.upstreamIdle`, or that the
+/// upstream closed, every second: an idle pool does not hold sockets forever.
+async fn reap_idle_upstreams(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let max_idle: std::time::Duration = shared.config.timeouts.upstream_idle.into();
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        for endpoint in shared.registry.endpoints() {
+            endpoint.idle.reap(max_idle);
+        }
+    }
+}
+
+impl Proxy {
+    /// How many upstream connections sit idle in the pool now.
+    pub fn idle_upstream_connections(&self) -> usize {
+        self.shared
+            .registry
+            .endpoints()
+            .iter()
+            .map(|e| e.idle.len())
+            .sum()
     }
 }
 

@@ -363,6 +363,14 @@ impl Registry {
         all
     }
 
+    /// Every endpoint ever routed to.
+    pub(crate) fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.endpoints
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The counters of one version, if it was ever routed.
     pub fn stats(&self, release: &str, version: &str) -> Option<Arc<VersionStats>> {
         self.stats

@@ -63,6 +63,24 @@ impl IdlePool {
         }
     }
 
+    /// Closes idle connections older than `max_idle`, and those the upstream closed.
+    pub(crate) fn reap(&self, max_idle: Duration) -> usize {
+        let now = Instant::now();
+        let Ok(mut idle) = self.idle.lock() else {
+            return 0;
+        };
+        let before = idle.len();
+        idle.retain_mut(|(since, upstream)| {
+            now.duration_since(*since) <= max_idle && upstream.is_usable()
+        });
+        before - idle.len()
+    }
+
+    /// Idle connections kept now.
+    pub(crate) fn len(&self) -> usize {
+        self.idle.lock().map_or(0, |idle| idle.len())
+    }
+
     fn put(&self, upstream: Upstream) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE

@@ -854,3 +854,19 @@ async fn tls_listeners_speak_http2_and_http1_by_alpn() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn idle_upstream_connections_are_reaped() {
+    let v1 = upstream("v1").await;
+    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
+    cfg.timeouts.upstream_idle = cutover_core::Duration::from_millis(200);
+    let proxy = start(cfg).await;
+    get(&client(), proxy.listen_addrs()[0], "/", &[]).await;
+    assert_eq!(proxy.idle_upstream_connections(), 1);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        proxy.idle_upstream_connections(),
+        0,
+        "closed after idling past upstreamIdle"
+    );
+}
