@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use cutover_core::Diagnostic;
 use cutover_core::diagnostic::{Code, FieldPath, Origin};
-use cutover_core::load::{self, Format, Source};
+use cutover_core::load;
 use serde::Serialize;
 
 use std::fmt::Write as _;
 
-use crate::{Output, emit, exit, read};
+use crate::{InputFile, Output, emit, exit};
 
 #[derive(Serialize)]
 struct FileReport {
@@ -26,15 +26,8 @@ pub fn run(files: &[PathBuf], output: Output, env: &BTreeMap<String, String>) ->
     let mut reports = Vec::with_capacity(files.len());
     for path in files {
         let name = path.display().to_string();
-        let diagnostics = match read(path) {
-            Ok(text) => {
-                let source = Source {
-                    name: &name,
-                    text: &text,
-                    format: Format::from_path(path),
-                };
-                load::load(source, env).diagnostics
-            }
+        let diagnostics = match InputFile::read(path) {
+            Ok(input) => load::load(input.source(), env).diagnostics,
             Err(message) => {
                 let unreadable = Diagnostic::error(
                     Code::Unreadable,

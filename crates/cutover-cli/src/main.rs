@@ -93,9 +93,37 @@ fn environment() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Reads a release file, naming it in the error.
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("error: cannot read {}: {e}", path.display()))
+/// A file the user named, read whole.
+pub struct InputFile {
+    /// The path as given, for messages.
+    pub name: String,
+    /// The text.
+    pub text: String,
+    /// YAML or TOML, by extension.
+    pub format: cutover_core::load::Format,
+}
+
+impl InputFile {
+    /// Reads `path`; the error names the file and is ready to print.
+    pub fn read(path: &Path) -> Result<InputFile, String> {
+        let name = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("error: cannot read {name}: {e}"))?;
+        Ok(InputFile {
+            name,
+            text,
+            format: cutover_core::load::Format::from_path(path),
+        })
+    }
+
+    /// The file as the loader takes it.
+    pub fn source(&self) -> cutover_core::load::Source<'_> {
+        cutover_core::load::Source {
+            name: &self.name,
+            text: &self.text,
+            format: self.format,
+        }
+    }
 }
 
 /// Writes `text` to stdout. A closed pipe (`cutover plan x | head`) is not an error: the

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use cutover_core::load::{self, Format, Source};
+use cutover_core::load;
 use cutover_core::plan::{AnalysisStage, Plan, PlanStep, StrategyKind, TimelineEntry};
 use cutover_core::spec::{MatchRule, Release};
 use serde::Serialize;
 
-use crate::{Output, emit, exit, read};
+use crate::{InputFile, Output, emit, exit};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -22,19 +22,15 @@ struct PlanReport<'a> {
 
 /// Loads the release, prints its timeline, and returns the exit code.
 pub fn run(path: &Path, output: Output, env: &BTreeMap<String, String>) -> u8 {
-    let name = path.display().to_string();
-    let text = match read(path) {
-        Ok(text) => text,
+    let input = match InputFile::read(path) {
+        Ok(input) => input,
         Err(message) => {
             eprintln!("{message}");
             return exit::INVALID_INPUT;
         }
     };
-    let source = Source {
-        name: &name,
-        text: &text,
-        format: Format::from_path(path),
-    };
+    let source = input.source();
+    let name = &input.name;
     let (release, warnings) = match load::load_release(source, env) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {

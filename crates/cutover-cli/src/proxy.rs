@@ -3,28 +3,23 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cutover_core::load::{self, Format, Source};
+use cutover_core::load;
 use cutover_proxy::Proxy;
 use cutover_proxy::config::ProxyConfig;
 
-use crate::{exit, read};
+use crate::{InputFile, exit};
 
 /// Loads the configuration, runs the proxy until SIGINT or SIGTERM, then drains it.
 pub fn run(path: &Path, env: &BTreeMap<String, String>) -> u8 {
     init_logging(env);
-    let name = path.display().to_string();
-    let text = match read(path) {
-        Ok(text) => text,
+    let input = match InputFile::read(path) {
+        Ok(input) => input,
         Err(message) => {
             eprintln!("{message}");
             return exit::INVALID_INPUT;
         }
     };
-    let source = Source {
-        name: &name,
-        text: &text,
-        format: Format::from_path(path),
-    };
+    let source = input.source();
     let config: ProxyConfig = match load::load_as(source, env) {
         Ok((config, warnings)) => {
             for w in warnings {

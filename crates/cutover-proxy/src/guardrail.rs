@@ -15,16 +15,6 @@ use crate::events::EventKind;
 /// How often the guardrails are checked.
 pub(crate) const TICK: Duration = Duration::from_millis(250);
 
-/// A guardrail that tripped.
-struct Trip {
-    release: String,
-    version: String,
-    guardrail: String,
-    value: f64,
-    max: f64,
-    requests: u64,
-}
-
 /// Checks every route's guardrails until shutdown.
 pub(crate) async fn watch(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(TICK);
@@ -41,8 +31,9 @@ pub(crate) async fn watch(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
     }
 }
 
-/// The guardrails breached now, on routes whose candidate still gets traffic.
-fn check(shared: &Shared) -> Vec<Trip> {
+/// The guardrails breached now, on routes whose candidate still gets traffic, as the
+/// events a trip raises.
+fn check(shared: &Shared) -> Vec<EventKind> {
     let table = shared.table.load();
     let second = shared.second();
     let mut trips = Vec::new();
@@ -66,7 +57,7 @@ fn check(shared: &Shared) -> Vec<Trip> {
                 GuardrailMetric::LatencyP99 => window.latency_p99,
             };
             if let Some(value) = value.filter(|v| *v > guard.max) {
-                trips.push(Trip {
+                trips.push(EventKind::GuardrailTripped {
                     release: route.config.release.clone(),
                     version: candidate.name.clone(),
                     guardrail: guard.name.clone(),
@@ -82,11 +73,13 @@ fn check(shared: &Shared) -> Vec<Trip> {
 }
 
 /// Publishes a table in which the tripped candidates get no traffic, and records why.
-async fn cut_off(shared: &Shared, trips: Vec<Trip>) {
+async fn cut_off(shared: &Shared, trips: Vec<EventKind>) {
     let _writer = shared.table_writer.lock().await;
     let mut config = shared.table.load().to_config();
     for trip in &trips {
-        if let Some(route) = config.routes.iter_mut().find(|r| r.release == trip.release) {
+        if let EventKind::GuardrailTripped { release, .. } = trip
+            && let Some(route) = config.routes.iter_mut().find(|r| r.release == *release)
+        {
             route.weight = 0;
             route.match_rules.clear();
             route.mirror_percent = 0;
@@ -97,22 +90,7 @@ async fn cut_off(shared: &Shared, trips: Vec<Trip>) {
         return;
     }
     for trip in trips {
-        tracing::warn!(
-            release = %trip.release,
-            version = %trip.version,
-            guardrail = %trip.guardrail,
-            value = trip.value,
-            max = trip.max,
-            requests = trip.requests,
-            "guardrail tripped: candidate cut off"
-        );
-        shared.events.push(EventKind::GuardrailTripped {
-            release: trip.release,
-            version: trip.version,
-            guardrail: trip.guardrail,
-            value: trip.value,
-            max: trip.max,
-            requests: trip.requests,
-        });
+        tracing::warn!(event = ?trip, "guardrail tripped: candidate cut off");
+        shared.events.push(trip);
     }
 }

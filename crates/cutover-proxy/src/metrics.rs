@@ -171,23 +171,7 @@ impl VersionStats {
             h.saturating_record(micros);
         }
         let error = class == 4;
-        if let Ok(mut window) = self.window.lock() {
-            if window.back().is_none_or(|s| s.second < second) {
-                window.push_back(Slot::empty(second));
-                while window
-                    .front()
-                    .is_some_and(|s| s.second + self.window_len < second)
-                {
-                    window.pop_front();
-                }
-            }
-            // A request finishing just after its second rolled over lands in the latest slot.
-            if let Some(slot) = window.back_mut() {
-                slot.requests += 1;
-                slot.errors += u64::from(error);
-                slot.latency[window_bucket(micros)] += 1;
-            }
-        }
+        self.count_in_window(second, error, Some(window_bucket(micros)));
     }
 
     /// A request meant for this version that it could not take (every endpoint ejected):
@@ -196,19 +180,30 @@ impl VersionStats {
     pub fn unavailable(&self, second: u64) {
         self.by_class[4].fetch_add(1, Ordering::Relaxed);
         self.upstream_errors[0].fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut window) = self.window.lock() {
-            if window.back().is_none_or(|s| s.second < second) {
-                window.push_back(Slot::empty(second));
-                while window
-                    .front()
-                    .is_some_and(|s| s.second + self.window_len < second)
-                {
-                    window.pop_front();
-                }
+        self.count_in_window(second, true, None);
+    }
+
+    /// Counts one request in the slot of `second`, starting a new slot (and dropping those
+    /// past the window) when the second has moved on. A request finishing just after its
+    /// second rolled over lands in the latest slot.
+    fn count_in_window(&self, second: u64, error: bool, latency_bucket: Option<usize>) {
+        let Ok(mut window) = self.window.lock() else {
+            return;
+        };
+        if window.back().is_none_or(|s| s.second < second) {
+            window.push_back(Slot::empty(second));
+            while window
+                .front()
+                .is_some_and(|s| s.second + self.window_len < second)
+            {
+                window.pop_front();
             }
-            if let Some(slot) = window.back_mut() {
-                slot.requests += 1;
-                slot.errors += 1;
+        }
+        if let Some(slot) = window.back_mut() {
+            slot.requests += 1;
+            slot.errors += u64::from(error);
+            if let Some(bucket) = latency_bucket {
+                slot.latency[bucket] += 1;
             }
         }
     }
