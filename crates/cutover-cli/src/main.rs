@@ -1,5 +1,6 @@
 //! `cutover`: lint, plan and (in later releases) run blue/green and canary releases.
 
+mod analyze;
 mod lint;
 mod plan;
 mod proxy;
@@ -52,6 +53,25 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Backtest a release's analysis on recorded samples: each metric's verdict and the
+    /// run's, decided exactly as a rollout would. Exit 0 success, 1 failure, 3 inconclusive
+    /// or undecided, 2 invalid input.
+    Analyze {
+        /// The release file whose `spec.analysis.metrics` to run.
+        release: PathBuf,
+        /// Samples: CSV (`time,metric,version,value[,requests]`) or JSON.
+        #[arg(long)]
+        samples: PathBuf,
+        /// Only these metrics (by name; repeat or separate with commas). Default: all.
+        #[arg(long, value_delimiter = ',')]
+        metric: Vec<String>,
+        /// When the analysis starts, in the samples' seconds. Default: the first sample.
+        #[arg(long)]
+        start: Option<f64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Print the JSON Schema of release files (for editors and CI validators).
     Schema,
     /// Run the traffic-splitting proxy on its own, with the route table from FILE (and
@@ -77,6 +97,13 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Lint { files, output } => lint::run(&files, output, &environment()),
         Command::Plan { file, output } => plan::run(&file, output, &environment()),
+        Command::Analyze {
+            release,
+            samples,
+            metric,
+            start,
+            output,
+        } => analyze::run(&release, &samples, &metric, start, output, &environment()),
         Command::Schema => {
             emit(&cutover_core::schema::release_schema_json());
             exit::OK

@@ -226,3 +226,114 @@ fn proxy_reports_a_bad_config_with_its_position_and_drains_on_sigterm() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn analyze_backtests_recorded_samples_as_a_rollout_would() {
+    let output = cutover(&[
+        "analyze",
+        "examples/canary-local.yaml",
+        "--samples",
+        "examples/analysis/healthy.csv",
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("run: success"), "{text}");
+    assert_eq!(
+        text.matches(": pass").count(),
+        8,
+        "4 measurements of 2 metrics: {text}"
+    );
+
+    let output = cutover(&[
+        "analyze",
+        "examples/canary-local.yaml",
+        "--samples",
+        "examples/analysis/regression.csv",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(report["verdict"], "failure");
+    let errors = &report["metrics"][0];
+    assert_eq!(errors["name"], "error-rate");
+    assert_eq!(
+        errors["measurements"].as_array().map(Vec::len),
+        Some(3),
+        "decided at the third measurement"
+    );
+    assert_eq!(errors["measurements"][2]["assessment"]["result"], "fail");
+    assert_eq!(errors["measurements"][2]["fromSeconds"], 61.0);
+
+    let output = cutover(&[
+        "analyze",
+        "examples/canary-local.yaml",
+        "--samples",
+        "examples/analysis/regression.csv",
+        "--metric",
+        "latency-p99",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("Mann-Whitney p ="),
+        "the statistical test caught the latency regression"
+    );
+
+    let output = cutover(&[
+        "analyze",
+        "examples/canary-local.yaml",
+        "--samples",
+        "examples/analysis/healthy.csv",
+        "--metric",
+        "nope",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn analyze_names_the_line_of_a_bad_sample_and_never_passes_without_data() {
+    let dir = std::env::temp_dir().join(format!("cutover-cli-analyze-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("bad.csv");
+    std::fs::write(
+        &bad,
+        "time,metric,version,value\n1,error-rate,candidate,0.1\n2,error-rate,canary,0.1\n",
+    )
+    .expect("written");
+    let output = cutover(&[
+        "analyze",
+        "examples/canary-local.yaml",
+        "--samples",
+        &bad.display().to_string(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("bad.csv:3: version 'canary' must be 'candidate' or 'stable'")
+    );
+
+    let only_stable = dir.join("stable.csv");
+    let lines: String = (1..=200)
+        .map(|t| format!("{t},error-rate,stable,0.001,10\n"))
+        .collect();
+    std::fs::write(
+        &only_stable,
+        format!("time,metric,version,value,requests\n{lines}"),
+    )
+    .expect("written");
+    let output = cutover(&[
+        "analyze",
+        "examples/canary-local.yaml",
+        "--samples",
+        &only_stable.display().to_string(),
+        "--metric",
+        "error-rate",
+    ]);
+    assert_eq!(output.status.code(), Some(3), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("run: inconclusive"),
+        "{}",
+        stdout(&output)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,6 +19,7 @@ pub mod mann_whitney;
 mod measurement;
 mod metric;
 mod run;
+pub mod schedule;
 #[cfg(test)]
 mod testing;
 
@@ -29,6 +30,7 @@ pub use mann_whitney::{Alternative, MannWhitney, mann_whitney_u};
 pub use measurement::{Measurement, MeasurementResult};
 pub use metric::MetricJudge;
 pub use run::{RunJudge, UnknownMetric};
+pub use schedule::{AnalysisRun, Due};
 
 /// The outcome of one metric, or of a whole analysis run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
