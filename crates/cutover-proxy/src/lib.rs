@@ -212,6 +212,16 @@ impl Proxy {
         Some(stats.window(seconds, self.shared.second()))
     }
 
+    /// One version's traffic second by second over the last `seconds` (seconds without
+    /// requests left out), for statistical comparisons. Empty if never routed.
+    pub fn window_series(&self, release: &str, version: &str, seconds: u64) -> Vec<WindowStats> {
+        self.shared
+            .registry
+            .stats(release, version)
+            .map(|stats| stats.series(seconds, self.shared.second()))
+            .unwrap_or_default()
+    }
+
     /// Events with an id above `since`.
     pub fn events_since(&self, since: u64) -> Vec<events::Event> {
         self.shared.events.since(since)

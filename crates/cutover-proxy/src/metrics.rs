@@ -221,46 +221,31 @@ impl VersionStats {
     /// The last `seconds` seconds up to `now_second` (inclusive), at most the window kept.
     pub fn window(&self, seconds: u64, now_second: u64) -> WindowStats {
         let seconds = seconds.clamp(1, self.window_len);
-        let mut stats = WindowStats {
-            seconds,
-            ..WindowStats::default()
+        match self.window.lock() {
+            Ok(window) => stats_of(&window, seconds, now_second),
+            Err(_) => WindowStats {
+                seconds,
+                ..WindowStats::default()
+            },
+        }
+    }
+
+    /// One value per second over the last `seconds` up to `now_second`, oldest first, for
+    /// seconds that saw requests: the samples a statistical test compares.
+    pub fn series(&self, seconds: u64, now_second: u64) -> Vec<WindowStats> {
+        let seconds = seconds.clamp(1, self.window_len);
+        let Ok(window) = self.window.lock() else {
+            return Vec::new();
         };
-        let mut latency = [0u64; WINDOW_BUCKETS];
-        if let Ok(window) = self.window.lock() {
-            for slot in window
-                .iter()
-                .filter(|s| s.second + seconds > now_second && s.second <= now_second)
-            {
-                stats.requests += slot.requests;
-                stats.errors += slot.errors;
-                for (total, count) in latency.iter_mut().zip(slot.latency.iter()) {
-                    *total += u64::from(*count);
-                }
-            }
-        }
-        stats.request_rate = stats.requests as f64 / seconds as f64;
-        let timed: u64 = latency.iter().sum();
-        if stats.requests > 0 {
-            stats.error_rate = Some(stats.errors as f64 / stats.requests as f64);
-        }
-        if timed > 0 {
-            let quantile = |q: f64| {
-                let rank = (q * timed as f64).ceil().max(1.0) as u64;
-                let mut seen = 0;
-                for (i, count) in latency.iter().enumerate() {
-                    seen += count;
-                    if seen >= rank {
-                        return Some(window_bucket_bound(i) / 1e6);
-                    }
-                }
-                Some(window_bucket_bound(WINDOW_BUCKETS - 1) / 1e6)
-            };
-            stats.latency_p50 = quantile(0.50);
-            stats.latency_p90 = quantile(0.90);
-            stats.latency_p95 = quantile(0.95);
-            stats.latency_p99 = quantile(0.99);
-        }
-        stats
+        window
+            .iter()
+            .filter(|s| s.second + seconds > now_second && s.second <= now_second && s.requests > 0)
+            .map(|slot| {
+                let mut single = VecDeque::with_capacity(1);
+                single.push_back(slot.clone());
+                stats_of(&single, 1, slot.second)
+            })
+            .collect()
     }
 
     /// Appends this version's series in the Prometheus text format.
@@ -324,6 +309,48 @@ impl VersionStats {
             );
         }
     }
+}
+
+/// Sums the slots of the `seconds` up to `now_second` into window statistics.
+fn stats_of(window: &VecDeque<Slot>, seconds: u64, now_second: u64) -> WindowStats {
+    let mut stats = WindowStats {
+        seconds,
+        ..WindowStats::default()
+    };
+    let mut latency = [0u64; WINDOW_BUCKETS];
+    for slot in window
+        .iter()
+        .filter(|s| s.second + seconds > now_second && s.second <= now_second)
+    {
+        stats.requests += slot.requests;
+        stats.errors += slot.errors;
+        for (total, count) in latency.iter_mut().zip(slot.latency.iter()) {
+            *total += u64::from(*count);
+        }
+    }
+    stats.request_rate = stats.requests as f64 / seconds as f64;
+    let timed: u64 = latency.iter().sum();
+    if stats.requests > 0 {
+        stats.error_rate = Some(stats.errors as f64 / stats.requests as f64);
+    }
+    if timed > 0 {
+        let quantile = |q: f64| {
+            let rank = (q * timed as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, count) in latency.iter().enumerate() {
+                seen += count;
+                if seen >= rank {
+                    return Some(window_bucket_bound(i) / 1e6);
+                }
+            }
+            Some(window_bucket_bound(WINDOW_BUCKETS - 1) / 1e6)
+        };
+        stats.latency_p50 = quantile(0.50);
+        stats.latency_p90 = quantile(0.90);
+        stats.latency_p95 = quantile(0.95);
+        stats.latency_p99 = quantile(0.99);
+    }
+    stats
 }
 
 /// The `le` bounds of the exported latency histogram, in seconds.

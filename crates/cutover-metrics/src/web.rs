@@ -1,0 +1,112 @@
+//! The web provider: GET a URL, read a number from the JSON answer by JSON pointer.
+
+use std::time::Duration as StdDuration;
+
+use bytes::Bytes;
+use cutover_core::judge::{Measurement, MeasurementResult};
+use cutover_core::spec::WebProvider;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::template::per_version;
+use crate::{Context, render};
+
+/// Largest answer read.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// An HTTP client for web metrics.
+#[derive(Clone)]
+pub struct WebClient {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for WebClient {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(StdDuration::from_secs(5)));
+        WebClient {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+/// Why a web measurement failed.
+fn error(message: String) -> MeasurementResult {
+    MeasurementResult::Error(message)
+}
+
+impl WebClient {
+    /// Measures the metric: once for the candidate (`{{version}}` filled with its name, or
+    /// the URL as rendered), and once for stable when the URL has `{{version}}`.
+    pub async fn measure(
+        &self,
+        provider: &WebProvider,
+        context: &Context<'_>,
+    ) -> MeasurementResult {
+        let compare = per_version(&provider.url);
+        let candidate = match self.fetch(provider, context, Some(context.candidate)).await {
+            Ok(value) => value,
+            Err(message) => return error(message),
+        };
+        let stable = if compare {
+            match self.fetch(provider, context, Some(context.stable)).await {
+                Ok(value) => value,
+                Err(message) => return error(message),
+            }
+        } else {
+            None
+        };
+        MeasurementResult::Value(Measurement {
+            candidate,
+            stable,
+            ..Measurement::default()
+        })
+    }
+
+    /// The number at the pointer; `Ok(None)` when the document has no number there (no
+    /// data), `Err` when the URL cannot be asked or the answer is not JSON.
+    async fn fetch(
+        &self,
+        provider: &WebProvider,
+        context: &Context<'_>,
+        version: Option<&str>,
+    ) -> Result<Option<f64>, String> {
+        let url = render(&provider.url, context, version);
+        if url.starts_with("https://") {
+            return Err(format!(
+                "{url}: https is not supported by the web provider yet; use http"
+            ));
+        }
+        let mut request = http::Request::get(&url);
+        for (name, value) in &provider.headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| format!("{url}: {e}"))?;
+        let timeout: StdDuration = provider.timeout.into();
+        let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(format!("{url}: {e}")),
+            Err(_) => return Err(format!("{url}: no answer within {}", provider.timeout)),
+        };
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("{url}: answered {status}"));
+        }
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        let document: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("{url}: the answer is not JSON: {e}"))?;
+        Ok(match document.pointer(&provider.json_pointer) {
+            Some(serde_json::Value::Number(n)) => n.as_f64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        })
+    }
+}
