@@ -7,11 +7,11 @@
 //! that has no data returns a measurement without a value. Neither is ever a pass.
 //!
 //! - [`builtin`]: the proxy's own counters, read in-process through [`WindowSource`].
+//! - [`prometheus`]: an instant PromQL query.
 //! - [`web`]: a number read by JSON pointer from a document served over HTTP.
-//!
-//! The Prometheus provider comes with the controller, tested against a real Prometheus.
 
 pub mod builtin;
+pub mod prometheus;
 mod template;
 pub mod web;
 

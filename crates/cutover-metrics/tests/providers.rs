@@ -1,59 +1,14 @@
 //! The providers against real servers: the builtin one reads a real proxy routing real
 //! traffic; the web one asks a real HTTP server.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod support;
 
-use bytes::Bytes;
 use cutover_core::Duration;
 use cutover_core::judge::{Assessment, MeasurementResult, assess};
 use cutover_core::spec::{BuiltinMetric, MetricSpec, Provider, WebProvider};
 use cutover_metrics::web::WebClient;
 use cutover_metrics::{Context, builtin};
-use cutover_proxy::Proxy;
-use cutover_proxy::config::{
-    AdminConfig, Limits, ListenerConfig, PassiveHealth, ProxyConfig, RouteConfig, Timeouts,
-    VersionConfig,
-};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
-
-/// A real HTTP server answering with `answer(path, request number)`.
-async fn server(
-    answer: impl Fn(&str, u64) -> (StatusCode, String) + Send + Sync + 'static,
-) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let answer = Arc::new(answer);
-    let count = Arc::new(AtomicU64::new(0));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (answer, count) = (answer.clone(), count.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-                    let (status, body) = answer(req.uri().path(), n);
-                    let mut response = Response::new(Full::new(Bytes::from(body)));
-                    *response.status_mut() = status;
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
+use http::StatusCode;
 
 fn context(interval: u64) -> Context<'static> {
     Context {
@@ -66,59 +21,8 @@ fn context(interval: u64) -> Context<'static> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_reads_what_the_proxy_routed_per_version() {
-    let stable = server(|_, _| (StatusCode::OK, "v1".into())).await;
-    let candidate = server(|_, n| {
-        if n % 5 == 0 {
-            (StatusCode::INTERNAL_SERVER_ERROR, "oops".into())
-        } else {
-            (StatusCode::OK, "v2".into())
-        }
-    })
-    .await;
-    let proxy = Proxy::start(ProxyConfig {
-        listeners: vec![ListenerConfig {
-            address: "127.0.0.1:0".parse().expect("addr"),
-            tls: None,
-        }],
-        admin: AdminConfig {
-            address: "127.0.0.1:0".parse().expect("addr"),
-            token_file: None,
-        },
-        routes: vec![RouteConfig {
-            release: "shop".into(),
-            host: None,
-            path_prefix: None,
-            stable: VersionConfig {
-                name: "v1".into(),
-                endpoints: vec![stable.to_string()],
-            },
-            candidate: Some(VersionConfig {
-                name: "v2".into(),
-                endpoints: vec![candidate.to_string()],
-            }),
-            weight: 50,
-            match_rules: Vec::new(),
-            sticky: None,
-            mirror_percent: 0,
-            guardrails: Vec::new(),
-        }],
-        limits: Limits::default(),
-        timeouts: Timeouts::default(),
-        health: PassiveHealth::default(),
-        workers: None,
-        metrics_window: Duration::from_secs(60),
-    })
-    .await
-    .expect("proxy");
-    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
-    for _ in 0..400 {
-        let req = Request::get(format!("http://{}/", proxy.listen_addrs()[0]))
-            .body(Empty::new())
-            .expect("request");
-        let response = client.request(req).await.expect("response");
-        let _ = response.into_body().collect().await;
-    }
+    let proxy = support::proxy_over_two_versions().await;
+    support::load(&proxy, 400).await;
     let MeasurementResult::Value(m) =
         builtin::measure(&proxy, BuiltinMetric::ErrorRate, &context(30))
     else {
@@ -178,7 +82,7 @@ fn web(url: String, pointer: &str) -> WebProvider {
 
 #[tokio::test]
 async fn web_reads_a_number_by_json_pointer_per_version() {
-    let addr = server(|path, _| match path {
+    let addr = support::server(|path, _| match path {
         "/stats/v1" => (StatusCode::OK, r#"{"data": {"errors": 0.01}}"#.into()),
         "/stats/v2" => (StatusCode::OK, r#"{"data": {"errors": "0.02"}}"#.into()),
         "/broken" => (StatusCode::SERVICE_UNAVAILABLE, "down".into()),
@@ -188,26 +92,16 @@ async fn web_reads_a_number_by_json_pointer_per_version() {
     .await;
     let client = WebClient::default();
     let ctx = context(30);
-    let MeasurementResult::Value(m) = client
-        .measure(
-            &web(
-                format!("http://{addr}/stats/{{{{version}}}}"),
-                "/data/errors",
-            ),
-            &ctx,
-        )
-        .await
-    else {
+    let per_version = web(
+        format!("http://{addr}/stats/{{{{version}}}}"),
+        "/data/errors",
+    );
+    let MeasurementResult::Value(m) = client.measure(&per_version, &ctx).await else {
         panic!("measured");
     };
     assert_eq!((m.candidate, m.stable), (Some(0.02), Some(0.01)));
-    let MeasurementResult::Value(m) = client
-        .measure(
-            &web(format!("http://{addr}/stats/v2"), "/data/missing"),
-            &ctx,
-        )
-        .await
-    else {
+    let missing = web(format!("http://{addr}/stats/v2"), "/data/missing");
+    let MeasurementResult::Value(m) = client.measure(&missing, &ctx).await else {
         panic!("measured");
     };
     assert_eq!(

@@ -1,0 +1,171 @@
+//! The Prometheus provider against a real Prometheus (Debian's package) scraping a real
+//! proxy every second. In CI (`CI` set) a missing `prometheus` fails the test; elsewhere
+//! the test skips, saying so.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration as StdDuration, Instant};
+
+use cutover_core::Duration;
+use cutover_core::judge::MeasurementResult;
+use cutover_core::spec::PrometheusProvider;
+use cutover_metrics::Context;
+use cutover_metrics::prometheus::PrometheusClient;
+
+/// A Prometheus process, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    address: String,
+    _dir: TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts Prometheus scraping `target`'s `/metrics` every second; `None` (with a loud
+/// message) where Prometheus is not installed outside CI.
+async fn prometheus(target: std::net::SocketAddr) -> Option<Prometheus> {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "prometheus is not installed: scripts/test.sh installs Debian's package"
+        );
+        eprintln!(
+            "SKIPPED: the Prometheus provider's test needs `prometheus` (apt-get install prometheus)"
+        );
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("cutover-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: cutover\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .expect("config");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+    let address = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(30),
+            "prometheus did not start"
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    Some(Prometheus {
+        child,
+        address,
+        _dir: TempDir(dir),
+    })
+}
+
+fn query(promql: &str) -> PrometheusProvider {
+    PrometheusProvider {
+        address: None,
+        query: promql.to_string(),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+const ERROR_RATE: &str = "sum(rate(cutover_requests_total{release=\"{{release}}\",version=\"{{version}}\",code_class=\"5xx\"}[{{interval}}])) / sum(rate(cutover_requests_total{release=\"{{release}}\",version=\"{{version}}\"}[{{interval}}]))";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_measures_both_versions_and_never_invents_data() {
+    let proxy = support::proxy_over_two_versions().await;
+    let Some(mut prometheus) = prometheus(proxy.admin_addr()).await else {
+        return;
+    };
+    let context = Context {
+        release: "shop",
+        stable: "v1",
+        candidate: "v2",
+        interval: Duration::from_secs(10),
+    };
+    let client = PrometheusClient::new(Some(prometheus.address.clone()));
+    // Traffic while Prometheus scrapes, until the error rate shows for both versions.
+    let started = Instant::now();
+    let (candidate, stable) = loop {
+        support::load(&proxy, 200).await;
+        if let MeasurementResult::Value(m) = client.measure(&query(ERROR_RATE), &context).await
+            && let (Some(c), Some(s)) = (m.candidate, m.stable)
+        {
+            break (c, s);
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(30),
+            "no data from Prometheus after 30 s"
+        );
+    };
+    assert!(
+        (candidate - 0.2).abs() < 0.02,
+        "the candidate fails every 5th request: {candidate}"
+    );
+    assert_eq!(stable, 0.0);
+
+    let unknown = Context {
+        release: "nothing-here",
+        ..context
+    };
+    match client.measure(&query(ERROR_RATE), &unknown).await {
+        MeasurementResult::Value(m) => assert_eq!(m.candidate, None, "an empty result is no data"),
+        other => panic!("{other:?}"),
+    }
+    let many = client
+        .measure(&query("cutover_requests_total"), &context)
+        .await;
+    assert!(
+        matches!(many, MeasurementResult::Error(ref e) if e.contains("series")),
+        "{many:?}"
+    );
+    let bad = client.measure(&query("sum(rate(x[5m]"), &context).await;
+    assert!(
+        matches!(bad, MeasurementResult::Error(ref e) if e.contains("rejected")),
+        "{bad:?}"
+    );
+
+    let _ = prometheus.child.kill();
+    let _ = prometheus.child.wait();
+    let gone = client.measure(&query(ERROR_RATE), &context).await;
+    assert!(
+        matches!(gone, MeasurementResult::Error(ref e) if e.contains("cannot be reached")),
+        "{gone:?}"
+    );
+}
