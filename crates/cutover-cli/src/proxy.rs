@@ -46,6 +46,7 @@ pub fn run(path: &Path, env: &BTreeMap<String, String>) -> u8 {
         }
     };
     runtime.block_on(async move {
+        let signals = Signals::install();
         let proxy = match Proxy::start(config).await {
             Ok(proxy) => proxy,
             Err(e) => {
@@ -66,26 +67,41 @@ pub fn run(path: &Path, env: &BTreeMap<String, String>) -> u8 {
                 .join(", "),
             proxy.admin_addr()
         );
-        wait_for_signal().await;
+        signals.wait().await;
         eprintln!("shutting down: draining in-flight requests");
         proxy.shutdown().await;
         exit::OK
     })
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, caught from the moment this is made: made before the proxy says it
+/// listens, so a signal sent right after that drains instead of killing the process.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    term: Option<tokio::signal::unix::Signal>,
+    interrupt: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+            interrupt: Box::pin(tokio::signal::ctrl_c()),
+        }
+    }
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = &mut self.interrupt => {}
                 _ = term.recv() => {}
             }
             return;
         }
+        let _ = self.interrupt.await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `error: cannot listen on 127.0.0.1:80: permission denied`: the causes, in a line.
