@@ -24,6 +24,8 @@ use crate::{InputFile, Output, emit, exit};
 const FAILED: u8 = 1;
 /// Exit code when the analysis is inconclusive, errs, or runs out of samples undecided.
 const UNDECIDED: u8 = 3;
+/// Most measurements one backtest takes: a bound on time and memory whatever the file.
+const MAX_MEASUREMENTS: usize = 1_000_000;
 
 /// One recorded value.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -117,6 +119,10 @@ pub fn run(
         eprintln!("error: the release defines no analysis metrics (spec.analysis.metrics)");
         return exit::INVALID_INPUT;
     }
+    if start.is_some_and(|s| !s.is_finite() || s < 0.0) {
+        eprintln!("error: --start must be a time of 0 seconds or more");
+        return exit::INVALID_INPUT;
+    }
     samples.sort_by(|a, b| a.time.total_cmp(&b.time));
     let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
         eprintln!("error: {} holds no samples", samples_path.display());
@@ -124,21 +130,64 @@ pub fn run(
     };
     let start_seconds = start.unwrap_or(first.time);
     let last_seconds = last.time;
-    let millis = |seconds: f64| Timestamp((seconds * 1000.0).round().max(0.0) as u64);
+    let millis = |seconds: f64| Timestamp((seconds * 1000.0).round() as u64);
     let end = millis(last_seconds);
+    for name in samples
+        .iter()
+        .map(|s| s.metric.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if !metrics.iter().any(|m| m.name == name) {
+            eprintln!(
+                "warning: the samples of '{name}' are ignored: the release has no metric of that name"
+            );
+        }
+    }
+    for metric in &metrics {
+        let mut own = samples
+            .iter()
+            .filter(|s| s.metric == metric.name)
+            .peekable();
+        let present = own.peek().is_some();
+        let counted = own.any(|s| s.requests.is_some());
+        if metric.min_requests > 1 && present && !counted {
+            eprintln!(
+                "warning: the samples of '{}' carry no request counts, so its minRequests {} is not checked",
+                metric.name, metric.min_requests
+            );
+        }
+    }
+    // Each metric's samples per version, in time order, found by binary search per window.
+    let mut series: BTreeMap<(&str, &str), Vec<&Sample>> = BTreeMap::new();
+    for sample in &samples {
+        series
+            .entry((sample.metric.as_str(), sample.version.as_str()))
+            .or_default()
+            .push(sample);
+    }
+    let window = |metric: &str, version: &str, from: Timestamp, to: Timestamp| -> Vec<&Sample> {
+        let Some(all) = series.get(&(metric, version)) else {
+            return Vec::new();
+        };
+        let lo = all.partition_point(|s| millis(s.time) <= from);
+        let hi = all.partition_point(|s| millis(s.time) <= to);
+        all[lo..hi].to_vec()
+    };
 
     let mut analysis = AnalysisRun::new(metrics.iter().copied(), millis(start_seconds));
     let mut rows: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    let mut measured = 0usize;
     while let Some(next) = analysis.next_due().filter(|t| *t <= end) {
         for due in analysis.due(next) {
-            let in_window = |version: &str| -> Vec<&Sample> {
-                samples
-                    .iter()
-                    .filter(|s| s.metric == due.metric && s.version == version)
-                    .filter(|s| millis(s.time) > due.from && millis(s.time) <= due.to)
-                    .collect()
-            };
-            let (candidate, stable) = (in_window("candidate"), in_window("stable"));
+            measured += 1;
+            if measured > MAX_MEASUREMENTS {
+                eprintln!(
+                    "error: more than {MAX_MEASUREMENTS} measurements; narrow the samples or --start"
+                );
+                return exit::INVALID_INPUT;
+            }
+            let candidate = window(&due.metric, "candidate", due.from, due.to);
+            let stable = window(&due.metric, "stable", due.from, due.to);
             let mean = |values: &[&Sample]| {
                 (!values.is_empty())
                     .then(|| values.iter().map(|s| s.value).sum::<f64>() / values.len() as f64)
@@ -146,7 +195,7 @@ pub fn run(
             let requests = candidate
                 .iter()
                 .filter_map(|s| s.requests)
-                .reduce(|a, b| a + b);
+                .reduce(u64::saturating_add);
             let measurement = Measurement {
                 candidate: mean(&candidate),
                 stable: mean(&stable),
@@ -207,8 +256,13 @@ pub fn run(
 
 fn parse_samples(input: &InputFile) -> Result<Vec<Sample>, String> {
     if input.name.ends_with(".json") || input.text.trim_start().starts_with('[') {
-        return serde_json::from_str(&input.text)
-            .map_err(|e| format!("error: {}: {e}", input.name));
+        let samples: Vec<Sample> =
+            serde_json::from_str(&input.text).map_err(|e| format!("error: {}: {e}", input.name))?;
+        for (i, sample) in samples.iter().enumerate() {
+            check(sample)
+                .map_err(|problem| format!("error: {}: sample {}: {problem}", input.name, i + 1))?;
+        }
+        return Ok(samples);
     }
     let mut lines = input
         .text
@@ -247,14 +301,7 @@ fn parse_samples(input: &InputFile) -> Result<Vec<Sample>, String> {
             })
         };
         let version_name = at(version);
-        if version_name != "candidate" && version_name != "stable" {
-            return Err(format!(
-                "error: {}:{}: version '{version_name}' must be 'candidate' or 'stable'",
-                input.name,
-                index + 1
-            ));
-        }
-        samples.push(Sample {
+        let sample = Sample {
             time: number(time, "time")?,
             metric: at(metric).to_string(),
             version: version_name.to_string(),
@@ -269,9 +316,32 @@ fn parse_samples(input: &InputFile) -> Result<Vec<Sample>, String> {
                 })?),
                 None => None,
             },
-        });
+        };
+        check(&sample)
+            .map_err(|problem| format!("error: {}:{}: {problem}", input.name, index + 1))?;
+        samples.push(sample);
     }
     Ok(samples)
+}
+
+/// What makes a sample unusable, in words.
+fn check(sample: &Sample) -> Result<(), String> {
+    if sample.version != "candidate" && sample.version != "stable" {
+        return Err(format!(
+            "version '{}' must be 'candidate' or 'stable'",
+            sample.version
+        ));
+    }
+    if !sample.time.is_finite() || sample.time < 0.0 {
+        return Err(format!(
+            "time {} must be a number of seconds, 0 or more",
+            sample.time
+        ));
+    }
+    if !sample.value.is_finite() {
+        return Err(format!("value {} must be a finite number", sample.value));
+    }
+    Ok(())
 }
 
 fn describe(verdict: Option<Verdict>) -> &'static str {

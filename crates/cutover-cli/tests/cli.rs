@@ -312,6 +312,33 @@ fn analyze_names_the_line_of_a_bad_sample_and_never_passes_without_data() {
             .contains("bad.csv:3: version 'canary' must be 'candidate' or 'stable'")
     );
 
+    for (name, text, problem) in [
+        (
+            "negative.csv",
+            "time,metric,version,value\n-5,error-rate,candidate,0.5\n",
+            "time -5 must be a number of seconds",
+        ),
+        (
+            "infinite.csv",
+            "time,metric,version,value\n5,error-rate,candidate,-inf\n",
+            "value -inf must be a finite number",
+        ),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, text).expect("written");
+        let output = cutover(&[
+            "analyze",
+            "examples/canary-local.yaml",
+            "--samples",
+            &file.display().to_string(),
+        ]);
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(problem),
+            "{name}"
+        );
+    }
+
     let only_stable = dir.join("stable.csv");
     let lines: String = (1..=200)
         .map(|t| format!("{t},error-rate,stable,0.001,10\n"))

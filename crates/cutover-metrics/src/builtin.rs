@@ -47,6 +47,17 @@ pub fn measure(
 ) -> MeasurementResult {
     let seconds = context.interval.as_secs().max(1);
     let candidate = source.window(context.release, context.candidate, seconds);
+    if let Some(kept) = candidate
+        .as_ref()
+        .map(|w| w.seconds)
+        .filter(|kept| *kept < seconds)
+    {
+        // Judging the last part of the interval only would miss what happened before it.
+        return MeasurementResult::Error(format!(
+            "the interval ({}) is longer than the {kept}s the proxy keeps (metricsWindow)",
+            context.interval
+        ));
+    }
     let stable = source.window(context.release, context.stable, seconds);
     let samples = |version: &str| -> Vec<f64> {
         source

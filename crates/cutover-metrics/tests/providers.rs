@@ -60,6 +60,12 @@ async fn builtin_reads_what_the_proxy_routed_per_version() {
         Assessment::Fail { .. }
     ));
 
+    let too_long = builtin::measure(&proxy, BuiltinMetric::ErrorRate, &context(600));
+    assert!(
+        matches!(too_long, MeasurementResult::Error(ref e) if e.contains("metricsWindow")),
+        "an interval longer than the proxy keeps is not measured short: {too_long:?}"
+    );
+
     let quiet = Context {
         candidate: "v9",
         ..context(30)

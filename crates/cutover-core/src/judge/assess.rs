@@ -73,7 +73,8 @@ pub fn assess(spec: &MetricSpec, result: &MeasurementResult) -> Assessment {
         }
         MeasurementResult::Value(measurement) => measurement,
     };
-    let Some(candidate) = measurement.candidate.filter(|v| !v.is_nan()) else {
+    // An infinite value is no measurement: `-inf` would pass any `max`. Treated as no data.
+    let Some(candidate) = measurement.candidate.filter(|v| v.is_finite()) else {
         return Assessment::Inconclusive {
             reason: "no data for the candidate".to_string(),
         };
@@ -164,7 +165,7 @@ fn compare(
 ) {
     let direction = comparison.direction;
     if comparison.max_increase.is_some() || comparison.max_increase_percent.is_some() {
-        match measurement.stable.filter(|v| !v.is_nan()) {
+        match measurement.stable.filter(|v| v.is_finite()) {
             None => checks.lack("no data for stable to compare with".to_string()),
             Some(stable) => {
                 let regression = regression(direction, candidate, stable);
@@ -305,7 +306,7 @@ fn statistical(
 
 /// The samples with NaN dropped: a NaN has no rank and no place in a median.
 fn without_nan(samples: &[f64]) -> Vec<f64> {
-    samples.iter().copied().filter(|v| !v.is_nan()).collect()
+    samples.iter().copied().filter(|v| v.is_finite()).collect()
 }
 
 /// The median of values without NaN; `None` when empty.
@@ -705,7 +706,14 @@ mod tests {
     }
 
     #[test]
-    fn infinite_values_that_cannot_be_compared_are_inconclusive() {
+    /// Regression: `-inf` passed a `max`-only metric, `+inf` a `min`-only one.
+    fn infinite_values_are_no_data_never_a_pass() {
+        let max_only = MetricSpec {
+            max: Some(0.01),
+            ..spec()
+        };
+        let minus_infinity = Measurement::of_candidate(f64::NEG_INFINITY);
+        assert_inconclusive(assess(&max_only, &value(minus_infinity)), "no data");
         let spec = MetricSpec {
             compare: Some(Comparison {
                 max_increase: Some(1.0),
@@ -714,12 +722,9 @@ mod tests {
             ..spec()
         };
         let both_infinite = Measurement::of_both(f64::INFINITY, f64::INFINITY);
-        assert_inconclusive(assess(&spec, &value(both_infinite)), "cannot be compared");
-        let candidate_infinite = Measurement::of_both(f64::INFINITY, 1.0);
-        assert_fails(
-            assess(&spec, &value(candidate_infinite)),
-            "more than maxIncrease 1",
-        );
+        assert_inconclusive(assess(&spec, &value(both_infinite)), "no data");
+        let stable_infinite = Measurement::of_both(1.0, f64::NEG_INFINITY);
+        assert_inconclusive(assess(&spec, &value(stable_infinite)), "no data for stable");
     }
 
     fn with_samples(candidate: Vec<f64>, stable: Vec<f64>) -> MeasurementResult {
@@ -901,7 +906,7 @@ mod tests {
             spec in arbitrary_spec(),
             measurement in arbitrary_measurement(),
         ) {
-            let no_data = measurement.candidate.is_none_or(f64::is_nan);
+            let no_data = measurement.candidate.is_none_or(|v| !v.is_finite());
             let assessment = assess(&spec, &MeasurementResult::Value(measurement));
             if no_data {
                 prop_assert!(
