@@ -1,0 +1,322 @@
+//! The local backend's state store: one JSON file per release in a directory, replaced
+//! atomically (write a temporary file, fsync it, rename it over the old one, fsync the
+//! directory), so a controller killed at any instruction leaves either the old state or
+//! the new one, never half of either.
+//!
+//! Every stored state carries a version that increases by one per write. A write names the
+//! version it read (`expected`); if another writer got there first, the write fails with
+//! [`StateError::Conflict`] instead of overwriting, the same optimistic concurrency the
+//! Swarm (service version index) and Kubernetes (resourceVersion) stores give. Writers in
+//! one process are serialised; two controllers must not share one directory (the
+//! controller takes a lock on it).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// A stored state and its version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Increases by one with every write, from 1.
+    pub version: u64,
+    /// The state as the rollout serialised it.
+    pub state: serde_json::Value,
+}
+
+/// Why the store refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The release name cannot be a file name.
+    #[error("'{0}' is not a release name (lowercase letters, digits and '-', at most 63)")]
+    Name(String),
+    /// Someone else wrote since the state was read.
+    #[error(
+        "the state of '{release}' changed: expected version {expected:?}, found {found:?}; read it again"
+    )]
+    Conflict {
+        /// The release.
+        release: String,
+        /// The version the writer read.
+        expected: Option<u64>,
+        /// The version stored now.
+        found: Option<u64>,
+    },
+    /// The file is not a stored state.
+    #[error("the state file {path} is corrupt")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file system failed.
+    #[error("cannot {action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A directory of release states.
+pub struct StateDir {
+    root: PathBuf,
+    writer: Mutex<()>,
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Release names become file names: only what `cutover lint` accepts as a name.
+fn checked(release: &str) -> Result<&str, StateError> {
+    let valid = !release.is_empty()
+        && release.len() <= 63
+        && release
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !release.starts_with('-');
+    if valid {
+        Ok(release)
+    } else {
+        Err(StateError::Name(release.to_string()))
+    }
+}
+
+impl StateDir {
+    /// Opens (creating if needed) the directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<StateDir, StateError> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(io("create", &root))?;
+        Ok(StateDir {
+            root,
+            writer: Mutex::new(()),
+        })
+    }
+
+    fn path(&self, release: &str) -> PathBuf {
+        self.root.join(format!("{release}.json"))
+    }
+
+    /// The stored state of `release`, if any.
+    pub fn load(&self, release: &str) -> Result<Option<Stored>, StateError> {
+        let path = self.path(checked(release)?);
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|source| StateError::Corrupt { path, source })
+    }
+
+    /// Stores `state` for `release` if the stored version is still `expected` (`None`: no
+    /// state yet); returns the new version.
+    pub fn store(
+        &self,
+        release: &str,
+        state: &serde_json::Value,
+        expected: Option<u64>,
+    ) -> Result<u64, StateError> {
+        let release = checked(release)?;
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = self.load(release)?.map(|s| s.version);
+        if found != expected {
+            return Err(StateError::Conflict {
+                release: release.to_string(),
+                expected,
+                found,
+            });
+        }
+        let stored = Stored {
+            version: found.unwrap_or(0) + 1,
+            state: state.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&stored).map_err(|source| StateError::Corrupt {
+            path: self.path(release),
+            source,
+        })?;
+        let path = self.path(release);
+        let temp = self.root.join(format!(".{release}.json.tmp"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(io("create", &temp))?;
+        file.write_all(&bytes).map_err(io("write", &temp))?;
+        file.sync_all().map_err(io("sync", &temp))?;
+        drop(file);
+        fs::rename(&temp, &path).map_err(io("replace", &path))?;
+        // The rename itself is durable only once the directory is.
+        File::open(&self.root)
+            .and_then(|d| d.sync_all())
+            .map_err(io("sync", &self.root))?;
+        Ok(stored.version)
+    }
+
+    /// Removes the state of `release` (a finished rollout no longer resumed).
+    pub fn remove(&self, release: &str) -> Result<(), StateError> {
+        let path = self.path(checked(release)?);
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &path)(e)),
+        }
+    }
+
+    /// Every release with a stored state, sorted: what a restarted controller resumes.
+    pub fn releases(&self) -> Result<Vec<String>, StateError> {
+        let mut names: Vec<String> = fs::read_dir(&self.root)
+            .map_err(io("list", &self.root))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|name| name.strip_suffix(".json").map(str::to_string))
+            .filter(|name| checked(name).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(name: &str) -> (Dir, StateDir) {
+        let path =
+            std::env::temp_dir().join(format!("cutover-state-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        let store = StateDir::open(&path).expect("opens");
+        (Dir(path), store)
+    }
+
+    #[test]
+    fn states_round_trip_with_increasing_versions() {
+        let (_d, store) = dir("round");
+        assert_eq!(store.load("shop").expect("reads"), None);
+        assert_eq!(
+            store
+                .store("shop", &serde_json::json!({"phase": "deploying"}), None)
+                .expect("stores"),
+            1
+        );
+        assert_eq!(
+            store
+                .store("shop", &serde_json::json!({"phase": "step"}), Some(1))
+                .expect("stores"),
+            2
+        );
+        let stored = store.load("shop").expect("reads").expect("present");
+        assert_eq!(
+            stored,
+            Stored {
+                version: 2,
+                state: serde_json::json!({"phase": "step"})
+            }
+        );
+        assert_eq!(store.releases().expect("lists"), vec!["shop".to_string()]);
+        store.remove("shop").expect("removes");
+        assert_eq!(store.load("shop").expect("reads"), None);
+        store
+            .remove("shop")
+            .expect("removing what is gone succeeds");
+    }
+
+    #[test]
+    fn a_stale_writer_gets_a_conflict_not_an_overwrite() {
+        let (_d, store) = dir("conflict");
+        store
+            .store("shop", &serde_json::json!(1), None)
+            .expect("stores");
+        store
+            .store("shop", &serde_json::json!(2), Some(1))
+            .expect("stores");
+        let err = store
+            .store("shop", &serde_json::json!(3), Some(1))
+            .expect_err("stale");
+        assert!(
+            matches!(
+                err,
+                StateError::Conflict {
+                    expected: Some(1),
+                    found: Some(2),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            store.store("shop", &serde_json::json!(3), None),
+            Err(StateError::Conflict { .. })
+        ));
+        assert_eq!(
+            store.load("shop").expect("reads").map(|s| s.state),
+            Some(serde_json::json!(2))
+        );
+    }
+
+    #[test]
+    fn a_write_interrupted_before_the_rename_leaves_the_old_state() {
+        let (d, store) = dir("crash");
+        store
+            .store("shop", &serde_json::json!({"step": 3}), None)
+            .expect("stores");
+        // What a controller killed mid-write leaves: a half-written temporary file.
+        fs::write(d.0.join(".shop.json.tmp"), b"{\"version\": 2, \"sta").expect("written");
+        let stored = store.load("shop").expect("reads").expect("present");
+        assert_eq!(stored.state, serde_json::json!({"step": 3}));
+        assert_eq!(
+            store.releases().expect("lists"),
+            vec!["shop".to_string()],
+            "temporary files are not releases"
+        );
+        assert_eq!(
+            store
+                .store("shop", &serde_json::json!({"step": 4}), Some(1))
+                .expect("stores"),
+            2
+        );
+    }
+
+    #[test]
+    fn names_that_are_not_release_names_are_refused_and_corruption_reported() {
+        let (d, store) = dir("names");
+        for bad in ["../etc/passwd", "Shop", "", "a/b", "-x"] {
+            assert!(matches!(store.load(bad), Err(StateError::Name(_))), "{bad}");
+        }
+        fs::write(d.0.join("broken.json"), b"not json").expect("written");
+        assert!(matches!(
+            store.load("broken"),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+}
