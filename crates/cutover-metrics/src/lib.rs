@@ -11,6 +11,7 @@
 //! - [`web`]: a number read by JSON pointer from a document served over HTTP.
 
 pub mod builtin;
+mod http;
 pub mod prometheus;
 mod template;
 pub mod web;

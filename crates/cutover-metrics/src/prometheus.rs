@@ -4,17 +4,11 @@
 //! with `sum()` and the like). An empty vector or NaN is no data; Prometheus unreachable,
 //! an error answer, or several series is an error. Neither is ever a pass.
 
-use std::time::Duration as StdDuration;
-
-use bytes::Bytes;
-use cutover_core::judge::{Measurement, MeasurementResult};
+use cutover_core::judge::MeasurementResult;
 use cutover_core::spec::PrometheusProvider;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-use crate::template::per_version;
+use crate::http::{HttpClient, client, per_version_measurement};
 use crate::{Context, render};
 
 /// Largest answer read.
@@ -23,7 +17,7 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 /// A client for Prometheus's HTTP API.
 #[derive(Clone)]
 pub struct PrometheusClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: HttpClient,
     /// Used when a metric names no `address`.
     default_address: Option<String>,
 }
@@ -31,10 +25,8 @@ pub struct PrometheusClient {
 impl PrometheusClient {
     /// A client; `default_address` serves metrics that name none.
     pub fn new(default_address: Option<String>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(StdDuration::from_secs(5)));
         PrometheusClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: client(),
             default_address,
         }
     }
@@ -55,29 +47,10 @@ impl PrometheusClient {
                 "no Prometheus address: set provider.prometheus.address or the controller's default".into(),
             );
         };
-        let candidate = match self
-            .query(&address, provider, context, Some(context.candidate))
-            .await
-        {
-            Ok(value) => value,
-            Err(message) => return MeasurementResult::Error(message),
-        };
-        let stable = if per_version(&provider.query) {
-            match self
-                .query(&address, provider, context, Some(context.stable))
-                .await
-            {
-                Ok(value) => value,
-                Err(message) => return MeasurementResult::Error(message),
-            }
-        } else {
-            None
-        };
-        MeasurementResult::Value(Measurement {
-            candidate,
-            stable,
-            ..Measurement::default()
+        per_version_measurement(&provider.query, context, |version| {
+            self.query(&address, provider, context, Some(version))
         })
+        .await
     }
 
     /// One instant query; `Ok(None)` for an empty result or NaN.
@@ -102,7 +75,7 @@ impl PrometheusClient {
         let request = http::Request::get(&url)
             .body(Empty::new())
             .map_err(|e| format!("{address}: {e}"))?;
-        let timeout: StdDuration = provider.timeout.into();
+        let timeout: std::time::Duration = provider.timeout.into();
         let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => return Err(format!("Prometheus at {address} cannot be reached: {e}")),

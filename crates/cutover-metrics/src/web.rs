@@ -1,16 +1,10 @@
 //! The web provider: GET a URL, read a number from the JSON answer by JSON pointer.
 
-use std::time::Duration as StdDuration;
-
-use bytes::Bytes;
-use cutover_core::judge::{Measurement, MeasurementResult};
+use cutover_core::judge::MeasurementResult;
 use cutover_core::spec::WebProvider;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-use crate::template::per_version;
+use crate::http::{HttpClient, client, per_version_measurement};
 use crate::{Context, render};
 
 /// Largest answer read.
@@ -19,22 +13,13 @@ const MAX_BODY: usize = 1024 * 1024;
 /// An HTTP client for web metrics.
 #[derive(Clone)]
 pub struct WebClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: HttpClient,
 }
 
 impl Default for WebClient {
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(StdDuration::from_secs(5)));
-        WebClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-        }
+        WebClient { client: client() }
     }
-}
-
-/// Why a web measurement failed.
-fn error(message: String) -> MeasurementResult {
-    MeasurementResult::Error(message)
 }
 
 impl WebClient {
@@ -45,24 +30,10 @@ impl WebClient {
         provider: &WebProvider,
         context: &Context<'_>,
     ) -> MeasurementResult {
-        let compare = per_version(&provider.url);
-        let candidate = match self.fetch(provider, context, Some(context.candidate)).await {
-            Ok(value) => value,
-            Err(message) => return error(message),
-        };
-        let stable = if compare {
-            match self.fetch(provider, context, Some(context.stable)).await {
-                Ok(value) => value,
-                Err(message) => return error(message),
-            }
-        } else {
-            None
-        };
-        MeasurementResult::Value(Measurement {
-            candidate,
-            stable,
-            ..Measurement::default()
+        per_version_measurement(&provider.url, context, |version| {
+            self.fetch(provider, context, Some(version))
         })
+        .await
     }
 
     /// The number at the pointer; `Ok(None)` when the document has no number there (no
@@ -86,7 +57,7 @@ impl WebClient {
         let request = request
             .body(Empty::new())
             .map_err(|e| format!("{url}: {e}"))?;
-        let timeout: StdDuration = provider.timeout.into();
+        let timeout: std::time::Duration = provider.timeout.into();
         let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => return Err(format!("{url}: {e}")),
