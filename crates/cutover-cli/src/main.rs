@@ -143,6 +143,14 @@ impl InputFile {
         })
     }
 
+    /// As [`InputFile::read`], printing the error and giving the exit code for it.
+    pub fn read_or_report(path: &Path) -> Result<InputFile, u8> {
+        InputFile::read(path).map_err(|message| {
+            eprintln!("{message}");
+            exit::INVALID_INPUT
+        })
+    }
+
     /// The file as the loader takes it.
     pub fn source(&self) -> cutover_core::load::Source<'_> {
         cutover_core::load::Source {

@@ -22,12 +22,9 @@ struct PlanReport<'a> {
 
 /// Loads the release, prints its timeline, and returns the exit code.
 pub fn run(path: &Path, output: Output, env: &BTreeMap<String, String>) -> u8 {
-    let input = match InputFile::read(path) {
+    let input = match InputFile::read_or_report(path) {
         Ok(input) => input,
-        Err(message) => {
-            eprintln!("{message}");
-            return exit::INVALID_INPUT;
-        }
+        Err(code) => return code,
     };
     let source = input.source();
     let name = &input.name;

@@ -12,12 +12,9 @@ use crate::{InputFile, exit};
 /// Loads the configuration, runs the proxy until SIGINT or SIGTERM, then drains it.
 pub fn run(path: &Path, env: &BTreeMap<String, String>) -> u8 {
     init_logging(env);
-    let input = match InputFile::read(path) {
+    let input = match InputFile::read_or_report(path) {
         Ok(input) => input,
-        Err(message) => {
-            eprintln!("{message}");
-            return exit::INVALID_INPUT;
-        }
+        Err(code) => return code,
     };
     let source = input.source();
     let config: ProxyConfig = match load::load_as(source, env) {

@@ -346,10 +346,7 @@ async fn oversized_headers_get_431_and_bodies_413() {
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
     let v1 = upstream("v1").await;
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let closed = support::closed_address();
     let mut down = route("down", &v1, None, 0);
     down.stable.endpoints = vec![closed.to_string()];
     down.path_prefix = Some("/down".into());
@@ -377,10 +374,7 @@ async fn upstream_down_is_502_and_slow_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_with_every_endpoint_down_is_served_by_stable() {
     let v1 = upstream("v1").await;
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let closed = support::closed_address();
     let mut r = route("shop", &v1, None, 50);
     r.candidate = Some(cutover_proxy::config::VersionConfig {
         name: "v2".into(),
@@ -629,10 +623,7 @@ async fn a_streamed_body_over_the_limit_is_413_not_an_upstream_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_that_is_down_shows_as_failing() {
     let v1 = upstream("v1").await;
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let closed = support::closed_address();
     let mut r = route("shop", &v1, None, 50);
     r.candidate = Some(cutover_proxy::config::VersionConfig {
         name: "v2".into(),

@@ -396,3 +396,9 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// An address on which nothing listens: connections to it are refused.
+pub fn closed_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
