@@ -1,11 +1,15 @@
 //! Where releases run and where their rollout state is kept.
 //!
-//! The rollout state machine (`cutover_core::rollout::Rollout`) asks for its state to be
-//! persisted before every batch of actions; a backend keeps it next to the workload, so a
-//! controller restarted anywhere resumes it. This crate holds the local backend's store, a
-//! state directory; the `Backend` trait and the local backend's slots come with the
-//! controller.
+//! [`Backend`] is what the controller drives: deploy a candidate, report its endpoints,
+//! promote, retire, and keep the rollout state next to the workload so that a controller
+//! restarted anywhere resumes. [`local::LocalBackend`] runs releases on addresses the
+//! user runs or on processes cutover supervises; the Swarm and Kubernetes backends live in
+//! their own crates.
 
+pub mod backend;
+pub mod local;
 pub mod state_dir;
 
+pub use backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView};
+pub use local::LocalBackend;
 pub use state_dir::{StateDir, StateError, Stored};

@@ -1,9 +1,13 @@
-//! `cutover`: lint, plan and (in later releases) run blue/green and canary releases.
+//! `cutover`: lint, plan, run and steer blue/green and canary releases.
 
 mod analyze;
+mod client;
+mod demo;
 mod lint;
 mod plan;
 mod proxy;
+mod rollout;
+mod serve;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod exit {
     /// Success: valid, promoted.
     pub const OK: u8 = 0;
+    /// The rollout was rolled back or aborted.
+    pub const FAILED: u8 = 1;
+    /// `run --wait` gave up waiting (`--timeout`); the rollout goes on.
+    pub const TIMED_OUT: u8 = 3;
     /// Invalid input: a release file with errors, a file that cannot be read.
     pub const INVALID_INPUT: u8 = 2;
     /// A service could not start or be reached (a port in use, a backend down).
@@ -80,7 +88,98 @@ enum Command {
         /// The proxy's configuration (YAML or TOML): listeners, admin, routes, limits.
         #[arg(long)]
         config: PathBuf,
+        /// Pull the route table from this controller (`GET /v1/routes`, every second),
+        /// e.g. `http://10.0.0.5:9900`, for a controller run with `--no-proxy`.
+        #[arg(long)]
+        routes_from: Option<String>,
     },
+    /// Run the controller (with the proxy embedded, by default) until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Start a rollout of a release; with --wait, block until it ends. Exit 0 promoted,
+    /// 1 rolled back or aborted, 2 invalid input, 3 timed out, 4 controller or backend
+    /// unreachable.
+    Run {
+        /// The release file.
+        file: PathBuf,
+        /// Wait until the rollout is promoted or rolled back.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (e.g. `15m`); the rollout goes on. Exit 3.
+        #[arg(long, requires = "wait")]
+        timeout: Option<cutover_core::Duration>,
+        /// Output format (`json`: one document at the end, see docs/cli.md).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        connection: client::ConnectionArgs,
+    },
+    /// Show a release's rollout: phase, weights, steps, each metric against its limit.
+    Status {
+        /// The release's name.
+        name: String,
+        /// Follow it live until it ends.
+        #[arg(long)]
+        watch: bool,
+        /// Output format (`json` with --watch: one document per line per change).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        connection: client::ConnectionArgs,
+    },
+    /// Finish the current step now (end a pause, accept an analysis); --full promotes at
+    /// once, skipping the remaining steps.
+    Promote {
+        /// The release's name.
+        name: String,
+        /// Skip every remaining step.
+        #[arg(long)]
+        full: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        connection: client::ConnectionArgs,
+    },
+    /// Roll back now: all traffic to stable, the candidate removed.
+    Abort(VerbArgs),
+    /// Hold the rollout at its current step (failures still roll back).
+    Pause(VerbArgs),
+    /// Lift a pause; after an inconclusive analysis, run it again.
+    Resume(VerbArgs),
+    /// Start a rolled-back or aborted release again from the beginning.
+    Retry(VerbArgs),
+    /// A release's events and earlier rollouts.
+    History(VerbArgs),
+    /// Every release the controller knows, with its phase.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        connection: client::ConnectionArgs,
+    },
+    /// The whole story in one command, nothing to install: v1 -> v2 promoted by canary
+    /// analysis, then v2 -> v3 (5 % errors, slower) rolled back. Under two minutes.
+    Demo {
+        /// Requests per second of the built-in load generator.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+    },
+    /// The demo's service (same as `examples/demo-app`).
+    #[command(hide = true)]
+    DemoApp(demo_app::Args),
+}
+
+/// A release name, an output format and where the controller is.
+#[derive(clap::Args, Debug)]
+struct VerbArgs {
+    /// The release's name.
+    name: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    connection: client::ConnectionArgs,
 }
 
 /// How results are printed.
@@ -108,9 +207,67 @@ fn main() -> ExitCode {
             emit(&cutover_core::schema::release_schema_json());
             exit::OK
         }
-        Command::Proxy { config } => proxy::run(&config, &environment()),
+        Command::Proxy {
+            config,
+            routes_from,
+        } => proxy::run(&config, routes_from.as_deref(), &environment()),
+        Command::Serve(args) => serve::run(args, &environment()),
+        Command::Run {
+            file,
+            wait,
+            timeout,
+            output,
+            connection,
+        } => rollout::run(&file, wait, timeout, output, &connection, &environment()),
+        Command::Status {
+            name,
+            watch,
+            output,
+            connection,
+        } => rollout::status(&name, watch, output, &connection, &environment()),
+        Command::Promote {
+            name,
+            full,
+            output,
+            connection,
+        } => rollout::command(
+            &name,
+            rollout::Verb::Promote { full },
+            output,
+            &connection,
+            &environment(),
+        ),
+        Command::Abort(v) => verb(v, rollout::Verb::Abort),
+        Command::Pause(v) => verb(v, rollout::Verb::Pause),
+        Command::Resume(v) => verb(v, rollout::Verb::Resume),
+        Command::Retry(v) => verb(v, rollout::Verb::Retry),
+        Command::History(v) => rollout::history(&v.name, v.output, &v.connection, &environment()),
+        Command::List { output, connection } => rollout::list(output, &connection, &environment()),
+        Command::Demo { rate } => demo::run(rate, &environment()),
+        Command::DemoApp(args) => {
+            return match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(demo_app::run(args)),
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    ExitCode::from(exit::UNAVAILABLE)
+                }
+            };
+        }
     };
     ExitCode::from(code)
+}
+
+fn verb(args: VerbArgs, verb: rollout::Verb) -> u8 {
+    rollout::command(
+        &args.name,
+        verb,
+        args.output,
+        &args.connection,
+        &environment(),
+    )
 }
 
 /// The process environment, for `${VAR}` interpolation and `CUTOVER_` overrides.

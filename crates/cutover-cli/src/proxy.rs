@@ -7,11 +7,12 @@ use cutover_core::load;
 use cutover_proxy::Proxy;
 use cutover_proxy::config::ProxyConfig;
 
+use crate::client::error_chain;
 use crate::{InputFile, exit};
 
 /// Loads the configuration, runs the proxy until SIGINT or SIGTERM, then drains it.
-pub fn run(path: &Path, env: &BTreeMap<String, String>) -> u8 {
-    init_logging(env);
+pub fn run(path: &Path, routes_from: Option<&str>, env: &BTreeMap<String, String>) -> u8 {
+    init_logging(env, LogFormat::Text);
     let input = match InputFile::read_or_report(path) {
         Ok(input) => input,
         Err(code) => return code,
@@ -64,23 +65,99 @@ pub fn run(path: &Path, env: &BTreeMap<String, String>) -> u8 {
                 .join(", "),
             proxy.admin_addr()
         );
+        let proxy = std::sync::Arc::new(proxy);
+        let puller = match routes_from {
+            Some(url) => match pull_routes(proxy.clone(), url, env) {
+                Ok(task) => Some(task),
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return exit::INVALID_INPUT;
+                }
+            },
+            None => None,
+        };
         signals.wait().await;
+        if let Some(puller) = puller {
+            puller.abort();
+            let _ = puller.await;
+        }
         eprintln!("shutting down: draining in-flight requests");
+        let Ok(proxy) = std::sync::Arc::try_unwrap(proxy) else {
+            return exit::OK;
+        };
         proxy.shutdown().await;
         exit::OK
     })
 }
 
+/// How often a proxy that pulls its routes asks the controller.
+const PULL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the proxy's route table equal to the controller's (`GET /v1/routes`), polling
+/// every second. When the controller is gone the proxy keeps serving the last table.
+fn pull_routes(
+    proxy: std::sync::Arc<Proxy>,
+    controller: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let args = crate::client::ConnectionArgs {
+        controller: Some(controller.to_string()),
+        ..Default::default()
+    };
+    let client = crate::client::ApiClient::from_settings(&args, env).map_err(|e| e.to_string())?;
+    Ok(tokio::spawn(async move {
+        let mut applied = None;
+        let mut failing = false;
+        loop {
+            match client.get("/v1/routes").await {
+                Ok(table) => {
+                    failing = false;
+                    let version = table["version"].as_u64();
+                    if version != applied {
+                        match serde_json::from_value::<cutover_proxy::config::RouteTableConfig>(
+                            serde_json::json!({ "routes": table["routes"] }),
+                        ) {
+                            Ok(routes) => match proxy.set_routes(&routes).await {
+                                Ok(_) => {
+                                    tracing::info!(
+                                        version,
+                                        "route table pulled from the controller"
+                                    );
+                                    applied = version;
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "the controller's route table is refused")
+                                }
+                            },
+                            Err(e) => {
+                                tracing::error!(error = %e, "the controller's route table cannot be read")
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot pull routes; serving the last table");
+                    }
+                    failing = true;
+                }
+            }
+            tokio::time::sleep(PULL_EVERY).await;
+        }
+    }))
+}
+
 /// SIGINT and SIGTERM, caught from the moment this is made: made before the proxy says it
 /// listens, so a signal sent right after that drains instead of killing the process.
-struct Signals {
+pub struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
     interrupt: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>,
 }
 
 impl Signals {
-    fn install() -> Signals {
+    /// Starts catching SIGINT and SIGTERM.
+    pub fn install() -> Signals {
         Signals {
             #[cfg(unix)]
             term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
@@ -88,7 +165,8 @@ impl Signals {
         }
     }
 
-    async fn wait(mut self) {
+    /// Waits for either.
+    pub async fn wait(mut self) {
         #[cfg(unix)]
         if let Some(term) = self.term.as_mut() {
             tokio::select! {
@@ -101,28 +179,29 @@ impl Signals {
     }
 }
 
-/// `error: cannot listen on 127.0.0.1:80: permission denied`: the causes, in a line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// Logs to stderr; `CUTOVER_LOG` (or `RUST_LOG`) filters, `info` by default.
-fn init_logging(env: &BTreeMap<String, String>) {
+pub fn init_logging(env: &BTreeMap<String, String>, format: LogFormat) {
     let filter = env
         .get("CUTOVER_LOG")
         .or_else(|| env.get("RUST_LOG"))
         .cloned()
         .unwrap_or_else(|| "info".to_string());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    };
 }

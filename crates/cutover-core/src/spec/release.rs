@@ -64,6 +64,15 @@ pub struct ReleaseSpec {
     /// candidate from `backend.local.candidate` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The new version's name: the `version` label on the proxy's metrics and what
+    /// `{{candidate}}` stands for in queries. Defaults to the image's tag, or (local
+    /// backend) a short hash of the candidate's addresses or command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The name of the version serving now, for a first release whose backend cannot tell
+    /// (the local backend). Later releases take it from the version they promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_version: Option<String>,
     /// How many instances each version runs.
     #[serde(default = "default_replicas")]
     pub replicas: u32,
@@ -120,6 +129,14 @@ pub struct LocalTarget {
     pub stable: LocalSlot,
     /// The new version.
     pub candidate: LocalSlot,
+    /// The HTTP path probed on every instance until it answers 2xx: the slot is ready when
+    /// all of them do.
+    #[serde(default = "default_readiness_path")]
+    pub readiness_path: String,
+}
+
+fn default_readiness_path() -> String {
+    "/".to_string()
 }
 
 /// One local slot: fixed addresses, or a command cutover runs and supervises.

@@ -1,0 +1,589 @@
+//! The local backend: each slot is a list of addresses the user runs (VMs, bare metal,
+//! processes started elsewhere) or a command cutover starts `replicas` times and
+//! supervises (a port assigned to each instance, readiness by HTTP probe, logs captured
+//! to files, restarted when it exits, stopped on retire).
+//!
+//! Which slot is which lives in a state directory (`<root>/slots/<release>.json`), the
+//! rollout state beside it (`<root>/releases/<release>.json`), and the instances' logs in
+//! `<root>/logs/<release>/`. Instances outlive the controller; a new controller adopts
+//! them by their tag (see [`process`]).
+
+mod probe;
+pub mod process;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cutover_core::spec::{Backend as BackendSpec, LocalSlot, LocalTarget, Release};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView};
+use crate::state_dir::{StateDir, Stored};
+use process::{InstanceSpec, Supervisor};
+
+/// A candidate whose instances exited this many times while it was being deployed is
+/// failed: it crash-loops.
+const CRASH_LOOP_RESTARTS: u32 = 3;
+
+/// How often readiness is probed while deploying.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
+/// How long the stable slot may take to become ready when cutover starts it.
+const STABLE_READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// Which workload plays which role for one release.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Slots {
+    stable: Option<SlotRecord>,
+    candidate: Option<SlotRecord>,
+    previous: Option<SlotRecord>,
+}
+
+impl Slots {
+    fn get(&self, slot: Slot) -> Option<&SlotRecord> {
+        match slot {
+            Slot::Stable => self.stable.as_ref(),
+            Slot::Candidate => self.candidate.as_ref(),
+            Slot::Previous => self.previous.as_ref(),
+        }
+    }
+
+    fn take(&mut self, slot: Slot) -> Option<SlotRecord> {
+        match slot {
+            Slot::Stable => self.stable.take(),
+            Slot::Candidate => self.candidate.take(),
+            Slot::Previous => self.previous.take(),
+        }
+    }
+
+    fn sets(&self) -> impl Iterator<Item = &str> {
+        [&self.stable, &self.candidate, &self.previous]
+            .into_iter()
+            .flatten()
+            .map(|r| r.set.as_str())
+    }
+}
+
+/// One slot's workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SlotRecord {
+    version: String,
+    /// Unique per deployment: the middle part of its instances' tags.
+    set: String,
+    readiness_path: String,
+    workload: Workload,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Workload {
+    Addresses(Vec<String>),
+    Command { argv: Vec<String>, ports: Vec<u16> },
+}
+
+impl SlotRecord {
+    fn endpoints(&self) -> Vec<String> {
+        match &self.workload {
+            Workload::Addresses(addresses) => addresses.clone(),
+            Workload::Command { ports, .. } => ports
+                .iter()
+                .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, *port)).to_string())
+                .collect(),
+        }
+    }
+
+    fn view(&self) -> SlotView {
+        SlotView {
+            version: self.version.clone(),
+            endpoints: self.endpoints(),
+        }
+    }
+}
+
+/// The running supervisors of one deployment (`set`).
+type Running = HashMap<String, Vec<Supervisor>>;
+
+/// The local backend. Cheap to share: hold it in an `Arc`.
+pub struct LocalBackend {
+    root: PathBuf,
+    releases: StateDir,
+    slots: StateDir,
+    running: tokio::sync::Mutex<Running>,
+    /// One lock per release: operations on a release run one at a time.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Raised by `retire(Candidate)` to cut short a deploy waiting for readiness.
+    cancels: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl LocalBackend {
+    /// Opens (creating) the state directory at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<LocalBackend, BackendError> {
+        let root = root.into();
+        Ok(LocalBackend {
+            releases: StateDir::open(root.join("releases"))?,
+            slots: StateDir::open(root.join("slots"))?,
+            root,
+            running: tokio::sync::Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            cancels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where instance `n` of deployment `set` of `release` writes its output.
+    pub fn log_path(&self, release: &str, set: &str, n: usize) -> PathBuf {
+        self.root
+            .join("logs")
+            .join(release)
+            .join(format!("{set}-{n}.log"))
+    }
+
+    fn lock(&self, release: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(release.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn cancel_signal(&self, release: &str) -> watch::Receiver<u64> {
+        self.cancels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(release.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn cancel_deploy(&self, release: &str) {
+        if let Some(sender) = self
+            .cancels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(release)
+        {
+            sender.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn load_slots(&self, release: &str) -> Result<(Slots, Option<u64>), BackendError> {
+        match self.slots.load(release)? {
+            None => Ok((Slots::default(), None)),
+            Some(stored) => {
+                let slots = serde_json::from_value(stored.state).map_err(|e| {
+                    BackendError::Unavailable(format!(
+                        "the slot record of '{release}' cannot be read: {e}"
+                    ))
+                })?;
+                Ok((slots, Some(stored.version)))
+            }
+        }
+    }
+
+    fn store_slots(
+        &self,
+        release: &str,
+        slots: &Slots,
+        revision: Option<u64>,
+    ) -> Result<Option<u64>, BackendError> {
+        let value = serde_json::to_value(slots)
+            .map_err(|e| BackendError::Unavailable(format!("cannot encode slots: {e}")))?;
+        Ok(Some(self.slots.store(release, &value, revision)?))
+    }
+
+    /// Makes a record for a new deployment of `definition`; command slots get their ports.
+    fn new_record(
+        release: &str,
+        version: &str,
+        definition: &LocalSlot,
+        replicas: u32,
+        readiness_path: &str,
+    ) -> Result<SlotRecord, BackendError> {
+        let workload = match definition {
+            LocalSlot::Addresses(addresses) => {
+                if addresses.is_empty() {
+                    return Err(BackendError::Invalid(format!(
+                        "release '{release}': a local slot needs at least one address"
+                    )));
+                }
+                Workload::Addresses(addresses.clone())
+            }
+            LocalSlot::Command(argv) => {
+                if argv.is_empty() {
+                    return Err(BackendError::Invalid(format!(
+                        "release '{release}': a local command slot needs a program"
+                    )));
+                }
+                let ports = (0..replicas.max(1))
+                    .map(|_| free_port())
+                    .collect::<Result<_, _>>()?;
+                Workload::Command {
+                    argv: argv.clone(),
+                    ports,
+                }
+            }
+        };
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let set = format!("{}-{:x}", sanitize(version), nanos & 0xffff_ffff_ffff);
+        Ok(SlotRecord {
+            version: version.to_string(),
+            set,
+            readiness_path: readiness_path.to_string(),
+            workload,
+        })
+    }
+
+    /// Starts (or adopts, after a restart) the instances of a command slot that are not
+    /// running under a supervisor of this process.
+    async fn ensure_running(&self, release: &str, record: &SlotRecord) {
+        let Workload::Command { argv, ports } = &record.workload else {
+            return;
+        };
+        let mut running = self.running.lock().await;
+        if running.contains_key(&record.set) {
+            return;
+        }
+        let found = process::find_tagged(&format!("{release}/{}/", record.set));
+        let supervisors = ports
+            .iter()
+            .enumerate()
+            .map(|(n, port)| {
+                let tag = format!("{release}/{}/{n}", record.set);
+                let adopt = found.iter().find(|(_, t)| *t == tag).map(|(pid, _)| *pid);
+                if let Some(pid) = adopt {
+                    tracing::info!(%tag, pid, "adopted a running instance");
+                }
+                let spec = InstanceSpec {
+                    argv: argv
+                        .iter()
+                        .map(|a| a.replace("{{port}}", &port.to_string()))
+                        .collect(),
+                    port: *port,
+                    tag,
+                    log: self.log_path(release, &record.set, n),
+                };
+                Supervisor::start(spec, adopt)
+            })
+            .collect();
+        running.insert(record.set.clone(), supervisors);
+    }
+
+    /// Stops every instance of `set`, supervised here or left by an earlier controller.
+    async fn stop_set(&self, release: &str, set: &str) {
+        let supervisors = self.running.lock().await.remove(set);
+        for supervisor in supervisors.into_iter().flatten() {
+            supervisor.stop().await;
+        }
+        for (pid, tag) in process::find_tagged(&format!("{release}/{set}/")) {
+            process::terminate(pid, &tag).await;
+        }
+    }
+
+    /// Stops instances of `release` that no slot claims (a deploy interrupted between
+    /// starting them and recording them).
+    async fn sweep_strays(&self, release: &str, slots: &Slots) {
+        let claimed: Vec<&str> = slots.sets().collect();
+        for (pid, tag) in process::find_tagged(&format!("{release}/")) {
+            let set = tag.split('/').nth(1).unwrap_or_default();
+            if !claimed.contains(&set) {
+                tracing::info!(%tag, pid, "stopping an instance no slot claims");
+                process::terminate(pid, &tag).await;
+            }
+        }
+    }
+
+    /// Why the slot's instances cannot run, if they cannot: a program that does not
+    /// start, or one that keeps exiting.
+    async fn failure(&self, record: &SlotRecord, release: &str) -> Option<String> {
+        let running = self.running.lock().await;
+        let supervisors = running.get(&record.set)?;
+        supervisors.iter().enumerate().find_map(|(n, s)| {
+            let health = s.health();
+            if let Some(fatal) = health.fatal {
+                return Some(fatal);
+            }
+            (health.restarts >= CRASH_LOOP_RESTARTS).then(|| {
+                let tail = process::log_tail(&self.log_path(release, &record.set, n), 10);
+                format!(
+                    "instance {n} exited {} times (last: {}); its log ends:\n{tail}",
+                    health.restarts,
+                    health.last_exit.unwrap_or_default()
+                )
+            })
+        })
+    }
+
+    /// Probes every endpoint until all answer (`Ready`), the slot fails, `cancel` fires,
+    /// or `within` passes.
+    async fn wait_ready(
+        &self,
+        release: &str,
+        record: &SlotRecord,
+        within: Option<Duration>,
+        mut cancel: Option<watch::Receiver<u64>>,
+    ) -> Result<Readiness, BackendError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Some(reason) = self.failure(record, release).await {
+                return Ok(Readiness::Failed { reason });
+            }
+            let mut problem = None;
+            for endpoint in record.endpoints() {
+                if let Err(e) = probe::probe(&endpoint, &record.readiness_path).await {
+                    problem = Some(format!("{endpoint}{}: {e}", record.readiness_path));
+                    break;
+                }
+            }
+            let Some(last_problem) = problem else {
+                return Ok(Readiness::Ready(record.view()));
+            };
+            if within.is_some_and(|w| started.elapsed() > w) {
+                return Err(BackendError::Unavailable(format!(
+                    "not ready within {}s: {last_problem}",
+                    within.map_or(0, |w| w.as_secs())
+                )));
+            }
+            let sleep = tokio::time::sleep(PROBE_EVERY);
+            match cancel.as_mut() {
+                Some(cancel) => tokio::select! {
+                    _ = sleep => {}
+                    _ = cancel.changed() => {
+                        return Err(BackendError::Unavailable(
+                            "the deployment was cancelled by a retirement".to_string(),
+                        ));
+                    }
+                },
+                None => sleep.await,
+            }
+        }
+    }
+
+    async fn stable_slot(
+        &self,
+        release: &Release,
+        version: &str,
+    ) -> Result<SlotView, BackendError> {
+        let name = release.metadata.name.as_str();
+        let target = local_target(release)?;
+        let lock = self.lock(name);
+        let _guard = lock.lock().await;
+        let (mut slots, revision) = self.load_slots(name)?;
+        let record = match &slots.stable {
+            Some(record) => record.clone(),
+            None => {
+                let record = Self::new_record(
+                    name,
+                    version,
+                    &target.stable,
+                    release.spec.replicas,
+                    &target.readiness_path,
+                )?;
+                slots.stable = Some(record.clone());
+                self.store_slots(name, &slots, revision)?;
+                record
+            }
+        };
+        self.sweep_strays(name, &slots).await;
+        self.ensure_running(name, &record).await;
+        if matches!(record.workload, Workload::Addresses(_)) {
+            // Instances cutover does not run are the user's to start: report, but do
+            // not hold the release up on a slot that serves already.
+            return Ok(record.view());
+        }
+        match self
+            .wait_ready(name, &record, Some(STABLE_READY_WITHIN), None)
+            .await?
+        {
+            Readiness::Ready(view) => Ok(view),
+            Readiness::Failed { reason } => Err(BackendError::Invalid(format!(
+                "the stable slot of '{name}' cannot run: {reason}"
+            ))),
+        }
+    }
+
+    async fn deploy_candidate(
+        &self,
+        release: &Release,
+        version: &str,
+    ) -> Result<Readiness, BackendError> {
+        let name = release.metadata.name.as_str();
+        let target = local_target(release)?;
+        let cancel = self.cancel_signal(name);
+        let record = {
+            let lock = self.lock(name);
+            let _guard = lock.lock().await;
+            let (mut slots, revision) = self.load_slots(name)?;
+            let record = match slots.candidate.clone() {
+                Some(record) if record.version == version => record,
+                stale => {
+                    if let Some(stale) = stale {
+                        self.stop_set(name, &stale.set).await;
+                    }
+                    let record = Self::new_record(
+                        name,
+                        version,
+                        &target.candidate,
+                        release.spec.replicas,
+                        &target.readiness_path,
+                    )?;
+                    // Recorded before anything starts, so a controller killed in between
+                    // finds (and adopts or stops) what it started.
+                    slots.candidate = Some(record.clone());
+                    self.store_slots(name, &slots, revision)?;
+                    record
+                }
+            };
+            self.ensure_running(name, &record).await;
+            record
+        };
+        let readiness = self.wait_ready(name, &record, None, Some(cancel)).await?;
+        if let Readiness::Failed { reason } = &readiness {
+            tracing::warn!(release = name, %reason, "the candidate cannot run");
+        }
+        Ok(readiness)
+    }
+
+    async fn promote_candidate(&self, release: &str) -> Result<(), BackendError> {
+        let lock = self.lock(release);
+        let _guard = lock.lock().await;
+        let (mut slots, revision) = self.load_slots(release)?;
+        let Some(candidate) = slots.candidate.take() else {
+            // Promoted already.
+            return Ok(());
+        };
+        if let Some(previous) = slots.previous.take() {
+            // A scale-down that never finished: that version is two releases old.
+            self.stop_set(release, &previous.set).await;
+        }
+        slots.previous = slots.stable.take();
+        slots.stable = Some(candidate);
+        self.store_slots(release, &slots, revision)?;
+        Ok(())
+    }
+
+    async fn retire_slot(&self, release: &str, slot: Slot) -> Result<(), BackendError> {
+        if slot == Slot::Candidate {
+            self.cancel_deploy(release);
+        }
+        let lock = self.lock(release);
+        let _guard = lock.lock().await;
+        let (mut slots, revision) = self.load_slots(release)?;
+        if let Some(record) = slots.take(slot) {
+            self.stop_set(release, &record.set).await;
+            self.store_slots(release, &slots, revision)?;
+        }
+        self.sweep_strays(release, &slots).await;
+        Ok(())
+    }
+}
+
+fn local_target(release: &Release) -> Result<&LocalTarget, BackendError> {
+    match &release.spec.backend {
+        BackendSpec::Local(target) => Ok(target),
+        other => Err(BackendError::Invalid(format!(
+            "release '{}' is for the {} backend, and this controller runs the local one",
+            release.metadata.name,
+            other.name()
+        ))),
+    }
+}
+
+fn free_port() -> Result<u16, BackendError> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| BackendError::Unavailable(format!("cannot find a free port: {e}")))
+}
+
+/// Keeps a version name usable in tags and file names.
+fn sanitize(version: &str) -> String {
+    version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect()
+}
+
+impl Backend for LocalBackend {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn stable<'a>(
+        &'a self,
+        release: &'a Release,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<SlotView, BackendError>> {
+        Box::pin(self.stable_slot(release, version))
+    }
+
+    fn deploy<'a>(
+        &'a self,
+        release: &'a Release,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<Readiness, BackendError>> {
+        Box::pin(self.deploy_candidate(release, version))
+    }
+
+    fn endpoints<'a>(
+        &'a self,
+        release: &'a str,
+        slot: Slot,
+    ) -> BoxFuture<'a, Result<Option<SlotView>, BackendError>> {
+        Box::pin(async move {
+            let (slots, _) = self.load_slots(release)?;
+            Ok(slots.get(slot).map(SlotRecord::view))
+        })
+    }
+
+    fn promote<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(self.promote_candidate(release))
+    }
+
+    fn retire<'a>(
+        &'a self,
+        release: &'a str,
+        slot: Slot,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(self.retire_slot(release, slot))
+    }
+
+    fn load_state<'a>(
+        &'a self,
+        release: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Stored>, BackendError>> {
+        Box::pin(async move { Ok(self.releases.load(release)?) })
+    }
+
+    fn store_state<'a>(
+        &'a self,
+        release: &'a str,
+        state: &'a serde_json::Value,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<u64, BackendError>> {
+        Box::pin(async move { Ok(self.releases.store(release, state, expected)?) })
+    }
+
+    fn releases(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
+        Box::pin(async move { Ok(self.releases.releases()?) })
+    }
+}

@@ -1,0 +1,362 @@
+//! Talking to the controller's HTTP API: where it is, the token, requests, and following
+//! a rollout's server-sent events.
+//!
+//! The controller's address comes from `--controller`, then `CUTOVER_CONTROLLER`, then
+//! the `controller` key of the config file, then `http://127.0.0.1:9900`. The token from
+//! `--token-file`, then `CUTOVER_TOKEN` (the token itself), then `CUTOVER_TOKEN_FILE`,
+//! then the config file's `tokenFile`, then `.cutover/token` (what `cutover serve`
+//! writes in its default state directory). The config file is `--config`, else
+//! `CUTOVER_CONFIG`, else `$XDG_CONFIG_HOME/cutover/config.toml` (or
+//! `~/.config/cutover/config.toml`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+/// How long one API request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the controller is, as flags.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConnectionArgs {
+    /// The controller's API, e.g. `http://127.0.0.1:9900` [env: CUTOVER_CONTROLLER].
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// A file holding the API token [env: CUTOVER_TOKEN_FILE; or the token itself in
+    /// CUTOVER_TOKEN].
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The CLI's config file (TOML: `controller`, `tokenFile`) [env: CUTOVER_CONFIG].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigFile {
+    controller: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+/// Why a request did not get an answer the command can use.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The controller cannot be reached (exit 4).
+    Unreachable(String),
+    /// The controller answered with an error document.
+    Api {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The error's kind (`invalid`, `conflict`, `rejected`, `notFound`, `backend`...).
+        kind: String,
+        /// The message for people.
+        message: String,
+        /// A release file's problems, for `invalid`.
+        diagnostics: Vec<serde_json::Value>,
+    },
+    /// Bad settings on this side (exit 2).
+    Settings(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Unreachable(m) | ClientError::Settings(m) => f.write_str(m),
+            ClientError::Api { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl ClientError {
+    /// The exit code for this error: 4 when the controller or its backend cannot be
+    /// reached, 2 for everything the user has to change.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Unreachable(_) => crate::exit::UNAVAILABLE,
+            ClientError::Api { kind, .. } if kind == "backend" => crate::exit::UNAVAILABLE,
+            ClientError::Api { status, .. } if status.is_server_error() => crate::exit::UNAVAILABLE,
+            _ => crate::exit::INVALID_INPUT,
+        }
+    }
+}
+
+/// A connection to the controller's API.
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ApiClient {
+    /// Resolves the address and token from flags, environment and config file.
+    pub fn from_settings(
+        args: &ConnectionArgs,
+        env: &BTreeMap<String, String>,
+    ) -> Result<ApiClient, ClientError> {
+        let config = read_config(args, env)?;
+        let base = args
+            .controller
+            .clone()
+            .or_else(|| env.get("CUTOVER_CONTROLLER").cloned())
+            .or(config.controller)
+            .unwrap_or_else(|| "http://127.0.0.1:9900".to_string());
+        let base = if base.contains("://") {
+            base
+        } else {
+            format!("http://{base}")
+        };
+        if !base.starts_with("http://") {
+            return Err(ClientError::Settings(format!(
+                "the controller address '{base}' must be http:// (the API speaks plain HTTP; put TLS in front of it if needed)"
+            )));
+        }
+        let token = resolve_token(args, env, config.token_file)?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    /// The controller's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(header::USER_AGENT, "cutover-cli");
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Settings(format!("bad request to {}{path}: {e}", self.base)))
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<serde_json::Value, ClientError> {
+        let uri = request.uri().to_string();
+        let unreachable = |e: String| {
+            ClientError::Unreachable(format!("cannot reach the controller at {}: {e}", uri))
+        };
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))?
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+            unreachable(format!(
+                "answered {status} with something that is not cutover's API: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))
+        })?;
+        if status.is_success() {
+            return Ok(value);
+        }
+        let error = &value["error"];
+        Err(ClientError::Api {
+            status,
+            kind: error["kind"].as_str().unwrap_or("error").to_string(),
+            message: error["message"]
+                .as_str()
+                .unwrap_or("the controller refused without a message")
+                .to_string(),
+            diagnostics: error["diagnostics"].as_array().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.request(Method::GET, path, Vec::new(), &[])?)
+            .await
+    }
+
+    /// `POST path` with a body.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Result<serde_json::Value, ClientError> {
+        self.send(self.request(Method::POST, path, body, headers)?)
+            .await
+    }
+
+    /// Follows `GET path` as server-sent events, calling `on_status` with each `status`
+    /// event's data until it returns `false` or the stream ends. Returns whether the
+    /// callback asked to stop (as opposed to the stream ending).
+    pub async fn follow(
+        &self,
+        path: &str,
+        on_status: &mut dyn FnMut(serde_json::Value) -> bool,
+    ) -> Result<bool, ClientError> {
+        let request = self.request(Method::GET, path, Vec::new(), &[])?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| ClientError::Unreachable("the controller did not answer".into()))?
+            .map_err(|e| {
+                ClientError::Unreachable(format!(
+                    "cannot reach the controller at {}: {}",
+                    self.base,
+                    error_chain(&e)
+                ))
+            })?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            return Err(ClientError::Api {
+                status,
+                kind: value["error"]["kind"]
+                    .as_str()
+                    .unwrap_or("error")
+                    .to_string(),
+                message: value["error"]["message"]
+                    .as_str()
+                    .unwrap_or("the controller refused")
+                    .to_string(),
+                diagnostics: Vec::new(),
+            });
+        }
+        let mut body = response.into_body();
+        let mut buffer = String::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Ok(false);
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buffer.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if data.is_empty() {
+                    continue;
+                }
+                if let Ok(value) = serde_json::from_str(&data)
+                    && !on_status(value)
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn read_config(
+    args: &ConnectionArgs,
+    env: &BTreeMap<String, String>,
+) -> Result<ConfigFile, ClientError> {
+    let explicit = args
+        .config
+        .clone()
+        .or_else(|| env.get("CUTOVER_CONFIG").map(PathBuf::from));
+    let path = explicit.clone().or_else(|| {
+        env.get("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .map(|dir| dir.join("cutover").join("config.toml"))
+    });
+    let Some(path) = path else {
+        return Ok(ConfigFile::default());
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            return Ok(ConfigFile::default());
+        }
+        Err(e) => {
+            return Err(ClientError::Settings(format!(
+                "cannot read the config file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    toml::from_str(&text).map_err(|e| {
+        ClientError::Settings(format!(
+            "the config file {} is invalid (keys: controller, tokenFile): {e}",
+            path.display()
+        ))
+    })
+}
+
+fn resolve_token(
+    args: &ConnectionArgs,
+    env: &BTreeMap<String, String>,
+    from_config: Option<PathBuf>,
+) -> Result<Option<String>, ClientError> {
+    if args.token_file.is_none()
+        && let Some(token) = env.get("CUTOVER_TOKEN").filter(|t| !t.is_empty())
+    {
+        return Ok(Some(token.trim().to_string()));
+    }
+    let named = args
+        .token_file
+        .clone()
+        .or_else(|| env.get("CUTOVER_TOKEN_FILE").map(PathBuf::from))
+        .or(from_config);
+    match named {
+        Some(path) => std::fs::read_to_string(&path)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| {
+                ClientError::Settings(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))
+            }),
+        None => Ok(std::fs::read_to_string(".cutover/token")
+            .ok()
+            .map(|t| t.trim().to_string())),
+    }
+}
+
+/// An error and its causes, in one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,280 @@
+//! `cutover serve`: the controller, with the proxy embedded (the default) or alone with
+//! proxies pulling the route table from it.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use cutover_backend::LocalBackend;
+use cutover_controller::api::{Api, ApiOptions};
+use cutover_controller::{Controller, ControllerOptions};
+use cutover_core::load;
+use cutover_proxy::Proxy;
+use cutover_proxy::config::{AdminConfig, ListenerConfig, ProxyConfig};
+
+use crate::client::error_chain;
+use crate::proxy::{LogFormat, Signals, init_logging};
+use crate::{InputFile, exit};
+
+/// `cutover serve`'s flags.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Where rollout state, instance logs and the API token live [env: CUTOVER_STATE_DIR].
+    #[arg(long, default_value = ".cutover")]
+    pub state_dir: PathBuf,
+    /// The API's address.
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    pub api: SocketAddr,
+    /// The embedded proxy's listener (repeat for more).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: Vec<SocketAddr>,
+    /// The embedded proxy's admin listener (`/metrics`, `/routes`).
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin: SocketAddr,
+    /// A full proxy configuration for the embedded proxy (limits, TLS, timeouts) instead
+    /// of `--listen` and `--admin`.
+    #[arg(long, conflicts_with = "no_proxy")]
+    pub proxy_config: Option<PathBuf>,
+    /// Run no proxy here: proxies elsewhere pull the table (`cutover proxy --routes-from`).
+    /// `builtin` metrics and guardrails need the embedded proxy.
+    #[arg(long)]
+    pub no_proxy: bool,
+    /// The file holding the API token; created with a random token if missing.
+    /// Default: `<state-dir>/token`.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The Prometheus address for metrics that name none, e.g. `http://127.0.0.1:9090`.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Runs the controller until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
+    init_logging(env, args.log_format);
+    let state_dir = env
+        .get("CUTOVER_STATE_DIR")
+        .filter(|_| args.state_dir == Path::new(".cutover"))
+        .map_or(args.state_dir.clone(), PathBuf::from);
+    if let Err(e) = std::fs::create_dir_all(&state_dir) {
+        eprintln!(
+            "error: cannot create the state directory {}: {e}",
+            state_dir.display()
+        );
+        return exit::UNAVAILABLE;
+    }
+    // Two controllers on one directory would overwrite each other's decisions.
+    let _lock = match lock(&state_dir) {
+        Ok(lock) => lock,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let token_file = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| state_dir.join("token"));
+    let token = match token(&token_file) {
+        Ok(token) => token,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let proxy_config = match proxy_config(&args, env) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    runtime.block_on(async move {
+        let signals = Signals::install();
+        let backend = match LocalBackend::open(&state_dir) {
+            Ok(backend) => Arc::new(backend),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::UNAVAILABLE;
+            }
+        };
+        let proxy = match proxy_config {
+            None => None,
+            Some(config) => match Proxy::start(config).await {
+                Ok(proxy) => Some(Arc::new(proxy)),
+                Err(e) => {
+                    eprintln!("error: {}", error_chain(&e));
+                    return exit::UNAVAILABLE;
+                }
+            },
+        };
+        let controller = match Controller::start(ControllerOptions {
+            backend,
+            proxy: proxy.clone(),
+            prometheus: args.prometheus.clone(),
+        })
+        .await
+        {
+            Ok(controller) => controller,
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                return exit::UNAVAILABLE;
+            }
+        };
+        let api = match Api::start(
+            controller.clone(),
+            ApiOptions {
+                address: args.api,
+                token,
+            },
+        )
+        .await
+        {
+            Ok(api) => api,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", args.api);
+                return exit::UNAVAILABLE;
+            }
+        };
+        match &proxy {
+            Some(proxy) => eprintln!(
+                "cutover controller: API on http://{}, proxy on {} (admin {}), state in {}, token in {}",
+                api.address(),
+                proxy
+                    .listen_addrs()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                proxy.admin_addr(),
+                state_dir.display(),
+                token_file.display()
+            ),
+            None => eprintln!(
+                "cutover controller: API on http://{} (proxies pull GET /v1/routes), state in {}, token in {}",
+                api.address(),
+                state_dir.display(),
+                token_file.display()
+            ),
+        }
+        signals.wait().await;
+        eprintln!("shutting down: rollouts stay persisted and resume at the next start");
+        api.shutdown().await;
+        controller.stop();
+        drop(controller);
+        if let Some(proxy) = proxy {
+            // The drivers' tasks may still hold the proxy for a moment.
+            for _ in 0..50 {
+                match Arc::try_unwrap(proxy.clone()) {
+                    Ok(proxy) => {
+                        proxy.shutdown().await;
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
+            }
+        }
+        exit::OK
+    })
+}
+
+fn proxy_config(
+    args: &ServeArgs,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<ProxyConfig>, u8> {
+    if args.no_proxy {
+        return Ok(None);
+    }
+    if let Some(path) = &args.proxy_config {
+        let input = InputFile::read_or_report(path)?;
+        return match load::load_as::<ProxyConfig>(input.source(), env) {
+            Ok((config, _)) => Ok(Some(config)),
+            Err(diagnostics) => {
+                for d in diagnostics {
+                    eprintln!("{d}");
+                }
+                Err(exit::INVALID_INPUT)
+            }
+        };
+    }
+    let mut config: ProxyConfig = serde_json::from_value(serde_json::json!({ "listeners": [] }))
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            exit::INVALID_INPUT
+        })?;
+    config.listeners = args
+        .listen
+        .iter()
+        .map(|address| ListenerConfig {
+            address: *address,
+            tls: None,
+        })
+        .collect();
+    config.admin = AdminConfig {
+        address: args.admin,
+        token_file: None,
+    };
+    Ok(Some(config))
+}
+
+/// Takes an exclusive lock on `<dir>/.lock` for the life of the process.
+fn lock(dir: &Path) -> Result<File, String> {
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another controller uses the state directory {} (it holds {})",
+            dir.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// Reads the API token, or writes a new random one (mode 0600) if the file is missing.
+fn token(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Ok(_) => return Err(format!("the token file {} is empty", path.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "cannot read the token file {}: {e}",
+                path.display()
+            ));
+        }
+        Err(_) => {}
+    }
+    let mut bytes = [0u8; 24];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read random bytes for a token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes()))
+        .map_err(|e| format!("cannot write the token file {}: {e}", path.display()))?;
+    Ok(token)
+}

@@ -1,0 +1,214 @@
+//! Runs one analysis run: asks each metric's provider at the times the shared schedule
+//! (`cutover_core::judge::AnalysisRun`) says, hands the results to the judge, and returns
+//! the run's verdict. `cutover analyze` replays recorded samples through the same
+//! schedule and judge, so a backtest decides exactly as this does.
+
+use std::sync::{Arc, Mutex};
+
+use cutover_core::judge::{AnalysisRun, Assessment, MeasurementResult, Verdict};
+use cutover_core::rollout::Timestamp;
+use cutover_core::spec::{MetricSpec, Provider};
+use cutover_metrics::prometheus::PrometheusClient;
+use cutover_metrics::web::WebClient;
+use cutover_metrics::{Context, WindowSource};
+use serde::Serialize;
+
+use crate::clock;
+use crate::metrics::ControllerMetrics;
+
+/// Where measurements come from.
+#[derive(Clone)]
+pub struct Providers {
+    /// For `prometheus` metrics.
+    pub prometheus: PrometheusClient,
+    /// For `web` metrics.
+    pub web: WebClient,
+    /// For `builtin` metrics: the embedded proxy's windows; `None` when the proxies run
+    /// elsewhere, and `builtin` metrics then measure an error.
+    pub windows: Option<Arc<dyn WindowSource>>,
+}
+
+impl Providers {
+    async fn measure(&self, spec: &MetricSpec, context: &Context<'_>) -> MeasurementResult {
+        match &spec.provider {
+            Provider::Prometheus(p) => self.prometheus.measure(p, context).await,
+            Provider::Web(w) => self.web.measure(w, context).await,
+            Provider::Builtin(metric) => match &self.windows {
+                Some(windows) => {
+                    cutover_metrics::builtin::measure(windows.as_ref(), *metric, context)
+                }
+                None => MeasurementResult::Error(
+                    "builtin metrics need the proxy embedded in the controller".into(),
+                ),
+            },
+        }
+    }
+}
+
+/// One metric of the run in progress, for `cutover status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricView {
+    /// The metric's name.
+    pub name: String,
+    /// The candidate's last measured value.
+    pub last_value: Option<f64>,
+    /// The lower limit, if any.
+    pub min: Option<f64>,
+    /// The upper limit, if any.
+    pub max: Option<f64>,
+    /// Whether the metric compares the candidate with stable.
+    pub compares: bool,
+    /// Measurements that passed.
+    pub passed: u32,
+    /// Measurements that failed.
+    pub failed: u32,
+    /// Measurements without enough data.
+    pub inconclusive: u32,
+    /// Measurements the provider could not answer.
+    pub errors: u32,
+    /// Measurements the metric takes.
+    pub count: u32,
+    /// The metric's verdict, once decided.
+    pub verdict: Option<Verdict>,
+    /// The last assessment's reason (why it failed or was inconclusive).
+    pub last_reason: Option<String>,
+}
+
+/// The run in progress, for `cutover status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisView {
+    /// The run's number.
+    pub run: u32,
+    /// The plan step it belongs to.
+    pub step: usize,
+    /// Its metrics.
+    pub metrics: Vec<MetricView>,
+    /// The run's verdict, once decided.
+    pub verdict: Option<Verdict>,
+}
+
+fn view_of(run_number: u32, step: usize, run: &AnalysisRun) -> AnalysisView {
+    AnalysisView {
+        run: run_number,
+        step,
+        verdict: run.verdict(),
+        metrics: run
+            .judge()
+            .metrics()
+            .iter()
+            .map(|m| MetricView {
+                name: m.name().to_string(),
+                last_value: m.last_value(),
+                min: m.spec().min,
+                max: m.spec().max,
+                compares: m.spec().compare.is_some(),
+                passed: m.passed(),
+                failed: m.failed(),
+                inconclusive: m.inconclusive(),
+                errors: m.errors(),
+                count: m.spec().count,
+                verdict: m.verdict(),
+                last_reason: m
+                    .last_assessment()
+                    .and_then(Assessment::reason)
+                    .map(str::to_string),
+            })
+            .collect(),
+    }
+}
+
+/// The names an analysis measures.
+pub struct Subject<'a> {
+    /// The release.
+    pub release: &'a str,
+    /// The stable version.
+    pub stable: &'a str,
+    /// The candidate version.
+    pub candidate: &'a str,
+}
+
+/// Runs an analysis of `metrics` from `start` until it decides; returns the verdict and
+/// which metric decided it and why. Publishes progress into `view` after every
+/// measurement.
+pub async fn run(
+    providers: &Providers,
+    metrics: &[MetricSpec],
+    subject: Subject<'_>,
+    (run_number, step): (u32, usize),
+    start: Timestamp,
+    view: &Mutex<Option<AnalysisView>>,
+    counters: &ControllerMetrics,
+    on_progress: &(dyn Fn() + Send + Sync),
+) -> (Verdict, String) {
+    let mut run = AnalysisRun::new(metrics, start);
+    let publish = |run: &AnalysisRun| {
+        *view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(view_of(run_number, step, run));
+    };
+    publish(&run);
+    loop {
+        if let Some(verdict) = run.verdict() {
+            publish(&run);
+            return (verdict, decided_by(&run, verdict));
+        }
+        let Some(due_at) = run.next_due() else {
+            return (Verdict::Inconclusive, "the analysis has no metrics".into());
+        };
+        clock::sleep_until(due_at).await;
+        for due in run.due(clock::now()) {
+            let Some(spec) = metrics.iter().find(|m| m.name == due.metric) else {
+                continue;
+            };
+            let context = Context {
+                release: subject.release,
+                stable: subject.stable,
+                candidate: subject.candidate,
+                interval: spec.interval,
+            };
+            let result = providers.measure(spec, &context).await;
+            let outcome = match run.record(&due.metric, &result) {
+                Ok(Some(assessment)) => assessment,
+                Ok(None) | Err(_) => continue,
+            };
+            let label = match &outcome {
+                Assessment::Pass => "pass",
+                Assessment::Fail { .. } => "fail",
+                Assessment::Inconclusive { .. } => "inconclusive",
+                Assessment::Error { .. } => "error",
+            };
+            counters.measurement(subject.release, &due.metric, label);
+            tracing::info!(
+                metric = %due.metric,
+                measurement = due.number,
+                result = label,
+                reason = outcome.reason().unwrap_or(""),
+                "measured"
+            );
+            publish(&run);
+            on_progress();
+        }
+    }
+}
+
+/// Which metric decided the run, in words.
+fn decided_by(run: &AnalysisRun, verdict: Verdict) -> String {
+    if verdict == Verdict::Success {
+        return "every metric passed".into();
+    }
+    run.judge()
+        .metrics()
+        .iter()
+        .find(|m| m.verdict() == Some(verdict))
+        .map(|m| {
+            format!(
+                "{}: {}",
+                m.name(),
+                m.reason().unwrap_or("no reason recorded")
+            )
+        })
+        .unwrap_or_else(|| format!("{verdict:?}"))
+}

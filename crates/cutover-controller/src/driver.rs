@@ -1,0 +1,647 @@
+//! One release's driver: a task that owns the release's `Rollout` state machine, carries
+//! out its actions (persisting first, then the backend, the route table, hooks and
+//! analyses, each in its own task reporting back), feeds it what happened, and publishes
+//! its status.
+//!
+//! The loop is the whole of the controller's logic for a rollout; everything it decides
+//! comes from the state machine. Inputs are handled one at a time, in arrival order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cutover_backend::{BackendError, Readiness, Slot, SlotView};
+use cutover_core::rollout::{
+    Action, Command, CommandRejected, Observation, Operation, Phase, Rollout,
+};
+use cutover_core::spec::{HookPoint, MetricSpec};
+use cutover_proxy::config::{RouteConfig, VersionConfig};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+
+use crate::analysis::{self, AnalysisView, Subject};
+use crate::hooks::HookPayload;
+use crate::status::{self, ReleaseRecord, RolloutStatus, StatusInput, phase_label};
+use crate::{Inner, clock};
+
+/// How often a running rollout's endpoints are read again from the backend (tasks come
+/// and go on Swarm and Kubernetes).
+const ENDPOINT_REFRESH: Duration = Duration::from_secs(10);
+
+/// The longest wait between attempts to persist the state.
+const MAX_PERSIST_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a driver is told.
+pub enum Input {
+    /// Something happened (from an action's task).
+    Observation(Observation),
+    /// A person said something; the reply says whether it fit.
+    Command(Command, oneshot::Sender<Result<(), CommandRejected>>),
+    /// The proxy tripped a guardrail on this version.
+    Guardrail {
+        /// The candidate version the proxy cut off.
+        version: String,
+        /// The guardrail's name.
+        name: String,
+        /// What was measured.
+        detail: String,
+    },
+    /// An analysis measured something: publish the status.
+    Progress,
+    /// The slots as the backend reports them now.
+    Endpoints {
+        /// The stable slot.
+        stable: Option<SlotView>,
+        /// The candidate slot.
+        candidate: Option<SlotView>,
+    },
+}
+
+/// A running driver, as the controller holds it.
+pub struct Handle {
+    /// Where to send inputs.
+    pub inputs: mpsc::UnboundedSender<Input>,
+    /// The latest status.
+    pub status: watch::Receiver<Arc<RolloutStatus>>,
+    /// The task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Where a driver starts.
+pub struct Start {
+    /// The persisted record (its `rollout` field is refreshed at every persist).
+    pub record: ReleaseRecord,
+    /// The state machine, with its first actions pending.
+    pub rollout: Rollout,
+    /// The revision of the stored state the first persist replaces.
+    pub revision: Option<u64>,
+    /// The stable slot.
+    pub stable: SlotView,
+    /// The candidate slot, if it exists.
+    pub candidate: Option<SlotView>,
+}
+
+/// Starts a driver.
+pub fn spawn(inner: Arc<Inner>, start: Start) -> Handle {
+    let (inputs, receiver) = mpsc::unbounded_channel();
+    let name = start.record.release.metadata.name.clone();
+    let mut driver = Driver {
+        inner,
+        name: name.clone(),
+        record: start.record,
+        rollout: start.rollout,
+        revision: start.revision,
+        stable: start.stable,
+        candidate: start.candidate,
+        inputs: inputs.clone(),
+        analyses: HashMap::new(),
+        analysis_view: Arc::new(Mutex::new(None)),
+        tripped: false,
+        problem: None,
+        stopped: false,
+        status: None,
+        refresh_at: Instant::now() + ENDPOINT_REFRESH,
+        finished_counted: false,
+    };
+    let first = Arc::new(driver.build_status());
+    let (status_tx, status) = watch::channel(first);
+    driver.status = Some(status_tx);
+    let span = tracing::info_span!("rollout", release = %name);
+    let task = tokio::spawn(driver.run(receiver).instrument(span));
+    Handle {
+        inputs,
+        status,
+        task,
+    }
+}
+
+struct Driver {
+    inner: Arc<Inner>,
+    name: String,
+    record: ReleaseRecord,
+    rollout: Rollout,
+    revision: Option<u64>,
+    stable: SlotView,
+    candidate: Option<SlotView>,
+    inputs: mpsc::UnboundedSender<Input>,
+    analyses: HashMap<u32, tokio::task::JoinHandle<()>>,
+    analysis_view: Arc<Mutex<Option<AnalysisView>>>,
+    /// Set when the proxy tripped a guardrail: the candidate gets no traffic from any
+    /// route this driver builds afterwards.
+    tripped: bool,
+    problem: Option<String>,
+    /// Another writer took the state over: this driver no longer acts.
+    stopped: bool,
+    status: Option<watch::Sender<Arc<RolloutStatus>>>,
+    refresh_at: Instant,
+    finished_counted: bool,
+}
+
+impl Driver {
+    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Input>) {
+        self.finished_counted = self.rollout.is_done();
+        // A proxy that restarted with the controller has no route for this release.
+        self.apply_route(None);
+        self.execute().await;
+        loop {
+            let timer = self
+                .rollout
+                .poll_timeout()
+                .map(|at| Instant::now() + clock::until(at));
+            let wake = timer.map_or(self.refresh_at, |t| t.min(self.refresh_at));
+            let received = tokio::select! {
+                input = receiver.recv() => match input {
+                    Some(input) => Some(input),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(wake.into()) => None,
+            };
+            let began = Instant::now();
+            match received {
+                Some(input) => self.handle(input),
+                None => {
+                    if Instant::now() >= self.refresh_at {
+                        self.refresh_endpoints();
+                    }
+                    self.rollout.handle_timeout(clock::now());
+                }
+            }
+            if self.stopped {
+                continue;
+            }
+            let acted = self.execute().await;
+            if acted {
+                self.inner
+                    .metrics
+                    .step_latency(began.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = clock::now();
+        match input {
+            Input::Observation(observation) => {
+                if let Observation::Retired {
+                    slot: Slot::Candidate,
+                } = observation
+                {
+                    self.candidate = None;
+                    self.apply_route(None);
+                }
+                let _ = self.rollout.handle(now, observation);
+            }
+            Input::Command(command, reply) => {
+                if self.stopped {
+                    let _ = reply.send(Err(CommandRejected {
+                        command,
+                        phase: "driven by another controller".into(),
+                        expected: "send the command to the controller that owns it",
+                    }));
+                    return;
+                }
+                let result = self.rollout.handle(now, Observation::Command(command));
+                match &result {
+                    Ok(()) => tracing::info!(%command, "command accepted"),
+                    Err(e) => tracing::info!(%command, error = %e, "command refused"),
+                }
+                if result.is_ok() && command == Command::Retry {
+                    self.tripped = false;
+                }
+                let _ = reply.send(result);
+            }
+            Input::Guardrail {
+                version,
+                name,
+                detail,
+            } => {
+                let live = matches!(self.rollout.phase(), Phase::Step { .. } | Phase::Deploying);
+                if version == self.record.candidate_version && live {
+                    self.tripped = true;
+                    self.inner.metrics.trip(&self.name, &name);
+                    tracing::warn!(guardrail = %name, %detail, "guardrail tripped");
+                    let _ = self
+                        .rollout
+                        .handle(now, Observation::GuardrailTripped { name, detail });
+                }
+            }
+            Input::Progress => {}
+            Input::Endpoints { stable, candidate } => {
+                let mut changed = false;
+                if let Some(stable) = stable.filter(|s| *s != self.stable) {
+                    self.stable = stable;
+                    changed = true;
+                }
+                if candidate != self.candidate {
+                    self.candidate = candidate;
+                    changed = true;
+                }
+                if changed {
+                    self.apply_route(None);
+                }
+            }
+        }
+    }
+
+    /// Carries out every pending action; returns whether there were any.
+    async fn execute(&mut self) -> bool {
+        let mut acted = false;
+        while let Some(action) = self.rollout.poll_action() {
+            acted = true;
+            self.act(action).await;
+            if self.stopped {
+                return acted;
+            }
+        }
+        self.publish();
+        acted
+    }
+
+    async fn act(&mut self, action: Action) {
+        match action {
+            Action::Persist => self.persist().await,
+            Action::RunHook { point } => self.run_hook(point),
+            Action::Deploy => self.deploy(),
+            Action::SetRoute { generation, .. } => self.apply_route(Some(generation)),
+            Action::StartAnalysis {
+                run, step, metrics, ..
+            } => self.start_analysis(run, step, &metrics),
+            Action::StopAnalysis { run } => {
+                if let Some(task) = self.analyses.remove(&run) {
+                    task.abort();
+                }
+            }
+            Action::Promote => self.promote(),
+            Action::Retire { slot } => self.retire(slot),
+        }
+    }
+
+    /// Writes the record with the current state; retries until it succeeds, unless
+    /// another writer took the state over.
+    async fn persist(&mut self) {
+        self.record.rollout = self.rollout.to_json();
+        let value = match serde_json::to_value(&self.record) {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the rollout state");
+                return;
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self
+                .inner
+                .backend
+                .store_state(&self.name, &value, self.revision)
+                .await
+            {
+                Ok(revision) => {
+                    self.revision = Some(revision);
+                    if self.problem.take().is_some() {
+                        tracing::info!("the state store answers again");
+                    }
+                    return;
+                }
+                Err(BackendError::Conflict { .. }) => {
+                    tracing::error!(
+                        "the stored state changed under this controller: another controller drives this release; stopping"
+                    );
+                    self.problem = Some(
+                        "another controller wrote this release's state; this one stopped driving it"
+                            .into(),
+                    );
+                    self.stopped = true;
+                    self.publish();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot persist the rollout state; retrying");
+                    self.problem = Some(format!("cannot persist the rollout state: {e}"));
+                    self.publish();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_PERSIST_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn report(&self) -> impl Fn(Observation) + Send + 'static {
+        let inputs = self.inputs.clone();
+        move |observation| {
+            let _ = inputs.send(Input::Observation(observation));
+        }
+    }
+
+    fn run_hook(&self, point: HookPoint) {
+        let hooks = self.record.release.spec.hooks.at(point).to_vec();
+        let client = self.inner.hooks.clone();
+        let report = self.report();
+        let (release, stable, candidate) = (
+            self.name.clone(),
+            self.record.stable_version.clone(),
+            self.record.candidate_version.clone(),
+        );
+        let attempt = self.rollout.attempt();
+        let span = tracing::info_span!("hook", %point);
+        tokio::spawn(
+            async move {
+                let payload = HookPayload {
+                    release: &release,
+                    point,
+                    stable_version: &stable,
+                    candidate_version: &candidate,
+                    attempt,
+                };
+                let result = client.run(&hooks, &payload).await;
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "hook failed");
+                }
+                report(Observation::HookResult {
+                    point,
+                    passed: result.is_ok(),
+                    detail: result.err().unwrap_or_default(),
+                });
+            }
+            .instrument(span),
+        );
+    }
+
+    fn deploy(&self) {
+        let backend = self.inner.backend.clone();
+        let release = self.record.release.clone();
+        let version = self.record.candidate_version.clone();
+        let inputs = self.inputs.clone();
+        let span = tracing::info_span!("deploy", %version);
+        tokio::spawn(
+            async move {
+                let observation = match backend.deploy(&release, &version).await {
+                    Ok(Readiness::Ready(view)) => {
+                        tracing::info!(endpoints = ?view.endpoints, "candidate ready");
+                        let _ = inputs.send(Input::Endpoints {
+                            stable: None,
+                            candidate: Some(view),
+                        });
+                        Observation::CandidateReady
+                    }
+                    Ok(Readiness::Failed { reason }) => Observation::CandidateFailed { reason },
+                    Err(BackendError::Invalid(reason)) => Observation::CandidateFailed { reason },
+                    Err(e) => Observation::BackendError {
+                        operation: Operation::Deploy,
+                        message: e.to_string(),
+                    },
+                };
+                let _ = inputs.send(Input::Observation(observation));
+            }
+            .instrument(span),
+        );
+    }
+
+    fn promote(&self) {
+        let backend = self.inner.backend.clone();
+        let name = self.name.clone();
+        let inputs = self.inputs.clone();
+        tokio::spawn(
+            async move {
+                let observation = match backend.promote(&name).await {
+                    Ok(()) => {
+                        let stable = backend.endpoints(&name, Slot::Stable).await.ok().flatten();
+                        let _ = inputs.send(Input::Endpoints {
+                            stable,
+                            candidate: None,
+                        });
+                        Observation::Promoted
+                    }
+                    Err(e) => Observation::BackendError {
+                        operation: Operation::Promote,
+                        message: e.to_string(),
+                    },
+                };
+                let _ = inputs.send(Input::Observation(observation));
+            }
+            .instrument(tracing::info_span!("promote")),
+        );
+    }
+
+    fn retire(&self, slot: Slot) {
+        let backend = self.inner.backend.clone();
+        let name = self.name.clone();
+        let report = self.report();
+        tokio::spawn(
+            async move {
+                let observation = match backend.retire(&name, slot).await {
+                    Ok(()) => Observation::Retired { slot },
+                    Err(e) => Observation::BackendError {
+                        operation: Operation::Retire,
+                        message: e.to_string(),
+                    },
+                };
+                report(observation);
+            }
+            .instrument(tracing::info_span!("retire", ?slot)),
+        );
+    }
+
+    fn start_analysis(&mut self, run: u32, step: usize, names: &[String]) {
+        let metrics: Vec<MetricSpec> = self
+            .record
+            .release
+            .spec
+            .analysis
+            .metrics
+            .iter()
+            .filter(|m| names.contains(&m.name))
+            .cloned()
+            .collect();
+        *self
+            .analysis_view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let inner = self.inner.clone();
+        let report = self.report();
+        let view = self.analysis_view.clone();
+        let inputs = self.inputs.clone();
+        let (release, stable, candidate) = (
+            self.name.clone(),
+            self.record.stable_version.clone(),
+            self.record.candidate_version.clone(),
+        );
+        let span = tracing::info_span!("analysis", run, step);
+        let task = tokio::spawn(
+            async move {
+                let (verdict, detail) = analysis::run(
+                    &inner.providers,
+                    &metrics,
+                    Subject {
+                        release: &release,
+                        stable: &stable,
+                        candidate: &candidate,
+                    },
+                    (run, step),
+                    clock::now(),
+                    &view,
+                    &inner.metrics,
+                    &|| {
+                        let _ = inputs.send(Input::Progress);
+                    },
+                )
+                .await;
+                tracing::info!(?verdict, %detail, "analysis decided");
+                report(Observation::AnalysisVerdict {
+                    run,
+                    verdict,
+                    detail,
+                });
+            }
+            .instrument(span),
+        );
+        self.analyses.insert(run, task);
+    }
+
+    /// Publishes the route for the current state; `generation` is acknowledged to the
+    /// state machine once it is live.
+    fn apply_route(&self, generation: Option<u64>) {
+        let version = self.inner.routes.set(&self.name, Some(self.route_config()));
+        let routes = self.inner.routes.clone();
+        let report = self.report();
+        tokio::spawn(async move {
+            match routes.published_at(version).await {
+                Ok(()) => {
+                    if let Some(generation) = generation {
+                        report(Observation::RouteApplied { generation });
+                    }
+                }
+                Err(message) => {
+                    if generation.is_some() {
+                        report(Observation::BackendError {
+                            operation: Operation::SetRoute,
+                            message,
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    /// The proxy's route for this release now: stable always; the candidate while it
+    /// exists, with the machine's weight, header rules and mirroring, unless a guardrail
+    /// cut it off.
+    fn route_config(&self) -> RouteConfig {
+        let release = &self.record.release;
+        let route = self.rollout.route();
+        let open = !self.tripped
+            && matches!(
+                self.rollout.phase(),
+                Phase::Step { .. } | Phase::Promoting { .. }
+            );
+        let candidate = self.candidate.as_ref().filter(|c| !c.endpoints.is_empty());
+        let mut match_rules = Vec::new();
+        if open && candidate.is_some() {
+            match_rules.extend(release.spec.traffic.match_rules.iter().cloned());
+            match_rules.extend(route.header_route.iter().cloned());
+        }
+        RouteConfig {
+            release: self.name.clone(),
+            host: release.spec.traffic.host.clone(),
+            path_prefix: release.spec.traffic.path_prefix.clone(),
+            stable: VersionConfig {
+                name: self.stable.version.clone(),
+                endpoints: self.stable.endpoints.clone(),
+            },
+            candidate: candidate.map(|c| VersionConfig {
+                name: c.version.clone(),
+                endpoints: c.endpoints.clone(),
+            }),
+            weight: if open && candidate.is_some() {
+                route.candidate_weight
+            } else {
+                0
+            },
+            match_rules,
+            sticky: release.spec.traffic.sticky.clone(),
+            mirror_percent: if open && candidate.is_some() {
+                route.mirror_percent
+            } else {
+                0
+            },
+            guardrails: release.spec.guardrails.clone(),
+        }
+    }
+
+    fn refresh_endpoints(&mut self) {
+        self.refresh_at = Instant::now() + ENDPOINT_REFRESH;
+        if self.rollout.is_done() && self.finished_counted {
+            // Finished releases keep their route; endpoints of a finished local release
+            // do not move.
+            if self.inner.backend.kind() == "local" {
+                return;
+            }
+        }
+        let backend = self.inner.backend.clone();
+        let name = self.name.clone();
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            let stable = backend.endpoints(&name, Slot::Stable).await;
+            let candidate = backend.endpoints(&name, Slot::Candidate).await;
+            if let (Ok(stable), Ok(candidate)) = (stable, candidate) {
+                let _ = inputs.send(Input::Endpoints { stable, candidate });
+            }
+        });
+    }
+
+    fn build_status(&self) -> RolloutStatus {
+        let analysis = self
+            .analysis_view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        status::status(StatusInput {
+            record: &self.record,
+            rollout: &self.rollout,
+            stable: &self.stable,
+            candidate: self.candidate.as_ref(),
+            analysis,
+            problem: self.problem.clone(),
+        })
+    }
+
+    fn publish(&mut self) {
+        let status = self.build_status();
+        let step = status.step.unwrap_or(0);
+        self.inner.metrics.rollout(
+            &self.name,
+            phase_label(self.rollout.phase()),
+            status.weight,
+            step,
+            status.steps,
+        );
+        if self.rollout.is_done() && !self.finished_counted {
+            self.finished_counted = true;
+            let seconds = self
+                .rollout
+                .now()
+                .since(self.rollout.started_at())
+                .as_millis() as f64
+                / 1000.0;
+            self.inner.metrics.finished(status.phase, seconds);
+            tracing::info!(
+                outcome = status.phase,
+                reason = status.reason.as_deref().unwrap_or(""),
+                seconds,
+                "rollout finished"
+            );
+        }
+        if !self.rollout.is_done() {
+            self.finished_counted = false;
+        }
+        if let Some(sender) = &self.status {
+            sender.send_if_modified(|current| {
+                if **current == status {
+                    false
+                } else {
+                    *current = Arc::new(status);
+                    true
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Webhooks: cutover POSTs a JSON description of the rollout to each hook of a point, one
+//! after another; the point passes when every hook answers 2xx.
+//!
+//! Delivery: `preRollout` and `prePromotion` are awaited and re-run after a controller
+//! restart (at least once, so they should be idempotent); `postPromotion` and
+//! `onRollback` are informational and run at most once (see `Action::RunHook`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cutover_core::spec::{HookPoint, HookSpec};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+
+/// What every hook receives.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookPayload<'a> {
+    /// The release's name.
+    pub release: &'a str,
+    /// The point being run.
+    pub point: HookPoint,
+    /// The version serving before the rollout.
+    pub stable_version: &'a str,
+    /// The version being rolled out.
+    pub candidate_version: &'a str,
+    /// 1 for the first try, +1 per `retry`.
+    pub attempt: u32,
+}
+
+/// The HTTP client hooks are called with.
+#[derive(Clone)]
+pub struct HookClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HookClient {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        HookClient {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+impl HookClient {
+    /// Runs every hook in order; `Ok` when all answered 2xx, else what failed.
+    pub async fn run(&self, hooks: &[HookSpec], payload: &HookPayload<'_>) -> Result<(), String> {
+        let body = Bytes::from(serde_json::to_vec(payload).unwrap_or_default());
+        for hook in hooks {
+            self.call(hook, body.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// One hook, with its retries on timeouts, connection failures and 5xx.
+    async fn call(&self, hook: &HookSpec, body: Bytes) -> Result<(), String> {
+        let mut last = String::new();
+        for attempt in 0..=hook.retries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let mut request = http::Request::post(&hook.url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::USER_AGENT, "cutover");
+            for (name, value) in &hook.headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let request = request
+                .body(Full::new(body.clone()))
+                .map_err(|e| format!("hook {}: cannot build the request: {e}", hook.url))?;
+            let timeout = Duration::from_millis(hook.timeout.as_millis());
+            match tokio::time::timeout(timeout, self.client.request(request)).await {
+                Err(_) => {
+                    last = format!("hook {} did not answer within {}", hook.url, hook.timeout)
+                }
+                Ok(Err(e)) => last = format!("hook {} cannot be reached: {e}", hook.url),
+                Ok(Ok(response)) if response.status().is_success() => return Ok(()),
+                Ok(Ok(response)) if response.status().is_server_error() => {
+                    last = format!("hook {} answered {}", hook.url, response.status());
+                }
+                Ok(Ok(response)) => {
+                    // A 4xx is the hook's decision: asking again will not change it.
+                    return Err(format!("hook {} answered {}", hook.url, response.status()));
+                }
+            }
+        }
+        Err(last)
+    }
+}

@@ -1,0 +1,538 @@
+//! The controller: runs the rollout state machine of every release, carries out its
+//! actions through a backend, the proxy's route table, hooks and metric providers,
+//! persists every transition next to the workload, and resumes every rollout after a
+//! restart.
+//!
+//! - [`Controller`]: the releases and their drivers; what the HTTP API calls.
+//! - `driver`: one task per release, owning its `Rollout`.
+//! - [`routes`]: the route table, published to the embedded proxy or pulled by others.
+//! - [`analysis`], [`hooks`]: the I/O behind `StartAnalysis` and `RunHook`.
+//! - [`api`]: the HTTP API (JSON, bearer token on writes, server-sent events).
+//! - [`metrics`]: the controller's own Prometheus metrics.
+
+pub mod analysis;
+pub mod api;
+mod clock;
+mod driver;
+pub mod hooks;
+pub mod metrics;
+pub mod routes;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cutover_backend::{Backend, BackendError, Slot, SlotView};
+use cutover_core::Diagnostic;
+use cutover_core::load::{self, Format, Source};
+use cutover_core::plan::Plan;
+use cutover_core::rollout::{Command, CommandRejected, HistoryEntry, Rollout};
+use cutover_core::spec::{Backend as BackendSpec, LocalSlot, Release};
+use cutover_metrics::prometheus::PrometheusClient;
+use cutover_metrics::web::WebClient;
+use cutover_proxy::Proxy;
+use cutover_proxy::events::EventKind;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+pub use analysis::Providers;
+pub use status::{ReleaseRecord, RolloutStatus, RolloutSummary};
+
+use driver::{Handle, Input, Start};
+use metrics::ControllerMetrics;
+use routes::{PublishedTable, RouteTable};
+
+/// How often the embedded proxy's events (guardrail trips) are read.
+const EVENT_POLL: Duration = Duration::from_millis(50);
+
+/// What the controller is built from.
+pub struct ControllerOptions {
+    /// Where releases run.
+    pub backend: Arc<dyn Backend>,
+    /// The proxy in this process; `None` when proxies pull the route table.
+    pub proxy: Option<Arc<Proxy>>,
+    /// The Prometheus address for metrics that name none.
+    pub prometheus: Option<String>,
+}
+
+/// Why the controller refused a request. Each maps to an HTTP status in the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// No release of that name.
+    #[error("no release named '{0}'; `cutover list` shows the releases")]
+    NotFound(String),
+    /// The release file is invalid.
+    #[error("the release is invalid ({} problems)", .0.len())]
+    Invalid(Vec<Diagnostic>),
+    /// The request conflicts with the release's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The command does not fit the rollout's phase.
+    #[error(transparent)]
+    Rejected(#[from] CommandRejected),
+    /// The backend failed.
+    #[error("the {backend} backend failed: {source}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// Why.
+        #[source]
+        source: BackendError,
+    },
+}
+
+/// The controller's shared state.
+pub struct Inner {
+    backend: Arc<dyn Backend>,
+    proxy: Option<Arc<Proxy>>,
+    routes: Arc<RouteTable>,
+    providers: Providers,
+    hooks: hooks::HookClient,
+    metrics: ControllerMetrics,
+    drivers: Mutex<BTreeMap<String, Handle>>,
+    /// Submissions run one at a time, so two of the same release cannot race.
+    submitting: tokio::sync::Mutex<()>,
+}
+
+/// The controller. Cheap to clone.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+/// A release's history: this rollout's events and earlier rollouts.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    /// The release.
+    pub name: String,
+    /// The current (or last) rollout's events, oldest first.
+    pub events: Vec<HistoryEntry>,
+    /// Earlier rollouts, oldest first.
+    pub earlier: Vec<RolloutSummary>,
+}
+
+impl Controller {
+    /// Starts the controller: resumes every stored release, then watches the proxy's
+    /// guardrail events.
+    pub async fn start(options: ControllerOptions) -> Result<Controller, ControllerError> {
+        let routes = RouteTable::start(options.proxy.clone());
+        let windows = options
+            .proxy
+            .clone()
+            .map(|p| p as Arc<dyn cutover_metrics::WindowSource>);
+        let inner = Arc::new(Inner {
+            backend: options.backend,
+            proxy: options.proxy,
+            routes,
+            providers: Providers {
+                prometheus: PrometheusClient::new(options.prometheus),
+                web: WebClient::default(),
+                windows,
+            },
+            hooks: hooks::HookClient::default(),
+            metrics: ControllerMetrics::default(),
+            drivers: Mutex::new(BTreeMap::new()),
+            submitting: tokio::sync::Mutex::new(()),
+        });
+        let controller = Controller { inner };
+        controller.resume_all().await?;
+        if let Some(proxy) = controller.inner.proxy.clone() {
+            tokio::spawn(watch_events(controller.inner.clone(), proxy));
+        }
+        Ok(controller)
+    }
+
+    fn backend_error(&self, source: BackendError) -> ControllerError {
+        ControllerError::Backend {
+            backend: self.inner.backend.kind(),
+            source,
+        }
+    }
+
+    fn drivers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Handle>> {
+        self.inner
+            .drivers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn resume_all(&self) -> Result<(), ControllerError> {
+        let backend = self.inner.backend.clone();
+        let names = backend
+            .releases()
+            .await
+            .map_err(|e| self.backend_error(e))?;
+        for name in names {
+            let Some(stored) = backend
+                .load_state(&name)
+                .await
+                .map_err(|e| self.backend_error(e))?
+            else {
+                continue;
+            };
+            let record: ReleaseRecord = match serde_json::from_value(stored.state) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(release = %name, error = %e, "cannot read the stored release; leaving it alone");
+                    continue;
+                }
+            };
+            let mut rollout = match Rollout::from_json(record.rollout.clone()) {
+                Ok(rollout) => rollout,
+                Err(e) => {
+                    tracing::error!(release = %name, error = %e, "cannot read the stored rollout; leaving it alone");
+                    continue;
+                }
+            };
+            if !rollout.is_done() {
+                rollout.resume(clock::now());
+                tracing::info!(release = %name, phase = %rollout.phase().describe(), "resuming");
+            }
+            let stable = backend
+                .endpoints(&name, Slot::Stable)
+                .await
+                .map_err(|e| self.backend_error(e))?
+                .unwrap_or_else(|| SlotView {
+                    version: record.stable_version.clone(),
+                    endpoints: Vec::new(),
+                });
+            let candidate = backend
+                .endpoints(&name, Slot::Candidate)
+                .await
+                .map_err(|e| self.backend_error(e))?;
+            let handle = driver::spawn(
+                self.inner.clone(),
+                Start {
+                    record,
+                    rollout,
+                    revision: Some(stored.version),
+                    stable,
+                    candidate,
+                },
+            );
+            self.drivers().insert(name, handle);
+        }
+        Ok(())
+    }
+
+    /// Loads a release file's text (YAML, TOML, or the JSON `cutover run` sends) as the
+    /// API receives it. No environment: interpolation happened where the file was read.
+    pub fn parse(name: &str, text: &str) -> Result<Release, ControllerError> {
+        let format = Format::from_path(std::path::Path::new(name));
+        let source = Source { name, text, format };
+        match load::load_release(source, &BTreeMap::new()) {
+            Ok((release, _warnings)) => Ok(release),
+            Err(diagnostics) => Err(ControllerError::Invalid(diagnostics)),
+        }
+    }
+
+    /// Starts a rollout of `release`. Refused while another rollout of the same release
+    /// is under way.
+    pub async fn submit(&self, release: Release) -> Result<Arc<RolloutStatus>, ControllerError> {
+        let _one_at_a_time = self.inner.submitting.lock().await;
+        let name = release.metadata.name.clone();
+        if let Some(handle) = self.drivers().get(&name) {
+            let status = handle.status.borrow().clone();
+            if !status.done {
+                return Err(ControllerError::Conflict(format!(
+                    "release '{name}' has a rollout under way ({}); wait for it, or `cutover abort {name}` first",
+                    status.description
+                )));
+            }
+        }
+        if release.spec.backend.name() != self.inner.backend.kind() {
+            return Err(ControllerError::Conflict(format!(
+                "release '{name}' is for the {} backend, and this controller runs the {} one",
+                release.spec.backend.name(),
+                self.inner.backend.kind()
+            )));
+        }
+        let plan = Plan::from_release(&release).map_err(|e| {
+            ControllerError::Conflict(format!("release '{name}' has no usable plan: {e}"))
+        })?;
+        let backend = self.inner.backend.clone();
+        let previous = backend
+            .load_state(&name)
+            .await
+            .map_err(|e| self.backend_error(e))?;
+        let (previous_record, revision) = match previous {
+            Some(stored) => (
+                serde_json::from_value::<ReleaseRecord>(stored.state).ok(),
+                Some(stored.version),
+            ),
+            None => (None, None),
+        };
+        let hint = stable_version_hint(&release, previous_record.as_ref());
+        let stable = backend
+            .stable(&release, &hint)
+            .await
+            .map_err(|e| self.backend_error(e))?;
+        let candidate_version = candidate_version(&release);
+        if candidate_version == stable.version {
+            return Err(ControllerError::Conflict(format!(
+                "the new version is named '{candidate_version}', which is the version serving now; \
+                 give the release a new spec.version (or image)"
+            )));
+        }
+        let mut earlier = Vec::new();
+        if let Some(previous) = previous_record
+            && let Ok(rollout) = Rollout::from_json(previous.rollout.clone())
+        {
+            earlier = previous.earlier.clone();
+            earlier.push(status::summary(&previous, &rollout));
+            let excess = earlier.len().saturating_sub(status::EARLIER_LIMIT);
+            earlier.drain(..excess);
+        }
+        let rollout = Rollout::new(plan, clock::now());
+        let record = ReleaseRecord {
+            release,
+            stable_version: stable.version.clone(),
+            candidate_version,
+            rollout: rollout.to_json(),
+            earlier,
+        };
+        tracing::info!(
+            release = %name,
+            stable = %record.stable_version,
+            candidate = %record.candidate_version,
+            "rollout submitted"
+        );
+        if let Some(old) = self.drivers().remove(&name) {
+            old.task.abort();
+        }
+        let handle = driver::spawn(
+            self.inner.clone(),
+            Start {
+                record,
+                rollout,
+                revision,
+                stable,
+                candidate: None,
+            },
+        );
+        let status = handle.status.borrow().clone();
+        self.drivers().insert(name, handle);
+        Ok(status)
+    }
+
+    /// Every release's status, by name.
+    pub fn list(&self) -> Vec<Arc<RolloutStatus>> {
+        self.drivers()
+            .values()
+            .map(|h| h.status.borrow().clone())
+            .collect()
+    }
+
+    /// One release's status.
+    pub fn status(&self, name: &str) -> Result<Arc<RolloutStatus>, ControllerError> {
+        self.drivers()
+            .get(name)
+            .map(|h| h.status.borrow().clone())
+            .ok_or_else(|| ControllerError::NotFound(name.to_string()))
+    }
+
+    /// A receiver of a release's status as it changes.
+    pub fn watch(
+        &self,
+        name: &str,
+    ) -> Result<tokio::sync::watch::Receiver<Arc<RolloutStatus>>, ControllerError> {
+        self.drivers()
+            .get(name)
+            .map(|h| h.status.clone())
+            .ok_or_else(|| ControllerError::NotFound(name.to_string()))
+    }
+
+    /// Sends a manual command; returns the status once the controller acted on it.
+    pub async fn command(
+        &self,
+        name: &str,
+        command: Command,
+    ) -> Result<Arc<RolloutStatus>, ControllerError> {
+        let (reply, answer) = oneshot::channel();
+        let mut status = {
+            let drivers = self.drivers();
+            let handle = drivers
+                .get(name)
+                .ok_or_else(|| ControllerError::NotFound(name.to_string()))?;
+            let _ = handle.inputs.send(Input::Command(command, reply));
+            handle.status.clone()
+        };
+        match answer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(rejected)) => return Err(rejected.into()),
+            Err(_) => {
+                return Err(ControllerError::Conflict(format!(
+                    "the driver of '{name}' stopped"
+                )));
+            }
+        }
+        // The driver publishes right after it acted.
+        let _ = tokio::time::timeout(Duration::from_secs(1), status.changed()).await;
+        let latest = status.borrow().clone();
+        Ok(latest)
+    }
+
+    /// A release's history.
+    pub async fn history(&self, name: &str) -> Result<History, ControllerError> {
+        self.status(name)?;
+        let stored = self
+            .inner
+            .backend
+            .load_state(name)
+            .await
+            .map_err(|e| self.backend_error(e))?
+            .ok_or_else(|| ControllerError::NotFound(name.to_string()))?;
+        let record: ReleaseRecord = serde_json::from_value(stored.state).map_err(|e| {
+            ControllerError::Conflict(format!("the stored state of '{name}' cannot be read: {e}"))
+        })?;
+        let events = Rollout::from_json(record.rollout)
+            .map(|r| r.history().cloned().collect())
+            .unwrap_or_default();
+        Ok(History {
+            name: name.to_string(),
+            events,
+            earlier: record.earlier,
+        })
+    }
+
+    /// The controller's metrics in Prometheus's text format.
+    pub fn metrics(&self) -> String {
+        self.inner.metrics.render()
+    }
+
+    /// The route table as last published, for proxies that pull it.
+    pub fn routes(&self) -> PublishedTable {
+        self.inner.routes.published()
+    }
+
+    /// Stops every driver (rollouts stay where they are, persisted, for the next start).
+    pub fn stop(&self) {
+        for (_, handle) in std::mem::take(&mut *self.drivers()) {
+            handle.task.abort();
+        }
+    }
+}
+
+/// Forwards the proxy's guardrail trips to the drivers of their releases.
+async fn watch_events(inner: Arc<Inner>, proxy: Arc<Proxy>) {
+    let mut seen = proxy.events_since(0).last().map_or(0, |e| e.id);
+    let mut interval = tokio::time::interval(EVENT_POLL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        for event in proxy.events_since(seen) {
+            seen = seen.max(event.id);
+            if let EventKind::GuardrailTripped {
+                release,
+                version,
+                guardrail,
+                value,
+                max,
+                requests,
+            } = event.kind
+            {
+                let drivers = inner
+                    .drivers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(handle) = drivers.get(&release) {
+                    let _ = handle.inputs.send(Input::Guardrail {
+                        version,
+                        name: guardrail,
+                        detail: format!("{value:.4} over the limit {max} on {requests} requests"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The name of the version serving now, for a backend that keeps none: the version the
+/// last rollout left serving, else `spec.stableVersion`, else a hash of the stable slot.
+fn stable_version_hint(release: &Release, previous: Option<&ReleaseRecord>) -> String {
+    if let Some(previous) = previous
+        && let Ok(rollout) = Rollout::from_json(previous.rollout.clone())
+    {
+        return match rollout.outcome() {
+            Some(cutover_core::rollout::Outcome::Promoted) => previous.candidate_version.clone(),
+            _ => previous.stable_version.clone(),
+        };
+    }
+    if let Some(version) = &release.spec.stable_version {
+        return version.clone();
+    }
+    match &release.spec.backend {
+        BackendSpec::Local(target) => short_hash("stable", &target.stable),
+        _ => "stable".to_string(),
+    }
+}
+
+/// The new version's name: `spec.version`, else the image's tag, else a hash of the
+/// candidate slot.
+fn candidate_version(release: &Release) -> String {
+    if let Some(version) = &release.spec.version {
+        return version.clone();
+    }
+    if let Some(image) = &release.spec.image {
+        let tag = image
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .map(|(_, tag)| tag);
+        return tag.unwrap_or(image).to_string();
+    }
+    match &release.spec.backend {
+        BackendSpec::Local(target) => short_hash("candidate", &target.candidate),
+        _ => "candidate".to_string(),
+    }
+}
+
+/// `prefix-` and eight hex digits of an FNV-1a hash of the slot's definition.
+fn short_hash(prefix: &str, slot: &LocalSlot) -> String {
+    let text = serde_json::to_string(slot).unwrap_or_default();
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{prefix}-{:08x}", hash & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_tag_names_the_version_and_a_registry_port_does_not() {
+        let mut release = Controller::parse(
+            "r.yaml",
+            "apiVersion: cutover.dev/v1\nkind: Release\nmetadata: {name: shop}\nspec:\n  backend: {swarm: {service: shop, network: net}}\n  image: registry:5000/shop:v7\n  port: 80\n  strategy: {use: canary-fast}\n",
+        )
+        .expect("valid");
+        assert_eq!(candidate_version(&release), "v7");
+        release.spec.image = Some("registry:5000/shop".into());
+        assert_eq!(candidate_version(&release), "registry:5000/shop");
+        release.spec.version = Some("2.1".into());
+        assert_eq!(candidate_version(&release), "2.1");
+    }
+
+    #[test]
+    fn local_slots_without_names_get_stable_distinct_hashes() {
+        let a = short_hash(
+            "candidate",
+            &LocalSlot::Addresses(vec!["127.0.0.1:1".into()]),
+        );
+        let b = short_hash(
+            "candidate",
+            &LocalSlot::Addresses(vec!["127.0.0.1:2".into()]),
+        );
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            short_hash(
+                "candidate",
+                &LocalSlot::Addresses(vec!["127.0.0.1:1".into()])
+            )
+        );
+        assert!(a.starts_with("candidate-") && a.len() == "candidate-".len() + 8);
+    }
+}

@@ -1,0 +1,297 @@
+//! The controller's own metrics, served at `/metrics` in Prometheus's text format: each
+//! rollout's phase, weight and step, analysis outcomes, guardrail trips, finished
+//! rollouts and their durations, and how long the controller takes to act on an input.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// Every phase a rollout reports, in the `phase` label.
+pub const PHASES: [&str; 9] = [
+    "preRollout",
+    "deploying",
+    "step",
+    "promoting",
+    "scalingDown",
+    "rollingBack",
+    "promoted",
+    "rolledBack",
+    "aborted",
+];
+
+/// Bucket bounds, in seconds, for step latency.
+const LATENCY_BOUNDS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Bucket bounds, in seconds, for rollout durations.
+const DURATION_BOUNDS: [f64; 10] = [
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+];
+
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], value: f64) {
+        if self.buckets.len() != bounds.len() {
+            self.buckets = vec![0; bounds.len()];
+        }
+        for (bucket, bound) in self.buckets.iter_mut().zip(bounds) {
+            if value <= *bound {
+                *bucket += 1;
+            }
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, bound) in bounds.iter().enumerate() {
+            let n = self.buckets.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braced} {}", self.count);
+    }
+}
+
+/// One rollout's gauges.
+#[derive(Clone, Debug, Default)]
+struct RolloutGauges {
+    phase: &'static str,
+    weight: u8,
+    step: usize,
+    steps: usize,
+}
+
+#[derive(Default)]
+struct State {
+    rollouts: BTreeMap<String, RolloutGauges>,
+    measurements: BTreeMap<(String, String, &'static str), u64>,
+    finished: BTreeMap<&'static str, u64>,
+    durations: BTreeMap<&'static str, Histogram>,
+    trips: BTreeMap<(String, String), u64>,
+    step_latency: Histogram,
+}
+
+/// The controller's metrics.
+#[derive(Default)]
+pub struct ControllerMetrics {
+    state: Mutex<State>,
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl ControllerMetrics {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Records a rollout's current phase, weight and step.
+    pub fn rollout(
+        &self,
+        release: &str,
+        phase: &'static str,
+        weight: u8,
+        step: usize,
+        steps: usize,
+    ) {
+        self.with(|s| {
+            s.rollouts.insert(
+                release.to_string(),
+                RolloutGauges {
+                    phase,
+                    weight,
+                    step,
+                    steps,
+                },
+            );
+        });
+    }
+
+    /// Counts one measurement and its result (`pass`, `fail`, `inconclusive`, `error`).
+    pub fn measurement(&self, release: &str, metric: &str, result: &'static str) {
+        self.with(|s| {
+            *s.measurements
+                .entry((release.to_string(), metric.to_string(), result))
+                .or_default() += 1;
+        });
+    }
+
+    /// Counts a finished rollout (`promoted`, `rolledBack`, `aborted`) and its duration.
+    pub fn finished(&self, outcome: &'static str, seconds: f64) {
+        self.with(|s| {
+            *s.finished.entry(outcome).or_default() += 1;
+            s.durations
+                .entry(outcome)
+                .or_default()
+                .observe(&DURATION_BOUNDS, seconds);
+        });
+    }
+
+    /// Counts a guardrail trip.
+    pub fn trip(&self, release: &str, guardrail: &str) {
+        self.with(|s| {
+            *s.trips
+                .entry((release.to_string(), guardrail.to_string()))
+                .or_default() += 1;
+        });
+    }
+
+    /// Records how long the controller took from an input (an observation, a due timer)
+    /// to having persisted and dispatched the actions it caused.
+    pub fn step_latency(&self, seconds: f64) {
+        self.with(|s| s.step_latency.observe(&LATENCY_BOUNDS, seconds));
+    }
+
+    /// The metrics in Prometheus's text format.
+    pub fn render(&self) -> String {
+        self.with(|s| {
+            let mut out = String::new();
+            out.push_str(
+                "# HELP cutover_rollout_phase The rollout's phase: 1 for the current one.\n\
+                 # TYPE cutover_rollout_phase gauge\n",
+            );
+            for (release, g) in &s.rollouts {
+                let release = escape(release);
+                for phase in PHASES {
+                    let v = u8::from(phase == g.phase);
+                    let _ = writeln!(
+                        out,
+                        "cutover_rollout_phase{{release=\"{release}\",phase=\"{phase}\"}} {v}"
+                    );
+                }
+            }
+            out.push_str(
+                "# HELP cutover_rollout_weight Percentage of weighted traffic on the candidate.\n\
+                 # TYPE cutover_rollout_weight gauge\n",
+            );
+            for (release, g) in &s.rollouts {
+                let _ = writeln!(out, "cutover_rollout_weight{{release=\"{}\"}} {}", escape(release), g.weight);
+            }
+            out.push_str(
+                "# HELP cutover_rollout_step The plan step the rollout is at (from 0).\n\
+                 # TYPE cutover_rollout_step gauge\n",
+            );
+            for (release, g) in &s.rollouts {
+                let _ = writeln!(out, "cutover_rollout_step{{release=\"{}\"}} {}", escape(release), g.step);
+            }
+            out.push_str(
+                "# HELP cutover_rollout_steps The number of steps in the rollout's plan.\n\
+                 # TYPE cutover_rollout_steps gauge\n",
+            );
+            for (release, g) in &s.rollouts {
+                let _ = writeln!(out, "cutover_rollout_steps{{release=\"{}\"}} {}", escape(release), g.steps);
+            }
+            out.push_str(
+                "# HELP cutover_analysis_measurements_total Analysis measurements by result.\n\
+                 # TYPE cutover_analysis_measurements_total counter\n",
+            );
+            for ((release, metric, result), n) in &s.measurements {
+                let _ = writeln!(
+                    out,
+                    "cutover_analysis_measurements_total{{release=\"{}\",metric=\"{}\",result=\"{result}\"}} {n}",
+                    escape(release),
+                    escape(metric)
+                );
+            }
+            out.push_str(
+                "# HELP cutover_guardrail_trips_total Guardrail trips seen by the controller.\n\
+                 # TYPE cutover_guardrail_trips_total counter\n",
+            );
+            for ((release, guardrail), n) in &s.trips {
+                let _ = writeln!(
+                    out,
+                    "cutover_guardrail_trips_total{{release=\"{}\",guardrail=\"{}\"}} {n}",
+                    escape(release),
+                    escape(guardrail)
+                );
+            }
+            out.push_str(
+                "# HELP cutover_rollouts_total Rollouts finished, by outcome.\n\
+                 # TYPE cutover_rollouts_total counter\n",
+            );
+            for (outcome, n) in &s.finished {
+                let _ = writeln!(out, "cutover_rollouts_total{{outcome=\"{outcome}\"}} {n}");
+            }
+            out.push_str(
+                "# HELP cutover_rollout_duration_seconds How long finished rollouts took.\n\
+                 # TYPE cutover_rollout_duration_seconds histogram\n",
+            );
+            for (outcome, h) in &s.durations {
+                h.write(
+                    &mut out,
+                    "cutover_rollout_duration_seconds",
+                    &format!("outcome=\"{outcome}\""),
+                    &DURATION_BOUNDS,
+                );
+            }
+            out.push_str(
+                "# HELP cutover_step_latency_seconds From an input (observation or due timer) to its actions persisted and dispatched.\n\
+                 # TYPE cutover_step_latency_seconds histogram\n",
+            );
+            s.step_latency
+                .write(&mut out, "cutover_step_latency_seconds", "", &LATENCY_BOUNDS);
+            out
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_phase_is_one_and_the_others_zero() {
+        let m = ControllerMetrics::default();
+        m.rollout("shop", "step", 25, 3, 9);
+        m.measurement("shop", "error-rate", "pass");
+        m.finished("promoted", 42.0);
+        m.step_latency(0.003);
+        let out = m.render();
+        assert!(
+            out.contains("cutover_rollout_phase{release=\"shop\",phase=\"step\"} 1"),
+            "{out}"
+        );
+        assert!(out.contains("cutover_rollout_phase{release=\"shop\",phase=\"promoted\"} 0"));
+        assert!(out.contains("cutover_rollout_weight{release=\"shop\"} 25"));
+        assert!(out.contains(
+            "cutover_analysis_measurements_total{release=\"shop\",metric=\"error-rate\",result=\"pass\"} 1"
+        ));
+        assert!(
+            out.contains(
+                "cutover_rollout_duration_seconds_bucket{outcome=\"promoted\",le=\"60\"} 1"
+            )
+        );
+        assert!(
+            out.contains(
+                "cutover_rollout_duration_seconds_bucket{outcome=\"promoted\",le=\"30\"} 0"
+            )
+        );
+        assert!(out.contains("cutover_step_latency_seconds_count 1"));
+    }
+}

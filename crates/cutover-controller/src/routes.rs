@@ -1,0 +1,172 @@
+//! The route table the controller keeps for every release, published to the embedded
+//! proxy (or served at `GET /v1/routes` to proxies that pull it).
+//!
+//! Every release's driver hands in its whole desired route; one publisher task coalesces
+//! what arrives while it is publishing into the next table, so a thousand rollouts moving
+//! at once cost a handful of table swaps, not a thousand. A caller learns that its route
+//! is live when a table containing it has been published.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use cutover_proxy::Proxy;
+use cutover_proxy::config::{RouteConfig, RouteTableConfig};
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// The table as proxies pull it: its version and routes.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedTable {
+    /// Increases with every change.
+    pub version: u64,
+    /// Every release's route.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// The outcome of the publisher's latest attempt.
+#[derive(Clone, Debug, Default)]
+struct Publication {
+    /// The version last attempted.
+    attempted: u64,
+    /// The version last published.
+    live: u64,
+    /// Why the attempt failed, if it did.
+    error: Option<String>,
+}
+
+struct Desired {
+    version: u64,
+    routes: BTreeMap<String, RouteConfig>,
+}
+
+/// The route table and its publisher.
+pub struct RouteTable {
+    desired: Mutex<Desired>,
+    changed: watch::Sender<u64>,
+    /// How the last publication went.
+    published: watch::Sender<Publication>,
+    last: Mutex<PublishedTable>,
+}
+
+impl RouteTable {
+    /// A table published to `proxy` (or only kept, for pulling proxies, when `None`).
+    pub fn start(proxy: Option<Arc<Proxy>>) -> Arc<RouteTable> {
+        let table = Arc::new(RouteTable {
+            desired: Mutex::new(Desired {
+                version: 0,
+                routes: BTreeMap::new(),
+            }),
+            changed: watch::channel(0).0,
+            published: watch::channel(Publication::default()).0,
+            last: Mutex::new(PublishedTable::default()),
+        });
+        tokio::spawn(publish_loop(table.clone(), proxy));
+        table
+    }
+
+    fn desired(&self) -> std::sync::MutexGuard<'_, Desired> {
+        self.desired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets (or with `None` removes) a release's route; returns the table version that
+    /// holds it, for [`RouteTable::published_at`]. Synchronous, so routes set one after
+    /// another by a driver land in that order.
+    pub fn set(&self, release: &str, route: Option<RouteConfig>) -> u64 {
+        let version = {
+            let mut desired = self.desired();
+            let same = desired.routes.get(release) == route.as_ref();
+            if !same {
+                desired.version += 1;
+                match route {
+                    Some(route) => desired.routes.insert(release.to_string(), route),
+                    None => desired.routes.remove(release),
+                };
+            }
+            desired.version
+        };
+        let _ = self.changed.send(version);
+        version
+    }
+
+    /// Waits until a table of `version` or later is live.
+    pub async fn published_at(&self, version: u64) -> Result<(), String> {
+        let mut published = self.published.subscribe();
+        loop {
+            {
+                let p = published.borrow_and_update();
+                if p.live >= version {
+                    return Ok(());
+                }
+                if let Some(error) = p.error.as_ref().filter(|_| p.attempted >= version) {
+                    return Err(error.clone());
+                }
+            }
+            if published.changed().await.is_err() {
+                return Err("the route publisher stopped".into());
+            }
+        }
+    }
+
+    /// The route of `release` as last asked for.
+    pub fn route(&self, release: &str) -> Option<RouteConfig> {
+        self.desired().routes.get(release).cloned()
+    }
+
+    /// The last published table.
+    pub fn published(&self) -> PublishedTable {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+async fn publish_loop(table: Arc<RouteTable>, proxy: Option<Arc<Proxy>>) {
+    let mut changed = table.changed.subscribe();
+    loop {
+        if changed.changed().await.is_err() {
+            return;
+        }
+        let snapshot = {
+            let desired = table.desired();
+            PublishedTable {
+                version: desired.version,
+                routes: desired.routes.values().cloned().collect(),
+            }
+        };
+        let result = match &proxy {
+            Some(proxy) => proxy
+                .set_routes(&RouteTableConfig {
+                    routes: snapshot.routes.clone(),
+                })
+                .await
+                .map(|_| snapshot.version)
+                .map_err(|e| format!("the proxy refused the route table: {e}")),
+            None => Ok(snapshot.version),
+        };
+        let attempted = snapshot.version;
+        match result {
+            Ok(version) => {
+                *table
+                    .last
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
+                table.published.send_modify(|p| {
+                    p.attempted = attempted;
+                    p.live = version;
+                    p.error = None;
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot publish the route table");
+                table.published.send_modify(|p| {
+                    p.attempted = attempted;
+                    p.error = Some(e);
+                });
+            }
+        }
+    }
+}
