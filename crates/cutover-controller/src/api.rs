@@ -62,6 +62,20 @@ impl Body for ApiBody {
                 .map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
         }
     }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ApiBody::Full(full) => full.is_end_stream(),
+            ApiBody::Events(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ApiBody::Full(full) => full.size_hint(),
+            ApiBody::Events(_) => hyper::body::SizeHint::default(),
+        }
+    }
 }
 
 /// Where the API listens and the token writes need.

@@ -207,18 +207,28 @@ impl Proxy {
 
     /// The last `seconds` of one version's traffic, for the builtin metric provider.
     /// `None` if the version has never been routed.
+    ///
+    /// The window is the last `seconds` whole seconds plus the second under way, so that
+    /// a measurement taken just as a second begins (say, one second after a controller
+    /// and its proxy started together) still sees a full `seconds` of traffic.
     pub fn window(&self, release: &str, version: &str, seconds: u64) -> Option<WindowStats> {
         let stats = self.shared.registry.stats(release, version)?;
-        Some(stats.window(seconds, self.shared.second()))
+        let elapsed = self.shared.started.elapsed().as_secs_f64();
+        let mut window = stats.window(seconds.saturating_add(1), self.shared.second());
+        window.seconds = window.seconds.min(seconds);
+        let covered = window.seconds as f64 + elapsed.fract();
+        window.request_rate = window.requests as f64 / covered.max(1e-3);
+        Some(window)
     }
 
-    /// One version's traffic second by second over the last `seconds` (seconds without
-    /// requests left out), for statistical comparisons. Empty if never routed.
+    /// One version's traffic second by second over the last `seconds` and the second
+    /// under way (seconds without requests left out), for statistical comparisons. Empty
+    /// if never routed.
     pub fn window_series(&self, release: &str, version: &str, seconds: u64) -> Vec<WindowStats> {
         self.shared
             .registry
             .stats(release, version)
-            .map(|stats| stats.series(seconds, self.shared.second()))
+            .map(|stats| stats.series(seconds.saturating_add(1), self.shared.second()))
             .unwrap_or_default()
     }
 
