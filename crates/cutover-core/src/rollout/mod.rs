@@ -771,7 +771,10 @@ impl Rollout {
                     self.record(format!("analysis run {run} passed"));
                     self.complete_step(batch);
                 }
-                Verdict::Failure => {
+                // A provider that kept failing (Prometheus gone, say) leaves the candidate
+                // unjudged for longer than the release allows: as in Argo Rollouts, that
+                // ends the rollout rather than holding it for a person.
+                Verdict::Failure | Verdict::Error => {
                     self.roll_back(
                         RollbackReason::AnalysisFailed {
                             step: index,
@@ -780,7 +783,7 @@ impl Rollout {
                         batch,
                     );
                 }
-                Verdict::Inconclusive | Verdict::Error => {
+                Verdict::Inconclusive => {
                     self.record(format!("analysis run {run} inconclusive ({detail}): waiting for promote, resume or abort"));
                     self.phase = Phase::Step {
                         index,
