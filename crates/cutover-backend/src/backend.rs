@@ -132,6 +132,11 @@ pub trait Backend: Send + Sync {
         slot: Slot,
     ) -> BoxFuture<'a, Result<Option<SlotView>, BackendError>>;
 
+    /// After a controller restart: takes up supervision of whatever the release's slots
+    /// run (the local backend adopts its instances and starts again those that died; an
+    /// orchestrator's backend starts its watches). Does not wait for readiness.
+    fn recover<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
+
     /// Makes the candidate the stable slot and the former stable one `Previous`.
     fn promote<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
 

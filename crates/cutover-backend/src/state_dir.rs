@@ -6,14 +6,15 @@
 //! Every stored state carries a version that increases by one per write. A write names the
 //! version it read (`expected`); if another writer got there first, the write fails with
 //! [`StateError::Conflict`] instead of overwriting, the same optimistic concurrency the
-//! Swarm (service version index) and Kubernetes (resourceVersion) stores give. Writers in
-//! one process are serialised; two controllers must not share one directory (the
+//! Swarm (service version index) and Kubernetes (resourceVersion) stores give. Writers of
+//! one release in one process are serialised; two controllers must not share one directory (the
 //! controller takes a lock on it).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +70,8 @@ pub enum StateError {
 /// A directory of release states.
 pub struct StateDir {
     root: PathBuf,
-    writer: Mutex<()>,
+    /// One writer per release at a time; different releases write (and fsync) in parallel.
+    writers: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
@@ -102,8 +104,18 @@ impl StateDir {
         fs::create_dir_all(&root).map_err(io("create", &root))?;
         Ok(StateDir {
             root,
-            writer: Mutex::new(()),
+            writers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The lock that serialises writes of `release`.
+    fn writer(&self, release: &str) -> Arc<Mutex<()>> {
+        self.writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(release.to_string())
+            .or_default()
+            .clone()
     }
 
     fn path(&self, release: &str) -> PathBuf {
@@ -132,8 +144,8 @@ impl StateDir {
         expected: Option<u64>,
     ) -> Result<u64, StateError> {
         let release = checked(release)?;
-        let _writer = self
-            .writer
+        let writer = self.writer(release);
+        let _writer = writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let found = self.load(release)?.map(|s| s.version);
@@ -174,8 +186,8 @@ impl StateDir {
     /// Removes the state of `release` (a finished rollout no longer resumed).
     pub fn remove(&self, release: &str) -> Result<(), StateError> {
         let path = self.path(checked(release)?);
-        let _writer = self
-            .writer
+        let writer = self.writer(release);
+        let _writer = writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match fs::remove_file(&path) {

@@ -22,8 +22,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-/// How long one API request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one API request may take. Starting a release may wait for its stable slot
+/// to come up (up to a minute on the local backend), so this is longer than that.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Where the controller is, as flags.
 #[derive(Args, Debug, Clone, Default)]

@@ -71,11 +71,14 @@ fn report(error: &ClientError) -> u8 {
             let at = &d["origin"];
             eprintln!(
                 "  {}:{}:{}: {}: {message}",
-                at["source"].as_str().unwrap_or("release"),
+                at["file"].as_str().unwrap_or("release"),
                 at["line"],
                 at["column"],
                 d["path"].as_str().unwrap_or_default()
             );
+            if let Some(hint) = d["hint"].as_str() {
+                eprintln!("    hint: {hint}");
+            }
         }
     }
     error.exit_code()
@@ -86,8 +89,8 @@ fn report(error: &ClientError) -> u8 {
 #[serde(rename_all = "camelCase")]
 struct RunReport {
     release: String,
-    /// `promoted`, `rolledBack`, `aborted`, `timedOut`, `unreachable`, or `started`
-    /// (without `--wait`).
+    /// `promoted`, `rolledBack`, `aborted`, `timedOut`, `unreachable`, `refused` (the
+    /// controller turned the release down), or `started` (without `--wait`).
     outcome: String,
     exit_code: u8,
     reason: Option<String>,

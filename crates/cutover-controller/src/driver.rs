@@ -102,6 +102,7 @@ pub fn spawn(inner: Arc<Inner>, start: Start) -> Handle {
         status: None,
         refresh_at: Instant::now() + ENDPOINT_REFRESH,
         finished_counted: false,
+        replies: Vec::new(),
     };
     let first = Arc::new(driver.build_status());
     let (status_tx, status) = watch::channel(first);
@@ -135,6 +136,11 @@ struct Driver {
     status: Option<watch::Sender<Arc<RolloutStatus>>>,
     refresh_at: Instant,
     finished_counted: bool,
+    /// Commands to answer after the actions they caused are dispatched.
+    replies: Vec<(
+        oneshot::Sender<Result<(), CommandRejected>>,
+        Result<(), CommandRejected>,
+    )>,
 }
 
 impl Driver {
@@ -170,6 +176,9 @@ impl Driver {
                 continue;
             }
             let acted = self.execute().await;
+            for (reply, result) in self.replies.drain(..) {
+                let _ = reply.send(result);
+            }
             if acted {
                 self.inner
                     .metrics
@@ -208,7 +217,8 @@ impl Driver {
                 if result.is_ok() && command == Command::Retry {
                     self.tripped = false;
                 }
-                let _ = reply.send(result);
+                // Answered once its actions are under way and the status shows them.
+                self.replies.push((reply, result));
             }
             Input::Guardrail {
                 version,

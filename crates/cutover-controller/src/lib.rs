@@ -186,6 +186,10 @@ impl Controller {
                     continue;
                 }
             };
+            // The instances outlived the old controller: supervise them again.
+            if let Err(e) = backend.recover(&name).await {
+                tracing::warn!(release = %name, error = %e, "cannot take up the release's instances again");
+            }
             if !rollout.is_done() {
                 rollout.resume(clock::now());
                 tracing::info!(release = %name, phase = %rollout.phase().describe(), "resuming");
@@ -218,11 +222,13 @@ impl Controller {
     }
 
     /// Loads a release file's text (YAML, TOML, or the JSON `cutover run` sends) as the
-    /// API receives it. No environment: interpolation happened where the file was read.
+    /// API receives it: with every check, but no `${VAR}` interpolation and no `CUTOVER_`
+    /// overrides, which happen where the file is read (`cutover run`, with CI's
+    /// environment), so a `$` that survived them stays a `$`.
     pub fn parse(name: &str, text: &str) -> Result<Release, ControllerError> {
         let format = Format::from_path(std::path::Path::new(name));
         let source = Source { name, text, format };
-        match load::load_release(source, &BTreeMap::new()) {
+        match load::load_release_resolved(source) {
             Ok((release, _warnings)) => Ok(release),
             Err(diagnostics) => Err(ControllerError::Invalid(diagnostics)),
         }
@@ -351,7 +357,7 @@ impl Controller {
         command: Command,
     ) -> Result<Arc<RolloutStatus>, ControllerError> {
         let (reply, answer) = oneshot::channel();
-        let mut status = {
+        let status = {
             let drivers = self.drivers();
             let handle = drivers
                 .get(name)
@@ -368,8 +374,7 @@ impl Controller {
                 )));
             }
         }
-        // The driver publishes right after it acted.
-        let _ = tokio::time::timeout(Duration::from_secs(1), status.changed()).await;
+        // The driver answers after it published the status its actions led to.
         let latest = status.borrow().clone();
         Ok(latest)
     }

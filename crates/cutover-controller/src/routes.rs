@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use cutover_proxy::Proxy;
 use cutover_proxy::config::{RouteConfig, RouteTableConfig};
@@ -52,13 +53,23 @@ pub struct RouteTable {
 impl RouteTable {
     /// A table published to `proxy` (or only kept, for pulling proxies, when `None`).
     pub fn start(proxy: Option<Arc<Proxy>>) -> Arc<RouteTable> {
+        // Versions start at the clock, so a proxy pulling from a restarted controller
+        // never mistakes a new table for the one it applied.
+        let first = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
         let table = Arc::new(RouteTable {
             desired: Mutex::new(Desired {
-                version: 0,
+                version: first,
                 routes: BTreeMap::new(),
             }),
-            changed: watch::channel(0).0,
-            published: watch::channel(Publication::default()).0,
+            changed: watch::channel(first).0,
+            published: watch::channel(Publication {
+                attempted: first,
+                live: first,
+                error: None,
+            })
+            .0,
             last: Mutex::new(PublishedTable::default()),
         });
         tokio::spawn(publish_loop(table.clone(), proxy));
@@ -124,36 +135,45 @@ impl RouteTable {
     }
 }
 
+/// The least time between two tables: changes arriving meanwhile go out together.
+const MIN_PUBLISH_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+
 async fn publish_loop(table: Arc<RouteTable>, proxy: Option<Arc<Proxy>>) {
     let mut changed = table.changed.subscribe();
+    let mut last_publish = tokio::time::Instant::now();
     loop {
         if changed.changed().await.is_err() {
             return;
         }
-        let snapshot = {
+        tokio::time::sleep_until(last_publish + MIN_PUBLISH_GAP).await;
+        last_publish = tokio::time::Instant::now();
+        let (version, config) = {
             let desired = table.desired();
-            PublishedTable {
-                version: desired.version,
-                routes: desired.routes.values().cloned().collect(),
-            }
+            (
+                desired.version,
+                RouteTableConfig {
+                    routes: desired.routes.values().cloned().collect(),
+                },
+            )
         };
         let result = match &proxy {
             Some(proxy) => proxy
-                .set_routes(&RouteTableConfig {
-                    routes: snapshot.routes.clone(),
-                })
+                .set_routes(&config)
                 .await
-                .map(|_| snapshot.version)
+                .map(|_| version)
                 .map_err(|e| format!("the proxy refused the route table: {e}")),
-            None => Ok(snapshot.version),
+            None => Ok(version),
         };
-        let attempted = snapshot.version;
+        let attempted = version;
         match result {
             Ok(version) => {
                 *table
                     .last
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = PublishedTable {
+                    version,
+                    routes: config.routes,
+                };
                 table.published.send_modify(|p| {
                     p.attempted = attempted;
                     p.live = version;

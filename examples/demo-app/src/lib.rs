@@ -48,17 +48,30 @@ pub struct Args {
     /// Time to wait before answering `/` (e.g. `20ms`).
     #[arg(long, default_value = "0s")]
     pub latency: cutover_core::Duration,
+    /// Answer every request to `/` with 500 once this long has passed since start (a
+    /// version that goes bad in production; the benchmarks time the reaction to it).
+    /// The moment is printed as `failing from now (unix ms N)`.
+    #[arg(long)]
+    pub fail_after: Option<cutover_core::Duration>,
 }
 
 struct App {
     args: Args,
     served: AtomicU64,
+    /// When `--fail-after` turns every answer into a 500.
+    failing_from: Option<std::time::Instant>,
 }
 
 impl App {
     /// Whether request number `n` (from 1) fails: evenly spread, so that after any number of
     /// requests the failures are within one of `n × rate`.
     fn fails(&self, n: u64) -> bool {
+        if self
+            .failing_from
+            .is_some_and(|from| std::time::Instant::now() >= from)
+        {
+            return true;
+        }
         let rate = self.args.error_rate.clamp(0.0, 1.0);
         (n as f64 * rate).floor() > ((n - 1) as f64 * rate).floor()
     }
@@ -110,9 +123,22 @@ pub async fn run(args: Args) -> std::process::ExitCode {
         Ok(bound) => println!("listening on {bound}"),
         Err(e) => eprintln!("demo-app: {e}"),
     }
+    let failing_from = args.fail_after.map(|after| {
+        let after: std::time::Duration = after.into();
+        let from = std::time::Instant::now() + after;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| (d + after).as_millis());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            println!("failing from now (unix ms {unix_ms})");
+        });
+        from
+    });
     let app = Arc::new(App {
         args,
         served: AtomicU64::new(0),
+        failing_from,
     });
     loop {
         tokio::select! {
@@ -153,6 +179,7 @@ mod tests {
         App {
             args: Args::parse_from(["demo-app", "--error-rate", &rate.to_string()]),
             served: AtomicU64::new(0),
+            failing_from: None,
         }
     }
 

@@ -112,8 +112,8 @@ type Running = HashMap<String, Vec<Supervisor>>;
 /// The local backend. Cheap to share: hold it in an `Arc`.
 pub struct LocalBackend {
     root: PathBuf,
-    releases: StateDir,
-    slots: StateDir,
+    releases: Arc<StateDir>,
+    slots: Arc<StateDir>,
     running: tokio::sync::Mutex<Running>,
     /// One lock per release: operations on a release run one at a time.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -126,8 +126,8 @@ impl LocalBackend {
     pub fn open(root: impl Into<PathBuf>) -> Result<LocalBackend, BackendError> {
         let root = root.into();
         Ok(LocalBackend {
-            releases: StateDir::open(root.join("releases"))?,
-            slots: StateDir::open(root.join("slots"))?,
+            releases: Arc::new(StateDir::open(root.join("releases"))?),
+            slots: Arc::new(StateDir::open(root.join("slots"))?),
             root,
             running: tokio::sync::Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
@@ -191,7 +191,8 @@ impl LocalBackend {
         }
     }
 
-    fn store_slots(
+    /// Writes the slot record (two fsyncs, off the async workers).
+    async fn store_slots(
         &self,
         release: &str,
         slots: &Slots,
@@ -199,7 +200,12 @@ impl LocalBackend {
     ) -> Result<Option<u64>, BackendError> {
         let value = serde_json::to_value(slots)
             .map_err(|e| BackendError::Unavailable(format!("cannot encode slots: {e}")))?;
-        Ok(Some(self.slots.store(release, &value, revision)?))
+        let store = self.slots.clone();
+        let release = release.to_string();
+        let stored = tokio::task::spawn_blocking(move || store.store(&release, &value, revision))
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("the state writer failed: {e}")))??;
+        Ok(Some(stored))
     }
 
     /// Makes a record for a new deployment of `definition`; command slots get their ports.
@@ -292,9 +298,17 @@ impl LocalBackend {
         }
     }
 
-    /// Stops instances of `release` that no slot claims (a deploy interrupted between
-    /// starting them and recording them).
-    async fn sweep_strays(&self, release: &str, slots: &Slots) {
+    /// Stops instances of `release` that no slot claims (left by a deploy whose record was
+    /// replaced before its instances were stopped). Only releases with a command slot can
+    /// have any, so address-only releases skip the scan of `/proc`.
+    async fn sweep_strays(&self, release: &str, slots: &Slots, had_commands: bool) {
+        let commands = [&slots.stable, &slots.candidate, &slots.previous]
+            .into_iter()
+            .flatten()
+            .any(|r| matches!(r.workload, Workload::Command { .. }));
+        if !commands && !had_commands {
+            return;
+        }
         let claimed: Vec<&str> = slots.sets().collect();
         for (pid, tag) in process::find_tagged(&format!("{release}/")) {
             let set = tag.split('/').nth(1).unwrap_or_default();
@@ -392,11 +406,12 @@ impl LocalBackend {
                     &target.readiness_path,
                 )?;
                 slots.stable = Some(record.clone());
-                self.store_slots(name, &slots, revision)?;
+                self.store_slots(name, &slots, revision).await?;
                 record
             }
         };
-        self.sweep_strays(name, &slots).await;
+        let had_commands = matches!(target.candidate, LocalSlot::Command(_));
+        self.sweep_strays(name, &slots, had_commands).await;
         self.ensure_running(name, &record).await;
         if matches!(record.workload, Workload::Addresses(_)) {
             // Instances cutover does not run are the user's to start: report, but do
@@ -442,7 +457,7 @@ impl LocalBackend {
                     // Recorded before anything starts, so a controller killed in between
                     // finds (and adopts or stops) what it started.
                     slots.candidate = Some(record.clone());
-                    self.store_slots(name, &slots, revision)?;
+                    self.store_slots(name, &slots, revision).await?;
                     record
                 }
             };
@@ -470,7 +485,7 @@ impl LocalBackend {
         }
         slots.previous = slots.stable.take();
         slots.stable = Some(candidate);
-        self.store_slots(release, &slots, revision)?;
+        self.store_slots(release, &slots, revision).await?;
         Ok(())
     }
 
@@ -481,11 +496,15 @@ impl LocalBackend {
         let lock = self.lock(release);
         let _guard = lock.lock().await;
         let (mut slots, revision) = self.load_slots(release)?;
+        let mut had_commands = false;
         if let Some(record) = slots.take(slot) {
-            self.stop_set(release, &record.set).await;
-            self.store_slots(release, &slots, revision)?;
+            had_commands = matches!(record.workload, Workload::Command { .. });
+            if had_commands {
+                self.stop_set(release, &record.set).await;
+            }
+            self.store_slots(release, &slots, revision).await?;
         }
-        self.sweep_strays(release, &slots).await;
+        self.sweep_strays(release, &slots, had_commands).await;
         Ok(())
     }
 }
@@ -555,6 +574,21 @@ impl Backend for LocalBackend {
         })
     }
 
+    fn recover<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let lock = self.lock(release);
+            let _guard = lock.lock().await;
+            let (slots, _) = self.load_slots(release)?;
+            for record in [&slots.stable, &slots.candidate, &slots.previous]
+                .into_iter()
+                .flatten()
+            {
+                self.ensure_running(release, record).await;
+            }
+            Ok(())
+        })
+    }
+
     fn promote<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(self.promote_candidate(release))
     }
@@ -580,7 +614,17 @@ impl Backend for LocalBackend {
         state: &'a serde_json::Value,
         expected: Option<u64>,
     ) -> BoxFuture<'a, Result<u64, BackendError>> {
-        Box::pin(async move { Ok(self.releases.store(release, state, expected)?) })
+        // Two fsyncs: off the async workers, so a thousand rollouts persisting at once do
+        // not stall the proxy and the API.
+        let releases = self.releases.clone();
+        let release = release.to_string();
+        let state = state.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || releases.store(&release, &state, expected))
+                .await
+                .map_err(|e| BackendError::Unavailable(format!("the state writer failed: {e}")))?
+                .map_err(BackendError::from)
+        })
     }
 
     fn releases(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {

@@ -95,6 +95,19 @@ impl Loaded {
 /// `env` is the process environment (or any map standing for it): it feeds both `${VAR}`
 /// interpolation and `CUTOVER_` overrides.
 pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
+    load_document(source, env, true)
+}
+
+/// Loads a release that was resolved already (interpolated and overridden where it was
+/// read, as `cutover run` sends it to the controller): the same checks as [`load`], with
+/// no `${VAR}` interpolation and no `CUTOVER_` overrides, so `$` in a value stays `$`.
+pub fn load_release_resolved(
+    source: Source<'_>,
+) -> Result<(Release, Vec<Diagnostic>), Vec<Diagnostic>> {
+    release_of(source, load_document(source, &BTreeMap::new(), false))
+}
+
+fn load_document(source: Source<'_>, env: &BTreeMap<String, String>, interpolate: bool) -> Loaded {
     let name: Arc<str> = source.name.into();
     let parsed = match source.format {
         Format::Yaml => yaml::parse(&name, source.text).map_err(|d| vec![d]),
@@ -111,7 +124,9 @@ pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
         }
     };
     let mut diagnostics = Vec::new();
-    interpolate::interpolate(&mut root, &FieldPath::root(), env, &mut diagnostics);
+    if interpolate {
+        interpolate::interpolate(&mut root, &FieldPath::root(), env, &mut diagnostics);
+    }
     let mut removed = Vec::new();
 
     let document = match document_kind(&root) {
@@ -180,7 +195,14 @@ pub fn load_release(
     source: Source<'_>,
     env: &BTreeMap<String, String>,
 ) -> Result<(Release, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let loaded = load(source, env);
+    release_of(source, load(source, env))
+}
+
+/// The release of what was loaded, or every problem (a strategy preset is one).
+fn release_of(
+    source: Source<'_>,
+    loaded: Loaded,
+) -> Result<(Release, Vec<Diagnostic>), Vec<Diagnostic>> {
     match loaded.document {
         Some(Document::Release(release)) => Ok((*release, loaded.diagnostics)),
         Some(Document::Strategy(_)) => Err(vec![
