@@ -411,7 +411,8 @@ fn a_controller_killed_at_any_point_resumes_without_repeating_or_skipping_a_step
     );
     // Kill points: while deploying or right after, in a timed pause, mid-analysis, and
     // during the scale-down after promotion.
-    let kill_when: [(&str, fn(&Value) -> bool); 4] = [
+    type Reached = fn(&Value) -> bool;
+    let kill_when: [(&str, Reached); 4] = [
         ("deploying", |s| s["phase"] != "preRollout"),
         ("pausing", |s| s["step"] == 1),
         ("analyzing", |s| s["step"] == 3),

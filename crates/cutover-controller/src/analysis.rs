@@ -129,19 +129,31 @@ pub struct Subject<'a> {
     pub candidate: &'a str,
 }
 
+/// Where a run reports its progress.
+pub struct Reporting<'a> {
+    /// The run as `cutover status` shows it, replaced after every measurement.
+    pub view: &'a Mutex<Option<AnalysisView>>,
+    /// Counts measurements by result.
+    pub counters: &'a ControllerMetrics,
+    /// Called after every measurement (the driver publishes the status).
+    pub on_progress: &'a (dyn Fn() + Send + Sync),
+}
+
 /// Runs an analysis of `metrics` from `start` until it decides; returns the verdict and
-/// which metric decided it and why. Publishes progress into `view` after every
-/// measurement.
+/// which metric decided it and why.
 pub async fn run(
     providers: &Providers,
     metrics: &[MetricSpec],
     subject: Subject<'_>,
     (run_number, step): (u32, usize),
     start: Timestamp,
-    view: &Mutex<Option<AnalysisView>>,
-    counters: &ControllerMetrics,
-    on_progress: &(dyn Fn() + Send + Sync),
+    reporting: Reporting<'_>,
 ) -> (Verdict, String) {
+    let Reporting {
+        view,
+        counters,
+        on_progress,
+    } = reporting;
     let mut run = AnalysisRun::new(metrics, start);
     let publish = |run: &AnalysisRun| {
         *view

@@ -57,6 +57,12 @@ pub enum Input {
     },
 }
 
+/// A command's answer channel and the answer, held until its actions are dispatched.
+type Reply = (
+    oneshot::Sender<Result<(), CommandRejected>>,
+    Result<(), CommandRejected>,
+);
+
 /// A running driver, as the controller holds it.
 pub struct Handle {
     /// Where to send inputs.
@@ -137,10 +143,7 @@ struct Driver {
     refresh_at: Instant,
     finished_counted: bool,
     /// Commands to answer after the actions they caused are dispatched.
-    replies: Vec<(
-        oneshot::Sender<Result<(), CommandRejected>>,
-        Result<(), CommandRejected>,
-    )>,
+    replies: Vec<Reply>,
 }
 
 impl Driver {
@@ -488,10 +491,12 @@ impl Driver {
                     },
                     (run, step),
                     clock::now(),
-                    &view,
-                    &inner.metrics,
-                    &|| {
-                        let _ = inputs.send(Input::Progress);
+                    analysis::Reporting {
+                        view: &view,
+                        counters: &inner.metrics,
+                        on_progress: &|| {
+                            let _ = inputs.send(Input::Progress);
+                        },
                     },
                 )
                 .await;
