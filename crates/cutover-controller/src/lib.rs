@@ -510,7 +510,7 @@ mod tests {
     fn an_image_tag_names_the_version_and_a_registry_port_does_not() {
         let mut release = Controller::parse(
             "r.yaml",
-            "apiVersion: cutover.dev/v1\nkind: Release\nmetadata: {name: shop}\nspec:\n  backend: {swarm: {service: shop, network: net}}\n  image: registry:5000/shop:v7\n  port: 80\n  strategy: {use: canary-fast}\n",
+            "apiVersion: cutover.dev/v1\nkind: Release\nmetadata: {name: shop}\nspec:\n  backend: {swarm: {service: shop, network: net}}\n  image: registry:5000/shop:v7\n  port: 80\n  strategy: {canary: {steps: [{setWeight: 50}]}}\n",
         )
         .expect("valid");
         assert_eq!(candidate_version(&release), "v7");
