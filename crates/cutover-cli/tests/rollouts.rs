@@ -512,3 +512,65 @@ mod support_hooks {
         }
     }
 }
+
+#[test]
+fn a_controller_without_a_proxy_drives_a_proxy_that_pulls_its_routes() {
+    let mut serve = Serve::start("pull", &["--no-proxy"]);
+    serve.owns("e2e-pull");
+    let (listen, admin) = (support::free_port(), support::free_port());
+    let config = serve.scratch.path.join("proxy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{listen}\nadmin:\n  address: 127.0.0.1:{admin}\n"
+        ),
+    )
+    .expect("proxy config");
+    let mut proxy = std::process::Command::new(support::CUTOVER)
+        .args(["proxy", "--config"])
+        .arg(&config)
+        .args(["--routes-from", &format!("http://127.0.0.1:{}", serve.api)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cutover proxy");
+    let sections = "  strategy:
+    canary:
+      scaleDownDelay: 1s
+      steps:
+        - setWeight: 50
+        - pause: {duration: 2s}
+";
+    let file = serve.release_file(
+        "e2e-pull",
+        &release("e2e-pull", ("v1", &[]), ("v2", &[]), sections),
+    );
+    let proxy_addr = std::net::SocketAddr::from(([127, 0, 0, 1], listen));
+    let run = serve.cli_background(&["run", file.to_str().expect("path"), "--wait"]);
+    // Mid-rollout the pulling proxy splits the traffic.
+    serve.wait_for("e2e-pull", Duration::from_secs(20), |s| s["weight"] == 50);
+    let started = Instant::now();
+    let mut split = sample(proxy_addr, 40);
+    while split.answered("v2") == 0 && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(200));
+        split = sample(proxy_addr, 40);
+    }
+    assert!(
+        split.answered("v1") > 0 && split.answered("v2") > 0,
+        "{split:?}"
+    );
+    let output = run.wait_with_output().expect("run");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    // Within a pull interval the proxy has the promoted table.
+    let started = Instant::now();
+    loop {
+        let after = sample(proxy_addr, 20);
+        if after.answered("v2") == 20 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{after:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
