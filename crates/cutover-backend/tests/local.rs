@@ -81,11 +81,11 @@ async fn command_slots_start_become_ready_promote_and_retire_with_nothing_left()
         panic!("not ready: {ready:?}");
     };
     assert_eq!(candidate.endpoints.len(), 2);
-    assert_eq!(process::find_tagged("lifecycle/").len(), 4);
+    assert_eq!(backend.instances("lifecycle").await.len(), 4);
     // Deploying again finds the same instances.
     let again = backend.deploy(&release, "v2").await.expect("deploy again");
     assert_eq!(again, Readiness::Ready(candidate.clone()));
-    assert_eq!(process::find_tagged("lifecycle/").len(), 4);
+    assert_eq!(backend.instances("lifecycle").await.len(), 4);
 
     backend.promote("lifecycle").await.expect("promote");
     backend
@@ -106,12 +106,16 @@ async fn command_slots_start_become_ready_promote_and_retire_with_nothing_left()
         .retire("lifecycle", Slot::Previous)
         .await
         .expect("retire is idempotent");
-    assert_eq!(process::find_tagged("lifecycle/").len(), 2, "only v2 runs");
+    assert_eq!(
+        backend.instances("lifecycle").await.len(),
+        2,
+        "only v2 runs"
+    );
     backend
         .retire("lifecycle", Slot::Stable)
         .await
         .expect("retire");
-    assert!(process::find_tagged("lifecycle/").is_empty());
+    assert!(backend.instances("lifecycle").await.is_empty());
 }
 
 #[tokio::test]
@@ -138,7 +142,7 @@ async fn a_crash_looping_candidate_fails_with_its_log_and_is_retired_cleanly() {
         .retire("crash", Slot::Candidate)
         .await
         .expect("retire");
-    assert!(process::find_tagged("crash/").is_empty());
+    assert!(backend.instances("crash").await.is_empty());
 
     let missing = release_with_program("crash", "/nonexistent/program");
     let readiness = backend.deploy(&missing, "v3").await.expect("deploy");
@@ -184,22 +188,24 @@ async fn a_new_controller_adopts_running_instances_and_restarts_the_dead() {
         .join()
         .expect("first controller")
     };
-    let running = process::find_tagged("adopt/");
+    let second = LocalBackend::open(&dir.0).expect("open again");
+    let running = second.instances("adopt").await;
     assert_eq!(running.len(), 4);
     // One instance dies while no controller watches.
     let (pid, tag) = running[0].clone();
     process::terminate(pid, &tag).await;
-    let second = LocalBackend::open(&dir.0).expect("open again");
     second.recover("adopt").await.expect("recover");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while process::find_tagged("adopt/").len() < 4 {
+    while second.instances("adopt").await.len() < 4 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the dead instance was not restarted"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let survivors: Vec<u32> = process::find_tagged("adopt/")
+    let survivors: Vec<u32> = second
+        .instances("adopt")
+        .await
         .iter()
         .map(|(p, _)| *p)
         .collect();
@@ -218,5 +224,5 @@ async fn a_new_controller_adopts_running_instances_and_restarts_the_dead() {
         .await
         .expect("retire");
     second.retire("adopt", Slot::Stable).await.expect("retire");
-    assert!(process::find_tagged("adopt/").is_empty());
+    assert!(second.instances("adopt").await.is_empty());
 }

@@ -137,14 +137,22 @@ pub fn run(rate: u32, env: &BTreeMap<String, String>) -> u8 {
                 return exit::UNAVAILABLE;
             }
         };
+        let running: Arc<Mutex<Option<Controller>>> = Arc::default();
         let code = tokio::select! {
-            code = demo(&exe, &state, rate.max(20), backend.clone()) => code,
+            code = demo(&exe, &state, rate.max(20), backend.clone(), running.clone()) => code,
             _ = crate::proxy::Signals::install().wait() => {
                 eprintln!("\ninterrupted: stopping the demo's processes");
                 exit::FAILED
             }
         };
-        // Whatever happened, stop every process the demo started.
+        // Whatever happened, stop the rollouts, then every process the demo started.
+        if let Some(controller) = running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            controller.stop();
+        }
         for slot in [Slot::Candidate, Slot::Previous, Slot::Stable] {
             let _ = backend.retire(RELEASE, slot).await;
         }
@@ -154,7 +162,13 @@ pub fn run(rate: u32, env: &BTreeMap<String, String>) -> u8 {
     code
 }
 
-async fn demo(exe: &Path, state: &Path, rate: u32, backend: Arc<LocalBackend>) -> u8 {
+async fn demo(
+    exe: &Path,
+    state: &Path,
+    rate: u32,
+    backend: Arc<LocalBackend>,
+    running: Arc<Mutex<Option<Controller>>>,
+) -> u8 {
     let started = Instant::now();
     let mut config: ProxyConfig =
         match serde_json::from_value(serde_json::json!({ "listeners": [] })) {
@@ -198,6 +212,9 @@ async fn demo(exe: &Path, state: &Path, rate: u32, backend: Arc<LocalBackend>) -
             return exit::UNAVAILABLE;
         }
     };
+    *running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(controller.clone());
     println!(
         "cutover demo: proxy on http://{listen} (metrics on http://{}/metrics), state in {}",
         proxy.admin_addr(),

@@ -260,7 +260,14 @@ async fn handle(controller: Controller, token: &str, req: Request<Incoming>) -> 
             "text/plain; version=0.0.4",
             controller.metrics().into_bytes(),
         ),
-        (&Method::GET, ["v1", "routes"]) => json(StatusCode::OK, &controller.routes()),
+        (&Method::GET, ["v1", "routes"]) => match controller.routes() {
+            Some(table) => json(StatusCode::OK, &table),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "notReady",
+                "the controller has not published its first route table yet; ask again",
+            ),
+        },
         (&Method::GET, ["v1", "releases"]) => json(
             StatusCode::OK,
             &serde_json::json!({ "releases": controller.list().iter().map(|s| &**s).collect::<Vec<_>>() }),

@@ -48,8 +48,16 @@ pub enum Input {
     },
     /// An analysis measured something: publish the status.
     Progress,
+    /// A new rollout of the release is being submitted: stop acting (say so on the
+    /// channel once stopped) until `Thaw`, or for good if the submission goes through.
+    Freeze(oneshot::Sender<()>),
+    /// The submission failed: act again.
+    Thaw,
     /// The slots as the backend reports them now.
     Endpoints {
+        /// The slot epoch the refresh started in (`None`: from the operation that changed
+        /// the slots, always current). A refresh that raced a slot operation is dropped.
+        epoch: Option<u64>,
         /// The stable slot.
         stable: Option<SlotView>,
         /// The candidate slot.
@@ -109,7 +117,15 @@ pub fn spawn(inner: Arc<Inner>, start: Start) -> Handle {
         refresh_at: Instant::now() + ENDPOINT_REFRESH,
         finished_counted: false,
         replies: Vec::new(),
+        deploy_task: None,
+        slot_epoch: 0,
+        frozen: false,
     };
+    // The route as the state stands, before the publisher's first table after a start.
+    driver
+        .inner
+        .routes
+        .set(&driver.name, Some(driver.route_config()));
     let first = Arc::new(driver.build_status());
     let (status_tx, status) = watch::channel(first);
     driver.status = Some(status_tx);
@@ -144,6 +160,14 @@ struct Driver {
     finished_counted: bool,
     /// Commands to answer after the actions they caused are dispatched.
     replies: Vec<Reply>,
+    /// The deploy under way, aborted before the candidate is retired so that nothing it
+    /// creates outlives the retirement.
+    deploy_task: Option<tokio::task::JoinHandle<()>>,
+    /// Bumped whenever a slot operation starts or ends: endpoint refreshes read before
+    /// the last bump are stale.
+    slot_epoch: u64,
+    /// A submission of a new rollout holds this driver still.
+    frozen: bool,
 }
 
 impl Driver {
@@ -175,7 +199,7 @@ impl Driver {
                     self.rollout.handle_timeout(clock::now());
                 }
             }
-            if self.stopped {
+            if self.stopped || self.frozen {
                 continue;
             }
             let acted = self.execute().await;
@@ -194,16 +218,44 @@ impl Driver {
         let now = clock::now();
         match input {
             Input::Observation(observation) => {
-                if let Observation::Retired {
-                    slot: Slot::Candidate,
-                } = observation
-                {
-                    self.candidate = None;
-                    self.apply_route(None);
+                match &observation {
+                    Observation::Retired {
+                        slot: Slot::Candidate,
+                    } => {
+                        self.slot_epoch += 1;
+                        self.candidate = None;
+                        self.apply_route(None);
+                    }
+                    Observation::Promoted => {
+                        // The candidate is the stable slot now: no backend call needed to
+                        // know where it listens.
+                        self.slot_epoch += 1;
+                        if let Some(candidate) = self.candidate.take() {
+                            self.stable = candidate;
+                        }
+                        self.apply_route(None);
+                    }
+                    Observation::Retired { .. }
+                    | Observation::CandidateReady
+                    | Observation::CandidateFailed { .. } => self.slot_epoch += 1,
+                    _ => {}
                 }
                 let _ = self.rollout.handle(now, observation);
             }
+            Input::Freeze(stopped) => {
+                self.frozen = true;
+                let _ = stopped.send(());
+            }
+            Input::Thaw => self.frozen = false,
             Input::Command(command, reply) => {
+                if self.frozen {
+                    let _ = reply.send(Err(CommandRejected {
+                        command,
+                        phase: "being replaced by a new rollout of the release".into(),
+                        expected: "send the command to the new rollout",
+                    }));
+                    return;
+                }
                 if self.stopped {
                     let _ = reply.send(Err(CommandRejected {
                         command,
@@ -228,18 +280,28 @@ impl Driver {
                 name,
                 detail,
             } => {
-                let live = matches!(self.rollout.phase(), Phase::Step { .. } | Phase::Deploying);
-                if version == self.record.candidate_version && live {
-                    self.tripped = true;
+                if version == self.record.candidate_version && !self.rollout.is_done() {
                     self.inner.metrics.trip(&self.name, &name);
                     tracing::warn!(guardrail = %name, %detail, "guardrail tripped");
                     let _ = self
                         .rollout
                         .handle(now, Observation::GuardrailTripped { name, detail });
+                    // The state machine decides; once it rolls back, every route built
+                    // from here on keeps the candidate cut off.
+                    if matches!(self.rollout.phase(), Phase::RollingBack { .. }) {
+                        self.tripped = true;
+                    }
                 }
             }
             Input::Progress => {}
-            Input::Endpoints { stable, candidate } => {
+            Input::Endpoints {
+                epoch,
+                stable,
+                candidate,
+            } => {
+                if epoch.is_some_and(|e| e != self.slot_epoch) {
+                    return;
+                }
                 let mut changed = false;
                 if let Some(stable) = stable.filter(|s| *s != self.stable) {
                     self.stable = stable;
@@ -379,18 +441,20 @@ impl Driver {
         );
     }
 
-    fn deploy(&self) {
+    fn deploy(&mut self) {
+        self.slot_epoch += 1;
         let backend = self.inner.backend.clone();
         let release = self.record.release.clone();
         let version = self.record.candidate_version.clone();
         let inputs = self.inputs.clone();
         let span = tracing::info_span!("deploy", %version);
-        tokio::spawn(
+        let task = tokio::spawn(
             async move {
                 let observation = match backend.deploy(&release, &version).await {
                     Ok(Readiness::Ready(view)) => {
                         tracing::info!(endpoints = ?view.endpoints, "candidate ready");
                         let _ = inputs.send(Input::Endpoints {
+                            epoch: None,
                             stable: None,
                             candidate: Some(view),
                         });
@@ -407,23 +471,18 @@ impl Driver {
             }
             .instrument(span),
         );
+        self.deploy_task = Some(task);
     }
 
-    fn promote(&self) {
+    fn promote(&mut self) {
+        self.slot_epoch += 1;
         let backend = self.inner.backend.clone();
         let name = self.name.clone();
         let inputs = self.inputs.clone();
         tokio::spawn(
             async move {
                 let observation = match backend.promote(&name).await {
-                    Ok(()) => {
-                        let stable = backend.endpoints(&name, Slot::Stable).await.ok().flatten();
-                        let _ = inputs.send(Input::Endpoints {
-                            stable,
-                            candidate: None,
-                        });
-                        Observation::Promoted
-                    }
+                    Ok(()) => Observation::Promoted,
                     Err(e) => Observation::BackendError {
                         operation: Operation::Promote,
                         message: e.to_string(),
@@ -435,12 +494,24 @@ impl Driver {
         );
     }
 
-    fn retire(&self, slot: Slot) {
+    fn retire(&mut self, slot: Slot) {
+        self.slot_epoch += 1;
         let backend = self.inner.backend.clone();
         let name = self.name.clone();
         let report = self.report();
+        // A deploy still under way (an abort while deploying) ends first, so the retire
+        // sees everything it created.
+        let deploy = if slot == Slot::Candidate {
+            self.deploy_task.take()
+        } else {
+            None
+        };
         tokio::spawn(
             async move {
+                if let Some(deploy) = deploy {
+                    deploy.abort();
+                    let _ = deploy.await;
+                }
                 let observation = match backend.retire(&name, slot).await {
                     Ok(()) => Observation::Retired { slot },
                     Err(e) => Observation::BackendError {
@@ -594,11 +665,16 @@ impl Driver {
         let backend = self.inner.backend.clone();
         let name = self.name.clone();
         let inputs = self.inputs.clone();
+        let epoch = Some(self.slot_epoch);
         tokio::spawn(async move {
             let stable = backend.endpoints(&name, Slot::Stable).await;
             let candidate = backend.endpoints(&name, Slot::Candidate).await;
             if let (Ok(stable), Ok(candidate)) = (stable, candidate) {
-                let _ = inputs.send(Input::Endpoints { stable, candidate });
+                let _ = inputs.send(Input::Endpoints {
+                    epoch,
+                    stable,
+                    candidate,
+                });
             }
         });
     }

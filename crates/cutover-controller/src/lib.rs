@@ -91,8 +91,8 @@ pub struct Inner {
     hooks: hooks::HookClient,
     metrics: ControllerMetrics,
     drivers: Mutex<BTreeMap<String, Handle>>,
-    /// Submissions run one at a time, so two of the same release cannot race.
-    submitting: tokio::sync::Mutex<()>,
+    /// Submissions of one release run one at a time, so two cannot race.
+    submitting: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The controller. Cheap to clone.
@@ -134,10 +134,11 @@ impl Controller {
             hooks: hooks::HookClient::default(),
             metrics: ControllerMetrics::default(),
             drivers: Mutex::new(BTreeMap::new()),
-            submitting: tokio::sync::Mutex::new(()),
+            submitting: Mutex::new(BTreeMap::new()),
         });
         let controller = Controller { inner };
         controller.resume_all().await?;
+        controller.inner.routes.open();
         if let Some(proxy) = controller.inner.proxy.clone() {
             tokio::spawn(watch_events(controller.inner.clone(), proxy));
         }
@@ -237,7 +238,34 @@ impl Controller {
     /// Starts a rollout of `release`. Refused while another rollout of the same release
     /// is under way.
     pub async fn submit(&self, release: Release) -> Result<Arc<RolloutStatus>, ControllerError> {
-        let _one_at_a_time = self.inner.submitting.lock().await;
+        let name = release.metadata.name.clone();
+        let lock = self
+            .inner
+            .submitting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        // The finished rollout's driver holds still while this one starts, so that a
+        // command (a `retry`) cannot move it in between; it acts again if this fails.
+        let old = self.drivers().get(&name).map(|h| h.inputs.clone());
+        if let Some(inputs) = &old {
+            let (stopped, frozen) = oneshot::channel();
+            let _ = inputs.send(Input::Freeze(stopped));
+            let _ = frozen.await;
+        }
+        let result = self.start_rollout(release).await;
+        if result.is_err()
+            && let Some(inputs) = old
+        {
+            let _ = inputs.send(Input::Thaw);
+        }
+        result
+    }
+
+    async fn start_rollout(&self, release: Release) -> Result<Arc<RolloutStatus>, ControllerError> {
         let name = release.metadata.name.clone();
         if let Some(handle) = self.drivers().get(&name) {
             let status = handle.status.borrow().clone();
@@ -407,8 +435,9 @@ impl Controller {
         self.inner.metrics.render()
     }
 
-    /// The route table as last published, for proxies that pull it.
-    pub fn routes(&self) -> PublishedTable {
+    /// The route table as last published, for proxies that pull it; `None` until the
+    /// first table after a start is out.
+    pub fn routes(&self) -> Option<PublishedTable> {
         self.inner.routes.published()
     }
 
@@ -438,6 +467,9 @@ async fn watch_events(inner: Arc<Inner>, proxy: Arc<Proxy>) {
                 requests,
             } = event.kind
             {
+                // Keep the proxy's cut-off in every table published from now on, until the
+                // driver has decided what the trip means.
+                inner.routes.cut_candidate(&release, &version);
                 let drivers = inner
                     .drivers
                     .lock()

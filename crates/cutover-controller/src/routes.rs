@@ -47,7 +47,10 @@ pub struct RouteTable {
     changed: watch::Sender<u64>,
     /// How the last publication went.
     published: watch::Sender<Publication>,
-    last: Mutex<PublishedTable>,
+    /// Nothing is published before this is set: after a start, the drivers set their
+    /// routes first, so that the first table is complete.
+    opened: watch::Sender<bool>,
+    last: Mutex<Option<PublishedTable>>,
 }
 
 impl RouteTable {
@@ -70,7 +73,8 @@ impl RouteTable {
                 error: None,
             })
             .0,
-            last: Mutex::new(PublishedTable::default()),
+            last: Mutex::new(None),
+            opened: watch::channel(false).0,
         });
         tokio::spawn(publish_loop(table.clone(), proxy));
         table
@@ -121,13 +125,41 @@ impl RouteTable {
         }
     }
 
+    /// Lets the publisher publish, starting with the table as it stands.
+    pub fn open(&self) {
+        self.opened.send_replace(true);
+    }
+
+    /// Takes all traffic from `release`'s candidate if it is `version` (a guardrail
+    /// tripped in the proxy), so no table published before its driver acts undoes the
+    /// proxy's cut-off.
+    pub fn cut_candidate(&self, release: &str, version: &str) {
+        let version = {
+            let mut desired = self.desired();
+            let Some(route) = desired.routes.get_mut(release) else {
+                return;
+            };
+            if route.candidate.as_ref().is_none_or(|c| c.name != version) {
+                return;
+            }
+            route.weight = 0;
+            route.match_rules.clear();
+            route.mirror_percent = 0;
+            desired.version += 1;
+            desired.version
+        };
+        let _ = self.changed.send(version);
+    }
+
     /// The route of `release` as last asked for.
     pub fn route(&self, release: &str) -> Option<RouteConfig> {
         self.desired().routes.get(release).cloned()
     }
 
-    /// The last published table.
-    pub fn published(&self) -> PublishedTable {
+    /// The last published table; `None` before the first publication (right after a
+    /// start, before the drivers have set their routes), so that a pulling proxy never
+    /// takes an empty table for the real one.
+    pub fn published(&self) -> Option<PublishedTable> {
         self.last
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -140,7 +172,13 @@ const MIN_PUBLISH_GAP: std::time::Duration = std::time::Duration::from_millis(10
 
 async fn publish_loop(table: Arc<RouteTable>, proxy: Option<Arc<Proxy>>) {
     let mut changed = table.changed.subscribe();
+    let mut opened = table.opened.subscribe();
+    if opened.wait_for(|o| *o).await.is_err() {
+        return;
+    }
     let mut last_publish = tokio::time::Instant::now();
+    // The first table goes out as soon as the publisher opens, changed or not.
+    changed.mark_changed();
     loop {
         if changed.changed().await.is_err() {
             return;
@@ -170,10 +208,10 @@ async fn publish_loop(table: Arc<RouteTable>, proxy: Option<Arc<Proxy>>) {
                 *table
                     .last
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = PublishedTable {
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(PublishedTable {
                     version,
                     routes: config.routes,
-                };
+                });
                 table.published.send_modify(|p| {
                     p.attempted = attempted;
                     p.live = version;

@@ -112,6 +112,10 @@ type Running = HashMap<String, Vec<Supervisor>>;
 /// The local backend. Cheap to share: hold it in an `Arc`.
 pub struct LocalBackend {
     root: PathBuf,
+    /// This state directory's identity, the first part of every instance tag, so that two
+    /// controllers with releases of the same name on one host never touch each other's
+    /// instances.
+    id: String,
     releases: Arc<StateDir>,
     slots: Arc<StateDir>,
     running: tokio::sync::Mutex<Running>,
@@ -125,7 +129,9 @@ impl LocalBackend {
     /// Opens (creating) the state directory at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<LocalBackend, BackendError> {
         let root = root.into();
+        let id = directory_id(&root)?;
         Ok(LocalBackend {
+            id,
             releases: Arc::new(StateDir::open(root.join("releases"))?),
             slots: Arc::new(StateDir::open(root.join("slots"))?),
             root,
@@ -138,6 +144,17 @@ impl LocalBackend {
     /// The state directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The tag prefix of every instance of `release` this directory runs.
+    fn tag_prefix(&self, release: &str) -> String {
+        format!("{}/{release}/", self.id)
+    }
+
+    /// The running instances of `release` started from this state directory, as
+    /// `(pid, tag)`.
+    pub async fn instances(&self, release: &str) -> Vec<(u32, String)> {
+        find_tagged(self.tag_prefix(release)).await
     }
 
     /// Where instance `n` of deployment `set` of `release` writes its output.
@@ -258,16 +275,20 @@ impl LocalBackend {
         let Workload::Command { argv, ports } = &record.workload else {
             return;
         };
+        if self.running.lock().await.contains_key(&record.set) {
+            return;
+        }
+        let prefix = format!("{}{}/", self.tag_prefix(release), record.set);
+        let found = find_tagged(prefix.clone()).await;
         let mut running = self.running.lock().await;
         if running.contains_key(&record.set) {
             return;
         }
-        let found = process::find_tagged(&format!("{release}/{}/", record.set));
         let supervisors = ports
             .iter()
             .enumerate()
             .map(|(n, port)| {
-                let tag = format!("{release}/{}/{n}", record.set);
+                let tag = format!("{prefix}{n}");
                 let adopt = found.iter().find(|(_, t)| *t == tag).map(|(pid, _)| *pid);
                 if let Some(pid) = adopt {
                     tracing::info!(%tag, pid, "adopted a running instance");
@@ -293,7 +314,7 @@ impl LocalBackend {
         for supervisor in supervisors.into_iter().flatten() {
             supervisor.stop().await;
         }
-        for (pid, tag) in process::find_tagged(&format!("{release}/{set}/")) {
+        for (pid, tag) in find_tagged(format!("{}{set}/", self.tag_prefix(release))).await {
             process::terminate(pid, &tag).await;
         }
     }
@@ -310,8 +331,8 @@ impl LocalBackend {
             return;
         }
         let claimed: Vec<&str> = slots.sets().collect();
-        for (pid, tag) in process::find_tagged(&format!("{release}/")) {
-            let set = tag.split('/').nth(1).unwrap_or_default();
+        for (pid, tag) in find_tagged(self.tag_prefix(release)).await {
+            let set = tag.split('/').nth(2).unwrap_or_default();
             if !claimed.contains(&set) {
                 tracing::info!(%tag, pid, "stopping an instance no slot claims");
                 process::terminate(pid, &tag).await;
@@ -322,10 +343,15 @@ impl LocalBackend {
     /// Why the slot's instances cannot run, if they cannot: a program that does not
     /// start, or one that keeps exiting.
     async fn failure(&self, record: &SlotRecord, release: &str) -> Option<String> {
-        let running = self.running.lock().await;
-        let supervisors = running.get(&record.set)?;
-        supervisors.iter().enumerate().find_map(|(n, s)| {
-            let health = s.health();
+        let health: Vec<_> = {
+            let running = self.running.lock().await;
+            running
+                .get(&record.set)?
+                .iter()
+                .map(Supervisor::health)
+                .collect()
+        };
+        health.into_iter().enumerate().find_map(|(n, health)| {
             if let Some(fatal) = health.fatal {
                 return Some(fatal);
             }
@@ -394,7 +420,8 @@ impl LocalBackend {
         let target = local_target(release)?;
         let lock = self.lock(name);
         let _guard = lock.lock().await;
-        let (mut slots, revision) = self.load_slots(name)?;
+        let (mut slots, mut revision) = self.load_slots(name)?;
+        let created = slots.stable.is_none();
         let record = match &slots.stable {
             Some(record) => record.clone(),
             None => {
@@ -406,7 +433,7 @@ impl LocalBackend {
                     &target.readiness_path,
                 )?;
                 slots.stable = Some(record.clone());
-                self.store_slots(name, &slots, revision).await?;
+                revision = self.store_slots(name, &slots, revision).await?;
                 record
             }
         };
@@ -418,15 +445,24 @@ impl LocalBackend {
             // not hold the release up on a slot that serves already.
             return Ok(record.view());
         }
-        match self
+        let failed = match self
             .wait_ready(name, &record, Some(STABLE_READY_WITHIN), None)
-            .await?
+            .await
         {
-            Readiness::Ready(view) => Ok(view),
-            Readiness::Failed { reason } => Err(BackendError::Invalid(format!(
-                "the stable slot of '{name}' cannot run: {reason}"
-            ))),
+            Ok(Readiness::Ready(view)) => return Ok(view),
+            Ok(Readiness::Failed { reason }) => {
+                BackendError::Invalid(format!("the stable slot of '{name}' cannot run: {reason}"))
+            }
+            Err(e) => e,
+        };
+        if created {
+            // Nothing serves yet: forget the slot, so a corrected release file is read
+            // again instead of this one retried for ever.
+            self.stop_set(name, &record.set).await;
+            slots.stable = None;
+            self.store_slots(name, &slots, revision).await?;
         }
+        Err(failed)
     }
 
     async fn deploy_candidate(
@@ -507,6 +543,33 @@ impl LocalBackend {
         self.sweep_strays(release, &slots, had_commands).await;
         Ok(())
     }
+}
+
+/// [`process::find_tagged`] off the async workers: it reads every process's environment.
+async fn find_tagged(prefix: String) -> Vec<(u32, String)> {
+    tokio::task::spawn_blocking(move || process::find_tagged(&prefix))
+        .await
+        .unwrap_or_default()
+}
+
+/// This state directory's identity: a random id written once to `<root>/id`.
+fn directory_id(root: &Path) -> Result<String, BackendError> {
+    let path = root.join("id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    std::fs::create_dir_all(root)
+        .map_err(|e| BackendError::Unavailable(format!("cannot create {}: {e}", root.display())))?;
+    let mut bytes = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| BackendError::Unavailable(format!("cannot read random bytes: {e}")))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, format!("{id}\n"))
+        .map_err(|e| BackendError::Unavailable(format!("cannot write {}: {e}", path.display())))?;
+    Ok(id)
 }
 
 fn local_target(release: &Release) -> Result<&LocalTarget, BackendError> {

@@ -1,7 +1,7 @@
 //! Supervised instances of a command slot: spawned in their own process group with a tag
 //! in their environment, restarted when they exit, logged to a file, stopped on retire.
 //!
-//! The tag (`CUTOVER_INSTANCE=<release>/<set>/<n>`) is what lets a controller that was
+//! The tag (`CUTOVER_INSTANCE=<directory id>/<release>/<set>/<n>`) is what lets a controller that was
 //! killed find its instances again: they keep running (their own process group, so a
 //! signal to the controller's group spares them) and a new controller adopts them by
 //! scanning `/proc/*/environ`, or stops the ones no record claims.
@@ -32,7 +32,7 @@ pub struct InstanceSpec {
     pub argv: Vec<String>,
     /// The port the instance must listen on (also in `PORT`).
     pub port: u16,
-    /// `<release>/<set>/<n>`.
+    /// `<directory id>/<release>/<set>/<n>`.
     pub tag: String,
     /// Where stdout and stderr go.
     pub log: PathBuf,

@@ -65,16 +65,20 @@ pub fn stop_instances(releases: &[String]) {
     };
     runtime.block_on(async {
         for release in releases {
-            for (pid, tag) in cutover_backend::local::process::find_tagged(&format!("{release}/")) {
+            for (pid, tag) in instances(release) {
                 cutover_backend::local::process::terminate(pid, &tag).await;
             }
         }
     });
 }
 
-/// Running instances of a release, as `(pid, tag)`.
+/// Running instances of a release (from any state directory: release names are unique
+/// across the tests), as `(pid, tag)`.
 pub fn instances(release: &str) -> Vec<(u32, String)> {
-    cutover_backend::local::process::find_tagged(&format!("{release}/"))
+    cutover_backend::local::process::find_tagged("")
+        .into_iter()
+        .filter(|(_, tag)| tag.split('/').nth(1) == Some(release))
+        .collect()
 }
 
 /// A `cutover serve` process.
