@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cutover_core::spec::{HookPoint, HookSpec};
+use cutover_metrics::https::{HttpsClient, client};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
 /// What every hook receives.
@@ -34,16 +32,12 @@ pub struct HookPayload<'a> {
 /// The HTTP client hooks are called with.
 #[derive(Clone)]
 pub struct HookClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpsClient<Full<Bytes>>,
 }
 
 impl Default for HookClient {
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        HookClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-        }
+        HookClient { client: client() }
     }
 }
 

@@ -837,21 +837,11 @@ fn has_placeholder(text: &str, name: &str) -> bool {
 }
 
 fn url(c: &mut Checker<'_, '_>, path: &FieldPath, url: &str) {
-    if url.starts_with("https://") {
-        // Say so now rather than fail every call during a rollout.
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
         c.error(
             Code::InvalidValue,
             path.clone(),
-            format!("'{url}': cutover's HTTP client speaks plain http:// only for now"),
-        )
-        .hint = Some(
-            "reach the endpoint over http:// on a private network, or through a local TLS-terminating sidecar".into(),
-        );
-    } else if !url.starts_with("http://") {
-        c.error(
-            Code::InvalidValue,
-            path.clone(),
-            format!("'{url}' is not an http:// URL"),
+            format!("'{url}' is not an http:// or https:// URL"),
         );
     }
 }

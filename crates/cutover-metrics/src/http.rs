@@ -1,25 +1,19 @@
 //! What the HTTP providers (Prometheus, web) share: the client, and asking once per version.
 
 use std::future::Future;
-use std::time::Duration as StdDuration;
 
 use bytes::Bytes;
 use cutover_core::judge::{Measurement, MeasurementResult};
 use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::Context;
 use crate::template::per_version;
 
-/// A plain-HTTP client with a connect timeout.
-pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+/// An HTTP and HTTPS client with a connect timeout.
+pub(crate) type HttpClient = crate::https::HttpsClient<Empty<Bytes>>;
 
 pub(crate) fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(StdDuration::from_secs(5)));
-    Client::builder(TokioExecutor::new()).build(connector)
+    crate::https::client()
 }
 
 /// Asks `fetch` for the candidate's value and, when `template` has `{{version}}`, for

@@ -12,6 +12,7 @@
 
 pub mod builtin;
 mod http;
+pub mod https;
 pub mod prometheus;
 mod template;
 pub mod web;
