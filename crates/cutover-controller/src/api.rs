@@ -349,9 +349,17 @@ async fn submit(controller: Controller, req: Request<Incoming>) -> Response<ApiB
         Ok(release) => release,
         Err(e) => return controller_error(&e),
     };
-    match controller.submit(release).await {
-        Ok(status) => json(StatusCode::CREATED, &*status),
-        Err(e) => controller_error(&e),
+    // Runs to the end even if the client goes away (a CI job cancelled mid-request):
+    // a submission dropped half-way would leave the release's driver held still.
+    let submitted = tokio::spawn(async move { controller.submit(release).await }).await;
+    match submitted {
+        Ok(Ok(status)) => json(StatusCode::CREATED, &*status),
+        Ok(Err(e)) => controller_error(&e),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the submission failed: {e}"),
+        ),
     }
 }
 

@@ -119,8 +119,13 @@ pub fn spawn(inner: Arc<Inner>, start: Start) -> Handle {
         replies: Vec::new(),
         deploy_task: None,
         slot_epoch: 0,
+        slot_ops: 0,
         frozen: false,
     };
+    // A new rollout starts uncut: a cut-off is kept only for the rollout it happened in.
+    if matches!(driver.rollout.phase(), Phase::PreRollout) {
+        driver.inner.routes.clear_cut(&driver.name);
+    }
     // The route as the state stands, before the publisher's first table after a start.
     driver
         .inner
@@ -166,6 +171,9 @@ struct Driver {
     /// Bumped whenever a slot operation starts or ends: endpoint refreshes read before
     /// the last bump are stale.
     slot_epoch: u64,
+    /// Slot operations (deploy, promote, retire) dispatched and not yet reported: while
+    /// any is, a refresh could read the slots half-changed, so none is taken.
+    slot_ops: u32,
     /// A submission of a new rollout holds this driver still.
     frozen: bool,
 }
@@ -240,6 +248,19 @@ impl Driver {
                     | Observation::CandidateFailed { .. } => self.slot_epoch += 1,
                     _ => {}
                 }
+                if matches!(
+                    observation,
+                    Observation::Retired { .. }
+                        | Observation::Promoted
+                        | Observation::CandidateReady
+                        | Observation::CandidateFailed { .. }
+                        | Observation::BackendError {
+                            operation: Operation::Deploy | Operation::Promote | Operation::Retire,
+                            ..
+                        }
+                ) {
+                    self.slot_ops = self.slot_ops.saturating_sub(1);
+                }
                 let _ = self.rollout.handle(now, observation);
             }
             Input::Freeze(stopped) => {
@@ -271,6 +292,7 @@ impl Driver {
                 }
                 if result.is_ok() && command == Command::Retry {
                     self.tripped = false;
+                    self.inner.routes.clear_cut(&self.name);
                 }
                 // Answered once its actions are under way and the status shows them.
                 self.replies.push((reply, result));
@@ -299,7 +321,7 @@ impl Driver {
                 stable,
                 candidate,
             } => {
-                if epoch.is_some_and(|e| e != self.slot_epoch) {
+                if epoch.is_some_and(|e| e != self.slot_epoch || self.slot_ops > 0) {
                     return;
                 }
                 let mut changed = false;
@@ -443,6 +465,7 @@ impl Driver {
 
     fn deploy(&mut self) {
         self.slot_epoch += 1;
+        self.slot_ops += 1;
         let backend = self.inner.backend.clone();
         let release = self.record.release.clone();
         let version = self.record.candidate_version.clone();
@@ -476,6 +499,7 @@ impl Driver {
 
     fn promote(&mut self) {
         self.slot_epoch += 1;
+        self.slot_ops += 1;
         let backend = self.inner.backend.clone();
         let name = self.name.clone();
         let inputs = self.inputs.clone();
@@ -496,6 +520,7 @@ impl Driver {
 
     fn retire(&mut self, slot: Slot) {
         self.slot_epoch += 1;
+        self.slot_ops += 1;
         let backend = self.inner.backend.clone();
         let name = self.name.clone();
         let report = self.report();
@@ -506,6 +531,10 @@ impl Driver {
         } else {
             None
         };
+        if deploy.as_ref().is_some_and(|d| !d.is_finished()) {
+            // The aborted deploy never reports.
+            self.slot_ops = self.slot_ops.saturating_sub(1);
+        }
         tokio::spawn(
             async move {
                 if let Some(deploy) = deploy {
@@ -655,12 +684,8 @@ impl Driver {
 
     fn refresh_endpoints(&mut self) {
         self.refresh_at = Instant::now() + ENDPOINT_REFRESH;
-        if self.rollout.is_done() && self.finished_counted {
-            // Finished releases keep their route; endpoints of a finished local release
-            // do not move.
-            if self.inner.backend.kind() == "local" {
-                return;
-            }
+        if self.slot_ops > 0 {
+            return;
         }
         let backend = self.inner.backend.clone();
         let name = self.name.clone();

@@ -72,7 +72,13 @@ impl HookClient {
                 Err(_) => {
                     last = format!("hook {} did not answer within {}", hook.url, hook.timeout)
                 }
-                Ok(Err(e)) => last = format!("hook {} cannot be reached: {e}", hook.url),
+                Ok(Err(e)) => {
+                    last = format!(
+                        "hook {} cannot be reached: {}",
+                        hook.url,
+                        cutover_metrics::https::error_chain(&e)
+                    );
+                }
                 Ok(Ok(response)) if response.status().is_success() => return Ok(()),
                 Ok(Ok(response)) if response.status().is_server_error() => {
                     last = format!("hook {} answered {}", hook.url, response.status());

@@ -248,6 +248,7 @@ impl Controller {
             .or_default()
             .clone();
         let _one_at_a_time = lock.lock().await;
+        self.refuse_if_under_way(&name)?;
         // The finished rollout's driver holds still while this one starts, so that a
         // command (a `retry`) cannot move it in between; it acts again if this fails.
         let old = self.drivers().get(&name).map(|h| h.inputs.clone());
@@ -265,9 +266,9 @@ impl Controller {
         result
     }
 
-    async fn start_rollout(&self, release: Release) -> Result<Arc<RolloutStatus>, ControllerError> {
-        let name = release.metadata.name.clone();
-        if let Some(handle) = self.drivers().get(&name) {
+    /// Refuses a new rollout while the release's current one is under way.
+    fn refuse_if_under_way(&self, name: &str) -> Result<(), ControllerError> {
+        if let Some(handle) = self.drivers().get(name) {
             let status = handle.status.borrow().clone();
             if !status.done {
                 return Err(ControllerError::Conflict(format!(
@@ -276,6 +277,13 @@ impl Controller {
                 )));
             }
         }
+        Ok(())
+    }
+
+    async fn start_rollout(&self, release: Release) -> Result<Arc<RolloutStatus>, ControllerError> {
+        let name = release.metadata.name.clone();
+        // Checked again: a `retry` may have restarted it before it was held still.
+        self.refuse_if_under_way(&name)?;
         if release.spec.backend.name() != self.inner.backend.kind() {
             return Err(ControllerError::Conflict(format!(
                 "release '{name}' is for the {} backend, and this controller runs the {} one",

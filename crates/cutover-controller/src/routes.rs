@@ -39,6 +39,18 @@ struct Publication {
 struct Desired {
     version: u64,
     routes: BTreeMap<String, RouteConfig>,
+    /// Candidates the proxy cut off (release → version): they stay cut in every route set
+    /// for that release until its driver clears the mark (a new rollout, a retry).
+    cut: BTreeMap<String, String>,
+}
+
+/// Takes all traffic from the route's candidate if it is the one marked cut.
+fn apply_cut(route: &mut RouteConfig, cut: Option<&String>) {
+    if cut.is_some_and(|version| route.candidate.as_ref().is_some_and(|c| &c.name == version)) {
+        route.weight = 0;
+        route.match_rules.clear();
+        route.mirror_percent = 0;
+    }
 }
 
 /// The route table and its publisher.
@@ -65,6 +77,7 @@ impl RouteTable {
             desired: Mutex::new(Desired {
                 version: first,
                 routes: BTreeMap::new(),
+                cut: BTreeMap::new(),
             }),
             changed: watch::channel(first).0,
             published: watch::channel(Publication {
@@ -89,9 +102,12 @@ impl RouteTable {
     /// Sets (or with `None` removes) a release's route; returns the table version that
     /// holds it, for [`RouteTable::published_at`]. Synchronous, so routes set one after
     /// another by a driver land in that order.
-    pub fn set(&self, release: &str, route: Option<RouteConfig>) -> u64 {
+    pub fn set(&self, release: &str, mut route: Option<RouteConfig>) -> u64 {
         let version = {
             let mut desired = self.desired();
+            if let Some(route) = route.as_mut() {
+                apply_cut(route, desired.cut.get(release));
+            }
             let same = desired.routes.get(release) == route.as_ref();
             if !same {
                 desired.version += 1;
@@ -136,19 +152,26 @@ impl RouteTable {
     pub fn cut_candidate(&self, release: &str, version: &str) {
         let version = {
             let mut desired = self.desired();
-            let Some(route) = desired.routes.get_mut(release) else {
+            let Desired {
+                version: table_version,
+                routes,
+                cut,
+            } = &mut *desired;
+            cut.insert(release.to_string(), version.to_string());
+            let Some(route) = routes.get_mut(release) else {
                 return;
             };
-            if route.candidate.as_ref().is_none_or(|c| c.name != version) {
-                return;
-            }
-            route.weight = 0;
-            route.match_rules.clear();
-            route.mirror_percent = 0;
-            desired.version += 1;
-            desired.version
+            apply_cut(route, cut.get(release));
+            *table_version += 1;
+            *table_version
         };
         let _ = self.changed.send(version);
+    }
+
+    /// Forgets a cut-off of `release`'s candidate: its next rollout (or retry) may route
+    /// to that version again.
+    pub fn clear_cut(&self, release: &str) {
+        self.desired().cut.remove(release);
     }
 
     /// The route of `release` as last asked for.

@@ -73,7 +73,12 @@ impl PrometheusClient {
         let timeout: std::time::Duration = provider.timeout.into();
         let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(format!("Prometheus at {address} cannot be reached: {e}")),
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "Prometheus at {address} cannot be reached: {}",
+                    crate::https::error_chain(&e)
+                ));
+            }
             Err(_) => {
                 return Err(format!(
                     "Prometheus at {address} did not answer within {}",

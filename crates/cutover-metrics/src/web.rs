@@ -55,7 +55,7 @@ impl WebClient {
         let timeout: std::time::Duration = provider.timeout.into();
         let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(format!("{url}: {e}")),
+            Ok(Err(e)) => return Err(format!("{url}: {}", crate::https::error_chain(&e))),
             Err(_) => return Err(format!("{url}: no answer within {}", provider.timeout)),
         };
         let status = response.status();

@@ -84,7 +84,7 @@ async fn https_is_read_with_a_trusted_certificate_and_refused_without() {
         .get(uri)
         .await
         .expect_err("an untrusted server is refused");
-    let chain = format!("{:?}", error).to_lowercase();
+    let chain = cutover_metrics::https::error_chain(&error).to_lowercase();
     assert!(chain.contains("certificate"), "{chain}");
 
     // Without a trust store, https fails and says why.
@@ -96,9 +96,7 @@ async fn https_is_read_with_a_trusted_certificate_and_refused_without() {
         .get(uri)
         .await
         .expect_err("no trust store, no https");
-    assert!(
-        format!("{error:?}").contains("/nonexistent.pem"),
-        "{error:?}"
-    );
+    let chain = cutover_metrics::https::error_chain(&error);
+    assert!(chain.contains("/nonexistent.pem"), "{chain}");
     let _ = std::fs::remove_file(&bundle);
 }

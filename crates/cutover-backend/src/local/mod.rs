@@ -311,9 +311,14 @@ impl LocalBackend {
     /// Stops every instance of `set`, supervised here or left by an earlier controller.
     async fn stop_set(&self, release: &str, set: &str) {
         let supervisors = self.running.lock().await.remove(set);
-        for supervisor in supervisors.into_iter().flatten() {
-            supervisor.stop().await;
-        }
+        // In a task of its own: a caller cancelled half-way (an aborted deploy) must not
+        // drop supervisors that were taken out but not yet stopped.
+        let stopping = tokio::spawn(async move {
+            for supervisor in supervisors.into_iter().flatten() {
+                supervisor.stop().await;
+            }
+        });
+        let _ = stopping.await;
         for (pid, tag) in find_tagged(format!("{}{set}/", self.tag_prefix(release))).await {
             process::terminate(pid, &tag).await;
         }
