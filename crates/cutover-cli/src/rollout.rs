@@ -58,8 +58,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
-fn client(connection: &ConnectionArgs, env: &BTreeMap<String, String>) -> Result<ApiClient, u8> {
-    ApiClient::from_settings(connection, env).map_err(|e| report(&e))
+/// The API client and a runtime to drive it, or the exit code after saying why not.
+fn session(
+    connection: &ConnectionArgs,
+    env: &BTreeMap<String, String>,
+) -> Result<(ApiClient, tokio::runtime::Runtime), u8> {
+    let client = ApiClient::from_settings(connection, env).map_err(|e| report(&e))?;
+    Ok((client, runtime()?))
 }
 
 /// Prints a client error (with a release file's diagnostics) and gives its exit code.
@@ -138,12 +143,8 @@ pub fn run(
             return exit::INVALID_INPUT;
         }
     };
-    let client = match client(connection, env) {
-        Ok(client) => client,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
+    let (client, runtime) = match session(connection, env) {
+        Ok(session) => session,
         Err(code) => return code,
     };
     let started = Instant::now();
@@ -480,12 +481,8 @@ pub fn status(
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
 ) -> u8 {
-    let client = match client(connection, env) {
-        Ok(client) => client,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
+    let (client, runtime) = match session(connection, env) {
+        Ok(session) => session,
         Err(code) => return code,
     };
     runtime.block_on(async {
@@ -559,12 +556,8 @@ pub fn command(
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
 ) -> u8 {
-    let client = match client(connection, env) {
-        Ok(client) => client,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
+    let (client, runtime) = match session(connection, env) {
+        Ok(session) => session,
         Err(code) => return code,
     };
     runtime.block_on(async {
@@ -657,12 +650,8 @@ fn get_and_print(
     env: &BTreeMap<String, String>,
     text: impl Fn(&Value) -> String,
 ) -> u8 {
-    let client = match client(connection, env) {
-        Ok(client) => client,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
+    let (client, runtime) = match session(connection, env) {
+        Ok(session) => session,
         Err(code) => return code,
     };
     runtime.block_on(async {

@@ -153,11 +153,7 @@ fn start_with_load(serve: &Serve, name: &str, yaml: &str) -> Load {
     let file = serve.release_file(name, yaml);
     let submitted = serve.cli(&["run", file.to_str().expect("path")]);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
-    serve.wait_for(name, Duration::from_secs(20), |s| {
-        s["stable"]["endpoints"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty())
-    });
+    serve.wait_routed(name);
     Load::start(serve.proxy(), 80)
 }
 

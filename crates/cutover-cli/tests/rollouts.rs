@@ -55,11 +55,7 @@ fn a_healthy_candidate_is_promoted_with_no_failed_request() {
     // The first request would meet no route before the release exists.
     let submitted = serve.cli(&["run", file.to_str().expect("path")]);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
-    serve.wait_for("e2e-promote", Duration::from_secs(20), |s| {
-        s["stable"]["endpoints"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty())
-    });
+    serve.wait_routed("e2e-promote");
     std::thread::sleep(Duration::from_millis(300));
     let load = Load::start(serve.proxy(), 100);
     let status = serve.wait_done("e2e-promote", Duration::from_secs(60));
@@ -94,11 +90,7 @@ fn a_candidate_answering_20_percent_5xx_is_rolled_back_by_the_builtin_analysis()
         ),
     );
     let load_after_route = |serve: &Serve| {
-        serve.wait_for("e2e-errors", Duration::from_secs(20), |s| {
-            s["stable"]["endpoints"]
-                .as_array()
-                .is_some_and(|e| !e.is_empty())
-        });
+        serve.wait_routed("e2e-errors");
         std::thread::sleep(Duration::from_millis(300));
         Load::start(serve.proxy(), 100)
     };
@@ -168,11 +160,7 @@ fn a_candidate_failing_hard_is_cut_off_by_the_guardrail() {
     );
     let submitted = serve.cli(&["run", file.to_str().expect("path")]);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
-    serve.wait_for("e2e-guardrail", Duration::from_secs(20), |s| {
-        s["stable"]["endpoints"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty())
-    });
+    serve.wait_routed("e2e-guardrail");
     let load = Load::start(serve.proxy(), 100);
     let status = serve.wait_done("e2e-guardrail", Duration::from_secs(20));
     let counts = load.finish();
@@ -209,11 +197,7 @@ fn a_manual_pause_waits_for_promote() {
             .code(),
         Some(0)
     );
-    serve.wait_for("e2e-pause", Duration::from_secs(20), |s| {
-        s["stable"]["endpoints"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty())
-    });
+    serve.wait_routed("e2e-pause");
     let load = Load::start(serve.proxy(), 100);
     let waiting = serve.wait_for("e2e-pause", Duration::from_secs(20), |s| {
         s["waitingForPerson"].as_bool() == Some(true)
@@ -254,11 +238,7 @@ fn abort_mid_rollout_returns_all_traffic_to_stable() {
         &release("e2e-abort", ("v1", &[]), ("v2", &[]), aborting),
     );
     let run = serve.cli_background(&["run", file.to_str().expect("path"), "--wait"]);
-    serve.wait_for("e2e-abort", Duration::from_secs(20), |s| {
-        s["stable"]["endpoints"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty())
-    });
+    serve.wait_routed("e2e-abort");
     let load = Load::start(serve.proxy(), 100);
     serve.wait_for("e2e-abort", Duration::from_secs(20), |s| s["weight"] == 50);
     std::thread::sleep(Duration::from_secs(1));

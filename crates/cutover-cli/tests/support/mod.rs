@@ -232,6 +232,16 @@ impl Serve {
         }
     }
 
+    /// Waits until the release's stable slot runs and the proxy can route it: load
+    /// started before then would meet no route.
+    pub fn wait_routed(&self, name: &str) {
+        self.wait_for(name, Duration::from_secs(20), |s| {
+            s["stable"]["endpoints"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        });
+    }
+
     /// Waits until the rollout is done.
     pub fn wait_done(&self, name: &str, limit: Duration) -> Value {
         self.wait_for(name, limit, |s| s["done"].as_bool() == Some(true))
