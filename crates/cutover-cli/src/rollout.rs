@@ -481,26 +481,15 @@ pub fn status(
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
 ) -> u8 {
+    if !watch {
+        let path = format!("/v1/releases/{name}");
+        return get_and_print(&path, output, connection, env, status_block);
+    }
     let (client, runtime) = match session(connection, env) {
         Ok(session) => session,
         Err(code) => return code,
     };
     runtime.block_on(async {
-        if !watch {
-            return match client.get(&format!("/v1/releases/{name}")).await {
-                Ok(status) => {
-                    match output {
-                        Output::Json => emit(&format!(
-                            "{}\n",
-                            serde_json::to_string_pretty(&status).unwrap_or_default()
-                        )),
-                        Output::Text => emit(&status_block(&status)),
-                    }
-                    exit::OK
-                }
-                Err(e) => report(&e),
-            };
-        }
         let terminal = std::io::stdout().is_terminal() && output == Output::Text;
         let mut last_line = String::new();
         let mut show = |status: &Value| match output {
@@ -563,13 +552,7 @@ pub fn command(
     runtime.block_on(async {
         match client.post(&verb.path(name), Vec::new(), &[]).await {
             Ok(status) => {
-                match output {
-                    Output::Json => emit(&format!(
-                        "{}\n",
-                        serde_json::to_string_pretty(&status).unwrap_or_default()
-                    )),
-                    Output::Text => emit(&format!("{}\n", summary_line(&status))),
-                }
+                print(output, &status, |s| format!("{}\n", summary_line(s)));
                 exit::OK
             }
             Err(e) => report(&e),
@@ -657,18 +640,23 @@ fn get_and_print(
     runtime.block_on(async {
         match client.get(path).await {
             Ok(value) => {
-                match output {
-                    Output::Json => emit(&format!(
-                        "{}\n",
-                        serde_json::to_string_pretty(&value).unwrap_or_default()
-                    )),
-                    Output::Text => emit(&text(&value)),
-                }
+                print(output, &value, text);
                 exit::OK
             }
             Err(e) => report(&e),
         }
     })
+}
+
+/// Prints an API answer: pretty JSON, or `text` of it.
+fn print(output: Output, value: &Value, text: impl Fn(&Value) -> String) {
+    match output {
+        Output::Json => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        )),
+        Output::Text => emit(&text(value)),
+    }
 }
 
 /// A millisecond timestamp as UTC `HH:MM:SS` (the date is in `--output json`).
