@@ -2,8 +2,10 @@
 # cutover's whole test suite: formatting, lints, and every unit, property, simulation and
 # CLI test. This is the README's test command, and all that CI runs.
 #
-# Needs the Rust toolchain (cargo with rustfmt and clippy) and, for the Prometheus provider's
-# test, Debian's prometheus package, which this script installs when run as root.
+# Needs the Rust toolchain (cargo with rustfmt and clippy) and, for the tests with real parts,
+# Debian's prometheus and docker.io packages, which this script installs when run as root
+# (scripts/swarm-env.sh also starts dockerd, makes it a Swarm manager and builds the images
+# the Swarm tests run).
 # CARGO_TARGET_DIR may point at a shared target directory to reuse an earlier build; a cold
 # run works too.
 set -euo pipefail
@@ -27,5 +29,24 @@ if ! command -v prometheus >/dev/null 2>&1; then
   fi
 fi
 
+# Real parts: the Swarm backend is tested on a real single-node Swarm.
+if [ "$(id -u)" = 0 ] || docker info >/dev/null 2>&1; then
+  echo "== preparing Docker Swarm (scripts/swarm-env.sh)"
+  bash scripts/swarm-env.sh
+else
+  echo "== Docker Swarm cannot be prepared here (needs root): the Swarm tests will skip (fail under CI=true)"
+fi
+
 echo "== cargo test"
 cargo test --workspace --locked
+
+# The Swarm tests remove everything they create, also when they fail: check.
+if docker info >/dev/null 2>&1; then
+  left="$(docker service ls --quiet --filter label=io.cutover.test)"
+  if [ -n "$left" ]; then
+    echo "== the tests left Swarm services behind:" >&2
+    docker service ls --filter label=io.cutover.test >&2
+    exit 1
+  fi
+  echo "== docker service ls: nothing left by the tests"
+fi

@@ -108,6 +108,13 @@ pub trait Backend: Send + Sync {
     /// The backend's name as the release file spells it (`local`, `swarm`, `kubernetes`).
     fn kind(&self) -> &'static str;
 
+    /// How often the controller asks for the slots' endpoints again while a rollout runs,
+    /// so instances that an orchestrator replaces reach the proxy. Ten seconds suits a
+    /// backend whose instances change only through its own operations.
+    fn endpoint_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(10)
+    }
+
     /// Finds (adopting what serves now, on a first release) or restarts the stable slot
     /// of `release`, and returns it. `version` names it when the backend keeps no name
     /// of its own yet.
@@ -132,9 +139,11 @@ pub trait Backend: Send + Sync {
         slot: Slot,
     ) -> BoxFuture<'a, Result<Option<SlotView>, BackendError>>;
 
-    /// After a controller restart: takes up supervision of whatever the release's slots
-    /// run (the local backend adopts its instances and starts again those that died; an
-    /// orchestrator's backend starts its watches). Does not wait for readiness.
+    /// After a controller restart, before the state is loaded: takes up supervision of
+    /// whatever the release's slots run (the local backend adopts its instances and starts
+    /// again those that died), and fences off writes that a dead controller still had in
+    /// flight, so that [`load_state`](Backend::load_state) reads the last word and the
+    /// next store does not meet a ghost's revision. Does not wait for readiness.
     fn recover<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
 
     /// Makes the candidate the stable slot and the former stable one `Previous`.

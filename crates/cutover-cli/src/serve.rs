@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use cutover_backend::LocalBackend;
+use cutover_backend::{Backend, LocalBackend};
 use cutover_controller::api::{Api, ApiOptions};
 use cutover_controller::{Controller, ControllerOptions};
 use cutover_core::load;
 use cutover_proxy::Proxy;
 use cutover_proxy::config::{AdminConfig, ListenerConfig, ProxyConfig};
+use cutover_swarm::SwarmBackend;
 
 use crate::client::error_chain;
 use crate::proxy::{LogFormat, Signals, init_logging};
@@ -53,6 +54,25 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Where releases run: processes and addresses on this host (`local`), or a Docker
+    /// Swarm reached through `DOCKER_HOST` or the local socket (`swarm`). A controller
+    /// drives one backend; release files naming another are refused.
+    #[arg(long, value_enum, default_value_t = BackendKind::Local)]
+    pub backend: BackendKind,
+    /// This controller's name on a shared orchestrator: it labels what it creates with
+    /// it and resumes only releases of that name, so several controllers can share one
+    /// Swarm. A controller restarted elsewhere under the same name takes over.
+    #[arg(long, default_value = "cutover")]
+    pub name: String,
+}
+
+/// The backends `cutover serve` can drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// Processes cutover supervises, or addresses; state in the state directory.
+    Local,
+    /// Docker Swarm services; state in service labels.
+    Swarm,
 }
 
 /// Runs the controller until SIGINT or SIGTERM.
@@ -104,12 +124,21 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
     };
     runtime.block_on(async move {
         let signals = Signals::install();
-        let backend = match LocalBackend::open(&state_dir) {
-            Ok(backend) => Arc::new(backend),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::UNAVAILABLE;
-            }
+        let backend: Arc<dyn Backend> = match args.backend {
+            BackendKind::Local => match LocalBackend::open(&state_dir) {
+                Ok(backend) => Arc::new(backend),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::UNAVAILABLE;
+                }
+            },
+            BackendKind::Swarm => match SwarmBackend::connect(&args.name).await {
+                Ok(backend) => Arc::new(backend),
+                Err(e) => {
+                    eprintln!("error: {}", error_chain(&e));
+                    return exit::UNAVAILABLE;
+                }
+            },
         };
         let proxy = match proxy_config {
             None => None,

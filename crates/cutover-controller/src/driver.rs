@@ -24,10 +24,6 @@ use crate::hooks::HookPayload;
 use crate::status::{self, ReleaseRecord, RolloutStatus, StatusInput, phase_label};
 use crate::{Inner, clock};
 
-/// How often a running rollout's endpoints are read again from the backend (tasks come
-/// and go on Swarm and Kubernetes).
-const ENDPOINT_REFRESH: Duration = Duration::from_secs(10);
-
 /// The longest wait between attempts to persist the state.
 const MAX_PERSIST_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -99,6 +95,7 @@ pub struct Start {
 pub fn spawn(inner: Arc<Inner>, start: Start) -> Handle {
     let (inputs, receiver) = mpsc::unbounded_channel();
     let name = start.record.release.metadata.name.clone();
+    let refresh_at = Instant::now() + inner.backend.endpoint_refresh();
     let mut driver = Driver {
         inner,
         name: name.clone(),
@@ -114,7 +111,7 @@ pub fn spawn(inner: Arc<Inner>, start: Start) -> Handle {
         problem: None,
         stopped: false,
         status: None,
-        refresh_at: Instant::now() + ENDPOINT_REFRESH,
+        refresh_at,
         finished_counted: false,
         replies: Vec::new(),
         deploy_task: None,
@@ -683,7 +680,7 @@ impl Driver {
     }
 
     fn refresh_endpoints(&mut self) {
-        self.refresh_at = Instant::now() + ENDPOINT_REFRESH;
+        self.refresh_at = Instant::now() + self.inner.backend.endpoint_refresh();
         if self.slot_ops > 0 {
             return;
         }

@@ -166,6 +166,12 @@ impl Controller {
             .await
             .map_err(|e| self.backend_error(e))?;
         for name in names {
+            // First: the instances outlived the old controller, and are supervised again;
+            // and a backend whose store is remote fences off writes the old controller
+            // still had in flight, so the state read next is the last one.
+            if let Err(e) = backend.recover(&name).await {
+                tracing::warn!(release = %name, error = %e, "cannot take up the release's instances again");
+            }
             let Some(stored) = backend
                 .load_state(&name)
                 .await
@@ -187,10 +193,6 @@ impl Controller {
                     continue;
                 }
             };
-            // The instances outlived the old controller: supervise them again.
-            if let Err(e) = backend.recover(&name).await {
-                tracing::warn!(release = %name, error = %e, "cannot take up the release's instances again");
-            }
             if !rollout.is_done() {
                 rollout.resume(clock::now());
                 tracing::info!(release = %name, phase = %rollout.phase().describe(), "resuming");

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod prometheus;
+pub mod swarm;
+
 use serde_json::Value;
 
 /// The `cutover` binary under test.
@@ -88,13 +91,22 @@ pub struct Serve {
     pub api: u16,
     pub listen: u16,
     pub admin: u16,
+    /// The address the API binds (containers reach a controller on the host only through
+    /// a non-loopback address).
+    api_host: &'static str,
     extra: Vec<String>,
 }
 
 impl Serve {
     /// Starts a controller with the proxy embedded; `extra` flags are passed on.
     pub fn start(label: &str, extra: &[&str]) -> Serve {
+        Serve::start_on("127.0.0.1", label, extra)
+    }
+
+    /// Starts a controller whose API binds `api_host`.
+    pub fn start_on(api_host: &'static str, label: &str, extra: &[&str]) -> Serve {
         let mut serve = Serve {
+            api_host,
             child: None,
             scratch: Scratch::new(label),
             api: free_port(),
@@ -122,7 +134,7 @@ impl Serve {
             .arg("--state-dir")
             .arg(self.scratch.path.join("state"))
             .arg("--api")
-            .arg(format!("127.0.0.1:{}", self.api))
+            .arg(format!("{}:{}", self.api_host, self.api))
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.listen))
             .arg("--admin")

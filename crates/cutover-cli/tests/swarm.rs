@@ -1,0 +1,325 @@
+//! End to end on a real Docker Swarm: `cutover serve --backend swarm --no-proxy` on this
+//! host drives services on a single-node Swarm; cutover's proxy runs as a Swarm service
+//! on the test's overlay network (the host cannot reach overlay addresses), pulls its
+//! routes from the controller, and takes real HTTP load on a host-mode published port.
+//!
+//! `scripts/swarm-env.sh` (run by the test script) prepares the engine and the images. In
+//! CI a missing Swarm fails these tests; elsewhere they skip, saying so loudly.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::prometheus::{PROMQL_CANARY, Prometheus};
+use support::swarm::{SwarmTest, demo_image, must};
+use support::{Load, Serve, sample};
+
+/// A controller for the Swarm, its API reachable from the proxy's container.
+fn controller(test: &SwarmTest, extra: &[&str]) -> Serve {
+    let mut args = vec!["--backend", "swarm", "--no-proxy", "--name", &test.prefix];
+    args.extend_from_slice(extra);
+    Serve::start_on("0.0.0.0", &test.prefix, &args)
+}
+
+fn run(serve: &Serve, file: &std::path::Path, wait: bool) -> std::process::Output {
+    let path = file.to_str().expect("path");
+    if wait {
+        serve.cli(&["run", path, "--wait", "--timeout", "3m", "--output", "json"])
+    } else {
+        serve.cli(&["run", path])
+    }
+}
+
+fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names
+}
+
+/// IDs of a service's running tasks.
+fn running_tasks(service: &str) -> Vec<String> {
+    let mut ids: Vec<String> = must(&[
+        "service",
+        "ps",
+        "--quiet",
+        "--filter",
+        "desired-state=running",
+        service,
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect();
+    ids.sort();
+    ids
+}
+
+/// Samples the proxy until every answer comes from `version` (the proxy pulls its table
+/// every second).
+fn wait_all_on(proxy: std::net::SocketAddr, version: &str) {
+    let started = Instant::now();
+    loop {
+        let counts = sample(proxy, 20);
+        if counts.answered(version) == 20 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not all traffic on {version}: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn blue_green_switches_under_load_without_a_failed_request() {
+    let Some(test) = SwarmTest::start("bg") else {
+        return;
+    };
+    let web = test.service("web", &demo_image("v1"), 2, &[]);
+    let before = running_tasks(&web);
+    let serve = controller(&test, &[]);
+    let (proxy, admin) = test.proxy(&serve);
+    let name = test.name("shop");
+    let file = serve.release_file(
+        &name,
+        &test.release(
+            &name,
+            &web,
+            "v2",
+            "  strategy:\n    blueGreen:\n      autoPromotionSeconds: 6\n      scaleDownDelay: 3s\n",
+        ),
+    );
+    let submitted = run(&serve, &file, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    test.wait_proxy_routes(admin, &name);
+    let load = Load::start(proxy, 50);
+    // Adopting the stable service only labels it: its tasks keep running.
+    assert_eq!(running_tasks(&web), before);
+    let status = serve.wait_done(&name, Duration::from_secs(90));
+    assert_eq!(status["outcome"], "promoted", "{status}");
+    wait_all_on(proxy, "v2");
+    std::thread::sleep(Duration::from_secs(1));
+    let counts = load.finish();
+    assert_eq!(counts.failures_except(&[]), 0, "{counts:?}");
+    assert!(
+        counts.answered("v1") > 0 && counts.answered("v2") > 0,
+        "{counts:?}"
+    );
+    // The old colour is gone after the scale-down delay; the new one carries the state.
+    assert_eq!(
+        test.services(),
+        sorted(vec![format!("{web}-green"), test.name("proxy")])
+    );
+    let labels = test.labels(&format!("{web}-green"));
+    assert_eq!(labels["io.cutover.role"], "stable", "{labels}");
+    assert_eq!(labels["io.cutover.version"], "v2", "{labels}");
+    assert!(labels["io.cutover.state"].is_string(), "{labels}");
+}
+
+#[test]
+fn prometheus_rolls_back_a_failing_canary_and_promotes_a_healthy_one() {
+    let Some(test) = SwarmTest::start("canary") else {
+        return;
+    };
+    let web = test.service("web", &demo_image("v2"), 2, &[]);
+    let prometheus_port = support::free_port();
+    let serve = controller(
+        &test,
+        &[
+            "--prometheus",
+            &format!("http://127.0.0.1:{prometheus_port}"),
+        ],
+    );
+    let (proxy, admin) = test.proxy(&serve);
+    let Some(prometheus) = Prometheus::start(prometheus_port, admin) else {
+        return;
+    };
+    prometheus.wait_scraping();
+    let name = test.name("shop");
+
+    // v3 fails 20 % of its requests.
+    let file = serve.release_file(&name, &test.release(&name, &web, "v3", PROMQL_CANARY));
+    let submitted = run(&serve, &file, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    test.wait_proxy_routes(admin, &name);
+    let load = Load::start(proxy, 80);
+    let status = serve.wait_done(&name, Duration::from_secs(120));
+    assert_eq!(status["outcome"], "rolledBack", "{status}");
+    wait_all_on(proxy, "v2");
+    let counts = load.finish();
+    assert!(
+        counts.answered("v3") > 0,
+        "the canary took no traffic: {counts:?}"
+    );
+    assert_eq!(counts.failures_except(&["v3"]), 0, "{counts:?}");
+    assert_eq!(
+        test.services(),
+        sorted(vec![test.name("proxy"), web.clone()])
+    );
+    assert_eq!(test.labels(&web)["io.cutover.role"], "stable");
+
+    // A healthy v4 is promoted.
+    let file = serve.release_file(&name, &test.release(&name, &web, "v4", PROMQL_CANARY));
+    let load = Load::start(proxy, 80);
+    let output = run(&serve, &file, true);
+    let counts = load.finish();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(report["outcome"], "promoted", "{report}");
+    assert_eq!(counts.failures_except(&[]), 0, "{counts:?}");
+    wait_all_on(proxy, "v4");
+    assert_eq!(
+        test.services(),
+        sorted(vec![format!("{web}-green"), test.name("proxy")])
+    );
+}
+
+#[test]
+fn a_missing_image_fails_fast_with_dockers_message_and_leaves_nothing() {
+    let Some(test) = SwarmTest::start("noimage") else {
+        return;
+    };
+    let web = test.service("web", &demo_image("v1"), 1, &[]);
+    let serve = controller(&test, &[]);
+    let name = test.name("shop");
+    let file = serve.release_file(
+        &name,
+        &test.release(
+            &name,
+            &web,
+            "no-such-version",
+            "  strategy:\n    progressDeadline: 10m\n    canary:\n      steps:\n        - setWeight: 50\n",
+        ),
+    );
+    let started = Instant::now();
+    let output = run(&serve, &file, true);
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(report["outcome"], "rolledBack", "{report}");
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("No such image: localhost/cutover-demo:no-such-version"),
+        "{report}"
+    );
+    // Not the ten-minute progress deadline: the engine's rejection ends it.
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert_eq!(test.services(), vec![web.clone()]);
+    assert_eq!(test.labels(&web)["io.cutover.role"], "stable");
+}
+
+#[test]
+fn a_controller_killed_mid_rollout_resumes_from_the_service_labels() {
+    let Some(test) = SwarmTest::start("restart") else {
+        return;
+    };
+    let web = test.service("web", &demo_image("v1"), 2, &[]);
+    let mut serve = controller(&test, &[]);
+    let (proxy, admin) = test.proxy(&serve);
+    let name = test.name("shop");
+    let file = serve.release_file(
+        &name,
+        &test.release(
+            &name,
+            &web,
+            "v2",
+            "  strategy:\n    canary:\n      scaleDownDelay: 1s\n      steps:\n        - setWeight: 20\n        - pause: {duration: 4s}\n        - setWeight: 60\n        - pause: {duration: 4s}\n",
+        ),
+    );
+    let submitted = run(&serve, &file, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    test.wait_proxy_routes(admin, &name);
+    serve.wait_for(&name, Duration::from_secs(60), |s| s["weight"] == 20);
+    serve.kill();
+    // Nothing of the rollout is on this host: the state is in the stable service's labels.
+    let state_dir = serve.scratch.path.join("state");
+    for entry in std::fs::read_dir(&state_dir).expect("state dir").flatten() {
+        if entry.file_name() != "token" {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+    let labels = test.labels(&web);
+    assert!(labels["io.cutover.state"].is_string(), "{labels}");
+    // The proxy keeps serving both versions while the controller is gone.
+    let meanwhile = sample(proxy, 30);
+    assert_eq!(meanwhile.failures_except(&[]), 0, "{meanwhile:?}");
+    serve.restart();
+    let status = serve.wait_done(&name, Duration::from_secs(90));
+    assert_eq!(status["outcome"], "promoted", "{status}");
+    let lines = support::history(&serve, &name);
+    let steps: Vec<u32> = lines
+        .iter()
+        .filter(|l| l.starts_with("step "))
+        .filter_map(|l| l["step ".len()..].split(':').next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        steps,
+        vec![0, 1, 2, 3],
+        "each step once, in order: {lines:#?}"
+    );
+    wait_all_on(proxy, "v2");
+    assert_eq!(
+        test.services(),
+        sorted(vec![format!("{web}-green"), test.name("proxy")])
+    );
+}
+
+#[test]
+fn the_promoted_service_keeps_its_secret_config_environment_and_volume() {
+    let Some(mut test) = SwarmTest::start("keeps") else {
+        return;
+    };
+    let secret = test.object("secret", "db-password", "hunter2");
+    let config = test.object("config", "settings", "mode: blue\n");
+    let volume = test.volume("data");
+    let web = test.service(
+        "web",
+        &demo_image("v1"),
+        1,
+        &[
+            "--secret",
+            &secret,
+            "--config",
+            &format!("source={config},target=/etc/app/settings.yaml"),
+            "--env",
+            "GREETING=hello",
+            "--mount",
+            &format!("type=volume,source={volume},target=/data"),
+        ],
+    );
+    let serve = controller(&test, &[]);
+    let name = test.name("shop");
+    let file = serve.release_file(
+        &name,
+        &test.release(
+            &name,
+            &web,
+            "v2",
+            "  strategy:\n    blueGreen:\n      scaleDownDelay: 1s\n",
+        ),
+    );
+    let output = run(&serve, &file, true);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let promoted = format!("{web}-green");
+    test.wait_running(&promoted);
+    let spec: Value = serde_json::from_str(&must(&[
+        "service",
+        "inspect",
+        &promoted,
+        "--format",
+        "{{json .Spec.TaskTemplate.ContainerSpec}}",
+    ]))
+    .expect("json");
+    assert_eq!(spec["Image"], demo_image("v2"), "{spec}");
+    assert_eq!(spec["Env"], serde_json::json!(["GREETING=hello"]), "{spec}");
+    assert_eq!(spec["Secrets"][0]["SecretName"], secret, "{spec}");
+    assert_eq!(spec["Configs"][0]["ConfigName"], config, "{spec}");
+    assert_eq!(
+        spec["Configs"][0]["File"]["Name"], "/etc/app/settings.yaml",
+        "{spec}"
+    );
+    assert_eq!(spec["Mounts"][0]["Source"], volume, "{spec}");
+    assert_eq!(spec["Mounts"][0]["Target"], "/data", "{spec}");
+    assert_eq!(test.services(), vec![promoted]);
+}

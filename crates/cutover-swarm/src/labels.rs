@@ -1,0 +1,314 @@
+//! The labels cutover writes on the services it manages, and how the slots are read back
+//! from them.
+//!
+//! Every service of a release carries `io.cutover.release` and a *role* (`stable` or
+//! `candidate`) with an *epoch*: the adopted service has epoch 0, and each candidate gets
+//! the stable epoch plus one. Promotion is one label change on the candidate (its role
+//! becomes `stable`), so it is atomic: the stable slot is the `stable` service with the
+//! highest epoch, and any other `stable` service is the previous one, waiting for its
+//! scale-down. A crash between any two calls leaves a set of labels that still reads as
+//! one consistent assignment of slots.
+
+use std::collections::HashMap;
+
+use bollard::models::Service;
+use cutover_backend::Slot;
+
+/// The release a service belongs to.
+pub const RELEASE: &str = "io.cutover.release";
+/// The name of the controller that drives the release (`cutover serve --name`): several
+/// controllers can share a Swarm, each resuming only its own releases.
+pub const CONTROLLER: &str = "io.cutover.controller";
+/// `stable` or `candidate`.
+pub const ROLE: &str = "io.cutover.role";
+/// Orders stable services: the highest is the stable slot.
+pub const EPOCH: &str = "io.cutover.epoch";
+/// The version's name, as the proxy's metrics label it.
+pub const VERSION: &str = "io.cutover.version";
+/// The service the release adopted first; candidates are named after it.
+pub const BASE: &str = "io.cutover.base";
+/// The port the service's tasks listen on.
+pub const PORT: &str = "io.cutover.port";
+/// The overlay network on which the proxy reaches the tasks.
+pub const NETWORK: &str = "io.cutover.network";
+/// The controller's rollout state (JSON), on the service that holds it.
+pub const STATE: &str = "io.cutover.state";
+/// The revision of [`STATE`]: increases by one with every write.
+pub const REVISION: &str = "io.cutover.revision";
+/// Written by a controller that takes a release over (milliseconds since the epoch): the
+/// write bumps the service's version, so a store a dead controller still had in flight,
+/// made against the version before, is refused.
+pub const FENCE: &str = "io.cutover.fence";
+
+/// A service's part in a release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Serves, or served until a promotion (then it is the previous slot).
+    Stable,
+    /// The version being rolled out.
+    Candidate,
+}
+
+impl Role {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Stable => "stable",
+            Role::Candidate => "candidate",
+        }
+    }
+}
+
+/// One service of a release, as its labels describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Managed {
+    /// The service's ID.
+    pub id: String,
+    /// The service's name.
+    pub name: String,
+    /// The Swarm object version, for compare-and-swap updates.
+    pub index: u64,
+    /// Stable or candidate.
+    pub role: Role,
+    /// See the module documentation.
+    pub epoch: u64,
+    /// The version's name.
+    pub version: String,
+    /// The name candidates are derived from.
+    pub base: String,
+    /// The tasks' port.
+    pub port: u16,
+    /// The overlay network of the endpoints.
+    pub network: String,
+    /// The stored rollout state and its revision, if this service holds one.
+    pub state: Option<(u64, String)>,
+}
+
+impl Managed {
+    /// Reads a listed service; `None` if it is not managed by cutover (or its labels were
+    /// edited into something unreadable, which is then left alone).
+    pub fn from_service(service: &Service) -> Option<Managed> {
+        let spec = service.spec.as_ref()?;
+        let labels = spec.labels.as_ref()?;
+        let role = match labels.get(ROLE)?.as_str() {
+            "stable" => Role::Stable,
+            "candidate" => Role::Candidate,
+            _ => return None,
+        };
+        let state = match (labels.get(REVISION), labels.get(STATE)) {
+            (Some(revision), Some(state)) => Some((revision.parse().ok()?, state.clone())),
+            _ => None,
+        };
+        Some(Managed {
+            id: service.id.clone()?,
+            name: spec.name.clone()?,
+            index: service.version.as_ref()?.index?,
+            role,
+            epoch: labels.get(EPOCH)?.parse().ok()?,
+            version: labels.get(VERSION)?.clone(),
+            base: labels.get(BASE)?.clone(),
+            port: labels.get(PORT)?.parse().ok()?,
+            network: labels.get(NETWORK)?.clone(),
+            state,
+        })
+    }
+}
+
+/// The labels that make `release`'s slot out of a service.
+pub struct SlotLabels<'a> {
+    /// The controller's name.
+    pub controller: &'a str,
+    /// The release.
+    pub release: &'a str,
+    /// Stable or candidate.
+    pub role: Role,
+    /// See the module documentation.
+    pub epoch: u64,
+    /// The version's name.
+    pub version: &'a str,
+    /// The name candidates are derived from.
+    pub base: &'a str,
+    /// The tasks' port.
+    pub port: u16,
+    /// The overlay network of the endpoints.
+    pub network: &'a str,
+}
+
+impl SlotLabels<'_> {
+    /// Writes the labels into `labels`, replacing cutover's earlier ones (and dropping a
+    /// stored state, which stays with the service that holds it).
+    pub fn apply(&self, labels: &mut HashMap<String, String>) {
+        labels.remove(STATE);
+        labels.remove(REVISION);
+        labels.insert(CONTROLLER.into(), self.controller.into());
+        labels.insert(RELEASE.into(), self.release.into());
+        labels.insert(ROLE.into(), self.role.as_str().into());
+        labels.insert(EPOCH.into(), self.epoch.to_string());
+        labels.insert(VERSION.into(), self.version.into());
+        labels.insert(BASE.into(), self.base.into());
+        labels.insert(PORT.into(), self.port.to_string());
+        labels.insert(NETWORK.into(), self.network.into());
+    }
+}
+
+/// A release's services, sorted into slots.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slots {
+    /// The `stable` service with the highest epoch.
+    pub stable: Option<Managed>,
+    /// The candidate (the newest, if a crash left two).
+    pub candidate: Option<Managed>,
+    /// Every other service of the release: former stable ones waiting for their
+    /// scale-down, and stray candidates.
+    pub previous: Vec<Managed>,
+}
+
+impl Slots {
+    /// Sorts `services` (all of one release) into slots.
+    pub fn sort(mut services: Vec<Managed>) -> Slots {
+        services.sort_by(|a, b| b.epoch.cmp(&a.epoch).then_with(|| a.name.cmp(&b.name)));
+        let mut slots = Slots::default();
+        for service in services {
+            match service.role {
+                Role::Stable if slots.stable.is_none() => slots.stable = Some(service),
+                Role::Candidate
+                    if slots.candidate.is_none()
+                        && slots
+                            .stable
+                            .as_ref()
+                            .is_none_or(|s| service.epoch > s.epoch) =>
+                {
+                    slots.candidate = Some(service)
+                }
+                _ => slots.previous.push(service),
+            }
+        }
+        slots
+    }
+
+    /// The service playing `slot`: for `Previous`, the newest of them.
+    pub fn get(&self, slot: Slot) -> Option<&Managed> {
+        match slot {
+            Slot::Stable => self.stable.as_ref(),
+            Slot::Candidate => self.candidate.as_ref(),
+            Slot::Previous => self.previous.first(),
+        }
+    }
+
+    /// The service holding the newest stored state.
+    pub fn state_holder(&self) -> Option<&Managed> {
+        self.all()
+            .filter(|m| m.state.is_some())
+            .max_by_key(|m| m.state.as_ref().map(|(revision, _)| *revision))
+    }
+
+    /// Every service of the release.
+    pub fn all(&self) -> impl Iterator<Item = &Managed> {
+        self.stable
+            .iter()
+            .chain(self.candidate.iter())
+            .chain(self.previous.iter())
+    }
+}
+
+/// The name of the candidate of epoch `epoch`: the base name and a colour that alternates,
+/// so a candidate never takes the name of the stable service it will replace.
+pub fn candidate_name(base: &str, epoch: u64) -> String {
+    let colour = if epoch % 2 == 1 { "green" } else { "blue" };
+    format!("{base}-{colour}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn managed(name: &str, role: Role, epoch: u64) -> Managed {
+        Managed {
+            id: format!("id-{name}"),
+            name: name.into(),
+            index: 1,
+            role,
+            epoch,
+            version: format!("v{epoch}"),
+            base: "web".into(),
+            port: 8080,
+            network: "net".into(),
+            state: None,
+        }
+    }
+
+    #[test]
+    fn the_highest_stable_epoch_is_the_stable_slot() {
+        let slots = Slots::sort(vec![
+            managed("web", Role::Stable, 0),
+            managed("web-green", Role::Stable, 1),
+        ]);
+        assert_eq!(
+            slots.stable.as_ref().map(|m| m.name.as_str()),
+            Some("web-green")
+        );
+        assert_eq!(slots.candidate, None);
+        assert_eq!(
+            slots.get(Slot::Previous).map(|m| m.name.as_str()),
+            Some("web")
+        );
+    }
+
+    #[test]
+    fn a_candidate_older_than_the_stable_slot_is_a_stray() {
+        // A promotion happened; a candidate of an earlier epoch was left by a crash.
+        let slots = Slots::sort(vec![
+            managed("web-green", Role::Stable, 1),
+            managed("web-x", Role::Candidate, 1),
+            managed("web-blue", Role::Candidate, 2),
+        ]);
+        assert_eq!(
+            slots.candidate.as_ref().map(|m| m.name.as_str()),
+            Some("web-blue")
+        );
+        assert_eq!(slots.previous.len(), 1);
+    }
+
+    #[test]
+    fn the_state_holder_has_the_highest_revision() {
+        let mut a = managed("web", Role::Stable, 0);
+        a.state = Some((4, "{}".into()));
+        let mut b = managed("web-green", Role::Stable, 1);
+        b.state = Some((5, "{}".into()));
+        let slots = Slots::sort(vec![a, b]);
+        assert_eq!(
+            slots.state_holder().map(|m| m.name.as_str()),
+            Some("web-green")
+        );
+    }
+
+    #[test]
+    fn colours_alternate() {
+        assert_eq!(candidate_name("web", 1), "web-green");
+        assert_eq!(candidate_name("web", 2), "web-blue");
+        assert_eq!(candidate_name("web", 3), "web-green");
+    }
+
+    #[test]
+    fn applying_labels_drops_a_copied_state() {
+        let mut labels = HashMap::from([
+            (STATE.to_string(), "{}".to_string()),
+            (REVISION.to_string(), "3".to_string()),
+            ("team".to_string(), "shop".to_string()),
+        ]);
+        SlotLabels {
+            controller: "cutover",
+            release: "web",
+            role: Role::Candidate,
+            epoch: 1,
+            version: "v2",
+            base: "web",
+            port: 8080,
+            network: "net",
+        }
+        .apply(&mut labels);
+        assert!(!labels.contains_key(STATE));
+        assert_eq!(labels.get("team").map(String::as_str), Some("shop"));
+        assert_eq!(labels.get(ROLE).map(String::as_str), Some("candidate"));
+    }
+}
