@@ -33,15 +33,15 @@ def http_get(port, path, timeout=5):
 class Serve:
     """A `cutover serve` process with its own state directory and ports."""
 
-    def __init__(self, cutover, extra=()):
+    def __init__(self, cutover, extra=(), api_host="127.0.0.1"):
         self.cutover = cutover
         self.dir = tempfile.mkdtemp(prefix="cutover-bench-")
         self.api, self.listen, self.admin = free_port(), free_port(), free_port()
         self.log = open(os.path.join(self.dir, "serve.log"), "w")
-        env = dict(os.environ, CUTOVER_LOG="warn")
+        env = dict(os.environ, CUTOVER_LOG=os.environ.get("BENCH_LOG", "warn"))
         self.process = subprocess.Popen(
             [cutover, "serve", "--state-dir", os.path.join(self.dir, "state"),
-             "--api", f"127.0.0.1:{self.api}", "--listen", f"127.0.0.1:{self.listen}",
+             "--api", f"{api_host}:{self.api}", "--listen", f"127.0.0.1:{self.listen}",
              "--admin", f"127.0.0.1:{self.admin}", *extra],
             stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         deadline = time.time() + 20

@@ -90,11 +90,15 @@ pub fn run(path: &Path, routes_from: Option<&str>, env: &BTreeMap<String, String
     })
 }
 
-/// How often a proxy that pulls its routes asks the controller.
+/// How long a pulling proxy waits before asking again after a failure, or after an
+/// answer that brought nothing new (a controller that does not long-poll).
 const PULL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Keeps the proxy's route table equal to the controller's (`GET /v1/routes`), polling
-/// every second. When the controller is gone the proxy keeps serving the last table.
+/// Keeps the proxy's route table equal to the controller's. Long-polls `GET
+/// /v1/routes?after=VERSION`: the controller answers as soon as its table differs from the
+/// one applied here (or after 25 s), so a change reaches the proxy within milliseconds.
+/// When the controller is gone the proxy keeps serving the last table and asks again every
+/// second.
 fn pull_routes(
     proxy: std::sync::Arc<Proxy>,
     controller: &str,
@@ -106,32 +110,37 @@ fn pull_routes(
     };
     let client = crate::client::ApiClient::from_settings(&args, env).map_err(|e| e.to_string())?;
     Ok(tokio::spawn(async move {
-        let mut applied = None;
+        let mut applied: Option<u64> = None;
         let mut failing = false;
         loop {
-            match client.get("/v1/routes").await {
+            let path = match applied {
+                Some(version) => format!("/v1/routes?after={version}"),
+                None => "/v1/routes".to_string(),
+            };
+            match client.get(&path).await {
                 Ok(table) => {
                     failing = false;
                     let version = table["version"].as_u64();
-                    if version != applied {
-                        match serde_json::from_value::<cutover_proxy::config::RouteTableConfig>(
-                            serde_json::json!({ "routes": table["routes"] }),
-                        ) {
-                            Ok(routes) => match proxy.set_routes(&routes).await {
-                                Ok(_) => {
-                                    tracing::info!(
-                                        version,
-                                        "route table pulled from the controller"
-                                    );
-                                    applied = version;
-                                }
-                                Err(e) => {
-                                    tracing::error!(error = %e, "the controller's route table is refused")
-                                }
-                            },
-                            Err(e) => {
-                                tracing::error!(error = %e, "the controller's route table cannot be read")
+                    if version == applied {
+                        tokio::time::sleep(PULL_EVERY).await;
+                        continue;
+                    }
+                    match serde_json::from_value::<cutover_proxy::config::RouteTableConfig>(
+                        serde_json::json!({ "routes": table["routes"] }),
+                    ) {
+                        Ok(routes) => match proxy.set_routes(&routes).await {
+                            Ok(_) => {
+                                tracing::info!(version, "route table pulled from the controller");
+                                applied = version;
                             }
+                            Err(e) => {
+                                tracing::error!(error = %e, "the controller's route table is refused");
+                                tokio::time::sleep(PULL_EVERY).await;
+                            }
+                        },
+                        Err(e) => {
+                            tracing::error!(error = %e, "the controller's route table cannot be read");
+                            tokio::time::sleep(PULL_EVERY).await;
                         }
                     }
                 }
@@ -140,9 +149,9 @@ fn pull_routes(
                         tracing::warn!(error = %e, "cannot pull routes; serving the last table");
                     }
                     failing = true;
+                    tokio::time::sleep(PULL_EVERY).await;
                 }
             }
-            tokio::time::sleep(PULL_EVERY).await;
         }
     }))
 }

@@ -11,7 +11,7 @@
 //! | `GET /v1/releases/{name}/history`       | its events and earlier rollouts        |
 //! | `GET /v1/releases/{name}/events`        | its status as server-sent events       |
 //! | `POST /v1/releases/{name}/{verb}`       | `promote[?full=true]`, `abort`, `pause`, `resume`, `retry` |
-//! | `GET /v1/routes`                        | the route table, for proxies that pull |
+//! | `GET /v1/routes[?after=VERSION]`        | the route table, for proxies that pull; with `after`, a long poll |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -234,6 +234,16 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
     !token.is_empty() && constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
 }
 
+/// How long `GET /v1/routes?after=V` waits for a table newer than `V`.
+const ROUTES_LONG_POLL: Duration = Duration::from_secs(25);
+
+fn query_value<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
 fn query_flag(req: &Request<Incoming>, name: &str) -> bool {
     req.uri().query().is_some_and(|q| {
         q.split('&').any(|pair| {
@@ -260,14 +270,19 @@ async fn handle(controller: Controller, token: &str, req: Request<Incoming>) -> 
             "text/plain; version=0.0.4",
             controller.metrics().into_bytes(),
         ),
-        (&Method::GET, ["v1", "routes"]) => match controller.routes() {
-            Some(table) => json(StatusCode::OK, &table),
-            None => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "notReady",
-                "the controller has not published its first route table yet; ask again",
-            ),
-        },
+        (&Method::GET, ["v1", "routes"]) => {
+            match match query_value(&req, "after").and_then(|v| v.parse::<u64>().ok()) {
+                Some(after) => controller.routes_after(after, ROUTES_LONG_POLL).await,
+                None => controller.routes(),
+            } {
+                Some(table) => json(StatusCode::OK, &table),
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "notReady",
+                    "the controller has not published its first route table yet; ask again",
+                ),
+            }
+        }
         (&Method::GET, ["v1", "releases"]) => json(
             StatusCode::OK,
             &serde_json::json!({ "releases": controller.list().iter().map(|s| &**s).collect::<Vec<_>>() }),

@@ -451,6 +451,16 @@ impl Controller {
         self.inner.routes.published()
     }
 
+    /// The route table once its version differs from `version`, or after `limit` the
+    /// table as it stands: a long poll for pulling proxies.
+    pub async fn routes_after(
+        &self,
+        version: u64,
+        limit: std::time::Duration,
+    ) -> Option<PublishedTable> {
+        self.inner.routes.published_after(version, limit).await
+    }
+
     /// Stops every driver (rollouts stay where they are, persisted, for the next start).
     pub fn stop(&self) {
         for (_, handle) in std::mem::take(&mut *self.drivers()) {

@@ -141,6 +141,20 @@ impl RouteTable {
         }
     }
 
+    /// The published table once it is newer than `version`, waiting up to `limit` for one;
+    /// after `limit`, the table as it stands (`None` if none was published yet). What a
+    /// pulling proxy long-polls, so it takes a change within milliseconds instead of at its
+    /// next poll.
+    pub async fn published_after(
+        &self,
+        version: u64,
+        limit: std::time::Duration,
+    ) -> Option<PublishedTable> {
+        let mut published = self.published.subscribe();
+        let _ = tokio::time::timeout(limit, published.wait_for(|p| p.live != version)).await;
+        self.published()
+    }
+
     /// Lets the publisher publish, starting with the table as it stands.
     pub fn open(&self) {
         self.opened.send_replace(true);
@@ -249,5 +263,63 @@ async fn publish_loop(table: Arc<RouteTable>, proxy: Option<Arc<Proxy>>) {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn route(release: &str, weight: u8) -> RouteConfig {
+        serde_json::from_value(serde_json::json!({
+            "release": release,
+            "stable": {"name": "v1", "endpoints": ["127.0.0.1:1"]},
+            "candidate": {"name": "v2", "endpoints": ["127.0.0.1:2"]},
+            "weight": weight,
+        }))
+        .expect("a route")
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_answers_as_soon_as_the_table_changes() {
+        let table = RouteTable::start(None);
+        let first = table.set("shop", Some(route("shop", 0)));
+        table.open();
+        table.published_at(first).await.expect("published");
+        let waiting = {
+            let table = table.clone();
+            tokio::spawn(async move { table.published_after(first, Duration::from_secs(30)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "answered with no change");
+        let second = table.set("shop", Some(route("shop", 20)));
+        let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("answered after the change")
+            .expect("the task")
+            .expect("a table");
+        assert_eq!(answer.version, second);
+        assert_eq!(answer.routes[0].weight, 20);
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_gives_the_table_as_it_stands_after_its_limit() {
+        let table = RouteTable::start(None);
+        let first = table.set("shop", Some(route("shop", 0)));
+        table.open();
+        table.published_at(first).await.expect("published");
+        let answer = table
+            .published_after(first, Duration::from_millis(50))
+            .await
+            .expect("a table");
+        assert_eq!(answer.version, first);
+        // An older version than the live one answers at once.
+        let answer = table
+            .published_after(first - 1, Duration::from_secs(30))
+            .await
+            .expect("a table");
+        assert_eq!(answer.version, first);
     }
 }

@@ -5,10 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{Service, ServiceSpec, Task};
+use bollard::models::{Service, ServiceSpec};
 use bollard::query_parameters::{
-    InspectNetworkOptionsBuilder, InspectServiceOptions, ListServicesOptionsBuilder,
-    ListTasksOptionsBuilder, UpdateServiceOptionsBuilder,
+    InspectServiceOptions, ListServicesOptionsBuilder, UpdateServiceOptionsBuilder,
 };
 use cutover_backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView, Stored};
 use cutover_core::spec::{Backend as BackendSpec, Release, SwarmTarget};
@@ -17,7 +16,8 @@ use tracing::Instrument;
 use crate::clone::CandidateOf;
 use crate::error::{Classify, docker};
 use crate::labels::{self, Managed, Role, SlotLabels, Slots};
-use crate::tasks::{self, Progress};
+use crate::raw::{self, Endpoint, RawClient};
+use crate::tasks::{self, Progress, TaskRecord};
 
 /// How often a deploy looks at the candidate's tasks.
 const POLL: Duration = Duration::from_millis(250);
@@ -35,6 +35,8 @@ pub struct SwarmBackend {
 
 struct Inner {
     docker: Docker,
+    /// For the task list with its network attachments.
+    raw: RawClient,
     /// This controller's name (see `labels::CONTROLLER`).
     controller: String,
     /// One lock per release: operations that change a release's services hold it.
@@ -52,6 +54,11 @@ pub enum ConnectError {
         /// What the client said.
         source: bollard::errors::Error,
     },
+    /// `DOCKER_HOST` names a scheme the backend does not speak.
+    #[error(
+        "DOCKER_HOST={0} is not supported: use unix:///path/to/docker.sock, tcp://host:port or http://host:port"
+    )]
+    Scheme(String),
     /// The engine answers but cannot manage services.
     #[error(
         "the Docker engine at {host} is not a Swarm manager ({state}): run `docker swarm init`, \
@@ -78,6 +85,7 @@ impl SwarmBackend {
             source,
         };
         let docker = Docker::connect_with_host(&host).map_err(unreachable)?;
+        let endpoint = Endpoint::parse(&host).ok_or_else(|| ConnectError::Scheme(host.clone()))?;
         let docker = docker
             .with_timeout(Duration::from_secs(CALL_TIMEOUT))
             .negotiate_version()
@@ -92,9 +100,15 @@ impl SwarmBackend {
             return Err(ConnectError::NotManager { host, state });
         }
         tracing::info!(%host, api = %docker.client_version(), "connected to the Swarm manager");
+        let raw = RawClient::new(
+            endpoint,
+            docker.client_version().to_string(),
+            Duration::from_secs(CALL_TIMEOUT),
+        );
         Ok(SwarmBackend {
             inner: Arc::new(Inner {
                 docker,
+                raw,
                 controller: controller.to_string(),
                 locks: Mutex::new(HashMap::new()),
             }),
@@ -152,61 +166,24 @@ impl SwarmBackend {
         }
     }
 
-    async fn tasks(&self, service_id: &str) -> Result<Vec<Task>, BackendError> {
-        let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
-        self.docker()
-            .list_tasks(Some(
-                ListTasksOptionsBuilder::default().filters(&filters).build(),
-            ))
-            .await
-            .map_err(|e| docker("list tasks", e))
-    }
-
-    /// `ip:port` of the running tasks of a managed service.
-    async fn task_endpoints(
-        &self,
-        service: &Managed,
-        running: &[String],
-    ) -> Result<Vec<String>, BackendError> {
-        if running.is_empty() {
-            return Ok(Vec::new());
-        }
-        let network = self
-            .docker()
-            .inspect_network(
-                &service.network,
-                Some(
-                    InspectNetworkOptionsBuilder::default()
-                        .verbose(true)
-                        .scope("swarm")
-                        .build(),
-                ),
-            )
-            .await
-            .map_err(|e| docker(&format!("inspect network '{}'", service.network), e))?;
-        Ok(tasks::endpoints(
-            &network.services.unwrap_or_default(),
-            &service.name,
-            running,
-            service.port,
-        ))
+    /// The service's tasks, current and recent, with their network attachments.
+    async fn tasks(&self, service_id: &str) -> Result<Vec<TaskRecord>, BackendError> {
+        let filters = raw::encode(&format!(r#"{{"service":["{service_id}"]}}"#));
+        let value = self
+            .inner
+            .raw
+            .get_json(&format!("/tasks?filters={filters}"))
+            .await?;
+        serde_json::from_value(value).map_err(|e| {
+            BackendError::Unavailable(format!("docker: the task list cannot be read: {e}"))
+        })
     }
 
     async fn view(&self, service: &Managed) -> Result<SlotView, BackendError> {
-        let running: Vec<String> = self
-            .tasks(&service.id)
-            .await?
-            .into_iter()
-            .filter(|t| {
-                t.desired_state == Some(bollard::models::TaskState::RUNNING)
-                    && t.status.as_ref().and_then(|s| s.state)
-                        == Some(bollard::models::TaskState::RUNNING)
-            })
-            .filter_map(|t| t.id)
-            .collect();
+        let tasks = self.tasks(&service.id).await?;
         Ok(SlotView {
             version: service.version.clone(),
-            endpoints: self.task_endpoints(service, &running).await?,
+            endpoints: tasks::endpoints(&tasks, &service.network, service.port),
         })
     }
 
@@ -453,14 +430,15 @@ impl SwarmBackend {
                     reason: format!("the candidate service '{}' was removed", candidate.name),
                 });
             }
-            match tasks::assess(&self.tasks(&candidate.id).await?, wanted) {
+            let tasks = self.tasks(&candidate.id).await?;
+            match tasks::assess(&tasks, wanted) {
                 Progress::Failed(reason) => {
                     return Ok(Readiness::Failed {
                         reason: format!("service '{}': {reason}", candidate.name),
                     });
                 }
                 Progress::Running(running) => {
-                    let endpoints = self.task_endpoints(candidate, &running).await?;
+                    let endpoints = tasks::endpoints(&tasks, &candidate.network, candidate.port);
                     if endpoints.len() >= running.len() {
                         return Ok(Readiness::Ready(SlotView {
                             version: candidate.version.clone(),

@@ -50,3 +50,42 @@ pub fn docker(doing: &str, error: bollard::errors::Error) -> BackendError {
         other => BackendError::Unavailable(format!("docker: cannot {doing}: {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(status_code: u16, message: &str) -> bollard::errors::Error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn malformed_and_missing_are_not_retried_the_rest_is() {
+        let refused = docker("create service 'web-green'", server(400, "invalid mount\n"));
+        assert!(!refused.is_retryable());
+        assert_eq!(
+            refused.to_string(),
+            "docker: cannot create service 'web-green': invalid mount"
+        );
+        assert!(!docker("inspect", server(404, "no such service")).is_retryable());
+        assert!(docker("create", server(409, "name conflicts")).is_retryable());
+        assert!(docker("update", server(500, "raft unavailable")).is_retryable());
+    }
+
+    #[test]
+    fn out_of_sequence_and_not_found_are_recognised() {
+        assert!(
+            server(
+                500,
+                "rpc error: code = Unknown desc = update out of sequence"
+            )
+            .is_out_of_sequence()
+        );
+        assert!(!server(500, "something else").is_out_of_sequence());
+        assert!(server(404, "service web not found").is_not_found());
+        assert!(!server(400, "bad").is_not_found());
+    }
+}

@@ -5,7 +5,7 @@
 //! restarting it; deploys each candidate as a second service cloned from the stable one's
 //! full spec with only the image (and replica count) changed ([`clone`]); judges readiness
 //! from the tasks Swarm reports ([`tasks`]); gives the proxy the tasks' addresses on the
-//! overlay network; and promotes by relabelling, so the service names alternate between
+//! overlay network (from the task list's JSON, [`raw`]); and promotes by relabelling, so the service names alternate between
 //! blue and green colours. The rollout state lives in the labels too ([`labels`]), written
 //! compare-and-swap on the service's version, so a controller restarted on any manager
 //! resumes.
@@ -14,6 +14,7 @@ pub mod backend;
 pub mod clone;
 pub mod error;
 pub mod labels;
+pub mod raw;
 pub mod tasks;
 
 pub use backend::{ConnectError, SwarmBackend};

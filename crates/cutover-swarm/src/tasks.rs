@@ -6,16 +6,98 @@
 //! candidate at once with the engine's message; tasks that start and exit count as a crash
 //! loop at [`CRASH_LOOP`] failures.
 //!
-//! bollard's `Task` type has no `NetworksAttachments`, so task addresses come from the
-//! network's verbose inspection (`Services.<name>.Tasks[].EndpointIP`), matched to the
-//! running tasks by the container name Swarm gives them (`<service>.<slot>.<task id>`).
+//! Tasks are read from the task list's JSON ([`crate::raw`]), not bollard's `Task`, which
+//! has no `NetworksAttachments`: each task's addresses on its networks, kept by the
+//! manager for every task of the cluster.
 
-use std::collections::HashMap;
-
-use bollard::models::{ServiceInfo, Task, TaskState};
+use serde::Deserialize;
 
 /// Exits of a candidate's tasks that make it failed rather than still starting.
 pub const CRASH_LOOP: usize = 3;
+
+/// One task, as the task list gives it (the fields cutover reads).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskRecord {
+    /// The task's ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// `running` for a task Swarm wants up; `shutdown` for replaced ones.
+    #[serde(default)]
+    pub desired_state: String,
+    /// Where the task is.
+    #[serde(default)]
+    pub status: TaskStatusRecord,
+    /// The task's addresses, per network.
+    #[serde(default)]
+    pub networks_attachments: Vec<Attachment>,
+}
+
+/// A task's state and the engine's words about it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskStatusRecord {
+    /// `pending`, `preparing`, `starting`, `running`, `failed`, `rejected`, ...
+    #[serde(default)]
+    pub state: String,
+    /// What went wrong.
+    #[serde(default)]
+    pub err: Option<String>,
+    /// What is happening.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A task's attachment to one network.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Attachment {
+    /// The network.
+    #[serde(default)]
+    pub network: AttachedNetwork,
+    /// `10.0.1.5/24`-style addresses.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// The network of an [`Attachment`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttachedNetwork {
+    /// Its ID.
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// Its spec (for the name).
+    #[serde(default)]
+    pub spec: NetworkName,
+}
+
+/// The name in a network's spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkName {
+    /// The network's name.
+    #[serde(default)]
+    pub name: String,
+}
+
+impl TaskRecord {
+    fn wanted(&self) -> bool {
+        self.desired_state == "running"
+    }
+
+    fn running(&self) -> bool {
+        self.status.state == "running"
+    }
+
+    fn why(&self) -> String {
+        self.status
+            .err
+            .clone()
+            .or_else(|| self.status.message.clone())
+            .unwrap_or_else(|| "no reason given".into())
+    }
+}
 
 /// Where a service's deployment stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,35 +120,24 @@ pub enum Progress {
 
 /// Judges a service's tasks. `wanted` is the replica count, `None` for a global service
 /// (then every task Swarm scheduled must run, and at least one).
-pub fn assess(tasks: &[Task], wanted: Option<usize>) -> Progress {
+pub fn assess(tasks: &[TaskRecord], wanted: Option<usize>) -> Progress {
     let mut failed = Vec::new();
     let mut running = Vec::new();
     let mut scheduled = 0;
     let mut message = None;
     for task in tasks {
-        let status = task.status.as_ref();
-        let state = status.and_then(|s| s.state);
-        let why = || {
-            status
-                .and_then(|s| s.err.clone().or_else(|| s.message.clone()))
-                .unwrap_or_else(|| "no reason given".into())
-        };
-        match state {
-            Some(TaskState::REJECTED) => {
-                return Progress::Failed(format!("a task was rejected: {}", why()));
-            }
-            Some(TaskState::FAILED) => failed.push(why()),
+        match task.status.state.as_str() {
+            "rejected" => return Progress::Failed(format!("a task was rejected: {}", task.why())),
+            "failed" => failed.push(task.why()),
             _ => {}
         }
-        if task.desired_state != Some(TaskState::RUNNING) {
+        if !task.wanted() {
             continue;
         }
         scheduled += 1;
-        if state == Some(TaskState::RUNNING) {
-            if let Some(id) = &task.id {
-                running.push(id.clone());
-            }
-        } else if let Some(text) = status.and_then(|s| s.err.clone().or(s.message.clone())) {
+        if task.running() {
+            running.push(task.id.clone());
+        } else if let Some(text) = task.status.err.clone().or(task.status.message.clone()) {
             message = Some(text);
         }
     }
@@ -90,34 +161,16 @@ pub fn assess(tasks: &[Task], wanted: Option<usize>) -> Progress {
     }
 }
 
-/// `ip:port` of each task in `task_ids` that has an address on the network, from the
-/// `Services` map of a verbose network inspection.
-pub fn endpoints(
-    network_services: &HashMap<String, serde_json::Value>,
-    service_name: &str,
-    task_ids: &[String],
-    port: u16,
-) -> Vec<String> {
-    let Some(info) = network_services
-        .get(service_name)
-        .and_then(|value| serde_json::from_value::<ServiceInfo>(value.clone()).ok())
-    else {
-        return Vec::new();
-    };
-    let mut found: Vec<String> = info
-        .tasks
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|task| {
-            task.name.as_deref().is_some_and(|name| {
-                name.rsplit_once('.')
-                    .is_some_and(|(_, id)| task_ids.iter().any(|t| t == id))
-            })
-        })
-        .filter_map(|task| task.endpoint_ip)
-        .filter_map(|ip| {
-            // Swarm may report the address with its prefix length.
-            let ip = ip.split('/').next()?.to_string();
+/// `ip:port` of every running task that Swarm wants up, on `network` (a name or an ID).
+pub fn endpoints(tasks: &[TaskRecord], network: &str, port: u16) -> Vec<String> {
+    let mut found: Vec<String> = tasks
+        .iter()
+        .filter(|task| task.wanted() && task.running())
+        .flat_map(|task| &task.networks_attachments)
+        .filter(|a| a.network.spec.name == network || a.network.id == network)
+        .flat_map(|a| &a.addresses)
+        .filter_map(|address| {
+            let ip = address.split('/').next()?;
             (!ip.is_empty()).then(|| format!("{ip}:{port}"))
         })
         .collect();
@@ -128,29 +181,28 @@ pub fn endpoints(
 
 #[cfg(test)]
 mod tests {
-    use bollard::models::TaskStatus;
     use serde_json::json;
 
     use super::*;
 
-    fn task(id: &str, state: TaskState, desired: TaskState, err: Option<&str>) -> Task {
-        Task {
-            id: Some(id.into()),
-            desired_state: Some(desired),
-            status: Some(TaskStatus {
-                state: Some(state),
+    fn task(id: &str, state: &str, desired: &str, err: Option<&str>) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            desired_state: desired.into(),
+            status: TaskStatusRecord {
+                state: state.into(),
                 err: err.map(String::from),
-                ..Default::default()
-            }),
-            ..Default::default()
+                message: None,
+            },
+            networks_attachments: Vec::new(),
         }
     }
 
     #[test]
     fn ready_when_every_wanted_task_runs() {
         let tasks = [
-            task("b", TaskState::RUNNING, TaskState::RUNNING, None),
-            task("a", TaskState::RUNNING, TaskState::RUNNING, None),
+            task("b", "running", "running", None),
+            task("a", "running", "running", None),
         ];
         assert_eq!(
             assess(&tasks, Some(2)),
@@ -170,8 +222,8 @@ mod tests {
     fn a_rejected_task_fails_at_once_with_the_engines_words() {
         let tasks = [task(
             "a",
-            TaskState::REJECTED,
-            TaskState::SHUTDOWN,
+            "rejected",
+            "shutdown",
             Some("No such image: shop/web:nope"),
         )];
         assert_eq!(
@@ -182,15 +234,8 @@ mod tests {
 
     #[test]
     fn exits_are_a_crash_loop_only_from_the_third() {
-        let exit = |id| {
-            task(
-                id,
-                TaskState::FAILED,
-                TaskState::SHUTDOWN,
-                Some("task: non-zero exit (1)"),
-            )
-        };
-        let starting = task("d", TaskState::STARTING, TaskState::RUNNING, None);
+        let exit = |id| task(id, "failed", "shutdown", Some("task: non-zero exit (1)"));
+        let starting = task("d", "starting", "running", None);
         assert!(matches!(
             assess(&[exit("a"), exit("b"), starting.clone()], Some(1)),
             Progress::Starting { .. }
@@ -205,32 +250,33 @@ mod tests {
     #[test]
     fn a_global_service_needs_every_scheduled_task() {
         let tasks = [
-            task("a", TaskState::RUNNING, TaskState::RUNNING, None),
-            task("b", TaskState::PREPARING, TaskState::RUNNING, None),
+            task("a", "running", "running", None),
+            task("b", "preparing", "running", None),
         ];
         assert!(matches!(assess(&tasks, None), Progress::Starting { .. }));
         assert!(matches!(assess(&[], None), Progress::Starting { .. }));
     }
 
     #[test]
-    fn endpoints_are_the_running_tasks_addresses() {
-        let services = HashMap::from([(
-            "web-green".to_string(),
-            json!({
-                "VIP": "<nil>",
-                "Ports": [],
-                "LocalLBIndex": 257,
-                "Tasks": [
-                    {"Name": "web-green.1.aaa", "EndpointID": "e1", "EndpointIP": "10.0.1.7", "Info": {}},
-                    {"Name": "web-green.2.bbb", "EndpointID": "e2", "EndpointIP": "10.0.1.5/24", "Info": {}},
-                    {"Name": "web-green.2.old", "EndpointID": "e3", "EndpointIP": "10.0.1.9", "Info": {}}
-                ]
-            }),
-        )]);
-        assert_eq!(
-            endpoints(&services, "web-green", &["aaa".into(), "bbb".into()], 8080),
-            vec!["10.0.1.5:8080".to_string(), "10.0.1.7:8080".to_string()]
-        );
-        assert!(endpoints(&services, "web", &["aaa".into()], 8080).is_empty());
+    fn endpoints_are_the_running_tasks_addresses_on_the_network() {
+        // The shape of `GET /tasks`, trimmed.
+        let tasks: Vec<TaskRecord> = serde_json::from_value(json!([
+            {"ID": "aaa", "DesiredState": "running", "Status": {"State": "running"},
+             "NetworksAttachments": [
+                {"Network": {"ID": "n1", "Spec": {"Name": "shop"}}, "Addresses": ["10.0.1.7/24"]},
+                {"Network": {"ID": "n2", "Spec": {"Name": "ingress"}}, "Addresses": ["10.0.0.9/24"]}
+             ]},
+            {"ID": "bbb", "DesiredState": "running", "Status": {"State": "running"},
+             "NetworksAttachments": [{"Network": {"ID": "n1", "Spec": {"Name": "shop"}}, "Addresses": ["10.0.1.5/24"]}]},
+            {"ID": "old", "DesiredState": "shutdown", "Status": {"State": "running"},
+             "NetworksAttachments": [{"Network": {"ID": "n1", "Spec": {"Name": "shop"}}, "Addresses": ["10.0.1.9/24"]}]},
+            {"ID": "new", "DesiredState": "running", "Status": {"State": "starting"},
+             "NetworksAttachments": [{"Network": {"ID": "n1", "Spec": {"Name": "shop"}}, "Addresses": ["10.0.1.11/24"]}]}
+        ]))
+        .expect("tasks");
+        let want = vec!["10.0.1.5:8080".to_string(), "10.0.1.7:8080".to_string()];
+        assert_eq!(endpoints(&tasks, "shop", 8080), want);
+        assert_eq!(endpoints(&tasks, "n1", 8080), want);
+        assert!(endpoints(&tasks, "other", 8080).is_empty());
     }
 }
