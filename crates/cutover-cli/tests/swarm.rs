@@ -323,3 +323,85 @@ fn the_promoted_service_keeps_its_secret_config_environment_and_volume() {
     assert_eq!(spec["Mounts"][0]["Target"], "/data", "{spec}");
     assert_eq!(test.services(), vec![promoted]);
 }
+
+#[test]
+fn endpoints_follow_the_tasks_swarm_replaces_and_an_abort_removes_the_candidate() {
+    let Some(test) = SwarmTest::start("follow") else {
+        return;
+    };
+    let web = test.service("web", &demo_image("v1"), 2, &[]);
+    let serve = controller(&test, &[]);
+    let (proxy, admin) = test.proxy(&serve);
+    let name = test.name("shop");
+    let file = serve.release_file(
+        &name,
+        &test.release(
+            &name,
+            &web,
+            "v2",
+            "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n        - pause: {}\n",
+        ),
+    );
+    let submitted = run(&serve, &file, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    test.wait_proxy_routes(admin, &name);
+    let status = serve.wait_for(&name, Duration::from_secs(60), |s| {
+        s["waitingForPerson"] == true
+    });
+    let endpoints = |s: &Value| -> Vec<String> {
+        let mut e: Vec<String> = s["stable"]["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        e.sort();
+        e
+    };
+    let before = endpoints(&status);
+    assert_eq!(before.len(), 2, "{status}");
+    // One of the stable service's containers dies; Swarm starts a replacement, with
+    // another address.
+    let container = must(&[
+        "ps",
+        "--quiet",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={web}"),
+    ]);
+    let container = container.lines().next().expect("a container").to_string();
+    must(&["rm", "--force", &container]);
+    let after = serve.wait_for(&name, Duration::from_secs(60), |s| {
+        let now = endpoints(s);
+        now.len() == 2 && now != before
+    });
+    let after = endpoints(&after);
+    // The proxy has the new address: no request goes to the dead one.
+    let started = Instant::now();
+    loop {
+        let routes = support::http_get(admin, "/routes").unwrap_or_default();
+        if after.iter().all(|e| routes.contains(e.as_str())) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the proxy never took {after:?}: {routes}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let counts = sample(proxy, 40);
+    assert_eq!(counts.failures_except(&[]), 0, "{counts:?}");
+    assert!(
+        counts.answered("v1") > 0 && counts.answered("v2") > 0,
+        "{counts:?}"
+    );
+    // An abort ends it: all traffic on v1, the candidate service removed.
+    let aborted = serve.cli(&["abort", &name]);
+    assert_eq!(aborted.status.code(), Some(0), "{aborted:?}");
+    let status = serve.wait_done(&name, Duration::from_secs(60));
+    assert_eq!(status["outcome"], "aborted", "{status}");
+    wait_all_on(proxy, "v1");
+    assert_eq!(
+        test.services(),
+        sorted(vec![test.name("proxy"), web.clone()])
+    );
+}
