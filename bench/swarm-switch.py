@@ -4,7 +4,8 @@ update --update-order start-first` making the same change (a 2-replica service, 
 v1 -> v2, and back, alternating).
 
 cutover (controller on this host, `--backend swarm --no-proxy`; its proxy a Swarm service
-on the overlay network, pulling routes every second, load through its host-mode port):
+on the overlay network, long-polling the controller for routes, load through its host-mode
+port):
 
 - run -> first weighted request: from `POST /v1/releases` (what `cutover run` sends) to
   the first answer from the new version through the proxy (canary, first step

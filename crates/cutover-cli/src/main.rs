@@ -88,7 +88,7 @@ enum Command {
         /// The proxy's configuration (YAML or TOML): listeners, admin, routes, limits.
         #[arg(long)]
         config: PathBuf,
-        /// Pull the route table from this controller (`GET /v1/routes`, every second),
+        /// Pull the route table from this controller (`GET /v1/routes`, long-polled),
         /// e.g. `http://10.0.0.5:9900`, for a controller run with `--no-proxy`.
         #[arg(long)]
         routes_from: Option<String>,

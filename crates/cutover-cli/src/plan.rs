@@ -89,14 +89,18 @@ fn render(release: &Release, plan: &Plan) -> String {
     );
     let _ = writeln!(
         out,
-        "starts: {}deploy the candidate ({} replica{}), wait until ready",
+        "starts: {}deploy the candidate ({}), wait until ready",
         if plan.hooks.pre_rollout {
             "preRollout hooks, "
         } else {
             ""
         },
-        release.spec.replicas,
-        if release.spec.replicas == 1 { "" } else { "s" }
+        match (release.spec.replicas, &release.spec.backend) {
+            (Some(1), _) => "1 replica".to_string(),
+            (Some(n), _) => format!("{n} replicas"),
+            (None, cutover_core::spec::Backend::Local(_)) => "1 replica".to_string(),
+            (None, _) => "as many replicas as the stable version".to_string(),
+        }
     );
     let _ = writeln!(out);
     let _ = writeln!(

@@ -53,8 +53,8 @@ fn running_tasks(service: &str) -> Vec<String> {
     ids
 }
 
-/// Samples the proxy until every answer comes from `version` (the proxy pulls its table
-/// every second).
+/// Samples the proxy until every answer comes from `version` (the proxy long-polls the
+/// controller for its table).
 fn wait_all_on(proxy: std::net::SocketAddr, version: &str) {
     let started = Instant::now();
     loop {
@@ -404,4 +404,133 @@ fn endpoints_follow_the_tasks_swarm_replaces_and_an_abort_removes_the_candidate(
         test.services(),
         sorted(vec![test.name("proxy"), web.clone()])
     );
+}
+
+#[test]
+fn a_stack_service_is_adopted_untouched_and_cloned_whole() {
+    let Some(test) = SwarmTest::start("stack") else {
+        return;
+    };
+    let stack = format!("{}st", test.prefix);
+    let compose = format!(
+        r#"version: "3.8"
+services:
+  web:
+    image: {image}
+    environment:
+      GREETING: hello
+    healthcheck:
+      test: ["CMD", "/cutover", "--version"]
+      interval: 1s
+      timeout: 2s
+      retries: 3
+    deploy:
+      replicas: 2
+      endpoint_mode: dnsrr
+      labels:
+        {label}: {prefix}
+      resources:
+        limits:
+          memory: 256M
+      placement:
+        constraints: [node.role == manager]
+    networks:
+      net:
+        aliases: [webalias]
+networks:
+  net:
+    external: true
+    name: {network}
+"#,
+        image = demo_image("v1"),
+        label = support::swarm::TEST_LABEL,
+        prefix = test.prefix,
+        network = test.network,
+    );
+    let serve = controller(&test, &[]);
+    let file = serve.scratch.path.join("stack.yml");
+    std::fs::write(&file, compose).expect("compose file");
+    must(&[
+        "stack",
+        "deploy",
+        "--compose-file",
+        file.to_str().expect("path"),
+        &stack,
+    ]);
+    let web = format!("{stack}_web");
+    test.wait_running(&web);
+    let template = |service: &str| -> Value {
+        serde_json::from_str(&must(&[
+            "service",
+            "inspect",
+            service,
+            "--format",
+            "{{json .Spec.TaskTemplate}}",
+        ]))
+        .expect("json")
+    };
+    let original = template(&web);
+    assert!(
+        original["ContainerSpec"]["Healthcheck"].is_object(),
+        "{original}"
+    );
+    let tasks = running_tasks(&web);
+    let name = test.name("shop");
+    let release = serve.release_file(
+        &name,
+        &format!(
+            "apiVersion: cutover.dev/v1\nkind: Release\nmetadata:\n  name: {name}\nspec:\n  backend:\n    swarm:\n      service: {web}\n      network: {}\n  image: {}\n  port: 8080\n  strategy:\n    canary:\n      scaleDownDelay: 1s\n      steps:\n        - setWeight: 50\n        - pause: {{duration: 3s}}\n",
+            test.network,
+            demo_image("v2")
+        ),
+    );
+    let submitted = run(&serve, &release, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    serve.wait_for(&name, Duration::from_secs(60), |s| s["weight"] == 50);
+    // Adopted and written to several times: the same spec, the same tasks.
+    assert_eq!(template(&web), original);
+    assert_eq!(running_tasks(&web), tasks);
+    let labels = test.labels(&web);
+    assert!(labels["io.cutover.state"].is_string(), "{labels}");
+    let status = serve.wait_done(&name, Duration::from_secs(60));
+    assert_eq!(status["outcome"], "promoted", "{status}");
+    // The promoted service is the stable one's spec with the new image: healthcheck,
+    // environment, resources and placement kept; the stack's alias and labels dropped
+    // (they would route around the proxy and let `docker stack deploy --prune` remove it).
+    let promoted = format!("{web}-green");
+    let mut expected = original.clone();
+    expected["ContainerSpec"]["Image"] = demo_image("v2").into();
+    if let Some(container) = expected["ContainerSpec"].as_object_mut() {
+        if let Some(Value::Object(labels)) = container.get_mut("Labels") {
+            labels.retain(|k, _| !k.starts_with("com.docker.stack."));
+        }
+        // The engine keeps no empty label map.
+        if container["Labels"]
+            .as_object()
+            .is_some_and(|l| l.is_empty())
+        {
+            container.remove("Labels");
+        }
+    }
+    if let Some(networks) = expected["Networks"].as_array_mut() {
+        for network in networks.iter_mut().filter_map(Value::as_object_mut) {
+            network.remove("Aliases");
+        }
+    }
+    let mut actual = template(&promoted);
+    // Swarm bumps ForceUpdate only on `--force`; it is not part of what was cloned.
+    actual["ForceUpdate"] = expected["ForceUpdate"].clone();
+    assert_eq!(actual, expected);
+    assert_eq!(
+        running_tasks(&promoted).len(),
+        2,
+        "replicas from the stable service"
+    );
+    let labels = test.labels(&promoted);
+    assert!(
+        labels.get("com.docker.stack.namespace").is_none(),
+        "{labels}"
+    );
+    assert_eq!(labels["io.cutover.role"], "stable", "{labels}");
+    assert_eq!(test.services(), vec![promoted]);
 }

@@ -172,12 +172,15 @@ impl Controller {
             if let Err(e) = backend.recover(&name).await {
                 tracing::warn!(release = %name, error = %e, "cannot take up the release's instances again");
             }
-            let Some(stored) = backend
-                .load_state(&name)
-                .await
-                .map_err(|e| self.backend_error(e))?
-            else {
-                continue;
+            let stored = match backend.load_state(&name).await {
+                Ok(Some(stored)) => stored,
+                Ok(None) => continue,
+                // One unreadable release must not keep the others from resuming.
+                Err(BackendError::Invalid(message)) => {
+                    tracing::error!(release = %name, error = %message, "cannot read the stored release; leaving it alone");
+                    continue;
+                }
+                Err(e) => return Err(self.backend_error(e)),
             };
             let record: ReleaseRecord = match serde_json::from_value(stored.state) {
                 Ok(record) => record,

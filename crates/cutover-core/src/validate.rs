@@ -118,7 +118,7 @@ pub fn release(release: &Release, at: &Locator<'_>) -> Vec<Diagnostic> {
             }
         }
     }
-    if r.replicas == 0 {
+    if r.replicas == Some(0) {
         c.error(
             Code::OutOfRange,
             spec.key("replicas"),

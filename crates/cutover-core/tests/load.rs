@@ -82,7 +82,7 @@ fn base_with(from: &str, to: &str) -> String {
 fn the_base_release_is_valid() {
     let r = release(BASE);
     assert_eq!(r.metadata.name, "shop");
-    assert_eq!(r.spec.replicas, 1, "defaults fill what the file leaves out");
+    assert_eq!(r.spec.replicas, None, "defaults fill what the file leaves out");
     assert_eq!(r.spec.strategy.progress_deadline.to_string(), "10m");
 }
 
@@ -371,7 +371,7 @@ fn environment_overrides_beat_the_file_and_are_named_in_errors() {
     let Some(Document::Release(r)) = loaded.document else {
         panic!("{:#?}", loaded.diagnostics)
     };
-    assert_eq!(r.spec.replicas, 4);
+    assert_eq!(r.spec.replicas, Some(4));
     assert_eq!(r.spec.strategy.progress_deadline.to_string(), "20m");
     let loaded = load_yaml(BASE, &env(&[("CUTOVER_SPEC__PORT", "http")]));
     assert_eq!(loaded.diagnostics.len(), 1);

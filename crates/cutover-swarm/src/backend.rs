@@ -5,16 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{Service, ServiceSpec};
-use bollard::query_parameters::{
-    InspectServiceOptions, ListServicesOptionsBuilder, UpdateServiceOptionsBuilder,
-};
 use cutover_backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView, Stored};
 use cutover_core::spec::{Backend as BackendSpec, Release, SwarmTarget};
+use serde_json::{Map, Value};
 use tracing::Instrument;
 
-use crate::clone::CandidateOf;
-use crate::error::{Classify, docker};
+use crate::clone::{self, CandidateOf};
+use crate::error::{Classify, api, docker};
 use crate::labels::{self, Managed, Role, SlotLabels, Slots};
 use crate::raw::{self, Endpoint, RawClient};
 use crate::tasks::{self, Progress, TaskRecord};
@@ -56,9 +53,13 @@ pub enum ConnectError {
     },
     /// `DOCKER_HOST` names a scheme the backend does not speak.
     #[error(
-        "DOCKER_HOST={0} is not supported: use unix:///path/to/docker.sock, tcp://host:port or http://host:port"
+        "DOCKER_HOST={0} is not supported: use unix:///path/to/docker.sock, tcp://host:port or \
+         http://host:port (TLS and ssh:// are not; tunnel them to a local socket)"
     )]
     Scheme(String),
+    /// The controller's name is empty.
+    #[error("the controller's name (--name) must not be empty")]
+    Name,
     /// The engine answers but cannot manage services.
     #[error(
         "the Docker engine at {host} is not a Swarm manager ({state}): run `docker swarm init`, \
@@ -79,13 +80,18 @@ impl SwarmBackend {
     /// drives and resumes only the releases labelled with its name.
     pub async fn connect(controller: &str) -> Result<SwarmBackend, ConnectError> {
         let host = std::env::var("DOCKER_HOST")
-            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+            .ok()
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+        if controller.trim().is_empty() {
+            return Err(ConnectError::Name);
+        }
+        let endpoint = Endpoint::parse(&host).ok_or_else(|| ConnectError::Scheme(host.clone()))?;
         let unreachable = |source| ConnectError::Unreachable {
             host: host.clone(),
             source,
         };
         let docker = Docker::connect_with_host(&host).map_err(unreachable)?;
-        let endpoint = Endpoint::parse(&host).ok_or_else(|| ConnectError::Scheme(host.clone()))?;
         let docker = docker
             .with_timeout(Duration::from_secs(CALL_TIMEOUT))
             .negotiate_version()
@@ -115,8 +121,8 @@ impl SwarmBackend {
         })
     }
 
-    fn docker(&self) -> &Docker {
-        &self.inner.docker
+    fn raw(&self) -> &RawClient {
+        &self.inner.raw
     }
 
     async fn lock(&self, release: &str) -> tokio::sync::OwnedMutexGuard<()> {
@@ -131,49 +137,52 @@ impl SwarmBackend {
         lock.lock_owned().await
     }
 
-    /// Every service labelled as `release`'s, sorted into slots.
+    /// Every service labelled as `release`'s by this controller, sorted into slots.
     async fn slots(&self, release: &str) -> Result<Slots, BackendError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
+        let filters = serde_json::json!({
+            "label": [
                 format!("{}={release}", labels::RELEASE),
                 format!("{}={}", labels::CONTROLLER, self.inner.controller),
-            ],
-        )]);
+            ]
+        });
         let services = self
-            .docker()
-            .list_services(Some(
-                ListServicesOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
+            .raw()
+            .get(&format!(
+                "/services?filters={}",
+                raw::encode(&filters.to_string())
             ))
             .await
-            .map_err(|e| docker("list the release's services", e))?;
+            .map_err(|e| api("list the release's services", e))?;
         Ok(Slots::sort(
-            services.iter().filter_map(Managed::from_service).collect(),
+            services
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Managed::from_service)
+                .collect(),
         ))
     }
 
-    async fn inspect(&self, service: &str) -> Result<Option<Service>, BackendError> {
-        match self
-            .docker()
-            .inspect_service(service, None::<InspectServiceOptions>)
-            .await
-        {
+    /// A service as the API gives it (`ID`, `Version`, `Spec`, ...); `None` if missing.
+    async fn inspect(&self, service: &str) -> Result<Option<Value>, BackendError> {
+        match self.raw().get(&format!("/services/{service}")).await {
             Ok(found) => Ok(Some(found)),
             Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(docker(&format!("inspect service '{service}'"), e)),
+            Err(e) => Err(api(&format!("inspect service '{service}'"), e)),
         }
     }
 
     /// The service's tasks, current and recent, with their network attachments.
     async fn tasks(&self, service_id: &str) -> Result<Vec<TaskRecord>, BackendError> {
-        let filters = raw::encode(&format!(r#"{{"service":["{service_id}"]}}"#));
+        let filters = serde_json::json!({ "service": [service_id] });
         let value = self
-            .inner
-            .raw
-            .get_json(&format!("/tasks?filters={filters}"))
-            .await?;
+            .raw()
+            .get(&format!(
+                "/tasks?filters={}",
+                raw::encode(&filters.to_string())
+            ))
+            .await
+            .map_err(|e| api("list tasks", e))?;
         serde_json::from_value(value).map_err(|e| {
             BackendError::Unavailable(format!("docker: the task list cannot be read: {e}"))
         })
@@ -189,63 +198,53 @@ impl SwarmBackend {
 
     /// Rewrites a service's labels with `change`, compare-and-swap on the service's
     /// version: when Swarm or someone else updated the service in between, reads it
-    /// again and retries, so `change` always sees the labels it replaces.
+    /// again and retries, so `change` always sees the labels it replaces. Nothing but the
+    /// labels changes: the spec goes back exactly as it was read, so the service's tasks
+    /// are not touched.
     async fn update_labels(
         &self,
         service_id: &str,
-        change: impl Fn(&mut HashMap<String, String>) -> Result<(), BackendError>,
+        change: impl Fn(&mut Map<String, Value>) -> Result<(), BackendError>,
     ) -> Result<(), BackendError> {
         let mut last = None;
         for _ in 0..UPDATE_ATTEMPTS {
-            let Some(service) = self.inspect(service_id).await? else {
+            let Some(mut service) = self.inspect(service_id).await? else {
                 return Err(BackendError::Unavailable(format!(
                     "service {service_id} disappeared while its labels were being written"
                 )));
             };
-            let index = service.version.and_then(|v| v.index).unwrap_or_default();
-            let mut spec = service.spec.unwrap_or_default();
-            let mut labels = spec.labels.take().unwrap_or_default();
-            change(&mut labels)?;
-            spec.labels = Some(labels);
-            match self.update(service_id, spec, index).await {
+            let index = service["Version"]["Index"].as_u64().unwrap_or_default();
+            let Some(spec) = service.get_mut("Spec").and_then(Value::as_object_mut) else {
+                return Err(BackendError::Unavailable(format!(
+                    "service {service_id} came without a spec"
+                )));
+            };
+            change(clone::labels_of(spec))?;
+            let path = format!("/services/{service_id}/update?version={index}");
+            match self.raw().post(&path, &service["Spec"]).await {
+                Ok(_) => return Ok(()),
                 Err(e) if e.is_out_of_sequence() => last = Some(e),
-                other => return other.map_err(|e| docker("update service labels", e)),
+                Err(e) => return Err(api("update service labels", e)),
             }
         }
         Err(last.map_or_else(
             || BackendError::Unavailable("service update kept losing races".into()),
-            |e| docker("update service labels", e),
+            |e| api("update service labels", e),
         ))
     }
 
-    async fn update(
-        &self,
-        service_id: &str,
-        spec: ServiceSpec,
-        index: u64,
-    ) -> Result<(), bollard::errors::Error> {
-        let version = i32::try_from(index).unwrap_or(i32::MAX);
-        self.docker()
-            .update_service(
-                service_id,
-                spec,
-                UpdateServiceOptionsBuilder::default()
-                    .version(version)
-                    .build(),
-                None,
-            )
-            .await
-            .map(|_| ())
-    }
-
     async fn remove(&self, service: &Managed) -> Result<(), BackendError> {
-        match self.docker().delete_service(&service.id).await {
+        match self
+            .raw()
+            .delete(&format!("/services/{}", service.id))
+            .await
+        {
             Ok(()) => {
                 tracing::info!(service = %service.name, "service removed");
                 Ok(())
             }
             Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(docker(&format!("remove service '{}'", service.name), e)),
+            Err(e) => Err(api(&format!("remove service '{}'", service.name), e)),
         }
     }
 
@@ -265,10 +264,9 @@ impl SwarmBackend {
                 target.service
             )));
         };
-        let spec = service.spec.clone().unwrap_or_default();
-        let existing = spec.labels.clone().unwrap_or_default();
-        if let Some(other) = existing.get(labels::RELEASE) {
-            let owner = existing.get(labels::CONTROLLER).map_or("", String::as_str);
+        let spec = &service["Spec"];
+        if let Some(other) = spec["Labels"][labels::RELEASE].as_str() {
+            let owner = spec["Labels"][labels::CONTROLLER].as_str().unwrap_or("");
             if other != name || owner != self.inner.controller {
                 return Err(BackendError::Invalid(format!(
                     "service '{}' already belongs to release '{other}' of controller '{owner}'",
@@ -276,7 +274,30 @@ impl SwarmBackend {
                 )));
             }
         }
-        let network = match self.docker().inspect_network(&target.network, None).await {
+        let mode = &spec["Mode"];
+        if mode.get("ReplicatedJob").is_some() || mode.get("GlobalJob").is_some() {
+            return Err(BackendError::Invalid(format!(
+                "service '{}' is a job; only replicated and global services can be released",
+                target.service
+            )));
+        }
+        if spec["EndpointSpec"]["Ports"]
+            .as_array()
+            .is_some_and(|ports| !ports.is_empty())
+        {
+            return Err(BackendError::Invalid(format!(
+                "service '{}' publishes ports: clients using them would bypass cutover's proxy, and \
+                 the ports would go with the old version after a promotion. Publish the proxy \
+                 instead and remove them (`docker service update --publish-rm TARGET {}`)",
+                target.service, target.service
+            )));
+        }
+        let network = match self
+            .inner
+            .docker
+            .inspect_network(&target.network, None)
+            .await
+        {
             Ok(network) => network,
             Err(e) if e.is_not_found() => {
                 return Err(BackendError::Invalid(format!(
@@ -286,54 +307,57 @@ impl SwarmBackend {
             }
             Err(e) => return Err(docker("inspect the network", e)),
         };
-        let attached = spec
-            .task_template
-            .as_ref()
-            .and_then(|t| t.networks.clone())
+        let (network_id, network_name) = (
+            network.id.unwrap_or_default(),
+            network.name.unwrap_or_else(|| target.network.clone()),
+        );
+        let attached = [&spec["TaskTemplate"]["Networks"], &spec["Networks"]]
             .into_iter()
-            .chain(spec.networks.clone())
+            .filter_map(Value::as_array)
             .flatten()
-            .filter_map(|n| n.target)
-            .any(|t| Some(&t) == network.id.as_ref() || t == target.network);
+            .filter_map(|n| n["Target"].as_str())
+            .any(|t| t == network_id || t == network_name);
         if !attached {
             return Err(BackendError::Invalid(format!(
                 "service '{}' is not attached to network '{}', so the proxy cannot reach its tasks: \
-                 attach it (`docker service update --network-add {}`) or name the network it uses",
-                target.service, target.network, target.network
+                 attach it (`docker service update --network-add {} {}`) or name the network it uses",
+                target.service, target.network, target.network, target.service
             )));
         }
-        let image = spec
-            .task_template
-            .as_ref()
-            .and_then(|t| t.container_spec.as_ref())
-            .and_then(|c| c.image.clone())
+        let image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+            .as_str()
             .unwrap_or_default();
         let version = release
             .spec
             .stable_version
             .clone()
-            .or_else(|| image_tag(&image))
+            .or_else(|| image_tag(image))
             .unwrap_or_else(|| hint.to_string());
-        let id = service.id.clone().unwrap_or_else(|| target.service.clone());
+        let id = service["ID"]
+            .as_str()
+            .unwrap_or(&target.service)
+            .to_string();
+        let base = spec["Name"].as_str().unwrap_or(&target.service).to_string();
         let slot = SlotLabels {
             controller: &self.inner.controller,
             release: name,
             role: Role::Stable,
             epoch: 0,
             version: &version,
-            base: &target.service,
+            base: &base,
             port: release.spec.port,
-            network: &target.network,
+            network: &network_name,
         };
         self.update_labels(&id, |labels| {
             slot.apply(labels);
             Ok(())
         })
         .await?;
-        tracing::info!(service = %target.service, %version, "adopted as the stable version");
-        self.slots(name).await?.stable.ok_or_else(|| {
-            BackendError::Unavailable(format!("service '{}' lost its labels", target.service))
-        })
+        tracing::info!(service = %base, %version, "adopted as the stable version");
+        self.slots(name)
+            .await?
+            .stable
+            .ok_or_else(|| BackendError::Unavailable(format!("service '{base}' lost its labels")))
     }
 
     /// Creates the candidate service (or finds the one an earlier call created); returns
@@ -359,19 +383,14 @@ impl SwarmBackend {
                 stable.name
             )));
         };
-        let stable_spec = stable_service.spec.unwrap_or_default();
         if let Some(candidate) = &slots.candidate {
-            let running = self.inspect(&candidate.id).await?;
-            let same_image = running
-                .as_ref()
-                .and_then(|s| s.spec.as_ref())
-                .and_then(|s| s.task_template.as_ref())
-                .and_then(|t| t.container_spec.as_ref())
-                .and_then(|c| c.image.as_deref())
-                == Some(image.as_str());
-            if same_image && candidate.version == version {
+            let existing = self.inspect(&candidate.id).await?;
+            if let Some(existing) = existing
+                && existing["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == image.as_str()
+                && candidate.version == version
+            {
                 tracing::info!(service = %candidate.name, "found the candidate an earlier call created");
-                return Ok((candidate.clone(), wanted(&stable_spec, release)));
+                return Ok((candidate.clone(), wanted(&existing["Spec"])));
             }
             self.remove(candidate).await?;
         }
@@ -397,23 +416,29 @@ impl SwarmBackend {
                 network: &stable.network,
             },
         };
-        let spec = candidate.spec(&stable_spec);
-        let wanted = wanted(&spec, release);
-        let created = self
-            .docker()
-            .create_service(spec, None)
-            .await
-            .map_err(|e| docker(&format!("create service '{service_name}'"), e))?;
+        let spec = candidate.spec(&stable_service["Spec"]);
+        let wanted = wanted(&spec);
+        let created = match self.raw().post("/services/create", &spec).await {
+            Ok(created) => created,
+            Err(e) if e.is_conflict() => {
+                // The name is taken by a service that is not this release's (its own would
+                // have been found above).
+                return Err(BackendError::Invalid(format!(
+                    "cannot create the candidate: a service named '{service_name}' exists and is \
+                     not managed by this release; rename or remove it ({})",
+                    e.message
+                )));
+            }
+            Err(e) => return Err(api(&format!("create service '{service_name}'"), e)),
+        };
         tracing::info!(service = %service_name, %image, "candidate service created");
+        let id = created["ID"].as_str().unwrap_or_default().to_string();
         let slots = self.slots(name).await?;
-        let managed = slots
-            .candidate
-            .filter(|c| Some(&c.id) == created.id.as_ref())
-            .ok_or_else(|| {
-                BackendError::Unavailable(format!(
-                    "service '{service_name}' was created but cannot be found"
-                ))
-            })?;
+        let managed = slots.candidate.filter(|c| c.id == id).ok_or_else(|| {
+            BackendError::Unavailable(format!(
+                "service '{service_name}' was created but cannot be found"
+            ))
+        })?;
         Ok((managed, wanted))
     }
 
@@ -466,15 +491,68 @@ impl SwarmBackend {
             tokio::time::sleep(POLL).await;
         }
     }
+
+    /// Writes the state with revision `expected + 1` on the stable service, compare-and-
+    /// swap: the write happens only if the service still carries the revision this call
+    /// saw on it (none, when the state moves to it from the former stable service after a
+    /// promotion), so of two writers starting from the same revision one gets `Conflict`.
+    /// Called with the release's lock held.
+    async fn store_locked(
+        &self,
+        release: &str,
+        text: &str,
+        expected: Option<u64>,
+    ) -> Result<u64, BackendError> {
+        let slots = self.slots(release).await?;
+        let holder = slots.state_holder();
+        let conflict = || BackendError::Conflict {
+            release: release.to_string(),
+        };
+        if holder.and_then(Managed::revision) != expected {
+            return Err(conflict());
+        }
+        let Some(target) = slots.stable.as_ref().or(holder) else {
+            return Err(BackendError::Invalid(format!(
+                "release '{release}' has no service to keep its state on"
+            )));
+        };
+        let seen = target.revision();
+        let revision = expected.unwrap_or(0) + 1;
+        self.update_labels(&target.id, |labels| {
+            let there = labels
+                .get(labels::REVISION)
+                .and_then(Value::as_str)
+                .map(|r| r.parse::<u64>().unwrap_or(0));
+            if there != seen {
+                tracing::warn!(?there, ?seen, "the stored state moved under this write");
+                return Err(conflict());
+            }
+            labels.insert(labels::STATE.into(), text.into());
+            labels.insert(labels::REVISION.into(), revision.to_string().into());
+            Ok(())
+        })
+        .await?;
+        if let Some(old) = holder.filter(|h| h.id != target.id) {
+            // The state moved to the new stable service; the old copy goes (it loses to
+            // the newer revision anyway, so a failure here is harmless).
+            let cleared = self
+                .update_labels(&old.id, |labels| {
+                    labels.remove(labels::STATE);
+                    labels.remove(labels::REVISION);
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = cleared {
+                tracing::debug!(error = %e, service = %old.name, "old state copy left in place");
+            }
+        }
+        Ok(revision)
+    }
 }
 
-/// Tasks wanted of a service: its replicas, `None` when global.
-fn wanted(spec: &ServiceSpec, release: &Release) -> Option<usize> {
-    if spec.mode.as_ref().is_some_and(|m| m.global.is_some()) {
-        None
-    } else {
-        Some(release.spec.replicas as usize)
-    }
+/// Tasks wanted of a service (its `Spec`): its replicas, `None` when global.
+fn wanted(spec: &Value) -> Option<usize> {
+    clone::replicas(spec).map(|r| usize::try_from(r).unwrap_or(usize::MAX))
 }
 
 /// The tag of an image reference, without its digest: `shop/web:v1@sha256:..` → `v1`.
@@ -566,21 +644,29 @@ impl Backend for SwarmBackend {
 
     fn recover<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
         // Swarm supervises the tasks and the labels say which service plays which slot;
-        // what is left is the fence (see `labels::FENCE`).
+        // what is left is the fence (see `labels::FENCE`): every service of the release
+        // gets a new version, so a write a dead controller still had in flight (made
+        // against the old versions) is refused; and the state is written again one
+        // revision up, so a controller that is not dead after all fails its next
+        // compare-and-swap instead of writing over this one.
         Box::pin(async move {
             let _guard = self.lock(release).await;
             let slots = self.slots(release).await?;
-            let Some(holder) = slots.state_holder() else {
-                return Ok(());
-            };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
-            self.update_labels(&holder.id, |labels| {
-                labels.insert(labels::FENCE.into(), now.to_string());
-                Ok(())
-            })
-            .await
+                .map_or(0, |d| d.as_millis())
+                .to_string();
+            for service in slots.all() {
+                self.update_labels(&service.id, |labels| {
+                    labels.insert(labels::FENCE.into(), now.clone().into());
+                    Ok(())
+                })
+                .await?;
+            }
+            if let Some((revision, state)) = slots.state_holder().and_then(|h| h.state.clone()) {
+                self.store_locked(release, &state, Some(revision)).await?;
+            }
+            Ok(())
         })
     }
 
@@ -632,8 +718,8 @@ impl Backend for SwarmBackend {
                 && let Some((revision, state)) = holder.state.clone()
             {
                 self.update_labels(&keeper.id, |labels| {
-                    labels.insert(labels::STATE.into(), state.clone());
-                    labels.insert(labels::REVISION.into(), revision.to_string());
+                    labels.insert(labels::STATE.into(), state.clone().into());
+                    labels.insert(labels::REVISION.into(), revision.to_string().into());
                     Ok(())
                 })
                 .await?;
@@ -679,90 +765,35 @@ impl Backend for SwarmBackend {
         expected: Option<u64>,
     ) -> BoxFuture<'a, Result<u64, BackendError>> {
         Box::pin(async move {
-            let _guard = self.lock(release).await;
-            let slots = self.slots(release).await?;
-            let holder = slots.state_holder();
-            let current = holder.and_then(|h| h.state.as_ref().map(|(r, _)| *r));
-            let conflict = || BackendError::Conflict {
-                release: release.to_string(),
-            };
-            if current != expected {
-                tracing::warn!(?current, ?expected, holder = ?holder.map(|h| &h.name), "stored state revision moved");
-                return Err(conflict());
-            }
-            let Some(target) = slots.stable.as_ref().or(holder) else {
-                return Err(BackendError::Invalid(format!(
-                    "release '{release}' has no service to keep its state on"
-                )));
-            };
             let text = serde_json::to_string(state)
                 .map_err(|e| BackendError::Invalid(format!("the state is not JSON: {e}")))?;
-            let revision = expected.unwrap_or(0) + 1;
-            let target_is_holder = holder.is_some_and(|h| h.id == target.id);
-            self.update_labels(&target.id, |labels| {
-                // Read again under compare-and-swap: another writer may have got here.
-                let there = labels
-                    .get(labels::REVISION)
-                    .and_then(|r| r.parse::<u64>().ok());
-                if target_is_holder && there != expected {
-                    tracing::warn!(
-                        ?there,
-                        ?expected,
-                        "stored state revision moved (compare-and-swap)"
-                    );
-                    return Err(conflict());
-                }
-                labels.insert(labels::STATE.into(), text.clone());
-                labels.insert(labels::REVISION.into(), revision.to_string());
-                Ok(())
-            })
-            .await?;
-            if let Some(old) = holder.filter(|h| h.id != target.id) {
-                // The state moved to the new stable service; the old copy goes (it would
-                // lose to the newer revision anyway, so a failure here is harmless).
-                let cleared = self
-                    .update_labels(&old.id, |labels| {
-                        labels.remove(labels::STATE);
-                        labels.remove(labels::REVISION);
-                        Ok(())
-                    })
-                    .await;
-                if let Err(e) = cleared {
-                    tracing::debug!(error = %e, service = %old.name, "old state copy left in place");
-                }
-            }
-            Ok(revision)
+            let _guard = self.lock(release).await;
+            self.store_locked(release, &text, expected).await
         })
     }
 
     fn releases(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
         Box::pin(async move {
-            let filters = HashMap::from([(
-                "label".to_string(),
-                vec![
-                    labels::STATE.to_string(),
+            let filters = serde_json::json!({
+                "label": [
+                    labels::STATE,
                     format!("{}={}", labels::CONTROLLER, self.inner.controller),
-                ],
-            )]);
+                ]
+            });
             let services = self
-                .docker()
-                .list_services(Some(
-                    ListServicesOptionsBuilder::default()
-                        .filters(&filters)
-                        .build(),
+                .raw()
+                .get(&format!(
+                    "/services?filters={}",
+                    raw::encode(&filters.to_string())
                 ))
                 .await
-                .map_err(|e| docker("list services", e))?;
+                .map_err(|e| api("list services", e))?;
             let mut names: Vec<String> = services
-                .iter()
-                .filter_map(|s| {
-                    s.spec
-                        .as_ref()?
-                        .labels
-                        .as_ref()?
-                        .get(labels::RELEASE)
-                        .cloned()
-                })
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["Spec"]["Labels"][labels::RELEASE].as_str())
+                .map(str::to_string)
                 .collect();
             names.sort();
             names.dedup();
@@ -770,7 +801,6 @@ impl Backend for SwarmBackend {
         })
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

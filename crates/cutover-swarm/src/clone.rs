@@ -1,16 +1,23 @@
 //! The candidate's service spec, cloned from the stable one.
 //!
-//! Everything users set up with Compose or `docker service create` stays true for the new
+//! The spec is copied as the API gave it (JSON, so nothing the engine knows is lost), and
+//! everything users set up with Compose or `docker service create` stays true for the new
 //! version: environment, secrets, configs, mounts, networks, placement, resources,
-//! healthcheck, restart and update policies, labels. Three things change:
+//! healthcheck, restart and update policies, labels. What changes:
 //!
+//! - the name, and cutover's labels;
 //! - the image;
-//! - the replica count (`spec.replicas` of the release; a global service stays global);
-//! - published ports are dropped: the stable service keeps its published ports, and a
-//!   second service cannot publish the same ones. cutover's proxy reaches the candidate
-//!   on the overlay network, so nothing is lost.
+//! - the replica count, when the release sets `replicas` (a global service stays global);
+//! - published ports are dropped: the stable service keeps its own while both run, and a
+//!   second service cannot publish the same ones; cutover's proxy reaches the candidate on
+//!   the overlay network;
+//! - network aliases are dropped: `docker stack deploy` gives every task the service's
+//!   short name as an alias, and a candidate answering to it would take requests that
+//!   bypass the proxy's weights;
+//! - `com.docker.stack.*` labels are dropped, so `docker stack deploy --prune` and
+//!   `docker stack rm` do not remove a version cutover manages.
 
-use bollard::models::{ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated};
+use serde_json::{Map, Value};
 
 use crate::labels::SlotLabels;
 
@@ -20,108 +27,126 @@ pub struct CandidateOf<'a> {
     pub name: &'a str,
     /// The new version's image.
     pub image: &'a str,
-    /// Replicas (ignored for a global service).
-    pub replicas: u32,
+    /// Replicas, if the release sets them (ignored for a global service).
+    pub replicas: Option<u32>,
     /// cutover's labels for the candidate.
     pub labels: SlotLabels<'a>,
 }
 
 impl CandidateOf<'_> {
-    /// The candidate's spec: `stable` with the changes above.
-    pub fn spec(&self, stable: &ServiceSpec) -> ServiceSpec {
+    /// The candidate's spec: `stable` (a service's `Spec`) with the changes above.
+    pub fn spec(&self, stable: &Value) -> Value {
         let mut spec = stable.clone();
-        spec.name = Some(self.name.to_string());
-        let mut labels = spec.labels.take().unwrap_or_default();
-        self.labels.apply(&mut labels);
-        spec.labels = Some(labels);
-        let template = spec.task_template.get_or_insert_with(Default::default);
-        let container = template.container_spec.get_or_insert_with(Default::default);
-        container.image = Some(self.image.to_string());
-        let global = spec.mode.as_ref().is_some_and(|m| m.global.is_some());
-        if !global {
-            spec.mode = Some(ServiceSpecMode {
-                replicated: Some(ServiceSpecModeReplicated {
-                    replicas: Some(i64::from(self.replicas)),
-                }),
-                ..Default::default()
-            });
+        let Some(object) = spec.as_object_mut() else {
+            return spec;
+        };
+        object.insert("Name".into(), self.name.into());
+        let labels = labels_of(object);
+        labels.retain(|key, _| !key.starts_with("com.docker.stack."));
+        self.labels.apply(labels);
+        let template = child(object, "TaskTemplate");
+        let container = child(template, "ContainerSpec");
+        container.insert("Image".into(), self.image.into());
+        if let Some(Value::Object(labels)) = container.get_mut("Labels") {
+            labels.retain(|key, _| !key.starts_with("com.docker.stack."));
         }
-        if let Some(endpoint) = spec.endpoint_spec.as_mut() {
-            endpoint.ports = None;
+        drop_aliases(template.get_mut("Networks"));
+        drop_aliases(object.get_mut("Networks"));
+        if let (Some(replicas), Some(Value::Object(mode))) = (self.replicas, object.get_mut("Mode"))
+            && let Some(Value::Object(replicated)) = mode.get_mut("Replicated")
+        {
+            replicated.insert("Replicas".into(), replicas.into());
+        }
+        if let Some(Value::Object(endpoint)) = object.get_mut("EndpointSpec") {
+            endpoint.remove("Ports");
         }
         spec
     }
 }
 
+/// The replica count of a service's spec; `None` for a global service.
+pub fn replicas(spec: &Value) -> Option<u64> {
+    match &spec["Mode"] {
+        Value::Object(mode) if mode.contains_key("Global") => None,
+        mode => Some(mode["Replicated"]["Replicas"].as_u64().unwrap_or(1)),
+    }
+}
+
+/// A spec's `Labels`, created if missing.
+pub fn labels_of(spec: &mut Map<String, Value>) -> &mut Map<String, Value> {
+    child(spec, "Labels")
+}
+
+fn child<'a>(object: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let entry = object
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    match entry {
+        Value::Object(map) => map,
+        _ => unreachable!("just made an object"),
+    }
+}
+
+fn drop_aliases(networks: Option<&mut Value>) {
+    if let Some(Value::Array(networks)) = networks {
+        for network in networks.iter_mut().filter_map(Value::as_object_mut) {
+            network.remove("Aliases");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use bollard::models::{
-        EndpointPortConfig, EndpointSpec, Mount, NetworkAttachmentConfig, TaskSpec,
-        TaskSpecContainerSpec, TaskSpecContainerSpecSecrets,
-    };
+    use serde_json::json;
 
     use super::*;
     use crate::labels::{self, Role};
 
-    fn stable() -> ServiceSpec {
-        ServiceSpec {
-            name: Some("web".into()),
-            labels: Some(HashMap::from([
-                ("com.docker.stack.namespace".to_string(), "shop".to_string()),
-                (labels::STATE.to_string(), "{}".to_string()),
-            ])),
-            task_template: Some(TaskSpec {
-                container_spec: Some(TaskSpecContainerSpec {
-                    image: Some("shop/web:v1@sha256:abc".into()),
-                    env: Some(vec!["MODE=prod".into()]),
-                    mounts: Some(vec![Mount {
-                        target: Some("/data".into()),
-                        source: Some("web-data".into()),
-                        ..Default::default()
-                    }]),
-                    secrets: Some(vec![TaskSpecContainerSpecSecrets {
-                        secret_id: Some("s1".into()),
-                        secret_name: Some("db-password".into()),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
-                networks: Some(vec![NetworkAttachmentConfig {
-                    target: Some("net-id".into()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            mode: Some(ServiceSpecMode {
-                replicated: Some(ServiceSpecModeReplicated { replicas: Some(4) }),
-                ..Default::default()
-            }),
-            endpoint_spec: Some(EndpointSpec {
-                ports: Some(vec![EndpointPortConfig {
-                    target_port: Some(8080),
-                    published_port: Some(80),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+    /// A service's `Spec` as `docker stack deploy` leaves it (trimmed).
+    fn stable() -> Value {
+        json!({
+            "Name": "shop_web",
+            "Labels": {
+                "com.docker.stack.namespace": "shop",
+                "com.docker.stack.image": "shop/web:v1",
+                "team": "payments",
+                labels::STATE: "{}",
+                labels::REVISION: "3"
+            },
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": "shop/web:v1@sha256:abc",
+                    "Labels": {"com.docker.stack.namespace": "shop"},
+                    "Env": ["MODE=prod"],
+                    "Healthcheck": {"Test": ["CMD", "/web", "--check"], "Interval": 1000000000},
+                    "Mounts": [{"Type": "volume", "Source": "shop_data", "Target": "/data"}],
+                    "Secrets": [{"SecretID": "s1", "SecretName": "db-password", "File": {"Name": "db-password"}}],
+                    "SomeFieldOfANewerEngine": {"Kept": true}
+                },
+                "Resources": {"Limits": {"MemoryBytes": 268435456}},
+                "Placement": {"Constraints": ["node.role==worker"]},
+                "Networks": [{"Target": "net-id", "Aliases": ["web"]}]
+            },
+            "Mode": {"Replicated": {"Replicas": 4}},
+            "EndpointSpec": {"Mode": "dnsrr", "Ports": [{"TargetPort": 8080, "PublishedPort": 80}]}
+        })
     }
 
-    fn candidate() -> CandidateOf<'static> {
+    fn candidate(replicas: Option<u32>) -> CandidateOf<'static> {
         CandidateOf {
-            name: "web-green",
+            name: "shop_web-green",
             image: "shop/web:v2",
-            replicas: 2,
+            replicas,
             labels: SlotLabels {
                 controller: "cutover",
                 release: "web",
                 role: Role::Candidate,
                 epoch: 1,
                 version: "v2",
-                base: "web",
+                base: "shop_web",
                 port: 8080,
                 network: "net",
             },
@@ -129,62 +154,36 @@ mod tests {
     }
 
     #[test]
-    fn only_the_image_replicas_ports_and_cutover_labels_change() {
+    fn everything_but_the_image_and_what_would_bypass_the_proxy_is_kept() {
         let stable = stable();
-        let spec = candidate().spec(&stable);
-        assert_eq!(spec.name.as_deref(), Some("web-green"));
-        let container = spec
-            .task_template
-            .as_ref()
-            .and_then(|t| t.container_spec.as_ref())
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(container.image.as_deref(), Some("shop/web:v2"));
-        let stable_container = stable
-            .task_template
-            .as_ref()
-            .and_then(|t| t.container_spec.as_ref())
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(container.env, stable_container.env);
-        assert_eq!(container.mounts, stable_container.mounts);
-        assert_eq!(container.secrets, stable_container.secrets);
-        assert_eq!(
-            spec.task_template.as_ref().and_then(|t| t.networks.clone()),
-            stable
-                .task_template
-                .as_ref()
-                .and_then(|t| t.networks.clone())
-        );
-        assert_eq!(
-            spec.mode
-                .and_then(|m| m.replicated)
-                .and_then(|r| r.replicas),
-            Some(2)
-        );
-        assert_eq!(spec.endpoint_spec.and_then(|e| e.ports), None);
-        let labels = spec.labels.unwrap_or_default();
-        assert_eq!(
-            labels.get("com.docker.stack.namespace").map(String::as_str),
-            Some("shop")
-        );
-        assert_eq!(labels.get(labels::STATE), None);
-        assert_eq!(
-            labels.get(labels::ROLE).map(String::as_str),
-            Some("candidate")
-        );
+        let spec = candidate(None).spec(&stable);
+        assert_eq!(spec["Name"], "shop_web-green");
+        let mut expected = stable["TaskTemplate"].clone();
+        expected["ContainerSpec"]["Image"] = "shop/web:v2".into();
+        expected["ContainerSpec"]["Labels"] = json!({});
+        expected["Networks"] = json!([{"Target": "net-id"}]);
+        assert_eq!(spec["TaskTemplate"], expected);
+        assert_eq!(spec["Mode"], stable["Mode"]);
+        assert_eq!(replicas(&spec), Some(4));
+        assert_eq!(spec["EndpointSpec"], json!({"Mode": "dnsrr"}));
+        let labels = &spec["Labels"];
+        assert_eq!(labels["team"], "payments");
+        assert!(labels.get("com.docker.stack.namespace").is_none());
+        assert!(labels.get(labels::STATE).is_none());
+        assert_eq!(labels[labels::ROLE], "candidate");
+    }
+
+    #[test]
+    fn replicas_change_only_when_the_release_sets_them() {
+        assert_eq!(replicas(&candidate(Some(2)).spec(&stable())), Some(2));
     }
 
     #[test]
     fn a_global_service_stays_global() {
         let mut stable = stable();
-        stable.mode = Some(ServiceSpecMode {
-            global: Some(HashMap::new()),
-            ..Default::default()
-        });
-        let spec = candidate().spec(&stable);
-        let mode = spec.mode.unwrap_or_default();
-        assert!(mode.global.is_some());
-        assert!(mode.replicated.is_none());
+        stable["Mode"] = json!({"Global": {}});
+        let spec = candidate(Some(2)).spec(&stable);
+        assert_eq!(spec["Mode"], json!({"Global": {}}));
+        assert_eq!(replicas(&spec), None);
     }
 }

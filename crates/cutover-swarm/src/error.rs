@@ -30,6 +30,16 @@ impl Classify for bollard::errors::Error {
     }
 }
 
+/// A failed JSON call ([`crate::raw`]) as a [`BackendError`], classified as [`docker`]
+/// does.
+pub fn api(doing: &str, error: crate::raw::ApiError) -> BackendError {
+    let text = format!("docker: cannot {doing}: {}", error.message.trim());
+    match error.status {
+        Some(400 | 404) => BackendError::Invalid(text),
+        _ => BackendError::Unavailable(text),
+    }
+}
+
 /// A Docker API error as a [`BackendError`], saying what was being done. The engine
 /// refusing a request as malformed (400) or naming a missing object (404) will not change
 /// on a retry; anything else (the engine unreachable, a timeout, a 5xx, a name still held

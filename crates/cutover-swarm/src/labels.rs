@@ -9,10 +9,8 @@
 //! scale-down. A crash between any two calls leaves a set of labels that still reads as
 //! one consistent assignment of slots.
 
-use std::collections::HashMap;
-
-use bollard::models::Service;
 use cutover_backend::Slot;
+use serde_json::Value;
 
 /// The release a service belongs to.
 pub const RELEASE: &str = "io.cutover.release";
@@ -85,32 +83,39 @@ pub struct Managed {
 }
 
 impl Managed {
-    /// Reads a listed service; `None` if it is not managed by cutover (or its labels were
-    /// edited into something unreadable, which is then left alone).
-    pub fn from_service(service: &Service) -> Option<Managed> {
-        let spec = service.spec.as_ref()?;
-        let labels = spec.labels.as_ref()?;
-        let role = match labels.get(ROLE)?.as_str() {
+    /// Reads a service as the API gives it (`GET /services`); `None` if it is not managed
+    /// by cutover (or its labels were edited into something unreadable, which is then
+    /// left alone). A revision that is not a number reads as 0, so the service stays
+    /// managed and the state in it is still found.
+    pub fn from_service(service: &Value) -> Option<Managed> {
+        let spec = &service["Spec"];
+        let label = |key: &str| spec["Labels"][key].as_str();
+        let role = match label(ROLE)? {
             "stable" => Role::Stable,
             "candidate" => Role::Candidate,
             _ => return None,
         };
-        let state = match (labels.get(REVISION), labels.get(STATE)) {
-            (Some(revision), Some(state)) => Some((revision.parse().ok()?, state.clone())),
-            _ => None,
-        };
+        let state = label(STATE).map(|state| {
+            let revision = label(REVISION).and_then(|r| r.parse().ok()).unwrap_or(0);
+            (revision, state.to_string())
+        });
         Some(Managed {
-            id: service.id.clone()?,
-            name: spec.name.clone()?,
-            index: service.version.as_ref()?.index?,
+            id: service["ID"].as_str()?.to_string(),
+            name: spec["Name"].as_str()?.to_string(),
+            index: service["Version"]["Index"].as_u64()?,
             role,
-            epoch: labels.get(EPOCH)?.parse().ok()?,
-            version: labels.get(VERSION)?.clone(),
-            base: labels.get(BASE)?.clone(),
-            port: labels.get(PORT)?.parse().ok()?,
-            network: labels.get(NETWORK)?.clone(),
+            epoch: label(EPOCH)?.parse().ok()?,
+            version: label(VERSION)?.to_string(),
+            base: label(BASE)?.to_string(),
+            port: label(PORT)?.parse().ok()?,
+            network: label(NETWORK)?.to_string(),
             state,
         })
+    }
+
+    /// This service's stored revision (`None` if it holds no state).
+    pub fn revision(&self) -> Option<u64> {
+        self.state.as_ref().map(|(revision, _)| *revision)
     }
 }
 
@@ -137,16 +142,16 @@ pub struct SlotLabels<'a> {
 impl SlotLabels<'_> {
     /// Writes the labels into `labels`, replacing cutover's earlier ones (and dropping a
     /// stored state, which stays with the service that holds it).
-    pub fn apply(&self, labels: &mut HashMap<String, String>) {
+    pub fn apply(&self, labels: &mut serde_json::Map<String, Value>) {
         labels.remove(STATE);
         labels.remove(REVISION);
         labels.insert(CONTROLLER.into(), self.controller.into());
         labels.insert(RELEASE.into(), self.release.into());
         labels.insert(ROLE.into(), self.role.as_str().into());
-        labels.insert(EPOCH.into(), self.epoch.to_string());
+        labels.insert(EPOCH.into(), self.epoch.to_string().into());
         labels.insert(VERSION.into(), self.version.into());
         labels.insert(BASE.into(), self.base.into());
-        labels.insert(PORT.into(), self.port.to_string());
+        labels.insert(PORT.into(), self.port.to_string().into());
         labels.insert(NETWORK.into(), self.network.into());
     }
 }
@@ -199,7 +204,7 @@ impl Slots {
     pub fn state_holder(&self) -> Option<&Managed> {
         self.all()
             .filter(|m| m.state.is_some())
-            .max_by_key(|m| m.state.as_ref().map(|(revision, _)| *revision))
+            .max_by_key(|m| m.revision())
     }
 
     /// Every service of the release.
@@ -283,6 +288,24 @@ mod tests {
     }
 
     #[test]
+    fn services_read_back_from_the_api() {
+        let service = serde_json::json!({
+            "ID": "s1",
+            "Version": {"Index": 42},
+            "Spec": {"Name": "web", "Labels": {
+                RELEASE: "shop", ROLE: "stable", EPOCH: "0", VERSION: "v1", BASE: "web",
+                PORT: "8080", NETWORK: "net", STATE: "{}", REVISION: "x"
+            }}
+        });
+        let managed = Managed::from_service(&service).expect("managed");
+        assert_eq!(managed.index, 42);
+        assert_eq!(managed.revision(), Some(0));
+        let mut plain = service.clone();
+        plain["Spec"]["Labels"] = serde_json::json!({"team": "shop"});
+        assert_eq!(Managed::from_service(&plain), None);
+    }
+
+    #[test]
     fn colours_alternate() {
         assert_eq!(candidate_name("web", 1), "web-green");
         assert_eq!(candidate_name("web", 2), "web-blue");
@@ -291,11 +314,10 @@ mod tests {
 
     #[test]
     fn applying_labels_drops_a_copied_state() {
-        let mut labels = HashMap::from([
-            (STATE.to_string(), "{}".to_string()),
-            (REVISION.to_string(), "3".to_string()),
-            ("team".to_string(), "shop".to_string()),
-        ]);
+        let mut labels = serde_json::Map::new();
+        labels.insert(STATE.into(), "{}".into());
+        labels.insert(REVISION.into(), "3".into());
+        labels.insert("team".into(), "shop".into());
         SlotLabels {
             controller: "cutover",
             release: "web",
@@ -308,7 +330,7 @@ mod tests {
         }
         .apply(&mut labels);
         assert!(!labels.contains_key(STATE));
-        assert_eq!(labels.get("team").map(String::as_str), Some("shop"));
-        assert_eq!(labels.get(ROLE).map(String::as_str), Some("candidate"));
+        assert_eq!(labels["team"], "shop");
+        assert_eq!(labels[ROLE], "candidate");
     }
 }

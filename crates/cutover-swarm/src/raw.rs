@@ -1,15 +1,14 @@
-//! A plain GET on the Docker API, for the one answer bollard's types cannot carry: the
-//! task list with `NetworksAttachments` (each task's addresses on its networks). The
-//! manager keeps those for every task of the cluster, so a controller on any manager sees
-//! every task's address, where a network's verbose inspection only lists the tasks that
-//! the local node's network database knows.
+//! Docker API calls with JSON bodies, for what bollard's typed models cannot carry
+//! faithfully: service specs, which must come back exactly as they were read (see
+//! [`RawClient`]), and the task list with `NetworksAttachments` (each task's addresses on
+//! its networks), which the manager keeps for every task of the cluster, so a controller
+//! on any manager sees every task's address.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cutover_backend::BackendError;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 /// Where the engine listens, as `DOCKER_HOST` says.
@@ -31,11 +30,60 @@ impl Endpoint {
             .strip_prefix("tcp://")
             .or_else(|| host.strip_prefix("http://"))?;
         let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
-        Some(Endpoint::Tcp(authority.to_string()))
+        // Docker's default for a plain-TCP engine.
+        let authority = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:2375")
+        };
+        Some(Endpoint::Tcp(authority))
     }
 }
 
-/// GETs from the engine, one connection per request (these are rare: a few a second).
+/// A Docker API call that failed: the engine's status and message, or no status when no
+/// answer came (a refused connection, a timeout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status of the engine's answer, if there was one.
+    pub status: Option<u16>,
+    /// The engine's `message`, or what went wrong on the way.
+    pub message: String,
+}
+
+impl ApiError {
+    /// The object does not exist (404).
+    pub fn is_not_found(&self) -> bool {
+        self.status == Some(404)
+    }
+
+    /// A name already in use (409).
+    pub fn is_conflict(&self) -> bool {
+        self.status == Some(409)
+    }
+
+    /// A compare-and-swap update lost: the service changed since it was read.
+    pub fn is_out_of_sequence(&self) -> bool {
+        self.message.contains("update out of sequence")
+    }
+
+    fn transport(message: String) -> ApiError {
+        ApiError {
+            status: None,
+            message,
+        }
+    }
+}
+
+/// Calls on the engine's API with JSON bodies, one connection per call (a few a second).
+///
+/// cutover reads and writes service specs as JSON rather than through bollard's typed
+/// models: a spec must come back exactly as it was read, and the typed models drop what
+/// they do not know or name differently (bollard 0.21 spells the container spec's
+/// `Healthcheck` as `HealthCheck`, so a round trip deletes the healthcheck and restarts
+/// the service's tasks).
 #[derive(Clone, Debug)]
 pub struct RawClient {
     endpoint: Endpoint,
@@ -55,66 +103,112 @@ impl RawClient {
     }
 
     /// `GET /v<version><path>`, parsed as JSON.
-    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, BackendError> {
-        let unavailable = |e: String| BackendError::Unavailable(format!("docker: GET {path}: {e}"));
-        let body = tokio::time::timeout(self.timeout, self.get(path))
-            .await
-            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
-            .map_err(unavailable)?;
-        serde_json::from_slice(&body).map_err(|e| unavailable(format!("not JSON: {e}")))
+    pub async fn get(&self, path: &str) -> Result<serde_json::Value, ApiError> {
+        self.call(http::Method::GET, path, None).await
     }
 
-    async fn get(&self, path: &str) -> Result<Bytes, String> {
+    /// `POST` with a JSON body; the answer parsed as JSON (`null` if empty).
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.call(http::Method::POST, path, Some(body)).await
+    }
+
+    /// `DELETE`.
+    pub async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        self.call(http::Method::DELETE, path, None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let answer = tokio::time::timeout(self.timeout, self.exchange(method, path, body))
+            .await
+            .map_err(|_| ApiError::transport(format!("no answer within {:?}", self.timeout)))??;
+        if answer.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&answer)
+            .map_err(|e| ApiError::transport(format!("the answer is not JSON: {e}")))
+    }
+
+    async fn exchange(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Bytes, ApiError> {
         let uri = format!("/v{}{path}", self.version);
-        let (host, sender) = match &self.endpoint {
+        let (host, mut sender) = match &self.endpoint {
             Endpoint::Unix(socket) => {
-                let stream = tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+                let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+                    ApiError::transport(format!("cannot connect to {}: {e}", socket.display()))
+                })?;
                 ("docker".to_string(), handshake(stream).await?)
             }
             Endpoint::Tcp(authority) => {
                 let stream = tokio::net::TcpStream::connect(authority)
                     .await
-                    .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+                    .map_err(|e| {
+                        ApiError::transport(format!("cannot connect to {authority}: {e}"))
+                    })?;
                 (authority.clone(), handshake(stream).await?)
             }
         };
-        let mut sender = sender;
-        let request = http::Request::get(uri)
+        let payload = match body {
+            Some(body) => Bytes::from(
+                serde_json::to_vec(body).map_err(|e| ApiError::transport(e.to_string()))?,
+            ),
+            None => Bytes::new(),
+        };
+        let request = http::Request::builder()
+            .method(method)
+            .uri(uri)
             .header(http::header::HOST, host)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(payload))
+            .map_err(|e| ApiError::transport(e.to_string()))?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ApiError::transport(e.to_string()))?;
         let status = response.status();
-        let body = response
+        let answer = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| ApiError::transport(e.to_string()))?
             .to_bytes();
-        if !status.is_success() {
-            return Err(format!(
-                "{status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            ));
+        if status.is_success() {
+            return Ok(answer);
         }
-        Ok(body)
+        let message = serde_json::from_slice::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&answer).trim().to_string());
+        Err(ApiError {
+            status: Some(status.as_u16()),
+            message,
+        })
     }
 }
 
 async fn handshake<S>(
     stream: S,
-) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String>
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ApiError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ApiError::transport(e.to_string()))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -150,6 +244,10 @@ mod tests {
         );
         assert_eq!(
             Endpoint::parse("http://manager:2375/"),
+            Some(Endpoint::Tcp("manager:2375".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://manager"),
             Some(Endpoint::Tcp("manager:2375".into()))
         );
         assert_eq!(Endpoint::parse("ssh://manager"), None);

@@ -434,7 +434,7 @@ impl LocalBackend {
                     name,
                     version,
                     &target.stable,
-                    release.spec.replicas,
+                    release.spec.replicas.unwrap_or(1),
                     &target.readiness_path,
                 )?;
                 slots.stable = Some(record.clone());
@@ -492,7 +492,7 @@ impl LocalBackend {
                         name,
                         version,
                         &target.candidate,
-                        release.spec.replicas,
+                        release.spec.replicas.unwrap_or(1),
                         &target.readiness_path,
                     )?;
                     // Recorded before anything starts, so a controller killed in between

@@ -256,7 +256,7 @@ impl SwarmTest {
         (SocketAddr::from(([127, 0, 0, 1], listen)), admin)
     }
 
-    /// Waits until the proxy service routes `release` (it pulls every second).
+    /// Waits until the proxy service routes `release` (it long-polls the controller).
     pub fn wait_proxy_routes(&self, admin: u16, release: &str) {
         let started = Instant::now();
         loop {

@@ -73,9 +73,10 @@ pub struct ReleaseSpec {
     /// (the local backend). Later releases take it from the version they promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_version: Option<String>,
-    /// How many instances each version runs.
-    #[serde(default = "default_replicas")]
-    pub replicas: u32,
+    /// How many instances the new version runs. Default: as many as the stable version
+    /// runs (Swarm, Kubernetes), or 1 (local backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
     /// The port the service listens on inside its containers or processes.
     pub port: u16,
     /// How the proxy finds this service and which requests may go to the candidate.
@@ -92,10 +93,6 @@ pub struct ReleaseSpec {
     /// Webhooks called at fixed points of the rollout.
     #[serde(default)]
     pub hooks: HooksSpec,
-}
-
-fn default_replicas() -> u32 {
-    1
 }
 
 /// Where the service runs. Exactly one key: `local`, `swarm` or `kubernetes`.
