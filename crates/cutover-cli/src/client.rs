@@ -91,6 +91,7 @@ impl ClientError {
 }
 
 /// A connection to the controller's API.
+#[derive(Clone)]
 pub struct ApiClient {
     base: String,
     token: Option<String>,

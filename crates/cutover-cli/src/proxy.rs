@@ -66,20 +66,20 @@ pub fn run(path: &Path, routes_from: Option<&str>, env: &BTreeMap<String, String
             proxy.admin_addr()
         );
         let proxy = std::sync::Arc::new(proxy);
-        let puller = match routes_from {
+        let tasks = match routes_from {
             Some(url) => match pull_routes(proxy.clone(), url, env) {
-                Ok(task) => Some(task),
+                Ok(tasks) => tasks,
                 Err(message) => {
                     eprintln!("error: {message}");
                     return exit::INVALID_INPUT;
                 }
             },
-            None => None,
+            None => Vec::new(),
         };
         signals.wait().await;
-        if let Some(puller) = puller {
-            puller.abort();
-            let _ = puller.await;
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
         }
         eprintln!("shutting down: draining in-flight requests");
         let Ok(proxy) = std::sync::Arc::try_unwrap(proxy) else {
@@ -94,22 +94,25 @@ pub fn run(path: &Path, routes_from: Option<&str>, env: &BTreeMap<String, String
 /// answer that brought nothing new (a controller that does not long-poll).
 const PULL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Keeps the proxy's route table equal to the controller's. Long-polls `GET
-/// /v1/routes?after=VERSION`: the controller answers as soon as its table differs from the
-/// one applied here (or after 25 s), so a change reaches the proxy within milliseconds.
-/// When the controller is gone the proxy keeps serving the last table and asks again every
-/// second.
+/// Keeps the proxy's route table equal to the controller's, and reports the guardrail
+/// trips of this proxy to the controller (see [`report_trips`]).
+///
+/// Long-polls `GET /v1/routes?after=VERSION`: the controller answers as soon as its table
+/// differs from the one applied here (or after 25 s), so a change reaches the proxy within
+/// milliseconds. When the controller is gone the proxy keeps serving the last table and
+/// asks again every second.
 fn pull_routes(
     proxy: std::sync::Arc<Proxy>,
     controller: &str,
     env: &BTreeMap<String, String>,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let args = crate::client::ConnectionArgs {
         controller: Some(controller.to_string()),
         ..Default::default()
     };
     let client = crate::client::ApiClient::from_settings(&args, env).map_err(|e| e.to_string())?;
-    Ok(tokio::spawn(async move {
+    let reporter = tokio::spawn(report_trips(proxy.clone(), client.clone()));
+    let puller = tokio::spawn(async move {
         let mut applied: Option<u64> = None;
         let mut failing = false;
         loop {
@@ -153,7 +156,79 @@ fn pull_routes(
                 }
             }
         }
-    }))
+    });
+    Ok(vec![puller, reporter])
+}
+
+/// How often the reporter looks for new guardrail trips.
+const TRIPS_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How long a trip report is retried while the controller cannot take it.
+const REPORT_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Reports each guardrail trip of this proxy to the controller (`POST
+/// /v1/releases/{name}/guardrail`, with the API token), so the controller rolls the
+/// release back, as it does when its embedded proxy trips. Without the report the proxy
+/// would cut the candidate off by itself while the controller, hearing nothing, went on
+/// setting weights. A report that fails is retried every second for two minutes.
+async fn report_trips(proxy: std::sync::Arc<Proxy>, client: crate::client::ApiClient) {
+    let mut seen = proxy.events_since(0).last().map_or(0, |e| e.id);
+    let mut pending: Vec<(String, serde_json::Value, tokio::time::Instant)> = Vec::new();
+    let mut next_retry = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(TRIPS_EVERY).await;
+        for event in proxy.events_since(seen) {
+            seen = seen.max(event.id);
+            if let cutover_proxy::events::EventKind::GuardrailTripped {
+                release,
+                version,
+                guardrail,
+                value,
+                max,
+                requests,
+            } = event.kind
+            {
+                let body = serde_json::json!({
+                    "version": version,
+                    "guardrail": guardrail,
+                    "detail": format!("{value:.4} over the limit {max} on {requests} requests"),
+                });
+                pending.push((release, body, tokio::time::Instant::now() + REPORT_FOR));
+                next_retry = tokio::time::Instant::now();
+            }
+        }
+        if pending.is_empty() || tokio::time::Instant::now() < next_retry {
+            continue;
+        }
+        let mut left = Vec::new();
+        for (release, body, until) in pending.drain(..) {
+            let path = format!("/v1/releases/{release}/guardrail");
+            match client
+                .post(
+                    &path,
+                    body.to_string().into_bytes(),
+                    &[("content-type", "application/json".to_string())],
+                )
+                .await
+            {
+                Ok(_) => tracing::info!(%release, "guardrail trip reported to the controller"),
+                Err(e)
+                    if e.exit_code() == crate::exit::UNAVAILABLE
+                        && tokio::time::Instant::now() < until =>
+                {
+                    tracing::warn!(%release, error = %e, "cannot report a guardrail trip yet; retrying");
+                    left.push((release, body, until));
+                }
+                Err(e) => tracing::error!(
+                    %release,
+                    error = %e,
+                    "the controller did not take the guardrail trip (give this proxy the API token: CUTOVER_TOKEN_FILE)"
+                ),
+            }
+        }
+        pending = left;
+        next_retry = tokio::time::Instant::now() + PULL_EVERY;
+    }
 }
 
 /// SIGINT and SIGTERM, caught from the moment this is made: made before the proxy says it

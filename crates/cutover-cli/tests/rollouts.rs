@@ -554,3 +554,66 @@ fn a_controller_without_a_proxy_drives_a_proxy_that_pulls_its_routes() {
     let _ = proxy.kill();
     let _ = proxy.wait();
 }
+
+#[test]
+fn a_pulling_proxy_reports_its_guardrail_trips_and_the_controller_rolls_back() {
+    let mut serve = Serve::start("pull-trip", &["--no-proxy"]);
+    serve.owns("e2e-pull-trip");
+    let (listen, admin) = (support::free_port(), support::free_port());
+    let config = serve.scratch.path.join("proxy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{listen}\nadmin:\n  address: 127.0.0.1:{admin}\n"
+        ),
+    )
+    .expect("proxy config");
+    let mut proxy = std::process::Command::new(support::CUTOVER)
+        .args(["proxy", "--config"])
+        .arg(&config)
+        .args(["--routes-from", &format!("http://127.0.0.1:{}", serve.api)])
+        .env(
+            "CUTOVER_TOKEN_FILE",
+            serve.scratch.path.join("state").join("token"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cutover proxy");
+    let sections = "  strategy:
+    canary:
+      steps:
+        - setWeight: 50
+        - pause: {duration: 60s}
+        - setWeight: 100
+  guardrails:
+    - name: candidate-5xx
+      metric: error_rate
+      max: 0.5
+      window: 5s
+      minRequests: 10
+";
+    let file = serve.release_file(
+        "e2e-pull-trip",
+        &release(
+            "e2e-pull-trip",
+            ("v1", &[]),
+            ("v2", &["--error-rate", "1"]),
+            sections,
+        ),
+    );
+    let submitted = serve.cli(&["run", file.to_str().expect("path")]);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    serve.wait_routed("e2e-pull-trip");
+    let load = Load::start(std::net::SocketAddr::from(([127, 0, 0, 1], listen)), 100);
+    // The proxy cuts the candidate off and tells the controller, which rolls back rather
+    // than going on to the next weight.
+    let status = serve.wait_done("e2e-pull-trip", Duration::from_secs(30));
+    let counts = load.finish();
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert_eq!(status["outcome"], "rolledBack", "{status}");
+    let reason = status["reason"].as_str().expect("reason");
+    assert!(reason.contains("guardrail 'candidate-5xx'"), "{reason}");
+    assert!(counts.answered("v1") > 0, "{counts:?}");
+}

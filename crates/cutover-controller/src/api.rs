@@ -11,6 +11,7 @@
 //! | `GET /v1/releases/{name}/history`       | its events and earlier rollouts        |
 //! | `GET /v1/releases/{name}/events`        | its status as server-sent events       |
 //! | `POST /v1/releases/{name}/{verb}`       | `promote[?full=true]`, `abort`, `pause`, `resume`, `retry` |
+//! | `POST /v1/releases/{name}/guardrail`    | a pulling proxy reports that a guardrail tripped |
 //! | `GET /v1/routes[?after=VERSION]`        | the route table, for proxies that pull; with `after`, a long poll |
 
 use std::convert::Infallible;
@@ -299,6 +300,9 @@ async fn handle(controller: Controller, token: &str, req: Request<Incoming>) -> 
             }
         }
         (&Method::GET, ["v1", "releases", name, "events"]) => events(&controller, name),
+        (&Method::POST, ["v1", "releases", name, "guardrail"]) => {
+            guardrail(&controller, name, req).await
+        }
         (&Method::POST, ["v1", "releases", name, verb]) => {
             let command = match *verb {
                 "promote" if query_flag(&req, "full") => Command::PromoteFull,
@@ -330,6 +334,59 @@ async fn handle(controller: Controller, token: &str, req: Request<Incoming>) -> 
             "notFound",
             format!("no such path: {path} (see docs/http-api.md)"),
         ),
+    }
+}
+
+/// The largest guardrail report accepted.
+const MAX_REPORT_BYTES: usize = 16 * 1024;
+
+/// A guardrail trip reported by a proxy that pulls its routes.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GuardrailReport {
+    /// The candidate version cut off.
+    version: String,
+    /// The guardrail's name.
+    guardrail: String,
+    /// What was measured, for the history.
+    #[serde(default)]
+    detail: String,
+}
+
+async fn guardrail(
+    controller: &Controller,
+    name: &str,
+    req: Request<Incoming>,
+) -> Response<ApiBody> {
+    let body = match Limited::new(req.into_body(), MAX_REPORT_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("cannot read the report: {e}"),
+            );
+        }
+    };
+    let report: GuardrailReport = match serde_json::from_slice(&body) {
+        Ok(report) => report,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("the report is not {{\"version\", \"guardrail\", \"detail\"}}: {e}"),
+            );
+        }
+    };
+    match controller.report_guardrail_trip(name, &report.version, report.guardrail, report.detail) {
+        Ok(()) => json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "accepted": true }),
+        ),
+        Err(e) => controller_error(&e),
     }
 }
 

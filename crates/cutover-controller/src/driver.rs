@@ -688,13 +688,23 @@ impl Driver {
         let name = self.name.clone();
         let inputs = self.inputs.clone();
         let epoch = Some(self.slot_epoch);
+        let stable_version = self.stable.version.clone();
         tokio::spawn(async move {
             let stable = backend.endpoints(&name, Slot::Stable).await;
             let candidate = backend.endpoints(&name, Slot::Candidate).await;
             if let (Ok(stable), Ok(candidate)) = (stable, candidate) {
+                // A stable slot that is gone (its service removed by hand) serves nothing:
+                // say so, and route to nothing rather than to addresses that are dead.
+                let stable = stable.unwrap_or_else(|| {
+                    tracing::warn!("the backend has no stable slot for this release any more");
+                    SlotView {
+                        version: stable_version,
+                        endpoints: Vec::new(),
+                    }
+                });
                 let _ = inputs.send(Input::Endpoints {
                     epoch,
-                    stable,
+                    stable: Some(stable),
                     candidate,
                 });
             }

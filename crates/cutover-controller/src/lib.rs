@@ -454,6 +454,23 @@ impl Controller {
         self.inner.routes.published()
     }
 
+    /// A guardrail trip that a proxy elsewhere (one pulling its routes) reports: handled as
+    /// a trip of the embedded proxy is. `Err` if the release is unknown.
+    pub fn report_guardrail_trip(
+        &self,
+        release: &str,
+        version: &str,
+        guardrail: String,
+        detail: String,
+    ) -> Result<(), ControllerError> {
+        if !self.drivers().contains_key(release) {
+            return Err(ControllerError::NotFound(release.to_string()));
+        }
+        tracing::warn!(%release, %version, %guardrail, %detail, "a pulling proxy reports a guardrail trip");
+        guardrail_tripped(&self.inner, release, version, guardrail, detail);
+        Ok(())
+    }
+
     /// The route table once its version differs from `version`, or after `limit` the
     /// table as it stands: a long poll for pulling proxies.
     pub async fn routes_after(
@@ -490,22 +507,33 @@ async fn watch_events(inner: Arc<Inner>, proxy: Arc<Proxy>) {
                 requests,
             } = event.kind
             {
-                // Keep the proxy's cut-off in every table published from now on, until the
-                // driver has decided what the trip means.
-                inner.routes.cut_candidate(&release, &version);
-                let drivers = inner
-                    .drivers
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(handle) = drivers.get(&release) {
-                    let _ = handle.inputs.send(Input::Guardrail {
-                        version,
-                        name: guardrail,
-                        detail: format!("{value:.4} over the limit {max} on {requests} requests"),
-                    });
-                }
+                guardrail_tripped(
+                    &inner,
+                    &release,
+                    &version,
+                    guardrail,
+                    format!("{value:.4} over the limit {max} on {requests} requests"),
+                );
             }
         }
+    }
+}
+
+/// A proxy cut `release`'s candidate `version` off: keeps the cut in every table
+/// published from now on, until the driver has decided what the trip means, and tells the
+/// driver.
+fn guardrail_tripped(inner: &Inner, release: &str, version: &str, name: String, detail: String) {
+    inner.routes.cut_candidate(release, version);
+    let drivers = inner
+        .drivers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(handle) = drivers.get(release) {
+        let _ = handle.inputs.send(Input::Guardrail {
+            version: version.to_string(),
+            name,
+            detail,
+        });
     }
 }
 

@@ -82,7 +82,10 @@ fn base_with(from: &str, to: &str) -> String {
 fn the_base_release_is_valid() {
     let r = release(BASE);
     assert_eq!(r.metadata.name, "shop");
-    assert_eq!(r.spec.replicas, None, "defaults fill what the file leaves out");
+    assert_eq!(
+        r.spec.replicas, None,
+        "defaults fill what the file leaves out"
+    );
     assert_eq!(r.spec.strategy.progress_deadline.to_string(), "10m");
 }
 
