@@ -23,7 +23,7 @@
 //!   annotations on Kubernetes) with optimistic concurrency: a store names the revision it
 //!   read and fails with [`BackendError::Conflict`] if another writer got there first.
 //!
-//! Scaling has no operation of its own: a slot gets `spec.replicas` instances when it is
+//! Scaling has no operation of its own: a slot gets its instances when it is
 //! deployed, and a scale-down is a `retire` after the delay.
 //!
 //! The trait is object-safe (futures are boxed) so the controller holds a

@@ -160,17 +160,34 @@ impl Controller {
     }
 
     async fn resume_all(&self) -> Result<(), ControllerError> {
+        /// Tries at `Backend::recover` before the start fails.
+        const RECOVER_ATTEMPTS: u32 = 5;
         let backend = self.inner.backend.clone();
         let names = backend
             .releases()
             .await
             .map_err(|e| self.backend_error(e))?;
-        for name in names {
+        'releases: for name in names {
             // First: the instances outlived the old controller, and are supervised again;
             // and a backend whose store is remote fences off writes the old controller
             // still had in flight, so the state read next is the last one.
-            if let Err(e) = backend.recover(&name).await {
-                tracing::warn!(release = %name, error = %e, "cannot take up the release's instances again");
+            let mut delay = std::time::Duration::from_millis(250);
+            let mut attempt = 1;
+            while let Err(e) = backend.recover(&name).await {
+                if !e.is_retryable() {
+                    tracing::error!(release = %name, error = %e, "cannot take the release over; leaving it alone");
+                    continue 'releases;
+                }
+                if attempt == RECOVER_ATTEMPTS {
+                    // Resuming without it could let the old controller's last write land
+                    // after this one read the state: better not to start.
+                    tracing::error!(release = %name, error = %e, "cannot take the release over");
+                    return Err(self.backend_error(e));
+                }
+                tracing::warn!(release = %name, error = %e, "cannot take the release over yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
             }
             let stored = match backend.load_state(&name).await {
                 Ok(Some(stored)) => stored,

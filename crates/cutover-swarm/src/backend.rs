@@ -23,7 +23,7 @@ const CALL_TIMEOUT: u64 = 30;
 /// Attempts at a compare-and-swap label update that loses to Swarm's own writes.
 const UPDATE_ATTEMPTS: usize = 5;
 
-/// The Swarm backend. Cheap to clone: clones share one connection pool and one set of
+/// The Swarm backend. Cheap to clone: clones share the Docker clients and one set of
 /// per-release locks.
 #[derive(Clone)]
 pub struct SwarmBackend {
@@ -32,7 +32,7 @@ pub struct SwarmBackend {
 
 struct Inner {
     docker: Docker,
-    /// For the task list with its network attachments.
+    /// For service specs and task lists, as JSON.
     raw: RawClient,
     /// This controller's name (see `labels::CONTROLLER`).
     controller: String,
@@ -281,15 +281,23 @@ impl SwarmBackend {
                 target.service
             )));
         }
-        if spec["EndpointSpec"]["Ports"]
+        let published: Vec<String> = spec["EndpointSpec"]["Ports"]
             .as_array()
-            .is_some_and(|ports| !ports.is_empty())
-        {
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["TargetPort"].as_u64())
+            .map(|p| p.to_string())
+            .collect();
+        if !published.is_empty() {
             return Err(BackendError::Invalid(format!(
-                "service '{}' publishes ports: clients using them would bypass cutover's proxy, and \
-                 the ports would go with the old version after a promotion. Publish the proxy \
-                 instead and remove them (`docker service update --publish-rm TARGET {}`)",
-                target.service, target.service
+                "service '{}' publishes ports (target {}): clients using them would bypass \
+                 cutover's proxy, and the ports would go with the old version after a \
+                 promotion. Publish the proxy instead, and remove them (the `ports:` of the \
+                 stack file, or `docker service update --publish-rm {} {}`)",
+                target.service,
+                published.join(", "),
+                published.join(" --publish-rm "),
+                target.service
             )));
         }
         let network = match self
@@ -392,13 +400,23 @@ impl SwarmBackend {
                 tracing::info!(service = %candidate.name, "found the candidate an earlier call created");
                 return Ok((candidate.clone(), wanted(&existing["Spec"])));
             }
-            self.remove(candidate).await?;
         }
-        let epoch = slots.all().map(|m| m.epoch).max().unwrap_or(0) + 1;
+        // Anything that is neither the stable service nor a former stable one goes: the
+        // candidate of another version, stray candidates a crash left.
+        for stray in slots.all().filter(|m| m.role == Role::Candidate) {
+            self.remove(stray).await?;
+        }
+        // The stable service has the highest epoch left, so the candidate's is above every
+        // other, and its colour differs from the stable one's. A former stable service
+        // waiting for its scale-down may have that colour: it goes now.
+        let epoch = stable.epoch + 1;
         let service_name = labels::candidate_name(&stable.base, epoch);
-        // A former stable service waiting for its scale-down may have this colour: it
-        // goes now.
-        for previous in slots.all().filter(|m| m.name == service_name) {
+        for previous in slots
+            .previous
+            .iter()
+            .filter(|m| m.name == service_name && m.id != stable.id)
+        {
+            self.move_state(previous, &stable).await?;
             self.remove(previous).await?;
         }
         let candidate = CandidateOf {
@@ -418,14 +436,29 @@ impl SwarmBackend {
         };
         let spec = candidate.spec(&stable_service["Spec"]);
         let wanted = wanted(&spec);
+        if wanted == Some(0) {
+            return Err(BackendError::Invalid(format!(
+                "the stable service '{}' runs 0 replicas, so the candidate would too: scale it \
+                 up or set spec.replicas",
+                stable.name
+            )));
+        }
         let created = match self.raw().post("/services/create", &spec).await {
             Ok(created) => created,
             Err(e) if e.is_conflict() => {
-                // The name is taken by a service that is not this release's (its own would
-                // have been found above).
+                // Someone made a service of that name since the slots were read: if it is
+                // this release's candidate of this version (another call's), use it.
+                let again = self.slots(name).await?;
+                if let Some(candidate) = again
+                    .candidate
+                    .filter(|c| c.name == service_name && c.version == version)
+                {
+                    tracing::info!(service = %candidate.name, "the candidate was created meanwhile");
+                    return Ok((candidate, wanted));
+                }
                 return Err(BackendError::Invalid(format!(
                     "cannot create the candidate: a service named '{service_name}' exists and is \
-                     not managed by this release; rename or remove it ({})",
+                     not this release's; rename or remove it ({})",
                     e.message
                 )));
             }
@@ -492,10 +525,16 @@ impl SwarmBackend {
         }
     }
 
-    /// Writes the state with revision `expected + 1` on the stable service, compare-and-
-    /// swap: the write happens only if the service still carries the revision this call
-    /// saw on it (none, when the state moves to it from the former stable service after a
-    /// promotion), so of two writers starting from the same revision one gets `Conflict`.
+    /// Writes the state with revision `expected + 1`, compare-and-swap, in place on the
+    /// service that holds it (the stable service, for a release's first write). The state
+    /// stays on that service until it is retired, when [`move_state`](Self::move_state)
+    /// carries it to the new stable service: one place decides every write.
+    ///
+    /// The write happens only if the holder still carries revision `expected` when Swarm
+    /// applies it (the revision is checked on the service as read for the update, and the
+    /// update names that read's version index). A write whose reply was lost is
+    /// recognised when it is sent again (the holder already carries `expected + 1` with
+    /// this very text) and succeeds, so a timeout never looks like another writer.
     /// Called with the release's lock held.
     async fn store_locked(
         &self,
@@ -504,27 +543,26 @@ impl SwarmBackend {
         expected: Option<u64>,
     ) -> Result<u64, BackendError> {
         let slots = self.slots(release).await?;
-        let holder = slots.state_holder();
         let conflict = || BackendError::Conflict {
             release: release.to_string(),
         };
+        let revision = expected.unwrap_or(0) + 1;
+        let holder = slots.state_holder();
+        if let Some(holder) = holder
+            && holder.state.as_ref() == Some(&(revision, text.to_string()))
+        {
+            return Ok(revision);
+        }
         if holder.and_then(Managed::revision) != expected {
             return Err(conflict());
         }
-        let Some(target) = slots.stable.as_ref().or(holder) else {
+        let Some(target) = holder.or(slots.stable.as_ref()) else {
             return Err(BackendError::Invalid(format!(
                 "release '{release}' has no service to keep its state on"
             )));
         };
-        let seen = target.revision();
-        let revision = expected.unwrap_or(0) + 1;
         self.update_labels(&target.id, |labels| {
-            let there = labels
-                .get(labels::REVISION)
-                .and_then(Value::as_str)
-                .map(|r| r.parse::<u64>().unwrap_or(0));
-            if there != seen {
-                tracing::warn!(?there, ?seen, "the stored state moved under this write");
+            if stored_revision(labels) != expected {
                 return Err(conflict());
             }
             labels.insert(labels::STATE.into(), text.into());
@@ -532,22 +570,40 @@ impl SwarmBackend {
             Ok(())
         })
         .await?;
-        if let Some(old) = holder.filter(|h| h.id != target.id) {
-            // The state moved to the new stable service; the old copy goes (it loses to
-            // the newer revision anyway, so a failure here is harmless).
-            let cleared = self
-                .update_labels(&old.id, |labels| {
-                    labels.remove(labels::STATE);
-                    labels.remove(labels::REVISION);
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = cleared {
-                tracing::debug!(error = %e, service = %old.name, "old state copy left in place");
-            }
-        }
         Ok(revision)
     }
+
+    /// Carries the state from `from`, which is about to be removed, to `to`, unless `to`
+    /// already has the same or a newer revision. Called with the release's lock held.
+    async fn move_state(&self, from: &Managed, to: &Managed) -> Result<(), BackendError> {
+        let Some((revision, state)) = from.state.clone() else {
+            return Ok(());
+        };
+        self.update_labels(&to.id, |labels| {
+            if stored_revision(labels).is_some_and(|there| there >= revision) {
+                return Ok(());
+            }
+            labels.insert(labels::STATE.into(), state.clone().into());
+            labels.insert(labels::REVISION.into(), revision.to_string().into());
+            Ok(())
+        })
+        .await?;
+        tracing::info!(from = %from.name, to = %to.name, revision, "rollout state moved");
+        Ok(())
+    }
+}
+
+/// The revision of the state in a service's labels: `None` without a state, 0 for a state
+/// whose revision is missing or unreadable (as [`Managed::from_service`] reads it).
+fn stored_revision(labels: &Map<String, Value>) -> Option<u64> {
+    labels.get(labels::STATE)?;
+    Some(
+        labels
+            .get(labels::REVISION)
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0),
+    )
 }
 
 /// Tasks wanted of a service (its `Spec`): its replicas, `None` when global.
@@ -645,28 +701,38 @@ impl Backend for SwarmBackend {
     fn recover<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
         // Swarm supervises the tasks and the labels say which service plays which slot;
         // what is left is the fence (see `labels::FENCE`): every service of the release
-        // gets a new version, so a write a dead controller still had in flight (made
-        // against the old versions) is refused; and the state is written again one
-        // revision up, so a controller that is not dead after all fails its next
-        // compare-and-swap instead of writing over this one.
+        // gets a new version index, so a write a dead controller still had in flight (made
+        // against the old index) is refused; and the state is written again one revision
+        // up, so a controller that is not dead after all fails its next compare-and-swap
+        // instead of writing over this one. A write that landed during the fence is read
+        // and fenced again.
         Box::pin(async move {
             let _guard = self.lock(release).await;
-            let slots = self.slots(release).await?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis())
-                .to_string();
-            for service in slots.all() {
-                self.update_labels(&service.id, |labels| {
-                    labels.insert(labels::FENCE.into(), now.clone().into());
-                    Ok(())
-                })
-                .await?;
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let slots = self.slots(release).await?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis())
+                    .to_string();
+                for service in slots.all() {
+                    self.update_labels(&service.id, |labels| {
+                        labels.insert(labels::FENCE.into(), now.clone().into());
+                        Ok(())
+                    })
+                    .await?;
+                }
+                let Some((revision, state)) = slots.state_holder().and_then(|h| h.state.clone())
+                else {
+                    return Ok(());
+                };
+                match self.store_locked(release, &state, Some(revision)).await {
+                    Ok(_) => return Ok(()),
+                    Err(BackendError::Conflict { .. }) if attempts < 3 => continue,
+                    Err(e) => return Err(e),
+                }
             }
-            if let Some((revision, state)) = slots.state_holder().and_then(|h| h.state.clone()) {
-                self.store_locked(release, &state, Some(revision)).await?;
-            }
-            Ok(())
         })
     }
 
@@ -711,18 +777,16 @@ impl Backend for SwarmBackend {
                     .collect(),
                 Slot::Previous => slots.previous.iter().collect(),
             };
-            // The newest state stays: if it is on a service about to go, it moves first.
+            // The state stays: if it is on a service about to go, it moves first.
             if let Some(holder) = slots.state_holder()
                 && targets.iter().any(|t| t.id == holder.id)
-                && let Some(keeper) = slots.all().find(|m| !targets.iter().any(|t| t.id == m.id))
-                && let Some((revision, state)) = holder.state.clone()
+                && let Some(keeper) = slots
+                    .stable
+                    .iter()
+                    .chain(slots.all())
+                    .find(|m| !targets.iter().any(|t| t.id == m.id))
             {
-                self.update_labels(&keeper.id, |labels| {
-                    labels.insert(labels::STATE.into(), state.clone().into());
-                    labels.insert(labels::REVISION.into(), revision.to_string().into());
-                    Ok(())
-                })
-                .await?;
+                self.move_state(holder, keeper).await?;
             }
             for service in targets {
                 self.remove(service).await?;

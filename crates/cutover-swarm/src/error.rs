@@ -2,12 +2,10 @@
 
 use cutover_backend::BackendError;
 
-/// The questions the backend asks of a Docker API error.
+/// The question the backend asks of a bollard error.
 pub trait Classify {
     /// The object does not exist (404).
     fn is_not_found(&self) -> bool;
-    /// A compare-and-swap update lost: the service changed since it was read.
-    fn is_out_of_sequence(&self) -> bool;
 }
 
 impl Classify for bollard::errors::Error {
@@ -20,20 +18,13 @@ impl Classify for bollard::errors::Error {
             }
         )
     }
-
-    fn is_out_of_sequence(&self) -> bool {
-        matches!(
-            self,
-            bollard::errors::Error::DockerResponseServerError { message, .. }
-                if message.contains("update out of sequence")
-        )
-    }
 }
 
 /// A failed JSON call ([`crate::raw`]) as a [`BackendError`], classified as [`docker`]
 /// does.
 pub fn api(doing: &str, error: crate::raw::ApiError) -> BackendError {
-    let text = format!("docker: cannot {doing}: {}", error.message.trim());
+    let status = error.status.map_or_else(String::new, |s| format!(" ({s})"));
+    let text = format!("docker: cannot {doing}{status}: {}", error.message.trim());
     match error.status {
         Some(400 | 404) => BackendError::Invalid(text),
         _ => BackendError::Unavailable(text),
@@ -42,8 +33,8 @@ pub fn api(doing: &str, error: crate::raw::ApiError) -> BackendError {
 
 /// A Docker API error as a [`BackendError`], saying what was being done. The engine
 /// refusing a request as malformed (400) or naming a missing object (404) will not change
-/// on a retry; anything else (the engine unreachable, a timeout, a 5xx, a name still held
-/// by a service being removed) may.
+/// on a retry; anything else (the engine unreachable, a timeout, a 5xx) may. Callers that
+/// know better (a 409 on a service name) decide for themselves.
 pub fn docker(doing: &str, error: bollard::errors::Error) -> BackendError {
     match error {
         bollard::errors::Error::DockerResponseServerError {
@@ -81,21 +72,31 @@ mod tests {
             "docker: cannot create service 'web-green': invalid mount"
         );
         assert!(!docker("inspect", server(404, "no such service")).is_retryable());
-        assert!(docker("create", server(409, "name conflicts")).is_retryable());
+        assert!(docker("remove", server(409, "in use")).is_retryable());
         assert!(docker("update", server(500, "raft unavailable")).is_retryable());
     }
 
     #[test]
-    fn out_of_sequence_and_not_found_are_recognised() {
-        assert!(
-            server(
-                500,
-                "rpc error: code = Unknown desc = update out of sequence"
-            )
-            .is_out_of_sequence()
-        );
-        assert!(!server(500, "something else").is_out_of_sequence());
+    fn not_found_is_recognised() {
         assert!(server(404, "service web not found").is_not_found());
         assert!(!server(400, "bad").is_not_found());
+    }
+
+    #[test]
+    fn json_call_errors_name_the_status() {
+        let error = crate::raw::ApiError {
+            status: Some(500),
+            message: "rpc error: code = Unknown desc = update out of sequence".into(),
+        };
+        assert!(error.is_out_of_sequence());
+        let reported = api("update service labels", error);
+        assert!(reported.is_retryable());
+        assert!(reported.to_string().contains("(500)"), "{reported}");
+        let missing = crate::raw::ApiError {
+            status: Some(404),
+            message: String::new(),
+        };
+        assert!(missing.is_not_found());
+        assert!(!api("inspect", missing).is_retryable());
     }
 }

@@ -33,9 +33,9 @@ pub const NETWORK: &str = "io.cutover.network";
 pub const STATE: &str = "io.cutover.state";
 /// The revision of [`STATE`]: increases by one with every write.
 pub const REVISION: &str = "io.cutover.revision";
-/// Written by a controller that takes a release over (milliseconds since the epoch): the
-/// write bumps the service's version, so a store a dead controller still had in flight,
-/// made against the version before, is refused.
+/// Written on every service of a release by a controller that takes it over
+/// (milliseconds since the epoch): the write moves each service's version index on, so a
+/// write a dead controller still had in flight, made against the index before, is refused.
 pub const FENCE: &str = "io.cutover.fence";
 
 /// A service's part in a release.
@@ -64,8 +64,6 @@ pub struct Managed {
     pub id: String,
     /// The service's name.
     pub name: String,
-    /// The Swarm object version, for compare-and-swap updates.
-    pub index: u64,
     /// Stable or candidate.
     pub role: Role,
     /// See the module documentation.
@@ -102,7 +100,6 @@ impl Managed {
         Some(Managed {
             id: service["ID"].as_str()?.to_string(),
             name: spec["Name"].as_str()?.to_string(),
-            index: service["Version"]["Index"].as_u64()?,
             role,
             epoch: label(EPOCH)?.parse().ok()?,
             version: label(VERSION)?.to_string(),
@@ -231,7 +228,6 @@ mod tests {
         Managed {
             id: format!("id-{name}"),
             name: name.into(),
-            index: 1,
             role,
             epoch,
             version: format!("v{epoch}"),
@@ -298,7 +294,6 @@ mod tests {
             }}
         });
         let managed = Managed::from_service(&service).expect("managed");
-        assert_eq!(managed.index, 42);
         assert_eq!(managed.revision(), Some(0));
         let mut plain = service.clone();
         plain["Spec"]["Labels"] = serde_json::json!({"team": "shop"});

@@ -87,7 +87,7 @@ impl ApiError {
 #[derive(Clone, Debug)]
 pub struct RawClient {
     endpoint: Endpoint,
-    /// `1.41`: the version negotiated by bollard.
+    /// The API version negotiated by bollard (`1.41` with Debian's engine).
     version: String,
     timeout: Duration,
 }
