@@ -167,10 +167,12 @@ impl Controller {
             .releases()
             .await
             .map_err(|e| self.backend_error(e))?;
+        // First, every release: the instances outlived the old controller, and are
+        // supervised again; and a backend whose store is remote fences off writes the old
+        // controller still had in flight, so the state read next is the last one. All of
+        // them before any driver starts, so a start that fails here has done nothing.
+        let mut recovered = Vec::new();
         'releases: for name in names {
-            // First: the instances outlived the old controller, and are supervised again;
-            // and a backend whose store is remote fences off writes the old controller
-            // still had in flight, so the state read next is the last one.
             let mut delay = std::time::Duration::from_millis(250);
             let mut attempt = 1;
             while let Err(e) = backend.recover(&name).await {
@@ -189,6 +191,9 @@ impl Controller {
                 delay *= 2;
                 attempt += 1;
             }
+            recovered.push(name);
+        }
+        for name in recovered {
             let stored = match backend.load_state(&name).await {
                 Ok(Some(stored)) => stored,
                 Ok(None) => continue,

@@ -198,13 +198,13 @@ impl SwarmBackend {
 
     /// Rewrites a service's labels with `change`, compare-and-swap on the service's
     /// version: when Swarm or someone else updated the service in between, reads it
-    /// again and retries, so `change` always sees the labels it replaces. Nothing but the
-    /// labels changes: the spec goes back exactly as it was read, so the service's tasks
-    /// are not touched.
+    /// again and retries, so `change` always sees the labels it replaces. `change` returns
+    /// whether there is anything to write. Nothing but the labels changes: the spec goes
+    /// back exactly as it was read, so the service's tasks are not touched.
     async fn update_labels(
         &self,
         service_id: &str,
-        change: impl Fn(&mut Map<String, Value>) -> Result<(), BackendError>,
+        change: impl Fn(&mut Map<String, Value>) -> Result<bool, BackendError>,
     ) -> Result<(), BackendError> {
         let mut last = None;
         for _ in 0..UPDATE_ATTEMPTS {
@@ -219,11 +219,18 @@ impl SwarmBackend {
                     "service {service_id} came without a spec"
                 )));
             };
-            change(clone::labels_of(spec))?;
+            if !change(clone::labels_of(spec))? {
+                return Ok(());
+            }
             let path = format!("/services/{service_id}/update?version={index}");
             match self.raw().post(&path, &service["Spec"]).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.is_out_of_sequence() => last = Some(e),
+                Err(e) if e.is_not_found() => {
+                    return Err(BackendError::Unavailable(format!(
+                        "service {service_id} disappeared while its labels were being written"
+                    )));
+                }
                 Err(e) => return Err(api("update service labels", e)),
             }
         }
@@ -358,7 +365,7 @@ impl SwarmBackend {
         };
         self.update_labels(&id, |labels| {
             slot.apply(labels);
-            Ok(())
+            Ok(true)
         })
         .await?;
         tracing::info!(service = %base, %version, "adopted as the stable version");
@@ -562,12 +569,19 @@ impl SwarmBackend {
             )));
         };
         self.update_labels(&target.id, |labels| {
+            // Checked on the service as read for this very update: an earlier attempt
+            // whose reply was lost may have landed since the list above.
+            if stored_revision(labels) == Some(revision)
+                && labels.get(labels::STATE).and_then(Value::as_str) == Some(text)
+            {
+                return Ok(false);
+            }
             if stored_revision(labels) != expected {
                 return Err(conflict());
             }
             labels.insert(labels::STATE.into(), text.into());
             labels.insert(labels::REVISION.into(), revision.to_string().into());
-            Ok(())
+            Ok(true)
         })
         .await?;
         Ok(revision)
@@ -581,11 +595,11 @@ impl SwarmBackend {
         };
         self.update_labels(&to.id, |labels| {
             if stored_revision(labels).is_some_and(|there| there >= revision) {
-                return Ok(());
+                return Ok(false);
             }
             labels.insert(labels::STATE.into(), state.clone().into());
             labels.insert(labels::REVISION.into(), revision.to_string().into());
-            Ok(())
+            Ok(true)
         })
         .await?;
         tracing::info!(from = %from.name, to = %to.name, revision, "rollout state moved");
@@ -719,7 +733,7 @@ impl Backend for SwarmBackend {
                 for service in slots.all() {
                     self.update_labels(&service.id, |labels| {
                         labels.insert(labels::FENCE.into(), now.clone().into());
-                        Ok(())
+                        Ok(true)
                     })
                     .await?;
                 }
@@ -752,7 +766,7 @@ impl Backend for SwarmBackend {
             };
             self.update_labels(&candidate.id, |labels| {
                 labels.insert(labels::ROLE.into(), Role::Stable.as_str().into());
-                Ok(())
+                Ok(true)
             })
             .await?;
             tracing::info!(service = %candidate.name, "promoted: the candidate service is the stable one");

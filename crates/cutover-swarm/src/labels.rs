@@ -197,11 +197,14 @@ impl Slots {
         }
     }
 
-    /// The service holding the newest stored state.
+    /// The service holding the newest stored state. On a tie (the state was just copied
+    /// to the stable service from one being retired, whose removal may not have landed),
+    /// the stable service: writes must never go to a service on its way out.
     pub fn state_holder(&self) -> Option<&Managed> {
+        let stable = self.stable.as_ref().map(|s| s.id.as_str());
         self.all()
             .filter(|m| m.state.is_some())
-            .max_by_key(|m| m.revision())
+            .max_by_key(|m| (m.revision(), Some(m.id.as_str()) == stable))
     }
 
     /// Every service of the release.
@@ -298,6 +301,19 @@ mod tests {
         let mut plain = service.clone();
         plain["Spec"]["Labels"] = serde_json::json!({"team": "shop"});
         assert_eq!(Managed::from_service(&plain), None);
+    }
+
+    #[test]
+    fn a_tie_goes_to_the_stable_service() {
+        let mut previous = managed("web", Role::Stable, 0);
+        previous.state = Some((7, "{}".into()));
+        let mut stable = managed("web-green", Role::Stable, 1);
+        stable.state = Some((7, "{}".into()));
+        let slots = Slots::sort(vec![stable, previous]);
+        assert_eq!(
+            slots.state_holder().map(|m| m.name.as_str()),
+            Some("web-green")
+        );
     }
 
     #[test]
