@@ -550,3 +550,41 @@ networks:
     assert_eq!(labels["io.cutover.role"], "stable", "{labels}");
     assert_eq!(test.services(), vec![promoted]);
 }
+
+#[test]
+fn a_guardrail_trip_in_the_proxy_service_rolls_the_release_back() {
+    let Some(test) = SwarmTest::start("guard") else {
+        return;
+    };
+    let web = test.service("web", &demo_image("v1"), 2, &[]);
+    let serve = controller(&test, &[]);
+    let (proxy, admin) = test.proxy(&serve);
+    let name = test.name("shop");
+    // v3 fails 20 % of its requests; the guardrail allows 10 %.
+    let file = serve.release_file(
+        &name,
+        &test.release(
+            &name,
+            &web,
+            "v3",
+            "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n        - pause: {duration: 60s}\n  guardrails:\n    - name: candidate-5xx\n      metric: error_rate\n      max: 0.1\n      window: 5s\n      minRequests: 10\n",
+        ),
+    );
+    let submitted = run(&serve, &file, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    test.wait_proxy_routes(admin, &name);
+    let load = Load::start(proxy, 80);
+    // The proxy service cuts v3 off and reports it; the controller rolls back long before
+    // the pause would end.
+    let status = serve.wait_done(&name, Duration::from_secs(40));
+    let counts = load.finish();
+    assert_eq!(status["outcome"], "rolledBack", "{status}");
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("guardrail 'candidate-5xx'"), "{status}");
+    assert!(counts.answered("v3") > 0, "{counts:?}");
+    wait_all_on(proxy, "v1");
+    assert_eq!(
+        test.services(),
+        sorted(vec![test.name("proxy"), web.clone()])
+    );
+}

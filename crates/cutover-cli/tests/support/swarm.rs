@@ -213,8 +213,9 @@ impl SwarmTest {
     }
 
     /// cutover's proxy as a Swarm service on the test's network, pulling its routes from
-    /// `serve`, its settings a Docker config, its listener and admin ports published in
-    /// host mode. Returns (listener, admin) on this host once it serves.
+    /// `serve`, its settings a Docker config and the API token a Docker secret, its
+    /// listener and admin ports published in host mode. Returns (listener, admin) on this
+    /// host once it serves.
     pub fn proxy(&self, serve: &Serve) -> (SocketAddr, u16) {
         let (listen, admin) = (free_port(), free_port());
         let config = self.object(
@@ -223,12 +224,20 @@ impl SwarmTest {
             "listeners:\n  - address: 0.0.0.0:8080\nadmin:\n  address: 0.0.0.0:9901\n",
         );
         let routes_from = format!("http://{}:{}", self.host_from_containers, serve.api);
+        // The API token, as a Docker secret: the proxy reports its guardrail trips with it.
+        let token = std::fs::read_to_string(serve.scratch.path.join("state").join("token"))
+            .expect("the controller's token");
+        let secret = self.object("secret", "token", token.trim());
         // The image's entrypoint is `cutover`.
         let name = self.service_running(
             "proxy",
             PROXY_IMAGE,
             1,
             &[
+                "--secret",
+                &format!("source={secret},target=cutover-token"),
+                "--env",
+                "CUTOVER_TOKEN_FILE=/run/secrets/cutover-token",
                 "--config",
                 &format!("source={config},target=/etc/cutover/proxy.yaml"),
                 "--publish",
