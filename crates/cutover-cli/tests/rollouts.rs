@@ -493,10 +493,9 @@ mod support_hooks {
     }
 }
 
-#[test]
-fn a_controller_without_a_proxy_drives_a_proxy_that_pulls_its_routes() {
-    let mut serve = Serve::start("pull", &["--no-proxy"]);
-    serve.owns("e2e-pull");
+/// `cutover proxy --routes-from` the controller, with its API token (for guardrail
+/// reports); the process and its listener's port.
+fn pulling_proxy(serve: &Serve) -> (std::process::Child, u16) {
     let (listen, admin) = (support::free_port(), support::free_port());
     let config = serve.scratch.path.join("proxy.yaml");
     std::fs::write(
@@ -506,14 +505,26 @@ fn a_controller_without_a_proxy_drives_a_proxy_that_pulls_its_routes() {
         ),
     )
     .expect("proxy config");
-    let mut proxy = std::process::Command::new(support::CUTOVER)
+    let proxy = std::process::Command::new(support::CUTOVER)
         .args(["proxy", "--config"])
         .arg(&config)
         .args(["--routes-from", &format!("http://127.0.0.1:{}", serve.api)])
+        .env(
+            "CUTOVER_TOKEN_FILE",
+            serve.scratch.path.join("state").join("token"),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("cutover proxy");
+    (proxy, listen)
+}
+
+#[test]
+fn a_controller_without_a_proxy_drives_a_proxy_that_pulls_its_routes() {
+    let mut serve = Serve::start("pull", &["--no-proxy"]);
+    serve.owns("e2e-pull");
+    let (mut proxy, listen) = pulling_proxy(&serve);
     let sections = "  strategy:
     canary:
       scaleDownDelay: 1s
@@ -559,27 +570,7 @@ fn a_controller_without_a_proxy_drives_a_proxy_that_pulls_its_routes() {
 fn a_pulling_proxy_reports_its_guardrail_trips_and_the_controller_rolls_back() {
     let mut serve = Serve::start("pull-trip", &["--no-proxy"]);
     serve.owns("e2e-pull-trip");
-    let (listen, admin) = (support::free_port(), support::free_port());
-    let config = serve.scratch.path.join("proxy.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listeners:\n  - address: 127.0.0.1:{listen}\nadmin:\n  address: 127.0.0.1:{admin}\n"
-        ),
-    )
-    .expect("proxy config");
-    let mut proxy = std::process::Command::new(support::CUTOVER)
-        .args(["proxy", "--config"])
-        .arg(&config)
-        .args(["--routes-from", &format!("http://127.0.0.1:{}", serve.api)])
-        .env(
-            "CUTOVER_TOKEN_FILE",
-            serve.scratch.path.join("state").join("token"),
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("cutover proxy");
+    let (mut proxy, listen) = pulling_proxy(&serve);
     let sections = "  strategy:
     canary:
       steps:

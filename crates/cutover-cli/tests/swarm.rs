@@ -31,6 +31,38 @@ fn run(serve: &Serve, file: &std::path::Path, wait: bool) -> std::process::Outpu
     }
 }
 
+/// A test's release under way: a 2-replica `web` of v1, a controller, the proxy service,
+/// and a release of `web` to `version` with `sections` submitted and routed by the proxy.
+struct Routed {
+    web: String,
+    /// `web`'s running tasks before the release.
+    before: Vec<String>,
+    serve: Serve,
+    proxy: std::net::SocketAddr,
+    admin: u16,
+    name: String,
+}
+
+fn routed(test: &SwarmTest, version: &str, sections: &str) -> Routed {
+    let web = test.service("web", &demo_image("v1"), 2, &[]);
+    let before = running_tasks(&web);
+    let serve = controller(test, &[]);
+    let (proxy, admin) = test.proxy(&serve);
+    let name = test.name("shop");
+    let file = serve.release_file(&name, &test.release(&name, &web, version, sections));
+    let submitted = run(&serve, &file, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    test.wait_proxy_routes(admin, &name);
+    Routed {
+        web,
+        before,
+        serve,
+        proxy,
+        admin,
+        name,
+    }
+}
+
 fn sorted(mut names: Vec<String>) -> Vec<String> {
     names.sort();
     names
@@ -75,23 +107,18 @@ fn blue_green_switches_under_load_without_a_failed_request() {
     let Some(test) = SwarmTest::start("bg") else {
         return;
     };
-    let web = test.service("web", &demo_image("v1"), 2, &[]);
-    let before = running_tasks(&web);
-    let serve = controller(&test, &[]);
-    let (proxy, admin) = test.proxy(&serve);
-    let name = test.name("shop");
-    let file = serve.release_file(
-        &name,
-        &test.release(
-            &name,
-            &web,
-            "v2",
-            "  strategy:\n    blueGreen:\n      autoPromotionSeconds: 6\n      scaleDownDelay: 3s\n",
-        ),
+    let Routed {
+        web,
+        serve,
+        proxy,
+        name,
+        before,
+        ..
+    } = routed(
+        &test,
+        "v2",
+        "  strategy:\n    blueGreen:\n      autoPromotionSeconds: 6\n      scaleDownDelay: 3s\n",
     );
-    let submitted = run(&serve, &file, false);
-    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
-    test.wait_proxy_routes(admin, &name);
     let load = Load::start(proxy, 50);
     // Adopting the stable service only labels it: its tasks keep running.
     assert_eq!(running_tasks(&web), before);
@@ -213,22 +240,17 @@ fn a_controller_killed_mid_rollout_resumes_from_the_service_labels() {
     let Some(test) = SwarmTest::start("restart") else {
         return;
     };
-    let web = test.service("web", &demo_image("v1"), 2, &[]);
-    let mut serve = controller(&test, &[]);
-    let (proxy, admin) = test.proxy(&serve);
-    let name = test.name("shop");
-    let file = serve.release_file(
-        &name,
-        &test.release(
-            &name,
-            &web,
-            "v2",
-            "  strategy:\n    canary:\n      scaleDownDelay: 1s\n      steps:\n        - setWeight: 20\n        - pause: {duration: 4s}\n        - setWeight: 60\n        - pause: {duration: 4s}\n",
-        ),
+    let Routed {
+        web,
+        mut serve,
+        proxy,
+        name,
+        ..
+    } = routed(
+        &test,
+        "v2",
+        "  strategy:\n    canary:\n      scaleDownDelay: 1s\n      steps:\n        - setWeight: 20\n        - pause: {duration: 4s}\n        - setWeight: 60\n        - pause: {duration: 4s}\n",
     );
-    let submitted = run(&serve, &file, false);
-    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
-    test.wait_proxy_routes(admin, &name);
     serve.wait_for(&name, Duration::from_secs(60), |s| s["weight"] == 20);
     serve.kill();
     // Nothing of the rollout is on this host: the state is in the stable service's labels.
@@ -329,22 +351,18 @@ fn endpoints_follow_the_tasks_swarm_replaces_and_an_abort_removes_the_candidate(
     let Some(test) = SwarmTest::start("follow") else {
         return;
     };
-    let web = test.service("web", &demo_image("v1"), 2, &[]);
-    let serve = controller(&test, &[]);
-    let (proxy, admin) = test.proxy(&serve);
-    let name = test.name("shop");
-    let file = serve.release_file(
-        &name,
-        &test.release(
-            &name,
-            &web,
-            "v2",
-            "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n        - pause: {}\n",
-        ),
+    let Routed {
+        web,
+        serve,
+        proxy,
+        admin,
+        name,
+        ..
+    } = routed(
+        &test,
+        "v2",
+        "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n        - pause: {}\n",
     );
-    let submitted = run(&serve, &file, false);
-    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
-    test.wait_proxy_routes(admin, &name);
     let status = serve.wait_for(&name, Duration::from_secs(60), |s| {
         s["waitingForPerson"] == true
     });
@@ -556,23 +574,18 @@ fn a_guardrail_trip_in_the_proxy_service_rolls_the_release_back() {
     let Some(test) = SwarmTest::start("guard") else {
         return;
     };
-    let web = test.service("web", &demo_image("v1"), 2, &[]);
-    let serve = controller(&test, &[]);
-    let (proxy, admin) = test.proxy(&serve);
-    let name = test.name("shop");
     // v3 fails 20 % of its requests; the guardrail allows 10 %.
-    let file = serve.release_file(
-        &name,
-        &test.release(
-            &name,
-            &web,
-            "v3",
-            "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n        - pause: {duration: 60s}\n  guardrails:\n    - name: candidate-5xx\n      metric: error_rate\n      max: 0.1\n      window: 5s\n      minRequests: 10\n",
-        ),
+    let Routed {
+        web,
+        serve,
+        proxy,
+        name,
+        ..
+    } = routed(
+        &test,
+        "v3",
+        "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n        - pause: {duration: 60s}\n  guardrails:\n    - name: candidate-5xx\n      metric: error_rate\n      max: 0.1\n      window: 5s\n      minRequests: 10\n",
     );
-    let submitted = run(&serve, &file, false);
-    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
-    test.wait_proxy_routes(admin, &name);
     let load = Load::start(proxy, 80);
     // The proxy service cuts v3 off and reports it; the controller rolls back long before
     // the pause would end.

@@ -137,29 +137,35 @@ impl SwarmBackend {
         lock.lock_owned().await
     }
 
-    /// Every service labelled as `release`'s by this controller, sorted into slots.
-    async fn slots(&self, release: &str) -> Result<Slots, BackendError> {
+    /// The services of this controller that also carry `label` (`key` or `key=value`), as
+    /// the API lists them.
+    async fn services_labelled(&self, label: &str) -> Result<Vec<Value>, BackendError> {
         let filters = serde_json::json!({
-            "label": [
-                format!("{}={release}", labels::RELEASE),
-                format!("{}={}", labels::CONTROLLER, self.inner.controller),
-            ]
+            "label": [label, format!("{}={}", labels::CONTROLLER, self.inner.controller)]
         });
-        let services = self
+        let listed = self
             .raw()
             .get(&format!(
                 "/services?filters={}",
                 raw::encode(&filters.to_string())
             ))
             .await
-            .map_err(|e| api("list the release's services", e))?;
+            .map_err(|e| api("list services", e))?;
+        match listed {
+            Value::Array(services) => Ok(services),
+            other => Err(BackendError::Unavailable(format!(
+                "docker: the service list is not a list: {other}"
+            ))),
+        }
+    }
+
+    /// Every service labelled as `release`'s by this controller, sorted into slots.
+    async fn slots(&self, release: &str) -> Result<Slots, BackendError> {
+        let services = self
+            .services_labelled(&format!("{}={release}", labels::RELEASE))
+            .await?;
         Ok(Slots::sort(
-            services
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Managed::from_service)
-                .collect(),
+            services.iter().filter_map(Managed::from_service).collect(),
         ))
     }
 
@@ -852,24 +858,10 @@ impl Backend for SwarmBackend {
 
     fn releases(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
         Box::pin(async move {
-            let filters = serde_json::json!({
-                "label": [
-                    labels::STATE,
-                    format!("{}={}", labels::CONTROLLER, self.inner.controller),
-                ]
-            });
-            let services = self
-                .raw()
-                .get(&format!(
-                    "/services?filters={}",
-                    raw::encode(&filters.to_string())
-                ))
-                .await
-                .map_err(|e| api("list services", e))?;
-            let mut names: Vec<String> = services
-                .as_array()
-                .into_iter()
-                .flatten()
+            let mut names: Vec<String> = self
+                .services_labelled(labels::STATE)
+                .await?
+                .iter()
                 .filter_map(|s| s["Spec"]["Labels"][labels::RELEASE].as_str())
                 .map(str::to_string)
                 .collect();
