@@ -44,6 +44,21 @@ fn json(output: &std::process::Output) -> Value {
     })
 }
 
+/// Half the traffic to the candidate, then a minute's pause: long enough that only a
+/// guardrail trip can end the rollout in the tests' time.
+const GUARDRAIL_CANARY: &str = "  strategy:
+    canary:
+      steps:
+        - setWeight: 50
+        - pause: {duration: 60s}
+  guardrails:
+    - name: candidate-5xx
+      metric: error_rate
+      max: 0.5
+      window: 5s
+      minRequests: 10
+";
+
 #[test]
 fn a_healthy_candidate_is_promoted_with_no_failed_request() {
     let mut serve = Serve::start("promote", &[]);
@@ -137,25 +152,13 @@ fn a_candidate_answering_20_percent_5xx_is_rolled_back_by_the_builtin_analysis()
 fn a_candidate_failing_hard_is_cut_off_by_the_guardrail() {
     let mut serve = Serve::start("guardrail", &[]);
     serve.owns("e2e-guardrail");
-    let sections = "  strategy:
-    canary:
-      steps:
-        - setWeight: 50
-        - pause: {duration: 60s}
-  guardrails:
-    - name: candidate-5xx
-      metric: error_rate
-      max: 0.5
-      window: 5s
-      minRequests: 10
-";
     let file = serve.release_file(
         "e2e-guardrail",
         &release(
             "e2e-guardrail",
             ("v1", &[]),
             ("v2", &["--error-rate", "1"]),
-            sections,
+            GUARDRAIL_CANARY,
         ),
     );
     let submitted = serve.cli(&["run", file.to_str().expect("path")]);
@@ -571,26 +574,13 @@ fn a_pulling_proxy_reports_its_guardrail_trips_and_the_controller_rolls_back() {
     let mut serve = Serve::start("pull-trip", &["--no-proxy"]);
     serve.owns("e2e-pull-trip");
     let (mut proxy, listen) = pulling_proxy(&serve);
-    let sections = "  strategy:
-    canary:
-      steps:
-        - setWeight: 50
-        - pause: {duration: 60s}
-        - setWeight: 100
-  guardrails:
-    - name: candidate-5xx
-      metric: error_rate
-      max: 0.5
-      window: 5s
-      minRequests: 10
-";
     let file = serve.release_file(
         "e2e-pull-trip",
         &release(
             "e2e-pull-trip",
             ("v1", &[]),
             ("v2", &["--error-rate", "1"]),
-            sections,
+            GUARDRAIL_CANARY,
         ),
     );
     let submitted = serve.cli(&["run", file.to_str().expect("path")]);

@@ -337,6 +337,22 @@ async fn handle(controller: Controller, token: &str, req: Request<Incoming>) -> 
     }
 }
 
+/// A request's body, at most `limit` bytes; else the error answer, naming `what`.
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, Response<ApiBody>> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "badRequest",
+            format!("cannot read {what} (at most {limit} bytes): {e}"),
+        )),
+    }
+}
+
 /// The largest guardrail report accepted.
 const MAX_REPORT_BYTES: usize = 16 * 1024;
 
@@ -358,25 +374,16 @@ async fn guardrail(
     name: &str,
     req: Request<Incoming>,
 ) -> Response<ApiBody> {
-    let body = match Limited::new(req.into_body(), MAX_REPORT_BYTES)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("cannot read the report: {e}"),
-            );
-        }
+    let body = match read_body(req, MAX_REPORT_BYTES, "the report").await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     let report: GuardrailReport = match serde_json::from_slice(&body) {
         Ok(report) => report,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "invalid",
+                "badRequest",
                 format!("the report is not {{\"version\", \"guardrail\", \"detail\"}}: {e}"),
             );
         }
@@ -397,18 +404,9 @@ async fn submit(controller: Controller, req: Request<Incoming>) -> Response<ApiB
         .and_then(|v| v.to_str().ok())
         .unwrap_or("release.yaml")
         .to_string();
-    let body = match Limited::new(req.into_body(), MAX_RELEASE_BYTES)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "badRequest",
-                format!("cannot read the release (at most {MAX_RELEASE_BYTES} bytes): {e}"),
-            );
-        }
+    let body = match read_body(req, MAX_RELEASE_BYTES, "the release").await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(

@@ -1,11 +1,12 @@
 //! [`SwarmBackend`]: the [`Backend`] trait on a Docker Swarm manager.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use cutover_backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView, Stored};
+use cutover_backend::{
+    Backend, BackendError, BoxFuture, Readiness, ReleaseLocks, Slot, SlotView, Stored,
+};
 use cutover_core::spec::{Backend as BackendSpec, Release, SwarmTarget};
 use serde_json::{Map, Value};
 use tracing::Instrument;
@@ -37,7 +38,7 @@ struct Inner {
     /// This controller's name (see `labels::CONTROLLER`).
     controller: String,
     /// One lock per release: operations that change a release's services hold it.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: ReleaseLocks,
 }
 
 /// Why the backend could not start.
@@ -116,7 +117,7 @@ impl SwarmBackend {
                 docker,
                 raw,
                 controller: controller.to_string(),
-                locks: Mutex::new(HashMap::new()),
+                locks: ReleaseLocks::default(),
             }),
         })
     }
@@ -126,15 +127,7 @@ impl SwarmBackend {
     }
 
     async fn lock(&self, release: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self
-                .inner
-                .locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            locks.entry(release.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.inner.locks.lock(release).await
     }
 
     /// The services of this controller that also carry `label` (`key` or `key=value`), as

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView};
+use crate::locks::ReleaseLocks;
 use crate::state_dir::{StateDir, Stored};
 use process::{InstanceSpec, Supervisor};
 
@@ -120,7 +121,7 @@ pub struct LocalBackend {
     slots: Arc<StateDir>,
     running: tokio::sync::Mutex<Running>,
     /// One lock per release: operations on a release run one at a time.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: ReleaseLocks,
     /// Raised by `retire(Candidate)` to cut short a deploy waiting for readiness.
     cancels: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
@@ -136,7 +137,7 @@ impl LocalBackend {
             slots: Arc::new(StateDir::open(root.join("slots"))?),
             root,
             running: tokio::sync::Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
+            locks: ReleaseLocks::default(),
             cancels: Mutex::new(HashMap::new()),
         })
     }
@@ -163,15 +164,6 @@ impl LocalBackend {
             .join("logs")
             .join(release)
             .join(format!("{set}-{n}.log"))
-    }
-
-    fn lock(&self, release: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(release.to_string())
-            .or_default()
-            .clone()
     }
 
     fn cancel_signal(&self, release: &str) -> watch::Receiver<u64> {
@@ -423,8 +415,7 @@ impl LocalBackend {
     ) -> Result<SlotView, BackendError> {
         let name = release.metadata.name.as_str();
         let target = local_target(release)?;
-        let lock = self.lock(name);
-        let _guard = lock.lock().await;
+        let _guard = self.locks.lock(name).await;
         let (mut slots, mut revision) = self.load_slots(name)?;
         let created = slots.stable.is_none();
         let record = match &slots.stable {
@@ -479,8 +470,7 @@ impl LocalBackend {
         let target = local_target(release)?;
         let cancel = self.cancel_signal(name);
         let record = {
-            let lock = self.lock(name);
-            let _guard = lock.lock().await;
+            let _guard = self.locks.lock(name).await;
             let (mut slots, revision) = self.load_slots(name)?;
             let record = match slots.candidate.clone() {
                 Some(record) if record.version == version => record,
@@ -513,8 +503,7 @@ impl LocalBackend {
     }
 
     async fn promote_candidate(&self, release: &str) -> Result<(), BackendError> {
-        let lock = self.lock(release);
-        let _guard = lock.lock().await;
+        let _guard = self.locks.lock(release).await;
         let (mut slots, revision) = self.load_slots(release)?;
         let Some(candidate) = slots.candidate.take() else {
             // Promoted already.
@@ -534,8 +523,7 @@ impl LocalBackend {
         if slot == Slot::Candidate {
             self.cancel_deploy(release);
         }
-        let lock = self.lock(release);
-        let _guard = lock.lock().await;
+        let _guard = self.locks.lock(release).await;
         let (mut slots, revision) = self.load_slots(release)?;
         let mut had_commands = false;
         if let Some(record) = slots.take(slot) {
@@ -644,8 +632,7 @@ impl Backend for LocalBackend {
 
     fn recover<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
-            let lock = self.lock(release);
-            let _guard = lock.lock().await;
+            let _guard = self.locks.lock(release).await;
             let (slots, _) = self.load_slots(release)?;
             for record in [&slots.stable, &slots.candidate, &slots.previous]
                 .into_iter()
