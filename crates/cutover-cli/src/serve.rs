@@ -13,6 +13,7 @@ use cutover_backend::{Backend, LocalBackend};
 use cutover_controller::api::{Api, ApiOptions};
 use cutover_controller::{Controller, ControllerOptions};
 use cutover_core::load;
+use cutover_kube::{KubeBackend, LeaderElector, LeaseConfig};
 use cutover_proxy::Proxy;
 use cutover_proxy::config::{AdminConfig, ListenerConfig, ProxyConfig};
 use cutover_swarm::SwarmBackend;
@@ -54,9 +55,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Where releases run: processes and addresses on this host (`local`), or a Docker
-    /// Swarm reached through `DOCKER_HOST` or the local socket (`swarm`). A controller
-    /// drives one backend; release files naming another are refused.
+    /// Where releases run: processes and addresses on this host (`local`), a Docker
+    /// Swarm reached through `DOCKER_HOST` or the local socket (`swarm`), or a Kubernetes
+    /// namespace reached through `KUBECONFIG`, `~/.kube/config` or the pod's service
+    /// account (`kubernetes`). A controller drives one backend; release files naming
+    /// another are refused.
     #[arg(long, value_enum, default_value_t = BackendKind::Local)]
     pub backend: BackendKind,
     /// This controller's name on a shared orchestrator: it labels what it creates with
@@ -64,6 +67,19 @@ pub struct ServeArgs {
     /// Swarm. A controller restarted elsewhere under the same name takes over.
     #[arg(long, default_value = "cutover")]
     pub name: String,
+    /// Kubernetes: the namespace whose Deployments this controller releases. Default: the
+    /// kubeconfig context's namespace, or the pod's own.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Kubernetes: how long the leader's Lease (`<name>-leader` in the namespace) lasts
+    /// without renewal. Replicas of one controller elect a leader; the others stand by
+    /// and take over this long after the leader stops renewing.
+    #[arg(long, default_value = "15s")]
+    pub lease_duration: cutover_core::Duration,
+    /// Kubernetes: this replica's identity in the election. Default: `POD_NAME` or the
+    /// host name, with the process id.
+    #[arg(long)]
+    pub identity: Option<String>,
 }
 
 /// The backends `cutover serve` can drive.
@@ -73,6 +89,8 @@ pub enum BackendKind {
     Local,
     /// Docker Swarm services; state in service labels.
     Swarm,
+    /// Kubernetes Deployments; state in annotations; replicas elect a leader.
+    Kubernetes,
 }
 
 /// Runs the controller until SIGINT or SIGTERM.
@@ -123,7 +141,8 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let signals = Signals::install();
+        let mut shutdown = std::pin::pin!(Signals::install().wait());
+        let mut elector = None;
         let backend: Arc<dyn Backend> = match args.backend {
             BackendKind::Local => match LocalBackend::open(&state_dir) {
                 Ok(backend) => Arc::new(backend),
@@ -139,7 +158,44 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
                     return exit::UNAVAILABLE;
                 }
             },
+            BackendKind::Kubernetes => {
+                match KubeBackend::connect(&args.name, args.namespace.as_deref()).await {
+                    Ok(backend) => {
+                        elector = Some(LeaderElector::new(
+                            backend.client(),
+                            LeaseConfig {
+                                name: format!("{}-leader", args.name),
+                                namespace: backend.namespace().to_string(),
+                                identity: args
+                                    .identity
+                                    .clone()
+                                    .unwrap_or_else(cutover_kube::lease::default_identity),
+                                duration: args.lease_duration.into(),
+                            },
+                        ));
+                        Arc::new(backend)
+                    }
+                    Err(e) => {
+                        eprintln!("error: {}", error_chain(&e));
+                        return exit::UNAVAILABLE;
+                    }
+                }
+            }
         };
+        // Of several replicas, only the leader drives rollouts (and serves the API, so a
+        // Service in front of the replicas reaches the leader alone).
+        if let Some(elector) = &elector {
+            eprintln!(
+                "cutover controller: waiting to lead (Lease '{}' in namespace '{}', identity {})",
+                elector.config().name,
+                elector.config().namespace,
+                elector.config().identity
+            );
+            tokio::select! {
+                () = elector.acquire() => {}
+                () = &mut shutdown => return exit::OK,
+            }
+        }
         let proxy = match proxy_config {
             None => None,
             Some(config) => match Proxy::start(config).await {
@@ -199,7 +255,22 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
                 token_file.display()
             ),
         }
-        signals.wait().await;
+        let lost = match &elector {
+            Some(elector) => tokio::select! {
+                lost = elector.hold() => Some(lost),
+                () = &mut shutdown => None,
+            },
+            None => {
+                shutdown.await;
+                None
+            }
+        };
+        if let Some(lost) = lost {
+            // Another replica may lead already: stop at once, without touching anything,
+            // and let the orchestrator start this one again as a standby.
+            eprintln!("error: {lost}; stopping so that only the leader drives rollouts");
+            return exit::UNAVAILABLE;
+        }
         eprintln!("shutting down: rollouts stay persisted and resume at the next start");
         api.shutdown().await;
         controller.stop();
@@ -215,6 +286,9 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
                     Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
                 }
             }
+        }
+        if let Some(elector) = &elector {
+            elector.release().await;
         }
         exit::OK
     })

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod kube;
 pub mod prometheus;
 pub mod swarm;
 
@@ -52,7 +53,9 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        stop_instances(&self.releases);
+        if !self.releases.is_empty() {
+            stop_instances(&self.releases);
+        }
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
@@ -95,6 +98,10 @@ pub struct Serve {
     /// a non-loopback address).
     api_host: &'static str,
     extra: Vec<String>,
+    /// Environment variables for the controller (say, `KUBECONFIG`).
+    env: Vec<(String, String)>,
+    /// Whether a start waits for the API (a standby replica serves none).
+    wait_api: bool,
 }
 
 impl Serve {
@@ -105,6 +112,18 @@ impl Serve {
 
     /// Starts a controller whose API binds `api_host`.
     pub fn start_on(api_host: &'static str, label: &str, extra: &[&str]) -> Serve {
+        Serve::start_with(api_host, label, extra, &[], true)
+    }
+
+    /// Starts a controller with `env` added to its environment; waits for its API if
+    /// `wait_api` (a controller standing by for a Lease serves none).
+    pub fn start_with(
+        api_host: &'static str,
+        label: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+        wait_api: bool,
+    ) -> Serve {
         let mut serve = Serve {
             api_host,
             child: None,
@@ -113,9 +132,26 @@ impl Serve {
             listen: free_port(),
             admin: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            wait_api,
         };
         serve.launch();
         serve
+    }
+
+    /// Whether the API answers within `limit`.
+    pub fn answers_within(&self, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if http_get(self.api, "/healthz").is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// Releases whose instances are stopped at the end of the test.
@@ -141,11 +177,15 @@ impl Serve {
             .arg(format!("127.0.0.1:{}", self.admin))
             .args(&self.extra)
             .env("CUTOVER_LOG", "info,cutover_proxy=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("cutover serve starts");
         self.child = Some(child);
+        if !self.wait_api {
+            return;
+        }
         let started = Instant::now();
         while http_get(self.api, "/healthz").is_none() {
             assert!(

@@ -1,0 +1,406 @@
+//! End to end on Kubernetes, as far as this machine can go: `cutover serve --backend
+//! kubernetes` talks through the real `kube` client to the test-only fake API server
+//! (`integration-tests/fake-kube-apiserver`), whose simulated kubelet runs `cutover
+//! demo-app` processes as pods and publishes their addresses in EndpointSlices. Load goes
+//! through cutover's embedded proxy. No real cluster is involved: see docs/kubernetes.md
+//! for what that leaves unconfirmed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::kube::{KubeTest, NAMESPACE, release};
+use support::{Load, Serve, history, sample};
+
+/// Two canary steps, each judged by the proxy's own error rate.
+fn canary(metric_max: f64) -> String {
+    format!(
+        "  strategy:
+    progressDeadline: 2m
+    canary:
+      scaleDownDelay: 1s
+      steps:
+        - setWeight: 20
+        - analysis: {{}}
+        - setWeight: 60
+        - analysis: {{}}
+  analysis:
+    metrics:
+      - name: error-rate
+        provider:
+          builtin: error_rate
+        max: {metric_max}
+        interval: 1s
+        count: 2
+        minRequests: 5
+"
+    )
+}
+
+/// Submits `file` (waits for the outcome if `wait`).
+fn run(serve: &Serve, file: &std::path::Path, wait: bool) -> std::process::Output {
+    let path = file.to_str().expect("path");
+    if wait {
+        serve.cli(&["run", path, "--wait", "--timeout", "3m", "--output", "json"])
+    } else {
+        serve.cli(&["run", path])
+    }
+}
+
+fn report(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// The release's record on its anchor Deployment.
+fn slots(test: &KubeTest) -> Value {
+    let web = test.deployment("web").expect("web");
+    let text = web["metadata"]["annotations"]["cutover.io/slots"]
+        .as_str()
+        .expect("a slots annotation")
+        .to_string();
+    serde_json::from_str(&text).expect("slots JSON")
+}
+
+/// The step numbers in the history, in order.
+fn steps(serve: &Serve, name: &str) -> Vec<u32> {
+    history(serve, name)
+        .iter()
+        .filter(|l| l.starts_with("step "))
+        .filter_map(|l| l["step ".len()..].split(':').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_canary_is_promoted_under_load_by_server_side_apply_and_the_old_deployment_scaled_down() {
+    let test = KubeTest::start("k8s-promote");
+    let web_before = test.web(2, json!({}));
+    let serve = test.controller("k8s-promote", &[]);
+    let file = serve.release_file("web", &release("web", "demo:v2", &canary(0.01)));
+    let submitted = run(&serve, &file, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    serve.wait_routed("web");
+    std::thread::sleep(Duration::from_millis(300));
+    let load = Load::start(serve.proxy(), 50);
+    let status = serve.wait_done("web", Duration::from_secs(90));
+    std::thread::sleep(Duration::from_secs(1));
+    let counts = load.finish();
+    assert_eq!(status["outcome"], "promoted", "{status}");
+    assert_eq!(counts.failures_except(&[]), 0, "{counts:?}");
+    assert!(counts.answered("v2") > 20, "{counts:?}");
+    assert_eq!(sample(serve.proxy(), 30).answered("v2"), 30);
+    assert_eq!(steps(&serve, "web"), vec![0, 1, 2, 3]);
+
+    // The record says web-green serves; web, the anchor, is scaled to zero and kept.
+    let record = slots(&test);
+    assert_eq!(record["stable"]["deployment"], "web-green", "{record}");
+    assert_eq!(record["stable"]["version"], "v2", "{record}");
+    assert!(record.get("candidate").is_none() && record.get("previous").is_none());
+    test.wait_deployment("web", Duration::from_secs(20), |d| {
+        d["spec"]["replicas"] == 0 && d["status"]["replicas"].as_u64().unwrap_or(0) == 0
+    });
+    assert_eq!(test.pods(&[("app", "web")]).len(), 0);
+    // Adoption only labelled web: its pod template is untouched.
+    let web_after = test.deployment("web").expect("web");
+    assert_eq!(
+        web_after["spec"]["template"],
+        web_before["spec"]["template"]
+    );
+
+    // The candidate is the stable template with the new image, selected apart.
+    let green = test.deployment("web-green").expect("web-green");
+    let container = &green["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "demo:v2");
+    assert_eq!(
+        container["readinessProbe"],
+        web_before["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    );
+    assert_eq!(
+        container["env"],
+        json!([{ "name": "MODE", "value": "test" }])
+    );
+    assert_eq!(
+        green["spec"]["selector"]["matchLabels"],
+        json!({ "cutover.io/release": "web", "cutover.io/colour": "green" })
+    );
+    let green_pods = test.pods(&[("cutover.io/colour", "green")]);
+    assert_eq!(green_pods.len(), 2);
+    for pod in &green_pods {
+        assert!(pod["metadata"]["labels"].get("app").is_none(), "{pod}");
+        assert_eq!(pod["metadata"]["labels"]["tier"], "front");
+    }
+    // ... written by server-side apply under cutover's field manager.
+    let applied = test.api.requests().into_iter().any(|r| {
+        r.method == "PATCH"
+            && r.path.ends_with("/deployments/web-green")
+            && r.content_type.as_deref() == Some("application/apply-patch+yaml")
+            && r.field_manager.as_deref() == Some("cutover")
+    });
+    assert!(
+        applied,
+        "web-green was not server-side applied by 'cutover'"
+    );
+    assert_eq!(test.deployments(), vec!["web", "web-green"]);
+}
+
+#[test]
+fn a_canary_answering_20_percent_5xx_is_rolled_back_by_the_analysis() {
+    let test = KubeTest::start("k8s-rollback");
+    test.web(2, json!({}));
+    let serve = test.controller("k8s-rollback", &[]);
+    let file = serve.release_file("web", &release("web", "demo:v3", &canary(0.05)));
+    let mut waiting = serve.cli_background(&[
+        "run",
+        file.to_str().expect("path"),
+        "--wait",
+        "--output",
+        "json",
+    ]);
+    serve.wait_routed("web");
+    std::thread::sleep(Duration::from_millis(300));
+    let load = Load::start(serve.proxy(), 50);
+    let started = Instant::now();
+    while waiting.try_wait().expect("wait").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "run --wait never returned"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = waiting.wait_with_output().expect("output");
+    let counts = load.finish();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report = report(&output);
+    assert_eq!(report["outcome"], "rolledBack", "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("error-rate")),
+        "{report}"
+    );
+    assert_eq!(counts.failures_except(&["v3"]), 0, "{counts:?}");
+    // The candidate is gone, web still runs v1 and takes everything.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while test.deployments() != vec!["web"] {
+        assert!(Instant::now() < deadline, "{:?}", test.deployments());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(test.pods(&[("cutover.io/colour", "green")]).is_empty());
+    assert_eq!(sample(serve.proxy(), 30).answered("v1"), 30);
+    let record = slots(&test);
+    assert_eq!(record["stable"]["deployment"], "web", "{record}");
+    assert!(record.get("candidate").is_none(), "{record}");
+    assert_eq!(test.deployment("web").expect("web")["spec"]["replicas"], 2);
+}
+
+#[test]
+fn blue_green_switches_under_load_without_a_failed_request() {
+    let test = KubeTest::start("k8s-bluegreen");
+    test.web(2, json!({}));
+    let serve = test.controller("k8s-bluegreen", &[]);
+    let file = serve.release_file(
+        "web",
+        &release(
+            "web",
+            "demo:v2",
+            "  strategy:\n    blueGreen:\n      autoPromotionSeconds: 3\n      scaleDownDelay: 2s\n",
+        ),
+    );
+    let submitted = run(&serve, &file, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    serve.wait_routed("web");
+    std::thread::sleep(Duration::from_millis(300));
+    let load = Load::start(serve.proxy(), 50);
+    let status = serve.wait_done("web", Duration::from_secs(90));
+    // Through the scale-down of the old pods too.
+    test.wait_deployment("web", Duration::from_secs(20), |d| {
+        d["status"]["replicas"].as_u64().unwrap_or(0) == 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = load.finish();
+    assert_eq!(status["outcome"], "promoted", "{status}");
+    assert_eq!(counts.failures_except(&[]), 0, "{counts:?}");
+    assert!(
+        counts.answered("v1") > 0 && counts.answered("v2") > 0,
+        "{counts:?}"
+    );
+    assert_eq!(sample(serve.proxy(), 30).answered("v2"), 30);
+
+    // A second release goes back to the other colour, and retires the first one's.
+    let file = serve.release_file(
+        "web",
+        &release(
+            "web",
+            "demo:v4",
+            "  strategy:\n    blueGreen:\n      scaleDownDelay: 1s\n",
+        ),
+    );
+    let output = run(&serve, &file, true);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(slots(&test)["stable"]["deployment"], "web-blue");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while test.deployments() != vec!["web", "web-blue"] {
+        assert!(Instant::now() < deadline, "{:?}", test.deployments());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sample(serve.proxy(), 30).answered("v4"), 30);
+}
+
+#[test]
+fn a_candidate_that_never_becomes_ready_fails_at_the_deadline() {
+    let test = KubeTest::start("k8s-deadline");
+    test.web(1, json!({}));
+    let serve = test.controller("k8s-deadline", &[]);
+    let file = serve.release_file(
+        "web",
+        &release(
+            "web",
+            "demo:stuck",
+            "  strategy:\n    progressDeadline: 6s\n    canary:\n      steps:\n        - setWeight: 50\n",
+        ),
+    );
+    let started = Instant::now();
+    let output = run(&serve, &file, true);
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report = report(&output);
+    assert_eq!(report["outcome"], "rolledBack", "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("deadline")),
+        "{report}"
+    );
+    assert!(took >= Duration::from_secs(6), "took {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while test.deployments() != vec!["web"] {
+        assert!(Instant::now() < deadline, "{:?}", test.deployments());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // No process of the candidate is left behind.
+    assert!(test.pods(&[("cutover.io/colour", "green")]).is_empty());
+}
+
+#[test]
+fn a_pod_that_cannot_pull_its_image_fails_the_rollout_with_the_kubelet_reason() {
+    let test = KubeTest::start("k8s-pull");
+    test.web(1, json!({}));
+    let serve = test.controller("k8s-pull", &[]);
+    let file = serve.release_file(
+        "web",
+        &release(
+            "web",
+            "demo:no-such-version",
+            "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n",
+        ),
+    );
+    let started = Instant::now();
+    let output = run(&serve, &file, true);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report = report(&output);
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("ImagePullBackOff") && reason.contains("demo:no-such-version"),
+        "{report}"
+    );
+    // Not the ten-minute progress deadline: the kubelet's reason ends it.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while test.deployments() != vec!["web"] {
+        assert!(Instant::now() < deadline, "{:?}", test.deployments());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn of_two_controllers_one_leads_and_the_other_takes_over_and_completes_the_rollout_once() {
+    let test = KubeTest::start("k8s-leader");
+    test.web(1, json!({}));
+    let flags = [
+        "--backend",
+        "kubernetes",
+        "--namespace",
+        NAMESPACE,
+        "--name",
+        "pair",
+        "--lease-duration",
+        "3s",
+    ];
+    let env = test.env();
+    let a = Serve::start_with("127.0.0.1", "k8s-leader-a", &flags, &env, false);
+    let b = Serve::start_with("127.0.0.1", "k8s-leader-b", &flags, &env, false);
+    let started = Instant::now();
+    let (mut leader, standby) = loop {
+        if a.answers_within(Duration::from_millis(100)) {
+            break (a, b);
+        }
+        if b.answers_within(Duration::from_millis(100)) {
+            break (b, a);
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "nobody leads");
+    };
+    // The other stands by for longer than a Lease lasts: one leader, not two.
+    assert!(!standby.answers_within(Duration::from_secs(4)));
+    let lease = test
+        .api
+        .get("leases", NAMESPACE, "pair-leader")
+        .expect("the Lease");
+    let first_holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .expect("a holder")
+        .to_string();
+
+    let file = leader.release_file(
+        "web",
+        &release(
+            "web",
+            "demo:v2",
+            "  strategy:\n    canary:\n      scaleDownDelay: 1s\n      steps:\n        - setWeight: 20\n        - pause: {duration: 4s}\n        - setWeight: 60\n        - pause: {duration: 4s}\n",
+        ),
+    );
+    let submitted = run(&leader, &file, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    leader.wait_for("web", Duration::from_secs(60), |s| s["weight"] == 20);
+    let green_uid = test.deployment("web-green").expect("web-green")["metadata"]["uid"].clone();
+
+    leader.kill();
+    let killed = Instant::now();
+    assert!(
+        standby.answers_within(Duration::from_secs(15)),
+        "the standby did not take over; its log:\n{}",
+        standby.log()
+    );
+    let took_over = killed.elapsed();
+    // A Lease of 3 s, looked at every second: well within twice that.
+    assert!(
+        took_over < Duration::from_secs(6),
+        "took over after {took_over:?}"
+    );
+    let status = standby.wait_done("web", Duration::from_secs(60));
+    assert_eq!(status["outcome"], "promoted", "{status}");
+    assert_eq!(steps(&standby, "web"), vec![0, 1, 2, 3], "each step once");
+    // The candidate the first leader made was adopted, not made again.
+    assert_eq!(
+        test.deployment("web-green").expect("web-green")["metadata"]["uid"],
+        green_uid
+    );
+    let lease = test
+        .api
+        .get("leases", NAMESPACE, "pair-leader")
+        .expect("the Lease");
+    assert_ne!(
+        lease["spec"]["holderIdentity"].as_str(),
+        Some(first_holder.as_str())
+    );
+    assert!(
+        lease["spec"]["leaseTransitions"].as_u64() >= Some(1),
+        "{lease}"
+    );
+    drop(leader);
+}

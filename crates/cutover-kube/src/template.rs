@@ -1,0 +1,365 @@
+//! The objects cutover applies: a candidate Deployment cloned from the stable one, and a
+//! headless Service per Deployment so that its pods get an EndpointSlice.
+//!
+//! Pure functions from the source Deployment's JSON (as the API server gave it, so no field
+//! is lost in a typed round trip) to the JSON sent by server-side apply.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::keys;
+
+/// What a candidate Deployment is made of.
+pub struct CandidateOf<'a> {
+    /// Its name (`<anchor>-green` or `-blue`).
+    pub name: &'a str,
+    /// The namespace.
+    pub namespace: &'a str,
+    /// The controller's name.
+    pub controller: &'a str,
+    /// The release's name.
+    pub release: &'a str,
+    /// The version's name.
+    pub version: &'a str,
+    /// The new image.
+    pub image: &'a str,
+    /// The port the service listens on: picks the container that gets the image.
+    pub port: u16,
+    /// Replicas, if the release sets them; otherwise the stable Deployment's.
+    pub replicas: Option<u32>,
+    /// The release file's `metadata.labels`, copied onto the Deployment.
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// Why a Deployment cannot be cloned or released.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The selector uses `matchExpressions`, which a Service selector cannot express.
+    #[error(
+        "Deployment '{0}' selects its pods with matchExpressions; cutover needs a selector of \
+         matchLabels only (a Service selector, which gives the proxy its endpoints, can express \
+         nothing else)"
+    )]
+    MatchExpressions(String),
+    /// The selector is empty.
+    #[error("Deployment '{0}' has no spec.selector.matchLabels")]
+    NoSelector(String),
+    /// No container to give the image.
+    #[error("Deployment '{0}' has no containers in spec.template.spec.containers")]
+    NoContainers(String),
+}
+
+/// The Deployment's `spec.selector.matchLabels`, checked to be the whole selector.
+pub fn selector(deployment: &Value) -> Result<BTreeMap<String, String>, TemplateError> {
+    let name = deployment["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let selector = &deployment["spec"]["selector"];
+    if selector["matchExpressions"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return Err(TemplateError::MatchExpressions(name));
+    }
+    let labels: BTreeMap<String, String> = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect();
+    if labels.is_empty() {
+        return Err(TemplateError::NoSelector(name));
+    }
+    Ok(labels)
+}
+
+/// The index of the container that runs the service: the one exposing `port`, else the
+/// first.
+pub fn service_container(deployment: &Value, port: u16) -> Result<usize, TemplateError> {
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            TemplateError::NoContainers(
+                deployment["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })?;
+    Ok(containers
+        .iter()
+        .position(|c| {
+            c["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["containerPort"].as_u64() == Some(u64::from(port)))
+        })
+        .unwrap_or(0))
+}
+
+/// The image the service container of `deployment` runs.
+pub fn image(deployment: &Value, port: u16) -> Option<String> {
+    let index = service_container(deployment, port).ok()?;
+    deployment["spec"]["template"]["spec"]["containers"][index]["image"]
+        .as_str()
+        .map(str::to_string)
+}
+
+impl CandidateOf<'_> {
+    /// The candidate Deployment, cloned from `source` (the stable Deployment as read).
+    ///
+    /// The pod template is kept whole except for the service container's image and the
+    /// pod labels: the source's selector keys are dropped and cutover's release and colour
+    /// labels added, and the new selector is exactly those two. So the source's selector
+    /// (and any Service of the user's that uses it) never matches the candidate's pods:
+    /// nothing reaches the candidate except through the proxy's weights.
+    pub fn deployment(&self, source: &Value) -> Result<Value, TemplateError> {
+        let source_selector = selector(source)?;
+        let container = service_container(source, self.port)?;
+        let colour = keys::colour_of(self.name);
+        let mut template = source["spec"]["template"].clone();
+        let pod_labels = object_at(&mut template, "metadata", "labels");
+        for key in source_selector.keys() {
+            pod_labels.remove(key);
+        }
+        pod_labels.retain(|k, _| !keys::is_ours(k) && k != "pod-template-hash");
+        pod_labels.insert(keys::RELEASE.into(), self.release.into());
+        pod_labels.insert(keys::COLOUR.into(), colour.into());
+        template["spec"]["containers"][container]["image"] = self.image.into();
+        if let Some(metadata) = template["metadata"].as_object_mut() {
+            metadata.remove("creationTimestamp");
+        }
+
+        let mut labels: Map<String, Value> = source["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        labels.retain(|k, _| !keys::is_ours(k));
+        for (k, v) in self.labels {
+            labels.insert(k.clone(), v.clone().into());
+        }
+        labels.insert(keys::CONTROLLER.into(), self.controller.into());
+        labels.insert(keys::RELEASE.into(), self.release.into());
+        labels.insert(keys::COLOUR.into(), colour.into());
+
+        let replicas = self
+            .replicas
+            .map(u64::from)
+            .or_else(|| source["spec"]["replicas"].as_u64())
+            .unwrap_or(1);
+        let mut spec = json!({
+            "replicas": replicas,
+            "selector": { "matchLabels": {
+                keys::RELEASE: self.release,
+                keys::COLOUR: colour,
+            }},
+            "template": template,
+        });
+        for field in [
+            "strategy",
+            "minReadySeconds",
+            "progressDeadlineSeconds",
+            "revisionHistoryLimit",
+        ] {
+            if let Some(value) = source["spec"].get(field) {
+                spec[field] = value.clone();
+            }
+        }
+        Ok(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": labels,
+                "annotations": { keys::VERSION: self.version },
+            },
+            "spec": spec,
+        }))
+    }
+}
+
+/// The headless Service selecting `deployment`'s pods (by its `selector`), so that the
+/// EndpointSlice controller publishes their addresses. Its labels (and so its slices')
+/// name the controller, the release and the Deployment.
+pub fn slot_service(
+    deployment: &str,
+    namespace: &str,
+    controller: &str,
+    release: &str,
+    selector: &BTreeMap<String, String>,
+    port: u16,
+) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": keys::service_name(deployment),
+            "namespace": namespace,
+            "labels": {
+                keys::CONTROLLER: controller,
+                keys::RELEASE: release,
+                keys::DEPLOYMENT: deployment,
+            },
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector,
+            "ports": [{ "name": "http", "port": port, "targetPort": port, "protocol": "TCP" }],
+        },
+    })
+}
+
+/// `value[a][b]` as an object, made if missing.
+fn object_at<'v>(value: &'v mut Value, a: &str, b: &str) -> &'v mut Map<String, Value> {
+    if !value[a].is_object() {
+        value[a] = json!({});
+    }
+    if !value[a][b].is_object() {
+        value[a][b] = json!({});
+    }
+    match value[a][b].as_object_mut() {
+        Some(map) => map,
+        None => unreachable!("made an object just above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "web", "namespace": "shop",
+                "labels": { "app": "web", "team": "a" },
+                "resourceVersion": "12", "uid": "u1",
+            },
+            "spec": {
+                "replicas": 3,
+                "progressDeadlineSeconds": 120,
+                "selector": { "matchLabels": { "app": "web" } },
+                "template": {
+                    "metadata": { "labels": { "app": "web", "tier": "front" },
+                                  "annotations": { "prometheus.io/scrape": "true" } },
+                    "spec": { "containers": [
+                        { "name": "sidecar", "image": "envoy:1" },
+                        { "name": "app", "image": "shop/web:v1",
+                          "ports": [{ "containerPort": 8080 }],
+                          "env": [{ "name": "MODE", "value": "prod" }],
+                          "readinessProbe": { "httpGet": { "path": "/healthz", "port": 8080 } } },
+                    ]},
+                },
+            },
+            "status": { "replicas": 3 },
+        })
+    }
+
+    fn candidate(replicas: Option<u32>) -> Value {
+        let labels = BTreeMap::from([("owner".to_string(), "payments".to_string())]);
+        CandidateOf {
+            name: "web-green",
+            namespace: "shop",
+            controller: "cutover",
+            release: "web",
+            version: "v2",
+            image: "shop/web:v2",
+            port: 8080,
+            replicas,
+            labels: &labels,
+        }
+        .deployment(&web())
+        .expect("clones")
+    }
+
+    #[test]
+    fn the_candidate_keeps_the_template_and_changes_the_image_of_the_service_container() {
+        let c = candidate(None);
+        let containers = &c["spec"]["template"]["spec"]["containers"];
+        assert_eq!(containers[0]["image"], "envoy:1");
+        assert_eq!(containers[1]["image"], "shop/web:v2");
+        assert_eq!(
+            containers[1]["env"],
+            web()["spec"]["template"]["spec"]["containers"][1]["env"]
+        );
+        assert_eq!(
+            containers[1]["readinessProbe"],
+            web()["spec"]["template"]["spec"]["containers"][1]["readinessProbe"]
+        );
+        assert_eq!(
+            c["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"],
+            "true"
+        );
+        assert_eq!(c["spec"]["replicas"], 3);
+        assert_eq!(c["spec"]["progressDeadlineSeconds"], 120);
+        assert_eq!(c["metadata"]["annotations"][keys::VERSION], "v2");
+        assert_eq!(c["metadata"]["labels"]["owner"], "payments");
+        assert_eq!(c["metadata"]["labels"][keys::CONTROLLER], "cutover");
+        assert!(c["metadata"].get("resourceVersion").is_none());
+        assert!(c.get("status").is_none());
+        assert_eq!(candidate(Some(1))["spec"]["replicas"], 1);
+    }
+
+    #[test]
+    fn the_selectors_never_overlap() {
+        let c = candidate(None);
+        let pod_labels = c["spec"]["template"]["metadata"]["labels"]
+            .as_object()
+            .expect("labels");
+        // The stable selector (app=web) does not match the candidate's pods ...
+        assert!(!pod_labels.contains_key("app"));
+        assert_eq!(pod_labels["tier"], "front");
+        // ... and the candidate's selector matches its own pods, not the stable ones.
+        let selector = c["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .expect("sel");
+        for (k, v) in selector {
+            assert_eq!(pod_labels.get(k), Some(v));
+        }
+        assert!(!selector.contains_key("app"));
+        // A clone of the clone stays apart from both.
+        let labels = BTreeMap::new();
+        let blue = CandidateOf {
+            name: "web-blue",
+            namespace: "shop",
+            controller: "cutover",
+            release: "web",
+            version: "v3",
+            image: "shop/web:v3",
+            port: 8080,
+            replicas: None,
+            labels: &labels,
+        }
+        .deployment(&c)
+        .expect("clones");
+        assert_eq!(
+            blue["spec"]["template"]["metadata"]["labels"][keys::COLOUR],
+            "blue"
+        );
+        assert_eq!(
+            blue["spec"]["selector"]["matchLabels"][keys::COLOUR],
+            "blue"
+        );
+    }
+
+    #[test]
+    fn selectors_cutover_cannot_express_are_refused() {
+        let mut d = web();
+        d["spec"]["selector"]["matchExpressions"] =
+            json!([{ "key": "app", "operator": "In", "values": ["web"] }]);
+        assert!(matches!(
+            selector(&d),
+            Err(TemplateError::MatchExpressions(_))
+        ));
+        d["spec"]["selector"] = json!({});
+        assert!(matches!(selector(&d), Err(TemplateError::NoSelector(_))));
+        assert_eq!(image(&web(), 8080).as_deref(), Some("shop/web:v1"));
+        assert_eq!(image(&web(), 9999).as_deref(), Some("envoy:1"));
+    }
+}
