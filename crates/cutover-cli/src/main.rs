@@ -6,6 +6,7 @@ mod demo;
 mod lint;
 mod plan;
 mod proxy;
+mod release_objects;
 mod rollout;
 mod serve;
 
@@ -82,6 +83,9 @@ enum Command {
     },
     /// Print the JSON Schema of release files (for editors and CI validators).
     Schema,
+    /// Print the Kubernetes CustomResourceDefinition of the `Release` resource (YAML), so
+    /// releases can be applied as objects: `cutover crd | kubectl apply -f -`.
+    Crd,
     /// Run the traffic-splitting proxy on its own, with the route table from FILE (and
     /// later ones from the controller or `PUT /routes` on the admin listener).
     Proxy {
@@ -205,6 +209,10 @@ fn main() -> ExitCode {
         } => analyze::run(&release, &samples, &metric, start, output, &environment()),
         Command::Schema => {
             emit(&cutover_core::schema::release_schema_json());
+            exit::OK
+        }
+        Command::Crd => {
+            emit(&cutover_kube::crd::release_crd_yaml());
             exit::OK
         }
         Command::Proxy {

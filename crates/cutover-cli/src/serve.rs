@@ -13,6 +13,7 @@ use cutover_backend::{Backend, LocalBackend};
 use cutover_controller::api::{Api, ApiOptions};
 use cutover_controller::{Controller, ControllerOptions};
 use cutover_core::load;
+use cutover_kube::resources::ReleaseObjects;
 use cutover_kube::{KubeBackend, LeaderElector, LeaseConfig};
 use cutover_proxy::Proxy;
 use cutover_proxy::config::{AdminConfig, ListenerConfig, ProxyConfig};
@@ -20,6 +21,7 @@ use cutover_swarm::SwarmBackend;
 
 use crate::client::error_chain;
 use crate::proxy::{LogFormat, Signals, init_logging};
+use crate::release_objects;
 use crate::{InputFile, exit};
 
 /// `cutover serve`'s flags.
@@ -80,6 +82,10 @@ pub struct ServeArgs {
     /// host name, with the process id.
     #[arg(long)]
     pub identity: Option<String>,
+    /// Kubernetes: do not watch `Release` objects (the custom resource of `cutover crd`);
+    /// releases then come only through the API (`cutover run`).
+    #[arg(long)]
+    pub no_release_objects: bool,
 }
 
 /// The backends `cutover serve` can drive.
@@ -143,6 +149,7 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
     runtime.block_on(async move {
         let mut shutdown = std::pin::pin!(Signals::install().wait());
         let mut elector = None;
+        let mut kube_objects = None;
         let backend: Arc<dyn Backend> = match args.backend {
             BackendKind::Local => match LocalBackend::open(&state_dir) {
                 Ok(backend) => Arc::new(backend),
@@ -161,6 +168,10 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
             BackendKind::Kubernetes => {
                 match KubeBackend::connect(&args.name, args.namespace.as_deref()).await {
                     Ok(backend) => {
+                        if !args.no_release_objects {
+                            kube_objects =
+                                Some((backend.watch_client(), backend.namespace().to_string()));
+                        }
                         elector = Some(LeaderElector::new(
                             backend.client(),
                             LeaseConfig {
@@ -219,6 +230,14 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
                 return exit::UNAVAILABLE;
             }
         };
+        // Started by the leader only, once the controller has resumed what it drives.
+        let objects = kube_objects.map(|(client, namespace)| {
+            let objects = ReleaseObjects::start(client, &namespace);
+            tokio::spawn(release_objects::reconcile_forever(
+                controller.clone(),
+                objects,
+            ))
+        });
         let api = match Api::start(
             controller.clone(),
             ApiOptions {
@@ -270,6 +289,9 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
             // and let the orchestrator start this one again as a standby.
             eprintln!("error: {lost}; stopping so that only the leader drives rollouts");
             return exit::UNAVAILABLE;
+        }
+        if let Some(objects) = objects {
+            objects.abort();
         }
         eprintln!("shutting down: rollouts stay persisted and resume at the next start");
         api.shutdown().await;

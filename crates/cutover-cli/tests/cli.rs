@@ -47,17 +47,20 @@ fn files_in(dir: &str) -> Vec<String> {
 fn lint_passes_every_example_and_preset() {
     let mut args = vec!["lint".to_string()];
     args.extend(files_in("examples"));
-    args.extend(
-        files_in("examples/swarm")
-            .into_iter()
-            .filter(|f| f.contains("/release-")),
-    );
+    for dir in ["examples/swarm", "examples/kubernetes"] {
+        args.extend(
+            files_in(dir)
+                .into_iter()
+                .filter(|f| f.contains("/release-")),
+        );
+    }
     args.extend(files_in("strategies"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = cutover(&args);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     assert!(stdout(&output).contains("examples/canary-local.yaml: ok"));
     assert!(stdout(&output).contains("examples/swarm/release-canary.yaml: ok"));
+    assert!(stdout(&output).contains("examples/kubernetes/release-canary.yaml: ok"));
 }
 
 #[test]

@@ -404,3 +404,71 @@ fn of_two_controllers_one_leads_and_the_other_takes_over_and_completes_the_rollo
     );
     drop(leader);
 }
+
+#[test]
+fn a_release_applied_as_an_object_rolls_out_and_reports_its_status() {
+    let test = KubeTest::start("k8s-object");
+    test.web(1, json!({}));
+    let serve = test.controller("k8s-object", &[]);
+    let spec = |image: &str| {
+        json!({
+            "backend": { "kubernetes": { "namespace": NAMESPACE, "deployment": "web" } },
+            "image": image,
+            "port": 8080,
+            "strategy": { "canary": { "scaleDownDelay": "1s", "steps": [{ "setWeight": 50 }] } },
+        })
+    };
+    test.api
+        .create(json!({
+            "apiVersion": "cutover.dev/v1",
+            "kind": "Release",
+            "metadata": { "name": "web", "namespace": NAMESPACE },
+            "spec": spec("demo:v2"),
+        }))
+        .expect("created");
+    let object = test.wait_release_object("web", Duration::from_secs(60), |o| {
+        o["status"]["outcome"] == "promoted" && o["status"]["observedGeneration"] == 1
+    });
+    assert_eq!(object["status"]["candidateVersion"], "v2", "{object}");
+    assert_eq!(serve.status("web").expect("status")["outcome"], "promoted");
+    assert_eq!(sample(serve.proxy(), 20).answered("v2"), 20);
+
+    // A new generation is a new rollout.
+    let path = format!("/apis/cutover.dev/v1/namespaces/{NAMESPACE}/releases/web");
+    assert_eq!(
+        test.merge_patch(&path, &json!({ "spec": { "image": "demo:v4" } })),
+        200
+    );
+    let object = test.wait_release_object("web", Duration::from_secs(60), |o| {
+        o["status"]["observedGeneration"] == 2 && o["status"]["outcome"] == "promoted"
+    });
+    assert_eq!(object["status"]["candidateVersion"], "v4", "{object}");
+    assert_eq!(slots(&test)["stable"]["deployment"], "web-blue");
+    assert_eq!(sample(serve.proxy(), 20).answered("v4"), 20);
+
+    // An invalid one is reported on the object, with the field and the fix, and changes
+    // nothing.
+    assert_eq!(
+        test.merge_patch(
+            &path,
+            &json!({ "spec": { "strategy": { "canary": { "steps": [{ "setWieght": 20 }] } } } })
+        ),
+        200
+    );
+    let object = test.wait_release_object("web", Duration::from_secs(20), |o| {
+        o["status"]["observedGeneration"] == 3
+    });
+    assert_eq!(object["status"]["phase"], "invalid", "{object}");
+    let message = object["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("setWieght") && message.contains("setWeight"),
+        "{message}"
+    );
+    assert_eq!(slots(&test)["stable"]["deployment"], "web-blue");
+    let status = serve.status("web").expect("status");
+    assert_eq!(
+        (&status["candidate"]["version"], &status["outcome"]),
+        (&json!("v4"), &json!("promoted")),
+        "{status}"
+    );
+}

@@ -39,6 +39,8 @@ const POLL: Duration = Duration::from_millis(500);
 const UPDATE_ATTEMPTS: usize = 8;
 /// How long `stable` waits for the EndpointSlices of a Deployment that has ready pods.
 const ENDPOINTS_WAIT: Duration = Duration::from_secs(10);
+/// How long an API call may wait for its answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The Kubernetes backend. Cheap to clone: clones share the client, the EndpointSlice
 /// cache and one set of per-release locks.
@@ -48,7 +50,10 @@ pub struct KubeBackend {
 }
 
 struct Inner {
+    /// For calls: with a read timeout.
     client: Client,
+    /// For watches: without one.
+    watch_client: Client,
     namespace: String,
     controller: String,
     locks: ReleaseLocks,
@@ -104,10 +109,21 @@ impl KubeBackend {
         }
         let url = config.cluster_url.to_string();
         let namespace = namespace.map_or_else(|| config.default_namespace.clone(), str::to_string);
-        let client = Client::try_from(config).map_err(|e| ConnectError::Unreachable {
+        let unreachable = |e: kube::Error| ConnectError::Unreachable {
             url: url.clone(),
             message: e.to_string(),
-        })?;
+        };
+        // Watches stay open for minutes without a byte when nothing changes, so they get a
+        // client without a read timeout; every other call gets one, so that a connection
+        // that stalls (rather than fails) cannot hold a release's lock, or a leader's
+        // renewal, forever.
+        let watch_client = Client::try_from(config.clone()).map_err(unreachable)?;
+        let mut config = config;
+        if config.read_timeout.is_none() {
+            config.read_timeout = Some(CALL_TIMEOUT);
+            config.reset_reader_on_write = true;
+        }
+        let client = Client::try_from(config).map_err(unreachable)?;
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
         deployments
             .list_metadata(&ListParams::default().limit(1))
@@ -116,7 +132,7 @@ impl KubeBackend {
                 url: url.clone(),
                 message: classify(
                     Call {
-                        verb: "list",
+                        verbs: &["list"],
                         resource: "deployments",
                         group: "apps",
                         namespace: &namespace,
@@ -126,10 +142,11 @@ impl KubeBackend {
                 .to_string(),
             })?;
         tracing::info!(%url, %namespace, "connected to the Kubernetes API");
-        let endpoints = EndpointCache::start(client.clone(), &namespace, controller);
+        let endpoints = EndpointCache::start(watch_client.clone(), &namespace, controller);
         Ok(KubeBackend {
             inner: Arc::new(Inner {
                 client,
+                watch_client,
                 namespace,
                 controller: controller.to_string(),
                 locks: ReleaseLocks::default(),
@@ -138,9 +155,14 @@ impl KubeBackend {
         })
     }
 
-    /// The client, for the controller's leader election.
+    /// The client for calls (with a read timeout), for the controller's leader election.
     pub fn client(&self) -> Client {
         self.inner.client.clone()
+    }
+
+    /// The client for watches (without a read timeout), for watching `Release` objects.
+    pub fn watch_client(&self) -> Client {
+        self.inner.watch_client.clone()
     }
 
     /// The namespace this controller manages.
@@ -171,8 +193,16 @@ impl KubeBackend {
     }
 
     fn call<'a>(&'a self, verb: &'a str, resource: &'a str, group: &'a str) -> Call<'a> {
+        let verbs: &'a [&'a str] = match verb {
+            // Server-side apply: `create` when the object is new, `patch` otherwise.
+            "apply" => &["create", "patch"],
+            "get" => &["get"],
+            "list" => &["list"],
+            "delete" => &["delete"],
+            _ => &["patch"],
+        };
         Call {
-            verb,
+            verbs,
             resource,
             group,
             namespace: &self.inner.namespace,
@@ -404,7 +434,7 @@ impl KubeBackend {
                 &Patch::Apply(&service),
             )
             .await
-            .map_err(|e| classify(self.call("patch", "services", ""), e))?;
+            .map_err(|e| classify(self.call("apply", "services", ""), e))?;
         Ok(())
     }
 
@@ -553,7 +583,7 @@ impl KubeBackend {
                 &Patch::Apply(&body),
             )
             .await
-            .map_err(|e| classify(self.call("patch", "deployments", "apps"), e))?;
+            .map_err(|e| classify(self.call("apply", "deployments", "apps"), e))?;
         let selector =
             template::selector(&body).map_err(|e| BackendError::Invalid(e.to_string()))?;
         self.apply_service(name, &candidate_name, &selector, slots.port)

@@ -8,8 +8,10 @@ use cutover_backend::BackendError;
 /// rule the controller's Role lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Call<'a> {
-    /// The RBAC verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`.
-    pub verb: &'a str,
+    /// The RBAC verbs the call needs: `get`, `list`, `watch`, `create`, `update`,
+    /// `patch`, `delete` (a server-side apply needs `patch`, and `create` when the object
+    /// does not exist yet).
+    pub verbs: &'a [&'a str],
     /// The resource, plural (`deployments`).
     pub resource: &'a str,
     /// The API group (`apps`; empty for the core group).
@@ -50,19 +52,25 @@ pub fn is_conflict(e: &kube::Error) -> bool {
 pub fn classify(call: Call<'_>, e: kube::Error) -> BackendError {
     let what = format!(
         "{} {} in namespace '{}'",
-        call.verb,
+        call.verbs.join(" or "),
         call.qualified(),
         call.namespace
     );
+    let verbs = call
+        .verbs
+        .iter()
+        .map(|v| format!("\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     match &e {
         kube::Error::Api(status) => {
             let message = &status.message;
             match status.code {
                 403 => BackendError::Invalid(format!(
                     "forbidden: cutover may not {what}: the controller's Role needs the rule \
-                     {{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [\"{}\"]}} (see \
+                     {{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [{verbs}]}} (see \
                      examples/kubernetes/rbac.yaml). The API server said: {message}",
-                    call.group, call.resource, call.verb
+                    call.group, call.resource
                 )),
                 401 => BackendError::Unavailable(format!(
                     "the API server refused cutover's credentials to {what} (401): {message}"
@@ -113,7 +121,7 @@ mod tests {
     }
 
     const PATCH: Call<'static> = Call {
-        verb: "patch",
+        verbs: &["patch"],
         resource: "deployments",
         group: "apps",
         namespace: "shop",
@@ -131,6 +139,19 @@ mod tests {
         );
         assert!(!e.is_retryable());
         let text = e.to_string();
+        let apply = classify(
+            Call {
+                verbs: &["create", "patch"],
+                ..PATCH
+            },
+            api_error(403, "Forbidden", "no"),
+        )
+        .to_string();
+        assert!(apply.contains(r#"verbs: ["create", "patch"]"#), "{apply}");
+        assert!(
+            apply.contains("may not create or patch deployments.apps"),
+            "{apply}"
+        );
         assert!(
             text.contains("may not patch deployments.apps in namespace 'shop'"),
             "{text}"

@@ -177,15 +177,53 @@ impl LeaderElector {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(lease = %self.config.name, error = %e, "leader election: retrying")
+                    // Said once per kind of failure: a missing RBAC rule names itself.
+                    let text = self.explain(e);
+                    if said.as_ref() != Some(&text) {
+                        tracing::error!(lease = %self.config.name, error = %text, "leader election: retrying");
+                        said = Some(text);
+                    }
                 }
             }
             tokio::time::sleep(self.config.renew_every().min(Duration::from_secs(2))).await;
         }
     }
 
-    /// One round: `Ok(None)` if we hold the Lease now, `Ok(Some(holder))` if another does.
+    /// An election error in the operator's terms: a 403 names the Role rule it lacks.
+    fn explain(&self, e: kube::Error) -> String {
+        error::classify(
+            error::Call {
+                verbs: &["get", "create", "update"],
+                resource: "leases",
+                group: "coordination.k8s.io",
+                namespace: &self.config.namespace,
+            },
+            e,
+        )
+        .to_string()
+    }
+
+    /// One round, bounded by `renew_every` so that a stalled call cannot hold a leader
+    /// past its deadline: `Ok(None)` if we hold the Lease now, `Ok(Some(holder))` if
+    /// another does.
     async fn try_acquire(&self, observer: &mut Observer) -> Result<Option<String>, kube::Error> {
+        match tokio::time::timeout(self.config.renew_every(), self.try_acquire_once(observer)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(kube::Error::Service(
+                format!(
+                    "no answer from the API server within {:?}",
+                    self.config.renew_every()
+                )
+                .into(),
+            )),
+        }
+    }
+
+    async fn try_acquire_once(
+        &self,
+        observer: &mut Observer,
+    ) -> Result<Option<String>, kube::Error> {
         let lease = self.api.get_opt(&self.config.name).await?;
         let decision = observer.decide(
             Instant::now(),
@@ -263,6 +301,7 @@ impl LeaderElector {
                 Ok(Some(_)) => {}
                 Err(e) => {
                     let elapsed = renewed.elapsed();
+                    let e = self.explain(e);
                     tracing::warn!(lease = %self.config.name, error = %e, ?elapsed, "cannot renew the Lease");
                     if elapsed >= self.config.renew_deadline() {
                         return LeaseError::Expired {
@@ -311,8 +350,9 @@ impl LeaderElector {
     }
 }
 
-/// The identity of this process: the host name (a pod's name in Kubernetes) and the
-/// process id, so that two replicas on one host differ too.
+/// The identity of this process: the host name (a pod's name in Kubernetes), the process
+/// id and the start time, so that two replicas on one host differ, and so does a replica
+/// from its own restart.
 pub fn default_identity() -> String {
     let host = std::env::var("POD_NAME")
         .ok()
@@ -324,7 +364,12 @@ pub fn default_identity() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "cutover".into());
-    format!("{host}_{}", std::process::id())
+    // In a container the process id is always the same; the start time tells a restarted
+    // process from the one before it.
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() % 1_000_000_000);
+    format!("{host}_{}_{started:09}", std::process::id())
 }
 
 fn micro_now() -> MicroTime {

@@ -138,7 +138,7 @@ impl CandidateOf<'_> {
             .as_object()
             .cloned()
             .unwrap_or_default();
-        labels.retain(|k, _| !keys::is_ours(k));
+        labels.retain(|k, _| !keys::is_ours(k) && !is_tracking_label(k));
         for (k, v) in self.labels {
             labels.insert(k.clone(), v.clone().into());
         }
@@ -181,6 +181,19 @@ impl CandidateOf<'_> {
             "spec": spec,
         }))
     }
+}
+
+/// Labels by which a GitOps or packaging tool claims an object as its own (Argo CD's
+/// label tracking, Flux, Helm). A candidate carrying them would be claimed too, and
+/// pruned as missing from Git, serving or not; cutover's Deployments are cutover's.
+fn is_tracking_label(key: &str) -> bool {
+    matches!(
+        key,
+        "app.kubernetes.io/instance"
+            | "app.kubernetes.io/managed-by"
+            | "argocd.argoproj.io/instance"
+    ) || key.starts_with("kustomize.toolkit.fluxcd.io/")
+        || key.starts_with("helm.toolkit.fluxcd.io/")
 }
 
 /// The headless Service selecting `deployment`'s pods (by its `selector`), so that the
@@ -238,7 +251,8 @@ mod tests {
             "kind": "Deployment",
             "metadata": {
                 "name": "web", "namespace": "shop",
-                "labels": { "app": "web", "team": "a" },
+                "labels": { "app": "web", "team": "a", "app.kubernetes.io/instance": "shop",
+                            "kustomize.toolkit.fluxcd.io/name": "apps" },
                 "resourceVersion": "12", "uid": "u1",
             },
             "spec": {
@@ -300,6 +314,18 @@ mod tests {
         assert_eq!(c["spec"]["progressDeadlineSeconds"], 120);
         assert_eq!(c["metadata"]["annotations"][keys::VERSION], "v2");
         assert_eq!(c["metadata"]["labels"]["owner"], "payments");
+        assert_eq!(c["metadata"]["labels"]["team"], "a");
+        // Not claimed by the GitOps tool that owns the stable Deployment.
+        assert!(
+            c["metadata"]["labels"]
+                .get("app.kubernetes.io/instance")
+                .is_none()
+        );
+        assert!(
+            c["metadata"]["labels"]
+                .get("kustomize.toolkit.fluxcd.io/name")
+                .is_none()
+        );
         assert_eq!(c["metadata"]["labels"][keys::CONTROLLER], "cutover");
         assert!(c["metadata"].get("resourceVersion").is_none());
         assert!(c.get("status").is_none());

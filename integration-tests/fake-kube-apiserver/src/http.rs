@@ -536,6 +536,12 @@ fn patch_object(
     call: &Call,
 ) -> Result<(u16, Value), Status> {
     let rt = target.rt;
+    // As on a real server, the media type is checked before anything else; custom
+    // resources have no strategic merge patch.
+    let accepted = resources::patch_types(rt);
+    if !accepted.contains(&call.content_type.as_str()) {
+        return Err(Status::unsupported_media_type(accepted));
+    }
     let body = call.json().map_err(|e| {
         if call.content_type == "application/apply-patch+yaml" {
             Status::new(
@@ -555,7 +561,11 @@ fn patch_object(
             ));
         };
         if sub == Some("scale") {
-            return Err(Status::unsupported_media_type(&call.content_type));
+            return Err(Status::unsupported_media_type(&[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+            ]));
         }
         let existed = store.get(rt, target.ns, name).is_some();
         let request = ApplyRequest {
@@ -605,7 +615,7 @@ fn patch_object(
                 ops::check_precondition(rt, name, &current, after)?;
             }
         }
-        other => return Err(Status::unsupported_media_type(other)),
+        _ => return Err(Status::unsupported_media_type(accepted)),
     }
     check_name(&patched, name)?;
     let manager = call.manager();
@@ -787,6 +797,19 @@ mod tests {
                 ..
             })
         ));
+        assert!(matches!(
+            route("/apis/cutover.dev/v1/namespaces/default/releases/shop/status"),
+            Ok(Route::Resource { rt, subresource: Some(_), .. }) if rt.custom
+        ));
+        assert!(matches!(
+            route("/apis/cutover.dev/v1/releases"),
+            Ok(Route::Resource {
+                namespace: None,
+                name: None,
+                ..
+            })
+        ));
+        assert!(route("/apis/cutover.dev/v1/namespaces/default/releases/shop/scale").is_err());
         assert!(route("/apis/apps/v1/namespaces/default/widgets").is_err());
         assert!(route("/api/v1/pods/x").is_err());
     }

@@ -9,8 +9,17 @@
 //! - Resources: core/v1 `pods`, `services`, `configmaps`, `namespaces` (every namespace is
 //!   implicitly present); apps/v1 `deployments` with the `status` and `scale` (autoscaling/v1
 //!   `Scale`) subresources; discovery.k8s.io/v1 `endpointslices`; coordination.k8s.io/v1
-//!   `leases`. Plus `/version`, `/api`, `/apis` (and per group-version resource lists),
-//!   `/healthz`, `/readyz`, `/livez`.
+//!   `leases`; apiextensions.k8s.io/v1 `customresourcedefinitions` (cluster-scoped, stored
+//!   with an `Established` status, and otherwise inert). Plus `/version`, `/api`, `/apis`
+//!   (and per group-version resource lists), `/healthz`, `/readyz`, `/livez`.
+//! - One custom resource, cutover's `Release` (cutover.dev/v1 `releases`, namespaced, with the
+//!   `status` subresource), with a custom resource's semantics: every verb below except
+//!   strategic merge patch (415 UnsupportedMediaType, as for any custom resource), `generation`
+//!   bumped only by changes outside `metadata` and `status`, writes to the main resource
+//!   ignoring `status` (also on create) and writes to `/status` changing only `status`
+//!   (without bumping `generation`), `kind: ReleaseList` lists, and discovery listing it.
+//!   It is served unconditionally: there is no need to create its CustomResourceDefinition
+//!   first (creating one is accepted and changes nothing).
 //! - Verbs: get, list (label selectors `=`, `==`, `!=`, `in`, `notin`, `key`, `!key`; field
 //!   selectors on `metadata.name`/`metadata.namespace`), watch (newline-delimited JSON events,
 //!   selector transitions as ADDED/DELETED, bookmarks, `timeoutSeconds`, 410 Expired for a
@@ -43,10 +52,17 @@
 //! `kube` watcher's default list-then-watch works), no aggregated discovery, no OpenAPI
 //! schemas: server-side apply is simplified (lists of maps merge by `name`, every other list is
 //! atomic, no unions), strategic merge patch knows no patch strategies beyond that, and
-//! defaulting covers only a few fields. Deployment strategies other than a full surge are not
-//! modelled (`maxSurge`/`maxUnavailable`, `Recreate`, `paused` and `minReadySeconds` are
-//! ignored). Container `command`/`args`, resources, volumes and `valueFrom` environment
-//! variables are ignored: what runs is the image's argv template.
+//! defaulting covers only a few fields. Custom resources are not validated: a real server
+//! validates a `Release` against its CustomResourceDefinition's `openAPIV3Schema`, prunes
+//! unknown fields and applies the schema's defaults; here any JSON object is stored as sent
+//! (only the name is checked), server-side apply treats its lists as for built-in types
+//! rather than by the schema's `x-kubernetes-list-type` (atomic unless declared), and no
+//! other custom resource can be served, whatever CustomResourceDefinitions are created
+//! (their schemas, versions, conversion and `additionalPrinterColumns` are ignored).
+//! Deployment strategies other than a full surge are not modelled (`maxSurge`/
+//! `maxUnavailable`, `Recreate`, `paused` and `minReadySeconds` are ignored). Container
+//! `command`/`args`, resources, volumes and `valueFrom` environment variables are ignored:
+//! what runs is the image's argv template.
 
 mod apply;
 mod controllers;

@@ -409,11 +409,43 @@ fn set_initial_status(rt: &ResourceType, object: &mut Value) {
         "services" => json!({"loadBalancer": {}}),
         "namespaces" => json!({"phase": "Active"}),
         "deployments" => json!({}),
+        "customresourcedefinitions" => crd_status(object),
         _ => return,
     };
     if let Some(map) = object.as_object_mut() {
         map.insert("status".into(), status);
     }
+}
+
+/// What the apiextensions controllers would soon write: the names accepted as asked, the
+/// storage version stored, and the definition established.
+fn crd_status(crd: &Value) -> Value {
+    let mut names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
+    if let Some(map) = names.as_object_mut() {
+        let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
+        if !kind.is_empty() {
+            let (list_kind, singular) = (format!("{kind}List"), kind.to_lowercase());
+            ensure(map, "listKind", json!(list_kind));
+            ensure(map, "singular", json!(singular));
+        }
+    }
+    let stored: Vec<Value> = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .filter_map(|v| v.get("name").cloned())
+        .collect();
+    let now = util::now_rfc3339();
+    json!({
+        "acceptedNames": names,
+        "storedVersions": stored,
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now},
+        ],
+    })
 }
 
 fn ensure<'a>(map: &'a mut Map<String, Value>, key: &str, default: Value) -> &'a mut Value {
@@ -563,6 +595,16 @@ fn validate(
                 causes.push((
                     "spec.replicas".into(),
                     "Invalid value: must be greater than or equal to 0".into(),
+                ));
+            }
+        }
+        "customresourcedefinitions" => {
+            let plural = util::str_at(object, "/spec/names/plural").unwrap_or("");
+            let group = util::str_at(object, "/spec/group").unwrap_or("");
+            if name != format!("{plural}.{group}") {
+                causes.push((
+                    "metadata.name".into(),
+                    format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
                 ));
             }
         }

@@ -19,6 +19,9 @@ pub(crate) struct ResourceType {
     pub subresources: &'static [&'static str],
     /// Short names for discovery.
     pub short_names: &'static [&'static str],
+    /// Served from a CustomResourceDefinition: no strategic merge patch (415), and no
+    /// defaulting or validation beyond the object's name.
+    pub custom: bool,
 }
 
 impl ResourceType {
@@ -59,6 +62,7 @@ pub(crate) const PODS: ResourceType = ResourceType {
     namespaced: true,
     subresources: &["status"],
     short_names: &["po"],
+    custom: false,
 };
 pub(crate) const SERVICES: ResourceType = ResourceType {
     group: "",
@@ -69,6 +73,7 @@ pub(crate) const SERVICES: ResourceType = ResourceType {
     namespaced: true,
     subresources: &["status"],
     short_names: &["svc"],
+    custom: false,
 };
 pub(crate) const CONFIGMAPS: ResourceType = ResourceType {
     group: "",
@@ -79,6 +84,7 @@ pub(crate) const CONFIGMAPS: ResourceType = ResourceType {
     namespaced: true,
     subresources: &[],
     short_names: &["cm"],
+    custom: false,
 };
 pub(crate) const NAMESPACES: ResourceType = ResourceType {
     group: "",
@@ -89,6 +95,7 @@ pub(crate) const NAMESPACES: ResourceType = ResourceType {
     namespaced: false,
     subresources: &["status"],
     short_names: &["ns"],
+    custom: false,
 };
 pub(crate) const DEPLOYMENTS: ResourceType = ResourceType {
     group: "apps",
@@ -99,6 +106,7 @@ pub(crate) const DEPLOYMENTS: ResourceType = ResourceType {
     namespaced: true,
     subresources: &["status", "scale"],
     short_names: &["deploy"],
+    custom: false,
 };
 pub(crate) const ENDPOINTSLICES: ResourceType = ResourceType {
     group: "discovery.k8s.io",
@@ -109,6 +117,7 @@ pub(crate) const ENDPOINTSLICES: ResourceType = ResourceType {
     namespaced: true,
     subresources: &[],
     short_names: &[],
+    custom: false,
 };
 pub(crate) const LEASES: ResourceType = ResourceType {
     group: "coordination.k8s.io",
@@ -119,6 +128,36 @@ pub(crate) const LEASES: ResourceType = ResourceType {
     namespaced: true,
     subresources: &[],
     short_names: &[],
+    custom: false,
+};
+
+/// apiextensions.k8s.io/v1 `customresourcedefinitions`: stored (with an initial status
+/// saying the names are accepted and the definition is established) but otherwise inert:
+/// what custom resources are served does not depend on them.
+pub(crate) const CUSTOMRESOURCEDEFINITIONS: ResourceType = ResourceType {
+    group: "apiextensions.k8s.io",
+    version: "v1",
+    plural: "customresourcedefinitions",
+    kind: "CustomResourceDefinition",
+    singular: "customresourcedefinition",
+    namespaced: false,
+    subresources: &["status"],
+    short_names: &["crd", "crds"],
+    custom: false,
+};
+/// cutover's custom resource, cutover.dev/v1 `releases`, served as if its
+/// CustomResourceDefinition were installed (always, whether or not one was created), with
+/// the `status` subresource.
+pub(crate) const RELEASES: ResourceType = ResourceType {
+    group: "cutover.dev",
+    version: "v1",
+    plural: "releases",
+    kind: "Release",
+    singular: "release",
+    namespaced: true,
+    subresources: &["status"],
+    short_names: &[],
+    custom: true,
 };
 
 /// Every served resource type.
@@ -130,7 +169,27 @@ pub(crate) const ALL: &[ResourceType] = &[
     DEPLOYMENTS,
     ENDPOINTSLICES,
     LEASES,
+    CUSTOMRESOURCEDEFINITIONS,
+    RELEASES,
 ];
+
+/// The patch content types a resource accepts, as a real server lists them in a 415.
+pub(crate) fn patch_types(rt: &ResourceType) -> &'static [&'static str] {
+    if rt.custom {
+        &[
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/apply-patch+yaml",
+        ]
+    } else {
+        &[
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+            "application/apply-patch+yaml",
+        ]
+    }
+}
 
 /// The type served at `group`/`version`/`plural`.
 pub(crate) fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {

@@ -145,13 +145,14 @@ impl Status {
         )
     }
 
-    /// 415 UnsupportedMediaType.
-    pub(crate) fn unsupported_media_type(content_type: &str) -> Status {
+    /// 415 UnsupportedMediaType, listing the media types the resource accepts.
+    pub(crate) fn unsupported_media_type(accepted: &[&str]) -> Status {
         Status::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
             ),
         )
     }

@@ -200,3 +200,53 @@ fn merge(target: &mut Value, patch: Value) {
         (t, p) => *t = p,
     }
 }
+
+impl KubeTest {
+    /// A merge patch of the object at `path` (say
+    /// `/apis/cutover.dev/v1/namespaces/shop/releases/web`), as `kubectl patch --type merge`
+    /// sends it; the HTTP status.
+    pub fn merge_patch(&self, path: &str, patch: &Value) -> u16 {
+        use std::io::{Read, Write};
+        let address = self.api.url().trim_start_matches("http://").to_string();
+        let body = patch.to_string();
+        let mut stream = std::net::TcpStream::connect(&address).expect("the fake API server");
+        write!(
+            stream,
+            "PATCH {path}?fieldManager=kubectl-patch HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/merge-patch+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("request");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the `Release` object `name` satisfies `done`.
+    pub fn wait_release_object(
+        &self,
+        name: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let started = Instant::now();
+        loop {
+            if let Some(object) = self.api.get("releases", NAMESPACE, name)
+                && done(&object)
+            {
+                return object;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "Release {name} did not get there within {limit:?}: {:#}",
+                self.api
+                    .get("releases", NAMESPACE, name)
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
