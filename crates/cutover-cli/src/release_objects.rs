@@ -1,14 +1,17 @@
 //! `cutover serve --backend kubernetes`: releases applied as `Release` objects.
 //!
-//! A reconcile loop over the watched objects: an object whose `metadata.generation` is
-//! newer than its `status.observedGeneration` is loaded as a release file would be and
-//! submitted (once the release's rollout under way, if any, has ended); every object's
-//! status shows its release's rollout. Acting on a generation and recording it as
-//! observed happen in that order, so a controller killed in between submits it again,
-//! which the controller refuses while the rollout it started runs.
+//! A reconcile loop over the watched objects. An object whose `metadata.generation` is
+//! newer than what was acted on is loaded as a release file would be and submitted (once
+//! the release's rollout under way, if any, has ended); the object's status shows the
+//! rollout it started. What was acted on is known three ways, the first surviving any
+//! restart: the rollout's record (the release is submitted with the object's uid and
+//! generation in its annotations, and the record is stored with compare-and-swap next to
+//! the workload before anything happens), the object's `status.observedGeneration`, and
+//! this process's memory. So a generation is submitted once, even when the leader changes
+//! between the submission and the status write.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use cutover_controller::{Controller, ControllerError, RolloutStatus};
 use cutover_kube::resources::{ReleaseObject, ReleaseObjects};
@@ -16,20 +19,52 @@ use serde_json::{Map, Value, json};
 
 /// How often the objects are looked at.
 const PERIOD: Duration = Duration::from_secs(1);
+/// The longest wait before a submission that failed for now is tried again.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Release annotation: the uid of the object a rollout was started from.
+pub const OBJECT_UID: &str = "cutover.dev/object-uid";
+/// Release annotation: the object's generation the rollout was started from.
+pub const OBJECT_GENERATION: &str = "cutover.dev/object-generation";
+
+/// Why a generation was not rolled out, shown on the object until the next generation.
+#[derive(Clone, Debug)]
+struct Note {
+    generation: i64,
+    phase: &'static str,
+    message: String,
+}
+
+/// What the loop remembers, by object uid.
+#[derive(Default)]
+struct Memory {
+    /// The newest generation submitted (or refused) by this process.
+    submitted: BTreeMap<String, i64>,
+    /// Why the last generation acted on did not start a rollout.
+    notes: BTreeMap<String, Note>,
+    /// When a submission that failed for now may be tried again, and how many failed.
+    retry: BTreeMap<String, (Instant, u32)>,
+    /// The status last written.
+    written: BTreeMap<String, Value>,
+}
 
 /// Runs the loop until the process ends.
 pub async fn reconcile_forever(controller: Controller, objects: ReleaseObjects) {
-    let mut submitted: BTreeMap<String, i64> = BTreeMap::new();
-    let mut written: BTreeMap<String, Value> = BTreeMap::new();
+    let mut memory = Memory::default();
     loop {
-        for object in objects.objects() {
-            let status = reconcile(&controller, &object, &mut submitted).await;
-            if written.get(&object.name) == Some(&status) || covers(&object.status, &status) {
+        let seen = objects.objects();
+        let uids: BTreeSet<&String> = seen.iter().map(|o| &o.uid).collect();
+        memory.submitted.retain(|uid, _| uids.contains(uid));
+        memory.notes.retain(|uid, _| uids.contains(uid));
+        memory.retry.retain(|uid, _| uids.contains(uid));
+        memory.written.retain(|uid, _| uids.contains(uid));
+        for object in &seen {
+            let status = reconcile(&controller, object, &mut memory).await;
+            if memory.written.get(&object.uid) == Some(&status) || covers(&object.status, &status) {
                 continue;
             }
             match objects.set_status(&object.name, &status).await {
                 Ok(()) => {
-                    written.insert(object.name.clone(), status);
+                    memory.written.insert(object.uid.clone(), status);
                 }
                 Err(e) => {
                     tracing::warn!(release = %object.name, error = %e, "cannot write the Release object's status")
@@ -40,61 +75,131 @@ pub async fn reconcile_forever(controller: Controller, objects: ReleaseObjects) 
     }
 }
 
+/// The generation of `object` that `rollout` was started from, if it was.
+fn started_from(rollout: &RolloutStatus, object: &ReleaseObject) -> Option<i64> {
+    if rollout.annotations.get(OBJECT_UID) != Some(&object.uid) {
+        return None;
+    }
+    rollout.annotations.get(OBJECT_GENERATION)?.parse().ok()
+}
+
 /// The status `object` should show, after submitting its generation if it is new.
-async fn reconcile(
-    controller: &Controller,
-    object: &ReleaseObject,
-    submitted: &mut BTreeMap<String, i64>,
-) -> Value {
+async fn reconcile(controller: &Controller, object: &ReleaseObject, memory: &mut Memory) -> Value {
     let name = &object.name;
-    let observed = object
-        .observed_generation
-        .max(submitted.get(name).copied())
-        .unwrap_or(0);
+    let uid = &object.uid;
     let current = controller.status(name).ok();
+    // The release's rollout, if this object started it.
+    let mine = current
+        .as_deref()
+        .and_then(|r| started_from(r, object).map(|g| (r, g)));
+    let observed = [
+        object.observed_generation,
+        memory.submitted.get(uid).copied(),
+        mine.map(|(_, g)| g),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0);
     if object.generation <= observed {
-        return status_of(current.as_deref(), observed, None);
+        if let Some(note) = memory.notes.get(uid).filter(|n| n.generation == observed) {
+            return noted(mine.map(|(r, _)| r), observed, note);
+        }
+        return match mine {
+            Some((rollout, generation)) => status_of(Some(rollout), generation, None),
+            // Nothing of this process's to add: what is shown stays (an earlier leader's
+            // note, say).
+            None => object.status.clone(),
+        };
+    }
+    if let Some((at, _)) = memory.retry.get(uid)
+        && Instant::now() < *at
+    {
+        return object.status.clone();
     }
     if let Some(running) = current.as_deref().filter(|s| !s.done) {
         let waiting = format!(
             "generation {} waits for the rollout under way ({}); `cutover abort {name}` ends it",
             object.generation, running.description
         );
-        return status_of(Some(running), observed, Some(waiting));
+        return status_of(mine.map(|(r, _)| r), observed, Some(waiting));
     }
-    let release = match Controller::parse(&format!("{name}.json"), &object.document) {
+    let mut release = match Controller::parse(&format!("{name}.json"), &object.document) {
         Ok(release) => release,
         Err(ControllerError::Invalid(diagnostics)) => {
-            submitted.insert(name.clone(), object.generation);
             let message = diagnostics
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("\n");
             tracing::warn!(release = %name, generation = object.generation, "the Release object is invalid:\n{message}");
-            let mut status = status_of(current.as_deref(), object.generation, Some(message));
-            status["phase"] = "invalid".into();
-            return status;
+            return refuse(memory, object, "invalid", message);
         }
-        Err(e) => return status_of(current.as_deref(), observed, Some(e.to_string())),
+        Err(e) => return refuse(memory, object, "refused", e.to_string()),
     };
+    release
+        .metadata
+        .annotations
+        .insert(OBJECT_UID.into(), uid.clone());
+    release
+        .metadata
+        .annotations
+        .insert(OBJECT_GENERATION.into(), object.generation.to_string());
     tracing::info!(release = %name, generation = object.generation, "submitting the Release object");
     match controller.submit(release).await {
         Ok(started) => {
-            submitted.insert(name.clone(), object.generation);
+            memory.submitted.insert(uid.clone(), object.generation);
+            memory.retry.remove(uid);
             status_of(Some(&started), object.generation, None)
         }
-        // Retried at the next look: the backend may answer then.
-        Err(e @ ControllerError::Backend { .. }) => {
-            status_of(current.as_deref(), observed, Some(e.to_string()))
+        // The backend may answer later: tried again, less and less often.
+        Err(e @ ControllerError::Backend { .. }) if is_retryable(&e) => {
+            let failures = memory.retry.get(uid).map_or(0, |(_, n)| *n) + 1;
+            let wait = (PERIOD * 2u32.saturating_pow(failures.min(8))).min(MAX_BACKOFF);
+            memory
+                .retry
+                .insert(uid.clone(), (Instant::now() + wait, failures));
+            let message = format!("{e}; trying again in {}s", wait.as_secs());
+            status_of(mine.map(|(r, _)| r), observed, Some(message))
         }
-        // Refused as written (the same version again, another backend): this generation
-        // is done with; the next one is looked at afresh.
-        Err(e) => {
-            submitted.insert(name.clone(), object.generation);
-            status_of(current.as_deref(), object.generation, Some(e.to_string()))
-        }
+        // Refused as written (the same version again, a Deployment that cannot be
+        // adopted, another backend): done with until the next generation.
+        Err(e) => refuse(memory, object, "refused", e.to_string()),
     }
+}
+
+fn is_retryable(e: &ControllerError) -> bool {
+    match e {
+        ControllerError::Backend { source, .. } => source.is_retryable(),
+        _ => false,
+    }
+}
+
+/// Records that `object`'s generation was acted on without a rollout, and why.
+fn refuse(
+    memory: &mut Memory,
+    object: &ReleaseObject,
+    phase: &'static str,
+    message: String,
+) -> Value {
+    let note = Note {
+        generation: object.generation,
+        phase,
+        message,
+    };
+    memory
+        .submitted
+        .insert(object.uid.clone(), object.generation);
+    memory.retry.remove(&object.uid);
+    let status = noted(None, object.generation, &note);
+    memory.notes.insert(object.uid.clone(), note);
+    status
+}
+
+fn noted(rollout: Option<&RolloutStatus>, observed: i64, note: &Note) -> Value {
+    let mut status = status_of(rollout, observed, Some(note.message.clone()));
+    status["phase"] = note.phase.into();
+    status
 }
 
 /// The status fields cutover writes: from the rollout, with `message` (or the rollout's

@@ -202,10 +202,19 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
                 elector.config().namespace,
                 elector.config().identity
             );
-            tokio::select! {
-                () = elector.acquire() => {}
+            let acquired = tokio::select! {
+                acquired = elector.acquire() => acquired,
                 () = &mut shutdown => return exit::OK,
-            }
+            };
+            // Renewed from now on, while the controller resumes; the moment it is lost,
+            // this process stops, whatever it is doing, so that two controllers never
+            // act at once. Kubernetes starts it again as a standby.
+            let elector = elector.clone();
+            tokio::spawn(async move {
+                let lost = elector.hold(acquired).await;
+                eprintln!("error: {lost}; stopping so that only the leader drives rollouts");
+                std::process::exit(exit::UNAVAILABLE.into());
+            });
         }
         let proxy = match proxy_config {
             None => None,
@@ -274,22 +283,7 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
                 token_file.display()
             ),
         }
-        let lost = match &elector {
-            Some(elector) => tokio::select! {
-                lost = elector.hold() => Some(lost),
-                () = &mut shutdown => None,
-            },
-            None => {
-                shutdown.await;
-                None
-            }
-        };
-        if let Some(lost) = lost {
-            // Another replica may lead already: stop at once, without touching anything,
-            // and let the orchestrator start this one again as a standby.
-            eprintln!("error: {lost}; stopping so that only the leader drives rollouts");
-            return exit::UNAVAILABLE;
-        }
+        shutdown.await;
         if let Some(objects) = objects {
             objects.abort();
         }
@@ -308,9 +302,6 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
                     Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
                 }
             }
-        }
-        if let Some(elector) = &elector {
-            elector.release().await;
         }
         exit::OK
     })

@@ -230,8 +230,7 @@ async fn with_the_api_server_gone_a_rollout_holds_and_nothing_is_half_applied() 
     test.api.inject(
         Fault::new(503, "ServiceUnavailable", "the server is busy")
             .method(http::Method::GET)
-            .resource("deployments")
-            .name("web-green")
+            .resource("pods")
             .times(usize::MAX),
     );
     let deploying = {
@@ -300,4 +299,102 @@ async fn with_the_api_server_gone_a_rollout_holds_and_nothing_is_half_applied() 
         .expect("endpoints")
         .expect("stable");
     assert_eq!(stable.version, "v2");
+}
+
+#[tokio::test]
+async fn a_fenced_writer_cannot_pass_its_next_write_off_as_a_replay() {
+    let test = cluster("kb-fence", 1).await;
+    let old = backend(&test).await;
+    old.stable(&release_of("demo:v2"), "v1")
+        .await
+        .expect("adopted");
+    let state = json!({ "phase": "step" });
+    assert_eq!(
+        old.store_state("web", &state, None).await.expect("stored"),
+        1
+    );
+    // Another controller takes over: it fences, writing the same state one revision up.
+    let new = backend(&test).await;
+    new.recover("web").await.expect("fenced");
+    // The old one's next write carries the same text and expects revision 1: it is not a
+    // replay of its own write, and is refused.
+    assert!(matches!(
+        old.store_state("web", &state, Some(1)).await,
+        Err(BackendError::Conflict { .. })
+    ));
+    // The new one goes on from revision 2.
+    assert_eq!(
+        new.store_state("web", &state, Some(2))
+            .await
+            .expect("stored"),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_deployment_of_the_candidates_name_that_is_not_the_releases_is_never_touched() {
+    let test = cluster("kb-collision", 1).await;
+    // Someone else's Deployment has the name the first candidate would get.
+    let theirs = test
+        .api
+        .create(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": "web-green", "namespace": NAMESPACE },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "app": "legacy" } },
+                "template": {
+                    "metadata": { "labels": { "app": "legacy" } },
+                    "spec": { "containers": [{ "name": "app", "image": "demo:v1",
+                                               "ports": [{ "containerPort": 8080 }] }] },
+                },
+            },
+        }))
+        .expect("created");
+    let backend = backend(&test).await;
+    let release = release_of("demo:v2");
+    backend.stable(&release, "v1").await.expect("adopted");
+    let error = backend.deploy(&release, "v2").await.expect_err("refused");
+    assert!(!error.is_retryable(), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("'web-green' exists and is not release 'web''s"),
+        "{error}"
+    );
+    // A rollback retires the candidate slot: the other Deployment stays as it was.
+    backend
+        .retire("web", Slot::Candidate)
+        .await
+        .expect("retired");
+    let after = test.deployment("web-green").expect("still there");
+    assert_eq!(after["metadata"]["uid"], theirs["metadata"]["uid"]);
+    assert_eq!(
+        after["spec"]["template"]["spec"]["containers"][0]["image"],
+        "demo:v1"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_anchor_keeps_the_last_endpoints_rather_than_routing_to_nothing() {
+    let test = cluster("kb-anchor", 1).await;
+    let backend = backend(&test).await;
+    let release = release_of("demo:v2");
+    backend.stable(&release, "v1").await.expect("adopted");
+    assert!(matches!(
+        backend.deploy(&release, "v2").await,
+        Ok(Readiness::Ready(_))
+    ));
+    backend.promote("web").await.expect("promoted");
+    // The anchor is pruned (say, by a GitOps tool) while web-green serves.
+    test.api
+        .delete("deployments", NAMESPACE, "web")
+        .expect("deleted");
+    let error = backend
+        .endpoints("web", Slot::Stable)
+        .await
+        .expect_err("not 'no such slot'");
+    assert!(error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("web-green"), "{error}");
 }

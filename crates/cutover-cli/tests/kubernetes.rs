@@ -127,7 +127,11 @@ fn a_canary_is_promoted_under_load_by_server_side_apply_and_the_old_deployment_s
     );
     assert_eq!(
         green["spec"]["selector"]["matchLabels"],
-        json!({ "cutover.io/release": "web", "cutover.io/colour": "green" })
+        json!({
+            "cutover.io/controller": "k8s-promote",
+            "cutover.io/release": "web",
+            "cutover.io/colour": "green",
+        })
     );
     let green_pods = test.pods(&[("cutover.io/colour", "green")]);
     assert_eq!(green_pods.len(), 2);
@@ -464,6 +468,13 @@ fn a_release_applied_as_an_object_rolls_out_and_reports_its_status() {
         message.contains("setWieght") && message.contains("setWeight"),
         "{message}"
     );
+    // And stays reported.
+    std::thread::sleep(Duration::from_secs(3));
+    let object = test
+        .api
+        .get("releases", NAMESPACE, "web")
+        .expect("the object");
+    assert_eq!(object["status"]["phase"], "invalid", "{object}");
     assert_eq!(slots(&test)["stable"]["deployment"], "web-blue");
     let status = serve.status("web").expect("status");
     assert_eq!(
@@ -471,4 +482,54 @@ fn a_release_applied_as_an_object_rolls_out_and_reports_its_status() {
         (&json!("v4"), &json!("promoted")),
         "{status}"
     );
+
+    // Deleted and applied again, it is a new object: its generation 1 is rolled out.
+    test.api
+        .delete("releases", NAMESPACE, "web")
+        .expect("deleted");
+    test.api
+        .create(json!({
+            "apiVersion": "cutover.dev/v1",
+            "kind": "Release",
+            "metadata": { "name": "web", "namespace": NAMESPACE },
+            "spec": spec("demo:v2"),
+        }))
+        .expect("created again");
+    let object = test.wait_release_object("web", Duration::from_secs(60), |o| {
+        o["status"]["observedGeneration"] == 1 && o["status"]["outcome"] == "promoted"
+    });
+    assert_eq!(object["status"]["candidateVersion"], "v2", "{object}");
+    assert_eq!(slots(&test)["stable"]["deployment"], "web-green");
+}
+
+#[test]
+fn a_leader_whose_lease_is_taken_stops_at_once() {
+    let test = KubeTest::start("k8s-lease-lost");
+    test.web(1, json!({}));
+    let mut serve = test.controller("k8s-lease-lost", &["--lease-duration", "3s"]);
+    // Another holder writes itself into the Lease (say, after a network partition
+    // outlasted it).
+    let path =
+        format!("/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/k8s-lease-lost-leader");
+    assert_eq!(
+        test.merge_patch(
+            &path,
+            &json!({ "spec": { "holderIdentity": "another-replica" } })
+        ),
+        200
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = serve.exited() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still running; its log:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(4), "{status:?}");
+    assert!(serve.log().contains("lost the Lease"), "{}", serve.log());
 }

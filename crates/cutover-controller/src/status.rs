@@ -1,5 +1,7 @@
 //! What the API and `cutover status` show of a rollout, and what is persisted with it.
 
+use std::collections::BTreeMap;
+
 use cutover_backend::SlotView;
 use cutover_core::plan::{PlanStep, StrategyKind};
 use cutover_core::rollout::{Outcome, Phase, RollbackReason, Rollout, Timestamp};
@@ -144,6 +146,10 @@ pub struct RolloutStatus {
     pub last_event: Option<String>,
     /// A problem the controller is working around (say, the state store failing).
     pub problem: Option<String>,
+    /// The release's `metadata.annotations` as submitted: notes for people, and for
+    /// whatever submitted it (a `Release` object records its uid and generation here).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A plan step in words.
@@ -216,5 +222,6 @@ pub fn status(input: StatusInput<'_>) -> RolloutStatus {
         analysis,
         last_event: rollout.history().last().map(|h| h.message.clone()),
         problem,
+        annotations: record.release.metadata.annotations.clone(),
     }
 }

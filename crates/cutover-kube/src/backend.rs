@@ -20,7 +20,9 @@ use cutover_backend::{
 use cutover_core::spec::{Backend as BackendSpec, KubernetesTarget, Release};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
+};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tracing::Instrument;
@@ -58,6 +60,10 @@ struct Inner {
     controller: String,
     locks: ReleaseLocks,
     endpoints: EndpointCache,
+    /// The uid of each slot Service this process applied, by Deployment.
+    service_uids: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// This process among the controller's writers (see `keys::WRITER`).
+    writer: String,
 }
 
 /// Why the backend could not start.
@@ -151,6 +157,8 @@ impl KubeBackend {
                 controller: controller.to_string(),
                 locks: ReleaseLocks::default(),
                 endpoints,
+                service_uids: std::sync::Mutex::default(),
+                writer: writer_id(),
             }),
         })
     }
@@ -362,6 +370,19 @@ impl KubeBackend {
                 BackendError::Unavailable(format!("Deployment '{}': {e}", target.deployment))
             })?;
             template::selector(&value).map_err(|e| BackendError::Invalid(e.to_string()))?;
+            template::service_container(&value, release.spec.port)
+                .map_err(|e| BackendError::Invalid(e.to_string()))?;
+            // The longest name made from it, the candidate's Service, is a label value too.
+            let longest = keys::service_name(&format!("{}-green", target.deployment));
+            if longest.len() > 63 {
+                return Err(BackendError::Invalid(format!(
+                    "Deployment name '{}' is too long for cutover: its candidates' Services \
+                     ('{longest}') would pass the 63 characters Kubernetes allows; use a \
+                     Deployment name of at most {} characters",
+                    target.deployment,
+                    63 - (longest.len() - target.deployment.len())
+                )));
+            }
             let image = template::image(&value, release.spec.port).unwrap_or_default();
             let version = release
                 .spec
@@ -427,7 +448,8 @@ impl KubeBackend {
             selector,
             port,
         );
-        self.services()
+        let applied = self
+            .services()
             .patch(
                 &keys::service_name(deployment),
                 &PatchParams::apply(keys::FIELD_MANAGER).force(),
@@ -435,6 +457,13 @@ impl KubeBackend {
             )
             .await
             .map_err(|e| classify(self.call("apply", "services", ""), e))?;
+        if let Some(uid) = applied.metadata.uid {
+            self.inner
+                .service_uids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(deployment.to_string(), uid);
+        }
         Ok(())
     }
 
@@ -455,8 +484,15 @@ impl KubeBackend {
 
     /// Removes a slot's workload: the anchor is scaled to zero (it holds the release's
     /// record and is the user's object), a colour Deployment is deleted; the slot's
-    /// Service goes too. Gone already is fine.
-    async fn remove(&self, anchor: &str, deployment: &str) -> Result<(), BackendError> {
+    /// Service goes too. Gone already is fine. Only objects labelled as this release's are
+    /// deleted, and only the very object that was checked (a UID precondition), so a
+    /// Deployment of that name made by someone else is never touched.
+    async fn remove(
+        &self,
+        release: &str,
+        anchor: &str,
+        deployment: &str,
+    ) -> Result<(), BackendError> {
         if deployment == anchor {
             let patch = json!({ "spec": { "replicas": 0 } });
             match self
@@ -468,26 +504,57 @@ impl KubeBackend {
                 Err(e) if error::is_not_found(&e) => {}
                 Err(e) => return Err(classify(self.call("patch", "deployments", "apps"), e)),
             }
-        } else {
-            match self
-                .deployments()
-                .delete(deployment, &DeleteParams::background())
-                .await
-            {
-                Ok(_) => tracing::info!(%deployment, "Deployment deleted"),
-                Err(e) if error::is_not_found(&e) => {}
-                Err(e) => return Err(classify(self.call("delete", "deployments", "apps"), e)),
+        } else if let Some(found) = self.raw_deployment(deployment).await? {
+            if self.owns(&found["metadata"], release) {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: found["metadata"]["uid"].as_str().map(str::to_string),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::background()
+                };
+                match self.deployments().delete(deployment, &params).await {
+                    Ok(_) => tracing::info!(%deployment, "Deployment deleted"),
+                    Err(e) if error::is_not_found(&e) || error::is_conflict(&e) => {}
+                    Err(e) => {
+                        return Err(classify(self.call("delete", "deployments", "apps"), e));
+                    }
+                }
+            } else {
+                tracing::warn!(%deployment, "not deleted: it is not this release's");
             }
         }
-        match self
+        let service = keys::service_name(deployment);
+        let found = self
             .services()
-            .delete(&keys::service_name(deployment), &DeleteParams::background())
+            .get_opt(&service)
             .await
-        {
+            .map_err(|e| classify(self.call("get", "services", ""), e))?;
+        let Some(found) = found else {
+            return Ok(());
+        };
+        let metadata = serde_json::to_value(&found.metadata).unwrap_or_default();
+        if !self.owns(&metadata, release) {
+            return Ok(());
+        }
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: found.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match self.services().delete(&service, &params).await {
             Ok(_) => Ok(()),
-            Err(e) if error::is_not_found(&e) => Ok(()),
+            Err(e) if error::is_not_found(&e) || error::is_conflict(&e) => Ok(()),
             Err(e) => Err(classify(self.call("delete", "services", ""), e)),
         }
+    }
+
+    /// Whether an object's `metadata` labels it as `release`'s, of this controller.
+    fn owns(&self, metadata: &Value, release: &str) -> bool {
+        metadata["labels"][keys::CONTROLLER].as_str() == Some(self.inner.controller.as_str())
+            && metadata["labels"][keys::RELEASE].as_str() == Some(release)
     }
 
     /// Records the candidate on the anchor, then applies its Deployment and Service (in
@@ -522,7 +589,7 @@ impl KubeBackend {
                 && (slot == Slot::Candidate) != (entry.deployment == candidate_name)
                 && !slots.used_elsewhere(slot, &entry.deployment)
             {
-                self.remove(&anchor_name, &entry.deployment).await?;
+                self.remove(name, &anchor_name, &entry.deployment).await?;
                 let gone = entry.deployment.clone();
                 self.update_anchor(name, |annotations| {
                     let mut slots = annotation_slots(annotations)?;
@@ -560,6 +627,15 @@ impl KubeBackend {
                 "the stable Deployment '{}' runs 0 replicas, so the candidate would too: scale \
                  it up or set spec.replicas",
                 stable.deployment
+            )));
+        }
+        if let Some(existing) = self.raw_deployment(&candidate_name).await?
+            && !self.owns(&existing["metadata"], name)
+        {
+            return Err(BackendError::Invalid(format!(
+                "a Deployment named '{candidate_name}' exists and is not release '{name}''s: \
+                 cutover names a release's candidates <deployment>-green and -blue; rename or \
+                 remove that Deployment"
             )));
         }
         let entry = SlotEntry {
@@ -601,7 +677,9 @@ impl KubeBackend {
         port: u16,
     ) -> Result<Readiness, BackendError> {
         let selector = format!(
-            "{}={release},{}={}",
+            "{}={},{}={release},{}={}",
+            keys::CONTROLLER,
+            self.inner.controller,
             keys::RELEASE,
             keys::COLOUR,
             keys::colour_of(&entry.deployment)
@@ -634,7 +712,7 @@ impl KubeBackend {
             match readiness::assess(&deployment, &pods) {
                 Progress::Failed(reason) => return Ok(Readiness::Failed { reason }),
                 Progress::Complete { replicas } => {
-                    let endpoints = self.inner.endpoints.endpoints(&entry.deployment, port);
+                    let endpoints = self.slot_endpoints(&entry.deployment, port);
                     if endpoints.len() >= replicas {
                         return Ok(Readiness::Ready(SlotView {
                             version: entry.version.clone(),
@@ -685,8 +763,23 @@ impl KubeBackend {
     fn view(&self, entry: &SlotEntry, port: u16) -> SlotView {
         SlotView {
             version: entry.version.clone(),
-            endpoints: self.inner.endpoints.endpoints(&entry.deployment, port),
+            endpoints: self.slot_endpoints(&entry.deployment, port),
         }
+    }
+
+    /// The ready endpoints of `deployment`, from the slices of the Service this process
+    /// applied for it (any of that name before it has).
+    fn slot_endpoints(&self, deployment: &str, port: u16) -> Vec<String> {
+        let uid = self
+            .inner
+            .service_uids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(deployment)
+            .cloned();
+        self.inner
+            .endpoints
+            .endpoints(deployment, port, uid.as_deref())
     }
 }
 
@@ -717,6 +810,14 @@ fn stored_revision(annotations: &BTreeMap<String, String>) -> Option<u64> {
             .and_then(|r| r.parse().ok())
             .unwrap_or(0),
     )
+}
+
+/// A name for this process's writes that no other process has: its id and start time.
+fn writer_id() -> String {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{started:x}", std::process::id())
 }
 
 /// The tag of an image reference, without its digest: `shop/web:v1@sha256:..` → `v1`.
@@ -836,6 +937,29 @@ impl Backend for KubeBackend {
     ) -> BoxFuture<'a, Result<Option<SlotView>, BackendError>> {
         Box::pin(async move {
             let Some((_, slots)) = self.slots(release).await? else {
+                // The anchor is gone (deleted, pruned, relabelled) and with it the record
+                // of which Deployment serves: while Deployments of the release still run,
+                // that is an error to retry, so the proxy keeps its last endpoints instead
+                // of routing the release to nothing.
+                let selector = format!(
+                    "{}={},{}={release}",
+                    keys::CONTROLLER,
+                    self.inner.controller,
+                    keys::RELEASE
+                );
+                let running = self
+                    .deployments()
+                    .list_metadata(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| classify(self.call("list", "deployments", "apps"), e))?;
+                if let Some(d) = running.items.first() {
+                    return Err(BackendError::Unavailable(format!(
+                        "the Deployment that anchors release '{release}' (its record) is gone \
+                         while '{}' runs: restore it, or label it {}=true again",
+                        d.metadata.name.as_deref().unwrap_or("?"),
+                        keys::ANCHOR
+                    )));
+                }
                 return Ok(None);
             };
             Ok(slots.get(slot).map(|entry| self.view(entry, slots.port)))
@@ -855,6 +979,7 @@ impl Backend for KubeBackend {
                     return Ok(false);
                 };
                 annotations.insert(keys::REVISION.into(), (revision + 1).to_string());
+                annotations.insert(keys::WRITER.into(), self.inner.writer.clone());
                 Ok(true)
             })
             .await
@@ -910,7 +1035,8 @@ impl Backend for KubeBackend {
             };
             let anchor_name = anchor.metadata.name.clone().unwrap_or_default();
             if !slots.used_elsewhere(slot, &entry.deployment) {
-                self.remove(&anchor_name, &entry.deployment).await?;
+                self.remove(release, &anchor_name, &entry.deployment)
+                    .await?;
             }
             self.update_anchor(release, |annotations| {
                 let mut slots = annotation_slots(annotations)?;
@@ -966,9 +1092,13 @@ impl Backend for KubeBackend {
             let revision = expected.unwrap_or(0) + 1;
             let _guard = self.inner.locks.lock(release).await;
             self.update_anchor(release, |annotations| {
-                // A write whose reply was lost is recognised when it is sent again.
+                // A write whose reply was lost is recognised when it is sent again: this
+                // process wrote that revision with that text. (Not another's: a fence by
+                // `recover` writes the same text one revision up, and a dead controller's
+                // next write must not pass for a replay of it.)
                 if stored_revision(annotations) == Some(revision)
                     && annotations.get(keys::STATE) == Some(&text)
+                    && annotations.get(keys::WRITER) == Some(&self.inner.writer)
                 {
                     return Ok(false);
                 }
@@ -979,6 +1109,7 @@ impl Backend for KubeBackend {
                 }
                 annotations.insert(keys::STATE.into(), text.clone());
                 annotations.insert(keys::REVISION.into(), revision.to_string());
+                annotations.insert(keys::WRITER.into(), self.inner.writer.clone());
                 Ok(true)
             })
             .await?;

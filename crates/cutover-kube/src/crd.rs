@@ -91,7 +91,8 @@ pub fn release_crd() -> Value {
 /// A field whose variants are of different JSON types (`sticky: clientIp` or
 /// `sticky: {header: x-user}`) has no structural schema: the API server stores it as
 /// given, and the controller checks it as it checks a release file, with every problem
-/// reported in the resource's status.
+/// reported in the resource's status. Also drops every `default`, which the controller
+/// applies itself (after presets).
 #[derive(Clone, Copy, Debug)]
 struct MixedVariants;
 
@@ -115,6 +116,9 @@ impl Transform for MixedVariants {
             })
             .filter(|kind| kind != "\"null\"")
             .collect();
+        // Defaults are the controller's to apply: one filled in by the API server would
+        // stand beside a preset's `use:` and override the preset's own value.
+        object.remove("default");
         if kinds.len() > 1 {
             let description = object.get("description").cloned();
             object.clear();

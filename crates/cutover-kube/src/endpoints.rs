@@ -47,18 +47,33 @@ impl EndpointCache {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// `host:port` of every ready endpoint of `deployment`'s slot Service, sorted.
-    pub fn endpoints(&self, deployment: &str, port: u16) -> Vec<String> {
+    /// `host:port` of every ready endpoint of `deployment`'s slot Service, sorted. With
+    /// the Service's `uid`, only its own slices count: those of a Service of the same
+    /// name deleted a moment ago, awaiting garbage collection, hold addresses of pods
+    /// that are gone.
+    pub fn endpoints(&self, deployment: &str, port: u16, uid: Option<&str>) -> Vec<String> {
         let service = keys::service_name(deployment);
         let slices: Vec<_> = self.store.state();
         ready_endpoints(
-            slices.iter().map(|s| s.as_ref()).filter(|s| {
-                s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("kubernetes.io/service-name"))
-                    == Some(&service)
-            }),
+            slices
+                .iter()
+                .map(|s| s.as_ref())
+                .filter(|s| {
+                    s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        == Some(&service)
+                })
+                .filter(|s| {
+                    uid.is_none_or(|uid| {
+                        s.metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|o| o.uid == uid)
+                    })
+                }),
             port,
         )
     }

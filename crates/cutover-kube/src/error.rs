@@ -65,7 +65,13 @@ pub fn classify(call: Call<'_>, e: kube::Error) -> BackendError {
     match &e {
         kube::Error::Api(status) => {
             let message = &status.message;
+            // RBAC's own refusals read "... is forbidden: User \"...\" cannot <verb> ...";
+            // other 403s (an admission webhook, a quota) say their own reason.
+            let rbac = message.contains(" cannot ") || message.is_empty();
             match status.code {
+                403 if !rbac => BackendError::Invalid(format!(
+                    "forbidden: the API server refused to {what}: {message}"
+                )),
                 403 => BackendError::Invalid(format!(
                     "forbidden: cutover may not {what}: the controller's Role needs the rule \
                      {{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [{verbs}]}} (see \
@@ -144,7 +150,24 @@ mod tests {
                 verbs: &["create", "patch"],
                 ..PATCH
             },
-            api_error(403, "Forbidden", "no"),
+            api_error(
+                403,
+                "Forbidden",
+                "admission webhook \"policy\" denied the request",
+            ),
+        )
+        .to_string();
+        assert!(!apply.contains("Role"), "{apply}");
+        let apply = classify(
+            Call {
+                verbs: &["create", "patch"],
+                ..PATCH
+            },
+            api_error(
+                403,
+                "Forbidden",
+                "User \"x\" cannot create resource \"deployments\"",
+            ),
         )
         .to_string();
         assert!(apply.contains(r#"verbs: ["create", "patch"]"#), "{apply}");

@@ -24,6 +24,10 @@ pub const SLOTS: &str = "cutover.io/slots";
 pub const STATE: &str = "cutover.io/state";
 /// Annotation on the anchor: the state's revision, increased by one with every write.
 pub const REVISION: &str = "cutover.io/revision";
+/// Annotation on the anchor: which controller process wrote the state last, so that a
+/// write sent again after a lost reply is told from another process's write of the same
+/// text.
+pub const WRITER: &str = "cutover.io/writer";
 
 /// The field manager of every server-side apply cutover makes.
 pub const FIELD_MANAGER: &str = "cutover";

@@ -139,7 +139,8 @@ pub enum LeaseError {
     },
 }
 
-/// Runs the election for one replica.
+/// Runs the election for one replica. Cheap to clone.
+#[derive(Clone)]
 pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaseConfig,
@@ -159,16 +160,21 @@ impl LeaderElector {
         &self.config
     }
 
-    /// Waits until this replica holds the Lease. Errors from the API server are logged and
-    /// retried: a standby waits out an outage.
-    pub async fn acquire(&self) {
+    /// Waits until this replica holds the Lease, and returns when the write that took it
+    /// was sent: the Lease runs from no earlier than that. Errors from the API server are
+    /// logged and retried: a standby waits out an outage.
+    pub async fn acquire(&self) -> Instant {
         let mut observer = Observer::default();
         let mut said = None;
         loop {
-            match self.try_acquire(&mut observer).await {
+            let sent = Instant::now();
+            match self
+                .try_acquire(&mut observer, self.config.renew_every())
+                .await
+            {
                 Ok(None) => {
                     tracing::info!(lease = %self.config.name, identity = %self.config.identity, "leading");
-                    return;
+                    return sent;
                 }
                 Ok(Some(holder)) => {
                     if said.as_ref() != Some(&holder) {
@@ -203,19 +209,17 @@ impl LeaderElector {
         .to_string()
     }
 
-    /// One round, bounded by `renew_every` so that a stalled call cannot hold a leader
-    /// past its deadline: `Ok(None)` if we hold the Lease now, `Ok(Some(holder))` if
-    /// another does.
-    async fn try_acquire(&self, observer: &mut Observer) -> Result<Option<String>, kube::Error> {
-        match tokio::time::timeout(self.config.renew_every(), self.try_acquire_once(observer)).await
-        {
+    /// One round, bounded by `limit` so that a stalled call cannot hold a leader past its
+    /// deadline: `Ok(None)` if we hold the Lease now, `Ok(Some(holder))` if another does.
+    async fn try_acquire(
+        &self,
+        observer: &mut Observer,
+        limit: Duration,
+    ) -> Result<Option<String>, kube::Error> {
+        match tokio::time::timeout(limit, self.try_acquire_once(observer)).await {
             Ok(result) => result,
             Err(_) => Err(kube::Error::Service(
-                format!(
-                    "no answer from the API server within {:?}",
-                    self.config.renew_every()
-                )
-                .into(),
+                format!("no answer from the API server within {limit:?}").into(),
             )),
         }
     }
@@ -283,15 +287,38 @@ impl LeaderElector {
         spec
     }
 
-    /// Renews the Lease for as long as this replica holds it; returns why it stopped.
-    /// Whoever called [`acquire`](Self::acquire) must stop acting when this returns.
-    pub async fn hold(&self) -> LeaseError {
-        let mut renewed = Instant::now();
+    /// Renews the Lease, taken at `acquired` (what [`acquire`](Self::acquire) returned), for
+    /// as long as this replica holds it; returns why it stopped. Start it as soon as
+    /// `acquire` returns, before anything slow: whoever acquired must stop acting when this
+    /// returns.
+    pub async fn hold(&self, acquired: Instant) -> LeaseError {
+        let mut renewed = acquired;
         let mut observer = Observer::default();
+        let mut next = renewed + self.config.renew_every();
         loop {
-            tokio::time::sleep(self.config.renew_every()).await;
-            match self.try_acquire(&mut observer).await {
-                Ok(None) => renewed = Instant::now(),
+            tokio::time::sleep_until(next.into()).await;
+            let sent = Instant::now();
+            next = sent + (self.config.renew_every() / 4).max(Duration::from_millis(200));
+            // No attempt may end after the deadline: past it, another may lead.
+            let left = self
+                .config
+                .renew_deadline()
+                .saturating_sub(renewed.elapsed());
+            if left.is_zero() {
+                return LeaseError::Expired {
+                    lease: self.config.name.clone(),
+                    elapsed: renewed.elapsed(),
+                    last: "no renewal succeeded".into(),
+                };
+            }
+            match self
+                .try_acquire(&mut observer, left.min(self.config.renew_every()))
+                .await
+            {
+                Ok(None) => {
+                    renewed = sent;
+                    next = renewed + self.config.renew_every();
+                }
                 Ok(Some(holder)) if holder != "another replica" => {
                     return LeaseError::Taken {
                         lease: self.config.name.clone(),
@@ -322,32 +349,6 @@ impl LeaderElector {
             }
         }
     }
-
-    /// Gives the Lease up (on a clean shutdown), so a standby takes over at once instead of
-    /// after the Lease's duration. Best effort.
-    pub async fn release(&self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
-            return;
-        };
-        let Some(spec) = lease.spec.as_mut() else {
-            return;
-        };
-        if spec.holder_identity.as_deref() != Some(&self.config.identity) {
-            return;
-        }
-        spec.holder_identity = None;
-        spec.renew_time = Some(micro_now());
-        match self
-            .api
-            .replace(&self.config.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => tracing::info!(lease = %self.config.name, "Lease released"),
-            Err(e) => {
-                tracing::warn!(lease = %self.config.name, error = %e, "cannot release the Lease")
-            }
-        }
-    }
 }
 
 /// The identity of this process: the host name (a pod's name in Kubernetes), the process
@@ -368,8 +369,8 @@ pub fn default_identity() -> String {
     // process from the one before it.
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() % 1_000_000_000);
-    format!("{host}_{}_{started:09}", std::process::id())
+        .map_or(0, |d| d.as_nanos());
+    format!("{host}_{}_{started:x}", std::process::id())
 }
 
 fn micro_now() -> MicroTime {

@@ -37,7 +37,13 @@ pub enum Progress {
 /// Judges `deployment` and its `pods`.
 pub fn assess(deployment: &Deployment, pods: &[Pod]) -> Progress {
     let name = deployment.metadata.name.as_deref().unwrap_or("?");
-    if let Some(reason) = pods.iter().find_map(pod_failure) {
+    // Pods on their way out (say, of a candidate of the same colour deleted a moment ago)
+    // say nothing about this one.
+    if let Some(reason) = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .find_map(pod_failure)
+    {
         return Progress::Failed(reason);
     }
     let wanted = deployment
@@ -48,6 +54,14 @@ pub fn assess(deployment: &Deployment, pods: &[Pod]) -> Progress {
     let Some(status) = &deployment.status else {
         return Progress::Starting(format!("Deployment '{name}' has no status yet"));
     };
+    // A status the Deployment controller wrote for an older spec (its conditions too) is
+    // not about this one.
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Progress::Starting(format!(
+            "Deployment '{name}': waiting for the controller to see generation {generation}"
+        ));
+    }
     if let Some(c) = status.conditions.iter().flatten().find(|c| {
         c.type_ == "Progressing"
             && c.status == "False"
@@ -56,12 +70,6 @@ pub fn assess(deployment: &Deployment, pods: &[Pod]) -> Progress {
         return Progress::Failed(format!(
             "Deployment '{name}': ProgressDeadlineExceeded: {}",
             c.message.as_deref().unwrap_or("the rollout timed out")
-        ));
-    }
-    let generation = deployment.metadata.generation.unwrap_or(0);
-    if status.observed_generation.unwrap_or(0) < generation {
-        return Progress::Starting(format!(
-            "Deployment '{name}': waiting for the controller to see generation {generation}"
         ));
     }
     let updated = status.updated_replicas.unwrap_or(0);

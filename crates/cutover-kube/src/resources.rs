@@ -5,8 +5,6 @@
 //! This is the watching and the writing; deciding what to submit is the controller's
 //! (`cutover serve` holds the loop, which needs the controller this crate does not know).
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -24,6 +22,8 @@ use crate::error::{self, Call, classify};
 pub struct ReleaseObject {
     /// The object's name: the release's name.
     pub name: String,
+    /// The object's uid: a deleted and re-created object is another object.
+    pub uid: String,
     /// `metadata.generation`: increases with every change of the spec.
     pub generation: i64,
     /// `status.observedGeneration`: the generation the controller last acted on.
@@ -88,13 +88,6 @@ impl ReleaseObjects {
         }
     }
 
-    /// Waits up to `limit` for the first complete list; `false` if it has not come.
-    pub async fn ready(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.store.wait_until_ready())
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-
     /// Every object, as last seen, sorted by name.
     pub fn objects(&self) -> Vec<ReleaseObject> {
         let mut objects: Vec<ReleaseObject> =
@@ -132,17 +125,28 @@ impl ReleaseObjects {
 fn read(object: &DynamicObject) -> Option<ReleaseObject> {
     let name = object.metadata.name.clone()?;
     let status = object.data.get("status").cloned().unwrap_or(Value::Null);
+    let mut spec = object.data.get("spec").cloned().unwrap_or(Value::Null);
+    // The object's namespace is where its Deployment is, unless the spec says otherwise.
+    if let Some(target) = spec
+        .pointer_mut("/backend/kubernetes")
+        .and_then(Value::as_object_mut)
+        && !target.contains_key("namespace")
+        && let Some(namespace) = &object.metadata.namespace
+    {
+        target.insert("namespace".into(), namespace.clone().into());
+    }
     let document = json!({
         "apiVersion": format!("{}/{}", crd::GROUP, crd::VERSION),
         "kind": crd::KIND,
         "metadata": { "name": name },
-        "spec": object.data.get("spec").cloned().unwrap_or(Value::Null),
+        "spec": spec,
     });
     Some(ReleaseObject {
         generation: object.metadata.generation.unwrap_or(1),
         observed_generation: status.get("observedGeneration").and_then(Value::as_i64),
         document: serde_json::to_string_pretty(&document).unwrap_or_default(),
         status,
+        uid: object.metadata.uid.clone().unwrap_or_default(),
         name,
     })
 }

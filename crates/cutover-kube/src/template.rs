@@ -48,6 +48,18 @@ pub enum TemplateError {
     /// No container to give the image.
     #[error("Deployment '{0}' has no containers in spec.template.spec.containers")]
     NoContainers(String),
+    /// Several containers, none of which declares the release's port.
+    #[error(
+        "Deployment '{deployment}' has several containers and none declares containerPort \
+         {port} (the release's spec.port), so cutover cannot tell which one gets the new \
+         image: declare the port on the service's container"
+    )]
+    WhichContainer {
+        /// The Deployment.
+        deployment: String,
+        /// The release's port.
+        port: u16,
+    },
 }
 
 /// The Deployment's `spec.selector.matchLabels`, checked to be the whole selector.
@@ -89,16 +101,25 @@ pub fn service_container(deployment: &Value, port: u16) -> Result<usize, Templat
                     .to_string(),
             )
         })?;
-    Ok(containers
-        .iter()
-        .position(|c| {
-            c["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|p| p["containerPort"].as_u64() == Some(u64::from(port)))
-        })
-        .unwrap_or(0))
+    let exposing = containers.iter().position(|c| {
+        c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["containerPort"].as_u64() == Some(u64::from(port)))
+    });
+    match exposing {
+        Some(index) => Ok(index),
+        None if containers.len() == 1 => Ok(0),
+        // Guessing could put the new image into a sidecar.
+        None => Err(TemplateError::WhichContainer {
+            deployment: deployment["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            port,
+        }),
+    }
 }
 
 /// The image the service container of `deployment` runs.
@@ -113,8 +134,9 @@ impl CandidateOf<'_> {
     /// The candidate Deployment, cloned from `source` (the stable Deployment as read).
     ///
     /// The pod template is kept whole except for the service container's image and the
-    /// pod labels: the source's selector keys are dropped and cutover's release and colour
-    /// labels added, and the new selector is exactly those two. So the source's selector
+    /// pod labels: the source's selector keys are dropped and cutover's controller,
+    /// release and colour labels added, and the new selector is exactly those three (two
+    /// controllers sharing a namespace and a release name still select apart). So the source's selector
     /// (and any Service of the user's that uses it) never matches the candidate's pods:
     /// nothing reaches the candidate except through the proxy's weights.
     pub fn deployment(&self, source: &Value) -> Result<Value, TemplateError> {
@@ -127,6 +149,7 @@ impl CandidateOf<'_> {
             pod_labels.remove(key);
         }
         pod_labels.retain(|k, _| !keys::is_ours(k) && k != "pod-template-hash");
+        pod_labels.insert(keys::CONTROLLER.into(), self.controller.into());
         pod_labels.insert(keys::RELEASE.into(), self.release.into());
         pod_labels.insert(keys::COLOUR.into(), colour.into());
         template["spec"]["containers"][container]["image"] = self.image.into();
@@ -154,6 +177,7 @@ impl CandidateOf<'_> {
         let mut spec = json!({
             "replicas": replicas,
             "selector": { "matchLabels": {
+                keys::CONTROLLER: self.controller,
                 keys::RELEASE: self.release,
                 keys::COLOUR: colour,
             }},
@@ -386,6 +410,10 @@ mod tests {
         d["spec"]["selector"] = json!({});
         assert!(matches!(selector(&d), Err(TemplateError::NoSelector(_))));
         assert_eq!(image(&web(), 8080).as_deref(), Some("shop/web:v1"));
-        assert_eq!(image(&web(), 9999).as_deref(), Some("envoy:1"));
+        assert_eq!(image(&web(), 9999), None);
+        assert!(matches!(
+            service_container(&web(), 9999),
+            Err(TemplateError::WhichContainer { port: 9999, .. })
+        ));
     }
 }

@@ -205,6 +205,11 @@ impl Serve {
         }
     }
 
+    /// The controller's exit status, once it has exited by itself.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// Kills and starts the controller again on the same state and ports.
     pub fn restart(&mut self) {
         self.kill();

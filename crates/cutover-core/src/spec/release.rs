@@ -46,6 +46,11 @@ pub struct Metadata {
     /// The release's name: the handle for `cutover status NAME`, `promote NAME`, and the
     /// `release` label on every metric. Lowercase letters, digits and `-`, at most 63 chars.
     pub name: String,
+    /// Kubernetes: the namespace of a `Release` object. The controller reads it from the
+    /// object itself; it is allowed here so that a manifest of a `Release` object lints as
+    /// the release file it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Free-form labels, copied onto the workloads cutover creates.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
