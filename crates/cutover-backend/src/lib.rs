@@ -10,8 +10,10 @@ pub mod backend;
 pub mod local;
 pub mod locks;
 pub mod state_dir;
+pub mod writer;
 
 pub use backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView};
 pub use local::LocalBackend;
 pub use locks::ReleaseLocks;
 pub use state_dir::{StateDir, StateError, Stored};
+pub use writer::writer_id;

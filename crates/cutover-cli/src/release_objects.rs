@@ -106,10 +106,12 @@ async fn reconcile(controller: &Controller, object: &ReleaseObject, memory: &mut
             return noted(mine.map(|(r, _)| r), observed, note);
         }
         return match mine {
-            Some((rollout, generation)) => status_of(Some(rollout), generation, None),
-            // Nothing of this process's to add: what is shown stays (an earlier leader's
-            // note, say).
-            None => object.status.clone(),
+            Some((rollout, generation)) if generation == observed => {
+                status_of(Some(rollout), generation, None)
+            }
+            // Nothing of this process's to add, or a later generation was refused (by an
+            // earlier leader, whose note this one does not have): what is shown stays.
+            _ => object.status.clone(),
         };
     }
     if let Some((at, _)) = memory.retry.get(uid)

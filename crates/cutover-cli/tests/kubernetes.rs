@@ -11,32 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::kube::{KubeTest, NAMESPACE, release};
-use support::{Load, Serve, history, sample};
-
-/// Two canary steps, each judged by the proxy's own error rate.
-fn canary(metric_max: f64) -> String {
-    format!(
-        "  strategy:
-    progressDeadline: 2m
-    canary:
-      scaleDownDelay: 1s
-      steps:
-        - setWeight: 20
-        - analysis: {{}}
-        - setWeight: 60
-        - analysis: {{}}
-  analysis:
-    metrics:
-      - name: error-rate
-        provider:
-          builtin: error_rate
-        max: {metric_max}
-        interval: 1s
-        count: 2
-        minRequests: 5
-"
-    )
-}
+use support::{Load, Serve, canary, history, sample};
 
 /// Submits `file` (waits for the outcome if `wait`).
 fn run(serve: &Serve, file: &std::path::Path, wait: bool) -> std::process::Output {
@@ -190,11 +165,7 @@ fn a_canary_answering_20_percent_5xx_is_rolled_back_by_the_analysis() {
     );
     assert_eq!(counts.failures_except(&["v3"]), 0, "{counts:?}");
     // The candidate is gone, web still runs v1 and takes everything.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while test.deployments() != vec!["web"] {
-        assert!(Instant::now() < deadline, "{:?}", test.deployments());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    test.wait_deployments(&["web"]);
     assert!(test.pods(&[("cutover.io/colour", "green")]).is_empty());
     assert_eq!(sample(serve.proxy(), 30).answered("v1"), 30);
     let record = slots(&test);
@@ -248,78 +219,55 @@ fn blue_green_switches_under_load_without_a_failed_request() {
     let output = run(&serve, &file, true);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert_eq!(slots(&test)["stable"]["deployment"], "web-blue");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while test.deployments() != vec!["web", "web-blue"] {
-        assert!(Instant::now() < deadline, "{:?}", test.deployments());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    test.wait_deployments(&["web", "web-blue"]);
     assert_eq!(sample(serve.proxy(), 30).answered("v4"), 30);
 }
 
-#[test]
-fn a_candidate_that_never_becomes_ready_fails_at_the_deadline() {
-    let test = KubeTest::start("k8s-deadline");
+/// Runs a release of `web` to `image` that fails (`run --wait` exits 1, rolled back), and
+/// checks that the candidate is gone; returns the report and how long `run` took.
+fn failing_release(label: &str, image: &str, strategy: &str) -> (Value, Duration) {
+    let test = KubeTest::start(label);
     test.web(1, json!({}));
-    let serve = test.controller("k8s-deadline", &[]);
-    let file = serve.release_file(
-        "web",
-        &release(
-            "web",
-            "demo:stuck",
-            "  strategy:\n    progressDeadline: 6s\n    canary:\n      steps:\n        - setWeight: 50\n",
-        ),
-    );
+    let serve = test.controller(label, &[]);
+    let file = serve.release_file("web", &release("web", image, strategy));
     let started = Instant::now();
     let output = run(&serve, &file, true);
     let took = started.elapsed();
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let report = report(&output);
     assert_eq!(report["outcome"], "rolledBack", "{report}");
-    assert!(
-        report["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("deadline")),
-        "{report}"
-    );
-    assert!(took >= Duration::from_secs(6), "took {took:?}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while test.deployments() != vec!["web"] {
-        assert!(Instant::now() < deadline, "{:?}", test.deployments());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    test.wait_deployments(&["web"]);
     // No process of the candidate is left behind.
     assert!(test.pods(&[("cutover.io/colour", "green")]).is_empty());
+    (report, took)
+}
+
+#[test]
+fn a_candidate_that_never_becomes_ready_fails_at_the_deadline() {
+    let (report, took) = failing_release(
+        "k8s-deadline",
+        "demo:stuck",
+        "  strategy:\n    progressDeadline: 6s\n    canary:\n      steps:\n        - setWeight: 50\n",
+    );
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("deadline"), "{report}");
+    assert!(took >= Duration::from_secs(6), "took {took:?}");
 }
 
 #[test]
 fn a_pod_that_cannot_pull_its_image_fails_the_rollout_with_the_kubelet_reason() {
-    let test = KubeTest::start("k8s-pull");
-    test.web(1, json!({}));
-    let serve = test.controller("k8s-pull", &[]);
-    let file = serve.release_file(
-        "web",
-        &release(
-            "web",
-            "demo:no-such-version",
-            "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n",
-        ),
+    let (report, took) = failing_release(
+        "k8s-pull",
+        "demo:no-such-version",
+        "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n",
     );
-    let started = Instant::now();
-    let output = run(&serve, &file, true);
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let report = report(&output);
     let reason = report["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("ImagePullBackOff") && reason.contains("demo:no-such-version"),
         "{report}"
     );
     // Not the ten-minute progress deadline: the kubelet's reason ends it.
-    assert!(started.elapsed() < Duration::from_secs(60));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while test.deployments() != vec!["web"] {
-        assert!(Instant::now() < deadline, "{:?}", test.deployments());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(took < Duration::from_secs(60), "took {took:?}");
 }
 
 #[test]

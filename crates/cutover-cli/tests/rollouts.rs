@@ -7,32 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Load, Serve, history, instances, release, sample};
-
-/// A canary with two analysed steps, judged by the proxy's own counters.
-fn canary(metric_max: f64) -> String {
-    format!(
-        "  strategy:
-    progressDeadline: 2m
-    canary:
-      scaleDownDelay: 1s
-      steps:
-        - setWeight: 20
-        - analysis: {{}}
-        - setWeight: 60
-        - analysis: {{}}
-  analysis:
-    metrics:
-      - name: error-rate
-        provider:
-          builtin: error_rate
-        max: {metric_max}
-        interval: 1s
-        count: 2
-        minRequests: 5
-"
-    )
-}
+use support::{Load, Serve, canary, history, instances, release, sample};
 
 fn json(output: &std::process::Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {

@@ -586,11 +586,9 @@ fn candidate_version(release: &Release) -> String {
         return version.clone();
     }
     if let Some(image) = &release.spec.image {
-        let tag = image
-            .rsplit_once(':')
-            .filter(|(_, tag)| !tag.contains('/'))
-            .map(|(_, tag)| tag);
-        return tag.unwrap_or(image).to_string();
+        return cutover_core::spec::image_tag(image)
+            .unwrap_or(image)
+            .to_string();
     }
     match &release.spec.backend {
         BackendSpec::Local(target) => short_hash("candidate", &target.candidate),

@@ -158,7 +158,7 @@ impl KubeBackend {
                 locks: ReleaseLocks::default(),
                 endpoints,
                 service_uids: std::sync::Mutex::default(),
-                writer: writer_id(),
+                writer: cutover_backend::writer_id(),
             }),
         })
     }
@@ -388,7 +388,7 @@ impl KubeBackend {
                 .spec
                 .stable_version
                 .clone()
-                .or_else(|| image_tag(&image))
+                .or_else(|| cutover_core::spec::image_tag(&image).map(str::to_string))
                 .unwrap_or_else(|| hint.to_string());
             let slots = Slots {
                 port: release.spec.port,
@@ -812,21 +812,6 @@ fn stored_revision(annotations: &BTreeMap<String, String>) -> Option<u64> {
     )
 }
 
-/// A name for this process's writes that no other process has: its id and start time.
-fn writer_id() -> String {
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{}-{started:x}", std::process::id())
-}
-
-/// The tag of an image reference, without its digest: `shop/web:v1@sha256:..` → `v1`.
-fn image_tag(image: &str) -> Option<String> {
-    let image = image.split('@').next()?;
-    let (_, tag) = image.rsplit_once(':')?;
-    (!tag.contains('/') && !tag.is_empty()).then(|| tag.to_string())
-}
-
 impl Backend for KubeBackend {
     fn kind(&self) -> &'static str {
         "kubernetes"
@@ -1151,13 +1136,6 @@ impl Backend for KubeBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn image_tags() {
-        assert_eq!(image_tag("shop/web:v1").as_deref(), Some("v1"));
-        assert_eq!(image_tag("shop/web:v1@sha256:abcd").as_deref(), Some("v1"));
-        assert_eq!(image_tag("localhost:5000/web").as_deref(), None);
-    }
 
     #[test]
     fn revisions_read_from_annotations() {

@@ -39,6 +39,8 @@ struct Inner {
     controller: String,
     /// One lock per release: operations that change a release's services hold it.
     locks: ReleaseLocks,
+    /// This process among the controller's writers (see `labels::WRITER`).
+    writer: String,
 }
 
 /// Why the backend could not start.
@@ -118,6 +120,7 @@ impl SwarmBackend {
                 raw,
                 controller: controller.to_string(),
                 locks: ReleaseLocks::default(),
+                writer: cutover_backend::writer_id(),
             }),
         })
     }
@@ -345,7 +348,7 @@ impl SwarmBackend {
             .spec
             .stable_version
             .clone()
-            .or_else(|| image_tag(image))
+            .or_else(|| cutover_core::spec::image_tag(image).map(str::to_string))
             .unwrap_or_else(|| hint.to_string());
         let id = service["ID"]
             .as_str()
@@ -554,8 +557,13 @@ impl SwarmBackend {
         };
         let revision = expected.unwrap_or(0) + 1;
         let holder = slots.state_holder();
+        // A replay only if this process made that write: a takeover's fence writes the
+        // same text one revision up, and a dead controller's next write must not pass for
+        // a replay of it.
+        let writer = &self.inner.writer;
         if let Some(holder) = holder
             && holder.state.as_ref() == Some(&(revision, text.to_string()))
+            && holder.writer.as_ref() == Some(writer)
         {
             return Ok(revision);
         }
@@ -572,6 +580,7 @@ impl SwarmBackend {
             // whose reply was lost may have landed since the list above.
             if stored_revision(labels) == Some(revision)
                 && labels.get(labels::STATE).and_then(Value::as_str) == Some(text)
+                && labels.get(labels::WRITER).and_then(Value::as_str) == Some(writer.as_str())
             {
                 return Ok(false);
             }
@@ -580,6 +589,7 @@ impl SwarmBackend {
             }
             labels.insert(labels::STATE.into(), text.into());
             labels.insert(labels::REVISION.into(), revision.to_string().into());
+            labels.insert(labels::WRITER.into(), writer.clone().into());
             Ok(true)
         })
         .await?;
@@ -598,6 +608,10 @@ impl SwarmBackend {
             }
             labels.insert(labels::STATE.into(), state.clone().into());
             labels.insert(labels::REVISION.into(), revision.to_string().into());
+            match &from.writer {
+                Some(writer) => labels.insert(labels::WRITER.into(), writer.clone().into()),
+                None => labels.remove(labels::WRITER),
+            };
             Ok(true)
         })
         .await?;
@@ -622,13 +636,6 @@ fn stored_revision(labels: &Map<String, Value>) -> Option<u64> {
 /// Tasks wanted of a service (its `Spec`): its replicas, `None` when global.
 fn wanted(spec: &Value) -> Option<usize> {
     clone::replicas(spec).map(|r| usize::try_from(r).unwrap_or(usize::MAX))
-}
-
-/// The tag of an image reference, without its digest: `shop/web:v1@sha256:..` → `v1`.
-fn image_tag(image: &str) -> Option<String> {
-    let image = image.split('@').next()?;
-    let (_, tag) = image.rsplit_once(':')?;
-    (!tag.contains('/') && !tag.is_empty()).then(|| tag.to_string())
 }
 
 fn swarm_target(release: &Release) -> Result<&SwarmTarget, BackendError> {
@@ -862,17 +869,5 @@ impl Backend for SwarmBackend {
             names.dedup();
             Ok(names)
         })
-    }
-}
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn image_tags() {
-        assert_eq!(image_tag("shop/web:v1").as_deref(), Some("v1"));
-        assert_eq!(image_tag("shop/web:v1@sha256:abcd").as_deref(), Some("v1"));
-        assert_eq!(image_tag("localhost:5000/web").as_deref(), None);
-        assert_eq!(image_tag("web").as_deref(), None);
     }
 }

@@ -33,6 +33,9 @@ pub const NETWORK: &str = "io.cutover.network";
 pub const STATE: &str = "io.cutover.state";
 /// The revision of [`STATE`]: increases by one with every write.
 pub const REVISION: &str = "io.cutover.revision";
+/// Which controller process wrote [`STATE`] last, so that a write sent again after a lost
+/// reply is told from another process's write of the same text (a takeover's fence).
+pub const WRITER: &str = "io.cutover.writer";
 /// Written on every service of a release by a controller that takes it over
 /// (milliseconds since the epoch): the write moves each service's version index on, so a
 /// write a dead controller still had in flight, made against the index before, is refused.
@@ -78,6 +81,8 @@ pub struct Managed {
     pub network: String,
     /// The stored rollout state and its revision, if this service holds one.
     pub state: Option<(u64, String)>,
+    /// Which process wrote the state (see [`WRITER`]).
+    pub writer: Option<String>,
 }
 
 impl Managed {
@@ -107,6 +112,7 @@ impl Managed {
             port: label(PORT)?.parse().ok()?,
             network: label(NETWORK)?.to_string(),
             state,
+            writer: label(WRITER).map(str::to_string),
         })
     }
 
@@ -142,6 +148,7 @@ impl SlotLabels<'_> {
     pub fn apply(&self, labels: &mut serde_json::Map<String, Value>) {
         labels.remove(STATE);
         labels.remove(REVISION);
+        labels.remove(WRITER);
         labels.insert(CONTROLLER.into(), self.controller.into());
         labels.insert(RELEASE.into(), self.release.into());
         labels.insert(ROLE.into(), self.role.as_str().into());
@@ -238,6 +245,7 @@ mod tests {
             port: 8080,
             network: "net".into(),
             state: None,
+            writer: None,
         }
     }
 

@@ -163,6 +163,15 @@ impl KubeTest {
         names
     }
 
+    /// Waits until the namespace holds exactly the Deployments `names` (sorted).
+    pub fn wait_deployments(&self, names: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.deployments() != names {
+            assert!(Instant::now() < deadline, "{:?}", self.deployments());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Pods whose labels include `labels`.
     pub fn pods(&self, labels: &[(&str, &str)]) -> Vec<Value> {
         self.api

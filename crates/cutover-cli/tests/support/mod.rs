@@ -543,3 +543,28 @@ pub fn history(serve: &Serve, name: &str) -> Vec<String> {
 pub fn path_in(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// A canary with two analysed steps, judged by the proxy's own counters.
+pub fn canary(metric_max: f64) -> String {
+    format!(
+        "  strategy:
+    progressDeadline: 2m
+    canary:
+      scaleDownDelay: 1s
+      steps:
+        - setWeight: 20
+        - analysis: {{}}
+        - setWeight: 60
+        - analysis: {{}}
+  analysis:
+    metrics:
+      - name: error-rate
+        provider:
+          builtin: error_rate
+        max: {metric_max}
+        interval: 1s
+        count: 2
+        minRequests: 5
+"
+    )
+}

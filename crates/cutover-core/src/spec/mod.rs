@@ -20,7 +20,7 @@ pub use guardrail::{GuardrailMetric, GuardrailSpec};
 pub use hooks::{HookPoint, HookSpec, HooksSpec};
 pub use release::{
     API_VERSION, Backend, KubernetesTarget, LocalSlot, LocalTarget, Metadata, Release, ReleaseSpec,
-    StrategyDocument, SwarmTarget,
+    StrategyDocument, SwarmTarget, image_tag,
 };
 pub use strategy::{
     AnalysisStep, BlueGreenStrategy, CanaryStep, CanaryStrategy, HeaderRouteStep, MirrorStep,

@@ -176,3 +176,26 @@ pub struct KubernetesTarget {
 fn default_namespace() -> String {
     "default".to_string()
 }
+
+/// The tag of an image reference, without its digest: `shop/web:v1@sha256:..` → `v1`;
+/// `None` when the reference has no tag (`localhost:5000/web` names a registry port, not a
+/// tag). What a version is called when the release file does not name it.
+pub fn image_tag(image: &str) -> Option<&str> {
+    let image = image.split('@').next()?;
+    let (_, tag) = image.rsplit_once(':')?;
+    (!tag.contains('/') && !tag.is_empty()).then_some(tag)
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::image_tag;
+
+    #[test]
+    fn image_tags() {
+        assert_eq!(image_tag("shop/web:v1"), Some("v1"));
+        assert_eq!(image_tag("shop/web:v1@sha256:abcd"), Some("v1"));
+        assert_eq!(image_tag("localhost:5000/web"), None);
+        assert_eq!(image_tag("web"), None);
+        assert_eq!(image_tag("web@sha256:abcd"), None);
+    }
+}
