@@ -154,18 +154,24 @@ async fn reconcile(controller: &Controller, object: &ReleaseObject, memory: &mut
             memory.retry.remove(uid);
             status_of(Some(&started), object.generation, None)
         }
-        // The backend may answer later: tried again, less and less often.
-        Err(e @ ControllerError::Backend { .. }) if is_retryable(&e) => {
+        // The backend may answer later (or the cluster change: the Deployment applied,
+        // a Role fixed): tried again, less and less often; at once only what may pass
+        // by itself.
+        Err(e @ ControllerError::Backend { .. }) => {
             let failures = memory.retry.get(uid).map_or(0, |(_, n)| *n) + 1;
-            let wait = (PERIOD * 2u32.saturating_pow(failures.min(8))).min(MAX_BACKOFF);
+            let wait = if is_retryable(&e) {
+                (PERIOD * 2u32.saturating_pow(failures.min(8))).min(MAX_BACKOFF)
+            } else {
+                MAX_BACKOFF
+            };
             memory
                 .retry
                 .insert(uid.clone(), (Instant::now() + wait, failures));
             let message = format!("{e}; trying again in {}s", wait.as_secs());
             status_of(mine.map(|(r, _)| r), observed, Some(message))
         }
-        // Refused as written (the same version again, a Deployment that cannot be
-        // adopted, another backend): done with until the next generation.
+        // Refused as written (the same version again, another backend, no usable plan):
+        // done with until the next generation.
         Err(e) => refuse(memory, object, "refused", e.to_string()),
     }
 }

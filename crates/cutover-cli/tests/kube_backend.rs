@@ -397,4 +397,26 @@ async fn a_lost_anchor_keeps_the_last_endpoints_rather_than_routing_to_nothing()
         .expect_err("not 'no such slot'");
     assert!(error.is_retryable(), "{error}");
     assert!(error.to_string().contains("web-green"), "{error}");
+    // The anchor comes back without its record (say, re-applied by a GitOps tool): it is
+    // not adopted afresh, which would make it stable again and could apply a candidate
+    // over web-green, which serves.
+    let test = tokio::task::spawn_blocking(move || {
+        test.web(1, json!({}));
+        test
+    })
+    .await
+    .expect("re-applied");
+    let error = backend
+        .stable(&release_of("demo:v4"), "v1")
+        .await
+        .expect_err("no adoption without the record");
+    assert!(error.to_string().contains("web-green"), "{error}");
+    assert!(backend.retire("web", Slot::Candidate).await.is_err());
+    let green = test.deployment("web-green").expect("web-green serves on");
+    assert_eq!(green["spec"]["template"]["spec"]["containers"][0]["image"], "demo:v2");
+    assert!(
+        test.deployment("web").expect("web")["metadata"]["annotations"]
+            .get("cutover.io/slots")
+            .is_none()
+    );
 }

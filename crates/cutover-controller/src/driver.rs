@@ -692,6 +692,13 @@ impl Driver {
         tokio::spawn(async move {
             let stable = backend.endpoints(&name, Slot::Stable).await;
             let candidate = backend.endpoints(&name, Slot::Candidate).await;
+            // The last endpoints stay in the routes; the trouble is said, each time.
+            for e in [&stable, &candidate]
+                .into_iter()
+                .filter_map(|r| r.as_ref().err())
+            {
+                tracing::warn!(release = %name, error = %e, "cannot refresh the endpoints");
+            }
             if let (Ok(stable), Ok(candidate)) = (stable, candidate) {
                 // A stable slot that is gone (its service removed by hand) serves nothing:
                 // say so, and route to nothing rather than to addresses that are dead.

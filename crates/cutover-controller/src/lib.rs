@@ -222,18 +222,23 @@ impl Controller {
                 rollout.resume(clock::now());
                 tracing::info!(release = %name, phase = %rollout.phase().describe(), "resuming");
             }
-            let stable = backend
-                .endpoints(&name, Slot::Stable)
-                .await
-                .map_err(|e| self.backend_error(e))?
-                .unwrap_or_else(|| SlotView {
-                    version: record.stable_version.clone(),
-                    endpoints: Vec::new(),
-                });
-            let candidate = backend
-                .endpoints(&name, Slot::Candidate)
-                .await
-                .map_err(|e| self.backend_error(e))?;
+            // Endpoints that cannot be read now start empty: the driver's refresh reads
+            // them again, and one release's trouble does not keep the others from resuming.
+            let slot = |slot: Slot| {
+                let backend = backend.clone();
+                let name = name.clone();
+                async move {
+                    backend.endpoints(&name, slot).await.unwrap_or_else(|e| {
+                        tracing::warn!(release = %name, ?slot, error = %e, "cannot read the endpoints yet");
+                        None
+                    })
+                }
+            };
+            let stable = slot(Slot::Stable).await.unwrap_or_else(|| SlotView {
+                version: record.stable_version.clone(),
+                endpoints: Vec::new(),
+            });
+            let candidate = slot(Slot::Candidate).await;
             let handle = driver::spawn(
                 self.inner.clone(),
                 Start {

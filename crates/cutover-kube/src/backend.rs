@@ -41,6 +41,9 @@ const POLL: Duration = Duration::from_millis(500);
 const UPDATE_ATTEMPTS: usize = 8;
 /// How long `stable` waits for the EndpointSlices of a Deployment that has ready pods.
 const ENDPOINTS_WAIT: Duration = Duration::from_secs(10);
+/// How long a deploy waits for a Deployment of its candidate's name to finish being
+/// deleted.
+const TERMINATING_WAIT: Duration = Duration::from_secs(120);
 /// How long an API call may wait for its answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -228,6 +231,16 @@ impl KubeBackend {
                 )));
             }
         };
+        if let Some(namespace) = &release.metadata.namespace
+            && *namespace != target.namespace
+        {
+            return Err(BackendError::Invalid(format!(
+                "release '{}' says metadata.namespace: {namespace} but \
+                 backend.kubernetes.namespace: {} (the namespace of its Deployment): set \
+                 backend.kubernetes.namespace: {namespace}",
+                release.metadata.name, target.namespace
+            )));
+        }
         if target.namespace != self.inner.namespace {
             return Err(BackendError::Invalid(format!(
                 "release '{}' is in namespace '{}', but this controller manages namespace '{}': \
@@ -273,6 +286,46 @@ impl KubeBackend {
                 keys::ANCHOR
             ))),
         }
+    }
+
+    /// The names of the colour Deployments of `release` (those cutover made; never the
+    /// anchor).
+    async fn colours(&self, release: &str) -> Result<Vec<String>, BackendError> {
+        let selector = format!(
+            "{}={},{}={release},{}",
+            keys::CONTROLLER,
+            self.inner.controller,
+            keys::RELEASE,
+            keys::COLOUR
+        );
+        let found = self
+            .deployments()
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| classify(self.call("list", "deployments", "apps"), e))?;
+        Ok(found
+            .items
+            .into_iter()
+            .filter_map(|d| d.metadata.name)
+            .collect())
+    }
+
+    /// Refuses to go on without the anchor's record while Deployments of the release run:
+    /// adopting the anchor afresh would make it stable again and could apply a candidate
+    /// over the Deployment that serves.
+    async fn refuse_without_record(&self, release: &str) -> Result<(), BackendError> {
+        let running = self.colours(release).await?;
+        if running.is_empty() {
+            return Ok(());
+        }
+        Err(BackendError::Unavailable(format!(
+            "the record of release '{release}' (the {} annotation and {} label of the \
+             Deployment its file names) is gone while its Deployments {} exist: restore the \
+             record, or delete those Deployments to start the release afresh",
+            keys::SLOTS,
+            keys::ANCHOR,
+            running.join(", ")
+        )))
     }
 
     /// The anchor and its slots; `None` before the first adoption.
@@ -370,19 +423,7 @@ impl KubeBackend {
                 BackendError::Unavailable(format!("Deployment '{}': {e}", target.deployment))
             })?;
             template::selector(&value).map_err(|e| BackendError::Invalid(e.to_string()))?;
-            template::service_container(&value, release.spec.port)
-                .map_err(|e| BackendError::Invalid(e.to_string()))?;
-            // The longest name made from it, the candidate's Service, is a label value too.
-            let longest = keys::service_name(&format!("{}-green", target.deployment));
-            if longest.len() > 63 {
-                return Err(BackendError::Invalid(format!(
-                    "Deployment name '{}' is too long for cutover: its candidates' Services \
-                     ('{longest}') would pass the 63 characters Kubernetes allows; use a \
-                     Deployment name of at most {} characters",
-                    target.deployment,
-                    63 - (longest.len() - target.deployment.len())
-                )));
-            }
+            check_releasable(&value, &target.deployment, release.spec.port)?;
             let image = template::image(&value, release.spec.port).unwrap_or_default();
             let version = release
                 .spec
@@ -506,12 +547,15 @@ impl KubeBackend {
             }
         } else if let Some(found) = self.raw_deployment(deployment).await? {
             if self.owns(&found["metadata"], release) {
+                // In the foreground: the Deployment stays, being deleted, until its pods
+                // are gone, so a candidate of the same colour made next waits for them
+                // (see `apply_candidate`) instead of counting them as its own.
                 let params = DeleteParams {
                     preconditions: Some(Preconditions {
                         uid: found["metadata"]["uid"].as_str().map(str::to_string),
                         resource_version: None,
                     }),
-                    ..DeleteParams::background()
+                    ..DeleteParams::foreground()
                 };
                 match self.deployments().delete(deployment, &params).await {
                     Ok(_) => tracing::info!(%deployment, "Deployment deleted"),
@@ -544,6 +588,11 @@ impl KubeBackend {
             }),
             ..DeleteParams::background()
         };
+        self.inner
+            .service_uids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(deployment);
         match self.services().delete(&service, &params).await {
             Ok(_) => Ok(()),
             Err(e) if error::is_not_found(&e) || error::is_conflict(&e) => Ok(()),
@@ -629,7 +678,24 @@ impl KubeBackend {
                 stable.deployment
             )));
         }
-        if let Some(existing) = self.raw_deployment(&candidate_name).await?
+        // A Deployment of that name being deleted (a candidate of this colour rolled back
+        // a moment ago) is waited out: its pods carry the labels the new one selects.
+        let deadline = tokio::time::Instant::now() + TERMINATING_WAIT;
+        let existing = loop {
+            let existing = self.raw_deployment(&candidate_name).await?;
+            match &existing {
+                Some(d) if !d["metadata"]["deletionTimestamp"].is_null() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(BackendError::Unavailable(format!(
+                            "Deployment '{candidate_name}' is still being deleted"
+                        )));
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                _ => break existing,
+            }
+        };
+        if let Some(existing) = existing
             && !self.owns(&existing["metadata"], name)
         {
             return Err(BackendError::Invalid(format!(
@@ -767,6 +833,33 @@ impl KubeBackend {
         }
     }
 
+    /// Looks up the uid of `deployment`'s slot Service if this process has not applied it
+    /// (after a restart), so that only its own slices count.
+    async fn learn_service_uid(&self, deployment: &str) -> Result<(), BackendError> {
+        let known = self
+            .inner
+            .service_uids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(deployment);
+        if known {
+            return Ok(());
+        }
+        let found = self
+            .services()
+            .get_opt(&keys::service_name(deployment))
+            .await
+            .map_err(|e| classify(self.call("get", "services", ""), e))?;
+        if let Some(uid) = found.and_then(|s| s.metadata.uid) {
+            self.inner
+                .service_uids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(deployment.to_string(), uid);
+        }
+        Ok(())
+    }
+
     /// The ready endpoints of `deployment`, from the slices of the Service this process
     /// applied for it (any of that name before it has).
     fn slot_endpoints(&self, deployment: &str, port: u16) -> Vec<String> {
@@ -781,6 +874,36 @@ impl KubeBackend {
             .endpoints
             .endpoints(deployment, port, uid.as_deref())
     }
+}
+
+/// What a release of `deployment` (the anchor named `anchor`) needs of it, checked at
+/// every submission (not only at adoption): a selector a Service can express, a container
+/// that is clearly the service's, and names cutover can make from the anchor's.
+fn check_releasable(deployment: &Value, anchor: &str, port: u16) -> Result<(), BackendError> {
+    template::selector(deployment).map_err(|e| BackendError::Invalid(e.to_string()))?;
+    template::service_container(deployment, port)
+        .map_err(|e| BackendError::Invalid(e.to_string()))?;
+    // The longest name made from it, a candidate's Service, must be a DNS label, and
+    // is a label value too.
+    let longest = keys::service_name(&format!("{anchor}-green"));
+    if longest.len() > 63 {
+        return Err(BackendError::Invalid(format!(
+            "Deployment name '{anchor}' is too long for cutover: its candidates' Services \
+             ('{longest}') would pass the 63 characters Kubernetes allows; use a Deployment \
+             name of at most {} characters",
+            63 - (longest.len() - anchor.len())
+        )));
+    }
+    if !anchor
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(BackendError::Invalid(format!(
+            "Deployment name '{anchor}' cannot name cutover's Services ('{longest}' is not a DNS \
+             label): use a name of lowercase letters, digits and '-'"
+        )));
+    }
+    Ok(())
 }
 
 /// The slots in an anchor's annotations.
@@ -835,6 +958,7 @@ impl Backend for KubeBackend {
             let (anchor, slots) = match self.slots(name).await? {
                 Some((anchor, slots)) if slots.stable.is_some() => (anchor, slots),
                 _ => {
+                    self.refuse_without_record(name).await?;
                     self.adopt(release, target, version).await?;
                     self.slots(name).await?.ok_or_else(|| {
                         BackendError::Unavailable(format!(
@@ -863,6 +987,7 @@ impl Backend for KubeBackend {
                     stable.deployment
                 )));
             };
+            check_releasable(&found, &anchor_name, release.spec.port)?;
             let selector =
                 template::selector(&found).map_err(|e| BackendError::Invalid(e.to_string()))?;
             self.apply_service(name, &stable.deployment, &selector, slots.port)
@@ -926,28 +1051,14 @@ impl Backend for KubeBackend {
                 // of which Deployment serves: while Deployments of the release still run,
                 // that is an error to retry, so the proxy keeps its last endpoints instead
                 // of routing the release to nothing.
-                let selector = format!(
-                    "{}={},{}={release}",
-                    keys::CONTROLLER,
-                    self.inner.controller,
-                    keys::RELEASE
-                );
-                let running = self
-                    .deployments()
-                    .list_metadata(&ListParams::default().labels(&selector))
-                    .await
-                    .map_err(|e| classify(self.call("list", "deployments", "apps"), e))?;
-                if let Some(d) = running.items.first() {
-                    return Err(BackendError::Unavailable(format!(
-                        "the Deployment that anchors release '{release}' (its record) is gone \
-                         while '{}' runs: restore it, or label it {}=true again",
-                        d.metadata.name.as_deref().unwrap_or("?"),
-                        keys::ANCHOR
-                    )));
-                }
+                self.refuse_without_record(release).await?;
                 return Ok(None);
             };
-            Ok(slots.get(slot).map(|entry| self.view(entry, slots.port)))
+            let Some(entry) = slots.get(slot) else {
+                return Ok(None);
+            };
+            self.learn_service_uid(&entry.deployment).await?;
+            Ok(Some(self.view(entry, slots.port)))
         })
     }
 
@@ -1013,7 +1124,9 @@ impl Backend for KubeBackend {
         Box::pin(async move {
             let _guard = self.inner.locks.lock(release).await;
             let Some((anchor, slots)) = self.slots(release).await? else {
-                return Ok(());
+                // Without the record, what the slot was is unknown: retried until the
+                // record is restored, rather than leaving a candidate running unsaid.
+                return self.refuse_without_record(release).await;
             };
             let Some(entry) = slots.get(slot).cloned() else {
                 return Ok(());

@@ -67,7 +67,8 @@ pub fn classify(call: Call<'_>, e: kube::Error) -> BackendError {
             let message = &status.message;
             // RBAC's own refusals read "... is forbidden: User \"...\" cannot <verb> ...";
             // other 403s (an admission webhook, a quota) say their own reason.
-            let rbac = message.contains(" cannot ") || message.is_empty();
+            let rbac = (message.contains(" cannot ") && message.contains(" resource \""))
+                || message.is_empty();
             match status.code {
                 403 if !rbac => BackendError::Invalid(format!(
                     "forbidden: the API server refused to {what}: {message}"
