@@ -413,7 +413,10 @@ async fn a_lost_anchor_keeps_the_last_endpoints_rather_than_routing_to_nothing()
     assert!(error.to_string().contains("web-green"), "{error}");
     assert!(backend.retire("web", Slot::Candidate).await.is_err());
     let green = test.deployment("web-green").expect("web-green serves on");
-    assert_eq!(green["spec"]["template"]["spec"]["containers"][0]["image"], "demo:v2");
+    assert_eq!(
+        green["spec"]["template"]["spec"]["containers"][0]["image"],
+        "demo:v2"
+    );
     assert!(
         test.deployment("web").expect("web")["metadata"]["annotations"]
             .get("cutover.io/slots")

@@ -370,14 +370,15 @@ fn a_release_applied_as_an_object_rolls_out_and_reports_its_status() {
             "strategy": { "canary": { "scaleDownDelay": "1s", "steps": [{ "setWeight": 50 }] } },
         })
     };
-    test.api
-        .create(json!({
+    let release_object = || {
+        json!({
             "apiVersion": "cutover.dev/v1",
             "kind": "Release",
             "metadata": { "name": "web", "namespace": NAMESPACE },
             "spec": spec("demo:v2"),
-        }))
-        .expect("created");
+        })
+    };
+    test.api.create(release_object()).expect("created");
     let object = test.wait_release_object("web", Duration::from_secs(60), |o| {
         o["status"]["outcome"] == "promoted" && o["status"]["observedGeneration"] == 1
     });
@@ -435,14 +436,7 @@ fn a_release_applied_as_an_object_rolls_out_and_reports_its_status() {
     test.api
         .delete("releases", NAMESPACE, "web")
         .expect("deleted");
-    test.api
-        .create(json!({
-            "apiVersion": "cutover.dev/v1",
-            "kind": "Release",
-            "metadata": { "name": "web", "namespace": NAMESPACE },
-            "spec": spec("demo:v2"),
-        }))
-        .expect("created again");
+    test.api.create(release_object()).expect("created again");
     let object = test.wait_release_object("web", Duration::from_secs(60), |o| {
         o["status"]["observedGeneration"] == 1 && o["status"]["outcome"] == "promoted"
     });
