@@ -601,3 +601,61 @@ fn a_guardrail_trip_in_the_proxy_service_rolls_the_release_back() {
         sorted(vec![test.name("proxy"), web.clone()])
     );
 }
+
+/// The fence a taking-over controller writes (`recover`) carries the same state text one
+/// revision up; the old controller's next write of that text must be refused, not taken
+/// for a replay of its own lost write.
+#[test]
+fn a_fenced_writer_cannot_pass_its_next_write_off_as_a_replay() {
+    use cutover_backend::{Backend, BackendError};
+    use cutover_swarm::SwarmBackend;
+
+    let Some(test) = SwarmTest::start("fence") else {
+        return;
+    };
+    let web = test.service("web", &demo_image("v1"), 1, &[]);
+    let name = test.name("shop");
+    let text = test.release(
+        &name,
+        &web,
+        "v2",
+        "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n",
+    );
+    let source = cutover_core::load::Source {
+        name: "release.yaml",
+        text: &text,
+        format: cutover_core::load::Format::Yaml,
+    };
+    let (release, _) = cutover_core::load::load_release(source, &Default::default())
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let old = SwarmBackend::connect(&test.prefix).await.expect("connects");
+        old.stable(&release, "v1").await.expect("adopted");
+        let state = serde_json::json!({ "phase": "step" });
+        assert_eq!(
+            old.store_state(&name, &state, None).await.expect("stored"),
+            1
+        );
+        // A replay of its own write is still recognised.
+        assert_eq!(
+            old.store_state(&name, &state, None).await.expect("replay"),
+            1
+        );
+        let new = SwarmBackend::connect(&test.prefix).await.expect("connects");
+        new.recover(&name).await.expect("fenced");
+        assert!(matches!(
+            old.store_state(&name, &state, Some(1)).await,
+            Err(BackendError::Conflict { .. })
+        ));
+        assert_eq!(
+            new.store_state(&name, &state, Some(2))
+                .await
+                .expect("stored"),
+            3
+        );
+    });
+}
