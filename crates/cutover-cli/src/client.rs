@@ -9,6 +9,7 @@
 //! `CUTOVER_CONFIG`, else `$XDG_CONFIG_HOME/cutover/config.toml` (or
 //! `~/.config/cutover/config.toml`).
 
+pub use cutover_core::error_chain;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -349,16 +350,4 @@ fn resolve_token(
             .ok()
             .map(|t| t.trim().to_string())),
     }
-}
-
-/// An error and its causes, in one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

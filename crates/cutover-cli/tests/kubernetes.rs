@@ -23,6 +23,21 @@ fn run(serve: &Serve, file: &std::path::Path, wait: bool) -> std::process::Outpu
     }
 }
 
+/// Submits `file`, and starts 50 requests/s through the proxy once the release is routed
+/// (load started before would meet no route).
+fn submit_under_load(serve: &Serve, file: &std::path::Path) -> Load {
+    let submitted = run(serve, file, false);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    load_once_routed(serve)
+}
+
+/// 50 requests/s through the proxy, once release `web` is routed.
+fn load_once_routed(serve: &Serve) -> Load {
+    serve.wait_routed("web");
+    std::thread::sleep(Duration::from_millis(300));
+    Load::start(serve.proxy(), 50)
+}
+
 fn report(output: &std::process::Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
@@ -58,11 +73,7 @@ fn a_canary_is_promoted_under_load_by_server_side_apply_and_the_old_deployment_s
     let web_before = test.web(2, json!({}));
     let serve = test.controller("k8s-promote", &[]);
     let file = serve.release_file("web", &release("web", "demo:v2", &canary(0.01)));
-    let submitted = run(&serve, &file, false);
-    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
-    serve.wait_routed("web");
-    std::thread::sleep(Duration::from_millis(300));
-    let load = Load::start(serve.proxy(), 50);
+    let load = submit_under_load(&serve, &file);
     let status = serve.wait_done("web", Duration::from_secs(90));
     std::thread::sleep(Duration::from_secs(1));
     let counts = load.finish();
@@ -141,9 +152,7 @@ fn a_canary_answering_20_percent_5xx_is_rolled_back_by_the_analysis() {
         "--output",
         "json",
     ]);
-    serve.wait_routed("web");
-    std::thread::sleep(Duration::from_millis(300));
-    let load = Load::start(serve.proxy(), 50);
+    let load = load_once_routed(&serve);
     let started = Instant::now();
     while waiting.try_wait().expect("wait").is_none() {
         assert!(
@@ -187,11 +196,7 @@ fn blue_green_switches_under_load_without_a_failed_request() {
             "  strategy:\n    blueGreen:\n      autoPromotionSeconds: 3\n      scaleDownDelay: 2s\n",
         ),
     );
-    let submitted = run(&serve, &file, false);
-    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
-    serve.wait_routed("web");
-    std::thread::sleep(Duration::from_millis(300));
-    let load = Load::start(serve.proxy(), 50);
+    let load = submit_under_load(&serve, &file);
     let status = serve.wait_done("web", Duration::from_secs(90));
     // Through the scale-down of the old pods too.
     test.wait_deployment("web", Duration::from_secs(20), |d| {

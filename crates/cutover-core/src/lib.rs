@@ -14,8 +14,10 @@ pub use duration::{Duration, DurationError, MAX_DURATION};
 pub mod diagnostic;
 pub mod load;
 pub mod plan;
+pub mod report;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, Severity};
+pub use report::error_chain;
 pub mod rollout;
 pub mod schema;

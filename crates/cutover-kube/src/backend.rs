@@ -10,8 +10,8 @@
 //! endpoints. A promotion swaps the roles in one write; the former stable Deployment is
 //! scaled to zero (the anchor) or deleted (a colour) when the scale-down delay ends.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use cutover_backend::{
@@ -64,7 +64,10 @@ struct Inner {
     locks: ReleaseLocks,
     endpoints: EndpointCache,
     /// The uid of each slot Service this process applied, by Deployment.
-    service_uids: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    service_uids: Mutex<HashMap<String, String>>,
+    /// The anchor Deployment of each release, by release, as last found: the endpoint
+    /// refresh reads it every second by name instead of listing.
+    anchors: Mutex<HashMap<String, String>>,
     /// This process among the controller's writers (see `keys::WRITER`).
     writer: String,
 }
@@ -160,7 +163,8 @@ impl KubeBackend {
                 controller: controller.to_string(),
                 locks: ReleaseLocks::default(),
                 endpoints,
-                service_uids: std::sync::Mutex::default(),
+                service_uids: Mutex::default(),
+                anchors: Mutex::default(),
                 writer: cutover_backend::writer_id(),
             }),
         })
@@ -256,6 +260,49 @@ impl KubeBackend {
         Ok(target)
     }
 
+    /// The uids of the slot Services this process applied.
+    fn service_uids(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.inner
+            .service_uids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The anchors found so far.
+    fn anchors(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.inner
+            .anchors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`anchor`](Self::anchor) for reads that repeat (the endpoint refresh): a GET of the
+    /// Deployment found last time, if it still anchors the release; a list otherwise.
+    /// Writes go through `anchor`, which also finds a second anchor labelled by mistake.
+    async fn known_anchor(&self, release: &str) -> Result<Option<Deployment>, BackendError> {
+        let known = self.anchors().get(release).cloned();
+        if let Some(name) = known {
+            let found = self
+                .deployments()
+                .get_opt(&name)
+                .await
+                .map_err(|e| classify(self.call("get", "deployments", "apps"), e))?;
+            if let Some(found) = found.filter(|d| self.anchors_release(d, release)) {
+                return Ok(Some(found));
+            }
+        }
+        self.anchor(release).await
+    }
+
+    /// Whether `deployment` is labelled as `release`'s anchor, of this controller.
+    fn anchors_release(&self, deployment: &Deployment, release: &str) -> bool {
+        let labels = deployment.metadata.labels.as_ref();
+        let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+        label(keys::CONTROLLER) == Some(self.inner.controller.as_str())
+            && label(keys::RELEASE) == Some(release)
+            && label(keys::ANCHOR) == Some("true")
+    }
+
     /// The anchor Deployment of `release`, if it has been adopted.
     async fn anchor(&self, release: &str) -> Result<Option<Deployment>, BackendError> {
         let selector = format!(
@@ -273,7 +320,13 @@ impl KubeBackend {
             .items;
         match found.len() {
             0 => Ok(None),
-            1 => Ok(found.pop()),
+            1 => {
+                let anchor = found.pop();
+                if let Some(name) = anchor.as_ref().and_then(|d| d.metadata.name.clone()) {
+                    self.anchors().insert(release.to_string(), name);
+                }
+                Ok(anchor)
+            }
             _ => Err(BackendError::Invalid(format!(
                 "release '{release}' has {} anchor Deployments ({}); remove the label {} from \
                  all but the one its release file names",
@@ -499,11 +552,7 @@ impl KubeBackend {
             .await
             .map_err(|e| classify(self.call("apply", "services", ""), e))?;
         if let Some(uid) = applied.metadata.uid {
-            self.inner
-                .service_uids
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(deployment.to_string(), uid);
+            self.service_uids().insert(deployment.to_string(), uid);
         }
         Ok(())
     }
@@ -588,11 +637,7 @@ impl KubeBackend {
             }),
             ..DeleteParams::background()
         };
-        self.inner
-            .service_uids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(deployment);
+        self.service_uids().remove(deployment);
         match self.services().delete(&service, &params).await {
             Ok(_) => Ok(()),
             Err(e) if error::is_not_found(&e) || error::is_conflict(&e) => Ok(()),
@@ -836,12 +881,7 @@ impl KubeBackend {
     /// Looks up the uid of `deployment`'s slot Service if this process has not applied it
     /// (after a restart), so that only its own slices count.
     async fn learn_service_uid(&self, deployment: &str) -> Result<(), BackendError> {
-        let known = self
-            .inner
-            .service_uids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains_key(deployment);
+        let known = self.service_uids().contains_key(deployment);
         if known {
             return Ok(());
         }
@@ -851,11 +891,7 @@ impl KubeBackend {
             .await
             .map_err(|e| classify(self.call("get", "services", ""), e))?;
         if let Some(uid) = found.and_then(|s| s.metadata.uid) {
-            self.inner
-                .service_uids
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(deployment.to_string(), uid);
+            self.service_uids().insert(deployment.to_string(), uid);
         }
         Ok(())
     }
@@ -863,13 +899,7 @@ impl KubeBackend {
     /// The ready endpoints of `deployment`, from the slices of the Service this process
     /// applied for it (any of that name before it has).
     fn slot_endpoints(&self, deployment: &str, port: u16) -> Vec<String> {
-        let uid = self
-            .inner
-            .service_uids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(deployment)
-            .cloned();
+        let uid = self.service_uids().get(deployment).cloned();
         self.inner
             .endpoints
             .endpoints(deployment, port, uid.as_deref())
@@ -1046,7 +1076,7 @@ impl Backend for KubeBackend {
         slot: Slot,
     ) -> BoxFuture<'a, Result<Option<SlotView>, BackendError>> {
         Box::pin(async move {
-            let Some((_, slots)) = self.slots(release).await? else {
+            let Some(anchor) = self.known_anchor(release).await? else {
                 // The anchor is gone (deleted, pruned, relabelled) and with it the record
                 // of which Deployment serves: while Deployments of the release still run,
                 // that is an error to retry, so the proxy keeps its last endpoints instead
@@ -1054,6 +1084,7 @@ impl Backend for KubeBackend {
                 self.refuse_without_record(release).await?;
                 return Ok(None);
             };
+            let slots = read_slots(&anchor)?;
             let Some(entry) = slots.get(slot) else {
                 return Ok(None);
             };

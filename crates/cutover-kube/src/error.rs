@@ -94,24 +94,9 @@ pub fn classify(call: Call<'_>, e: kube::Error) -> BackendError {
         }
         _ => BackendError::Unavailable(format!(
             "cannot {what}: the API server did not answer: {}",
-            chain(&e)
+            cutover_core::error_chain(&e)
         )),
     }
-}
-
-/// An error and its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

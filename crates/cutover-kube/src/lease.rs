@@ -139,6 +139,17 @@ pub enum LeaseError {
     },
 }
 
+/// How one round of the election went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Round {
+    /// This replica holds the Lease now.
+    Leading,
+    /// Another one holds it.
+    HeldBy(String),
+    /// Another replica wrote the Lease between our read and our write: look again.
+    Raced,
+}
+
 /// Runs the election for one replica. Cheap to clone.
 #[derive(Clone)]
 pub struct LeaderElector {
@@ -172,11 +183,12 @@ impl LeaderElector {
                 .try_acquire(&mut observer, self.config.renew_every())
                 .await
             {
-                Ok(None) => {
+                Ok(Round::Leading) => {
                     tracing::info!(lease = %self.config.name, identity = %self.config.identity, "leading");
                     return sent;
                 }
-                Ok(Some(holder)) => {
+                Ok(Round::Raced) => {}
+                Ok(Round::HeldBy(holder)) => {
                     if said.as_ref() != Some(&holder) {
                         tracing::info!(lease = %self.config.name, %holder, "standing by: another controller leads");
                         said = Some(holder);
@@ -210,12 +222,12 @@ impl LeaderElector {
     }
 
     /// One round, bounded by `limit` so that a stalled call cannot hold a leader past its
-    /// deadline: `Ok(None)` if we hold the Lease now, `Ok(Some(holder))` if another does.
+    /// deadline.
     async fn try_acquire(
         &self,
         observer: &mut Observer,
         limit: Duration,
-    ) -> Result<Option<String>, kube::Error> {
+    ) -> Result<Round, kube::Error> {
         match tokio::time::timeout(limit, self.try_acquire_once(observer)).await {
             Ok(result) => result,
             Err(_) => Err(kube::Error::Service(
@@ -224,10 +236,7 @@ impl LeaderElector {
         }
     }
 
-    async fn try_acquire_once(
-        &self,
-        observer: &mut Observer,
-    ) -> Result<Option<String>, kube::Error> {
+    async fn try_acquire_once(&self, observer: &mut Observer) -> Result<Round, kube::Error> {
         let lease = self.api.get_opt(&self.config.name).await?;
         let decision = observer.decide(
             Instant::now(),
@@ -236,7 +245,7 @@ impl LeaderElector {
             self.config.duration,
         );
         let written = match decision {
-            Decision::Wait { holder } => return Ok(Some(holder)),
+            Decision::Wait { holder } => return Ok(Round::HeldBy(holder)),
             Decision::Create => {
                 let lease = Lease {
                     metadata: ObjectMeta {
@@ -253,7 +262,7 @@ impl LeaderElector {
             }
             Decision::Take | Decision::Renew => {
                 let Some(mut lease) = lease else {
-                    return Ok(Some(String::new()));
+                    return Ok(Round::Raced);
                 };
                 let taking = decision == Decision::Take;
                 lease.spec = Some(self.spec(lease.spec.take(), taking));
@@ -264,9 +273,9 @@ impl LeaderElector {
             }
         };
         match written {
-            Ok(()) => Ok(None),
+            Ok(()) => Ok(Round::Leading),
             // Another replica wrote first: look again.
-            Err(e) if error::is_conflict(&e) => Ok(Some("another replica".into())),
+            Err(e) if error::is_conflict(&e) => Ok(Round::Raced),
             Err(e) => Err(e),
         }
     }
@@ -315,17 +324,17 @@ impl LeaderElector {
                 .try_acquire(&mut observer, left.min(self.config.renew_every()))
                 .await
             {
-                Ok(None) => {
+                Ok(Round::Leading) => {
                     renewed = sent;
                     next = renewed + self.config.renew_every();
                 }
-                Ok(Some(holder)) if holder != "another replica" => {
+                Ok(Round::HeldBy(holder)) => {
                     return LeaseError::Taken {
                         lease: self.config.name.clone(),
                         holder,
                     };
                 }
-                Ok(Some(_)) => {}
+                Ok(Round::Raced) => {}
                 Err(e) => {
                     let elapsed = renewed.elapsed();
                     let e = self.explain(e);

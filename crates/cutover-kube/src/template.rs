@@ -144,7 +144,10 @@ impl CandidateOf<'_> {
         let container = service_container(source, self.port)?;
         let colour = keys::colour_of(self.name);
         let mut template = source["spec"]["template"].clone();
-        let pod_labels = object_at(&mut template, "metadata", "labels");
+        let mut pod_labels = template["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         for key in source_selector.keys() {
             pod_labels.remove(key);
         }
@@ -152,6 +155,7 @@ impl CandidateOf<'_> {
         pod_labels.insert(keys::CONTROLLER.into(), self.controller.into());
         pod_labels.insert(keys::RELEASE.into(), self.release.into());
         pod_labels.insert(keys::COLOUR.into(), colour.into());
+        template["metadata"]["labels"] = Value::Object(pod_labels);
         template["spec"]["containers"][container]["image"] = self.image.into();
         if let Some(metadata) = template["metadata"].as_object_mut() {
             metadata.remove("creationTimestamp");
@@ -249,20 +253,6 @@ pub fn slot_service(
             "ports": [{ "name": "http", "port": port, "targetPort": port, "protocol": "TCP" }],
         },
     })
-}
-
-/// `value[a][b]` as an object, made if missing.
-fn object_at<'v>(value: &'v mut Value, a: &str, b: &str) -> &'v mut Map<String, Value> {
-    if !value[a].is_object() {
-        value[a] = json!({});
-    }
-    if !value[a][b].is_object() {
-        value[a][b] = json!({});
-    }
-    match value[a][b].as_object_mut() {
-        Some(map) => map,
-        None => unreachable!("made an object just above"),
-    }
 }
 
 #[cfg(test)]

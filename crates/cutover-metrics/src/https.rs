@@ -2,6 +2,7 @@
 //! plain HTTP, or HTTPS through rustls, checking servers against the system's CA bundle
 //! (`SSL_CERT_FILE`, else Debian's `/etc/ssl/certs/ca-certificates.crt`).
 
+pub use cutover_core::error_chain;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -106,22 +107,6 @@ fn trust_store(path: &str) -> Result<RootCertStore, Arc<str>> {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// An error and its causes in one line: hyper's client errors say only "client error
-/// (Connect)" and keep the reason (refused, a certificate, no trust store) in the chain.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
 
 impl tower_service::Service<Uri> for Connector {
     type Response = Stream;
