@@ -238,9 +238,18 @@ async fn with_the_api_server_gone_a_rollout_holds_and_nothing_is_half_applied() 
         let release = release.clone();
         tokio::spawn(async move { backend.deploy(&release, "v2").await })
     };
+    // Once the deploy asks for the candidate's pods, everything is applied and it waits.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while test.deployment("web-green").is_none() {
-        assert!(Instant::now() < deadline, "web-green never applied");
+    while !test
+        .api
+        .requests()
+        .iter()
+        .any(|r| r.path.ends_with("/pods") && r.status == 503)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the deploy never waited for its pods"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let uid = test.deployment("web-green").expect("web-green")["metadata"]["uid"].clone();
@@ -268,10 +277,8 @@ async fn with_the_api_server_gone_a_rollout_holds_and_nothing_is_half_applied() 
         uid
     );
     // Deploying again finds it.
-    assert!(matches!(
-        backend.deploy(&release, "v2").await,
-        Ok(Readiness::Ready(_))
-    ));
+    let deployed = backend.deploy(&release, "v2").await;
+    assert!(matches!(deployed, Ok(Readiness::Ready(_))), "{deployed:?}");
     assert_eq!(
         test.deployment("web-green").expect("web-green")["metadata"]["uid"],
         uid
@@ -382,10 +389,8 @@ async fn a_lost_anchor_keeps_the_last_endpoints_rather_than_routing_to_nothing()
     let backend = backend(&test).await;
     let release = release_of("demo:v2");
     backend.stable(&release, "v1").await.expect("adopted");
-    assert!(matches!(
-        backend.deploy(&release, "v2").await,
-        Ok(Readiness::Ready(_))
-    ));
+    let deployed = backend.deploy(&release, "v2").await;
+    assert!(matches!(deployed, Ok(Readiness::Ready(_))), "{deployed:?}");
     backend.promote("web").await.expect("promoted");
     // The anchor is pruned (say, by a GitOps tool) while web-green serves.
     test.api

@@ -205,12 +205,12 @@ impl PodRun {
 }
 
 async fn run_pod(shared: Arc<Shared>, pod: Value, stopped: signal::Receiver<bool>) {
-    let ip = shared.store().allocate_pod_ip();
     let containers: Vec<Value> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let ip = free_pod_ip(&shared, &containers);
     let now = util::now_rfc3339();
     let run = Arc::new(PodRun {
         namespace: util::str_at(&pod, "/metadata/namespace")
@@ -488,6 +488,28 @@ fn resolve_port(container: &Value, port: &Value) -> Option<u16> {
 }
 
 /// One readiness check.
+/// The next pod IP whose container ports nothing holds: a process left behind by a test
+/// run that was killed (and so could not stop its pods) may still listen on an address
+/// this server would hand out, and the pod would then crash-loop on a busy port.
+fn free_pod_ip(shared: &Shared, containers: &[Value]) -> String {
+    let ports: Vec<u16> = containers
+        .iter()
+        .filter_map(|c| c.pointer("/ports/0/containerPort")?.as_u64())
+        .filter_map(|p| u16::try_from(p).ok())
+        .collect();
+    let mut ip = shared.store().allocate_pod_ip();
+    for _ in 0..64 {
+        let free = ports
+            .iter()
+            .all(|port| std::net::TcpListener::bind((ip.as_str(), *port)).is_ok());
+        if free {
+            break;
+        }
+        ip = shared.store().allocate_pod_ip();
+    }
+    ip
+}
+
 async fn probe(ip: &str, container: &Value) -> bool {
     let spec = container.get("readinessProbe");
     if let Some(http) = spec.and_then(|p| p.get("httpGet")) {
