@@ -11,9 +11,9 @@ use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, did_you_mean};
 use crate::load::node::Node;
 use crate::plan::Plan;
 use crate::spec::{
-    API_VERSION, AnalysisSpec, AnalysisStep, Backend, BuiltinMetric, CanaryStep, GuardrailMetric,
-    GuardrailSpec, HeaderRouteStep, HookSpec, HooksSpec, LocalSlot, MatchRule, MetricSpec,
-    Provider, Release, StrategyDocument, StrategySpec, TrafficSpec,
+    API_VERSION, AnalysisSpec, AnalysisStep, Backend, BuiltinMetric, CanaryStep, EvidenceKind,
+    GuardrailMetric, GuardrailSpec, HeaderRouteStep, HookSpec, HooksSpec, LocalSlot, MatchRule,
+    MetricSpec, Provider, Release, StrategyDocument, StrategySpec, TrafficSpec,
 };
 
 /// Finds where a path was written, and knows which paths were set aside after a
@@ -632,9 +632,27 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
         let provider = path.key("provider");
         match &m.provider {
             Provider::Prometheus(p) => {
-                if p.query.trim().is_empty() {
-                    c.error(Code::IncompleteMetric, provider.key("prometheus").key("query"), "a prometheus metric needs a query")
-                        .hint = Some("e.g. sum(rate(cutover_requests_total{release=\"{{release}}\",version=\"{{candidate}}\",code_class=\"5xx\"}[{{interval}}]))".into());
+                if p.query.trim().is_empty() && p.proxy_metric.is_none() {
+                    c.error(Code::IncompleteMetric, provider.key("prometheus").key("query"), "a prometheus metric needs a query or a proxyMetric")
+                        .hint = Some("e.g. proxyMetric: error_rate (the proxy's counters as evidence), or query: sum(rate(cutover_requests_total{release=\"{{release}}\",version=\"{{candidate}}\",code_class=\"5xx\"}[{{interval}}]))".into());
+                }
+                if !p.query.trim().is_empty() && p.proxy_metric.is_some() {
+                    c.error(
+                        Code::Conflict,
+                        provider.key("prometheus").key("proxyMetric"),
+                        "give either query or proxyMetric, not both",
+                    )
+                    .hint = Some("proxyMetric reads the proxy's own series as evidence; query runs your PromQL".into());
+                }
+                if p.proxy_metric == Some(BuiltinMetric::RequestRate) {
+                    c.error(
+                        Code::InvalidValue,
+                        provider.key("prometheus").key("proxyMetric"),
+                        "request_rate is not evidence a test can judge",
+                    )
+                    .hint = Some(
+                        "use error_rate or a latency quantile (latency_p50 ... latency_p99)".into(),
+                    );
                 }
                 placeholders(c, &provider.key("prometheus").key("query"), &p.query);
                 if let Some(address) = &p.address {
@@ -733,6 +751,7 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
             }
             // A query or URL without {{version}} yields the candidate's value only.
             let per_version = match &m.provider {
+                Provider::Prometheus(p) if p.proxy_metric.is_some() => None,
                 Provider::Prometheus(p) => Some(("prometheus", "query", p.query.as_str())),
                 Provider::Web(w) => Some(("web", "url", w.url.as_str())),
                 Provider::Builtin(_) => None,
@@ -771,6 +790,7 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
                 "count must be at least 1",
             );
         }
+        evidence(c, &path, m);
         if m.interval == Duration::ZERO {
             c.error(
                 Code::OutOfRange,
@@ -788,6 +808,90 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
                 ),
             );
         }
+    }
+}
+
+/// The settings of the tests on evidence: confidence, maxCount, and tolerances that a
+/// candidate as good as stable can pass.
+fn evidence(c: &mut Checker<'_, '_>, path: &FieldPath, m: &MetricSpec) {
+    if !(m.confidence > 0.5 && m.confidence < 1.0) {
+        c.error(
+            Code::OutOfRange,
+            path.key("confidence"),
+            format!(
+                "confidence must be between 0.5 and 1, found {}",
+                m.confidence
+            ),
+        )
+        .hint = Some("0.95 or 0.98 are usual".into());
+    }
+    if let Some(max_count) = m.max_count {
+        if max_count < m.count {
+            c.error(
+                Code::Conflict,
+                path.key("maxCount"),
+                format!(
+                    "maxCount {max_count} is below count {}: it is the most measurements, count the least",
+                    m.count
+                ),
+            )
+            .hint = Some(format!("set maxCount to {} or more, or remove it", m.count));
+        } else if m.interval.saturating_mul(u64::from(max_count)) > crate::MAX_DURATION {
+            c.error(
+                Code::OutOfRange,
+                path.key("maxCount"),
+                format!(
+                    "{max_count} measurements every {} take longer than a year",
+                    m.interval
+                ),
+            );
+        }
+        if m.evidence_kind().is_none() {
+            c.warning(
+                Code::Ignored,
+                path.key("maxCount"),
+                "maxCount applies only to metrics judged on evidence (builtin error_rate and latency, or prometheus proxyMetric)",
+            );
+        }
+    }
+    let (Some(kind), Some(compare)) = (m.evidence_kind(), &m.compare) else {
+        return;
+    };
+    let compare_path = path.key("compare");
+    for (field, value) in [
+        ("maxIncrease", compare.max_increase),
+        ("maxIncreasePercent", compare.max_increase_percent),
+    ] {
+        if value == Some(0.0) {
+            c.error(
+                Code::Conflict,
+                compare_path.key(field),
+                format!("{field} 0 tolerates no regression at all, so only a candidate measurably better than stable could ever pass"),
+            )
+            .hint = Some(match (field, kind) {
+                ("maxIncrease", EvidenceKind::ErrorRate) => "allow the smallest increase that matters, e.g. maxIncrease: 0.005 (half a point)".into(),
+                ("maxIncrease", _) => "allow the smallest increase that matters, e.g. maxIncrease: 0.01 (10 ms)".into(),
+                _ => "allow the smallest increase that matters, e.g. maxIncreasePercent: 20".into(),
+            });
+        }
+    }
+    if let Some(test) = &compare.mann_whitney
+        && test.min_effect_percent == 0.0
+    {
+        c.error(
+            Code::Conflict,
+            compare_path.key("mannWhitney").key("minEffectPercent"),
+            "on evidence the candidate passes only when the test excludes a slowdown of minEffectPercent; at 0 only a measurably faster candidate could pass",
+        )
+        .hint = Some("set minEffectPercent: 10 (or the smallest slowdown that matters)".into());
+    }
+    if kind == EvidenceKind::ErrorRate && compare.max_increase_percent.is_some_and(|p| p > 0.0) {
+        c.warning(
+            Code::Conflict,
+            compare_path.key("maxIncreasePercent"),
+            "a relative limit on an error rate cannot pass while stable has no errors: any percentage of 0 is 0",
+        )
+        .hint = Some("compare error rates with an absolute tolerance instead, e.g. maxIncrease: 0.005 (half a point)".into());
     }
 }
 

@@ -21,10 +21,13 @@ pub enum Assessment {
         reason: String,
     },
     /// Too little data to tell (no value, too few requests or samples, no stable value to
-    /// compare with). Never a pass.
+    /// compare with, evidence that neither excludes nor shows a breach). Never a pass.
     Inconclusive {
         /// What was missing.
         reason: String,
+        /// How much more traffic a decision would need, when it can be foreseen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        needs: Option<MoreData>,
     },
     /// The provider could not be asked: says nothing about the candidate.
     Error {
@@ -33,7 +36,47 @@ pub enum Assessment {
     },
 }
 
+/// How much more traffic an undecided measurement needs: the candidate requests (and, at
+/// the rate seen so far, the time) after which the confidence bounds would have narrowed
+/// enough to decide, were the versions to go on as they did. An estimate, not a promise:
+/// the bounds narrow with the square root of the sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MoreData {
+    /// Further candidate requests.
+    pub candidate_requests: u64,
+    /// Seconds those take at the candidate's current request rate, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+}
+
+impl std::fmt::Display for MoreData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "needs about {} more candidate requests",
+            self.candidate_requests
+        )?;
+        if let Some(seconds) = self.seconds {
+            write!(
+                f,
+                " (about {} at the current rate)",
+                crate::Duration::from_secs(seconds)
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Assessment {
+    /// An inconclusive assessment without an estimate of the data it needs.
+    pub fn inconclusive(reason: impl Into<String>) -> Self {
+        Assessment::Inconclusive {
+            reason: reason.into(),
+            needs: None,
+        }
+    }
+
     /// Whether this is [`Assessment::Pass`].
     pub fn is_pass(&self) -> bool {
         matches!(self, Assessment::Pass)
@@ -44,7 +87,7 @@ impl Assessment {
         match self {
             Assessment::Pass => None,
             Assessment::Fail { reason }
-            | Assessment::Inconclusive { reason }
+            | Assessment::Inconclusive { reason, .. }
             | Assessment::Error { reason } => Some(reason),
         }
     }
@@ -75,19 +118,15 @@ pub fn assess(spec: &MetricSpec, result: &MeasurementResult) -> Assessment {
     };
     // An infinite value is no measurement: `-inf` would pass any `max`. Treated as no data.
     let Some(candidate) = measurement.candidate.filter(|v| v.is_finite()) else {
-        return Assessment::Inconclusive {
-            reason: "no data for the candidate".to_string(),
-        };
+        return Assessment::inconclusive("no data for the candidate");
     };
     if let Some(requests) = measurement.candidate_requests
         && requests < spec.min_requests
     {
-        return Assessment::Inconclusive {
-            reason: format!(
-                "only {requests} candidate requests, fewer than minRequests {}",
-                spec.min_requests
-            ),
-        };
+        return Assessment::inconclusive(format!(
+            "only {requests} candidate requests, fewer than minRequests {}",
+            spec.min_requests
+        ));
     }
 
     let mut checks = Checks::default();
@@ -129,9 +168,7 @@ impl Checks {
                 reason: self.failures.join("; "),
             }
         } else if !self.gaps.is_empty() {
-            Assessment::Inconclusive {
-                reason: self.gaps.join("; "),
-            }
+            Assessment::inconclusive(self.gaps.join("; "))
         } else {
             Assessment::Pass
         }
@@ -338,7 +375,7 @@ pub(crate) fn num(x: f64) -> String {
 }
 
 /// A percentage for a reason, to three significant digits: `23.7`, not `23.6548`.
-fn pct(x: f64) -> String {
+pub(crate) fn pct(x: f64) -> String {
     if x.is_finite() && x.abs() >= 1e-4 {
         let rounded: f64 = format!("{x:.2e}").parse().unwrap_or(x);
         format!("{rounded}")
@@ -371,7 +408,7 @@ mod tests {
     #[track_caller]
     fn assert_inconclusive(assessment: Assessment, expected_reason: &str) {
         match &assessment {
-            Assessment::Inconclusive { reason } => assert!(
+            Assessment::Inconclusive { reason, .. } => assert!(
                 reason.contains(expected_reason),
                 "reason '{reason}' lacks '{expected_reason}'"
             ),
@@ -476,9 +513,7 @@ mod tests {
         let few = Measurement::of_candidate(0.33).with_requests(3);
         assert_eq!(
             assess(&spec, &value(few)),
-            Assessment::Inconclusive {
-                reason: "only 3 candidate requests, fewer than minRequests 50".to_string()
-            }
+            Assessment::inconclusive("only 3 candidate requests, fewer than minRequests 50")
         );
         let enough = Measurement::of_candidate(0.01).with_requests(50);
         assert_eq!(assess(&spec, &value(enough)), Assessment::Pass);
@@ -896,7 +931,7 @@ mod tests {
             candidate_samples in prop::collection::vec(any_f64(), 0..20),
             stable_samples in prop::collection::vec(any_f64(), 0..20),
         ) -> Measurement {
-            Measurement { candidate, stable, candidate_requests, candidate_samples, stable_samples }
+            Measurement { candidate, stable, candidate_requests, candidate_samples, stable_samples, ..Measurement::default() }
         }
     }
 

@@ -14,6 +14,8 @@
 
 use std::cmp::Ordering;
 
+use super::normal::{normal_cdf, normal_sf};
+
 /// Which difference the test looks for. `Greater` means the candidate tends to be
 /// **larger** than stable; pick it for metrics where higher is worse (latency, errors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -193,37 +195,10 @@ fn exact_p_value(n1: usize, n2: usize, u: f64, alternative: Alternative) -> Opti
     Some(p.min(1.0))
 }
 
-/// The complementary error function, `1 - erf(x)`, with fractional error below 1.2e-7
-/// everywhere (Numerical Recipes' Chebyshev fit `erfcc`). Relative accuracy in the far tail
-/// matters here: p-values of 1e-10 must not come out as 0 or as noise.
-pub(crate) fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let ans = t * (-z * z + poly).exp();
-    if x >= 0.0 { ans } else { 2.0 - ans }
-}
-
-/// The standard normal distribution's upper tail, `P(Z > z)`.
-pub(crate) fn normal_sf(z: f64) -> f64 {
-    0.5 * erfc(z / std::f64::consts::SQRT_2)
-}
-
-/// The standard normal distribution function, `P(Z <= z)`.
-pub(crate) fn normal_cdf(z: f64) -> f64 {
-    0.5 * erfc(-z / std::f64::consts::SQRT_2)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::judge::normal::erfc;
     use proptest::prelude::*;
 
     #[track_caller]

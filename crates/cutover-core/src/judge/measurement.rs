@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::evidence::Evidence;
+
 /// One measurement of one metric, for the candidate and (when the metric compares) for
 /// stable, taken over the same window.
 ///
@@ -29,6 +31,14 @@ pub struct Measurement {
     /// Stable's raw samples over the same window, for the Mann-Whitney test.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stable_samples: Vec<f64>,
+    /// The candidate's evidence over the window (counts and latency histogram), from
+    /// providers that have it. With evidence, the judge pools the analysis's windows and
+    /// tests them; the values above are then only for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_evidence: Option<Evidence>,
+    /// Stable's evidence over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_evidence: Option<Evidence>,
 }
 
 impl Measurement {
@@ -53,6 +63,15 @@ impl Measurement {
     pub fn with_requests(self, candidate_requests: u64) -> Self {
         Measurement {
             candidate_requests: Some(candidate_requests),
+            ..self
+        }
+    }
+
+    /// The same measurement, with both versions' evidence for the tests on evidence.
+    pub fn with_evidence(self, candidate: Evidence, stable: Option<Evidence>) -> Self {
+        Measurement {
+            candidate_evidence: Some(candidate),
+            stable_evidence: stable,
             ..self
         }
     }

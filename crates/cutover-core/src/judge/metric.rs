@@ -2,7 +2,9 @@
 
 use super::Verdict;
 use super::assess::{Assessment, assess};
-use super::measurement::MeasurementResult;
+use super::evidence::Evidence;
+use super::inference::{self, Levels};
+use super::measurement::{Measurement, MeasurementResult};
 use crate::spec::MetricSpec;
 
 /// Judges one metric over one analysis, measurement by measurement, with Argo Rollouts'
@@ -24,6 +26,16 @@ use crate::spec::MetricSpec;
 /// Once decided, the verdict never changes: later measurements are ignored, so a late
 /// pass cannot undo a failure that a rollback may already be acting on.
 ///
+/// **On evidence** (measurements that carry counts and histograms, for metrics with an
+/// [`EvidenceKind`](crate::spec::EvidenceKind)) the windows of the analysis are pooled and
+/// each measurement judges everything so far with the tests of `inference`. A failure
+/// counts at any measurement; a pass decides only from measurement `count` on (the least
+/// the analysis observes); an undecided measurement before `maxCount` (default `count`) is
+/// pending, not inconclusive, since the next window adds evidence. Failing is tested at the
+/// metric's confidence split over every measurement and check (Bonferroni), passing over the
+/// measurements from `count` to `maxCount`, so looking often does not raise the chance of
+/// a wrong verdict.
+///
 /// The judge does not read the clock: the driver measures every `interval` and hands each
 /// result to [`MetricJudge::record`].
 #[derive(Clone, Debug, PartialEq)]
@@ -32,11 +44,15 @@ pub struct MetricJudge {
     passed: u32,
     failed: u32,
     inconclusive: u32,
+    pending: u32,
     errors: u32,
     consecutive_errors: u32,
     last_value: Option<f64>,
     last_assessment: Option<Assessment>,
     decision: Option<(Verdict, String)>,
+    /// The candidate's and stable's evidence pooled over the analysis, once a measurement
+    /// brought evidence.
+    pooled: Option<(Evidence, Option<Evidence>)>,
 }
 
 impl MetricJudge {
@@ -47,11 +63,13 @@ impl MetricJudge {
             passed: 0,
             failed: 0,
             inconclusive: 0,
+            pending: 0,
             errors: 0,
             consecutive_errors: 0,
             last_value: None,
             last_assessment: None,
             decision: None,
+            pooled: None,
         };
         judge.decide();
         judge
@@ -63,14 +81,32 @@ impl MetricJudge {
         if self.decision.is_some() {
             return None;
         }
-        let assessment = assess(&self.spec, result);
+        let on_evidence = match result {
+            MeasurementResult::Value(m) if m.candidate_evidence.is_some() => self.pool(m),
+            _ => false,
+        };
+        let assessment = if on_evidence {
+            self.assess_pooled()
+        } else {
+            assess(&self.spec, result)
+        };
+        // This measurement's number, from 1, when the provider answered.
+        let look = self.measurements().saturating_add(1);
         match &assessment {
             Assessment::Error { .. } => {
                 self.errors = self.errors.saturating_add(1);
                 self.consecutive_errors = self.consecutive_errors.saturating_add(1);
             }
+            Assessment::Pass if on_evidence && look < self.spec.count => {
+                self.pending = self.pending.saturating_add(1);
+            }
             Assessment::Pass => self.passed = self.passed.saturating_add(1),
             Assessment::Fail { .. } => self.failed = self.failed.saturating_add(1),
+            Assessment::Inconclusive { .. }
+                if on_evidence && look < self.spec.most_measurements() =>
+            {
+                self.pending = self.pending.saturating_add(1);
+            }
             Assessment::Inconclusive { .. } => {
                 self.inconclusive = self.inconclusive.saturating_add(1);
             }
@@ -84,6 +120,49 @@ impl MetricJudge {
         self.last_assessment = Some(assessment);
         self.decide();
         self.last_assessment.as_ref()
+    }
+
+    /// Adds a measurement's evidence to the pool; `false` when the metric cannot be judged
+    /// on evidence, so the measurement is judged on its values.
+    fn pool(&mut self, measurement: &Measurement) -> bool {
+        let (Some(candidate), Some(_)) =
+            (&measurement.candidate_evidence, self.spec.evidence_kind())
+        else {
+            return false;
+        };
+        let (pooled_candidate, pooled_stable) = self
+            .pooled
+            .get_or_insert_with(|| (Evidence::default(), None));
+        pooled_candidate.merge(candidate);
+        if let Some(stable) = &measurement.stable_evidence {
+            pooled_stable
+                .get_or_insert_with(Evidence::default)
+                .merge(stable);
+        }
+        true
+    }
+
+    /// Judges the pooled evidence at this measurement's levels.
+    fn assess_pooled(&self) -> Assessment {
+        let (Some((candidate, stable)), Some(kind)) = (&self.pooled, self.spec.evidence_kind())
+        else {
+            return Assessment::inconclusive("no evidence");
+        };
+        let spec = &self.spec;
+        let most = spec.most_measurements();
+        let levels = Levels::new(
+            spec.confidence,
+            most,
+            most.saturating_sub(spec.count).saturating_add(1),
+            inference::fail_checks(spec),
+        );
+        inference::assess_pooled(spec, kind, candidate, stable.as_ref(), levels)
+    }
+
+    /// The pooled evidence of the analysis so far: the candidate's and stable's, once a
+    /// measurement brought evidence.
+    pub fn pooled(&self) -> Option<(&Evidence, Option<&Evidence>)> {
+        self.pooled.as_ref().map(|(c, s)| (c, s.as_ref()))
     }
 
     /// Applies the rules to the counts so far; called only while undecided.
@@ -101,6 +180,8 @@ impl MetricJudge {
                     self.failed, spec.failure_limit
                 ),
             ))
+        } else if self.pooled.is_some() && self.consecutive_errors <= spec.consecutive_error_limit {
+            self.decide_on_evidence()
         } else if self.inconclusive > spec.inconclusive_limit {
             Some((
                 Verdict::Inconclusive,
@@ -140,6 +221,33 @@ impl MetricJudge {
         };
     }
 
+    /// The verdict on pooled evidence: a pass from measurement `count` on succeeds; undecided
+    /// at `maxCount` is inconclusive.
+    fn decide_on_evidence(&self) -> Option<(Verdict, String)> {
+        let looks = self.measurements();
+        let spec = &self.spec;
+        if looks >= spec.count && self.passed > 0 {
+            let confidence = super::assess::pct(spec.confidence * 100.0);
+            return Some((
+                Verdict::Success,
+                format!(
+                    "the evidence of {looks} measurements excludes a breach at {confidence}% confidence"
+                ),
+            ));
+        }
+        if looks >= spec.most_measurements() {
+            let last = self
+                .last_assessment_reason()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            return Some((
+                Verdict::Inconclusive,
+                format!("after {looks} measurements the evidence cannot decide{last}"),
+            ));
+        }
+        None
+    }
+
     /// The reason of the last assessment, to say what tipped the verdict.
     fn last_assessment_reason(&self) -> Option<String> {
         self.last_assessment
@@ -170,12 +278,13 @@ impl MetricJudge {
         self.decision.as_ref().map(|(_, reason)| reason.as_str())
     }
 
-    /// Measurements the provider answered (passed, failed or inconclusive): those that
-    /// count towards `count`. Provider errors are not among them.
+    /// Measurements the provider answered (passed, failed, inconclusive or, on evidence,
+    /// pending): those that count towards `count`. Provider errors are not among them.
     pub fn measurements(&self) -> u32 {
         self.passed
             .saturating_add(self.failed)
             .saturating_add(self.inconclusive)
+            .saturating_add(self.pending)
     }
 
     /// Measurement attempts of every kind, provider errors included.
@@ -201,6 +310,11 @@ impl MetricJudge {
     /// Measurements with too little data to tell.
     pub fn inconclusive(&self) -> u32 {
         self.inconclusive
+    }
+
+    /// On evidence, measurements that could not decide yet while more were to come.
+    pub fn pending(&self) -> u32 {
+        self.pending
     }
 
     /// Attempts where the provider could not be asked, in all.
@@ -420,5 +534,91 @@ mod tests {
             })
         );
         assert_eq!(judge.name(), "error-rate");
+    }
+
+    fn window(
+        requests: f64,
+        errors: f64,
+        stable_requests: f64,
+        stable_errors: f64,
+    ) -> MeasurementResult {
+        let evidence = |requests: f64, errors: f64| Evidence {
+            requests,
+            errors,
+            seconds: 10.0,
+            ..Evidence::default()
+        };
+        MeasurementResult::Value(
+            Measurement::of_both(errors / requests, stable_errors / stable_requests)
+                .with_requests(requests as u64)
+                .with_evidence(
+                    evidence(requests, errors),
+                    Some(evidence(stable_requests, stable_errors)),
+                ),
+        )
+    }
+
+    fn compared_errors(count: u32, max_count: Option<u32>) -> MetricJudge {
+        judge(|s| {
+            s.max = None;
+            s.count = count;
+            s.max_count = max_count;
+            s.compare = Some(crate::spec::Comparison {
+                max_increase: Some(0.01),
+                ..crate::spec::Comparison::default()
+            });
+        })
+    }
+
+    #[test]
+    fn on_evidence_windows_too_small_alone_are_pooled_into_a_pass() {
+        let mut judge = compared_errors(3, None);
+        // 100 requests a window with no errors: alone, none excludes +1 point at 98 %.
+        for _ in 0..2 {
+            let assessment = judge.record(&window(100.0, 0.0, 10_000.0, 100.0)).cloned();
+            assert!(
+                matches!(assessment, Some(Assessment::Inconclusive { .. })),
+                "{assessment:?}"
+            );
+            assert_eq!(
+                judge.verdict(),
+                None,
+                "undecided windows are pending, not inconclusive"
+            );
+        }
+        assert_eq!(judge.pending(), 2);
+        assert_eq!(
+            judge.record(&window(100.0, 0.0, 10_000.0, 100.0)),
+            Some(&Assessment::Pass)
+        );
+        assert_eq!(judge.verdict(), Some(Verdict::Success));
+        let (candidate, stable) = judge.pooled().expect("pooled");
+        assert_eq!(candidate.requests, 300.0);
+        assert_eq!(stable.map(|s| s.requests), Some(30_000.0));
+    }
+
+    #[test]
+    fn on_evidence_max_count_keeps_measuring_until_the_data_decides() {
+        let mut judge = compared_errors(1, Some(4));
+        judge.record(&window(60.0, 0.0, 6_000.0, 60.0));
+        assert_eq!(
+            judge.verdict(),
+            None,
+            "count reached, but maxCount allows more"
+        );
+        judge.record(&window(60.0, 0.0, 6_000.0, 60.0));
+        judge.record(&window(60.0, 0.0, 6_000.0, 60.0));
+        judge.record(&window(60.0, 0.0, 6_000.0, 60.0));
+        assert_eq!(judge.verdict(), Some(Verdict::Inconclusive));
+        let reason = judge.reason().unwrap_or_default();
+        assert!(reason.contains("after 4 measurements"), "{reason}");
+        assert!(reason.contains("needs about"), "{reason}");
+    }
+
+    #[test]
+    fn on_evidence_a_clear_regression_fails_at_the_first_window() {
+        let mut judge = compared_errors(5, None);
+        judge.record(&window(2_000.0, 200.0, 20_000.0, 200.0));
+        assert_eq!(judge.verdict(), Some(Verdict::Failure));
     }
 }

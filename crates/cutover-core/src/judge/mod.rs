@@ -6,7 +6,10 @@
 //!
 //! Three levels:
 //! * [`assess`] judges one [`Measurement`] against one metric's checks (`min`, `max`,
-//!   comparison with stable, Mann-Whitney test) into an [`Assessment`].
+//!   comparison with stable, Mann-Whitney test) into an [`Assessment`]. Where the provider
+//!   gives [`Evidence`] (counts and latency histograms), [`MetricJudge`] pools the
+//!   analysis's windows and judges them with the tests of `inference` instead: pass only
+//!   when the data excludes a breach, fail only when it shows one.
 //! * [`MetricJudge`] accumulates the assessments of one metric over one analysis into a
 //!   [`Verdict`], with Argo Rollouts' limits (`failureLimit`, `inconclusiveLimit`,
 //!   `consecutiveErrorLimit`, `count`).
@@ -15,17 +18,22 @@
 //! Missing data is never a pass at any level.
 
 mod assess;
+pub mod evidence;
+mod inference;
 pub mod mann_whitney;
 mod measurement;
 mod metric;
+pub mod normal;
 mod run;
 pub mod schedule;
+pub mod stats;
 #[cfg(test)]
 mod testing;
 
 use serde::{Deserialize, Serialize};
 
-pub use assess::{Assessment, assess};
+pub use assess::{Assessment, MoreData, assess};
+pub use evidence::{Bin, Evidence, Histogram};
 pub use mann_whitney::{Alternative, MannWhitney, mann_whitney_u};
 pub use measurement::{Measurement, MeasurementResult};
 pub use metric::MetricJudge;

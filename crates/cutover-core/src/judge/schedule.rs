@@ -139,6 +139,8 @@ mod tests {
             inconclusive_limit: 0,
             consecutive_error_limit: 4,
             min_requests: 1,
+            confidence: 0.98,
+            max_count: None,
         }
     }
 

@@ -19,6 +19,8 @@ pub(crate) fn spec() -> MetricSpec {
         inconclusive_limit: 0,
         consecutive_error_limit: 4,
         min_requests: 1,
+        confidence: 0.98,
+        max_count: None,
     }
 }
 
@@ -57,7 +59,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
+    pub(crate) fn uniform(&mut self) -> f64 {
         ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
 
@@ -72,5 +74,32 @@ impl SplitMix64 {
         (0..n)
             .map(|_| median_seconds * (0.3 * self.normal()).exp())
             .collect()
+    }
+}
+
+/// Evidence of `requests` draws: each an error with probability `error_rate`, each with a
+/// log-normal latency around `median_seconds`, binned as the proxy bins them.
+pub(crate) fn drawn_evidence(
+    random: &mut SplitMix64,
+    requests: usize,
+    error_rate: f64,
+    median_seconds: f64,
+) -> super::Evidence {
+    let mut buckets = std::collections::BTreeMap::<u16, f64>::new();
+    let mut errors = 0.0;
+    for latency in random.latencies(requests, median_seconds) {
+        if random.uniform() <= error_rate {
+            errors += 1.0;
+        }
+        let micros = (latency * 1e6) as u64;
+        *buckets
+            .entry(super::evidence::latency_bucket(micros))
+            .or_default() += 1.0;
+    }
+    super::Evidence {
+        requests: requests as f64,
+        errors,
+        latency: super::Histogram::from_log_linear(buckets),
+        seconds: 30.0,
     }
 }

@@ -58,9 +58,51 @@ pub struct MetricSpec {
     /// Consecutive provider errors tolerated; one more ends the metric in error.
     #[serde(default = "default_consecutive_error_limit")]
     pub consecutive_error_limit: u32,
-    /// A measurement over fewer candidate requests than this is inconclusive.
+    /// A measurement over fewer candidate requests than this is inconclusive. On evidence
+    /// (see `confidence`) the floor applies to the requests of the whole analysis so far.
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
+    /// The confidence of every statistical decision on this metric, between 0.5 and 1
+    /// (exclusive). Where the provider gives evidence (request and error counts and latency
+    /// histograms: `builtin`, or `prometheus` with `proxyMetric`), the measurements of one
+    /// analysis are pooled and every threshold and comparison is a test at this confidence:
+    /// it passes only when the data excludes a breach, fails only when it shows one, and is
+    /// otherwise undecided, saying how much more traffic a decision needs.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// On evidence, keep measuring past `count` while the data cannot decide, up to this many
+    /// measurements in all; then the metric is inconclusive. Absent: `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u32>,
+}
+
+impl MetricSpec {
+    /// How this metric's measurements can be judged on evidence, if they can: by its
+    /// provider's kind of number.
+    pub fn evidence_kind(&self) -> Option<EvidenceKind> {
+        match &self.provider {
+            Provider::Builtin(metric) => metric.evidence_kind(),
+            Provider::Prometheus(p) => p.proxy_metric.and_then(BuiltinMetric::evidence_kind),
+            Provider::Web(_) => None,
+        }
+    }
+
+    /// The most measurements one analysis of this metric takes: `maxCount`, or `count`.
+    pub fn most_measurements(&self) -> u32 {
+        self.max_count.unwrap_or(self.count).max(self.count)
+    }
+}
+
+/// What kind of number a metric is, for the tests on evidence.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EvidenceKind {
+    /// A share of failed requests: judged on request and error counts.
+    ErrorRate,
+    /// A latency quantile (0.99 for p99): judged on the latency histograms.
+    Latency {
+        /// The quantile, between 0 and 1.
+        quantile: f64,
+    },
 }
 
 fn is_zero(d: &Duration) -> bool {
@@ -104,11 +146,19 @@ pub struct PrometheusProvider {
     pub address: Option<String>,
     /// The PromQL query. `{{release}}`, `{{stable}}`, `{{candidate}}` and `{{interval}}`
     /// are replaced before it runs; with `{{version}}` the query runs once per version, so
-    /// the candidate can be compared with stable.
+    /// the candidate can be compared with stable. Give either `query` or `proxyMetric`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub query: String,
     /// How long to wait for an answer.
     #[serde(default = "default_query_timeout")]
     pub timeout: Duration,
+    /// Instead of `query`: one of the proxy's own metrics (`error_rate`, `latency_p99`, ...),
+    /// read as evidence from Prometheus's copy of the proxy's series
+    /// (`cutover_requests_total` and the `cutover_request_duration_seconds` histogram, per
+    /// version, `increase()` over the interval), so the comparison is a test on counts and
+    /// buckets rather than on two summaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_metric: Option<BuiltinMetric>,
 }
 
 fn default_query_timeout() -> Duration {
@@ -143,6 +193,19 @@ impl BuiltinMetric {
             BuiltinMetric::LatencyP95 => "latency_p95",
             BuiltinMetric::LatencyP99 => "latency_p99",
             BuiltinMetric::RequestRate => "request_rate",
+        }
+    }
+
+    /// How the metric is judged on evidence; `None` for the request rate, a summary only.
+    pub fn evidence_kind(self) -> Option<EvidenceKind> {
+        let latency = |quantile| Some(EvidenceKind::Latency { quantile });
+        match self {
+            BuiltinMetric::ErrorRate => Some(EvidenceKind::ErrorRate),
+            BuiltinMetric::LatencyP50 => latency(0.5),
+            BuiltinMetric::LatencyP90 => latency(0.9),
+            BuiltinMetric::LatencyP95 => latency(0.95),
+            BuiltinMetric::LatencyP99 => latency(0.99),
+            BuiltinMetric::RequestRate => None,
         }
     }
 }
@@ -203,7 +266,9 @@ pub struct StatisticalTest {
     #[serde(default = "default_confidence")]
     pub confidence: f64,
     /// A significant difference fails only if the candidate's median is worse by at least
-    /// this percentage of stable's median: small but real differences are tolerated.
+    /// this percentage of stable's median: small but real differences are tolerated. On
+    /// evidence it is also the margin a candidate must be shown within to pass, so it must
+    /// be above 0 there.
     #[serde(default)]
     pub min_effect_percent: f64,
     /// Fewer samples than this per version: inconclusive.

@@ -13,8 +13,8 @@ mod strategy;
 mod traffic;
 
 pub use analysis::{
-    AnalysisSpec, BuiltinMetric, Comparison, Direction, MetricSpec, PrometheusProvider, Provider,
-    StatisticalTest, WebProvider,
+    AnalysisSpec, BuiltinMetric, Comparison, Direction, EvidenceKind, MetricSpec,
+    PrometheusProvider, Provider, StatisticalTest, WebProvider,
 };
 pub use guardrail::{GuardrailMetric, GuardrailSpec};
 pub use hooks::{HookPoint, HookSpec, HooksSpec};
