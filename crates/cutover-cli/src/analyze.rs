@@ -2,21 +2,26 @@
 //! schedule and judge a live rollout uses ([`cutover_core::judge::AnalysisRun`]), so
 //! thresholds can be backtested before a release depends on them.
 //!
-//! Samples are timestamped values per metric and version, in CSV
-//! (`time,metric,version,value[,requests]`, a header line first) or JSON (a list of
-//! `{"time", "metric", "version", "value", "requests"}`); `time` is in seconds, `version` is
-//! `candidate` or `stable`. Each measurement averages the samples of its window (their raw
-//! values also feed the Mann-Whitney test); a window without candidate samples is no data,
-//! which is never a pass.
+//! The recording is read by [`cutover_core::recording`]: evidence per second and version
+//! (what `cutover record` writes: request and error counts and latency buckets), judged
+//! exactly as the live analysis judges the proxy's windows; or, in the older form,
+//! timestamped summary values per metric and version, each measurement averaging the values
+//! of its window (with a warning: a comparison of averaged summaries of unequal samples is
+//! only as good as those summaries). A window without candidate data is no data, which is
+//! never a pass.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use cutover_core::judge::{AnalysisRun, Assessment, Measurement, MeasurementResult, Verdict};
+use cutover_core::judge::{
+    AnalysisRun, Assessment, Evidence, Measurement, MeasurementResult, Verdict,
+};
 use cutover_core::load;
+use cutover_core::recording::{self, Recording, Side, SummaryRow};
 use cutover_core::rollout::Timestamp;
-use serde::{Deserialize, Serialize};
+use cutover_core::spec::{BuiltinMetric, EvidenceKind, MetricSpec, Provider};
+use serde::Serialize;
 
 use crate::{InputFile, Output, emit, exit};
 
@@ -26,19 +31,6 @@ const FAILED: u8 = 1;
 const UNDECIDED: u8 = 3;
 /// Most measurements one backtest takes: a bound on time and memory whatever the file.
 const MAX_MEASUREMENTS: usize = 1_000_000;
-
-/// One recorded value.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Sample {
-    /// Seconds.
-    time: f64,
-    metric: String,
-    version: String,
-    value: f64,
-    #[serde(default)]
-    requests: Option<u64>,
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,8 +86,10 @@ pub fn run(
                 return exit::INVALID_INPUT;
             }
         };
-    let mut samples = match InputFile::read(samples_path).and_then(|input| parse_samples(&input)) {
-        Ok(samples) => samples,
+    let recording = match InputFile::read(samples_path).and_then(|input| {
+        recording::parse(&input.text).map_err(|e| format!("error: {}: {e}", input.name))
+    }) {
+        Ok(recording) => recording,
         Err(message) => {
             eprintln!("{message}");
             return exit::INVALID_INPUT;
@@ -123,56 +117,30 @@ pub fn run(
         eprintln!("error: --start must be a time of 0 seconds or more");
         return exit::INVALID_INPUT;
     }
-    samples.sort_by(|a, b| a.time.total_cmp(&b.time));
-    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+    let times = recording
+        .seconds
+        .iter()
+        .map(|r| r.time)
+        .chain(recording.summaries.iter().map(|r| r.time));
+    let (Some(first), Some(last)) = (
+        times.clone().min_by(f64::total_cmp),
+        times.max_by(f64::total_cmp),
+    ) else {
         eprintln!("error: {} holds no samples", samples_path.display());
         return exit::INVALID_INPUT;
     };
-    let start_seconds = start.unwrap_or(first.time);
-    let last_seconds = last.time;
+    // On evidence the analysis starts with the candidate's first second of traffic, as a
+    // live analysis starts once the candidate is routed.
+    let first_candidate = recording
+        .seconds
+        .iter()
+        .find(|r| r.side == Side::Candidate)
+        .map(|r| (r.time - 1.0).max(0.0));
+    let start_seconds = start.or(first_candidate).unwrap_or(first);
+    let last_seconds = last;
     let millis = |seconds: f64| Timestamp((seconds * 1000.0).round() as u64);
     let end = millis(last_seconds);
-    for name in samples
-        .iter()
-        .map(|s| s.metric.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        if !metrics.iter().any(|m| m.name == name) {
-            eprintln!(
-                "warning: the samples of '{name}' are ignored: the release has no metric of that name"
-            );
-        }
-    }
-    for metric in &metrics {
-        let mut own = samples
-            .iter()
-            .filter(|s| s.metric == metric.name)
-            .peekable();
-        let present = own.peek().is_some();
-        let counted = own.any(|s| s.requests.is_some());
-        if metric.min_requests > 1 && present && !counted {
-            eprintln!(
-                "warning: the samples of '{}' carry no request counts, so its minRequests {} is not checked",
-                metric.name, metric.min_requests
-            );
-        }
-    }
-    // Each metric's samples per version, in time order, found by binary search per window.
-    let mut series: BTreeMap<(&str, &str), Vec<&Sample>> = BTreeMap::new();
-    for sample in &samples {
-        series
-            .entry((sample.metric.as_str(), sample.version.as_str()))
-            .or_default()
-            .push(sample);
-    }
-    let window = |metric: &str, version: &str, from: Timestamp, to: Timestamp| -> Vec<&Sample> {
-        let Some(all) = series.get(&(metric, version)) else {
-            return Vec::new();
-        };
-        let lo = all.partition_point(|s| millis(s.time) <= from);
-        let hi = all.partition_point(|s| millis(s.time) <= to);
-        all[lo..hi].to_vec()
-    };
+    warn_about(&recording, &metrics);
 
     let mut analysis = AnalysisRun::new(metrics.iter().copied(), millis(start_seconds));
     let mut rows: BTreeMap<String, Vec<Row>> = BTreeMap::new();
@@ -186,30 +154,18 @@ pub fn run(
                 );
                 return exit::INVALID_INPUT;
             }
-            let candidate = window(&due.metric, "candidate", due.from, due.to);
-            let stable = window(&due.metric, "stable", due.from, due.to);
-            let mean = |values: &[&Sample]| {
-                (!values.is_empty())
-                    .then(|| values.iter().map(|s| s.value).sum::<f64>() / values.len() as f64)
+            let Some(metric) = metrics.iter().find(|m| m.name == due.metric) else {
+                continue;
             };
-            let requests = candidate
-                .iter()
-                .filter_map(|s| s.requests)
-                .reduce(u64::saturating_add);
-            let measurement = Measurement {
-                candidate: mean(&candidate),
-                stable: mean(&stable),
-                candidate_requests: requests,
-                candidate_samples: candidate.iter().map(|s| s.value).collect(),
-                stable_samples: stable.iter().map(|s| s.value).collect(),
-            };
+            let (from, to) = (due.from.0 as f64 / 1000.0, due.to.0 as f64 / 1000.0);
+            let measurement = measure(metric, &recording, from, to);
             let row = Row {
                 number: due.number,
-                from_seconds: due.from.0 as f64 / 1000.0,
-                to_seconds: due.to.0 as f64 / 1000.0,
+                from_seconds: from,
+                to_seconds: to,
                 candidate: measurement.candidate,
                 stable: measurement.stable,
-                requests,
+                requests: measurement.candidate_requests,
                 assessment: None,
             };
             // `None`: the run decided on another metric's measurement of the same moment.
@@ -254,94 +210,115 @@ pub fn run(
     }
 }
 
-fn parse_samples(input: &InputFile) -> Result<Vec<Sample>, String> {
-    if input.name.ends_with(".json") || input.text.trim_start().starts_with('[') {
-        let samples: Vec<Sample> =
-            serde_json::from_str(&input.text).map_err(|e| format!("error: {}: {e}", input.name))?;
-        for (i, sample) in samples.iter().enumerate() {
-            check(sample)
-                .map_err(|problem| format!("error: {}: sample {}: {problem}", input.name, i + 1))?;
+/// Says what the recording cannot judge exactly.
+fn warn_about(recording: &Recording, metrics: &[&MetricSpec]) {
+    for metric in metrics {
+        let on_evidence = metric.evidence_kind().is_some() && !recording.seconds.is_empty();
+        let summaries = recording.summaries.iter().any(|s| s.metric == metric.name);
+        if !on_evidence && !summaries && !(is_request_rate(metric) && !recording.seconds.is_empty()) {
+            eprintln!(
+                "warning: the recording has nothing for '{}': its measurements are no data",
+                metric.name
+            );
+        } else if metric.evidence_kind().is_some() && !on_evidence {
+            eprintln!(
+                "warning: '{}' is judged on recorded summaries only: averaged per-window values of unequal samples are only as good as those summaries; record evidence with `cutover record`",
+                metric.name
+            );
         }
-        return Ok(samples);
+        if !on_evidence
+            && summaries
+            && metric.min_requests > 1
+            && !recording
+                .summaries
+                .iter()
+                .any(|s| s.metric == metric.name && s.requests.is_some())
+        {
+            eprintln!(
+                "warning: the samples of '{}' carry no request counts, so its minRequests {} is not checked",
+                metric.name, metric.min_requests
+            );
+        }
     }
-    let mut lines = input
-        .text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
-    let Some((_, header)) = lines.next() else {
-        return Ok(Vec::new());
-    };
-    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
-    let position = |name: &str| columns.iter().position(|c| *c == name);
-    let (Some(time), Some(metric), Some(version), Some(value)) = (
-        position("time"),
-        position("metric"),
-        position("version"),
-        position("value"),
-    ) else {
-        return Err(format!(
-            "error: {}:1: the header must name the columns time, metric, version, value (and optionally requests); found '{header}'",
-            input.name
-        ));
-    };
-    let requests = position("requests");
-    let mut samples = Vec::new();
-    for (index, line) in lines {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let at = |i: usize| fields.get(i).copied().unwrap_or("");
-        let number = |i: usize, what: &str| {
-            at(i).parse::<f64>().map_err(|_| {
-                format!(
-                    "error: {}:{}: {what} '{}' is not a number",
-                    input.name,
-                    index + 1,
-                    at(i)
-                )
-            })
-        };
-        let version_name = at(version);
-        let sample = Sample {
-            time: number(time, "time")?,
-            metric: at(metric).to_string(),
-            version: version_name.to_string(),
-            value: number(value, "value")?,
-            requests: match requests.map(at).filter(|r| !r.is_empty()) {
-                Some(r) => Some(r.parse().map_err(|_| {
-                    format!(
-                        "error: {}:{}: requests '{r}' is not a whole number",
-                        input.name,
-                        index + 1
-                    )
-                })?),
-                None => None,
-            },
-        };
-        check(&sample)
-            .map_err(|problem| format!("error: {}:{}: {problem}", input.name, index + 1))?;
-        samples.push(sample);
+    let mut names: Vec<&str> = recording
+        .summaries
+        .iter()
+        .map(|s| s.metric.as_str())
+        .filter(|name| !metrics.iter().any(|m| m.name == *name))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        eprintln!("warning: the samples of '{name}' are ignored: the release has no metric of that name");
     }
-    Ok(samples)
 }
 
-/// What makes a sample unusable, in words.
-fn check(sample: &Sample) -> Result<(), String> {
-    if sample.version != "candidate" && sample.version != "stable" {
-        return Err(format!(
-            "version '{}' must be 'candidate' or 'stable'",
-            sample.version
-        ));
+fn is_request_rate(metric: &MetricSpec) -> bool {
+    matches!(metric.provider, Provider::Builtin(BuiltinMetric::RequestRate))
+}
+
+/// The measurement of `metric` over the window after `from` up to `to` (seconds): on
+/// evidence where the recording has it and the metric is judged on it, else on summaries.
+fn measure(metric: &MetricSpec, recording: &Recording, from: f64, to: f64) -> Measurement {
+    if !recording.seconds.is_empty() {
+        let candidate = recording::window(&recording.seconds, Side::Candidate, from, to);
+        let stable = recording::window(&recording.seconds, Side::Stable, from, to);
+        if let Some(kind) = metric.evidence_kind() {
+            return Measurement {
+                candidate: summary(kind, &candidate),
+                stable: summary(kind, &stable),
+                ..Measurement::default()
+            }
+            .with_requests(candidate.requests.round() as u64)
+            .with_evidence(candidate, (stable.requests > 0.0).then_some(stable));
+        }
+        if is_request_rate(metric) {
+            let rate = |e: &Evidence| e.rate();
+            return Measurement {
+                candidate: rate(&candidate),
+                stable: rate(&stable),
+                ..Measurement::default()
+            }
+            .with_requests(candidate.requests.round() as u64);
+        }
     }
-    if !sample.time.is_finite() || sample.time < 0.0 {
-        return Err(format!(
-            "time {} must be a number of seconds, 0 or more",
-            sample.time
-        ));
+    summaries_measurement(metric, &recording.summaries, from, to)
+}
+
+/// The displayed value of evidence: the error rate or the metric's quantile.
+fn summary(kind: EvidenceKind, evidence: &Evidence) -> Option<f64> {
+    match kind {
+        EvidenceKind::ErrorRate => evidence.error_rate(),
+        EvidenceKind::Latency { quantile } => evidence.latency.quantile(quantile),
     }
-    if !sample.value.is_finite() {
-        return Err(format!("value {} must be a finite number", sample.value));
+}
+
+/// The older way: the mean of each version's summary values in the window, their raw
+/// values for the Mann-Whitney test.
+fn summaries_measurement(metric: &MetricSpec, rows: &[SummaryRow], from: f64, to: f64) -> Measurement {
+    let lo = rows.partition_point(|s| s.time <= from);
+    let hi = rows.partition_point(|s| s.time <= to);
+    let window: Vec<&SummaryRow> = rows[lo..hi].iter().filter(|s| s.metric == metric.name).collect();
+    let values = |side: Side| -> Vec<f64> {
+        window.iter().filter(|s| s.side == side).map(|s| s.value).collect()
+    };
+    let mean = |values: &[f64]| {
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let (candidate, stable) = (values(Side::Candidate), values(Side::Stable));
+    let requests = window
+        .iter()
+        .filter(|s| s.side == Side::Candidate)
+        .filter_map(|s| s.requests)
+        .reduce(u64::saturating_add);
+    Measurement {
+        candidate: mean(&candidate),
+        stable: mean(&stable),
+        candidate_requests: requests,
+        candidate_samples: candidate,
+        stable_samples: stable,
+        ..Measurement::default()
     }
-    Ok(())
 }
 
 fn describe(verdict: Option<Verdict>) -> &'static str {
@@ -368,7 +345,7 @@ fn render(report: &Report) -> String {
             let assessment = match &row.assessment {
                 Some(Assessment::Pass) => "pass".to_string(),
                 Some(Assessment::Fail { reason }) => format!("fail: {reason}"),
-                Some(Assessment::Inconclusive { reason }) => format!("inconclusive: {reason}"),
+                Some(Assessment::Inconclusive { reason, .. }) => format!("inconclusive: {reason}"),
                 Some(Assessment::Error { reason }) => format!("error: {reason}"),
                 None => String::new(),
             };

@@ -6,6 +6,7 @@ mod demo;
 mod lint;
 mod plan;
 mod proxy;
+mod record;
 mod release_objects;
 mod rollout;
 mod serve;
@@ -68,7 +69,8 @@ enum Command {
     Analyze {
         /// The release file whose `spec.analysis.metrics` to run.
         release: PathBuf,
-        /// Samples: CSV (`time,metric,version,value[,requests]`) or JSON.
+        /// A recording: evidence from `cutover record` (JSON), or summary samples, CSV
+        /// (`time,metric,version,value[,requests]`) or JSON.
         #[arg(long)]
         samples: PathBuf,
         /// Only these metrics (by name; repeat or separate with commas). Default: all.
@@ -80,6 +82,31 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// Record a live proxy's evidence of a release (request and error counts and latency
+    /// buckets per second and version) for `cutover analyze --samples`.
+    Record {
+        /// The proxy's admin listener, e.g. `http://127.0.0.1:9901` (`cutover serve --admin`).
+        #[arg(long)]
+        proxy: String,
+        /// The release.
+        #[arg(long)]
+        release: String,
+        /// The candidate version's name.
+        #[arg(long)]
+        candidate: String,
+        /// The stable version's name.
+        #[arg(long)]
+        stable: String,
+        /// How many past seconds to take (at most what the proxy keeps, `metricsWindow`).
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Keep recording this long (e.g. `10m`), beyond what the proxy keeps.
+        #[arg(long = "for")]
+        follow: Option<cutover_core::Duration>,
+        /// Write the recording here instead of to standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Print the JSON Schema of release files (for editors and CI validators).
     Schema,
@@ -207,6 +234,23 @@ fn main() -> ExitCode {
             start,
             output,
         } => analyze::run(&release, &samples, &metric, start, output, &environment()),
+        Command::Record {
+            proxy,
+            release,
+            candidate,
+            stable,
+            seconds,
+            follow,
+            output,
+        } => record::run(&record::RecordArgs {
+            proxy: &proxy,
+            release: &release,
+            candidate: &candidate,
+            stable: &stable,
+            seconds,
+            follow: follow.map(Into::into),
+            output: output.as_deref(),
+        }),
         Command::Schema => {
             emit(&cutover_core::schema::release_schema_json());
             exit::OK

@@ -72,7 +72,7 @@ fn a_canary_is_promoted_under_load_by_server_side_apply_and_the_old_deployment_s
     let test = KubeTest::start("k8s-promote");
     let web_before = test.web(2, json!({}));
     let serve = test.controller("k8s-promote", &[]);
-    let file = serve.release_file("web", &release("web", "demo:v2", &canary(0.01)));
+    let file = serve.release_file("web", &release("web", "demo:v2", &canary(0.1)));
     let load = submit_under_load(&serve, &file);
     let status = serve.wait_done("web", Duration::from_secs(90));
     std::thread::sleep(Duration::from_secs(1));

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Load, Serve, canary, history, instances, release, sample};
+use support::{Load, Serve, canary, history, instances, record, release, replay, sample};
 
 fn json(output: &std::process::Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
@@ -40,12 +40,14 @@ fn a_healthy_candidate_is_promoted_with_no_failed_request() {
     serve.owns("e2e-promote");
     let file = serve.release_file(
         "e2e-promote",
-        &release("e2e-promote", ("v1", &[]), ("v2", &[]), &canary(0.01)),
+        &release("e2e-promote", ("v1", &[]), ("v2", &[]), &canary(0.1)),
     );
     // The first request would meet no route before the release exists.
     let submitted = serve.cli(&["run", file.to_str().expect("path")]);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     serve.wait_routed("e2e-promote");
+    let recording = file.with_extension("recording.json");
+    let recorder = record(&serve, "e2e-promote", "v2", "v1", 15, &recording);
     std::thread::sleep(Duration::from_millis(300));
     let load = Load::start(serve.proxy(), 100);
     let status = serve.wait_done("e2e-promote", Duration::from_secs(60));
@@ -64,6 +66,9 @@ fn a_healthy_candidate_is_promoted_with_no_failed_request() {
         .filter(|l| l.starts_with("step "))
         .collect();
     assert_eq!(steps.len(), 4, "every step exactly once: {steps:?}");
+    // The same traffic, recorded and replayed offline, passes the analysis too.
+    let replayed = replay(&serve, recorder, &file, &recording);
+    assert_eq!(replayed.status.code(), Some(0), "analyze: {replayed:?}");
 }
 
 #[test]
@@ -92,6 +97,8 @@ fn a_candidate_answering_20_percent_5xx_is_rolled_back_by_the_builtin_analysis()
         "json",
     ]);
     let load = load_after_route(&serve);
+    let recording = file.with_extension("recording.json");
+    let recorder = record(&serve, "e2e-errors", "v2", "v1", 12, &recording);
     let started = Instant::now();
     while run.try_wait().expect("wait").is_none() {
         assert!(
@@ -121,6 +128,11 @@ fn a_candidate_answering_20_percent_5xx_is_rolled_back_by_the_builtin_analysis()
         "all traffic back on stable: {after:?}"
     );
     assert_eq!(instances("e2e-errors").len(), 1, "the candidate is gone");
+    // The same traffic, recorded and replayed offline, fails the analysis too.
+    let replayed = replay(&serve, recorder, &file, &recording);
+    assert_eq!(replayed.status.code(), Some(1), "analyze: {replayed:?}");
+    let text = String::from_utf8_lossy(&replayed.stdout);
+    assert!(text.contains("run: failure"), "{text}");
 }
 
 #[test]

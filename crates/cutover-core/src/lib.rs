@@ -14,6 +14,7 @@ pub use duration::{Duration, DurationError, MAX_DURATION};
 pub mod diagnostic;
 pub mod load;
 pub mod plan;
+pub mod recording;
 pub mod report;
 pub mod validate;
 

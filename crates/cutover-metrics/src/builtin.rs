@@ -1,7 +1,11 @@
 //! The builtin provider: the proxy's own measurements of what it routed, per version, over
 //! the metric's interval. No Prometheus needed.
+//!
+//! For the error rate and the latency quantiles it hands the judge evidence (request and
+//! error counts, the latency histogram) of the interval's whole seconds, so the judge
+//! pools an analysis's windows and tests them; the summaries go along for display.
 
-use cutover_core::judge::{Measurement, MeasurementResult};
+use cutover_core::judge::{Evidence, Measurement, MeasurementResult};
 use cutover_core::spec::BuiltinMetric;
 use cutover_proxy::Proxy;
 use cutover_proxy::metrics::WindowStats;
@@ -13,8 +17,11 @@ use crate::Context;
 pub trait WindowSource: Send + Sync {
     /// One version's traffic over the last `seconds`; `None` if never routed.
     fn window(&self, release: &str, version: &str, seconds: u64) -> Option<WindowStats>;
-    /// The same second by second, for statistical comparisons.
+    /// The same second by second, for statistical comparisons of summaries.
     fn series(&self, release: &str, version: &str, seconds: u64) -> Vec<WindowStats>;
+    /// One version's evidence (counts and latency histogram) over the last `seconds`
+    /// whole seconds; `None` if never routed.
+    fn evidence(&self, release: &str, version: &str, seconds: u64) -> Option<Evidence>;
 }
 
 impl WindowSource for Proxy {
@@ -24,6 +31,10 @@ impl WindowSource for Proxy {
 
     fn series(&self, release: &str, version: &str, seconds: u64) -> Vec<WindowStats> {
         self.window_series(release, version, seconds)
+    }
+
+    fn evidence(&self, release: &str, version: &str, seconds: u64) -> Option<Evidence> {
+        Proxy::evidence(self, release, version, seconds)
     }
 }
 
@@ -66,11 +77,32 @@ pub fn measure(
             .filter_map(|w| value(metric, w))
             .collect()
     };
+    // Evidence for the tests (error rate and latency); the summaries above for display
+    // and for the request rate, which has no test on evidence.
+    let (candidate_evidence, stable_evidence) = if metric.evidence_kind().is_some() {
+        (
+            Some(
+                source
+                    .evidence(context.release, context.candidate, seconds)
+                    .unwrap_or_else(|| Evidence {
+                        seconds: seconds as f64,
+                        ..Evidence::default()
+                    }),
+            ),
+            source.evidence(context.release, context.stable, seconds),
+        )
+    } else {
+        (None, None)
+    };
+    let on_evidence = candidate_evidence.is_some();
     MeasurementResult::Value(Measurement {
         candidate: candidate.as_ref().and_then(|w| value(metric, w)),
         stable: stable.as_ref().and_then(|w| value(metric, w)),
         candidate_requests: Some(candidate.map_or(0, |w| w.requests)),
-        candidate_samples: samples(context.candidate),
-        stable_samples: samples(context.stable),
+        // Per-second summaries are no sample of requests: kept only where no evidence is.
+        candidate_samples: if on_evidence { Vec::new() } else { samples(context.candidate) },
+        stable_samples: if on_evidence { Vec::new() } else { samples(context.stable) },
+        candidate_evidence,
+        stable_evidence,
     })
 }

@@ -3,9 +3,15 @@
 //! The query must come down to one number: a scalar, or a vector of one series (aggregate
 //! with `sum()` and the like). An empty vector or NaN is no data; Prometheus unreachable,
 //! an error answer, or several series is an error. Neither is ever a pass.
+//!
+//! With `proxyMetric` instead of a query, the provider reads the proxy's own series as
+//! evidence: per version, `increase()` over the interval of `cutover_requests_total` by
+//! status class and of `cutover_request_duration_seconds_bucket` by `le`. The judge then
+//! tests counts and buckets, as with the builtin provider, at the resolution of the
+//! exported buckets.
 
-use cutover_core::judge::MeasurementResult;
-use cutover_core::spec::PrometheusProvider;
+use cutover_core::judge::{Evidence, Histogram, Measurement, MeasurementResult};
+use cutover_core::spec::{BuiltinMetric, PrometheusProvider};
 use http_body_util::{BodyExt, Empty, Limited};
 
 use crate::http::{HttpClient, client, per_version_measurement};
@@ -47,25 +53,148 @@ impl PrometheusClient {
                 "no Prometheus address: set provider.prometheus.address or the controller's default".into(),
             );
         };
+        if let Some(metric) = provider.proxy_metric {
+            return self.measure_evidence(&address, provider, metric, context).await;
+        }
         per_version_measurement(&provider.query, context, |version| {
             self.query(&address, provider, context, Some(version))
         })
         .await
     }
 
-    /// One instant query; `Ok(None)` for an empty result or NaN.
-    async fn query(
+    /// The proxy's series of both versions as evidence, with their summaries for display.
+    async fn measure_evidence(
         &self,
         address: &str,
         provider: &PrometheusProvider,
+        metric: BuiltinMetric,
         context: &Context<'_>,
-        version: Option<&str>,
-    ) -> Result<Option<f64>, String> {
-        let promql = render(&provider.query, context, version);
+    ) -> MeasurementResult {
+        let candidate = self.evidence(address, provider, metric, context, context.candidate);
+        let stable = self.evidence(address, provider, metric, context, context.stable);
+        let (candidate, stable) = match (candidate.await, stable.await) {
+            (Ok(c), Ok(s)) => (c, s),
+            (Err(e), _) | (_, Err(e)) => return MeasurementResult::Error(e),
+        };
+        let summary = |e: &Evidence| match metric.evidence_kind() {
+            Some(cutover_core::spec::EvidenceKind::ErrorRate) => e.error_rate(),
+            Some(cutover_core::spec::EvidenceKind::Latency { quantile }) => {
+                e.latency.quantile(quantile)
+            }
+            None => None,
+        };
+        MeasurementResult::Value(
+            Measurement {
+                candidate: summary(&candidate),
+                stable: summary(&stable),
+                ..Measurement::default()
+            }
+            .with_requests(candidate.requests.max(0.0).round() as u64)
+            .with_evidence(candidate, Some(stable)),
+        )
+    }
+
+    /// One version's counts (and, for latency metrics, buckets) over the interval.
+    async fn evidence(
+        &self,
+        address: &str,
+        provider: &PrometheusProvider,
+        metric: BuiltinMetric,
+        context: &Context<'_>,
+        version: &str,
+    ) -> Result<Evidence, String> {
+        let seconds = context.interval.as_secs().max(1);
+        let selector = format!(
+            "release=\"{}\",version=\"{}\"",
+            label_value(context.release),
+            label_value(version)
+        );
+        let classes = self
+            .vector(
+                address,
+                provider,
+                &format!(
+                    "sum by (code_class) (increase(cutover_requests_total{{{selector}}}[{seconds}s]))"
+                ),
+                "code_class",
+            )
+            .await?;
+        let requests: f64 = classes.iter().map(|(_, v)| v).sum();
+        let errors: f64 = classes
+            .iter()
+            .filter(|(class, _)| class == "5xx")
+            .map(|(_, v)| v)
+            .sum();
+        let latency = if matches!(
+            metric.evidence_kind(),
+            Some(cutover_core::spec::EvidenceKind::Latency { .. })
+        ) {
+            let buckets = self
+                .vector(
+                    address,
+                    provider,
+                    &format!(
+                        "sum by (le) (increase(cutover_request_duration_seconds_bucket{{{selector}}}[{seconds}s]))"
+                    ),
+                    "le",
+                )
+                .await?;
+            Histogram::from_cumulative(buckets.iter().filter_map(|(le, count)| {
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, *count))
+            }))
+        } else {
+            Histogram::default()
+        };
+        Ok(Evidence {
+            requests,
+            errors,
+            latency,
+            seconds: seconds as f64,
+        })
+    }
+
+    /// An instant query answering a vector: each series' `label` and value (NaN dropped).
+    async fn vector(
+        &self,
+        address: &str,
+        provider: &PrometheusProvider,
+        promql: &str,
+        label: &str,
+    ) -> Result<Vec<(String, f64)>, String> {
+        let data = self.ask(address, provider, promql).await?;
+        let Some(series) = data["result"].as_array() else {
+            return Err(format!("the query `{promql}` did not return a vector"));
+        };
+        Ok(series
+            .iter()
+            .filter_map(|s| {
+                let name = s["metric"][label].as_str().unwrap_or("").to_string();
+                let value = s["value"]
+                    .get(1)
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|v| v.is_finite())?;
+                Some((name, value))
+            })
+            .collect())
+    }
+
+    /// Runs one instant query and returns the answer's `data`, or why there is none.
+    async fn ask(
+        &self,
+        address: &str,
+        provider: &PrometheusProvider,
+        promql: &str,
+    ) -> Result<serde_json::Value, String> {
         let url = format!(
             "{}/api/v1/query?query={}",
             address.trim_end_matches('/'),
-            percent_encode(&promql)
+            percent_encode(promql)
         );
         let request = http::Request::get(&url)
             .body(Empty::new())
@@ -92,7 +221,7 @@ impl PrometheusClient {
             .await
             .map_err(|e| format!("Prometheus at {address}: {e}"))?
             .to_bytes();
-        let answer: serde_json::Value = serde_json::from_slice(&body)
+        let mut answer: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| format!("Prometheus at {address} answered {status} without JSON: {e}"))?;
         if answer["status"] != "success" {
             let message = answer["error"].as_str().unwrap_or("unknown error");
@@ -100,6 +229,19 @@ impl PrometheusClient {
                 "Prometheus rejected the query `{promql}`: {message}"
             ));
         }
+        Ok(answer["data"].take())
+    }
+
+    /// One instant query; `Ok(None)` for an empty result or NaN.
+    async fn query(
+        &self,
+        address: &str,
+        provider: &PrometheusProvider,
+        context: &Context<'_>,
+        version: Option<&str>,
+    ) -> Result<Option<f64>, String> {
+        let promql = render(&provider.query, context, version);
+        let data = self.ask(address, provider, &promql).await?;
         let sample = |value: &serde_json::Value| -> Option<f64> {
             value
                 .get(1)
@@ -107,7 +249,7 @@ impl PrometheusClient {
                 .and_then(|v| v.parse::<f64>().ok())
                 .filter(|v| !v.is_nan())
         };
-        let data = &answer["data"];
+        let data = &data;
         match data["resultType"].as_str() {
             Some("scalar") => Ok(sample(&data["result"])),
             Some("vector") => match data["result"].as_array().map(Vec::as_slice) {
@@ -126,6 +268,22 @@ impl PrometheusClient {
     }
 }
 
+/// A PromQL string literal's content: backslash, double quote and line breaks escaped, so
+/// a release or version name can never end the literal and add to the query.
+fn label_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
 fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
@@ -141,6 +299,15 @@ fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn label_values_cannot_end_the_literal() {
+        assert_eq!(
+            super::label_value("v2\"} or vector(1) #"),
+            "v2\\\"} or vector(1) #"
+        );
+        assert_eq!(super::label_value("a\\b\nc"), "a\\\\b\\nc");
+    }
+
     #[test]
     fn percent_encoding_keeps_unreserved_characters() {
         assert_eq!(

@@ -176,7 +176,29 @@ async fn handle(
                 ),
             }
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/routes" | "/events" | "/windows") => {
+        (&Method::GET, "/evidence") => {
+            let (Some(release), Some(version)) = (query(&req, "release"), query(&req, "version"))
+            else {
+                return Ok(error(
+                    StatusCode::BAD_REQUEST,
+                    "give ?release=NAME&version=NAME[&seconds=N]",
+                ));
+            };
+            let seconds = query(&req, "seconds")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(60);
+            match shared.registry.stats(release, version) {
+                Some(stats) => json(
+                    StatusCode::OK,
+                    &stats.evidence_by_second(seconds, shared.second()),
+                ),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "this release and version were never routed",
+                ),
+            }
+        }
+        (_, "/healthz" | "/readyz" | "/metrics" | "/routes" | "/events" | "/windows" | "/evidence") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),

@@ -232,6 +232,35 @@ impl Proxy {
             .unwrap_or_default()
     }
 
+    /// One version's evidence (request and error counts, latency histogram) over the
+    /// `seconds` whole seconds before the second under way, for the tests on evidence.
+    /// Measurements taken one interval apart cover adjoining seconds, so an analysis can
+    /// pool them without counting a second twice. `None` if never routed.
+    pub fn evidence(
+        &self,
+        release: &str,
+        version: &str,
+        seconds: u64,
+    ) -> Option<cutover_core::judge::Evidence> {
+        let stats = self.shared.registry.stats(release, version)?;
+        Some(stats.evidence(seconds, self.shared.second()))
+    }
+
+    /// The same second by second, for recordings (`cutover record`); empty if never
+    /// routed.
+    pub fn evidence_by_second(
+        &self,
+        release: &str,
+        version: &str,
+        seconds: u64,
+    ) -> Vec<metrics::SecondEvidence> {
+        self.shared
+            .registry
+            .stats(release, version)
+            .map(|stats| stats.evidence_by_second(seconds, self.shared.second()))
+            .unwrap_or_default()
+    }
+
     /// Events with an id above `since`.
     pub fn events_since(&self, since: u64) -> Vec<events::Event> {
         self.shared.events.since(since)

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use cutover_core::judge::evidence::latency_bucket;
+use cutover_core::judge::{Evidence, Histogram as Buckets};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -39,34 +41,18 @@ impl UpstreamError {
     }
 }
 
-/// Latency buckets of the rolling windows: 63 log-spaced upper bounds from 50 µs to about
-/// 51 s (×1.25 each), and a last bucket for anything slower. Coarse (a quantile is known to within 25 %) but small: a window of
-/// five minutes costs about 80 KB per version, where per-second HDR histograms would cost
-/// megabytes.
-const WINDOW_BUCKETS: usize = 64;
-
-fn window_bucket(micros: u64) -> usize {
-    let mut bound = 50.0_f64;
-    for i in 0..WINDOW_BUCKETS - 1 {
-        if (micros as f64) <= bound {
-            return i;
-        }
-        bound *= 1.25;
-    }
-    WINDOW_BUCKETS - 1
-}
-
-fn window_bucket_bound(i: usize) -> f64 {
-    50.0 * 1.25_f64.powi(i as i32)
-}
-
-/// One second of traffic.
+/// One second of traffic. Latencies are kept in the core's log-linear buckets
+/// ([`latency_bucket`]: 64 per power of two, a bucket at most 1.6 % wide), sparsely: a
+/// sorted list of (bucket, count) holding only the buckets that second's requests fell in.
+/// A second costs 8 bytes per distinct bucket, so at most about 16 KB (1,984 buckets, when
+/// requests spread over every latency from 1 µs to 19 h) and in practice a few hundred
+/// bytes to 2 KB (latencies within a factor of ten span about 210 buckets).
 #[derive(Clone)]
 struct Slot {
     second: u64,
     requests: u64,
     errors: u64,
-    latency: [u32; WINDOW_BUCKETS],
+    latency: Vec<(u16, u32)>,
 }
 
 impl Slot {
@@ -75,9 +61,28 @@ impl Slot {
             second,
             requests: 0,
             errors: 0,
-            latency: [0; WINDOW_BUCKETS],
+            latency: Vec::new(),
         }
     }
+
+    fn add_latency(&mut self, bucket: u16) {
+        match self.latency.binary_search_by_key(&bucket, |(b, _)| *b) {
+            Ok(i) => self.latency[i].1 = self.latency[i].1.saturating_add(1),
+            Err(i) => self.latency.insert(i, (bucket, 1)),
+        }
+    }
+}
+
+/// One second of one version's traffic as evidence for the judge, as `GET /evidence`
+/// serves it and `cutover record` writes it down.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondEvidence {
+    /// The second, on the proxy's clock (seconds since it started).
+    pub second: u64,
+    /// The second's requests, errors and latency histogram.
+    #[serde(flatten)]
+    pub evidence: Evidence,
 }
 
 /// Numbers over a recent window, per version: what the builtin provider and the
@@ -171,7 +176,7 @@ impl VersionStats {
             h.saturating_record(micros);
         }
         let error = class == 4;
-        self.count_in_window(second, error, Some(window_bucket(micros)));
+        self.count_in_window(second, error, Some(latency_bucket(micros)));
     }
 
     /// A request meant for this version that it could not take (every endpoint ejected):
@@ -186,7 +191,7 @@ impl VersionStats {
     /// Counts one request in the slot of `second`, starting a new slot (and dropping those
     /// past the window) when the second has moved on. A request finishing just after its
     /// second rolled over lands in the latest slot.
-    fn count_in_window(&self, second: u64, error: bool, latency_bucket: Option<usize>) {
+    fn count_in_window(&self, second: u64, error: bool, latency: Option<u16>) {
         let Ok(mut window) = self.window.lock() else {
             return;
         };
@@ -202,8 +207,8 @@ impl VersionStats {
         if let Some(slot) = window.back_mut() {
             slot.requests += 1;
             slot.errors += u64::from(error);
-            if let Some(bucket) = latency_bucket {
-                slot.latency[bucket] += 1;
+            if let Some(bucket) = latency {
+                slot.add_latency(bucket);
             }
         }
     }
@@ -244,6 +249,56 @@ impl VersionStats {
                 let mut single = VecDeque::with_capacity(1);
                 single.push_back(slot.clone());
                 stats_of(&single, 1, slot.second)
+            })
+            .collect()
+    }
+
+    /// The evidence of the `seconds` whole seconds before `now_second` (the second under
+    /// way is left out, so windows taken one after another never count a second twice).
+    pub fn evidence(&self, seconds: u64, now_second: u64) -> Evidence {
+        let seconds = seconds.clamp(1, self.window_len);
+        let Ok(window) = self.window.lock() else {
+            return Evidence::default();
+        };
+        let mut evidence = Evidence {
+            seconds: seconds as f64,
+            ..Evidence::default()
+        };
+        let mut latency = std::collections::BTreeMap::<u16, f64>::new();
+        for slot in window
+            .iter()
+            .filter(|s| s.second < now_second && s.second + seconds >= now_second)
+        {
+            evidence.requests += slot.requests as f64;
+            evidence.errors += slot.errors as f64;
+            for (bucket, count) in &slot.latency {
+                *latency.entry(*bucket).or_default() += f64::from(*count);
+            }
+        }
+        evidence.latency = Buckets::from_log_linear(latency);
+        evidence
+    }
+
+    /// Second by second, the evidence of the `seconds` whole seconds before `now_second`,
+    /// seconds without requests left out: what `cutover record` captures.
+    pub fn evidence_by_second(&self, seconds: u64, now_second: u64) -> Vec<SecondEvidence> {
+        let seconds = seconds.clamp(1, self.window_len);
+        let Ok(window) = self.window.lock() else {
+            return Vec::new();
+        };
+        window
+            .iter()
+            .filter(|s| s.second < now_second && s.second + seconds >= now_second && s.requests > 0)
+            .map(|slot| SecondEvidence {
+                second: slot.second,
+                evidence: Evidence {
+                    requests: slot.requests as f64,
+                    errors: slot.errors as f64,
+                    latency: Buckets::from_log_linear(
+                        slot.latency.iter().map(|(b, c)| (*b, f64::from(*c))),
+                    ),
+                    seconds: 1.0,
+                },
             })
             .collect()
     }
@@ -317,45 +372,39 @@ fn stats_of(window: &VecDeque<Slot>, seconds: u64, now_second: u64) -> WindowSta
         seconds,
         ..WindowStats::default()
     };
-    let mut latency = [0u64; WINDOW_BUCKETS];
+    let mut latency = std::collections::BTreeMap::<u16, f64>::new();
     for slot in window
         .iter()
         .filter(|s| s.second + seconds > now_second && s.second <= now_second)
     {
         stats.requests += slot.requests;
         stats.errors += slot.errors;
-        for (total, count) in latency.iter_mut().zip(slot.latency.iter()) {
-            *total += u64::from(*count);
+        for (bucket, count) in &slot.latency {
+            *latency.entry(*bucket).or_default() += f64::from(*count);
         }
     }
     stats.request_rate = stats.requests as f64 / seconds as f64;
-    let timed: u64 = latency.iter().sum();
     if stats.requests > 0 {
         stats.error_rate = Some(stats.errors as f64 / stats.requests as f64);
     }
-    if timed > 0 {
-        let quantile = |q: f64| {
-            let rank = (q * timed as f64).ceil().max(1.0) as u64;
-            let mut seen = 0;
-            for (i, count) in latency.iter().enumerate() {
-                seen += count;
-                if seen >= rank {
-                    return Some(window_bucket_bound(i) / 1e6);
-                }
-            }
-            Some(window_bucket_bound(WINDOW_BUCKETS - 1) / 1e6)
-        };
-        stats.latency_p50 = quantile(0.50);
-        stats.latency_p90 = quantile(0.90);
-        stats.latency_p95 = quantile(0.95);
-        stats.latency_p99 = quantile(0.99);
-    }
+    let latency = Buckets::from_log_linear(latency);
+    stats.latency_p50 = latency.quantile(0.50);
+    stats.latency_p90 = latency.quantile(0.90);
+    stats.latency_p95 = latency.quantile(0.95);
+    stats.latency_p99 = latency.quantile(0.99);
     stats
 }
 
-/// The `le` bounds of the exported latency histogram, in seconds.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// The `le` bounds of the exported latency histogram, in seconds: ten per decade (each
+/// about 26 % above the last) from 0.5 ms to 50 s, the resolution at which Prometheus's copy
+/// of the proxy's latencies can be judged (`proxyMetric`). The bounds of the old
+/// fourteen-bucket layout (0.0005, 0.001, 0.0025, ... 10) are all among them, so queries
+/// written against those keep working.
+const LATENCY_BUCKETS: [f64; 51] = [
+    0.0005, 0.00063, 0.0008, 0.001, 0.00125, 0.0016, 0.002, 0.0025, 0.0032, 0.004, 0.005,
+    0.0063, 0.008, 0.01, 0.0125, 0.016, 0.02, 0.025, 0.032, 0.04, 0.05, 0.063, 0.08, 0.1,
+    0.125, 0.16, 0.2, 0.25, 0.32, 0.4, 0.5, 0.63, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0,
+    6.3, 8.0, 10.0, 12.5, 16.0, 20.0, 25.0, 32.0, 40.0, 50.0,
 ];
 
 /// The `# HELP`/`# TYPE` preamble of the proxy's series.
@@ -405,6 +454,32 @@ mod tests {
         assert!((0.002..0.004).contains(&p50), "{p50}");
         assert_eq!(stats.requests_by_class(), [0, 4, 0, 0, 1]);
         assert_eq!(stats.in_flight(), 0);
+    }
+
+    #[test]
+    fn evidence_covers_whole_seconds_before_now_and_sees_a_five_percent_shift() {
+        let stats = VersionStats::new("shop", "v2", 60);
+        for (second, millis) in [(98, 100), (99, 100), (99, 105), (100, 200)] {
+            stats.start();
+            stats.finish(Some(200), None, Duration::from_millis(millis), second);
+        }
+        stats.start();
+        stats.finish(Some(502), None, Duration::from_millis(1), 99);
+        // At second 100: the seconds 98 and 99, not the one under way.
+        let e = stats.evidence(2, 100);
+        assert_eq!((e.requests, e.errors, e.seconds), (4.0, 1.0, 2.0));
+        // The next window, taken a second later, starts where this one ended.
+        assert_eq!(stats.evidence(1, 101).requests, 1.0);
+        // 100 ms and 105 ms land in different buckets.
+        let bins = e.latency.bins();
+        let fast = bins.iter().find(|b| b.lower <= 0.1 && 0.1 < b.upper).expect("100 ms");
+        assert!(fast.upper <= 0.105, "{fast:?}");
+        assert_eq!(e.latency.total(), 4.0);
+        let by_second = stats.evidence_by_second(3, 100);
+        assert_eq!(
+            by_second.iter().map(|s| (s.second, s.evidence.requests)).collect::<Vec<_>>(),
+            [(98, 1.0), (99, 3.0)]
+        );
     }
 
     #[test]

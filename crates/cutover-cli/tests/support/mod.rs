@@ -544,7 +544,9 @@ pub fn path_in(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// A canary with two analysed steps, judged by the proxy's own counters.
+/// A canary with two analysed steps, judged by the proxy's own counters: the error rate's
+/// upper confidence bound must be within `metric_max` to pass, its lower bound beyond it to
+/// fail; each analysis measures every second until the evidence decides (up to 40).
 pub fn canary(metric_max: f64) -> String {
     format!(
         "  strategy:
@@ -564,7 +566,45 @@ pub fn canary(metric_max: f64) -> String {
         max: {metric_max}
         interval: 1s
         count: 2
+        maxCount: 40
         minRequests: 5
 "
     )
+}
+
+/// `cutover record` in the background: the proxy's evidence of `release` (candidate
+/// `candidate`, stable `stable`) for `seconds`, written to `path`.
+pub fn record(serve: &Serve, release: &str, candidate: &str, stable: &str, seconds: u64, path: &Path) -> Child {
+    let proxy = format!("http://127.0.0.1:{}", serve.admin);
+    let span = format!("{seconds}s");
+    serve.cli_background(&[
+        "record",
+        "--proxy",
+        &proxy,
+        "--release",
+        release,
+        "--candidate",
+        candidate,
+        "--stable",
+        stable,
+        "--seconds",
+        "10",
+        "--for",
+        &span,
+        "--output",
+        path.to_str().expect("path"),
+    ])
+}
+
+/// Waits for a `record` started by [`record`], then replays the recording through
+/// `cutover analyze` with the release file; returns analyze's output.
+pub fn replay(serve: &Serve, recorder: Child, release_file: &Path, recording: &Path) -> Output {
+    let recorded = recorder.wait_with_output().expect("record ends");
+    assert_eq!(recorded.status.code(), Some(0), "record: {recorded:?}");
+    serve.cli(&[
+        "analyze",
+        release_file.to_str().expect("path"),
+        "--samples",
+        recording.to_str().expect("path"),
+    ])
 }
