@@ -87,7 +87,15 @@ pub fn run(
             }
         };
     let recording = match InputFile::read(samples_path).and_then(|input| {
-        recording::parse(&input.text).map_err(|e| format!("error: {}: {e}", input.name))
+        recording::parse(&input.text).map_err(|e| {
+            // `file.csv:3: ...` for a line, `file.json: row 3: ...` otherwise.
+            let separator = if e.place.bytes().all(|b| b.is_ascii_digit()) {
+                ":"
+            } else {
+                ": "
+            };
+            format!("error: {}{separator}{}: {}", input.name, e.place, e.problem)
+        })
     }) {
         Ok(recording) => recording,
         Err(message) => {
@@ -215,7 +223,8 @@ fn warn_about(recording: &Recording, metrics: &[&MetricSpec]) {
     for metric in metrics {
         let on_evidence = metric.evidence_kind().is_some() && !recording.seconds.is_empty();
         let summaries = recording.summaries.iter().any(|s| s.metric == metric.name);
-        if !on_evidence && !summaries && !(is_request_rate(metric) && !recording.seconds.is_empty()) {
+        if !on_evidence && !summaries && !(is_request_rate(metric) && !recording.seconds.is_empty())
+        {
             eprintln!(
                 "warning: the recording has nothing for '{}': its measurements are no data",
                 metric.name
@@ -249,12 +258,17 @@ fn warn_about(recording: &Recording, metrics: &[&MetricSpec]) {
     names.sort_unstable();
     names.dedup();
     for name in names {
-        eprintln!("warning: the samples of '{name}' are ignored: the release has no metric of that name");
+        eprintln!(
+            "warning: the samples of '{name}' are ignored: the release has no metric of that name"
+        );
     }
 }
 
 fn is_request_rate(metric: &MetricSpec) -> bool {
-    matches!(metric.provider, Provider::Builtin(BuiltinMetric::RequestRate))
+    matches!(
+        metric.provider,
+        Provider::Builtin(BuiltinMetric::RequestRate)
+    )
 }
 
 /// The measurement of `metric` over the window after `from` up to `to` (seconds): on
@@ -295,12 +309,24 @@ fn summary(kind: EvidenceKind, evidence: &Evidence) -> Option<f64> {
 
 /// The older way: the mean of each version's summary values in the window, their raw
 /// values for the Mann-Whitney test.
-fn summaries_measurement(metric: &MetricSpec, rows: &[SummaryRow], from: f64, to: f64) -> Measurement {
+fn summaries_measurement(
+    metric: &MetricSpec,
+    rows: &[SummaryRow],
+    from: f64,
+    to: f64,
+) -> Measurement {
     let lo = rows.partition_point(|s| s.time <= from);
     let hi = rows.partition_point(|s| s.time <= to);
-    let window: Vec<&SummaryRow> = rows[lo..hi].iter().filter(|s| s.metric == metric.name).collect();
+    let window: Vec<&SummaryRow> = rows[lo..hi]
+        .iter()
+        .filter(|s| s.metric == metric.name)
+        .collect();
     let values = |side: Side| -> Vec<f64> {
-        window.iter().filter(|s| s.side == side).map(|s| s.value).collect()
+        window
+            .iter()
+            .filter(|s| s.side == side)
+            .map(|s| s.value)
+            .collect()
     };
     let mean = |values: &[f64]| {
         (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)

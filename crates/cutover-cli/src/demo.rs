@@ -71,22 +71,26 @@ spec:
       scaleDownDelay: 2s
   analysis:
     metrics:
+      # Each analysis pools its 5 s windows until the evidence decides (up to a minute):
+      # the candidate passes once the data excludes a regression, at 98 % confidence.
       - name: error-rate
         provider:
           builtin: error_rate
-        max: 0.01
+        compare:
+          maxIncrease: 0.02
         interval: 5s
-        count: 2
+        count: 1
+        maxCount: 12
         minRequests: 20
-        inconclusiveLimit: 1
-      - name: latency-p99
+      - name: latency-p95
         provider:
-          builtin: latency_p99
-        max: 0.025
+          builtin: latency_p95
+        compare:
+          maxIncrease: 0.01
         interval: 5s
-        count: 2
+        count: 1
+        maxCount: 12
         minRequests: 20
-        inconclusiveLimit: 1
   guardrails:
     - name: candidate-5xx
       metric: error_rate
@@ -356,13 +360,12 @@ fn progress_line(status: &RolloutStatus) -> String {
     {
         for m in &analysis.metrics {
             let value = m.last_value.map_or("-".to_string(), |v| format!("{v:.4}"));
-            line.push_str(&format!(
-                " | {} {value} (max {}) {}/{} passed",
-                m.name,
-                m.max.unwrap_or(f64::NAN),
-                m.passed,
-                m.count
-            ));
+            let state = match (m.verdict, m.needs) {
+                (Some(verdict), _) => format!("{verdict:?}").to_lowercase(),
+                (None, Some(needs)) => needs.to_string(),
+                (None, None) => format!("measurement {} of up to {}", m.measurements, m.max_count),
+            };
+            line.push_str(&format!(" | {} {value}: {state}", m.name));
         }
     }
     if let Some(reason) = &status.reason {

@@ -146,7 +146,10 @@ async fn gather(args: &RecordArgs<'_>) -> Result<BTreeMap<(u64, Side), Evidence>
     let deadline = args.follow.map(|d| tokio::time::Instant::now() + d);
     let pause = Duration::from_secs((args.seconds / 2).clamp(1, 10));
     loop {
-        for (side, version) in [(Side::Candidate, args.candidate), (Side::Stable, args.stable)] {
+        for (side, version) in [
+            (Side::Candidate, args.candidate),
+            (Side::Stable, args.stable),
+        ] {
             for served in fetch(&client, args, version).await? {
                 seconds.insert((served.second, side), served.evidence);
             }

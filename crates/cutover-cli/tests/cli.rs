@@ -247,6 +247,11 @@ fn analyze_backtests_recorded_samples_as_a_rollout_would() {
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(text.contains("run: success"), "{text}");
+    let warnings = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        warnings.contains("judged on recorded summaries only"),
+        "a summary recording is said to be one: {warnings}"
+    );
     assert_eq!(
         text.matches(": pass").count(),
         8,

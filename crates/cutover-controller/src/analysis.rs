@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use cutover_core::judge::{AnalysisRun, Assessment, MeasurementResult, Verdict};
+use cutover_core::judge::{AnalysisRun, Assessment, MeasurementResult, MoreData, Verdict};
 use cutover_core::rollout::Timestamp;
 use cutover_core::spec::{MetricSpec, Provider};
 use cutover_metrics::prometheus::PrometheusClient;
@@ -73,6 +73,13 @@ pub struct MetricView {
     pub verdict: Option<Verdict>,
     /// The last assessment's reason (why it failed or was inconclusive).
     pub last_reason: Option<String>,
+    /// Measurements the provider answered so far (on evidence, pending ones included).
+    pub measurements: u32,
+    /// The most measurements it may take (`maxCount`, else `count`).
+    pub max_count: u32,
+    /// On evidence, while undecided: how much more candidate traffic a decision needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<MoreData>,
 }
 
 /// The run in progress, for `cutover status`.
@@ -114,6 +121,12 @@ fn view_of(run_number: u32, step: usize, run: &AnalysisRun) -> AnalysisView {
                     .last_assessment()
                     .and_then(Assessment::reason)
                     .map(str::to_string),
+                measurements: m.measurements(),
+                max_count: m.spec().most_measurements(),
+                needs: match m.last_assessment() {
+                    Some(Assessment::Inconclusive { needs, .. }) => *needs,
+                    _ => None,
+                },
             })
             .collect(),
     }

@@ -98,7 +98,8 @@ pub struct Recording {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{place}: {problem}")]
 pub struct RecordingError {
-    /// `line N`, `row N`, or `file`.
+    /// A line number (CSV), `row N` or `sample N` (JSON), `line N` of a JSON syntax error,
+    /// or `file`.
     pub place: String,
     /// What is wrong, and what would be right.
     pub problem: String,
@@ -182,7 +183,9 @@ fn check_time(time: f64) -> Result<(), String> {
     if time.is_finite() && time >= 0.0 {
         Ok(())
     } else {
-        Err(format!("time {time} must be a number of seconds, 0 or more"))
+        Err(format!(
+            "time {time} must be a number of seconds, 0 or more"
+        ))
     }
 }
 
@@ -267,7 +270,9 @@ fn histogram(le: &[(Bound, f64)]) -> Result<Histogram, String> {
             Bound::Text(t) if t == "+Inf" => f64::INFINITY,
             Bound::Number(n) => return Err(format!("le bound {n} must be 0 or more")),
             Bound::Text(t) => {
-                return Err(format!("le bound '{t}' must be a number of seconds or \"+Inf\""));
+                return Err(format!(
+                    "le bound '{t}' must be a number of seconds or \"+Inf\""
+                ));
             }
         };
         check_count("le count", *count)?;
@@ -330,7 +335,10 @@ fn parse_summary_json(text: &str) -> Result<Recording, RecordingError> {
     let mut summaries = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
         let place = || format!("sample {}", i + 1);
-        summaries.push(summary(row.time, row.metric, &row.version, row.value, row.requests).map_err(|p| at(place(), p))?);
+        summaries.push(
+            summary(row.time, row.metric, &row.version, row.value, row.requests)
+                .map_err(|p| at(place(), p))?,
+        );
     }
     Ok(Recording {
         summaries,
@@ -376,7 +384,7 @@ fn parse_summary_csv(text: &str) -> Result<Recording, RecordingError> {
         position("value"),
     ) else {
         return Err(at(
-            "line 1",
+            "1",
             format!(
                 "the header must name the columns time, metric, version, value (and optionally requests); found '{header}'"
             ),
@@ -388,7 +396,7 @@ fn parse_summary_csv(text: &str) -> Result<Recording, RecordingError> {
         if summaries.len() >= MAX_ROWS {
             return Err(at("file", format!("more than {MAX_ROWS} samples")));
         }
-        let place = || format!("line {}", index + 1);
+        let place = || format!("{}", index + 1);
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let field = |i: usize| fields.get(i).copied().unwrap_or("");
         let number = |i: usize, what: &str| {
@@ -439,13 +447,11 @@ mod tests {
     #[test]
     fn evidence_round_trips_through_cumulative_bounds() {
         let histogram = Histogram::from_log_linear([(700, 3.0), (900, 2.0), (901, 1.0)]);
-        let histogram = Histogram::from_bins(
-            histogram
-                .bins()
-                .iter()
-                .copied()
-                .chain([Bin { lower: 9.0, upper: 9.0, count: 4.0 }]),
-        );
+        let histogram = Histogram::from_bins(histogram.bins().iter().copied().chain([Bin {
+            lower: 9.0,
+            upper: 9.0,
+            count: 4.0,
+        }]));
         let le: Vec<(Bound, f64)> = cumulative_bounds(&histogram)
             .into_iter()
             .map(|(b, c)| {
@@ -473,7 +479,10 @@ mod tests {
         assert_eq!((candidate.requests, candidate.errors), (5.0, 1.0));
         let stable = window(&recording.seconds, Side::Stable, 1.0, 2.0);
         assert_eq!(stable.latency.total(), 10.0);
-        assert_eq!(window(&recording.seconds, Side::Stable, 2.0, 3.0).requests, 0.0);
+        assert_eq!(
+            window(&recording.seconds, Side::Stable, 2.0, 3.0).requests,
+            0.0
+        );
     }
 
     #[test]
@@ -485,12 +494,25 @@ mod tests {
             .expect_err("invalid")
             .to_string()
         };
-        assert!(bad(r#"{"time": 1, "version": "canary", "requests": 1}"#).contains("'candidate' or 'stable'"));
+        assert!(
+            bad(r#"{"time": 1, "version": "canary", "requests": 1}"#)
+                .contains("'candidate' or 'stable'")
+        );
         assert!(bad(r#"{"time": -1, "version": "stable", "requests": 1}"#).contains("0 or more"));
-        assert!(bad(r#"{"time": 1, "version": "stable", "requests": 1, "errors": 2}"#).contains("more than requests"));
-        assert!(bad(r#"{"time": 1, "version": "stable", "requests": 1, "le": [[0.2, 1], [0.1, 1]]}"#).contains("must rise"));
-        assert!(bad(r#"{"time": 1, "version": "stable", "requests": 2, "le": [[0.1, 2], [0.2, 1]]}"#).contains("cannot fall"));
-        let wrong = parse(r#"{"recording": "cutover/v9", "seconds": []}"#).expect_err("unknown format");
+        assert!(
+            bad(r#"{"time": 1, "version": "stable", "requests": 1, "errors": 2}"#)
+                .contains("more than requests")
+        );
+        assert!(
+            bad(r#"{"time": 1, "version": "stable", "requests": 1, "le": [[0.2, 1], [0.1, 1]]}"#)
+                .contains("must rise")
+        );
+        assert!(
+            bad(r#"{"time": 1, "version": "stable", "requests": 2, "le": [[0.1, 2], [0.2, 1]]}"#)
+                .contains("cannot fall")
+        );
+        let wrong =
+            parse(r#"{"recording": "cutover/v9", "seconds": []}"#).expect_err("unknown format");
         assert!(wrong.to_string().contains("cutover/v1"));
     }
 
@@ -504,6 +526,6 @@ mod tests {
         let json = r#"[{"time": 1, "metric": "p99", "version": "stable", "value": 0.1}]"#;
         assert_eq!(parse(json).expect("valid").summaries.len(), 1);
         let bad = parse("time,metric,version,value\n1,p99,stable,abc\n").expect_err("bad value");
-        assert_eq!(bad.place, "line 2");
+        assert_eq!(bad.place, "2");
     }
 }

@@ -100,8 +100,16 @@ pub fn measure(
         stable: stable.as_ref().and_then(|w| value(metric, w)),
         candidate_requests: Some(candidate.map_or(0, |w| w.requests)),
         // Per-second summaries are no sample of requests: kept only where no evidence is.
-        candidate_samples: if on_evidence { Vec::new() } else { samples(context.candidate) },
-        stable_samples: if on_evidence { Vec::new() } else { samples(context.stable) },
+        candidate_samples: if on_evidence {
+            Vec::new()
+        } else {
+            samples(context.candidate)
+        },
+        stable_samples: if on_evidence {
+            Vec::new()
+        } else {
+            samples(context.stable)
+        },
         candidate_evidence,
         stable_evidence,
     })

@@ -54,7 +54,9 @@ impl PrometheusClient {
             );
         };
         if let Some(metric) = provider.proxy_metric {
-            return self.measure_evidence(&address, provider, metric, context).await;
+            return self
+                .measure_evidence(&address, provider, metric, context)
+                .await;
         }
         per_version_measurement(&provider.query, context, |version| {
             self.query(&address, provider, context, Some(version))

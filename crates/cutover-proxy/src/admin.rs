@@ -198,9 +198,10 @@ async fn handle(
                 ),
             }
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/routes" | "/events" | "/windows" | "/evidence") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
-        }
+        (
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/routes" | "/events" | "/windows" | "/evidence",
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     };
     Ok(response)

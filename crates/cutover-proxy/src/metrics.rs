@@ -401,10 +401,10 @@ fn stats_of(window: &VecDeque<Slot>, seconds: u64, now_second: u64) -> WindowSta
 /// fourteen-bucket layout (0.0005, 0.001, 0.0025, ... 10) are all among them, so queries
 /// written against those keep working.
 const LATENCY_BUCKETS: [f64; 51] = [
-    0.0005, 0.00063, 0.0008, 0.001, 0.00125, 0.0016, 0.002, 0.0025, 0.0032, 0.004, 0.005,
-    0.0063, 0.008, 0.01, 0.0125, 0.016, 0.02, 0.025, 0.032, 0.04, 0.05, 0.063, 0.08, 0.1,
-    0.125, 0.16, 0.2, 0.25, 0.32, 0.4, 0.5, 0.63, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0,
-    6.3, 8.0, 10.0, 12.5, 16.0, 20.0, 25.0, 32.0, 40.0, 50.0,
+    0.0005, 0.00063, 0.0008, 0.001, 0.00125, 0.0016, 0.002, 0.0025, 0.0032, 0.004, 0.005, 0.0063,
+    0.008, 0.01, 0.0125, 0.016, 0.02, 0.025, 0.032, 0.04, 0.05, 0.063, 0.08, 0.1, 0.125, 0.16, 0.2,
+    0.25, 0.32, 0.4, 0.5, 0.63, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.3, 8.0, 10.0, 12.5,
+    16.0, 20.0, 25.0, 32.0, 40.0, 50.0,
 ];
 
 /// The `# HELP`/`# TYPE` preamble of the proxy's series.
@@ -472,12 +472,18 @@ mod tests {
         assert_eq!(stats.evidence(1, 101).requests, 1.0);
         // 100 ms and 105 ms land in different buckets.
         let bins = e.latency.bins();
-        let fast = bins.iter().find(|b| b.lower <= 0.1 && 0.1 < b.upper).expect("100 ms");
+        let fast = bins
+            .iter()
+            .find(|b| b.lower <= 0.1 && 0.1 < b.upper)
+            .expect("100 ms");
         assert!(fast.upper <= 0.105, "{fast:?}");
         assert_eq!(e.latency.total(), 4.0);
         let by_second = stats.evidence_by_second(3, 100);
         assert_eq!(
-            by_second.iter().map(|s| (s.second, s.evidence.requests)).collect::<Vec<_>>(),
+            by_second
+                .iter()
+                .map(|s| (s.second, s.evidence.requests))
+                .collect::<Vec<_>>(),
             [(98, 1.0), (99, 3.0)]
         );
     }

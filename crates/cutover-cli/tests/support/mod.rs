@@ -574,7 +574,14 @@ pub fn canary(metric_max: f64) -> String {
 
 /// `cutover record` in the background: the proxy's evidence of `release` (candidate
 /// `candidate`, stable `stable`) for `seconds`, written to `path`.
-pub fn record(serve: &Serve, release: &str, candidate: &str, stable: &str, seconds: u64, path: &Path) -> Child {
+pub fn record(
+    serve: &Serve,
+    release: &str,
+    candidate: &str,
+    stable: &str,
+    seconds: u64,
+    path: &Path,
+) -> Child {
     let proxy = format!("http://127.0.0.1:{}", serve.admin);
     let span = format!("{seconds}s");
     serve.cli_background(&[
