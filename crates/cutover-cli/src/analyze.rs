@@ -223,7 +223,8 @@ fn warn_about(recording: &Recording, metrics: &[&MetricSpec]) {
     for metric in metrics {
         let on_evidence = metric.evidence_kind().is_some() && !recording.seconds.is_empty();
         let summaries = recording.summaries.iter().any(|s| s.metric == metric.name);
-        if !on_evidence && !summaries && !(is_request_rate(metric) && !recording.seconds.is_empty())
+        let rate_from_evidence = is_request_rate(metric) && !recording.seconds.is_empty();
+        if !on_evidence && !summaries && !rate_from_evidence
         {
             eprintln!(
                 "warning: the recording has nothing for '{}': its measurements are no data",

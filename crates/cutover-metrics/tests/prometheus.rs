@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration as StdDuration, Instant};
 
 use cutover_core::Duration;
-use cutover_core::judge::MeasurementResult;
-use cutover_core::spec::PrometheusProvider;
+use cutover_core::judge::{Assessment, MeasurementResult, MetricJudge, Verdict};
+use cutover_core::spec::{BuiltinMetric, Comparison, MetricSpec, PrometheusProvider, Provider};
 use cutover_metrics::Context;
 use cutover_metrics::prometheus::PrometheusClient;
 
@@ -52,7 +52,12 @@ async fn prometheus(target: std::net::SocketAddr) -> Option<Prometheus> {
         );
         return None;
     }
-    let dir = std::env::temp_dir().join(format!("cutover-prometheus-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "cutover-prometheus-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("prometheus.yml");
     std::fs::write(
@@ -102,6 +107,15 @@ fn query(promql: &str) -> PrometheusProvider {
         address: None,
         query: promql.to_string(),
         timeout: Duration::from_secs(5),
+        proxy_metric: None,
+    }
+}
+
+fn proxy_metric(metric: BuiltinMetric) -> PrometheusProvider {
+    PrometheusProvider {
+        query: String::new(),
+        proxy_metric: Some(metric),
+        ..query("")
     }
 }
 
@@ -168,4 +182,114 @@ async fn prometheus_measures_both_versions_and_never_invents_data() {
         matches!(gone, MeasurementResult::Error(ref e) if e.contains("cannot be reached")),
         "{gone:?}"
     );
+}
+
+/// The proxy's counters and `_bucket` histogram read back from Prometheus per version
+/// (`increase()` over the interval) are evidence the judge tests: the candidate failing
+/// every 5th request is shown worse than stable by more than 5 points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_gives_the_proxys_counts_and_buckets_as_evidence() {
+    let proxy = support::proxy_over_two_versions().await;
+    let Some(prometheus) = prometheus(proxy.admin_addr()).await else {
+        return;
+    };
+    let context = Context {
+        release: "shop",
+        stable: "v1",
+        candidate: "v2",
+        interval: Duration::from_secs(10),
+    };
+    let client = PrometheusClient::new(Some(prometheus.address.clone()));
+    let started = Instant::now();
+    let measurement = loop {
+        support::load(&proxy, 200).await;
+        if let MeasurementResult::Value(m) = client
+            .measure(&proxy_metric(BuiltinMetric::LatencyP99), &context)
+            .await
+            && m.candidate_evidence
+                .as_ref()
+                .is_some_and(|e| e.requests >= 100.0)
+            && m.stable_evidence
+                .as_ref()
+                .is_some_and(|e| e.requests >= 100.0)
+        {
+            break m;
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(40),
+            "no evidence from Prometheus after 40 s"
+        );
+    };
+    let (Some(candidate), Some(stable)) = (
+        measurement.candidate_evidence.clone(),
+        measurement.stable_evidence.clone(),
+    ) else {
+        unreachable!("checked above")
+    };
+    let share = candidate.errors / candidate.requests;
+    assert!(
+        (share - 0.2).abs() < 0.05,
+        "every 5th request fails: {candidate:?}"
+    );
+    assert_eq!(stable.errors, 0.0, "{stable:?}");
+    // The buckets hold every request that got an answer, up to increase()'s extrapolation.
+    let binned = candidate.latency.total();
+    assert!(
+        (binned - candidate.requests).abs() <= 0.05 * candidate.requests,
+        "{binned} latencies for {} requests",
+        candidate.requests
+    );
+    assert!(
+        measurement
+            .candidate
+            .is_some_and(|p99| p99 > 0.0 && p99 < 1.0)
+    );
+
+    // Judged on that evidence: 20 % errors against none, beyond a 5-point tolerance.
+    let spec = MetricSpec {
+        name: "errors".into(),
+        provider: Provider::Prometheus(proxy_metric(BuiltinMetric::ErrorRate)),
+        min: None,
+        max: None,
+        compare: Some(Comparison {
+            max_increase: Some(0.05),
+            ..Comparison::default()
+        }),
+        interval: Duration::from_secs(10),
+        count: 1,
+        initial_delay: Duration::ZERO,
+        failure_limit: 0,
+        inconclusive_limit: 0,
+        consecutive_error_limit: 4,
+        min_requests: 20,
+        confidence: 0.98,
+        max_count: None,
+    };
+    let errors = client
+        .measure(&proxy_metric(BuiltinMetric::ErrorRate), &context)
+        .await;
+    let mut judge = MetricJudge::new(&spec);
+    let assessment = judge.record(&errors).cloned();
+    assert!(
+        matches!(assessment, Some(Assessment::Fail { ref reason }) if reason.contains("beyond maxIncrease")),
+        "{assessment:?}"
+    );
+    assert_eq!(judge.verdict(), Some(Verdict::Failure));
+
+    // A release name that tries to close the label's string matches nothing: no error,
+    // no data.
+    let hostile = Context {
+        release: "shop\"} or vector(1) #",
+        ..context
+    };
+    match client
+        .measure(&proxy_metric(BuiltinMetric::ErrorRate), &hostile)
+        .await
+    {
+        MeasurementResult::Value(m) => {
+            assert_eq!(m.candidate_evidence.map(|e| e.requests), Some(0.0));
+            assert_eq!(m.candidate, None);
+        }
+        other => panic!("{other:?}"),
+    }
 }
