@@ -23,6 +23,8 @@ fn context(interval: u64) -> Context<'static> {
 async fn builtin_reads_what_the_proxy_routed_per_version() {
     let proxy = support::proxy_over_two_versions().await;
     support::load(&proxy, 400).await;
+    // Evidence covers whole seconds: let the second of the load end.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let MeasurementResult::Value(m) =
         builtin::measure(&proxy, BuiltinMetric::ErrorRate, &context(30))
     else {
