@@ -224,8 +224,7 @@ fn warn_about(recording: &Recording, metrics: &[&MetricSpec]) {
         let on_evidence = metric.evidence_kind().is_some() && !recording.seconds.is_empty();
         let summaries = recording.summaries.iter().any(|s| s.metric == metric.name);
         let rate_from_evidence = is_request_rate(metric) && !recording.seconds.is_empty();
-        if !on_evidence && !summaries && !rate_from_evidence
-        {
+        if !on_evidence && !summaries && !rate_from_evidence {
             eprintln!(
                 "warning: the recording has nothing for '{}': its measurements are no data",
                 metric.name

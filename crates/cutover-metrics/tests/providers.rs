@@ -43,9 +43,15 @@ async fn builtin_reads_what_the_proxy_routed_per_version() {
     assert_eq!(m.stable, Some(0.0));
     // The error rate comes with its evidence: counts, not per-second summaries.
     let evidence = m.candidate_evidence.clone().expect("evidence");
-    assert!(evidence.requests > 0.0 && evidence.errors > 0.0, "{evidence:?}");
+    assert!(
+        evidence.requests > 0.0 && evidence.errors > 0.0,
+        "{evidence:?}"
+    );
     assert!(m.stable_evidence.as_ref().is_some_and(|e| e.errors == 0.0));
-    assert!(m.candidate_samples.is_empty(), "no summaries where evidence is");
+    assert!(
+        m.candidate_samples.is_empty(),
+        "no summaries where evidence is"
+    );
 
     let spec = MetricSpec {
         name: "errors".into(),
@@ -67,7 +73,10 @@ async fn builtin_reads_what_the_proxy_routed_per_version() {
     assert!(matches!(assess(&spec, &result), Assessment::Fail { .. }));
     // On evidence too: 20 % errors is shown above max 5 %.
     let mut judge = cutover_core::judge::MetricJudge::new(&spec);
-    assert!(matches!(judge.record(&result), Some(Assessment::Fail { .. })));
+    assert!(matches!(
+        judge.record(&result),
+        Some(Assessment::Fail { .. })
+    ));
 
     let too_long = builtin::measure(&proxy, BuiltinMetric::ErrorRate, &context(600));
     assert!(

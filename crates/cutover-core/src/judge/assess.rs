@@ -141,10 +141,18 @@ pub fn assess(spec: &MetricSpec, result: &MeasurementResult) -> Assessment {
         checks.fail(format!("{} > max {}", num(candidate), num(max)));
     }
     if let Some(comparison) = &spec.compare {
+        let before = checks.failures.len();
         compare(comparison, candidate, measurement, &mut checks);
+        for failure in checks.failures.iter_mut().skip(before) {
+            failure.push_str(ON_SUMMARIES);
+        }
     }
     checks.into_assessment()
 }
+
+/// Said of every comparison failed on summaries: a p99 of 30 requests against a p99 of
+/// 3,000 is biased by the traffic split itself, and the judge cannot correct for it.
+const ON_SUMMARIES: &str = " (compared on summaries: only as good as they are)";
 
 /// The outcomes of the individual checks of one measurement.
 #[derive(Default)]
@@ -545,7 +553,7 @@ mod tests {
         assert_eq!(
             assess(&spec, &value(Measurement::of_both(0.12, 0.1))),
             Assessment::Fail {
-                reason: "candidate 0.12 is 0.02 above stable 0.1, more than maxIncrease 0.01"
+                reason: "candidate 0.12 is 0.02 above stable 0.1, more than maxIncrease 0.01 (compared on summaries: only as good as they are)"
                     .to_string()
             }
         );
@@ -618,7 +626,7 @@ mod tests {
             assess(&spec, &value(Measurement::of_both(0.25, 0.2))),
             Assessment::Fail {
                 reason: "candidate 0.25 is 0.05 above stable 0.2 (25%), more than \
-                         maxIncreasePercent 10%"
+                         maxIncreasePercent 10% (compared on summaries: only as good as they are)"
                     .to_string()
             }
         );

@@ -334,4 +334,77 @@ mod tests {
         close(scaled.z, 0.0, 1e-9);
         assert!(mann_whitney_binned(&c, &Histogram::default(), 1.0).is_none());
     }
+
+    mod properties {
+        use super::*;
+        use crate::judge::mann_whitney::{Alternative, mann_whitney_u};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            #[test]
+            fn bounds_hold_the_estimate_inside_zero_and_one(
+                trials in 1u32..5_000,
+                share in 0.0f64..=1.0,
+                z in 0.5f64..5.0,
+            ) {
+                let events = (f64::from(trials) * share).floor();
+                let w = wilson(events, f64::from(trials), z).expect("trials");
+                let p = proportion(events, f64::from(trials), z).expect("trials");
+                prop_assert!(0.0 <= p.lower && p.lower <= w.lower + 1e-12);
+                prop_assert!(w.lower <= w.estimate + 1e-12 && w.estimate <= w.upper + 1e-12);
+                prop_assert!(w.upper <= p.upper + 1e-12 && p.upper <= 1.0);
+            }
+
+            #[test]
+            fn a_higher_confidence_never_narrows_a_bound(
+                trials in 1u32..2_000,
+                share in 0.0f64..=1.0,
+                z in 0.5f64..4.0,
+            ) {
+                let events = (f64::from(trials) * share).floor();
+                let narrow = proportion(events, f64::from(trials), z).expect("trials");
+                let wide = proportion(events, f64::from(trials), z + 0.5).expect("trials");
+                prop_assert!(wide.lower <= narrow.lower + 1e-12);
+                prop_assert!(wide.upper + 1e-12 >= narrow.upper);
+            }
+
+            #[test]
+            fn mover_holds_its_estimate(
+                a in 0u32..500, n in 1u32..500, b in 0u32..500, m in 1u32..500,
+                k in 0.0f64..3.0, c in -0.5f64..0.5,
+            ) {
+                let (a, b) = (a.min(n), b.min(m));
+                let z = 2.05;
+                let i = mover(
+                    &[
+                        Term { coefficient: 1.0, interval: proportion(f64::from(a), f64::from(n), z).expect("n") },
+                        Term { coefficient: -k, interval: proportion(f64::from(b), f64::from(m), z).expect("m") },
+                    ],
+                    c,
+                );
+                prop_assert!(i.lower <= i.estimate + 1e-12 && i.estimate <= i.upper + 1e-12);
+            }
+
+            #[test]
+            fn binned_u_is_the_rank_sum_u_of_the_same_values(
+                x in prop::collection::vec(0u8..20, 1..60),
+                y in prop::collection::vec(0u8..20, 1..60),
+            ) {
+                let hist = |v: &[u8]| Histogram::from_bins(v.iter().map(|&value| crate::judge::Bin {
+                    lower: f64::from(value),
+                    upper: f64::from(value),
+                    count: 1.0,
+                }));
+                let binned = mann_whitney_binned(&hist(&x), &hist(&y), 1.0).expect("values");
+                let xs: Vec<f64> = x.iter().map(|v| f64::from(*v)).collect();
+                let ys: Vec<f64> = y.iter().map(|v| f64::from(*v)).collect();
+                let raw = mann_whitney_u(&xs, &ys, Alternative::Greater).expect("values");
+                prop_assert!((binned.u - raw.u).abs() < 1e-9);
+                prop_assert!((0.0..=1.0).contains(&binned.p_greater));
+                prop_assert!((0.0..=1.0).contains(&binned.p_less));
+            }
+        }
+    }
 }
