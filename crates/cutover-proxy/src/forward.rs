@@ -68,6 +68,14 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
+/// `response` with `Connection: close`: the client connection ends after it.
+fn closing(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 pub(crate) fn full(body: impl Into<Bytes>) -> ProxyBody {
     Full::new(body.into())
         .map_err(|never| match never {})
@@ -365,7 +373,7 @@ impl ClientFault {
     /// The answer to the client. The connection closes after it: the rest of the body is
     /// not worth reading.
     fn response(self, max_body: Option<u64>) -> Response<ProxyBody> {
-        let mut response = match self {
+        let response = match self {
             ClientFault::BadBody => text(
                 StatusCode::BAD_REQUEST,
                 "malformed or incomplete request body",
@@ -382,10 +390,7 @@ impl ClientFault {
                 ),
             ),
         };
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        response
+        closing(response)
     }
 }
 
@@ -563,7 +568,12 @@ pub(crate) async fn handle(
     conn: Arc<ConnInfo>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if let Some(shape) = smuggling(req.headers()) {
-        return Ok(text(StatusCode::BAD_REQUEST, &format!("rejected: {shape}")));
+        // The body is left unread, and its framing is in doubt: close the connection
+        // after the answer rather than read what follows as a request.
+        return Ok(closing(text(
+            StatusCode::BAD_REQUEST,
+            &format!("rejected: {shape}"),
+        )));
     }
     let max_body = shared.config.limits.max_body_bytes;
     if let Some(max) = max_body {
@@ -573,11 +583,22 @@ pub(crate) async fn handle(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > max) {
-            return Ok(text(
+            return Ok(closing(text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("request body larger than {max} bytes"),
-            ));
+            )));
         }
+    }
+    // Equal duplicates are allowed (RFC 9110 §8.6) but some upstreams refuse them: send one.
+    if req
+        .headers()
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .nth(1)
+        .is_some()
+        && let Some(length) = req.headers().get(header::CONTENT_LENGTH).cloned()
+    {
+        req.headers_mut().insert(header::CONTENT_LENGTH, length);
     }
     let host = host_of(&req);
     // Only the route is kept, not the whole snapshot: a long request must not keep every

@@ -716,3 +716,61 @@ async fn mirroring_is_bounded_and_drops_are_counted() {
         "mirrored {mirrored}, dropped {dropped}"
     );
 }
+
+/// A request refused for its framing (a Transfer-Encoding other than one `chunked`) leaves
+/// its body unread: the connection must close after the 400, not read that body as the
+/// next request.
+#[tokio::test]
+async fn a_request_refused_for_its_framing_closes_the_connection() {
+    let v1 = upstream("v1").await;
+    let proxy = start(config(vec![route("shop", &v1, None, 0)])).await;
+    let addr = proxy.listen_addrs()[0];
+    for te in ["identity, chunked", "chunked\r\nTransfer-Encoding: chunked"] {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: {te}\r\n\r\n\
+             2e\r\nGET /smuggled HTTP/1.1\r\nHost: shop\r\nX: y\r\n\r\n\r\n0\r\n\r\n"
+        );
+        s.write_all(request.as_bytes()).await.expect("write");
+        let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(3)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{te:?}: {answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{te:?}: {answer}");
+        assert!(closed, "{te:?}: the connection stays open after the 400");
+    }
+    assert_eq!(v1.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// Equal duplicate `Content-Length` headers are accepted (RFC 9110 §8.6) and forwarded as
+/// one, since some upstreams refuse duplicates.
+#[tokio::test]
+async fn equal_duplicate_content_lengths_reach_the_upstream_as_one() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream_addr = listener.local_addr().expect("addr");
+    let seen = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .expect("write");
+        String::from_utf8_lossy(&head).to_lowercase()
+    });
+    let mut r = route("shop", &upstream("unused").await, None, 0);
+    r.stable.endpoints = vec![upstream_addr.to_string()];
+    let proxy = start(config(vec![r])).await;
+    let status = raw_status(
+        proxy.listen_addrs()[0],
+        b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(status, "200");
+    let head = seen.await.expect("task");
+    assert_eq!(head.matches("content-length:").count(), 1, "{head}");
+}
