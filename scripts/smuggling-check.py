@@ -3,10 +3,16 @@
 
 Usage: scripts/smuggling-check.py HOST:PORT [--host NAME] [--timeout SECONDS]
        scripts/smuggling-check.py --serve-upstream HOST:PORT
+       scripts/smuggling-check.py --slowloris HOST:PORT [PATH]
 
 The second form runs a small upstream to route the proxy to: it reads every request body
 in full (by Content-Length or chunked) before answering `200 read N bytes at PATH`, as a
 real application would, so that a body the proxy forwards is also consumed.
+
+The third form holds four slow connections (two that sent `P`, one a partial request head,
+one nothing), then sends a normal GET for PATH on a fifth, and prints when that request was
+answered and when (and whether) the proxy closed each slow connection. Against a listener
+with `maxConnections: 4`, the GET is answered only once the proxy closes a slow connection.
 
 Each case goes on a fresh connection. The script prints, per case, every status line the
 proxy answered with, how many answers came back, and whether the proxy closed the
@@ -178,7 +184,43 @@ def serve_upstream(address):
     server.serve_forever()
 
 
+def slowloris(address, path):
+    host, port = address.rsplit(":", 1)
+    target = (host.strip("[]"), int(port))
+    held = []
+    for payload in [b"P", b"P", b"GET / HTTP/1.1\r\nHost: sh", b""]:
+        sock = socket.create_connection(target, timeout=30)
+        sock.sendall(payload)
+        held.append(sock)
+    started = time.monotonic()
+    probe = socket.create_connection(target, timeout=30)
+    probe.sendall("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n"
+                  .format(path, host).encode())
+    try:
+        answer = probe.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+    except socket.timeout:
+        answer = "no answer in 30 s"
+    answered = time.monotonic() - started
+    probe.close()
+    outcomes = []
+    for sock in held:
+        try:
+            closed = sock.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        except socket.timeout:
+            closed = False
+        outcomes.append("{} at {:.2f}s".format("closed" if closed else "open",
+                                               time.monotonic() - started))
+        sock.close()
+    print("{}: '{}' after {:.2f}s; slow connections: {}".format(
+        address, answer, answered, ", ".join(outcomes)))
+
+
 def main():
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--slowloris":
+        slowloris(sys.argv[2], sys.argv[3] if len(sys.argv) == 4 else "/")
+        return 0
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-upstream":
         serve_upstream(sys.argv[2])
         return 0
