@@ -405,8 +405,11 @@ struct BodyWatch {
     waiting: AtomicBool,
 }
 
+/// The watch of every request without a body: complete from the start, never at fault.
+static NO_BODY: BodyWatch = BodyWatch::new(true);
+
 impl BodyWatch {
-    fn new(done: bool) -> BodyWatch {
+    const fn new(done: bool) -> BodyWatch {
         BodyWatch {
             fault: AtomicU8::new(ClientFault::NONE),
             done: AtomicBool::new(done),
@@ -676,16 +679,21 @@ pub(crate) async fn handle(
         parts.headers.insert(header::HOST, host.clone());
     }
     let replayable = is_idempotent(&parts.method) && !has_body && upgrade.is_none();
-    let watch = Arc::new(BodyWatch::new(!has_body));
-    let body: ProxyBody = ClientBody {
-        inner: body,
-        remaining: max_body,
-        idle: shared.config.timeouts.client_body_idle.into(),
-        stall: None,
-        pending: false,
-        watch: watch.clone(),
-    }
-    .boxed();
+    // A request without a body needs no watching: its body cannot fail by the client.
+    let watched = has_body.then(|| Arc::new(BodyWatch::new(false)));
+    let body: ProxyBody = match &watched {
+        Some(watch) => ClientBody {
+            inner: body,
+            remaining: max_body,
+            idle: shared.config.timeouts.client_body_idle.into(),
+            stall: None,
+            pending: false,
+            watch: watch.clone(),
+        }
+        .boxed(),
+        None => body.map_err(BoxError::from).boxed(),
+    };
+    let watch: &BodyWatch = watched.as_deref().unwrap_or(&NO_BODY);
     let mirror = (pick == Pick::Stable
         && !has_body
         && is_safe(&parts.method)
@@ -709,7 +717,7 @@ pub(crate) async fn handle(
         &parts,
         body,
         upgrade.is_some(),
-        &watch,
+        watch,
     ))
     .await;
     if let Err(Failed::Upstream(UpstreamError::Connect)) = result
@@ -737,7 +745,7 @@ pub(crate) async fn handle(
                 recording.finish(None, Some(UpstreamError::Connect), shared.second());
                 recording = Recording::start(retry_version.stats.clone());
             }
-            result = Box::pin(send(&shared, &other, &parts, empty(), false, &watch)).await;
+            result = Box::pin(send(&shared, &other, &parts, empty(), false, watch)).await;
         }
     }
     let response = match result {
@@ -898,16 +906,7 @@ fn mirror_to_candidate(
         parts.uri = uri;
         parts.headers = headers;
         let mut recording = Recording::start(candidate.stats.clone());
-        match send(
-            &shared,
-            &endpoint,
-            &parts,
-            empty(),
-            false,
-            &BodyWatch::new(true),
-        )
-        .await
-        {
+        match send(&shared, &endpoint, &parts, empty(), false, &NO_BODY).await {
             Ok(response) => {
                 recording.finish(Some(response.status().as_u16()), None, shared.second());
                 let mut body = response.into_body();

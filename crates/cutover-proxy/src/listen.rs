@@ -262,36 +262,48 @@ pub(crate) async fn drive<I, S>(
 {
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let mut closing: Option<tokio::time::Instant> = None;
+    // One timer for the connection's life, moved only when its deadline moves: a request
+    // starting or ending on a keep-alive connection costs no timer registration.
+    let first = activity
+        .deadline(timeouts.header_read, timeouts.keep_alive_idle)
+        .unwrap_or_else(|| Instant::now() + timeouts.keep_alive_idle);
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(first));
+    tokio::pin!(timer);
+    let mut closing = false;
     loop {
-        let wake = match closing {
-            Some(at) => at,
-            None => tokio::time::Instant::from_std(
-                activity
-                    .deadline(timeouts.header_read, timeouts.keep_alive_idle)
-                    .unwrap_or_else(|| Instant::now() + timeouts.keep_alive_idle),
-            ),
-        };
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = activity.changed.notified(), if closing.is_none() => {}
-            _ = tokio::time::sleep_until(wake) => {
-                if closing.is_some() {
-                    return;
-                }
-                let expired = activity
-                    .deadline(timeouts.header_read, timeouts.keep_alive_idle)
-                    .is_some_and(|at| at <= Instant::now());
-                if expired {
-                    conn.as_mut().graceful_shutdown();
-                    closing = Some(tokio::time::Instant::now() + timeouts.header_read);
+            _ = activity.changed.notified(), if !closing => {
+                // Idle again: the deadline is the end of the request plus the idle time.
+                // Busy: the timer stays where it is and is moved on when it fires.
+                if let Some(at) = activity.deadline(timeouts.header_read, timeouts.keep_alive_idle) {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(at));
                 }
             }
-            changed = shutdown.changed(), if closing.is_none() => {
+            _ = timer.as_mut() => {
+                if closing {
+                    return;
+                }
+                let now = Instant::now();
+                match activity.deadline(timeouts.header_read, timeouts.keep_alive_idle) {
+                    Some(at) if at <= now => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        // A graceful close gets this long before the connection is dropped.
+                        timer.as_mut().reset(tokio::time::Instant::now() + timeouts.header_read);
+                    }
+                    Some(at) => timer.as_mut().reset(tokio::time::Instant::from_std(at)),
+                    None => timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(now + timeouts.keep_alive_idle)),
+                }
+            }
+            changed = shutdown.changed(), if !closing => {
                 if changed.is_err() || *shutdown.borrow() {
                     conn.as_mut().graceful_shutdown();
-                    // Requests under way get the shutdown grace; the caller stops waiting.
-                    closing = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+                    closing = true;
+                    // Requests under way get the shutdown grace, which the proxy enforces.
+                    timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
                 }
             }
         }
