@@ -77,7 +77,8 @@ pub enum ConfigError {
 }
 
 impl ProxyConfig {
-    /// Checks what serde cannot: caps, positive limits and timeouts, CIDRs.
+    /// Checks what serde cannot: the `metricsWindow` cap, positive listener limits and
+    /// timeouts, `trustedProxies` CIDRs.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.metrics_window > MAX_METRICS_WINDOW {
             return Err(ConfigError::MetricsWindowTooLong {
@@ -85,20 +86,16 @@ impl ProxyConfig {
                 max: MAX_METRICS_WINDOW,
             });
         }
-        let counts = [
-            ("limits.maxConnections", self.limits.max_connections),
-            (
-                "limits.adminMaxConnections",
-                self.limits.admin_max_connections,
-            ),
-            ("limits.maxHeaderBytes", self.limits.max_header_bytes),
-        ];
-        if let Some((field, _)) = counts.iter().find(|(_, n)| *n == 0) {
-            return Err(ConfigError::Zero { field });
+        // Only fields added with the listener limits are checked for zero: the older ones
+        // keep their meaning (`maxConnections: 0` acts as 1, `maxHeaderBytes` is raised
+        // to 8192, `request: 0s` times out at once), so existing files start as before.
+        if self.limits.admin_max_connections == 0 {
+            return Err(ConfigError::Zero {
+                field: "limits.adminMaxConnections",
+            });
         }
         let t = &self.timeouts;
         let durations = [
-            ("timeouts.request", t.request),
             ("timeouts.tlsHandshake", t.tls_handshake),
             ("timeouts.headerRead", t.header_read),
             ("timeouts.keepAliveIdle", t.keep_alive_idle),
@@ -440,4 +437,62 @@ pub struct RouteTableConfig {
     /// Every route; the first whose host and path prefix match a request takes it, longest
     /// path prefix first.
     pub routes: Vec<RouteConfig>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> ProxyConfig {
+        ProxyConfig {
+            listeners: Vec::new(),
+            admin: AdminConfig::default(),
+            routes: Vec::new(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            health: PassiveHealth::default(),
+            workers: None,
+            metrics_window: default_window(),
+        }
+    }
+
+    #[test]
+    fn defaults_pass_and_files_from_before_the_listener_limits_keep_their_meaning() {
+        assert!(minimal().validate().is_ok());
+        let mut old = minimal();
+        old.limits.max_connections = 0;
+        old.limits.max_header_bytes = 0;
+        old.timeouts.request = Duration::ZERO;
+        assert!(old.validate().is_ok(), "older fields are not newly refused");
+    }
+
+    #[test]
+    fn zero_listener_timeouts_long_windows_and_bad_cidrs_are_refused() {
+        let mut c = minimal();
+        c.timeouts.header_read = Duration::ZERO;
+        let e = c.validate().expect_err("zero header timeout");
+        assert_eq!(
+            e.to_string(),
+            "timeouts.headerRead must be greater than zero"
+        );
+        let mut c = minimal();
+        c.limits.admin_max_connections = 0;
+        assert!(c.validate().is_err());
+        let mut c = minimal();
+        c.metrics_window = Duration::from_secs(3601);
+        assert!(
+            c.validate()
+                .expect_err("too long")
+                .to_string()
+                .starts_with("metricsWindow ")
+        );
+        let mut c = minimal();
+        c.limits.trusted_proxies = vec!["10.0.0.0/8".into(), "10.0.0.300".into()];
+        assert!(
+            c.validate()
+                .expect_err("bad cidr")
+                .to_string()
+                .contains("'10.0.0.300'")
+        );
+    }
 }
