@@ -4,6 +4,7 @@
 Usage: scripts/smuggling-check.py HOST:PORT [--host NAME] [--timeout SECONDS]
        scripts/smuggling-check.py --serve-upstream HOST:PORT
        scripts/smuggling-check.py --slowloris HOST:PORT [PATH]
+       scripts/smuggling-check.py --client-faults HOST:PORT [PATH]
 
 The second form runs a small upstream to route the proxy to: it reads every request body
 in full (by Content-Length or chunked) before answering `200 read N bytes at PATH`, as a
@@ -13,6 +14,11 @@ The third form holds four slow connections (two that sent `P`, one a partial req
 one nothing), then sends a normal GET for PATH on a fifth, and prints when that request was
 answered and when (and whether) the proxy closed each slow connection. Against a listener
 with `maxConnections: 4`, the GET is answered only once the proxy closes a slow connection.
+
+The fourth form repeats the finding of issue 12: 60 POSTs to PATH (default `/upload`), of
+which 36 carry a malformed chunk size (`zz`, `5g`, overflowing) and 24 are cut off mid-body,
+and prints the answers. Then read the proxy's `/metrics`, `/events` and `/routes`: none of
+it may count against the upstream or move the candidate's weight.
 
 Each case goes on a fresh connection. The script prints, per case, every status line the
 proxy answered with, how many answers came back, and whether the proxy closed the
@@ -217,7 +223,36 @@ def slowloris(address, path):
         address, answer, answered, ", ".join(outcomes)))
 
 
+def client_faults(address, path):
+    host, port = address.rsplit(":", 1)
+    target = (host.strip("[]"), int(port))
+    head = ("POST {} HTTP/1.1\r\nHost: {}\r\n".format(path, host)).encode()
+    bodies = [b"zz\r\nhello\r\n0\r\n\r\n", b"5g\r\nhello\r\n0\r\n\r\n",
+              b"fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n"]
+    answers = {}
+    for i in range(60):
+        sock = socket.create_connection(target, timeout=5)
+        kind = i % 5
+        if kind < 3:
+            sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + bodies[kind])
+            try:
+                status = sock.recv(4096).split(b" ")[1].decode("latin-1")
+            except (socket.timeout, IndexError, ConnectionResetError):
+                status = "none"
+            answers[status] = answers.get(status, 0) + 1
+        elif kind == 3:
+            sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\na\r\nhel")
+        else:
+            sock.sendall(head + b"Content-Length: 100\r\n\r\n0123456789")
+        sock.close()
+    print("malformed chunk sizes (36): answers {}; cut off mid-body: 24".format(
+        ", ".join("{} x{}".format(k, v) for k, v in sorted(answers.items()))))
+
+
 def main():
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--client-faults":
+        client_faults(sys.argv[2], sys.argv[3] if len(sys.argv) == 4 else "/upload")
+        return 0
     if len(sys.argv) in (3, 4) and sys.argv[1] == "--slowloris":
         slowloris(sys.argv[2], sys.argv[3] if len(sys.argv) == 4 else "/")
         return 0

@@ -1,5 +1,6 @@
-//! Client listeners: accept, optional TLS, HTTP/1.1 and HTTP/2 (h2c with prior knowledge,
-//! or ALPN over TLS), a connection limit, and graceful shutdown.
+//! Client listeners: accept (with back-off on errors), optional TLS, HTTP/1.1 and HTTP/2
+//! (h2c with prior knowledge, or ALPN over TLS), a connection limit, and graceful
+//! shutdown. The admin listener reuses the same connection machinery.
 //!
 //! Every connection, admin ones included, runs under [`drive`]'s idle watchdog: it must
 //! deliver its first request head within `timeouts.headerRead` of opening (or of its TLS
@@ -9,10 +10,9 @@
 //! are also pinged (`timeouts.http2KeepAlive*`). A connection's slot under
 //! `maxConnections` is held by its tunnel after an upgrade, so tunnels count too.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 

@@ -404,13 +404,6 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// How many versions and endpoints the registry holds.
-    pub fn sizes(&self) -> (usize, usize) {
-        let versions = self.stats.lock().map_or(0, |m| m.len());
-        let endpoints = self.endpoints.lock().map_or(0, |m| m.len());
-        (versions, endpoints)
-    }
-
     /// Forgets the versions and endpoints that `table` does not use, once they have been
     /// unused for `grace_ms` and nothing else holds them (a request in flight keeps its
     /// version and endpoint). Called every second.
