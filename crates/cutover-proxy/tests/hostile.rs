@@ -429,7 +429,7 @@ async fn websocket_tunnels_count_against_the_cap_and_close_when_idle() {
         .expect("task");
     assert_eq!(status, StatusCode::OK);
     assert!(
-        at - started >= Duration::from_millis(1_200),
+        at - started >= Duration::from_millis(700),
         "{:?}",
         at - started
     );
