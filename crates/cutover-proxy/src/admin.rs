@@ -59,15 +59,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, bound: Bound, mut shutdown: watch
         tokio::spawn(async move {
             let activity = listen::Activity::new();
             let service = listen::tracked(activity.clone(), move |req| handle(shared.clone(), req));
-            listen::drive(
-                &builder,
-                TokioIo::new(stream),
-                service,
-                &activity,
-                timeouts,
-                shutdown,
-            )
-            .await;
+            let io = TokioIo::new(listen::Watched::new(stream, activity.clone()));
+            listen::drive(&builder, io, service, &activity, timeouts, shutdown).await;
             drop((permit, token));
         });
     }

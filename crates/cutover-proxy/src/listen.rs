@@ -112,9 +112,19 @@ pub(crate) struct Activity {
     served: AtomicBool,
     /// Milliseconds after `base` at which the last request ended.
     idle_since: AtomicU64,
-    /// Wakes the watchdog when a request starts or ends, so it recomputes its deadline.
+    /// Milliseconds after `base` at which the first bytes of the next HTTP/1 request
+    /// head arrived on an idle connection; [`NOT_STARTED`] if none have.
+    head_started: AtomicU64,
+    /// Whether the connection speaks HTTP/2 (its bytes while idle are pings and settings,
+    /// not the start of a request head).
+    http2: AtomicBool,
+    /// Wakes the watchdog when a request starts or ends, or a head starts arriving, so
+    /// it recomputes its deadline.
     changed: tokio::sync::Notify,
 }
+
+/// [`Activity::head_started`] when no head is arriving.
+const NOT_STARTED: u64 = u64::MAX;
 
 impl Activity {
     pub(crate) fn new() -> Arc<Activity> {
@@ -123,12 +133,39 @@ impl Activity {
             active: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(NOT_STARTED),
+            http2: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         })
     }
 
+    fn millis(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// The connection speaks HTTP/2 (by ALPN, or by its preface).
+    pub(crate) fn mark_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived. On an idle HTTP/1 connection that served a request, they are the
+    /// start of the next request head, which from now on gets `header_read` to complete
+    /// instead of the rest of the idle time.
+    fn bytes_arrived(&self) {
+        if self.http2.load(Ordering::Relaxed)
+            || !self.served.load(Ordering::Relaxed)
+            || self.active.load(Ordering::Acquire) > 0
+            || self.head_started.load(Ordering::Relaxed) != NOT_STARTED
+        {
+            return;
+        }
+        self.head_started.store(self.millis(), Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
     fn begin(self: &Arc<Self>) -> ActiveRequest {
         self.served.store(true, Ordering::Relaxed);
+        self.head_started.store(NOT_STARTED, Ordering::Relaxed);
         if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
             self.changed.notify_one();
         }
@@ -137,8 +174,9 @@ impl Activity {
 
     /// When the connection may be closed for idling, or `None` while a request is under
     /// way: `header_read` after it opened if no request has started yet (protocol
-    /// detection, a silent or slow first request), else `keep_alive` after the last
-    /// request ended.
+    /// detection, a silent or slow first request); `keep_alive` after the last request
+    /// ended; and, once the next HTTP/1 head starts arriving, `header_read` after that
+    /// if it is sooner.
     fn deadline(&self, header_read: Duration, keep_alive: Duration) -> Option<Instant> {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
@@ -147,7 +185,11 @@ impl Activity {
             return Some(self.base + header_read);
         }
         let idle_since = Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
-        Some(self.base + idle_since + keep_alive)
+        let idle_end = self.base + idle_since + keep_alive;
+        match self.head_started.load(Ordering::Relaxed) {
+            NOT_STARTED => Some(idle_end),
+            started => Some(idle_end.min(self.base + Duration::from_millis(started) + header_read)),
+        }
     }
 }
 
@@ -161,6 +203,88 @@ impl Drop for ActiveRequest {
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.changed.notify_one();
         }
+    }
+}
+
+/// A client connection's byte stream, reporting arriving bytes to its [`Activity`] and
+/// recognising the HTTP/2 preface.
+pub(crate) struct Watched<T> {
+    io: T,
+    activity: Arc<Activity>,
+    /// The first bytes read, until there are four: `PRI ` starts the HTTP/2 preface.
+    prefix: [u8; 4],
+    prefix_len: usize,
+}
+
+impl<T> Watched<T> {
+    pub(crate) fn new(io: T, activity: Arc<Activity>) -> Watched<T> {
+        Watched {
+            io,
+            activity,
+            prefix: [0; 4],
+            prefix_len: 0,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        let this = &mut *self;
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            if this.prefix_len < this.prefix.len() {
+                let n = read.len().min(this.prefix.len() - this.prefix_len);
+                this.prefix[this.prefix_len..this.prefix_len + n].copy_from_slice(&read[..n]);
+                this.prefix_len += n;
+                if this.prefix_len == this.prefix.len() && &this.prefix == b"PRI " {
+                    this.activity.mark_http2();
+                }
+            }
+            this.activity.bytes_arrived();
+        }
+        result
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -287,10 +411,17 @@ pub(crate) async fn drive<I, S>(
                 let now = Instant::now();
                 match activity.deadline(timeouts.header_read, timeouts.keep_alive_idle) {
                     Some(at) if at <= now => {
+                        if !activity.http2.load(Ordering::Relaxed) {
+                            // Nothing under way: an HTTP/1 (or undetected) connection is
+                            // simply dropped.
+                            return;
+                        }
+                        // HTTP/2 gets a GOAWAY, and this long to close before it is dropped.
                         conn.as_mut().graceful_shutdown();
                         closing = true;
-                        // A graceful close gets this long before the connection is dropped.
-                        timer.as_mut().reset(tokio::time::Instant::now() + timeouts.header_read);
+                        timer
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + timeouts.header_read);
                     }
                     Some(at) => timer.as_mut().reset(tokio::time::Instant::from_std(at)),
                     None => timer
@@ -378,7 +509,9 @@ pub(crate) fn builder(
         .http1()
         .timer(TokioTimer::new())
         .max_buf_size(max_header_bytes.max(8192))
-        .header_read_timeout(Some(timeouts.header_read.into()))
+        // hyper's own header timer also runs while a keep-alive connection idles, which
+        // would cut idle connections at `headerRead`; `drive` times heads instead.
+        .header_read_timeout(None)
         .keep_alive(true);
     builder
         .http2()
@@ -441,15 +574,8 @@ pub(crate) async fn serve(
                 tokio::spawn(async move {
                     let activity = Activity::new();
                     let service = tracked(activity.clone(), handler);
-                    drive(
-                        &builder,
-                        TokioIo::new(stream),
-                        service,
-                        &activity,
-                        timeouts,
-                        shutdown,
-                    )
-                    .await;
+                    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+                    drive(&builder, io, service, &activity, timeouts, shutdown).await;
                     drop(token);
                 });
             }
@@ -462,16 +588,12 @@ pub(crate) async fn serve(
                     };
                     // The header timeout counts from the end of the handshake.
                     let activity = Activity::new();
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        activity.mark_http2();
+                    }
                     let service = tracked(activity.clone(), handler);
-                    drive(
-                        &builder,
-                        TokioIo::new(stream),
-                        service,
-                        &activity,
-                        timeouts,
-                        shutdown,
-                    )
-                    .await;
+                    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+                    drive(&builder, io, service, &activity, timeouts, shutdown).await;
                     drop(token);
                 }));
             }
