@@ -11,8 +11,10 @@
 //! | `GET /windows`     | rolling-window stats: `?release=R&version=V&seconds=N`      |
 //!
 //! Writes need `Authorization: Bearer TOKEN`, the token read from the configured file and
-//! compared in constant time. Without a configured token, writes are refused. The token is
-//! never logged.
+//! compared in constant time. Without a configured token, writes are refused; an empty
+//! token file stops the proxy from starting. The token is never logged. The listener has
+//! the client listeners' header and idle timeouts, a connection cap
+//! (`limits.adminMaxConnections`) and a body limit (`limits.adminMaxBodyBytes`).
 
 use std::convert::Infallible;
 use std::sync::Arc;

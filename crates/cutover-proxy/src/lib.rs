@@ -229,7 +229,8 @@ impl Proxy {
     }
 
     /// The last `seconds` of one version's traffic, for the builtin metric provider.
-    /// `None` if the version has never been routed.
+    /// `None` if the version has never been routed, or was forgotten after leaving the
+    /// table (`limits.forgetUnroutedAfter`).
     ///
     /// The window is the last `seconds` whole seconds plus the second under way, so that
     /// a measurement taken just as a second begins (say, one second after a controller
