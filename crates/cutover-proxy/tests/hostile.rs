@@ -818,3 +818,33 @@ async fn idle_keep_alive_waits_its_time_but_a_trickled_later_head_gets_the_heade
         "a trickled head held its connection for {trickled:?}"
     );
 }
+
+/// An HTTP/2 client that completes the preface and settings but never opens a stream is
+/// closed after `timeouts.headerRead`, like an HTTP/1 client that never sends a head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_that_never_sends_a_request_is_closed() {
+    let v1 = upstream("v1").await;
+    let mut c = config(vec![route("shop", &v1, None, 0)]);
+    c.timeouts.header_read = ms(1_000);
+    let proxy = start(c).await;
+    let tcp = TcpStream::connect(proxy.listen_addrs()[0])
+        .await
+        .expect("connect");
+    let (_h2, conn) = hyper::client::conn::http2::handshake::<_, _, support::Body>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2");
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(4), conn).await;
+    assert!(
+        closed.is_ok(),
+        "an HTTP/2 connection without requests stays open"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        started.elapsed()
+    );
+}
