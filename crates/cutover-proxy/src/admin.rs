@@ -11,8 +11,10 @@
 //! | `GET /windows`     | rolling-window stats: `?release=R&version=V&seconds=N`      |
 //!
 //! Writes need `Authorization: Bearer TOKEN`, the token read from the configured file and
-//! compared in constant time. Without a configured token, writes are refused. The token is
-//! never logged.
+//! compared in constant time. Without a configured token, writes are refused; an empty
+//! token file stops the proxy from starting. The token is never logged. The listener has
+//! the client listeners' header and idle timeouts, a connection cap
+//! (`limits.adminMaxConnections`) and a body limit (`limits.adminMaxBodyBytes`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,36 +23,51 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::Shared;
 use crate::config::RouteTableConfig;
 use crate::forward::{ProxyBody, full, text};
-use crate::listen::Bound;
+use crate::listen::{self, Bound};
 use crate::metrics::export_preamble;
 
-/// Largest `PUT /routes` body accepted.
-const MAX_TABLE_BYTES: usize = 4 * 1024 * 1024;
-
-/// Serves the admin API until shutdown.
+/// Serves the admin API until shutdown, under the same header and idle timeouts as the
+/// client listeners and at most `limits.adminMaxConnections` connections at once (more
+/// wait in the kernel's accept queue).
 pub(crate) async fn serve(shared: Arc<Shared>, bound: Bound, mut shutdown: watch::Receiver<bool>) {
+    let builder = Arc::new(listen::builder(&shared, 64 * 1024, true));
+    let timeouts = listen::ConnTimeouts::of(&shared.config.timeouts);
+    let permits = Arc::new(Semaphore::new(
+        shared.config.limits.admin_max_connections.max(1),
+    ));
+    let drain = listen::Drain::new();
     loop {
-        let accepted = tokio::select! {
-            accepted = bound.listener.accept() => accepted,
-            _ = shutdown.changed() => return,
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let Some((stream, _)) = listen::accept(&bound.listener, &mut shutdown).await else {
+            break;
+        };
         let shared = shared.clone();
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        let token = drain.token();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(shared.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let activity = listen::Activity::new();
+            let service = listen::tracked(activity.clone(), move |req| handle(shared.clone(), req));
+            let io = TokioIo::new(listen::Watched::new(stream, activity.clone()));
+            listen::drive(&builder, io, service, &activity, timeouts, shutdown).await;
+            drop((permit, token));
         });
     }
+    drop(bound);
+    drain.wait().await;
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<ProxyBody> {
@@ -130,6 +147,14 @@ async fn handle(
             for stats in shared.registry.all_stats() {
                 stats.export(&mut out);
             }
+            out.push_str(
+                "# HELP cutover_mirror_dropped_total Mirrored copies dropped because limits.maxMirrorInFlight were under way.\n\
+                 # TYPE cutover_mirror_dropped_total counter\n",
+            );
+            let dropped = shared
+                .mirror_dropped
+                .load(std::sync::atomic::Ordering::Relaxed);
+            out.push_str(&format!("cutover_mirror_dropped_total {dropped}\n"));
             let mut response = Response::new(full(out));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -208,15 +233,13 @@ async fn handle(
 }
 
 async fn put_routes(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
-    let body: Bytes = match Limited::new(req.into_body(), MAX_TABLE_BYTES)
-        .collect()
-        .await
-    {
+    let max = shared.config.limits.admin_max_body_bytes;
+    let body: Bytes = match Limited::new(req.into_body(), max).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "the route table is larger than 4 MiB",
+                &format!("the route table is larger than {max} bytes (limits.adminMaxBodyBytes)"),
             );
         }
     };

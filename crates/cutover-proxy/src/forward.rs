@@ -3,13 +3,19 @@
 //! Upstream failures map to 502 (refused, reset) or 504 (timed out), never to 4xx.
 //! Requests without a body and with an idempotent method are retried once on another
 //! endpoint when the connection could not be made. Hop-by-hop headers are stripped both
-//! ways (RFC 9110 §7.6.1) and `X-Forwarded-*` and `Forwarded` are set; the client's
-//! `Host` is kept.
+//! ways (RFC 9110 §7.6.1) and `X-Forwarded-*` and `Forwarded` are set (replaced unless
+//! the peer is a trusted proxy); the client's `Host` is kept.
+//!
+//! Only the upstream's own failures count against a version. A request that fails by the
+//! client's fault (a malformed chunked body, a body that stalls or trickles past the
+//! request timeout, a client gone mid-request) is answered 400 or 408 (or not at all),
+//! leaves the endpoint's health alone, and is counted in `cutover_client_errors_total`
+//! instead of the version's requests, so it never feeds the error rate or a guardrail.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,6 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::Shared;
 use crate::config::Timeouts;
+use crate::listen::ConnInfo;
 use crate::metrics::{UpstreamError, VersionStats};
 use crate::table::{Endpoint, Pick, Route};
 
@@ -58,6 +65,14 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response
+}
+
+/// `response` with `Connection: close`: the client connection ends after it.
+fn closing(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
@@ -170,39 +185,119 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Adds `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from `peer`.
+/// An address range of `limits.trustedProxies`: `10.0.0.0/8`, `::1/128`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ip` or `ip/prefix`; `None` if either part is malformed.
+    pub(crate) fn parse(text: &str) -> Option<Cidr> {
+        let (ip, prefix) = match text.trim().split_once('/') {
+            Some((ip, prefix)) => (ip, Some(prefix.parse::<u8>().ok()?)),
+            None => (text.trim(), None),
+        };
+        let network: std::net::IpAddr = ip.parse().ok()?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(bits);
+        (prefix <= bits).then_some(Cidr { network, prefix })
+    }
+
+    /// Whether `ip` lies in the range (an IPv4-mapped IPv6 peer counts as IPv4).
+    pub(crate) fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let masked = |bits: u128, width: u32| {
+            let shift = width - u32::from(self.prefix);
+            if shift >= width { 0 } else { bits >> shift }
+        };
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u128::from(u32::from(net)), 32) == masked(u128::from(u32::from(ip)), 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), 128) == masked(u128::from(ip), 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A `Forwarded` parameter value (RFC 7239 §4): bare if it is a token, else a quoted
+/// string with `"` and `\` escaped. IPv6 nodes, `host:port` and anything with
+/// separators need the quotes.
+fn forwarded_value(value: &str) -> String {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !value.is_empty() && value.bytes().all(tchar) {
+        return value.to_string();
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from `peer`. The
+/// client's own `X-Forwarded-For` and `Forwarded` are kept (and appended to) only when
+/// `trusted` (the peer is in `limits.trustedProxies`); from anyone else they are
+/// replaced, so a client cannot choose the address the upstream believes.
 fn add_forwarding(
     headers: &mut HeaderMap,
     peer: SocketAddr,
     host: Option<&HeaderValue>,
     tls: bool,
+    trusted: bool,
 ) {
-    let ip = peer.ip().to_string();
+    let ip = peer.ip().to_canonical().to_string();
     let proto = if tls { "https" } else { "http" };
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let joined = |name: &HeaderName, headers: &HeaderMap| -> Option<String> {
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    };
+    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let xff = match trusted.then(|| joined(&xff_name, headers)).flatten() {
         Some(previous) => format!("{previous}, {ip}"),
         None => ip.clone(),
     };
+    let previous_forwarded = trusted
+        .then(|| joined(&header::FORWARDED, headers))
+        .flatten();
+    headers.remove(&xff_name);
+    headers.remove(header::FORWARDED);
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(xff_name, v);
     }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
-    if let Some(host) = host {
-        headers.insert("x-forwarded-host", host.clone());
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    match host {
+        Some(host) => {
+            headers.insert("x-forwarded-host", host.clone());
+        }
+        None => {
+            headers.remove("x-forwarded-host");
+        }
     }
-    let for_ = if peer.is_ipv6() {
-        format!("\"[{ip}]\"")
+    let node = if peer.ip().to_canonical().is_ipv6() {
+        format!("[{ip}]")
     } else {
         ip
     };
-    let mut forwarded = format!("for={for_};proto={proto}");
+    let mut forwarded = format!("for={};proto={proto}", forwarded_value(&node));
     if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        forwarded.push_str(&format!(";host=\"{host}\""));
+        forwarded.push_str(";host=");
+        forwarded.push_str(&forwarded_value(host));
     }
-    let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+    let value = match previous_forwarded {
         Some(previous) => format!("{previous}, {forwarded}"),
         None => forwarded,
     };
@@ -238,19 +333,126 @@ fn random() -> u64 {
 enum Failed {
     /// The upstream failed: 502 or 504, and it counts against the endpoint's health.
     Upstream(UpstreamError),
-    /// The client's streamed body went past `maxBodyBytes`: 413, nobody's fault upstream.
+    /// The client failed: answered 4xx, never charged to the upstream.
+    Client(ClientFault),
+}
+
+/// How a client can make a request fail by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientFault {
+    /// The body was malformed (a bad chunk size) or ended early (the client went away):
+    /// 400.
+    BadBody,
+    /// The body paused past `timeouts.clientBodyIdle`, or was still arriving when the
+    /// request timeout ran out: 408.
+    SlowBody,
+    /// The body went past `maxBodyBytes`: 413.
     BodyTooLarge,
 }
 
-/// A request body cut off at `limit` bytes. Going past it ends the body with an error and
-/// sets `exceeded`, so the failure is answered 413 rather than blamed on the upstream.
-struct LimitedBody {
-    inner: Incoming,
-    remaining: u64,
-    exceeded: Arc<AtomicBool>,
+impl ClientFault {
+    const NONE: u8 = 0;
+
+    fn code(self) -> u8 {
+        match self {
+            ClientFault::BadBody => 1,
+            ClientFault::SlowBody => 2,
+            ClientFault::BodyTooLarge => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<ClientFault> {
+        match code {
+            1 => Some(ClientFault::BadBody),
+            2 => Some(ClientFault::SlowBody),
+            3 => Some(ClientFault::BodyTooLarge),
+            _ => None,
+        }
+    }
+
+    /// The answer to the client. The connection closes after it: the rest of the body is
+    /// not worth reading.
+    fn response(self, max_body: Option<u64>) -> Response<ProxyBody> {
+        let response = match self {
+            ClientFault::BadBody => text(
+                StatusCode::BAD_REQUEST,
+                "malformed or incomplete request body",
+            ),
+            ClientFault::SlowBody => text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body arrived too slowly",
+            ),
+            ClientFault::BodyTooLarge => text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "request body larger than {} bytes",
+                    max_body.unwrap_or_default()
+                ),
+            ),
+        };
+        closing(response)
+    }
 }
 
-impl hyper::body::Body for LimitedBody {
+/// What is known about a client's request body while it streams to the upstream: read by
+/// [`send`] to tell a client's failure from the upstream's.
+struct BodyWatch {
+    /// A [`ClientFault`] code, or [`ClientFault::NONE`].
+    fault: AtomicU8,
+    /// The body reached its end.
+    done: AtomicBool,
+    /// The last read of the body found nothing yet: the proxy is waiting on the client.
+    waiting: AtomicBool,
+}
+
+/// The watch of every request without a body: complete from the start, never at fault.
+static NO_BODY: BodyWatch = BodyWatch::new(true);
+
+impl BodyWatch {
+    const fn new(done: bool) -> BodyWatch {
+        BodyWatch {
+            fault: AtomicU8::new(ClientFault::NONE),
+            done: AtomicBool::new(done),
+            waiting: AtomicBool::new(false),
+        }
+    }
+
+    fn set(&self, fault: ClientFault) {
+        let _ = self.fault.compare_exchange(
+            ClientFault::NONE,
+            fault.code(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The client's fault in a failed exchange, if it was the client's: a body error, or
+    /// a timeout that struck while the proxy was still waiting for the client's body.
+    fn fault(&self, outcome: Option<UpstreamError>) -> Option<ClientFault> {
+        if let Some(fault) = ClientFault::from_code(self.fault.load(Ordering::Relaxed)) {
+            return Some(fault);
+        }
+        let waiting_on_client =
+            !self.done.load(Ordering::Relaxed) && self.waiting.load(Ordering::Relaxed);
+        (outcome == Some(UpstreamError::Timeout) && waiting_on_client)
+            .then_some(ClientFault::SlowBody)
+    }
+}
+
+/// The client's request body on its way upstream: cut off past `maxBodyBytes`, failed
+/// when it pauses longer than `timeouts.clientBodyIdle`, and watched ([`BodyWatch`]) so
+/// that its failures are charged to the client.
+struct ClientBody {
+    inner: Incoming,
+    remaining: Option<u64>,
+    idle: std::time::Duration,
+    /// Armed when a read finds nothing, from then on: fires when the client pauses too long.
+    stall: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    pending: bool,
+    watch: Arc<BodyWatch>,
+}
+
+impl hyper::body::Body for ClientBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -258,20 +460,54 @@ impl hyper::body::Body for LimitedBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
         let this = &mut *self;
         match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
-            std::task::Poll::Ready(Some(Ok(frame))) => {
-                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-                if len > this.remaining {
-                    this.exceeded.store(true, Ordering::Relaxed);
-                    return std::task::Poll::Ready(Some(Err(
-                        "request body larger than maxBodyBytes".into(),
-                    )));
+            Poll::Pending => {
+                this.watch.waiting.store(true, Ordering::Relaxed);
+                let deadline = tokio::time::Instant::now() + this.idle;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.pending {
+                    this.pending = true;
+                    stall.as_mut().reset(deadline);
                 }
-                this.remaining -= len;
-                std::task::Poll::Ready(Some(Ok(frame)))
+                if stall.as_mut().poll(cx).is_ready() {
+                    this.watch.set(ClientFault::SlowBody);
+                    return Poll::Ready(Some(Err("the client's request body stalled".into())));
+                }
+                Poll::Pending
             }
-            other => other.map(|f| f.map(|r| r.map_err(BoxError::from))),
+            Poll::Ready(Some(Ok(frame))) => {
+                this.pending = false;
+                this.watch.waiting.store(false, Ordering::Relaxed);
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if let Some(remaining) = &mut this.remaining {
+                    if len > *remaining {
+                        this.watch.set(ClientFault::BodyTooLarge);
+                        return Poll::Ready(Some(Err(
+                            "request body larger than maxBodyBytes".into()
+                        )));
+                    }
+                    *remaining -= len;
+                }
+                if this.inner.is_end_stream() {
+                    this.watch.done.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.watch.waiting.store(false, Ordering::Relaxed);
+                this.watch.set(ClientFault::BadBody);
+                Poll::Ready(Some(Err(BoxError::from(e))))
+            }
+            Poll::Ready(None) => {
+                this.watch.waiting.store(false, Ordering::Relaxed);
+                this.watch.done.store(true, Ordering::Relaxed);
+                Poll::Ready(None)
+            }
         }
     }
 
@@ -284,20 +520,63 @@ impl hyper::body::Body for LimitedBody {
     }
 }
 
+/// One request's entry in its version's counters. Dropped without [`Recording::finish`]
+/// (the client went away and hyper dropped the request), it takes the request out of the
+/// in-flight gauge as a client error, so the gauge stays true.
+struct Recording {
+    stats: Arc<VersionStats>,
+    started: Instant,
+    open: bool,
+}
+
+impl Recording {
+    fn start(stats: Arc<VersionStats>) -> Recording {
+        stats.start();
+        Recording {
+            stats,
+            started: Instant::now(),
+            open: true,
+        }
+    }
+
+    fn finish(&mut self, status: Option<u16>, error: Option<UpstreamError>, second: u64) {
+        if std::mem::replace(&mut self.open, false) {
+            self.stats
+                .finish(status, error, self.started.elapsed(), second);
+        }
+    }
+
+    fn client_error(&mut self) {
+        if std::mem::replace(&mut self.open, false) {
+            self.stats.client_error();
+        }
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.client_error();
+    }
+}
+
 /// Methods whose copy to the candidate changes nothing: only these are mirrored.
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Serves one client request.
+/// Serves one client request arriving on connection `conn`.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
-    tls: bool,
+    conn: Arc<ConnInfo>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if let Some(shape) = smuggling(req.headers()) {
-        return Ok(text(StatusCode::BAD_REQUEST, &format!("rejected: {shape}")));
+        // The body is left unread, and its framing is in doubt: close the connection
+        // after the answer rather than read what follows as a request.
+        return Ok(closing(text(
+            StatusCode::BAD_REQUEST,
+            &format!("rejected: {shape}"),
+        )));
     }
     let max_body = shared.config.limits.max_body_bytes;
     if let Some(max) = max_body {
@@ -307,21 +586,38 @@ pub(crate) async fn handle(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > max) {
-            return Ok(text(
+            return Ok(closing(text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("request body larger than {max} bytes"),
-            ));
+            )));
         }
     }
-    let table = shared.table.load_full();
+    // Equal duplicates are allowed (RFC 9110 §8.6) but some upstreams refuse them: send one.
+    if req
+        .headers()
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .nth(1)
+        .is_some()
+        && let Some(length) = req.headers().get(header::CONTENT_LENGTH).cloned()
+    {
+        req.headers_mut().insert(header::CONTENT_LENGTH, length);
+    }
     let host = host_of(&req);
-    let Some(route) = table.find(host.as_deref(), req.uri().path()) else {
+    // Only the route is kept, not the whole snapshot: a long request must not keep every
+    // version of an old table known (see `Registry::forget_unrouted`).
+    let found = shared
+        .table
+        .load()
+        .find(host.as_deref(), req.uri().path())
+        .cloned();
+    let Some(route) = found else {
         return Ok(text(
             StatusCode::NOT_FOUND,
             "no route for this host and path",
         ));
     };
-    let route = route.clone();
+    let peer = conn.peer;
     let pick = route.choose(req.headers(), Some(peer.ip()));
     let now_ms = shared.now_ms();
     let random = random();
@@ -364,7 +660,13 @@ pub(crate) async fn handle(
     // length both show here.
     let has_body = !body.is_end_stream();
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarding(&mut parts.headers, peer, original_host.as_ref(), tls);
+    add_forwarding(
+        &mut parts.headers,
+        peer,
+        original_host.as_ref(),
+        conn.tls,
+        conn.trusted,
+    );
     if let Some(protocol) = &upgrade {
         parts
             .headers
@@ -377,16 +679,21 @@ pub(crate) async fn handle(
         parts.headers.insert(header::HOST, host.clone());
     }
     let replayable = is_idempotent(&parts.method) && !has_body && upgrade.is_none();
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let body: ProxyBody = match max_body {
-        Some(max) => LimitedBody {
+    // A request without a body needs no watching: its body cannot fail by the client.
+    let watched = has_body.then(|| Arc::new(BodyWatch::new(false)));
+    let body: ProxyBody = match &watched {
+        Some(watch) => ClientBody {
             inner: body,
-            remaining: max,
-            exceeded: exceeded.clone(),
+            remaining: max_body,
+            idle: shared.config.timeouts.client_body_idle.into(),
+            stall: None,
+            pending: false,
+            watch: watch.clone(),
         }
         .boxed(),
         None => body.map_err(BoxError::from).boxed(),
     };
+    let watch: &BodyWatch = watched.as_deref().unwrap_or(&NO_BODY);
     let mirror = (pick == Pick::Stable
         && !has_body
         && is_safe(&parts.method)
@@ -400,9 +707,7 @@ pub(crate) async fn handle(
         )
     });
 
-    let mut stats = version.stats.clone();
-    let mut started = Instant::now();
-    stats.start();
+    let mut recording = Recording::start(version.stats.clone());
     // Boxed: hyper keeps room for this handler's future for as long as the client
     // connection lives, so the large upstream state is allocated per request instead of
     // sitting in every idle keep-alive connection.
@@ -412,7 +717,7 @@ pub(crate) async fn handle(
         &parts,
         body,
         upgrade.is_some(),
-        &exceeded,
+        watch,
     ))
     .await;
     if let Err(Failed::Upstream(UpstreamError::Connect)) = result
@@ -435,34 +740,23 @@ pub(crate) async fn handle(
                     .flatten()
             });
         if let Some((retry_version, other)) = retry {
-            if !Arc::ptr_eq(&retry_version.stats, &stats) {
+            if !Arc::ptr_eq(&retry_version.stats, &recording.stats) {
                 // The candidate's failure is the candidate's; stable's answer is stable's.
-                stats.finish(
-                    None,
-                    Some(UpstreamError::Connect),
-                    started.elapsed(),
-                    shared.second(),
-                );
-                stats = retry_version.stats.clone();
-                started = Instant::now();
-                stats.start();
+                recording.finish(None, Some(UpstreamError::Connect), shared.second());
+                recording = Recording::start(retry_version.stats.clone());
             }
-            result = Box::pin(send(&shared, &other, &parts, empty(), false, &exceeded)).await;
+            result = Box::pin(send(&shared, &other, &parts, empty(), false, watch)).await;
         }
     }
     let response = match result {
         Ok(mut response) => {
-            stats.finish(
-                Some(response.status().as_u16()),
-                None,
-                started.elapsed(),
-                shared.second(),
-            );
+            recording.finish(Some(response.status().as_u16()), None, shared.second());
             if response.status() == StatusCode::SWITCHING_PROTOCOLS
                 && let Some(client_upgrade) = client_upgrade
             {
                 tunnel(
                     shared.clone(),
+                    conn.clone(),
                     client_upgrade,
                     hyper::upgrade::on(&mut response),
                 );
@@ -471,16 +765,16 @@ pub(crate) async fn handle(
             }
             response
         }
-        Err(Failed::BodyTooLarge) => {
-            stats.finish(Some(413), None, started.elapsed(), shared.second());
-            let max = max_body.unwrap_or_default();
-            text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body larger than {max} bytes"),
-            )
+        Err(Failed::Client(ClientFault::BodyTooLarge)) => {
+            recording.finish(Some(413), None, shared.second());
+            ClientFault::BodyTooLarge.response(max_body)
+        }
+        Err(Failed::Client(fault)) => {
+            recording.client_error();
+            fault.response(max_body)
         }
         Err(Failed::Upstream(kind)) => {
-            stats.finish(None, Some(kind), started.elapsed(), shared.second());
+            recording.finish(None, Some(kind), shared.second());
             match kind {
                 UpstreamError::Timeout => text(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -497,7 +791,12 @@ pub(crate) async fn handle(
         }
     };
     if let Some((method, uri, headers)) = mirror {
-        mirror_to_candidate(shared, route, method, uri, headers);
+        match shared.mirror_permits.clone().try_acquire_owned() {
+            Ok(permit) => mirror_to_candidate(shared, route, method, uri, headers, permit),
+            Err(_) => {
+                shared.mirror_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
     Ok(response)
 }
@@ -516,13 +815,15 @@ fn upstream_request(parts: &http::request::Parts, uri: Uri, body: ProxyBody) -> 
 /// Sends one request to `endpoint` within the request timeout, updating its health.
 /// Upgrade requests go through hyper-util's client, which hands over the upgraded
 /// connection; everything else through the inline-driven pool of [`crate::upstream`].
+/// A failure that `body` shows to be the client's is returned as [`Failed::Client`] and
+/// leaves the endpoint's health alone.
 async fn send(
     shared: &Shared,
     endpoint: &Arc<Endpoint>,
     parts: &http::request::Parts,
     body: ProxyBody,
     upgrade: bool,
-    body_exceeded: &AtomicBool,
+    body_watch: &BodyWatch,
 ) -> Result<Response<ProxyBody>, Failed> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let _in_flight = endpoint.begin();
@@ -558,8 +859,10 @@ async fn send(
             Err(_) => Err(UpstreamError::Timeout),
         }
     };
-    if outcome.is_err() && body_exceeded.load(Ordering::Relaxed) {
-        return Err(Failed::BodyTooLarge);
+    if let Err(kind) = outcome
+        && let Some(fault) = body_watch.fault(Some(kind))
+    {
+        return Err(Failed::Client(fault));
     }
     let health = &shared.config.health;
     match outcome {
@@ -577,16 +880,21 @@ async fn send(
     outcome.map_err(Failed::Upstream)
 }
 
-/// Copies a request to the candidate in the background; its answer is discarded and the
-/// client never waits for it.
+/// Copies a request to the candidate in the background; its answer is read and thrown
+/// away frame by frame (never buffered) and the client never waits for it. `permit` is
+/// one of `limits.maxMirrorInFlight`, held until the copy is done. Mirrored requests
+/// never carry a body (only bodiless GET, HEAD and OPTIONS are copied), so a mirrored
+/// body's size bound is zero.
 fn mirror_to_candidate(
     shared: Arc<Shared>,
     route: Arc<Route>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     tokio::spawn(async move {
+        let _permit = permit;
         let Some(candidate) = route.candidate.as_ref() else {
             return;
         };
@@ -597,50 +905,129 @@ fn mirror_to_candidate(
         parts.method = method;
         parts.uri = uri;
         parts.headers = headers;
-        let stats: Arc<VersionStats> = candidate.stats.clone();
-        let started = Instant::now();
-        stats.start();
-        match send(
-            &shared,
-            &endpoint,
-            &parts,
-            empty(),
-            false,
-            &AtomicBool::new(false),
-        )
-        .await
-        {
+        let mut recording = Recording::start(candidate.stats.clone());
+        match send(&shared, &endpoint, &parts, empty(), false, &NO_BODY).await {
             Ok(response) => {
-                stats.finish(
-                    Some(response.status().as_u16()),
-                    None,
-                    started.elapsed(),
-                    shared.second(),
-                );
-                let _ = response.into_body().collect().await;
+                recording.finish(Some(response.status().as_u16()), None, shared.second());
+                let mut body = response.into_body();
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
             }
-            Err(Failed::Upstream(kind)) => {
-                stats.finish(None, Some(kind), started.elapsed(), shared.second())
-            }
-            Err(Failed::BodyTooLarge) => {}
+            Err(Failed::Upstream(kind)) => recording.finish(None, Some(kind), shared.second()),
+            Err(Failed::Client(_)) => recording.client_error(),
         }
     });
 }
 
+/// Milliseconds since `base`, for activity stamps.
+fn millis_since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An upgraded connection that stamps `last` whenever bytes move, so the tunnel can be
+/// closed when both directions have been quiet for `timeouts.tunnelIdle`.
+struct Stamped<T> {
+    io: T,
+    base: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<T> Stamped<T> {
+    fn stamp(&self) {
+        self.last.store(millis_since(self.base), Ordering::Relaxed);
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Stamped<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.stamp();
+        }
+        result
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Stamped<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(result, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.stamp();
+        }
+        result
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Joins the client's and the upstream's upgraded connections and copies bytes both ways
-/// until either side closes.
+/// until either side closes or both are quiet for `timeouts.tunnelIdle`. The tunnel holds
+/// its client connection's slot (`conn`), so tunnels count against `maxConnections`.
 fn tunnel(
     shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
 ) {
     shared.tunnels.fetch_add(1, Ordering::AcqRel);
+    let idle: std::time::Duration = shared.config.timeouts.tunnel_idle.into();
     tokio::spawn(async move {
         if let (Ok(client), Ok(upstream)) = (client.await, upstream.await) {
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            let base = Instant::now();
+            let last = Arc::new(AtomicU64::new(0));
+            let mut client = Stamped {
+                io: TokioIo::new(client),
+                base,
+                last: last.clone(),
+            };
+            let mut upstream = Stamped {
+                io: TokioIo::new(upstream),
+                base,
+                last: last.clone(),
+            };
+            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+            tokio::pin!(copy);
+            loop {
+                let quiet_until = tokio::time::Instant::from_std(base)
+                    + std::time::Duration::from_millis(last.load(Ordering::Relaxed))
+                    + idle;
+                tokio::select! {
+                    _ = &mut copy => break,
+                    _ = tokio::time::sleep_until(quiet_until) => {
+                        let quiet = millis_since(base).saturating_sub(last.load(Ordering::Relaxed));
+                        if u128::from(quiet) >= idle.as_millis() {
+                            tracing::debug!(peer = %conn.peer, "tunnel idle; closing");
+                            break;
+                        }
+                    }
+                }
+            }
         }
+        drop(conn);
         shared.tunnels.fetch_sub(1, Ordering::AcqRel);
         shared.tunnels_done.notify_one();
     });
@@ -699,13 +1086,17 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_headers_append_to_what_came_before() {
-        let mut h = headers(&[("x-forwarded-for", "10.0.0.1")]);
+    fn forwarding_headers_append_to_what_a_trusted_proxy_sent() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+        ]);
         let host = HeaderValue::from_static("shop.example");
         add_forwarding(
             &mut h,
             "[::1]:5000".parse().expect("addr"),
             Some(&host),
+            true,
             true,
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
@@ -713,14 +1104,81 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "shop.example");
         assert_eq!(
             h[header::FORWARDED],
-            "for=\"[::1]\";proto=https;host=\"shop.example\""
+            "for=10.0.0.1, for=\"[::1]\";proto=https;host=shop.example"
         );
+    }
+
+    #[test]
+    fn forwarding_headers_from_an_untrusted_client_are_replaced() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("forwarded", "for=1.2.3.4;by=evil"),
+        ]);
+        add_forwarding(
+            &mut h,
+            "192.0.2.7:5000".parse().expect("addr"),
+            None,
+            false,
+            false,
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h.get_all(header::FORWARDED).iter().count(), 1);
+        assert_eq!(h[header::FORWARDED], "for=192.0.2.7;proto=http");
+    }
+
+    #[test]
+    fn forwarded_values_are_quoted_where_rfc_7239_needs_it() {
+        assert_eq!(forwarded_value("192.0.2.7"), "192.0.2.7");
+        assert_eq!(forwarded_value("shop.example"), "shop.example");
+        assert_eq!(forwarded_value("[2001:db8::1]"), "\"[2001:db8::1]\"");
+        assert_eq!(
+            forwarded_value("shop.example:8080"),
+            "\"shop.example:8080\""
+        );
+        assert_eq!(forwarded_value("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(forwarded_value(""), "\"\"");
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_static("shop.example:8443");
+        add_forwarding(
+            &mut h,
+            "[::ffff:192.0.2.7]:5000".parse().expect("addr"),
+            Some(&host),
+            false,
+            false,
+        );
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=192.0.2.7;proto=http;host=\"shop.example:8443\"",
+            "an IPv4-mapped peer is written as IPv4, a host with a port is quoted"
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_ranges_match_by_prefix() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let net = Cidr::parse("10.1.0.0/16").expect("cidr");
+        assert!(net.contains(ip("10.1.200.3")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "IPv4-mapped peers");
+        let one = Cidr::parse("::1").expect("address");
+        assert!(one.contains(ip("::1")) && !one.contains(ip("::2")));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .expect("all")
+                .contains(ip("203.0.113.1"))
+        );
+        assert!(Cidr::parse("fd00::/8").expect("v6").contains(ip("fdab::1")));
+        for bad in ["10.0.0.0/33", "::/129", "example.com", "10.0.0.0/x", ""] {
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
+        }
     }
 }
 
 #[cfg(test)]
 mod future_size {
-    fn size_of_future<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
+    fn size_of_future<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

@@ -23,7 +23,7 @@ mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -66,6 +66,19 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The admin token file holds no token: starting would leave the admin API open to
+    /// anyone who can reach it, so the proxy refuses.
+    #[error(
+        "the admin token file {path} is empty (hint: write a token into it, or remove \
+         admin.tokenFile to keep the admin API read-only)"
+    )]
+    EmptyToken {
+        /// The file.
+        path: String,
+    },
+    /// The configuration is invalid.
+    #[error("invalid proxy configuration")]
+    Config(#[from] config::ConfigError),
     /// The initial route table is invalid.
     #[error("invalid route table")]
     Routes(#[from] TableError),
@@ -82,6 +95,12 @@ pub(crate) struct Shared {
     pub(crate) events: EventLog,
     pub(crate) client: forward::UpstreamClient,
     pub(crate) token: Option<String>,
+    /// `limits.trustedProxies`, parsed.
+    pub(crate) trusted: Vec<forward::Cidr>,
+    /// One permit per mirrored copy in flight (`limits.maxMirrorInFlight`).
+    pub(crate) mirror_permits: Arc<tokio::sync::Semaphore>,
+    /// Mirrored copies dropped because every permit was taken.
+    pub(crate) mirror_dropped: AtomicU64,
     started: Instant,
     /// Upgraded connections (WebSocket and others) being tunnelled.
     pub(crate) tunnels: AtomicUsize,
@@ -122,18 +141,17 @@ impl Proxy {
     /// Binds every listener and the admin listener, and starts serving. Must be called
     /// within a Tokio runtime.
     pub async fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
+        config.validate()?;
         let token = match &config.admin.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|source| StartError::Token {
-                        path: path.display().to_string(),
-                        source,
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
+            Some(path) => Some(read_token(path)?),
             None => None,
         };
+        let trusted = config
+            .limits
+            .trusted_proxies
+            .iter()
+            .filter_map(|entry| forward::Cidr::parse(entry))
+            .collect();
         let registry = Registry::new(config.metrics_window.as_secs().max(1));
         let table = registry.compile(
             &RouteTableConfig {
@@ -148,6 +166,11 @@ impl Proxy {
             registry,
             events: EventLog::default(),
             token,
+            trusted,
+            mirror_permits: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_mirror_in_flight,
+            )),
+            mirror_dropped: AtomicU64::new(0),
             started: Instant::now(),
             tunnels: AtomicUsize::new(0),
             tunnels_done: Notify::new(),
@@ -206,7 +229,8 @@ impl Proxy {
     }
 
     /// The last `seconds` of one version's traffic, for the builtin metric provider.
-    /// `None` if the version has never been routed.
+    /// `None` if the version has never been routed, or was forgotten after leaving the
+    /// table (`limits.forgetUnroutedAfter`).
     ///
     /// The window is the last `seconds` whole seconds plus the second under way, so that
     /// a measurement taken just as a second begins (say, one second after a controller
@@ -285,10 +309,31 @@ impl Proxy {
     }
 }
 
-/// Closes pooled upstream connections that idled past `timeouts.upstreamIdle`, or that the
-/// upstream closed, every second: an idle pool does not hold sockets forever.
+/// Reads the admin token; an empty or whitespace-only file is refused, never taken as "no
+/// token needed".
+fn read_token(path: &std::path::Path) -> Result<String, StartError> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|source| StartError::Token {
+            path: path.display().to_string(),
+            source,
+        })?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        return Err(StartError::EmptyToken {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(token)
+}
+
+/// Every second: closes pooled upstream connections that idled past
+/// `timeouts.upstreamIdle` or that the upstream closed (an idle pool does not hold sockets
+/// forever), and forgets versions and endpoints no route has used for
+/// `limits.forgetUnroutedAfter` (see [`Registry::forget_unrouted`]).
 async fn reap_idle_upstreams(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let max_idle: std::time::Duration = shared.config.timeouts.upstream_idle.into();
+    let grace_ms = shared.config.limits.forget_unrouted_after.as_millis();
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -298,6 +343,10 @@ async fn reap_idle_upstreams(shared: Arc<Shared>, mut shutdown: watch::Receiver<
         for endpoint in shared.registry.endpoints() {
             endpoint.idle.reap(max_idle);
         }
+        let table = shared.table.load_full();
+        shared
+            .registry
+            .forget_unrouted(&table, shared.now_ms(), grace_ms);
     }
 }
 

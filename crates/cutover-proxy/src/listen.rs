@@ -1,21 +1,35 @@
-//! Client listeners: accept, optional TLS, HTTP/1.1 and HTTP/2 (h2c with prior knowledge,
-//! or ALPN over TLS), a connection limit, and graceful shutdown.
+//! Client listeners: accept (with back-off on errors), optional TLS, HTTP/1.1 and HTTP/2
+//! (h2c with prior knowledge, or ALPN over TLS), a connection limit, and graceful
+//! shutdown. The admin listener reuses the same connection machinery.
+//!
+//! Every connection, admin ones included, runs under [`drive`]'s idle watchdog: it must
+//! deliver its first request head within `timeouts.headerRead` of opening (or of its TLS
+//! handshake, itself bounded by `timeouts.tlsHandshake`), which bounds the HTTP/1-or-2
+//! detection and slow or silent clients; and it is closed `timeouts.keepAliveIdle` after
+//! its last request ended (HTTP/1 keep-alive and idle HTTP/2 alike). HTTP/2 connections
+//! are also pinged (`timeouts.http2KeepAlive*`). A connection's slot under
+//! `maxConnections` is held by its tunnel after an upgrade, so tunnels count too.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{ListenerConfig, TlsConfig};
+use crate::forward::ProxyBody;
 use crate::{Shared, StartError, forward};
 
 /// A bound listener.
@@ -75,31 +89,459 @@ fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// How long a client has to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// One client connection, as the request path sees it.
+pub(crate) struct ConnInfo {
+    /// The peer's address.
+    pub(crate) peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub(crate) tls: bool,
+    /// Whether the peer is in `limits.trustedProxies`, so its forwarding headers are kept.
+    pub(crate) trusted: bool,
+    /// The connection's place under `maxConnections`, held by the connection and by any
+    /// tunnel it was upgraded to: freed when the last of them ends.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Whether a connection has a request under way, and since when it has not: what the
+/// idle watchdog of [`drive`] reads.
+pub(crate) struct Activity {
+    base: Instant,
+    /// Requests started and not yet answered in full (the response body is dropped).
+    active: AtomicUsize,
+    /// Whether any request started on this connection.
+    served: AtomicBool,
+    /// Milliseconds after `base` at which the last request ended.
+    idle_since: AtomicU64,
+    /// Milliseconds after `base` at which the first bytes of the next HTTP/1 request
+    /// head arrived on an idle connection; [`NOT_STARTED`] if none have.
+    head_started: AtomicU64,
+    /// Whether the connection speaks HTTP/2 (its bytes while idle are pings and settings,
+    /// not the start of a request head).
+    http2: AtomicBool,
+    /// Wakes the watchdog when a request starts or ends, or a head starts arriving, so
+    /// it recomputes its deadline.
+    changed: tokio::sync::Notify,
+}
+
+/// [`Activity::head_started`] when no head is arriving.
+const NOT_STARTED: u64 = u64::MAX;
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            base: Instant::now(),
+            active: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(NOT_STARTED),
+            http2: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// The connection speaks HTTP/2 (by ALPN, or by its preface).
+    pub(crate) fn mark_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived. On an idle HTTP/1 connection that served a request, they are the
+    /// start of the next request head, which from now on gets `header_read` to complete
+    /// instead of the rest of the idle time.
+    fn bytes_arrived(&self) {
+        if self.http2.load(Ordering::Relaxed)
+            || !self.served.load(Ordering::Relaxed)
+            || self.active.load(Ordering::Acquire) > 0
+            || self.head_started.load(Ordering::Relaxed) != NOT_STARTED
+        {
+            return;
+        }
+        self.head_started.store(self.millis(), Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    fn begin(self: &Arc<Self>) -> ActiveRequest {
+        self.served.store(true, Ordering::Relaxed);
+        self.head_started.store(NOT_STARTED, Ordering::Relaxed);
+        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.changed.notify_one();
+        }
+        ActiveRequest(self.clone())
+    }
+
+    /// When the connection may be closed for idling, or `None` while a request is under
+    /// way: `header_read` after it opened if no request has started yet (protocol
+    /// detection, a silent or slow first request); `keep_alive` after the last request
+    /// ended; and, once the next HTTP/1 head starts arriving, `header_read` after that
+    /// if it is sooner.
+    fn deadline(&self, header_read: Duration, keep_alive: Duration) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        if !self.served.load(Ordering::Relaxed) {
+            return Some(self.base + header_read);
+        }
+        let idle_since = Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
+        let idle_end = self.base + idle_since + keep_alive;
+        match self.head_started.load(Ordering::Relaxed) {
+            NOT_STARTED => Some(idle_end),
+            started => Some(idle_end.min(self.base + Duration::from_millis(started) + header_read)),
+        }
+    }
+}
+
+/// Marks a request under way on its connection for as long as it lives.
+struct ActiveRequest(Arc<Activity>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.0.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.idle_since.store(ms, Ordering::Relaxed);
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+/// A client connection's byte stream, reporting arriving bytes to its [`Activity`] and
+/// recognising the HTTP/2 preface.
+pub(crate) struct Watched<T> {
+    io: T,
+    activity: Arc<Activity>,
+    /// The first bytes read, until there are four: `PRI ` starts the HTTP/2 preface.
+    prefix: [u8; 4],
+    prefix_len: usize,
+}
+
+impl<T> Watched<T> {
+    pub(crate) fn new(io: T, activity: Arc<Activity>) -> Watched<T> {
+        Watched {
+            io,
+            activity,
+            prefix: [0; 4],
+            prefix_len: 0,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        let this = &mut *self;
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            if this.prefix_len < this.prefix.len() {
+                let n = read.len().min(this.prefix.len() - this.prefix_len);
+                this.prefix[this.prefix_len..this.prefix_len + n].copy_from_slice(&read[..n]);
+                this.prefix_len += n;
+                if this.prefix_len == this.prefix.len() && &this.prefix == b"PRI " {
+                    this.activity.mark_http2();
+                }
+            }
+            this.activity.bytes_arrived();
+        }
+        result
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A response body that keeps its request marked under way until it is sent in full.
+struct Tracked {
+    inner: ProxyBody,
+    _active: ActiveRequest,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = forward::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A service that calls `handler` and marks each request under way on `activity` until
+/// its response is sent in full.
+pub(crate) fn tracked<F, Fut>(
+    activity: Arc<Activity>,
+    handler: F,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<ProxyBody>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Send
+where
+    F: Fn(http::Request<Incoming>) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<http::Response<ProxyBody>, Infallible>>
+        + Send
+        + 'static,
+{
+    service_fn(move |req| {
+        let active = activity.begin();
+        let handled = handler(req);
+        async move {
+            let response = handled.await?;
+            Ok::<_, Infallible>(response.map(|inner| {
+                Tracked {
+                    inner,
+                    _active: active,
+                }
+                .boxed()
+            }))
+        }
+    })
+}
+
+/// The timeouts every listener applies to its connections.
+#[derive(Clone, Copy)]
+pub(crate) struct ConnTimeouts {
+    pub(crate) tls_handshake: Duration,
+    pub(crate) header_read: Duration,
+    pub(crate) keep_alive_idle: Duration,
+}
+
+impl ConnTimeouts {
+    pub(crate) fn of(timeouts: &crate::config::Timeouts) -> ConnTimeouts {
+        ConnTimeouts {
+            tls_handshake: timeouts.tls_handshake.into(),
+            header_read: timeouts.header_read.into(),
+            keep_alive_idle: timeouts.keep_alive_idle.into(),
+        }
+    }
+}
+
+/// Serves one connection until it ends, closing it when it idles past its deadline (see
+/// [`Activity::deadline`]) or when the proxy shuts down. A connection asked to close
+/// gracefully gets `header_read` more to finish, then is dropped.
+pub(crate) async fn drive<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    activity: &Activity,
+    timeouts: ConnTimeouts,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<Incoming>,
+            Response = http::Response<ProxyBody>,
+            Error = Infallible,
+        > + Send,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    // One timer for the connection's life, moved only when its deadline moves: a request
+    // starting or ending on a keep-alive connection costs no timer registration.
+    let first = activity
+        .deadline(timeouts.header_read, timeouts.keep_alive_idle)
+        .unwrap_or_else(|| Instant::now() + timeouts.keep_alive_idle);
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(first));
+    tokio::pin!(timer);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = activity.changed.notified(), if !closing => {
+                // Idle again: the deadline is the end of the request plus the idle time.
+                // Busy: the timer stays where it is and is moved on when it fires.
+                if let Some(at) = activity.deadline(timeouts.header_read, timeouts.keep_alive_idle) {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(at));
+                }
+            }
+            _ = timer.as_mut() => {
+                if closing {
+                    return;
+                }
+                let now = Instant::now();
+                match activity.deadline(timeouts.header_read, timeouts.keep_alive_idle) {
+                    Some(at) if at <= now => {
+                        if !activity.http2.load(Ordering::Relaxed) {
+                            // Nothing under way: an HTTP/1 (or undetected) connection is
+                            // simply dropped.
+                            return;
+                        }
+                        // HTTP/2 gets a GOAWAY, and this long to close before it is dropped.
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        timer
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + timeouts.header_read);
+                    }
+                    Some(at) => timer.as_mut().reset(tokio::time::Instant::from_std(at)),
+                    None => timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(now + timeouts.keep_alive_idle)),
+                }
+            }
+            changed = shutdown.changed(), if !closing => {
+                if changed.is_err() || *shutdown.borrow() {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    // Requests under way get the shutdown grace, which the proxy enforces.
+                    timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+                }
+            }
+        }
+    }
+}
+
+/// Accepts one connection, backing off when accepting fails: out of file descriptors
+/// (EMFILE) and the like are retried after 5 ms, doubling to at most 1 s while the
+/// failures last, rather than in a hot loop. `None` on shutdown.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    let mut backoff = ACCEPT_BACKOFF_START;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "accept failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return None,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            },
+            _ = shutdown.changed() => return None,
+        }
+    }
+}
+
+/// The first pause after a failed accept.
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
+/// The longest pause after failed accepts in a row.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Tracks a listener's open connections, so that shutdown can wait for them to drain.
+pub(crate) struct Drain {
+    tx: Option<mpsc::Sender<()>>,
+    rx: mpsc::Receiver<()>,
+}
+
+impl Drain {
+    pub(crate) fn new() -> Drain {
+        let (tx, rx) = mpsc::channel(1);
+        Drain { tx: Some(tx), rx }
+    }
+
+    /// A token a connection holds while it lives.
+    pub(crate) fn token(&self) -> Option<mpsc::Sender<()>> {
+        self.tx.clone()
+    }
+
+    /// Waits until every token is dropped.
+    pub(crate) async fn wait(mut self) {
+        self.tx = None;
+        let _ = self.rx.recv().await;
+    }
+}
+
+/// The connection builder of every listener: HTTP/1.1 with a header timeout and HTTP/2
+/// with keep-alive pings. `http1_only` for the admin listener.
+pub(crate) fn builder(
+    shared: &Shared,
+    max_header_bytes: usize,
+    http1_only: bool,
+) -> auto::Builder<TokioExecutor> {
+    let timeouts = &shared.config.timeouts;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(max_header_bytes.max(8192))
+        // hyper's own header timer also runs while a keep-alive connection idles, which
+        // would cut idle connections at `headerRead`; `drive` times heads instead.
+        .header_read_timeout(None)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1024)
+        .keep_alive_interval(Some(timeouts.http2_keep_alive_interval.into()))
+        .keep_alive_timeout(timeouts.http2_keep_alive_timeout.into())
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    if http1_only {
+        builder.http1_only()
+    } else {
+        builder
+    }
+}
 
 /// Accepts and serves connections until shutdown, then drains them. `permits` is shared by
-/// every listener: `maxConnections` caps them all together.
+/// every listener: `maxConnections` caps them all together, tunnels included.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     bound: Bound,
     permits: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limits = shared.config.limits.clone();
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(1024)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(builder(
+        &shared,
+        shared.config.limits.max_header_bytes,
+        false,
+    ));
+    let timeouts = ConnTimeouts::of(&shared.config.timeouts);
+    let drain = Drain::new();
     let tls = bound.tls.clone();
     loop {
         let permit = tokio::select! {
@@ -109,53 +551,54 @@ pub(crate) async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = bound.listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
+        let Some((stream, peer)) = accept(&bound.listener, &mut shutdown).await else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let shutdown = shutdown.clone();
+        let token = drain.token();
+        let conn = Arc::new(ConnInfo {
+            peer,
+            tls: tls.is_some(),
+            trusted: shared.trusted.iter().any(|c| c.contains(peer.ip())),
+            _slot: permit,
+        });
+        let handler = move |req| forward::handle(shared.clone(), req, conn.clone());
         // Plain and TLS connections are separate tasks: a task's size is its largest
         // state, and a plain connection should not carry room for a TLS session (this
         // matters at tens of thousands of idle keep-alive connections).
         match tls.clone() {
             None => {
-                let io = TokioIo::new(stream);
                 tokio::spawn(async move {
-                    let service =
-                        service_fn(move |req| forward::handle(shared.clone(), req, peer, false));
-                    let conn = builder.serve_connection_with_upgrades(io, service);
-                    let _ = watcher.watch(conn.into_owned()).await;
-                    drop(permit);
+                    let activity = Activity::new();
+                    let service = tracked(activity.clone(), handler);
+                    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+                    drive(&builder, io, service, &activity, timeouts, shutdown).await;
+                    drop(token);
                 });
             }
             Some(acceptor) => {
                 tokio::spawn(Box::pin(async move {
                     let handshake =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(stream));
                     let Ok(Ok(stream)) = handshake.await else {
                         return;
                     };
-                    let service =
-                        service_fn(move |req| forward::handle(shared.clone(), req, peer, true));
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
-                    drop(permit);
+                    // The header timeout counts from the end of the handshake.
+                    let activity = Activity::new();
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        activity.mark_http2();
+                    }
+                    let service = tracked(activity.clone(), handler);
+                    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+                    drive(&builder, io, service, &activity, timeouts, shutdown).await;
+                    drop(token);
                 }));
             }
         }
     }
     drop(bound);
-    graceful.shutdown().await;
+    drain.wait().await;
 }

@@ -119,6 +119,9 @@ pub struct VersionStats {
     by_class: [AtomicU64; 5],
     upstream_errors: [AtomicU64; 3],
     in_flight: AtomicI64,
+    /// Requests ended by the client's own fault (malformed or stalled body, gone
+    /// mid-request): kept apart from the version's requests and errors.
+    client_errors: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     window: Mutex<VecDeque<Slot>>,
     window_len: u64,
@@ -133,6 +136,7 @@ impl VersionStats {
             by_class: Default::default(),
             upstream_errors: Default::default(),
             in_flight: AtomicI64::new(0),
+            client_errors: AtomicU64::new(0),
             // 1 µs to 1 h at 2 significant digits: about 30 KB.
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 2).unwrap_or_else(|_| {
@@ -177,6 +181,20 @@ impl VersionStats {
         }
         let error = class == 4;
         self.count_in_window(second, error, Some(latency_bucket(micros)));
+    }
+
+    /// A request that started ended by the client's fault (a malformed, stalled or
+    /// aborted body, or a client gone mid-request): it leaves the in-flight gauge and is
+    /// counted in `cutover_client_errors_total`, never in the version's requests, errors
+    /// or windows, so no client can make a version look failing.
+    pub fn client_error(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.client_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests ended by the client's fault since start (see [`VersionStats::client_error`]).
+    pub fn client_errors(&self) -> u64 {
+        self.client_errors.load(Ordering::Relaxed)
     }
 
     /// A request meant for this version that it could not take (every endpoint ejected):
@@ -330,6 +348,11 @@ impl VersionStats {
             "cutover_requests_in_flight{{{labels}}} {}",
             self.in_flight()
         );
+        let _ = writeln!(
+            out,
+            "cutover_client_errors_total{{{labels}}} {}",
+            self.client_errors()
+        );
         if let Ok(h) = self.latency.lock() {
             for bound in LATENCY_BUCKETS {
                 let micros = (bound * 1e6) as u64;
@@ -416,6 +439,8 @@ pub fn export_preamble(out: &mut String) {
          # TYPE cutover_upstream_errors_total counter\n\
          # HELP cutover_requests_in_flight Requests being proxied now.\n\
          # TYPE cutover_requests_in_flight gauge\n\
+         # HELP cutover_client_errors_total Requests ended by the client (malformed, stalled or aborted body); not counted against the version.\n\
+         # TYPE cutover_client_errors_total counter\n\
          # HELP cutover_request_duration_seconds Time from the request to the upstream's response head.\n\
          # TYPE cutover_request_duration_seconds histogram\n",
     );

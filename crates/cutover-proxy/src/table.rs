@@ -5,6 +5,12 @@
 //! Endpoints and counters outlive snapshots: a new table reuses the `Endpoint` and
 //! `VersionStats` of the same address and version, so health state, in-flight counts and
 //! metrics carry across changes.
+//!
+//! The registry forgets what no route uses any more: a version or endpoint absent from
+//! the current table for `limits.forgetUnroutedAfter`, and held by no request in flight
+//! (nor an older snapshot one still reads), is dropped with its counters and pooled
+//! connections. The grace lets the final counts be scraped and read once; a version that
+//! comes back later starts from zero, which Prometheus reads as a counter reset.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -335,10 +341,37 @@ impl RouteTable {
     }
 }
 
+/// Something the registry knows, and since when (milliseconds on the proxy's clock) no
+/// route has used it.
+struct Known<T> {
+    value: Arc<T>,
+    unrouted_since: Option<u64>,
+}
+
+impl<T> Known<T> {
+    fn new(value: T) -> Known<T> {
+        Known {
+            value: Arc::new(value),
+            unrouted_since: None,
+        }
+    }
+
+    /// Whether to forget this now: unused by the table for `grace_ms`, and held by
+    /// nothing but the registry. Marks it unused from `now_ms` if it was not.
+    fn forgettable(&mut self, in_table: bool, now_ms: u64, grace_ms: u64) -> bool {
+        if in_table {
+            self.unrouted_since = None;
+            return false;
+        }
+        let since = *self.unrouted_since.get_or_insert(now_ms);
+        now_ms.saturating_sub(since) >= grace_ms && Arc::strong_count(&self.value) == 1
+    }
+}
+
 /// Endpoints and counters shared across snapshots.
 pub struct Registry {
-    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
-    stats: Mutex<HashMap<(String, String), Arc<VersionStats>>>,
+    endpoints: Mutex<HashMap<String, Known<Endpoint>>>,
+    stats: Mutex<HashMap<(String, String), Known<VersionStats>>>,
     window_seconds: u64,
 }
 
@@ -357,18 +390,44 @@ impl Registry {
         let mut all: Vec<Arc<VersionStats>> = self
             .stats
             .lock()
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.values().map(|k| k.value.clone()).collect())
             .unwrap_or_default();
         all.sort_by(|a, b| (&a.release, &a.version).cmp(&(&b.release, &b.version)));
         all
     }
 
-    /// Every endpoint ever routed to.
+    /// Every endpoint known (routed to now, or within the grace).
     pub(crate) fn endpoints(&self) -> Vec<Arc<Endpoint>> {
         self.endpoints
             .lock()
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.values().map(|k| k.value.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Forgets the versions and endpoints that `table` does not use, once they have been
+    /// unused for `grace_ms` and nothing else holds them (a request in flight keeps its
+    /// version and endpoint). Called every second.
+    pub fn forget_unrouted(&self, table: &RouteTable, now_ms: u64, grace_ms: u64) {
+        let mut versions = std::collections::HashSet::new();
+        let mut endpoints = std::collections::HashSet::new();
+        for route in &table.routes {
+            for version in std::iter::once(&route.stable).chain(route.candidate.as_ref()) {
+                versions.insert(Arc::as_ptr(&version.stats));
+                endpoints.extend(version.endpoints.iter().map(Arc::as_ptr));
+            }
+        }
+        if let Ok(mut map) = self.stats.lock() {
+            map.retain(|_, known| {
+                let used = versions.contains(&Arc::as_ptr(&known.value));
+                !known.forgettable(used, now_ms, grace_ms)
+            });
+        }
+        if let Ok(mut map) = self.endpoints.lock() {
+            map.retain(|_, known| {
+                let used = endpoints.contains(&Arc::as_ptr(&known.value));
+                !known.forgettable(used, now_ms, grace_ms)
+            });
+        }
     }
 
     /// The counters of one version, if it was ever routed.
@@ -377,7 +436,7 @@ impl Registry {
             .lock()
             .ok()?
             .get(&(release.to_string(), version.to_string()))
-            .cloned()
+            .map(|k| k.value.clone())
     }
 
     fn endpoint(&self, authority: &str) -> Arc<Endpoint> {
@@ -385,7 +444,8 @@ impl Registry {
             return Arc::new(Endpoint::new(authority));
         };
         map.entry(authority.to_string())
-            .or_insert_with(|| Arc::new(Endpoint::new(authority)))
+            .or_insert_with(|| Known::new(Endpoint::new(authority)))
+            .value
             .clone()
     }
 
@@ -394,7 +454,8 @@ impl Registry {
             return Arc::new(VersionStats::new(release, version, self.window_seconds));
         };
         map.entry((release.to_string(), version.to_string()))
-            .or_insert_with(|| Arc::new(VersionStats::new(release, version, self.window_seconds)))
+            .or_insert_with(|| Known::new(VersionStats::new(release, version, self.window_seconds)))
+            .value
             .clone()
     }
 

@@ -237,7 +237,10 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
         seen["host"], "shop.example:8080",
         "the original Host is kept"
     );
-    assert_eq!(seen["x-forwarded-for"], "10.1.1.1, 127.0.0.1");
+    assert_eq!(
+        seen["x-forwarded-for"], "127.0.0.1",
+        "an untrusted client's X-Forwarded-For is replaced"
+    );
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], "shop.example:8080");
     assert_eq!(
@@ -252,6 +255,55 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
         response.headers().get("x-hop").is_none() && response.headers().get("keep-alive").is_none()
     );
     assert_eq!(response.headers()["x-end"], "kept");
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_a_trusted_proxy_are_appended_to_and_others_replaced() {
+    let v1 = upstream("v1").await;
+    let sent = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9;proto=https"),
+    ];
+    let seen_through = |trusted: Vec<String>| {
+        let v1 = &v1;
+        async move {
+            let mut c = config(vec![route("shop", v1, None, 0)]);
+            c.limits.trusted_proxies = trusted;
+            let proxy = start(c).await;
+            let (status, body) = get(&client(), proxy.listen_addrs()[0], "/headers", &sent).await;
+            assert_eq!(status, StatusCode::OK);
+            serde_json::from_str::<serde_json::Value>(&body).expect("json")
+        }
+    };
+    let untrusted = seen_through(vec!["10.0.0.0/8".into(), "::1/128".into()]).await;
+    assert_eq!(untrusted["x-forwarded-for"], "127.0.0.1");
+    let forwarded = untrusted["forwarded"].as_str().unwrap_or("");
+    assert!(
+        forwarded.starts_with("for=127.0.0.1;proto=http;host=\"127.0.0.1:")
+            && forwarded.matches("for=").count() == 1,
+        "replaced, and a host with a port is quoted: {forwarded}"
+    );
+    let trusted = seen_through(vec!["127.0.0.0/8".into()]).await;
+    assert_eq!(trusted["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    let forwarded = trusted["forwarded"].as_str().unwrap_or("");
+    assert!(
+        forwarded.starts_with("for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host="),
+        "{forwarded}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_trusted_proxy_entry_is_refused_at_start() {
+    let mut c = config(Vec::new());
+    c.limits.trusted_proxies = vec!["10.0.0.0/40".into()];
+    let error = cutover_proxy::Proxy::start(c).await.err().expect("refused");
+    let chain = format!(
+        "{error}: {}",
+        std::error::Error::source(&error)
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    );
+    assert!(chain.contains("10.0.0.0/40"), "{chain}");
 }
 
 async fn raw(proxy: std::net::SocketAddr, request: &str) -> String {
