@@ -207,7 +207,7 @@ fn threshold(
     let observed = describe_share(kind, candidate, bad, trials);
     // An error rate over `min` is bad when it is below: mirror the share.
     let (worse, better) = match (kind, bound) {
-        (EvidenceKind::ErrorRate, Bound::Min) => (pass.upper < share, fail.lower >= share),
+        (EvidenceKind::ErrorRate, Bound::Min) => (fail.upper < share, pass.lower >= share),
         _ => (fail.lower > share, pass.upper <= share),
     };
     if better {
