@@ -49,8 +49,12 @@ pub fn run(path: &Path, routes_from: Option<&str>, env: &BTreeMap<String, String
             Ok(proxy) => proxy,
             Err(e) => {
                 eprintln!("error: {}", error_chain(&e));
+                // Bad settings are invalid input (2); what the machine refuses (a port in
+                // use, an unreadable file) leaves the proxy unable to start (4).
                 return match e {
-                    cutover_proxy::StartError::Routes(_) => exit::INVALID_INPUT,
+                    cutover_proxy::StartError::Routes(_)
+                    | cutover_proxy::StartError::Config(_)
+                    | cutover_proxy::StartError::EmptyToken { .. } => exit::INVALID_INPUT,
                     _ => exit::UNAVAILABLE,
                 };
             }

@@ -484,12 +484,16 @@ mod tests {
     #[test]
     fn evidence_covers_whole_seconds_before_now_and_sees_a_five_percent_shift() {
         let stats = VersionStats::new("shop", "v2", 60);
-        for (second, millis) in [(98, 100), (99, 100), (99, 105), (100, 200)] {
+        for (second, millis, status) in [
+            (98, 100, 200),
+            (99, 100, 200),
+            (99, 105, 200),
+            (99, 1, 502),
+            (100, 200, 200),
+        ] {
             stats.start();
-            stats.finish(Some(200), None, Duration::from_millis(millis), second);
+            stats.finish(Some(status), None, Duration::from_millis(millis), second);
         }
-        stats.start();
-        stats.finish(Some(502), None, Duration::from_millis(1), 99);
         // At second 100: the seconds 98 and 99, not the one under way.
         let e = stats.evidence(2, 100);
         assert_eq!((e.requests, e.errors, e.seconds), (4.0, 1.0, 2.0));
