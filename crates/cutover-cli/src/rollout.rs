@@ -405,12 +405,26 @@ fn metric_text(m: &Value) -> String {
         (None, None) if m["compares"].as_bool() == Some(true) => " (vs stable)".to_string(),
         (None, None) => String::new(),
     };
-    format!(
-        "{} {value}{limit} {}/{} passed",
-        m["name"].as_str().unwrap_or("?"),
-        m["passed"],
-        m["count"]
-    )
+    let name = m["name"].as_str().unwrap_or("?");
+    // Decided: the verdict. On evidence and undecided: what a decision still needs.
+    // Otherwise how far the measurements have got.
+    let state = match (
+        m["verdict"].as_str(),
+        m["needs"]["candidateRequests"].as_u64(),
+    ) {
+        (Some("success"), _) => "passed".to_string(),
+        (Some("failure"), _) => "failed".to_string(),
+        (Some(verdict), _) => verdict.to_string(),
+        (None, Some(requests)) => {
+            let time = m["needs"]["seconds"]
+                .as_u64()
+                .map(|s| format!(", about {}", cutover_core::Duration::from_secs(s)))
+                .unwrap_or_default();
+            format!("needs about {requests} more candidate requests{time}")
+        }
+        (None, None) => format!("{}/{} measured", m["measurements"], m["count"]),
+    };
+    format!("{name} {value}{limit}: {state}")
 }
 
 /// The status as a block of text.
