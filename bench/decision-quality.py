@@ -174,10 +174,15 @@ def draw(kind, share, rate, rng):
     return evidence, summaries, candidate_total / ((SECONDS - WARM_UP) / INTERVAL)
 
 
-def verdict(binary, samples):
+def verdict(binary, samples, explain=None):
     result = subprocess.run([binary, "analyze", RELEASE, "--samples", samples],
                             capture_output=True, text=True)
-    return {0: "promoted", 1: "rolled back", 3: "held"}.get(result.returncode, f"exit {result.returncode}")
+    outcome = {0: "promoted", 1: "rolled back", 3: "held"}.get(result.returncode,
+                                                              f"exit {result.returncode}")
+    if explain and outcome == "rolled back":
+        reasons = [line.strip() for line in result.stdout.splitlines() if "=> failure" in line]
+        print(f"{explain}: {' / '.join(reasons)}", file=sys.stderr)
+    return outcome
 
 
 def main():
@@ -187,6 +192,8 @@ def main():
     parser.add_argument("--seeds", type=int, default=30, help="runs per cell of the good kinds")
     parser.add_argument("--bad-seeds", type=int, help="runs per cell of the bad kinds (default: --seeds)")
     parser.add_argument("--kinds", help="comma-separated kinds (default: all)")
+    parser.add_argument("--explain", action="store_true",
+                        help="print why each good candidate was rolled back")
     args = parser.parse_args()
     kinds = args.kinds.split(",") if args.kinds else GOOD + BAD
     judges = [("evidence", args.judge)] + ([("before", args.baseline)] if args.baseline else [])
@@ -210,7 +217,9 @@ def main():
                                 f.write("%d,%s,%s,%r,%d\n" % row)
                         for name, binary in judges:
                             path = ev_path if name == "evidence" else sum_path
-                            outcome = verdict(binary, path)
+                            explain = (args.explain and kind in GOOD
+                                       and f"{name} {kind} share {share} rate {rate} seed {seed}")
+                            outcome = verdict(binary, path, explain)
                             tally[(name, kind, "all")][outcome] += 1
                             if per_window >= 500:
                                 tally[(name, kind, ">=500")][outcome] += 1

@@ -2,7 +2,7 @@
 //! (`tests/fixtures/stats.py` writes `tests/fixtures/stats.json`).
 
 use cutover_core::judge::normal::normal_quantile;
-use cutover_core::judge::stats::{mann_whitney_binned, wilson};
+use cutover_core::judge::stats::{exact, mann_whitney_binned, wilson};
 use cutover_core::judge::{Bin, Histogram};
 use serde_json::Value;
 
@@ -66,6 +66,29 @@ fn wilson_bounds_match_scipy() {
             number(&case["successes"]),
             number(&case["trials"]),
             number(&case["z"]),
+        )
+        .expect("trials");
+        let (lower, upper) = (number(&case["lower"]), number(&case["upper"]));
+        assert!(
+            (interval.lower - lower).abs() < 1e-9,
+            "{case}: lower {}",
+            interval.lower
+        );
+        assert!(
+            (interval.upper - upper).abs() < 1e-9,
+            "{case}: upper {}",
+            interval.upper
+        );
+    }
+}
+
+#[test]
+fn exact_bounds_match_scipy_clopper_pearson() {
+    for case in fixtures()["exact"].as_array().expect("cases") {
+        let interval = exact(
+            number(&case["successes"]),
+            number(&case["trials"]),
+            number(&case["alpha"]),
         )
         .expect("trials");
         let (lower, upper) = (number(&case["lower"]), number(&case["upper"]));

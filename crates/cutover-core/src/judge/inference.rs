@@ -27,7 +27,7 @@
 use super::assess::{Assessment, MoreData, num, pct};
 use super::evidence::{Bin, Evidence, Histogram};
 use super::normal::normal_quantile;
-use super::stats::{Interval, Term, mann_whitney_binned, mover, proportion};
+use super::stats::{Interval, Term, exact, mann_whitney_binned, mover, proportion};
 use crate::spec::{Comparison, Direction, EvidenceKind, MetricSpec, StatisticalTest};
 
 /// The confidence levels of one look, as normal quantiles: failing is held to a stricter
@@ -38,6 +38,8 @@ use crate::spec::{Comparison, Direction, EvidenceKind, MetricSpec, StatisticalTe
 pub(crate) struct Levels {
     /// Bound used to show harm.
     pub fail_z: f64,
+    /// The same as a one-sided probability, for the exact bounds that show harm.
+    pub fail_alpha: f64,
     /// Bound used to exclude harm.
     pub pass_z: f64,
     /// The confidence these stand for, for reasons.
@@ -56,6 +58,7 @@ impl Levels {
         let pass_alpha = alpha / f64::from(pass_looks.max(1));
         Levels {
             fail_z: normal_quantile(1.0 - fail_alpha),
+            fail_alpha,
             pass_z: normal_quantile(1.0 - pass_alpha),
             confidence,
             looks,
@@ -195,7 +198,7 @@ fn threshold(
     let (bad, trials) = bad_events(kind, candidate, limit, bound);
     let share = allowed_share(kind, limit, bound);
     let (Some(fail), Some(pass)) = (
-        proportion(bad, trials, levels.fail_z),
+        exact(bad, trials, levels.fail_alpha),
         proportion(bad, trials, levels.pass_z),
     ) else {
         return Finding::Undecided("no candidate data".to_string());
@@ -252,8 +255,8 @@ fn stable_breaches_too(
     let (c_bad, c_trials) = bad_events(kind, candidate, limit, bound);
     let share = allowed_share(kind, limit, bound);
     let mirrored = matches!((kind, bound), (EvidenceKind::ErrorRate, Bound::Min));
-    let s = proportion(s_bad, s_trials, levels.fail_z)?;
-    let c = proportion(c_bad, c_trials, levels.fail_z)?;
+    let s = exact(s_bad, s_trials, levels.fail_alpha)?;
+    let c = exact(c_bad, c_trials, levels.fail_alpha)?;
     let stable_breaches = if mirrored {
         s.estimate < share
     } else {
@@ -444,15 +447,20 @@ fn proportion_comparison(
     what: &str,
     kind: EvidenceKind,
 ) -> Finding {
-    let intervals = |z: f64| {
+    // Harm is shown on exact bounds, its absence on Wilson's (see `stats`).
+    let failing = || {
         Some((
-            proportion(c_events, c_trials, z)?,
-            proportion(s_events, s_trials, z)?,
+            exact(c_events, c_trials, levels.fail_alpha)?,
+            exact(s_events, s_trials, levels.fail_alpha)?,
         ))
     };
-    let (Some((c_fail, s_fail)), Some((c_pass, s_pass))) =
-        (intervals(levels.fail_z), intervals(levels.pass_z))
-    else {
+    let passing = || {
+        Some((
+            proportion(c_events, c_trials, levels.pass_z)?,
+            proportion(s_events, s_trials, levels.pass_z)?,
+        ))
+    };
+    let (Some((c_fail, s_fail)), Some((c_pass, s_pass))) = (failing(), passing()) else {
         return Finding::Undecided(format!("no {what} data to compare"));
     };
     // The regression "candidate worse than stable beyond the tolerance", written as a
