@@ -133,8 +133,71 @@ pub fn release(release: &Release, at: &Locator<'_>) -> Vec<Diagnostic> {
         );
     }
 
+    for (field, value) in [
+        ("version", &r.version),
+        ("stableVersion", &r.stable_version),
+    ] {
+        if let Some(value) = value {
+            version_name(&mut c, spec.key(field), field, value);
+        }
+    }
+
     sections_into(&mut c, &Sections::of(release).masked(at.removed));
     c.finish()
+}
+
+/// Longest version name: a Docker tag's limit.
+pub const VERSION_MAX_LEN: usize = 128;
+
+/// Whether `name` may name a version: an image tag's grammar,
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, so every tag an image can have is a valid version
+/// name. Version names go into Prometheus label values, queries, URLs, HTTP headers and
+/// backend labels; this set needs no quoting in any of them.
+pub fn is_version_name(name: &str) -> bool {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    name.len() <= VERSION_MAX_LEN
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.bytes().all(allowed)
+}
+
+/// `version` and `stableVersion`: names in the set [`is_version_name`] allows, or an error
+/// that names the set and suggests a name in it.
+fn version_name(c: &mut Checker<'_, '_>, path: FieldPath, field: &str, name: &str) {
+    if is_version_name(name) {
+        return;
+    }
+    let mapped: String = name
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-') {
+                ch
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let suggestion: String = mapped
+        .trim_start_matches(['.', '-'])
+        .trim_end_matches('-')
+        .chars()
+        .take(VERSION_MAX_LEN)
+        .collect();
+    let shown: String = name.escape_debug().take(80).collect();
+    let d = c.error(
+        Code::InvalidValue,
+        path,
+        format!(
+            "'{shown}' is not a valid {field}: use letters, digits, '_', '.' and '-', starting with a letter, digit or '_', at most {VERSION_MAX_LEN} characters (the characters of an image tag)"
+        ),
+    );
+    d.hint = Some(if suggestion.is_empty() {
+        "name the version like an image tag, e.g. 'v2' or '1.4.0-rc.1'".into()
+    } else {
+        format!("try '{suggestion}'")
+    });
 }
 
 /// The sections of a release's spec that are checked on their own, so they can be

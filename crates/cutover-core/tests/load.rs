@@ -822,3 +822,73 @@ fn json_text_is_held_to_the_same_budgets() {
     let d = check(&wide, &[Code::Syntax]);
     assert!(d[0].message.contains("node budget"), "{}", d[0]);
 }
+
+/// Regression: this version lints clean and reached Prometheus as
+/// `version="v2"} or vector(1) #"`. Version names now have the characters of an image tag.
+#[test]
+fn a_version_outside_the_image_tag_set_is_explained() {
+    let text = base_with(
+        "  image: shop:v2\n",
+        "  image: shop:v2\n  version: 'v2\"} or vector(1) #'\n",
+    );
+    let d = check(&text, &[Code::InvalidValue]);
+    assert_eq!(d[0].path.to_string(), "spec.version");
+    assert_eq!(file_position(&d[0]).1, 9);
+    assert!(
+        d[0].message.contains("letters, digits, '_', '.' and '-'"),
+        "{}",
+        d[0]
+    );
+    assert_eq!(d[0].hint.as_deref(), Some("try 'v2---or-vector-1'"));
+
+    let text = base_with(
+        "  image: shop:v2\n",
+        "  image: shop:v2\n  stableVersion: 'v1&admin=1#'\n",
+    );
+    let d = check(&text, &[Code::InvalidValue]);
+    assert_eq!(d[0].path.to_string(), "spec.stableVersion");
+    assert_eq!(d[0].hint.as_deref(), Some("try 'v1-admin-1'"));
+
+    let too_long = format!("  image: shop:v2\n  version: {}\n", "v".repeat(129));
+    check(
+        &base_with("  image: shop:v2\n", &too_long),
+        &[Code::InvalidValue],
+    );
+    check(
+        &base_with("  image: shop:v2\n", "  image: shop:v2\n  version: .v2\n"),
+        &[Code::InvalidValue],
+    );
+}
+
+/// Every image tag is a valid version name: the controller takes versions from tags.
+#[test]
+fn image_tags_are_valid_versions() {
+    for tag in [
+        "v2",
+        "_v2",
+        "1.4.0-rc.1",
+        "2024.01.31_build-7",
+        "latest",
+        "0123456789abcdef",
+        &"a".repeat(128),
+    ] {
+        let text = base_with(
+            "  image: shop:v2\n",
+            &format!("  image: shop:v2\n  version: '{tag}'\n  stableVersion: '{tag}'\n"),
+        );
+        let d = load_yaml(&text, &BTreeMap::new()).diagnostics;
+        assert!(!d.iter().any(Diagnostic::is_error), "{tag}: {d:#?}");
+    }
+}
+
+proptest! {
+    /// The documented set, `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}` (Docker's tag grammar), is
+    /// exactly what validation accepts.
+    #[test]
+    fn version_names_are_exactly_the_docker_tag_grammar(name in "[ -~]{0,3}|[A-Za-z0-9_][A-Za-z0-9_.-]{0,130}") {
+        let grammar = name.len() <= 128
+            && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        prop_assert_eq!(cutover_core::validate::is_version_name(&name), grammar);
+    }
+}
