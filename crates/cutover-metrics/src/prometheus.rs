@@ -9,7 +9,7 @@ use cutover_core::spec::PrometheusProvider;
 use http_body_util::{BodyExt, Empty, Limited};
 
 use crate::http::{HttpClient, client, per_version_measurement};
-use crate::{Context, render};
+use crate::{Context, Destination, render};
 
 /// Largest answer read.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -61,7 +61,8 @@ impl PrometheusClient {
         context: &Context<'_>,
         version: Option<&str>,
     ) -> Result<Option<f64>, String> {
-        let promql = render(&provider.query, context, version);
+        let promql = render(&provider.query, context, version, Destination::PromQl)
+            .map_err(|e| format!("the query cannot be written: {e}"))?;
         let url = format!(
             "{}/api/v1/query?query={}",
             address.trim_end_matches('/'),
