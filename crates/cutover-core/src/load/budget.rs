@@ -282,7 +282,7 @@ mod tests {
         let mut text = String::from("a0: &a0 !t [x, x, x, x, x, x, x, x, x, x]\n");
         for level in 1..=9 {
             let below = format!("*a{}", level - 1);
-            let items = vec![below.as_str(); 10].join(", ");
+            let items = [below.as_str(); 10].join(", ");
             text.push_str(&format!("a{level}: &a{level} !t [{items}]\n"));
         }
         text
