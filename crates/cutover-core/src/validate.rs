@@ -700,6 +700,14 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
                         .hint = Some("e.g. sum(rate(cutover_requests_total{release=\"{{release}}\",version=\"{{candidate}}\",code_class=\"5xx\"}[{{interval}}]))".into());
                 }
                 placeholders(c, &provider.key("prometheus").key("query"), &p.query);
+                for name in unquoted_placeholders(&p.query) {
+                    c.warning(
+                        Code::InvalidValue,
+                        provider.key("prometheus").key("query"),
+                        format!("'{{{{{name}}}}}' stands outside quotes in the query: a value with '-' or '.' (such as 'shop-api' or '1.4.0') cannot be written there safely, and the measurement fails"),
+                    )
+                    .hint = Some(format!("write it inside a label matcher's quotes, as in {name}=\"{{{{{name}}}}}\""));
+                }
                 if let Some(address) = &p.address {
                     url(c, &provider.key("prometheus").key("address"), address);
                 }
@@ -888,6 +896,49 @@ fn placeholders(c: &mut Checker<'_, '_>, path: &FieldPath, text: &str) {
         }
         rest = &after[end + 2..];
     }
+}
+
+/// The placeholders of a PromQL query, other than `{{interval}}`, written outside any string
+/// or comment. The Prometheus provider writes a value there only if it is letters, digits,
+/// `_` and `:` (anything else could change the query), so release and version names,
+/// which may hold `-` and `.`, belong inside quotes.
+fn unquoted_placeholders(query: &str) -> Vec<&str> {
+    #[derive(PartialEq)]
+    enum At {
+        Code,
+        Quoted(char),
+        Comment,
+    }
+    let mut found = Vec::new();
+    let mut at = At::Code;
+    let mut rest = query;
+    while let Some(ch) = rest.chars().next() {
+        if at == At::Code
+            && let Some(after) = rest.strip_prefix("{{")
+            && let Some(end) = after.find("}}")
+        {
+            let name = after[..end].trim();
+            if PLACEHOLDERS.contains(&name) && name != "interval" && !found.contains(&name) {
+                found.push(name);
+            }
+            rest = &after[end + 2..];
+            continue;
+        }
+        let mut skip = ch.len_utf8();
+        at = match (at, ch) {
+            (At::Code, '"' | '\'' | '`') => At::Quoted(ch),
+            (At::Code, '#') => At::Comment,
+            (At::Quoted(q), '\\') if q != '`' => {
+                skip += rest[skip..].chars().next().map_or(0, char::len_utf8);
+                At::Quoted(q)
+            }
+            (At::Quoted(q), c) if c == q => At::Code,
+            (At::Comment, '\n') => At::Code,
+            (other, _) => other,
+        };
+        rest = &rest[skip..];
+    }
+    found
 }
 
 /// Whether `text` contains the placeholder `{{name}}` (spaces inside the braces allowed).

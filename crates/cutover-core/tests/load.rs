@@ -921,3 +921,36 @@ fn the_fuzz_corpus_loads_without_panicking() {
     }
     assert!(seen >= 10, "only {seen} seeds");
 }
+
+/// The Prometheus provider refuses to write a release or version name outside PromQL
+/// quotes unless it is letters, digits, '_' and ':'; lint says so before a rollout fails.
+#[test]
+fn placeholders_outside_promql_quotes_are_warned_about() {
+    let metric = |query: &str| {
+        base_with(
+            "        provider: {builtin: error_rate}\n",
+            &format!("        provider: {{prometheus: {{query: '{query}'}}}}\n"),
+        )
+    };
+    let d = check(
+        &metric("sum(rate({{release}}_requests_total{v=\"{{version}}\"}[{{interval}}]))"),
+        &[Code::InvalidValue],
+    );
+    assert_eq!(d[0].severity, Severity::Warning);
+    assert!(
+        d[0].message.contains("'{{release}}' stands outside quotes"),
+        "{}",
+        d[0]
+    );
+    assert_eq!(
+        d[0].hint.as_deref(),
+        Some("write it inside a label matcher's quotes, as in release=\"{{release}}\"")
+    );
+    // Inside double, single and raw strings, in a comment, and {{interval}}: quiet.
+    check(
+        &metric(
+            "x{a=\"{{release}}\",b=`{{stable}}`,c=\"\\\"{{version}}\"}[{{interval}}] # {{candidate}}",
+        ),
+        &[],
+    );
+}
