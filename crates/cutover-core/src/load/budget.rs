@@ -5,12 +5,12 @@
 //! files, so a file is measured against [`LIMITS`] before any tree is built from it. YAML
 //! is measured from the parser's events: an alias counts the whole value its anchor names,
 //! every time it is used, and a tag counts as a value of its own, so a "billion laughs"
-//! file (`&a !t [x, x, ...]`, nine levels of ten) is refused after a few thousand events,
-//! without building any of it. TOML has no aliases; its tree is measured as it is
-//! converted. JSON is read as YAML (it is a subset), so it is held to the same limits.
+//! file (`&a !t [x, x, ...]`, nine levels of ten) is refused at the alias that passes the
+//! budget, a few dozen events in, without building any of it. TOML has no aliases; its
+//! tree is measured as it is converted. JSON is read as YAML (it is a subset), so it is
+//! held to the same limits.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use saphyr_parser::{Event, Parser, Span, Tag};
@@ -101,12 +101,6 @@ impl Exceeded {
             self.message(limits),
         )
         .with_hint(self.hint())
-    }
-}
-
-impl fmt::Display for Exceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message(&LIMITS))
     }
 }
 
