@@ -43,9 +43,12 @@ if [ -n "${CARGO_TARGET_DIR:-}" ]; then
 fi
 
 for target in "${targets[@]}"; do
+  # The proxy's targets need the `proxy` feature; the loader's alone builds without it
+  # (scripts/test.sh). Running all, every target gets it, so the features do not change
+  # between targets and the shared dependencies build once.
   features=()
-  case "$target" in
-    route_request | forward_headers) features=(--features proxy) ;;
+  case "$which:$target" in
+    all:* | *:route_request | *:forward_headers) features=(--features proxy) ;;
   esac
   scratch="$(mktemp -d)"
   trap 'rm -rf "$scratch"' EXIT
