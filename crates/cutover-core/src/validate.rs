@@ -185,7 +185,15 @@ fn version_name(c: &mut Checker<'_, '_>, path: FieldPath, field: &str, name: &st
         .chars()
         .take(VERSION_MAX_LEN)
         .collect();
-    let shown: String = name.escape_debug().take(80).collect();
+    // As written, but control characters made visible and a long name cut short.
+    let mut shown = String::new();
+    for ch in name.chars().take(80) {
+        if ch.is_control() {
+            shown.extend(ch.escape_default());
+        } else {
+            shown.push(ch);
+        }
+    }
     let d = c.error(
         Code::InvalidValue,
         path,

@@ -839,6 +839,12 @@ fn a_version_outside_the_image_tag_set_is_explained() {
         "{}",
         d[0]
     );
+    assert!(
+        d[0].message
+            .starts_with("'v2\"} or vector(1) #' is not a valid version"),
+        "{}",
+        d[0]
+    );
     assert_eq!(d[0].hint.as_deref(), Some("try 'v2---or-vector-1'"));
 
     let text = base_with(
