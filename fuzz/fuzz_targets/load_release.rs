@@ -26,7 +26,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             format,
         };
         let loaded = load::load(source, &env);
-        assert_eq!(loaded.document.is_some() && loaded.has_errors(), false);
+        assert!(!(loaded.document.is_some() && loaded.has_errors()));
         for d in &loaded.diagnostics {
             if let Origin::File { line, column, .. } = d.origin {
                 assert!(line >= 1 && column >= 1, "{d}");
