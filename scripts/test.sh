@@ -50,3 +50,9 @@ if docker info >/dev/null 2>&1; then
   fi
   echo "== docker service ls: nothing left by the tests"
 fi
+
+# The release loader's fuzz target, briefly: what `cutover lint` runs on untrusted pull
+# requests. Starts from the committed corpus; a crash fails the run (scripts/fuzz.sh runs
+# every target for longer). Installs cargo-fuzz when missing; builds without the proxy.
+echo "== fuzzing the release loader (scripts/fuzz.sh load_release 30)"
+bash scripts/fuzz.sh load_release 30

@@ -133,8 +133,79 @@ pub fn release(release: &Release, at: &Locator<'_>) -> Vec<Diagnostic> {
         );
     }
 
+    for (field, value) in [
+        ("version", &r.version),
+        ("stableVersion", &r.stable_version),
+    ] {
+        if let Some(value) = value {
+            version_name(&mut c, spec.key(field), field, value);
+        }
+    }
+
     sections_into(&mut c, &Sections::of(release).masked(at.removed));
     c.finish()
+}
+
+/// Longest version name: a Docker tag's limit.
+pub const VERSION_MAX_LEN: usize = 128;
+
+/// Whether `name` may name a version: an image tag's grammar,
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, so every tag an image can have is a valid version
+/// name. Version names go into Prometheus label values, queries, URLs, HTTP headers and
+/// backend labels; this set needs no quoting in any of them.
+pub fn is_version_name(name: &str) -> bool {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    name.len() <= VERSION_MAX_LEN
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.bytes().all(allowed)
+}
+
+/// `version` and `stableVersion`: names in the set [`is_version_name`] allows, or an error
+/// that names the set and suggests a name in it.
+fn version_name(c: &mut Checker<'_, '_>, path: FieldPath, field: &str, name: &str) {
+    if is_version_name(name) {
+        return;
+    }
+    let mapped: String = name
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-') {
+                ch
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let suggestion: String = mapped
+        .trim_start_matches(['.', '-'])
+        .trim_end_matches('-')
+        .chars()
+        .take(VERSION_MAX_LEN)
+        .collect();
+    // As written, but control characters made visible and a long name cut short.
+    let mut shown = String::new();
+    for ch in name.chars().take(80) {
+        if ch.is_control() {
+            shown.extend(ch.escape_default());
+        } else {
+            shown.push(ch);
+        }
+    }
+    let d = c.error(
+        Code::InvalidValue,
+        path,
+        format!(
+            "'{shown}' is not a valid {field}: use letters, digits, '_', '.' and '-', starting with a letter, digit or '_', at most {VERSION_MAX_LEN} characters (the characters of an image tag)"
+        ),
+    );
+    d.hint = Some(if suggestion.is_empty() {
+        "name the version like an image tag, e.g. 'v2' or '1.4.0-rc.1'".into()
+    } else {
+        format!("try '{suggestion}'")
+    });
 }
 
 /// The sections of a release's spec that are checked on their own, so they can be
@@ -655,6 +726,14 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
                     );
                 }
                 placeholders(c, &provider.key("prometheus").key("query"), &p.query);
+                for name in unquoted_placeholders(&p.query) {
+                    c.warning(
+                        Code::InvalidValue,
+                        provider.key("prometheus").key("query"),
+                        format!("'{{{{{name}}}}}' stands outside quotes in the query: a value with '-' or '.' (such as 'shop-api' or '1.4.0') cannot be written there safely, and the measurement fails"),
+                    )
+                    .hint = Some(format!("write it inside a label matcher's quotes, as in {name}=\"{{{{{name}}}}}\""));
+                }
                 if let Some(address) = &p.address {
                     url(c, &provider.key("prometheus").key("address"), address);
                 }
@@ -929,6 +1008,49 @@ fn placeholders(c: &mut Checker<'_, '_>, path: &FieldPath, text: &str) {
         }
         rest = &after[end + 2..];
     }
+}
+
+/// The placeholders of a PromQL query, other than `{{interval}}`, written outside any string
+/// or comment. The Prometheus provider writes a value there only if it is letters, digits,
+/// `_` and `:` (anything else could change the query), so release and version names,
+/// which may hold `-` and `.`, belong inside quotes.
+fn unquoted_placeholders(query: &str) -> Vec<&str> {
+    #[derive(PartialEq)]
+    enum At {
+        Code,
+        Quoted(char),
+        Comment,
+    }
+    let mut found = Vec::new();
+    let mut at = At::Code;
+    let mut rest = query;
+    while let Some(ch) = rest.chars().next() {
+        if at == At::Code
+            && let Some(after) = rest.strip_prefix("{{")
+            && let Some(end) = after.find("}}")
+        {
+            let name = after[..end].trim();
+            if PLACEHOLDERS.contains(&name) && name != "interval" && !found.contains(&name) {
+                found.push(name);
+            }
+            rest = &after[end + 2..];
+            continue;
+        }
+        let mut skip = ch.len_utf8();
+        at = match (at, ch) {
+            (At::Code, '"' | '\'' | '`') => At::Quoted(ch),
+            (At::Code, '#') => At::Comment,
+            (At::Quoted(q), '\\') if q != '`' => {
+                skip += rest[skip..].chars().next().map_or(0, char::len_utf8);
+                At::Quoted(q)
+            }
+            (At::Quoted(q), c) if c == q => At::Code,
+            (At::Comment, '\n') => At::Code,
+            (other, _) => other,
+        };
+        rest = &rest[skip..];
+    }
+    found
 }
 
 /// Whether `text` contains the placeholder `{{name}}` (spaces inside the braces allowed).

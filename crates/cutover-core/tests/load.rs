@@ -687,3 +687,276 @@ fn yaml_merge_keys_and_float_ports_are_explained() {
         "error: YAML merge keys ('<<') are not supported (release.yaml:11:5); write the fields out, or use a strategy preset with 'use:'"
     );
 }
+
+/// The finding's file: anchors with tags, nine levels of ten (a billion values once
+/// expanded), behind a valid release header.
+fn tagged_bomb() -> String {
+    let mut text = String::from(
+        "apiVersion: cutover.dev/v1\nkind: Release\nmetadata: {name: shop}\nlol:\n  a0: &a0 !t [x, x, x, x, x, x, x, x, x, x]\n",
+    );
+    for level in 1..=9 {
+        let items = vec![format!("*a{}", level - 1); 10].join(", ");
+        text.push_str(&format!("  a{level}: &a{level} !t [{items}]\n"));
+    }
+    text
+}
+
+fn file_position(d: &Diagnostic) -> (&str, u32, u32) {
+    match &d.origin {
+        Origin::File {
+            source,
+            line,
+            column,
+        } => (source, *line, *column),
+        other => panic!("not a file position: {other:?}"),
+    }
+}
+
+/// Regression: `cutover lint` on this file grew past 4 GB (saphyr's alias budget does not
+/// look inside tagged lists). It is refused from the parser's events, before a tree is
+/// built, at the alias that passes the node budget.
+#[test]
+fn the_tagged_billion_laughs_is_refused_with_the_budget_named() {
+    let text = tagged_bomb();
+    let d = check(&text, &[Code::Syntax]);
+    assert!(d[0].message.contains("node budget"), "{}", d[0]);
+    assert!(d[0].message.contains("20000 values"), "{}", d[0]);
+    // a4 holds 2 + 10 * 12222 values: its first alias of a3 passes the budget.
+    assert_eq!(file_position(&d[0]), ("release.yaml", 9, 15));
+    let hint = d[0].hint.as_deref().unwrap_or_default();
+    assert!(hint.contains("anchors and aliases"), "{hint}");
+
+    // What was counted stops within one anchor of the budget, and nothing was built.
+    let source: std::sync::Arc<str> = "release.yaml".into();
+    let over =
+        load::budget::measure_yaml(&source, &text, &load::budget::LIMITS).expect_err("over budget");
+    assert!(over.tally.nodes > load::budget::LIMITS.nodes);
+    assert!(
+        over.tally.nodes <= load::budget::LIMITS.nodes + 12_222,
+        "{:?}",
+        over.tally
+    );
+}
+
+/// The same with the settings loader (`cutover proxy --config`) and the release loader
+/// the API uses: every entry point goes through the budget.
+#[test]
+fn every_loader_refuses_the_bomb() {
+    let text = tagged_bomb();
+    let source = Source {
+        name: "bomb.yaml",
+        text: &text,
+        format: Format::Yaml,
+    };
+    let errors = load::load_as::<serde_json::Value>(source, &BTreeMap::new()).expect_err("refused");
+    assert!(errors[0].message.contains("node budget"), "{}", errors[0]);
+    let errors = load::load_release_resolved(source).expect_err("refused");
+    assert!(errors[0].message.contains("node budget"), "{}", errors[0]);
+}
+
+/// Aliases of one long string: few values, but gigabytes of text once expanded.
+#[test]
+fn aliases_of_a_long_string_pass_the_expanded_size_budget() {
+    let long = "y".repeat(100_000);
+    let aliases = vec!["*s"; 50].join(", ");
+    let text = base_with(
+        "  port: 8080\n",
+        &format!("  port: 8080\n  x-long: &s '{long}'\n  x-copies: [{aliases}]\n"),
+    );
+    let d = check(&text, &[Code::Syntax]);
+    assert!(d[0].message.contains("expanded size budget"), "{}", d[0]);
+}
+
+#[test]
+fn a_file_over_the_size_budget_is_refused_before_parsing() {
+    let padding = format!("# {}\n", "x".repeat(1000)).repeat(1100);
+    let yaml = format!("{BASE}{padding}");
+    let d = check(&yaml, &[Code::Syntax]);
+    assert!(d[0].message.contains("file size budget"), "{}", d[0]);
+    assert_eq!(file_position(&d[0]), ("release.yaml", 1, 1));
+    let toml = load::load(
+        Source {
+            name: "release.toml",
+            text: &yaml,
+            format: Format::Toml,
+        },
+        &BTreeMap::new(),
+    );
+    assert!(toml.diagnostics[0].message.contains("file size budget"));
+}
+
+/// TOML cannot alias, but a file under the size budget can still hold more values than
+/// any release needs, and its arrays nest.
+#[test]
+fn toml_is_held_to_the_node_and_depth_budgets() {
+    let load_toml = |text: &str| {
+        load::load(
+            Source {
+                name: "release.toml",
+                text,
+                format: Format::Toml,
+            },
+            &BTreeMap::new(),
+        )
+    };
+    let many = format!("x = [{}]\n", vec!["1"; 30_000].join(","));
+    let loaded = load_toml(&many);
+    assert_eq!(loaded.diagnostics.len(), 1, "{:#?}", loaded.diagnostics);
+    assert!(loaded.diagnostics[0].message.contains("node budget"));
+    assert_eq!(file_position(&loaded.diagnostics[0]).1, 1);
+
+    let deep = format!("x = {}1{}\n", "[".repeat(70), "]".repeat(70));
+    let loaded = load_toml(&deep);
+    let first = &loaded.diagnostics[0];
+    assert!(first.message.contains("depth budget"), "{first}");
+}
+
+/// JSON is read as YAML, so a JSON release is held to the same budgets (a deep array
+/// here).
+#[test]
+fn json_text_is_held_to_the_same_budgets() {
+    let deep = format!("{{\"a\": {}1{}}}", "[".repeat(65), "]".repeat(65));
+    let d = check(&deep, &[Code::Syntax]);
+    assert!(d[0].message.contains("depth budget"), "{}", d[0]);
+    let wide = format!("{{\"a\": [{}]}}", vec!["1"; 25_000].join(","));
+    let d = check(&wide, &[Code::Syntax]);
+    assert!(d[0].message.contains("node budget"), "{}", d[0]);
+}
+
+/// Regression: this version lints clean and reached Prometheus as
+/// `version="v2"} or vector(1) #"`. Version names now have the characters of an image tag.
+#[test]
+fn a_version_outside_the_image_tag_set_is_explained() {
+    let text = base_with(
+        "  image: shop:v2\n",
+        "  image: shop:v2\n  version: 'v2\"} or vector(1) #'\n",
+    );
+    let d = check(&text, &[Code::InvalidValue]);
+    assert_eq!(d[0].path.to_string(), "spec.version");
+    assert_eq!(file_position(&d[0]).1, 9);
+    assert!(
+        d[0].message.contains("letters, digits, '_', '.' and '-'"),
+        "{}",
+        d[0]
+    );
+    assert!(
+        d[0].message
+            .starts_with("'v2\"} or vector(1) #' is not a valid version"),
+        "{}",
+        d[0]
+    );
+    assert_eq!(d[0].hint.as_deref(), Some("try 'v2---or-vector-1'"));
+
+    let text = base_with(
+        "  image: shop:v2\n",
+        "  image: shop:v2\n  stableVersion: 'v1&admin=1#'\n",
+    );
+    let d = check(&text, &[Code::InvalidValue]);
+    assert_eq!(d[0].path.to_string(), "spec.stableVersion");
+    assert_eq!(d[0].hint.as_deref(), Some("try 'v1-admin-1'"));
+
+    let too_long = format!("  image: shop:v2\n  version: {}\n", "v".repeat(129));
+    check(
+        &base_with("  image: shop:v2\n", &too_long),
+        &[Code::InvalidValue],
+    );
+    check(
+        &base_with("  image: shop:v2\n", "  image: shop:v2\n  version: .v2\n"),
+        &[Code::InvalidValue],
+    );
+}
+
+/// Every image tag is a valid version name: the controller takes versions from tags.
+#[test]
+fn image_tags_are_valid_versions() {
+    for tag in [
+        "v2",
+        "_v2",
+        "1.4.0-rc.1",
+        "2024.01.31_build-7",
+        "latest",
+        "0123456789abcdef",
+        &"a".repeat(128),
+    ] {
+        let text = base_with(
+            "  image: shop:v2\n",
+            &format!("  image: shop:v2\n  version: '{tag}'\n  stableVersion: '{tag}'\n"),
+        );
+        let d = load_yaml(&text, &BTreeMap::new()).diagnostics;
+        assert!(!d.iter().any(Diagnostic::is_error), "{tag}: {d:#?}");
+    }
+}
+
+proptest! {
+    /// The documented set, `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}` (Docker's tag grammar), is
+    /// exactly what validation accepts.
+    #[test]
+    fn version_names_are_exactly_the_docker_tag_grammar(name in "[ -~]{0,3}|[A-Za-z0-9_][A-Za-z0-9_.-]{0,130}") {
+        let grammar = name.len() <= 128
+            && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        prop_assert_eq!(cutover_core::validate::is_version_name(&name), grammar);
+    }
+}
+
+/// The fuzzer's committed corpus (the examples, the presets, the bomb, deep files, and any
+/// crash found and fixed) replays in the ordinary tests: each seed loads as YAML and as
+/// TOML without a panic, and a document comes only without errors.
+#[test]
+fn the_fuzz_corpus_loads_without_panicking() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/corpus/load_release"
+    );
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).expect("the corpus is committed") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("seed");
+        let text = String::from_utf8_lossy(&bytes);
+        for format in [Format::Yaml, Format::Toml] {
+            let loaded = load::load(
+                Source {
+                    name: "seed",
+                    text: &text,
+                    format,
+                },
+                &env(&[("TAG", "v2")]),
+            );
+            assert!(!(loaded.document.is_some() && loaded.has_errors()));
+        }
+        seen += 1;
+    }
+    assert!(seen >= 10, "only {seen} seeds");
+}
+
+/// The Prometheus provider refuses to write a release or version name outside PromQL
+/// quotes unless it is letters, digits, '_' and ':'; lint says so before a rollout fails.
+#[test]
+fn placeholders_outside_promql_quotes_are_warned_about() {
+    let metric = |query: &str| {
+        base_with(
+            "        provider: {builtin: error_rate}\n",
+            &format!("        provider: {{prometheus: {{query: '{query}'}}}}\n"),
+        )
+    };
+    let d = check(
+        &metric("sum(rate({{release}}_requests_total{v=\"{{version}}\"}[{{interval}}]))"),
+        &[Code::InvalidValue],
+    );
+    assert_eq!(d[0].severity, Severity::Warning);
+    assert!(
+        d[0].message.contains("'{{release}}' stands outside quotes"),
+        "{}",
+        d[0]
+    );
+    assert_eq!(
+        d[0].hint.as_deref(),
+        Some("write it inside a label matcher's quotes, as in release=\"{{release}}\"")
+    );
+    // Inside double, single and raw strings, in a comment, and {{interval}}: quiet.
+    check(
+        &metric(
+            "x{a=\"{{release}}\",b=`{{stable}}`,c=\"\\\"{{version}}\"}[{{interval}}] # {{candidate}}",
+        ),
+        &[],
+    );
+}

@@ -19,4 +19,4 @@ pub mod web;
 
 pub use builtin::WindowSource;
 pub use cutover_core::judge::{Measurement, MeasurementResult};
-pub use template::{Context, render};
+pub use template::{Context, Destination, TemplateError, render};

@@ -15,7 +15,7 @@ use cutover_core::spec::{BuiltinMetric, PrometheusProvider};
 use http_body_util::{BodyExt, Empty, Limited};
 
 use crate::http::{HttpClient, client, per_version_measurement};
-use crate::{Context, render};
+use crate::{Context, Destination, render};
 
 /// Largest answer read.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -106,11 +106,14 @@ impl PrometheusClient {
         version: &str,
     ) -> Result<Evidence, String> {
         let seconds = context.interval.as_secs().max(1);
-        let selector = format!(
-            "release=\"{}\",version=\"{}\"",
-            label_value(context.release),
-            label_value(version)
-        );
+        // The names go in as PromQL string literals, escaped by the template renderer.
+        let selector = render(
+            "release=\"{{release}}\",version=\"{{version}}\"",
+            context,
+            Some(version),
+            Destination::PromQl,
+        )
+        .map_err(|e| format!("the proxy's series cannot be selected: {e}"))?;
         let classes = self
             .vector(
                 address,
@@ -242,7 +245,8 @@ impl PrometheusClient {
         context: &Context<'_>,
         version: Option<&str>,
     ) -> Result<Option<f64>, String> {
-        let promql = render(&provider.query, context, version);
+        let promql = render(&provider.query, context, version, Destination::PromQl)
+            .map_err(|e| format!("the query cannot be written: {e}"))?;
         let data = self.ask(address, provider, &promql).await?;
         let sample = |value: &serde_json::Value| -> Option<f64> {
             value
@@ -270,22 +274,6 @@ impl PrometheusClient {
     }
 }
 
-/// A PromQL string literal's content: backslash, double quote and line breaks escaped, so
-/// a release or version name can never end the literal and add to the query.
-fn label_value(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
 fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
@@ -301,15 +289,6 @@ fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn label_values_cannot_end_the_literal() {
-        assert_eq!(
-            super::label_value("v2\"} or vector(1) #"),
-            "v2\\\"} or vector(1) #"
-        );
-        assert_eq!(super::label_value("a\\b\nc"), "a\\\\b\\nc");
-    }
-
     #[test]
     fn percent_encoding_keeps_unreserved_characters() {
         assert_eq!(

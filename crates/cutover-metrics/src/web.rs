@@ -44,7 +44,8 @@ impl WebClient {
         context: &Context<'_>,
         version: Option<&str>,
     ) -> Result<Option<f64>, String> {
-        let url = render(&provider.url, context, version);
+        let url = render(&provider.url, context, version, crate::Destination::Url)
+            .map_err(|e| format!("the URL cannot be written: {e}"))?;
         let mut request = http::Request::get(&url);
         for (name, value) in &provider.headers {
             request = request.header(name, value);

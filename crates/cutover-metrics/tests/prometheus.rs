@@ -162,6 +162,24 @@ async fn prometheus_measures_both_versions_and_never_invents_data() {
         MeasurementResult::Value(m) => assert_eq!(m.candidate, None, "an empty result is no data"),
         other => panic!("{other:?}"),
     }
+    // Regression: versions were pasted into queries as they were, and this one turned an
+    // error count into a constant 0 (`...{version="v2"}) * 0 #"...`), which passes any
+    // threshold. Escaped, it is one label value that matches nothing: no data.
+    let errors = "sum(cutover_requests_total{release=\"{{release}}\",version=\"{{candidate}}\",code_class=\"5xx\"})";
+    match client.measure(&query(errors), &context).await {
+        MeasurementResult::Value(m) => assert!(m.candidate.is_some_and(|n| n > 0.0), "{m:?}"),
+        other => panic!("{other:?}"),
+    }
+    let injected = Context {
+        candidate: "v2\"}) * 0 #",
+        ..context
+    };
+    match client.measure(&query(errors), &injected).await {
+        MeasurementResult::Value(m) => {
+            assert_eq!(m.candidate, None, "the injection stays a label value")
+        }
+        other => panic!("{other:?}"),
+    }
     let many = client
         .measure(&query("cutover_requests_total"), &context)
         .await;

@@ -100,7 +100,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -133,7 +133,7 @@ fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// `Transfer-Encoding` never get here over HTTP/1: the parser drops the length and closes
 /// the connection after the answer, as RFC 9112 §6.3 requires of an intermediary. The
 /// check stays for requests that arrive another way.)
-fn smuggling(headers: &HeaderMap) -> Option<&'static str> {
+pub(crate) fn smuggling(headers: &HeaderMap) -> Option<&'static str> {
     let te: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
     let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
     if !te.is_empty() && !cl.is_empty() {

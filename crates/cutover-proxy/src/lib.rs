@@ -15,6 +15,7 @@ pub mod admin;
 pub mod config;
 pub mod events;
 mod forward;
+pub mod fuzzing;
 mod guardrail;
 mod listen;
 pub mod metrics;

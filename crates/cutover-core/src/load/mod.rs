@@ -10,6 +10,7 @@
 //! Pure: the caller passes the text and the environment in; nothing here reads a file or
 //! the process environment.
 
+pub mod budget;
 mod de;
 mod env;
 mod interpolate;

@@ -4,12 +4,16 @@ use std::sync::Arc;
 
 use toml::de::{DeTable, DeValue};
 
+use super::budget::{self, Exceeded, LIMITS, Tally};
 use super::node::{Entry, Node, Value};
 use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin};
 
 /// Parses a TOML document. The parser recovers from errors, so every syntax error in the
-/// file is reported.
+/// file is reported. The text is held to the same budgets as YAML: its size before it is
+/// parsed, then its values, bytes of text and depth as the tree is built (TOML has no
+/// aliases, so nothing expands; the toml crate itself stops nesting at 80 levels).
 pub fn parse(source: &Arc<str>, text: &str) -> Result<Node, Vec<Diagnostic>> {
+    budget::check_file_size(source, text, &LIMITS).map_err(|d| vec![d])?;
     let lines = LineIndex::new(text);
     let (table, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
@@ -28,29 +32,92 @@ pub fn parse(source: &Arc<str>, text: &str) -> Result<Node, Vec<Diagnostic>> {
             .collect());
     }
     let span = table.span();
-    Ok(Node::new(
-        table_value(source, &lines, table.get_ref()),
-        lines.origin(source, span.start),
-    ))
+    let mut builder = Builder {
+        source,
+        lines: &lines,
+        tally: Tally::default(),
+    };
+    let origin = lines.origin(source, span.start);
+    let value = builder
+        .table_value(table.get_ref(), 1, &origin)
+        .map_err(|(exceeded, origin)| vec![exceeded.diagnostic(&LIMITS, origin)])?;
+    Ok(Node::new(value, origin))
 }
 
-fn table_value(source: &Arc<str>, lines: &LineIndex, table: &DeTable<'_>) -> Value {
-    Value::Map(
-        table
-            .iter()
-            .map(|(key, value)| Entry {
+/// Builds the tree and counts it against the budgets as it goes.
+struct Builder<'a> {
+    source: &'a Arc<str>,
+    lines: &'a LineIndex<'a>,
+    tally: Tally,
+}
+
+/// A budget passed, and where.
+type OverBudget = (Exceeded, Origin);
+
+impl Builder<'_> {
+    fn count(&mut self, bytes: usize, depth: usize, origin: &Origin) -> Result<(), OverBudget> {
+        self.tally
+            .enter(depth, &LIMITS)
+            .and_then(|()| self.tally.add(1, bytes, &LIMITS))
+            .map_err(|e| (e, origin.clone()))
+    }
+
+    fn table_value(
+        &mut self,
+        table: &DeTable<'_>,
+        depth: usize,
+        origin: &Origin,
+    ) -> Result<Value, OverBudget> {
+        self.count(0, depth, origin)?;
+        let mut entries = Vec::with_capacity(table.len());
+        for (key, value) in table.iter() {
+            let key_origin = self.lines.origin(self.source, key.span().start);
+            self.count(key.get_ref().len(), depth, &key_origin)?;
+            let value_origin = self.lines.origin(self.source, value.span().start);
+            let converted = self.convert(value.get_ref(), depth, &value_origin)?;
+            entries.push(Entry {
                 key: key.get_ref().to_string(),
-                key_origin: lines.origin(source, key.span().start),
-                value: Node::new(
-                    convert(source, lines, value.get_ref()),
-                    lines.origin(source, value.span().start),
-                ),
-            })
-            .collect(),
-    )
+                key_origin,
+                value: Node::new(converted, value_origin),
+            });
+        }
+        Ok(Value::Map(entries))
+    }
+
+    /// `value`, written at `origin` inside a list or map `depth` deep.
+    fn convert(
+        &mut self,
+        value: &DeValue<'_>,
+        depth: usize,
+        origin: &Origin,
+    ) -> Result<Value, OverBudget> {
+        Ok(match value {
+            DeValue::Array(items) => {
+                self.count(0, depth + 1, origin)?;
+                let mut nodes = Vec::with_capacity(items.len());
+                for item in items.iter() {
+                    let item_origin = self.lines.origin(self.source, item.span().start);
+                    let converted = self.convert(item.get_ref(), depth + 1, &item_origin)?;
+                    nodes.push(Node::new(converted, item_origin));
+                }
+                Value::Seq(nodes)
+            }
+            DeValue::Table(table) => self.table_value(table, depth + 1, origin)?,
+            scalar => {
+                let value = scalar_value(scalar);
+                let bytes = match &value {
+                    Value::Str(s) => s.len(),
+                    _ => 0,
+                };
+                self.count(bytes, depth, origin)?;
+                value
+            }
+        })
+    }
 }
 
-fn convert(source: &Arc<str>, lines: &LineIndex, value: &DeValue<'_>) -> Value {
+/// A TOML scalar as a value (lists and tables are built by [`Builder`]).
+fn scalar_value(value: &DeValue<'_>) -> Value {
     match value {
         DeValue::String(s) => Value::Str(s.to_string()),
         DeValue::Integer(i) => {
@@ -77,18 +144,7 @@ fn convert(source: &Arc<str>, lines: &LineIndex, value: &DeValue<'_>) -> Value {
         }
         DeValue::Boolean(b) => Value::Bool(*b),
         DeValue::Datetime(d) => Value::Str(d.to_string()),
-        DeValue::Array(items) => Value::Seq(
-            items
-                .iter()
-                .map(|item| {
-                    Node::new(
-                        convert(source, lines, item.get_ref()),
-                        lines.origin(source, item.span().start),
-                    )
-                })
-                .collect(),
-        ),
-        DeValue::Table(table) => table_value(source, lines, table),
+        DeValue::Array(_) | DeValue::Table(_) => Value::Null,
     }
 }
 

@@ -5,13 +5,18 @@ use std::sync::Arc;
 
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
+use super::budget::{self, LIMITS};
 use super::node::{Entry, Node, Value};
 use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin};
 
-/// Parses one YAML document. A syntax error is one diagnostic (a YAML parser cannot go on
-/// past one); an empty file or several documents are reported too.
+/// Parses one YAML document. The text is measured against the budgets first
+/// ([`budget::measure_yaml`]): no tree is built for a document that is too large, too deep
+/// or expands to too much through anchors and aliases. A syntax error is one diagnostic (a
+/// YAML parser cannot go on past one); an empty file or several documents are reported
+/// too.
 pub fn parse(source: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
-    check_depth(source, text)?;
+    budget::check_file_size(source, text, &LIMITS)?;
+    budget::measure_yaml(source, text, &LIMITS).map_err(|over| over.diagnostic)?;
     let docs = MarkedYaml::load_from_str(text).map_err(|e| {
         let marker = e.marker();
         Diagnostic::error(
@@ -43,57 +48,16 @@ pub fn parse(source: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
     convert(source, &doc, 0)
 }
 
-/// Refuses documents nested deeper than [`MAX_DEPTH`] before the tree is built: the
-/// event parser is iterative, but building (and dropping) a tree of thousands of levels
-/// recurses, and a hostile file must not overflow the stack. Syntax errors are left for
-/// the loader to report.
-fn check_depth(source: &Arc<str>, text: &str) -> Result<(), Diagnostic> {
-    use saphyr_parser::{Event, Parser};
-    let mut depth = 0usize;
-    for event in Parser::new_from_str(text) {
-        let Ok((event, span)) = event else {
-            return Ok(());
-        };
-        match event {
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(Diagnostic::error(
-                        Code::Syntax,
-                        FieldPath::root(),
-                        file_origin(source, span.start.line(), span.start.col()),
-                        format!("the document nests more than {MAX_DEPTH} levels deep"),
-                    ));
-                }
-            }
-            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 fn file_origin(source: &Arc<str>, line: usize, col: usize) -> Origin {
-    Origin::File {
-        source: source.clone(),
-        line: u32::try_from(line.max(1)).unwrap_or(u32::MAX),
-        column: u32::try_from(col + 1).unwrap_or(u32::MAX),
-    }
+    budget::yaml_origin(source, line, col)
 }
-
-/// Deeper nesting than this is refused: no release needs it, and a hostile file must not
-/// overflow the stack.
-pub const MAX_DEPTH: usize = 64;
 
 fn convert(source: &Arc<str>, yaml: &MarkedYaml<'_>, depth: usize) -> Result<Node, Diagnostic> {
     let origin = file_origin(source, yaml.span.start.line(), yaml.span.start.col());
-    if depth > MAX_DEPTH {
-        return Err(Diagnostic::error(
-            Code::Syntax,
-            FieldPath::root(),
-            origin,
-            format!("the document nests more than {MAX_DEPTH} levels deep"),
-        ));
+    // Measured already; kept so the recursion below is bounded whatever the measurement
+    // counted (a tagged value is one level more here).
+    if depth > 2 * LIMITS.depth + 2 {
+        return Err(budget::Exceeded::Depth.diagnostic(&LIMITS, origin));
     }
     let value = match &yaml.data {
         YamlData::Value(scalar) => scalar_value(scalar),

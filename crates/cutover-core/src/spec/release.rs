@@ -71,7 +71,10 @@ pub struct ReleaseSpec {
     pub image: Option<String>,
     /// The new version's name: the `version` label on the proxy's metrics and what
     /// `{{candidate}}` stands for in queries. Defaults to the image's tag, or (local
-    /// backend) a short hash of the candidate's addresses or command.
+    /// backend) a short hash of the candidate's addresses or command. Written with an
+    /// image tag's characters, `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, so any tag can name a
+    /// version and no name needs quoting in a label, query or URL (checked by
+    /// `validate::is_version_name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// The name of the version serving now, for a first release whose backend cannot tell
