@@ -93,9 +93,19 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// Pull the route table from this controller (`GET /v1/routes`, long-polled),
-        /// e.g. `http://10.0.0.5:9900`, for a controller run with `--no-proxy`.
+        /// e.g. `http://10.0.0.5:9900` or `https://...`, for a controller run with
+        /// `--no-proxy`.
         #[arg(long)]
         routes_from: Option<String>,
+        /// With `--routes-from`: the file holding the controller's edge token (its state
+        /// directory's `edge-token`), with which guardrail trips are reported; it allows
+        /// nothing else [env: CUTOVER_TOKEN_FILE, or the token in CUTOVER_TOKEN].
+        #[arg(long, requires = "routes_from")]
+        token_file: Option<PathBuf>,
+        /// With an `https://` `--routes-from`: trust only the CA certificates in this PEM
+        /// file [env: CUTOVER_CA_FILE].
+        #[arg(long, requires = "routes_from")]
+        ca_file: Option<PathBuf>,
     },
     /// Run the controller (with the proxy embedded, by default) until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
@@ -218,7 +228,17 @@ fn main() -> ExitCode {
         Command::Proxy {
             config,
             routes_from,
-        } => proxy::run(&config, routes_from.as_deref(), &environment()),
+            token_file,
+            ca_file,
+        } => {
+            let routes_from = routes_from.map(|controller| client::ConnectionArgs {
+                controller: Some(controller),
+                token_file,
+                ca_file,
+                config: None,
+            });
+            proxy::run(&config, routes_from.as_ref(), &environment())
+        }
         Command::Serve(args) => serve::run(args, &environment()),
         Command::Run {
             file,
