@@ -1,7 +1,11 @@
 //! The web provider: GET a URL, read a number from the JSON answer by JSON pointer.
+//!
+//! Header values given by reference are read at each request; messages show the URL with
+//! its credentials (userinfo, key-like query parameters) redacted.
 
 use cutover_core::judge::MeasurementResult;
 use cutover_core::spec::WebProvider;
+use cutover_core::spec::secret::redact_url;
 use http_body_util::{BodyExt, Empty, Limited};
 
 use crate::http::{HttpClient, client, per_version_measurement};
@@ -44,14 +48,18 @@ impl WebClient {
         context: &Context<'_>,
         version: Option<&str>,
     ) -> Result<Option<f64>, String> {
-        let url = render(&provider.url, context, version);
-        let mut request = http::Request::get(&url);
-        for (name, value) in &provider.headers {
+        let target = render(&provider.url, context, version);
+        // What messages show: credentials in the URL are hidden.
+        let url = redact_url(&target);
+        let mut request = http::Request::get(&target);
+        for (name, value) in
+            crate::secrets::headers(&provider.headers).map_err(|e| format!("{url}: {e}"))?
+        {
             request = request.header(name, value);
         }
         let request = request
             .body(Empty::new())
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| format!("{url}: cannot build the request: {e}"))?;
         let timeout: std::time::Duration = provider.timeout.into();
         let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,

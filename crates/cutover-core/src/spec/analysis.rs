@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::Duration;
+use crate::spec::{SecretSource, SecretValue};
 
 /// The metrics that judge a candidate. Analysis steps refer to them by name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -109,6 +110,16 @@ pub struct PrometheusProvider {
     /// How long to wait for an answer.
     #[serde(default = "default_query_timeout")]
     pub timeout: Duration,
+    /// Extra request headers, for a Prometheus behind authentication, e.g.
+    /// `Authorization: {valueFrom: {file: /run/secrets/prometheus}}` (the file holding
+    /// `Bearer ...`). Values may be references, as hook headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, SecretValue>,
+    /// A bearer token read, at each query, from a file or an environment variable of
+    /// the controller and sent as `Authorization: Bearer TOKEN` (as Prometheus's own
+    /// `credentials_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_from: Option<SecretSource>,
 }
 
 fn default_query_timeout() -> Duration {
@@ -155,9 +166,10 @@ pub struct WebProvider {
     pub url: String,
     /// A JSON pointer (RFC 6901, e.g. `/data/errorRate`) to the number.
     pub json_pointer: String,
-    /// Extra request headers.
+    /// Extra request headers. Values may be references read by the controller at each
+    /// request (`{valueFrom: {file: PATH}}`, `{valueFrom: {env: NAME}}`), as hook headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, SecretValue>,
     /// How long to wait for an answer.
     #[serde(default = "default_query_timeout")]
     pub timeout: Duration,

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::Duration;
+use crate::spec::SecretValue;
 
 /// Webhooks by rollout point. Each is a list; all hooks of a point run, in order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -49,9 +50,11 @@ pub struct HookSpec {
     /// Attempts after the first when the hook times out or answers 5xx.
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// Extra request headers (say, an authorization token from `${ENV}`).
+    /// Extra request headers. A credential is best given by reference, read by the
+    /// controller at each call and never stored: `{valueFrom: {file: /run/secrets/t}}` or
+    /// `{valueFrom: {env: NAME}}`; an inline value is stored with the release.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, SecretValue>,
 }
 
 fn default_timeout() -> Duration {
