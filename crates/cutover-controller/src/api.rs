@@ -384,6 +384,7 @@ fn controller_error(e: &ControllerError) -> Response<ApiBody> {
         ControllerError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
         ControllerError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         ControllerError::Rejected(_) => (StatusCode::CONFLICT, "rejected"),
+        ControllerError::Quarantined { .. } => (StatusCode::CONFLICT, "quarantined"),
         ControllerError::Backend { .. } => (StatusCode::BAD_GATEWAY, "backend"),
     };
     let message = match e {
@@ -486,7 +487,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
         }
         (&Method::GET, ["v1", "releases"]) => json(
             StatusCode::OK,
-            &serde_json::json!({ "releases": controller.list().iter().map(|s| &**s).collect::<Vec<_>>() }),
+            &serde_json::json!({
+                "releases": controller.list().iter().map(|s| &**s).collect::<Vec<_>>(),
+                "quarantined": controller.quarantined(),
+            }),
         ),
         (&Method::POST, ["v1", "releases"]) => submit(controller, req, body_timeout).await,
         (&Method::GET, ["v1", "releases", name]) => match controller.status(name) {

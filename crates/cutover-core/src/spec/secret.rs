@@ -113,7 +113,7 @@ fn credential_spans(url: &str) -> Vec<(std::ops::Range<usize>, String)> {
     if let Some(at) = url[authority_start..authority_end].rfind('@') {
         spans.push((
             authority_start..authority_start + at,
-            "credentials in the URL (user:password@)".to_string(),
+            "the URL's user:password@ part".to_string(),
         ));
     }
     if let Some(query_start) = url[authority_end..]
