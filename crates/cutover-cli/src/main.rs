@@ -108,7 +108,7 @@ enum Command {
         ca_file: Option<PathBuf>,
     },
     /// Run the controller (with the proxy embedded, by default) until SIGINT or SIGTERM.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Start a rollout of a release; with --wait, block until it ends. Exit 0 promoted,
     /// 1 rolled back or aborted, 2 invalid input, 3 timed out, 4 controller or backend
     /// unreachable.
@@ -239,7 +239,7 @@ fn main() -> ExitCode {
             });
             proxy::run(&config, routes_from.as_ref(), &environment())
         }
-        Command::Serve(args) => serve::run(args, &environment()),
+        Command::Serve(args) => serve::run(*args, &environment()),
         Command::Run {
             file,
             wait,

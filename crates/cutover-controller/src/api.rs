@@ -430,25 +430,25 @@ fn query_flag(req: &Request<Incoming>, name: &str) -> bool {
 }
 
 /// Whether a request may go on: every `POST` needs a token, and only the write token
-/// writes; the edge token reports guardrail trips only. `Err` is the refusal.
-fn check_scope(
+/// writes; the edge token reports guardrail trips only. `Some` is the refusal.
+fn refusal(
     tokens: &Tokens,
     method: &Method,
     segments: &[&str],
     req: &Request<Incoming>,
-) -> Result<(), Response<ApiBody>> {
+) -> Option<Response<ApiBody>> {
     if method != Method::POST {
-        return Ok(());
+        return None;
     }
     match tokens.scope(req) {
-        Some(Scope::Write) => Ok(()),
-        Some(Scope::Edge) if matches!(segments, ["v1", "releases", _, "guardrail"]) => Ok(()),
-        Some(Scope::Edge) => Err(error(
+        Some(Scope::Write) => None,
+        Some(Scope::Edge) if matches!(segments, ["v1", "releases", _, "guardrail"]) => None,
+        Some(Scope::Edge) => Some(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "the edge token only reports guardrail trips; this needs the write token (--token-file, CUTOVER_TOKEN)",
         )),
-        None => Err(error(
+        None => Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong bearer token: pass the controller's token (--token-file, CUTOVER_TOKEN)",
@@ -462,7 +462,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
-    if let Err(refused) = check_scope(&shared.tokens, &method, &segments, &req) {
+    if let Some(refused) = refusal(&shared.tokens, &method, &segments, &req) {
         return refused;
     }
     match (&method, segments.as_slice()) {
