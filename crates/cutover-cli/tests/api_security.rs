@@ -385,3 +385,20 @@ fn the_cli_reaches_an_https_controller_trusting_a_private_ca_file() {
     );
     assert_eq!(output.status.code(), Some(4), "{output:?}");
 }
+
+#[test]
+fn a_request_head_over_64_kib_is_refused_with_431() {
+    let serve = Serve::start("big-head", &[]);
+    let big = "a".repeat(70 * 1024);
+    let answer = exchange(
+        serve.api,
+        &format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
+    let fits = "a".repeat(60 * 1024);
+    let answer = exchange(
+        serve.api,
+        &format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {fits}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+}
