@@ -852,7 +852,10 @@ fn url(c: &mut Checker<'_, '_>, path: &FieldPath, url: &str) {
         c.error(
             Code::InvalidValue,
             path.clone(),
-            format!("'{url}' is not an http:// or https:// URL"),
+            format!(
+                "'{}' is not an http:// or https:// URL",
+                crate::spec::secret::redact_url(url)
+            ),
         );
     }
 }
