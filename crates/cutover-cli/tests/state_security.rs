@@ -94,6 +94,8 @@ fn mode(path: &Path) -> u32 {
 /// The planted secrets: one in a file, one in the controller's environment.
 const FILE_SECRET: &str = "planted-file-secret-7f3a9c";
 const ENV_SECRET: &str = "planted-env-secret-51d0be";
+/// A key in the query of a hook URL given by reference.
+const URL_SECRET: &str = "planted-url-key-9e4411";
 /// An inline credential in a hook URL's userinfo: stored (0600), never shown.
 const URL_PASSWORD: &str = "url-password-c0ffee";
 
@@ -103,6 +105,7 @@ fn secrets_by_reference_reach_hook_and_metric_and_no_file_answer_or_log() {
     let secrets = support::Scratch::new("secret-files");
     let secret_file = secrets.path.join("hook-token");
     std::fs::write(&secret_file, format!("{FILE_SECRET}\n")).expect("secret written");
+    let url_file = secrets.path.join("hook-url");
     let mut serve = Serve::start_with(
         "127.0.0.1",
         "secrets",
@@ -114,6 +117,12 @@ fn secrets_by_reference_reach_hook_and_metric_and_no_file_answer_or_log() {
     let port = recorder.port;
     // Nothing listens there: the postPromotion hook fails, and its failure is logged.
     let closed = support::free_port();
+    std::fs::write(
+        &url_file,
+        format!("http://127.0.0.1:{port}/hook?token={URL_SECRET}\n"),
+    )
+    .expect("url written");
+    let url_file = url_file.display();
     let file = secret_file.display();
     let sections = format!(
         "  strategy:
@@ -124,7 +133,7 @@ fn secrets_by_reference_reach_hook_and_metric_and_no_file_answer_or_log() {
         - analysis: {{}}
   hooks:
     preRollout:
-      - url: http://ci:{URL_PASSWORD}@127.0.0.1:{port}/hook
+      - url: {{valueFrom: {{file: {url_file}}}}}
         headers:
           Authorization: {{valueFrom: {{file: {file}}}}}
           X-Env-Secret: {{valueFrom: {{env: CUTOVER_TEST_PLANTED}}}}
@@ -152,7 +161,7 @@ fn secrets_by_reference_reach_hook_and_metric_and_no_file_answer_or_log() {
         &release("e2e-secrets", ("v1", &[]), ("v2", &[]), &sections),
     );
     let path = path.to_str().expect("path");
-    // lint: references raise nothing; the inline URL password is warned about.
+    // lint: references raise nothing; the inline URL credentials are warned about.
     let lint = serve.cli(&["lint", path]);
     let lint_text = format!(
         "{}{}",
@@ -162,10 +171,10 @@ fn secrets_by_reference_reach_hook_and_metric_and_no_file_answer_or_log() {
     assert_eq!(lint.status.code(), Some(0), "{lint:?}");
     assert!(
         lint_text.contains("user:password@ part is written inline")
-            && lint_text.contains("3 warnings"),
+            && lint_text.contains("2 warnings"),
         "{lint_text}"
     );
-    assert!(!lint_text.contains(FILE_SECRET) && !lint_text.contains(ENV_SECRET));
+    assert!(!lint_text.contains(FILE_SECRET) && !lint_text.contains(URL_SECRET));
 
     let run = serve.cli(&["run", path, "--wait", "--timeout", "90s"]);
     assert_eq!(run.status.code(), Some(0), "{run:?}\n{}", serve.log());
@@ -186,8 +195,11 @@ fn secrets_by_reference_reach_hook_and_metric_and_no_file_answer_or_log() {
     assert!(failed.contains("<redacted>@127.0.0.1"), "{failed}");
 
     // The hook and the metric got the secrets, read at use.
-    let hooks = recorder.heads("POST /hook");
-    assert!(!hooks.is_empty(), "the hook was called");
+    let hooks = recorder.heads(&format!("POST /hook?token={URL_SECRET} "));
+    assert!(
+        !hooks.is_empty(),
+        "the hook was called at the URL read from the file"
+    );
     let hook = hooks[0].to_lowercase();
     assert!(
         hook.contains(&format!("authorization: {FILE_SECRET}")),
@@ -255,7 +267,7 @@ fn secrets_by_reference_reach_hook_and_metric_and_no_file_answer_or_log() {
     places.push(("run output".into(), format!("{run:?}")));
     places.push(("controller log".into(), serve.log()));
     for (place, text) in &places {
-        for secret in [FILE_SECRET, ENV_SECRET] {
+        for secret in [FILE_SECRET, ENV_SECRET, URL_SECRET] {
             assert!(
                 !text.contains(secret),
                 "{place} holds the planted secret {secret}"

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cutover_core::spec::secret::redact_url;
 use cutover_core::spec::{HookPoint, HookSpec};
 use cutover_metrics::https::{HttpsClient, client};
 use http_body_util::Full;
@@ -56,17 +55,24 @@ impl HookClient {
     /// references are read at each attempt; messages (which reach the history and the
     /// log) show the URL with its credentials redacted.
     async fn call(&self, hook: &HookSpec, body: Bytes) -> Result<(), String> {
-        let url = redact_url(&hook.url);
+        let url = cutover_metrics::secrets::describe_url(&hook.url);
         let mut last = String::new();
         for attempt in 0..=hook.retries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            let mut request = http::Request::post(&hook.url)
+            // A URL or header given by reference is read at each attempt: one that cannot
+            // be read now (a secret file being rotated) may be readable at the next.
+            let target = match cutover_metrics::secrets::resolve(&hook.url) {
+                Ok(target) => target,
+                Err(e) => {
+                    last = format!("hook {url}: {e}");
+                    continue;
+                }
+            };
+            let mut request = http::Request::post(&target)
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .header(http::header::USER_AGENT, "cutover");
-            // A reference that cannot be read now (a secret file being rotated) may be
-            // readable at the next attempt.
             let headers = match cutover_metrics::secrets::headers(&hook.headers) {
                 Ok(headers) => headers,
                 Err(e) => {

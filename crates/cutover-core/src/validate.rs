@@ -652,9 +652,17 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
                 }
             }
             Provider::Web(w) => {
-                url(c, &provider.key("web").key("url"), &w.url);
-                credentials(c, &provider.key("web"), Some(("url", &w.url)), &w.headers);
-                placeholders(c, &provider.key("web").key("url"), &w.url);
+                let web = provider.key("web");
+                match &w.url {
+                    crate::spec::SecretValue::Inline(u) => {
+                        url(c, &web.key("url"), u);
+                        placeholders(c, &web.key("url"), u);
+                    }
+                    crate::spec::SecretValue::Reference(r) => {
+                        secret_source(c, &web.key("url").key("valueFrom"), &r.value_from);
+                    }
+                }
+                credentials(c, &web, w.url.inline().map(|u| ("url", u)), &w.headers);
                 if !(w.json_pointer.is_empty() || w.json_pointer.starts_with('/')) {
                     c.error(
                         Code::InvalidValue,
@@ -745,7 +753,8 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
             // A query or URL without {{version}} yields the candidate's value only.
             let per_version = match &m.provider {
                 Provider::Prometheus(p) => Some(("prometheus", "query", p.query.as_str())),
-                Provider::Web(w) => Some(("web", "url", w.url.as_str())),
+                // A URL given by reference is checked when it is read.
+                Provider::Web(w) => w.url.inline().map(|u| ("web", "url", u)),
                 Provider::Builtin(_) => None,
             };
             if let Some((provider, field, text)) = per_version
@@ -861,8 +870,18 @@ fn url(c: &mut Checker<'_, '_>, path: &FieldPath, url: &str) {
 }
 
 fn hook_spec(c: &mut Checker<'_, '_>, path: FieldPath, hook: &HookSpec) {
-    url(c, &path.key("url"), &hook.url);
-    credentials(c, &path, Some(("url", &hook.url)), &hook.headers);
+    match &hook.url {
+        crate::spec::SecretValue::Inline(u) => url(c, &path.key("url"), u),
+        crate::spec::SecretValue::Reference(r) => {
+            secret_source(c, &path.key("url").key("valueFrom"), &r.value_from);
+        }
+    }
+    credentials(
+        c,
+        &path,
+        hook.url.inline().map(|u| ("url", u)),
+        &hook.headers,
+    );
     if hook.timeout == Duration::ZERO {
         c.error(
             Code::OutOfRange,
@@ -901,9 +920,9 @@ fn credentials(
                 path.key(field),
                 format!("{what} is written inline, and stored with the release"),
             )
-            .hint = Some(
-                "send the credential in a header given by reference instead: headers: {Authorization: {valueFrom: {file: /run/secrets/NAME}}}".into(),
-            );
+            .hint = Some(format!(
+                "give the URL by reference ({field}: {{valueFrom: {{file: /run/secrets/NAME}}}}), or send the credential in a header given by reference"
+            ));
         }
     }
     for (name, value) in headers {

@@ -108,6 +108,29 @@ fn references_load_as_references_and_raise_no_warning() {
 }
 
 #[test]
+fn a_url_can_be_a_reference_too() {
+    let loaded = load("{valueFrom: {env: HOOK_URL}}", "{}", "{}");
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+    let Some(Document::Release(release)) = loaded.document else {
+        panic!("a release");
+    };
+    assert_eq!(
+        release.spec.hooks.pre_rollout[0].url.reference(),
+        Some(&SecretSource::Env("HOOK_URL".into()))
+    );
+    let loaded = load("{valueFrom: {file: relative/url}}", "{}", "{}");
+    let errors: Vec<String> = codes(&loaded)
+        .into_iter()
+        .filter(|(s, _, _)| *s == Severity::Error)
+        .map(|(_, _, p)| p)
+        .collect();
+    assert_eq!(
+        errors,
+        vec!["spec.hooks.preRollout[0].url.valueFrom.file".to_string()]
+    );
+}
+
+#[test]
 fn inline_credentials_warn_and_suggest_value_from() {
     let loaded = load(
         "https://ci:hunter2@hooks.example/pre?token=abc&x=1",

@@ -84,6 +84,15 @@ pub fn resolve(value: &SecretValue) -> Result<String, SecretError> {
     }
 }
 
+/// What messages show of a URL: an inline one with its credentials redacted, a reference
+/// as where it is read from (`the URL from file /run/secrets/x`).
+pub fn describe_url(url: &SecretValue) -> String {
+    match url {
+        SecretValue::Inline(url) => cutover_core::spec::secret::redact_url(url),
+        SecretValue::Reference(reference) => format!("the URL from {}", reference.value_from),
+    }
+}
+
 /// The headers with every value resolved, marked sensitive.
 pub fn headers(
     headers: &BTreeMap<String, SecretValue>,

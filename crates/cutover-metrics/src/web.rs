@@ -34,8 +34,18 @@ impl WebClient {
         provider: &WebProvider,
         context: &Context<'_>,
     ) -> MeasurementResult {
-        per_version_measurement(&provider.url, context, |version| {
-            self.fetch(provider, context, Some(version))
+        // A URL given by reference is read at each measurement.
+        let template = match crate::secrets::resolve(&provider.url) {
+            Ok(template) => template,
+            Err(e) => {
+                return MeasurementResult::Error(format!(
+                    "{}: {e}",
+                    crate::secrets::describe_url(&provider.url)
+                ));
+            }
+        };
+        per_version_measurement(&template, context, |version| {
+            self.fetch(provider, &template, context, Some(version))
         })
         .await
     }
@@ -45,12 +55,17 @@ impl WebClient {
     async fn fetch(
         &self,
         provider: &WebProvider,
+        template: &str,
         context: &Context<'_>,
         version: Option<&str>,
     ) -> Result<Option<f64>, String> {
-        let target = render(&provider.url, context, version);
-        // What messages show: credentials in the URL are hidden.
-        let url = redact_url(&target);
+        let target = render(template, context, version);
+        // What messages show: credentials in an inline URL are hidden, a URL given by
+        // reference is not shown at all.
+        let url = match &provider.url {
+            cutover_core::spec::SecretValue::Inline(_) => redact_url(&target),
+            reference => crate::secrets::describe_url(reference),
+        };
         let mut request = http::Request::get(&target);
         for (name, value) in
             crate::secrets::headers(&provider.headers).map_err(|e| format!("{url}: {e}"))?

@@ -69,7 +69,7 @@ async fn web_headers_by_reference_reach_the_server_read_at_each_request() {
     let (port, heads) = recording_server(200, r#"{"value": 0.5}"#).await;
     let path = secret_file("web-key", "k3y-one");
     let provider = WebProvider {
-        url: format!("http://127.0.0.1:{port}/m"),
+        url: SecretValue::Inline(format!("http://127.0.0.1:{port}/m")),
         json_pointer: "/value".into(),
         headers: [("X-Api-Key".to_string(), file_ref(&path))].into(),
         timeout: Duration::from_secs(5),
@@ -100,7 +100,9 @@ async fn web_headers_by_reference_reach_the_server_read_at_each_request() {
 async fn messages_about_a_url_with_credentials_do_not_show_them() {
     let (port, _) = recording_server(503, "{}").await;
     let provider = WebProvider {
-        url: format!("http://ci:hunter2@127.0.0.1:{port}/m?api_key=s3cret&v={{{{version}}}}"),
+        url: SecretValue::Inline(format!(
+            "http://ci:hunter2@127.0.0.1:{port}/m?api_key=s3cret&v={{{{version}}}}"
+        )),
         json_pointer: "/value".into(),
         headers: Default::default(),
         timeout: Duration::from_secs(5),
@@ -143,4 +145,32 @@ async fn prometheus_gets_its_bearer_token_and_headers_by_reference() {
     assert!(head.contains("x-scope-orgid: team-a"), "{head}");
     let _ = std::fs::remove_file(token);
     let _ = std::fs::remove_file(tenant);
+}
+
+#[tokio::test]
+async fn a_url_given_by_reference_is_read_at_use_and_never_shown() {
+    let (port, heads) = recording_server(503, "{}").await;
+    let path = secret_file(
+        "web-url",
+        &format!("http://127.0.0.1:{port}/m/{{{{version}}}}?api_key=k3y-in-url"),
+    );
+    let provider = WebProvider {
+        url: file_ref(&path),
+        json_pointer: "/value".into(),
+        headers: Default::default(),
+        timeout: Duration::from_secs(5),
+    };
+    let MeasurementResult::Error(message) =
+        WebClient::default().measure(&provider, &context()).await
+    else {
+        panic!("a 503 is an error");
+    };
+    let head = heads.lock().expect("heads")[0].clone();
+    assert!(head.starts_with("GET /m/v2?api_key=k3y-in-url "), "{head}");
+    assert!(!message.contains("k3y-in-url"), "{message}");
+    assert!(
+        message.contains(&format!("the URL from file {}", path.display())),
+        "{message}"
+    );
+    let _ = std::fs::remove_file(path);
 }

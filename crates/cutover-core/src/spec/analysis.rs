@@ -162,8 +162,10 @@ impl BuiltinMetric {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebProvider {
-    /// The URL to GET. The same `{{...}}` placeholders as PromQL queries are replaced.
-    pub url: String,
+    /// The URL to GET. The same `{{...}}` placeholders as PromQL queries are replaced. A URL
+    /// that carries a credential can be a reference (`{valueFrom: {file: PATH}}`,
+    /// `{valueFrom: {env: NAME}}`), read by the controller at each measurement.
+    pub url: SecretValue,
     /// A JSON pointer (RFC 6901, e.g. `/data/errorRate`) to the number.
     pub json_pointer: String,
     /// Extra request headers. Values may be references read by the controller at each

@@ -42,8 +42,10 @@ impl HooksSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HookSpec {
-    /// Where to POST.
-    pub url: String,
+    /// Where to POST: an http(s) URL, or, for a URL that carries a credential (a key in
+    /// its query), a reference to one (`{valueFrom: {file: PATH}}`, `{valueFrom: {env:
+    /// NAME}}`) that the controller reads at each call.
+    pub url: SecretValue,
     /// How long one attempt may take.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
