@@ -402,3 +402,62 @@ fn a_request_head_over_64_kib_is_refused_with_431() {
     );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
 }
+
+/// The CPU time (user + system, in clock ticks) process `pid` has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn accept_errors_pause_the_listener_instead_of_spinning() {
+    let scratch = Scratch::new("accept-backoff");
+    let api = free_port();
+    let log = std::fs::File::create(scratch.path.join("serve.log")).expect("log");
+    // So few descriptors that accepting runs out of them.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 48 && exec \"$0\" \"$@\"")
+        .arg(CUTOVER)
+        .args(["serve", "--no-proxy", "--api", &format!("127.0.0.1:{api}")])
+        .arg("--state-dir")
+        .arg(scratch.path.join("state"))
+        .env("CUTOVER_LOG", "warn")
+        .stderr(log)
+        .spawn()
+        .expect("serve starts");
+    let started = Instant::now();
+    while http_get(api, "/healthz").is_none() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no API");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let held: Vec<TcpStream> = (0..80)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", api)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(child.id()) - before;
+    let log = std::fs::read_to_string(scratch.path.join("serve.log")).unwrap_or_default();
+    drop(held);
+    // Once descriptors are free again, requests are served.
+    let started = Instant::now();
+    let mut answer = http_get(api, "/healthz");
+    while answer.is_none() && started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+        answer = http_get(api, "/healthz");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // A loop retrying without pause burns a core: about 200 ticks in 2 s.
+    assert!(used < 40, "{used} ticks of CPU in 2 s while accept failed");
+    assert!(
+        log.contains("the API cannot accept a connection; pausing"),
+        "the failures are logged: {log}"
+    );
+    assert_eq!(answer.as_deref(), Some("ok\n"), "served again");
+}
