@@ -461,3 +461,86 @@ fn accept_errors_pause_the_listener_instead_of_spinning() {
     );
     assert_eq!(answer.as_deref(), Some("ok\n"), "served again");
 }
+
+#[test]
+fn a_pulling_proxy_takes_its_routes_over_https_with_a_ca_file_and_the_edge_token() {
+    let certs = Scratch::new("tls-pull-certs");
+    let (cert, key) = self_signed(&certs.path);
+    let mut serve = Serve::start_with(
+        "127.0.0.1",
+        "tls-pull",
+        &["--no-proxy", "--tls-cert", &cert, "--tls-key", &key],
+        &[],
+        false,
+    );
+    serve.owns("e2e-tls-pull");
+    let https = format!("https://127.0.0.1:{}", serve.api);
+    let state = serve.scratch.path.join("state");
+    let token = state.join("token");
+    let token = token.to_str().expect("path");
+    let cli = |args: &[&str]| {
+        cutover(
+            args,
+            &[
+                ("CUTOVER_CONTROLLER", https.as_str()),
+                ("CUTOVER_TOKEN_FILE", token),
+                ("CUTOVER_CA_FILE", cert.as_str()),
+            ],
+        )
+    };
+    let started = Instant::now();
+    while cli(&["list"]).status.code() != Some(0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let admin = free_port();
+    let config = serve.scratch.path.join("proxy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{}\nadmin:\n  address: 127.0.0.1:{admin}\n",
+            free_port()
+        ),
+    )
+    .expect("proxy config");
+    let mut proxy = Command::new(CUTOVER)
+        .args(["proxy", "--config", config.to_str().expect("path")])
+        .args(["--routes-from", &https, "--ca-file", &cert, "--token-file"])
+        .arg(state.join("edge-token"))
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cutover proxy");
+    let file = serve.release_file(
+        "e2e-tls-pull",
+        &support::release(
+            "e2e-tls-pull",
+            ("v1", &[]),
+            ("v2", &[]),
+            "  strategy: {canary: {steps: [{setWeight: 50}, {pause: {}}]}}\n",
+        ),
+    );
+    let run = cli(&["run", file.to_str().expect("path")]);
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    // The proxy, reading the controller over HTTPS, gets the release's route.
+    let started = Instant::now();
+    loop {
+        let routes = http_get(admin, "/routes").unwrap_or_default();
+        if routes.contains("e2e-tls-pull") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the proxy never got the route: {routes}\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
