@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// keep-alive connection stays open).
     #[arg(long, default_value = "10s")]
     pub api_header_timeout: cutover_core::Duration,
+    /// How long an API client has to send a request's body (then 408).
+    #[arg(long, default_value = "30s")]
+    pub api_body_timeout: cutover_core::Duration,
     /// API connections served at once; more wait to be accepted.
     #[arg(long, default_value_t = 512)]
     pub api_max_connections: usize,
@@ -305,6 +308,7 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
                 tls,
                 limits: ApiLimits {
                     header_read_timeout: args.api_header_timeout.into(),
+                    body_read_timeout: args.api_body_timeout.into(),
                     max_connections: args.api_max_connections,
                     ..ApiLimits::default()
                 },

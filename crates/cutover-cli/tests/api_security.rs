@@ -544,3 +544,31 @@ fn a_pulling_proxy_takes_its_routes_over_https_with_a_ca_file_and_the_edge_token
     let _ = proxy.kill();
     let _ = proxy.wait();
 }
+
+#[test]
+fn a_body_sent_slowly_is_answered_408_at_the_deadline() {
+    let serve = Serve::start("slow-body", &["--api-body-timeout", "1s"]);
+    let token = read_token(&serve, "token");
+    let mut stream = TcpStream::connect(("127.0.0.1", serve.api)).expect("connects");
+    stream
+        .write_all(
+            format!(
+                "POST /v1/releases HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\napi"
+            )
+            .as_bytes(),
+        )
+        .expect("sends");
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = [0u8; 64];
+    let n = stream.read(&mut answer).expect("an answer");
+    let waited = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+}
