@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 /// A value written inline or read, when used, from a file or an environment variable of
 /// the controller.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+///
+/// `Debug` never shows an inline value (only its length), so a release printed for
+/// debugging does not leak one.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum SecretValue {
     /// The value itself. Stored as written: prefer a reference for credentials.
@@ -57,6 +60,17 @@ impl SecretValue {
         match self {
             SecretValue::Inline(_) => None,
             SecretValue::Reference(reference) => Some(&reference.value_from),
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretValue::Inline(value) => write!(f, "Inline({REDACTED}, {} bytes)", value.len()),
+            SecretValue::Reference(reference) => {
+                f.debug_tuple("Reference").field(reference).finish()
+            }
         }
     }
 }
@@ -211,6 +225,14 @@ mod tests {
         );
         assert_eq!(url_credentials("http://h/p?q=1"), Vec::<String>::new());
         assert_eq!(url_credentials("http://u:p@h/").len(), 1);
+    }
+
+    #[test]
+    fn debug_output_never_shows_an_inline_value() {
+        let value = SecretValue::from("Bearer s3cret");
+        let shown = format!("{value:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(shown, "Inline(<redacted>, 13 bytes)");
     }
 
     #[test]
