@@ -15,5 +15,5 @@ pub mod writer;
 pub use backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView};
 pub use local::LocalBackend;
 pub use locks::ReleaseLocks;
-pub use state_dir::{StateDir, StateError, Stored};
+pub use state_dir::{StateDir, StateError, Stored, create_private_dir, create_private_file};
 pub use writer::writer_id;

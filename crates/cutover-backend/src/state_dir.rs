@@ -9,6 +9,11 @@
 //! Swarm (service version index) and Kubernetes (resourceVersion) stores give. Writers of
 //! one release in one process are serialised; two controllers must not share one directory (the
 //! controller takes a lock on it).
+//!
+//! The states hold release files, and release files may hold credentials (inline hook
+//! headers, say): directories are made 0700 and files 0600, and a directory an older
+//! version left open is closed again when it is opened. [`create_private_file`] writes the
+//! other files of a state directory (tokens, the directory's id) the same atomic way.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -46,7 +51,9 @@ pub enum StateError {
         found: Option<u64>,
     },
     /// The file is not a stored state.
-    #[error("the state file {path} is corrupt")]
+    #[error(
+        "the state file {path} is corrupt; move it away (the release then starts from scratch) or restore it from a backup, then restart the controller"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -97,11 +104,81 @@ fn checked(release: &str) -> Result<&str, StateError> {
     }
 }
 
+/// The mode of every directory of a state directory: its owner's alone.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// The mode of every file of a state directory.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents, and makes `dir` itself 0700 (also when it
+/// already existed, so a directory an older version made 0755 is closed).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR_MODE);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode != PRIVATE_DIR_MODE {
+            fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens `path` for writing as a new 0600 file, replacing a leftover of an interrupted write.
+fn create_private_temp(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, PRIVATE_FILE_MODE);
+    let file = options.open(path)?;
+    // A leftover made by an older version keeps its mode through `open`: close it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
+    }
+    Ok(file)
+}
+
+/// Writes `contents` to `path` as a new 0600 file, atomically: a temporary file beside it,
+/// fsynced, then linked to `path` (which fails if `path` exists) and the directory
+/// fsynced. A reader never sees a half-written file, and two writers racing cannot both
+/// win: `Ok(false)` says `path` already existed and was left as it was.
+pub fn create_private_file(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?
+        .to_string_lossy()
+        .into_owned();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = create_private_temp(&temp)?;
+    let written = file.write_all(contents).and_then(|()| file.sync_all());
+    drop(file);
+    let linked = written.and_then(|()| fs::hard_link(&temp, path));
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    File::open(&dir).and_then(|d| d.sync_all())?;
+    Ok(true)
+}
+
 impl StateDir {
-    /// Opens (creating if needed) the directory.
+    /// Opens (creating if needed) the directory, 0700.
     pub fn open(root: impl Into<PathBuf>) -> Result<StateDir, StateError> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(io("create", &root))?;
+        create_private_dir(&root).map_err(io("create", &root))?;
         Ok(StateDir {
             root,
             writers: Mutex::new(HashMap::new()),
@@ -120,6 +197,12 @@ impl StateDir {
 
     fn path(&self, release: &str) -> PathBuf {
         self.root.join(format!("{release}.json"))
+    }
+
+    /// The file that holds `release`'s state, for messages that tell an operator which
+    /// file to look at.
+    pub fn path_of(&self, release: &str) -> PathBuf {
+        self.path(release)
     }
 
     /// The stored state of `release`, if any.
@@ -166,12 +249,7 @@ impl StateDir {
         })?;
         let path = self.path(release);
         let temp = self.root.join(format!(".{release}.json.tmp"));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(io("create", &temp))?;
+        let mut file = create_private_temp(&temp).map_err(io("create", &temp))?;
         file.write_all(&bytes).map_err(io("write", &temp))?;
         file.sync_all().map_err(io("sync", &temp))?;
         drop(file);
@@ -317,6 +395,51 @@ mod tests {
                 .expect("stores"),
             2
         );
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).expect("exists").permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn states_are_private_to_their_owner_even_in_a_directory_left_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, store) = dir("modes");
+        store
+            .store("shop", &serde_json::json!({"secret": "inline"}), None)
+            .expect("stores");
+        assert_eq!(mode(&d.0), 0o700);
+        assert_eq!(mode(&d.0.join("shop.json")), 0o600);
+        // What an older version left: a 0755 directory and a 0644 state.
+        fs::set_permissions(&d.0, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::set_permissions(d.0.join("shop.json"), fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let store = StateDir::open(&d.0).expect("opens");
+        assert_eq!(mode(&d.0), 0o700);
+        store
+            .store("shop", &serde_json::json!({"secret": "inline"}), Some(1))
+            .expect("stores");
+        assert_eq!(mode(&d.0.join("shop.json")), 0o600);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_file_is_created_once_with_mode_0600_and_never_replaced() {
+        let (d, _store) = dir("private");
+        let path = d.0.join("token");
+        assert!(create_private_file(&path, b"first\n").expect("creates"));
+        assert!(!create_private_file(&path, b"second\n").expect("sees it"));
+        assert_eq!(fs::read(&path).expect("reads"), b"first\n");
+        assert_eq!(mode(&path), 0o600);
+        let leftovers: Vec<_> = fs::read_dir(&d.0)
+            .expect("lists")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]

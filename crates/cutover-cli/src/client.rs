@@ -2,12 +2,14 @@
 //! a rollout's server-sent events.
 //!
 //! The controller's address comes from `--controller`, then `CUTOVER_CONTROLLER`, then
-//! the `controller` key of the config file, then `http://127.0.0.1:9900`. The token from
+//! the `controller` key of the config file, then `http://127.0.0.1:9900`; `https://`
+//! addresses are checked against the system's CA bundle, or only the CA certificates of
+//! `--ca-file`, else `CUTOVER_CA_FILE`, else the config file's `caFile`. The token from
 //! `--token-file`, then `CUTOVER_TOKEN` (the token itself), then `CUTOVER_TOKEN_FILE`,
 //! then the config file's `tokenFile`, then `.cutover/token` (what `cutover serve`
-//! writes in its default state directory). The config file is `--config`, else
-//! `CUTOVER_CONFIG`, else `$XDG_CONFIG_HOME/cutover/config.toml` (or
-//! `~/.config/cutover/config.toml`).
+//! writes in its default state directory); an empty or whitespace-only token is refused.
+//! The config file is `--config`, else `CUTOVER_CONFIG`, else
+//! `$XDG_CONFIG_HOME/cutover/config.toml` (or `~/.config/cutover/config.toml`).
 
 pub use cutover_core::error_chain;
 use std::collections::BTreeMap;
@@ -16,10 +18,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
+use cutover_metrics::https::{Connector, HttpsClient};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
@@ -30,9 +32,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 /// Where the controller is, as flags.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConnectionArgs {
-    /// The controller's API, e.g. `http://127.0.0.1:9900` [env: CUTOVER_CONTROLLER].
+    /// The controller's API, e.g. `http://127.0.0.1:9900` or `https://ci.example:9900`
+    /// [env: CUTOVER_CONTROLLER].
     #[arg(long)]
     pub controller: Option<String>,
+    /// For an `https://` controller: trust only the CA certificates in this PEM file
+    /// instead of the system's bundle (a private CA) [env: CUTOVER_CA_FILE].
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// A file holding the API token [env: CUTOVER_TOKEN_FILE; or the token itself in
     /// CUTOVER_TOKEN].
     #[arg(long)]
@@ -47,6 +54,7 @@ pub struct ConnectionArgs {
 struct ConfigFile {
     controller: Option<String>,
     token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 /// Why a request did not get an answer the command can use.
@@ -96,7 +104,7 @@ impl ClientError {
 pub struct ApiClient {
     base: String,
     token: Option<String>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: HttpsClient<Full<Bytes>>,
 }
 
 impl ApiClient {
@@ -117,14 +125,23 @@ impl ApiClient {
         } else {
             format!("http://{base}")
         };
-        if !base.starts_with("http://") {
+        if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(ClientError::Settings(format!(
-                "the controller address '{base}' must be http:// (the API speaks plain HTTP; put TLS in front of it if needed)"
+                "the controller address '{base}' must be http:// or https://"
             )));
         }
         let token = resolve_token(args, env, config.token_file)?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let ca_file = args
+            .ca_file
+            .clone()
+            .or_else(|| env.get("CUTOVER_CA_FILE").map(PathBuf::from))
+            .or(config.ca_file);
+        // The connector has a 5 s connect timeout; with a CA file, it trusts that alone.
+        let connector = match &ca_file {
+            Some(path) => Connector::checked_trusting(&path.to_string_lossy())
+                .map_err(|reason| ClientError::Settings(format!("--ca-file: {reason}")))?,
+            None => Connector::new(),
+        };
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -322,6 +339,18 @@ fn read_config(
     })
 }
 
+/// A token as read from a file or the environment, trimmed; an empty one is refused, as
+/// the controller refuses it.
+fn non_empty(token: &str, from: &str) -> Result<String, ClientError> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ClientError::Settings(format!(
+            "the token in {from} is empty; use the token `cutover serve` wrote (its state directory's `token`, or `edge-token` for a proxy)"
+        )));
+    }
+    Ok(token.to_string())
+}
+
 fn resolve_token(
     args: &ConnectionArgs,
     env: &BTreeMap<String, String>,
@@ -330,7 +359,7 @@ fn resolve_token(
     if args.token_file.is_none()
         && let Some(token) = env.get("CUTOVER_TOKEN").filter(|t| !t.is_empty())
     {
-        return Ok(Some(token.trim().to_string()));
+        return non_empty(token, "CUTOVER_TOKEN").map(Some);
     }
     let named = args
         .token_file
@@ -338,16 +367,18 @@ fn resolve_token(
         .or_else(|| env.get("CUTOVER_TOKEN_FILE").map(PathBuf::from))
         .or(from_config);
     match named {
-        Some(path) => std::fs::read_to_string(&path)
-            .map(|t| Some(t.trim().to_string()))
-            .map_err(|e| {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
                 ClientError::Settings(format!(
                     "cannot read the token file {}: {e}",
                     path.display()
                 ))
-            }),
-        None => Ok(std::fs::read_to_string(".cutover/token")
-            .ok()
-            .map(|t| t.trim().to_string())),
+            })?;
+            non_empty(&text, &format!("the token file {}", path.display())).map(Some)
+        }
+        None => match std::fs::read_to_string(".cutover/token") {
+            Ok(text) => non_empty(&text, "the token file .cutover/token").map(Some),
+            Err(_) => Ok(None),
+        },
     }
 }

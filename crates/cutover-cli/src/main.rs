@@ -120,12 +120,22 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// Pull the route table from this controller (`GET /v1/routes`, long-polled),
-        /// e.g. `http://10.0.0.5:9900`, for a controller run with `--no-proxy`.
+        /// e.g. `http://10.0.0.5:9900` or `https://...`, for a controller run with
+        /// `--no-proxy`.
         #[arg(long)]
         routes_from: Option<String>,
+        /// With `--routes-from`: the file holding the controller's edge token (its state
+        /// directory's `edge-token`), with which guardrail trips are reported; it allows
+        /// nothing else [env: CUTOVER_TOKEN_FILE, or the token in CUTOVER_TOKEN].
+        #[arg(long, requires = "routes_from")]
+        token_file: Option<PathBuf>,
+        /// With an `https://` `--routes-from`: trust only the CA certificates in this PEM
+        /// file [env: CUTOVER_CA_FILE].
+        #[arg(long, requires = "routes_from")]
+        ca_file: Option<PathBuf>,
     },
     /// Run the controller (with the proxy embedded, by default) until SIGINT or SIGTERM.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Start a rollout of a release; with --wait, block until it ends. Exit 0 promoted,
     /// 1 rolled back or aborted, 2 invalid input, 3 timed out, 4 controller or backend
     /// unreachable.
@@ -262,8 +272,18 @@ fn main() -> ExitCode {
         Command::Proxy {
             config,
             routes_from,
-        } => proxy::run(&config, routes_from.as_deref(), &environment()),
-        Command::Serve(args) => serve::run(args, &environment()),
+            token_file,
+            ca_file,
+        } => {
+            let routes_from = routes_from.map(|controller| client::ConnectionArgs {
+                controller: Some(controller),
+                token_file,
+                ca_file,
+                config: None,
+            });
+            proxy::run(&config, routes_from.as_ref(), &environment())
+        }
+        Command::Serve(args) => serve::run(*args, &environment()),
         Command::Run {
             file,
             wait,

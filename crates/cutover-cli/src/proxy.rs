@@ -11,7 +11,11 @@ use crate::client::error_chain;
 use crate::{InputFile, exit};
 
 /// Loads the configuration, runs the proxy until SIGINT or SIGTERM, then drains it.
-pub fn run(path: &Path, routes_from: Option<&str>, env: &BTreeMap<String, String>) -> u8 {
+pub fn run(
+    path: &Path,
+    routes_from: Option<&crate::client::ConnectionArgs>,
+    env: &BTreeMap<String, String>,
+) -> u8 {
     init_logging(env, LogFormat::Text);
     let input = match InputFile::read_or_report(path) {
         Ok(input) => input,
@@ -71,7 +75,7 @@ pub fn run(path: &Path, routes_from: Option<&str>, env: &BTreeMap<String, String
         );
         let proxy = std::sync::Arc::new(proxy);
         let tasks = match routes_from {
-            Some(url) => match pull_routes(proxy.clone(), url, env) {
+            Some(controller) => match pull_routes(proxy.clone(), controller, env) {
                 Ok(tasks) => tasks,
                 Err(message) => {
                     eprintln!("error: {message}");
@@ -107,14 +111,11 @@ const PULL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// asks again every second.
 fn pull_routes(
     proxy: std::sync::Arc<Proxy>,
-    controller: &str,
+    controller: &crate::client::ConnectionArgs,
     env: &BTreeMap<String, String>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
-    let args = crate::client::ConnectionArgs {
-        controller: Some(controller.to_string()),
-        ..Default::default()
-    };
-    let client = crate::client::ApiClient::from_settings(&args, env).map_err(|e| e.to_string())?;
+    let client =
+        crate::client::ApiClient::from_settings(controller, env).map_err(|e| e.to_string())?;
     let reporter = tokio::spawn(report_trips(proxy.clone(), client.clone()));
     let puller = tokio::spawn(async move {
         let mut applied: Option<u64> = None;
@@ -171,7 +172,7 @@ const TRIPS_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 const REPORT_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Reports each guardrail trip of this proxy to the controller (`POST
-/// /v1/releases/{name}/guardrail`, with the API token), so the controller rolls the
+/// /v1/releases/{name}/guardrail`, with the edge token), so the controller rolls the
 /// release back, as it does when its embedded proxy trips. Without the report the proxy
 /// would cut the candidate off by itself while the controller, hearing nothing, went on
 /// setting weights. A report that fails is retried every second for two minutes.
@@ -226,7 +227,7 @@ async fn report_trips(proxy: std::sync::Arc<Proxy>, client: crate::client::ApiCl
                 Err(e) => tracing::error!(
                     %release,
                     error = %e,
-                    "the controller did not take the guardrail trip (give this proxy the API token: CUTOVER_TOKEN_FILE)"
+                    "the controller did not take the guardrail trip (give this proxy the controller's edge token: --token-file)"
                 ),
             }
         }

@@ -636,6 +636,17 @@ pub fn list(output: Output, connection: &ConnectionArgs, env: &BTreeMap<String, 
                 r["description"].as_str().unwrap_or("")
             ));
         }
+        for q in v["quarantined"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "{:<24} {:<14} {:<14} {:<12} {:>6}  {}\n",
+                q["name"].as_str().unwrap_or("?"),
+                "-",
+                "-",
+                "quarantined",
+                "-",
+                q["reason"].as_str().unwrap_or("")
+            ));
+        }
         out
     })
 }

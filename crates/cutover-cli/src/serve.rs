@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
 use cutover_backend::{Backend, LocalBackend};
-use cutover_controller::api::{Api, ApiOptions};
+use cutover_controller::api::{Api, ApiLimits, ApiOptions};
 use cutover_controller::{Controller, ControllerOptions};
 use cutover_core::load;
 use cutover_kube::resources::ReleaseObjects;
@@ -47,10 +47,31 @@ pub struct ServeArgs {
     /// `builtin` metrics and guardrails need the embedded proxy.
     #[arg(long)]
     pub no_proxy: bool,
-    /// The file holding the API token; created with a random token if missing.
-    /// Default: `<state-dir>/token`.
+    /// The file holding the API's write token; created (0600) with a random token if
+    /// missing. Default: `<state-dir>/token`.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The file holding the edge token, which proxies pulling their routes use to report
+    /// guardrail trips and which allows nothing else; created (0600) with a random token
+    /// if missing. Default: `<state-dir>/edge-token`.
+    #[arg(long)]
+    pub edge_token_file: Option<PathBuf>,
+    /// Serve the API over HTTPS with this PEM certificate chain (with `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How long an API client has to send a request's head (also how long an idle
+    /// keep-alive connection stays open).
+    #[arg(long, default_value = "10s")]
+    pub api_header_timeout: cutover_core::Duration,
+    /// How long an API client has to send a request's body (then 408).
+    #[arg(long, default_value = "30s")]
+    pub api_body_timeout: cutover_core::Duration,
+    /// API connections served at once; more wait to be accepted.
+    #[arg(long, default_value_t = 512)]
+    pub api_max_connections: usize,
     /// The Prometheus address for metrics that name none, e.g. `http://127.0.0.1:9090`.
     #[arg(long)]
     pub prometheus: Option<String>,
@@ -106,7 +127,7 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
         .get("CUTOVER_STATE_DIR")
         .filter(|_| args.state_dir == Path::new(".cutover"))
         .map_or(args.state_dir.clone(), PathBuf::from);
-    if let Err(e) = std::fs::create_dir_all(&state_dir) {
+    if let Err(e) = cutover_backend::create_private_dir(&state_dir) {
         eprintln!(
             "error: cannot create the state directory {}: {e}",
             state_dir.display()
@@ -132,6 +153,37 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
             return exit::UNAVAILABLE;
         }
     };
+    let edge_token_file = args
+        .edge_token_file
+        .clone()
+        .unwrap_or_else(|| state_dir.join("edge-token"));
+    let edge_token = match self::token(&edge_token_file) {
+        Ok(edge) if edge == token => {
+            eprintln!(
+                "error: the edge token in {} is the write token of {}; give edge proxies a token of their own (remove {} and a new one is made)",
+                edge_token_file.display(),
+                token_file.display(),
+                edge_token_file.display()
+            );
+            return exit::INVALID_INPUT;
+        }
+        Ok(edge) => edge,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match cutover_metrics::https::server_config(cert, key) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID_INPUT;
+            }
+        },
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let proxy_config = match proxy_config(&args, env) {
         Ok(config) => config,
         Err(code) => return code,
@@ -252,19 +304,27 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
             ApiOptions {
                 address: args.api,
                 token,
+                edge_token: Some(edge_token),
+                tls,
+                limits: ApiLimits {
+                    header_read_timeout: args.api_header_timeout.into(),
+                    body_read_timeout: args.api_body_timeout.into(),
+                    max_connections: args.api_max_connections,
+                    ..ApiLimits::default()
+                },
             },
         )
         .await
         {
             Ok(api) => api,
             Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", args.api);
+                eprintln!("error: {}", error_chain(&e));
                 return exit::UNAVAILABLE;
             }
         };
         match &proxy {
             Some(proxy) => eprintln!(
-                "cutover controller: API on http://{}, proxy on {} (admin {}), state in {}, token in {}",
+                "cutover controller: API on {scheme}://{}, proxy on {} (admin {}), state in {}, token in {}, edge token in {}",
                 api.address(),
                 proxy
                     .listen_addrs()
@@ -274,13 +334,15 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
                     .join(", "),
                 proxy.admin_addr(),
                 state_dir.display(),
-                token_file.display()
+                token_file.display(),
+                edge_token_file.display()
             ),
             None => eprintln!(
-                "cutover controller: API on http://{} (proxies pull GET /v1/routes), state in {}, token in {}",
+                "cutover controller: API on {scheme}://{} (proxies pull GET /v1/routes), state in {}, token in {}, edge token in {}",
                 api.address(),
                 state_dir.display(),
-                token_file.display()
+                token_file.display(),
+                edge_token_file.display()
             ),
         }
         shutdown.await;
@@ -349,10 +411,11 @@ fn proxy_config(
 /// Takes an exclusive lock on `<dir>/.lock` for the life of the process.
 fn lock(dir: &Path) -> Result<File, String> {
     let path = dir.join(".lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     match file.try_lock() {
@@ -366,31 +429,38 @@ fn lock(dir: &Path) -> Result<File, String> {
     }
 }
 
-/// Reads the API token, or writes a new random one (mode 0600) if the file is missing.
+/// Reads a token, or writes a new random one if the file is missing: created atomically,
+/// mode 0600, so a reader never sees it half-written and no one else can read it. An empty
+/// or whitespace-only file is refused: it would be a token anyone could guess.
 fn token(path: &Path) -> Result<String, String> {
-    match std::fs::read_to_string(path) {
-        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
-        Ok(_) => return Err(format!("the token file {} is empty", path.display())),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "cannot read the token file {}: {e}",
-                path.display()
-            ));
+    for _ in 0..2 {
+        match std::fs::read_to_string(path) {
+            Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+            Ok(_) => {
+                return Err(format!(
+                    "the token file {} is empty; put a token in it, or remove it and a random one is made",
+                    path.display()
+                ));
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ));
+            }
+            Err(_) => {}
         }
-        Err(_) => {}
+        let mut bytes = [0u8; 24];
+        File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(|e| format!("cannot read random bytes for a token: {e}"))?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // `false`: another process made the file in between; read that one.
+        if cutover_backend::create_private_file(path, format!("{token}\n").as_bytes())
+            .map_err(|e| format!("cannot write the token file {}: {e}", path.display()))?
+        {
+            return Ok(token);
+        }
     }
-    let mut bytes = [0u8; 24];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("cannot read random bytes for a token: {e}"))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes()))
-        .map_err(|e| format!("cannot write the token file {}: {e}", path.display()))?;
-    Ok(token)
+    Err(format!("the token file {} keeps changing", path.display()))
 }

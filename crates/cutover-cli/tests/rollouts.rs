@@ -483,8 +483,8 @@ mod support_hooks {
     }
 }
 
-/// `cutover proxy --routes-from` the controller, with its API token (for guardrail
-/// reports); the process and its listener's port.
+/// `cutover proxy --routes-from` the controller, with its edge token (for guardrail
+/// reports: the write token is not needed for them); the process and its listener's port.
 fn pulling_proxy(serve: &Serve) -> (std::process::Child, u16) {
     let (listen, admin) = (support::free_port(), support::free_port());
     let config = serve.scratch.path.join("proxy.yaml");
@@ -499,10 +499,8 @@ fn pulling_proxy(serve: &Serve) -> (std::process::Child, u16) {
         .args(["proxy", "--config"])
         .arg(&config)
         .args(["--routes-from", &format!("http://127.0.0.1:{}", serve.api)])
-        .env(
-            "CUTOVER_TOKEN_FILE",
-            serve.scratch.path.join("state").join("token"),
-        )
+        .arg("--token-file")
+        .arg(serve.scratch.path.join("state").join("edge-token"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

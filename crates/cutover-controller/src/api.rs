@@ -1,6 +1,13 @@
 //! The controller's HTTP API: JSON for everything the CLI does, a bearer token on every
 //! write, server-sent events for a rollout's progress. Reference: `docs/http-api.md`.
 //!
+//! Two tokens, two scopes ([`Scope`]): the write token allows every `POST`; the edge
+//! token, for proxies that pull their routes, allows only `POST .../guardrail` (reads
+//! need no token). The listener is hostile by default ([`ApiLimits`]): a cap on
+//! connections, a deadline for each request's head (which also ends idle keep-alive
+//! connections), for the TLS handshake and for a request's body, a size cap on heads and
+//! bodies, and a back-off when accepting fails.
+//!
 //! | method and path                         | what                                   |
 //! |-----------------------------------------|----------------------------------------|
 //! | `GET /healthz`                          | 200 while the controller runs          |
@@ -27,10 +34,13 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::{Controller, ControllerError};
 
@@ -79,12 +89,110 @@ impl Body for ApiBody {
     }
 }
 
-/// Where the API listens and the token writes need.
+/// Where the API listens, the tokens it takes and its limits.
 pub struct ApiOptions {
     /// The address (127.0.0.1:9900 by default).
     pub address: SocketAddr,
-    /// The bearer token every write must carry.
+    /// The bearer token every write must carry (scope [`Scope::Write`]).
     pub token: String,
+    /// The bearer token of edge proxies (scope [`Scope::Edge`]): it reports guardrail
+    /// trips and nothing else. `None`: only the write token does.
+    pub edge_token: Option<String>,
+    /// Serve HTTPS with this configuration instead of plain HTTP.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Timeouts and caps.
+    pub limits: ApiLimits,
+}
+
+/// The API listener's limits. A client that breaks one is disconnected (or, for a body,
+/// answered 408 or 413); none of them depends on what the client says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Connections served at once; the next ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// How long a client has to send a request's head, from the moment the connection
+    /// is ready for one: for the first request from the connection's start (or the end
+    /// of the TLS handshake), for the next ones from the end of the previous answer, so
+    /// it is also how long an idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// How long a client has to finish the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// How long a client has to send a request's body.
+    pub body_read_timeout: Duration,
+    /// The largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// What a bearer token allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every write: submit, promote, abort, pause, resume, retry, and guardrail reports.
+    Write,
+    /// An edge proxy's: report guardrail trips (`POST /v1/releases/{name}/guardrail`).
+    /// Reading routes needs no token.
+    Edge,
+}
+
+/// The tokens the API compares requests with.
+struct Tokens {
+    write: String,
+    edge: Option<String>,
+}
+
+impl Tokens {
+    /// The scope of the request's bearer token; `None` without one, or with one that is
+    /// neither token. Empty tokens never match.
+    fn scope(&self, req: &Request<Incoming>) -> Option<Scope> {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())?;
+        let matches = |token: &str| {
+            !token.is_empty() && constant_time_eq(presented.as_bytes(), token.as_bytes())
+        };
+        if matches(&self.write) {
+            Some(Scope::Write)
+        } else if self.edge.as_deref().is_some_and(matches) {
+            Some(Scope::Edge)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why the API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiStartError {
+    /// The write token is empty.
+    #[error("the API token is empty; give `cutover serve` a token file with a token in it")]
+    EmptyToken,
+    /// The edge token is empty, or the same as the write token.
+    #[error("the edge token must be non-empty and differ from the write token")]
+    EdgeToken,
+    /// The address cannot be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The API, bound and serving.
@@ -96,12 +204,32 @@ pub struct Api {
 
 impl Api {
     /// Binds and starts serving.
-    pub async fn start(controller: Controller, options: ApiOptions) -> std::io::Result<Api> {
-        let listener = TcpListener::bind(options.address).await?;
-        let address = listener.local_addr()?;
+    pub async fn start(controller: Controller, options: ApiOptions) -> Result<Api, ApiStartError> {
+        if options.token.trim().is_empty() {
+            return Err(ApiStartError::EmptyToken);
+        }
+        if let Some(edge) = &options.edge_token
+            && (edge.trim().is_empty() || edge.trim() == options.token.trim())
+        {
+            return Err(ApiStartError::EdgeToken);
+        }
+        let bind = |source| ApiStartError::Bind {
+            address: options.address,
+            source,
+        };
+        let listener = TcpListener::bind(options.address).await.map_err(bind)?;
+        let address = listener.local_addr().map_err(bind)?;
         let (shutdown, stopped) = watch::channel(false);
-        let token: Arc<str> = options.token.into();
-        let task = tokio::spawn(serve(listener, controller, token, stopped));
+        let shared = Arc::new(Shared {
+            controller,
+            tokens: Tokens {
+                write: options.token.trim().to_string(),
+                edge: options.edge_token.map(|t| t.trim().to_string()),
+            },
+            limits: options.limits,
+            tls: options.tls.map(TlsAcceptor::from),
+        });
+        let task = tokio::spawn(serve(listener, shared, stopped));
         Ok(Api {
             address,
             shutdown,
@@ -121,33 +249,91 @@ impl Api {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
+/// What every connection of the API shares.
+struct Shared {
     controller: Controller,
-    token: Arc<str>,
-    mut stopped: watch::Receiver<bool>,
-) {
+    tokens: Tokens,
+    limits: ApiLimits,
+    tls: Option<TlsAcceptor>,
+}
+
+/// The first pause after a failed `accept` (out of file descriptors, say); doubled on each
+/// failure in a row up to [`ACCEPT_BACKOFF_MAX`], so a failing accept does not spin.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// The longest pause between failed `accept`s.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(shared.limits.max_connections.max(1)));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
+        // At the cap, stop accepting: new clients wait in the kernel's queue.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit,
+            _ = stopped.changed() => return,
+        };
+        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stopped.changed() => return,
         };
-        let Ok((stream, _)) = accepted else {
-            continue;
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                stream
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pause = ?backoff, "the API cannot accept a connection; pausing");
+                drop(permit);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stopped.changed() => return,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
         };
-        let controller = controller.clone();
-        let token = token.clone();
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let controller = controller.clone();
-                let token = token.clone();
-                async move { Ok::<_, Infallible>(handle(controller, &token, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _permit = permit;
+            match &shared.tls {
+                None => serve_connection(shared.clone(), stream).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        shared.limits.tls_handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(stream)) => serve_connection(shared.clone(), stream).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "API TLS handshake failed"),
+                        Err(_) => tracing::debug!("API TLS handshake timed out"),
+                    }
+                }
+            }
         });
     }
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS, until the client or a limit ends it.
+async fn serve_connection<S>(shared: Arc<Shared>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = shared.limits;
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 fn full(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<ApiBody> {
@@ -199,6 +385,7 @@ fn controller_error(e: &ControllerError) -> Response<ApiBody> {
         ControllerError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
         ControllerError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         ControllerError::Rejected(_) => (StatusCode::CONFLICT, "rejected"),
+        ControllerError::Quarantined { .. } => (StatusCode::CONFLICT, "quarantined"),
         ControllerError::Backend { .. } => (StatusCode::BAD_GATEWAY, "backend"),
     };
     let message = match e {
@@ -225,16 +412,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    !token.is_empty() && constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
-}
-
 /// How long `GET /v1/routes?after=V` waits for a table newer than `V`.
 const ROUTES_LONG_POLL: Duration = Duration::from_secs(25);
 
@@ -253,16 +430,41 @@ fn query_flag(req: &Request<Incoming>, name: &str) -> bool {
     })
 }
 
-async fn handle(controller: Controller, token: &str, req: Request<Incoming>) -> Response<ApiBody> {
-    let path = req.uri().path().to_string();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method().clone();
-    if method == Method::POST && !authorized(&req, token) {
-        return error(
+/// Whether a request may go on: every `POST` needs a token, and only the write token
+/// writes; the edge token reports guardrail trips only. `Some` is the refusal.
+fn refusal(
+    tokens: &Tokens,
+    method: &Method,
+    segments: &[&str],
+    req: &Request<Incoming>,
+) -> Option<Response<ApiBody>> {
+    if method != Method::POST {
+        return None;
+    }
+    match tokens.scope(req) {
+        Some(Scope::Write) => None,
+        Some(Scope::Edge) if matches!(segments, ["v1", "releases", _, "guardrail"]) => None,
+        Some(Scope::Edge) => Some(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the edge token only reports guardrail trips; this needs the write token (--token-file, CUTOVER_TOKEN)",
+        )),
+        None => Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong bearer token: pass the controller's token (--token-file, CUTOVER_TOKEN)",
-        );
+        )),
+    }
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
+    let controller = shared.controller.clone();
+    let body_timeout = shared.limits.body_read_timeout;
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    if let Some(refused) = refusal(&shared.tokens, &method, &segments, &req) {
+        return refused;
     }
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => full(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
@@ -286,9 +488,12 @@ async fn handle(controller: Controller, token: &str, req: Request<Incoming>) -> 
         }
         (&Method::GET, ["v1", "releases"]) => json(
             StatusCode::OK,
-            &serde_json::json!({ "releases": controller.list().iter().map(|s| &**s).collect::<Vec<_>>() }),
+            &serde_json::json!({
+                "releases": controller.list().iter().map(|s| &**s).collect::<Vec<_>>(),
+                "quarantined": controller.quarantined(),
+            }),
         ),
-        (&Method::POST, ["v1", "releases"]) => submit(controller, req).await,
+        (&Method::POST, ["v1", "releases"]) => submit(controller, req, body_timeout).await,
         (&Method::GET, ["v1", "releases", name]) => match controller.status(name) {
             Ok(status) => json(StatusCode::OK, &*status),
             Err(e) => controller_error(&e),
@@ -301,7 +506,7 @@ async fn handle(controller: Controller, token: &str, req: Request<Incoming>) -> 
         }
         (&Method::GET, ["v1", "releases", name, "events"]) => events(&controller, name),
         (&Method::POST, ["v1", "releases", name, "guardrail"]) => {
-            guardrail(&controller, name, req).await
+            guardrail(&controller, name, req, body_timeout).await
         }
         (&Method::POST, ["v1", "releases", name, verb]) => {
             let command = match *verb {
@@ -337,18 +542,28 @@ async fn handle(controller: Controller, token: &str, req: Request<Incoming>) -> 
     }
 }
 
-/// A request's body, at most `limit` bytes; else the error answer, naming `what`.
+/// A request's body, at most `limit` bytes within `timeout`; else the error answer,
+/// naming `what`.
 async fn read_body(
     req: Request<Incoming>,
     limit: usize,
+    timeout: Duration,
     what: &str,
 ) -> Result<Bytes, Response<ApiBody>> {
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(e) => Err(error(
+    match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "badRequest",
             format!("cannot read {what} (at most {limit} bytes): {e}"),
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "{what} did not arrive within {}s; send the body at once",
+                timeout.as_secs()
+            ),
         )),
     }
 }
@@ -373,8 +588,9 @@ async fn guardrail(
     controller: &Controller,
     name: &str,
     req: Request<Incoming>,
+    timeout: Duration,
 ) -> Response<ApiBody> {
-    let body = match read_body(req, MAX_REPORT_BYTES, "the report").await {
+    let body = match read_body(req, MAX_REPORT_BYTES, timeout, "the report").await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -397,14 +613,18 @@ async fn guardrail(
     }
 }
 
-async fn submit(controller: Controller, req: Request<Incoming>) -> Response<ApiBody> {
+async fn submit(
+    controller: Controller,
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Response<ApiBody> {
     let name = req
         .headers()
         .get("x-cutover-filename")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("release.yaml")
         .to_string();
-    let body = match read_body(req, MAX_RELEASE_BYTES, "the release").await {
+    let body = match read_body(req, MAX_RELEASE_BYTES, timeout, "the release").await {
         Ok(body) => body,
         Err(response) => return response,
     };

@@ -51,41 +51,57 @@ impl HookClient {
         Ok(())
     }
 
-    /// One hook, with its retries on timeouts, connection failures and 5xx.
+    /// One hook, with its retries on timeouts, connection failures and 5xx. Header
+    /// references are read at each attempt; messages (which reach the history and the
+    /// log) show the URL with its credentials redacted.
     async fn call(&self, hook: &HookSpec, body: Bytes) -> Result<(), String> {
+        let url = cutover_metrics::secrets::describe_url(&hook.url);
         let mut last = String::new();
         for attempt in 0..=hook.retries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            let mut request = http::Request::post(&hook.url)
+            // A URL or header given by reference is read at each attempt: one that cannot
+            // be read now (a secret file being rotated) may be readable at the next.
+            let target = match cutover_metrics::secrets::resolve(&hook.url) {
+                Ok(target) => target,
+                Err(e) => {
+                    last = format!("hook {url}: {e}");
+                    continue;
+                }
+            };
+            let mut request = http::Request::post(&target)
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .header(http::header::USER_AGENT, "cutover");
-            for (name, value) in &hook.headers {
-                request = request.header(name.as_str(), value.as_str());
+            let headers = match cutover_metrics::secrets::headers(&hook.headers) {
+                Ok(headers) => headers,
+                Err(e) => {
+                    last = format!("hook {url}: {e}");
+                    continue;
+                }
+            };
+            for (name, value) in headers {
+                request = request.header(name, value);
             }
             let request = request
                 .body(Full::new(body.clone()))
-                .map_err(|e| format!("hook {}: cannot build the request: {e}", hook.url))?;
+                .map_err(|e| format!("hook {url}: cannot build the request: {e}"))?;
             let timeout = Duration::from_millis(hook.timeout.as_millis());
             match tokio::time::timeout(timeout, self.client.request(request)).await {
-                Err(_) => {
-                    last = format!("hook {} did not answer within {}", hook.url, hook.timeout)
-                }
+                Err(_) => last = format!("hook {url} did not answer within {}", hook.timeout),
                 Ok(Err(e)) => {
                     last = format!(
-                        "hook {} cannot be reached: {}",
-                        hook.url,
+                        "hook {url} cannot be reached: {}",
                         cutover_metrics::https::error_chain(&e)
                     );
                 }
                 Ok(Ok(response)) if response.status().is_success() => return Ok(()),
                 Ok(Ok(response)) if response.status().is_server_error() => {
-                    last = format!("hook {} answered {}", hook.url, response.status());
+                    last = format!("hook {url} answered {}", response.status());
                 }
                 Ok(Ok(response)) => {
                     // A 4xx is the hook's decision: asking again will not change it.
-                    return Err(format!("hook {} answered {}", hook.url, response.status()));
+                    return Err(format!("hook {url} answered {}", response.status()));
                 }
             }
         }

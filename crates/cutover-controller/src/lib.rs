@@ -71,6 +71,15 @@ pub enum ControllerError {
     /// The command does not fit the rollout's phase.
     #[error(transparent)]
     Rejected(#[from] CommandRejected),
+    /// The release's stored state cannot be read: it is left alone until an operator
+    /// mends or removes it (the reason says which file and how).
+    #[error("release '{name}' is quarantined: {reason}")]
+    Quarantined {
+        /// The release.
+        name: String,
+        /// What cannot be read, and what to do.
+        reason: String,
+    },
     /// The backend failed.
     #[error("the {backend} backend failed: {source}")]
     Backend {
@@ -91,6 +100,9 @@ pub struct Inner {
     hooks: hooks::HookClient,
     metrics: ControllerMetrics,
     drivers: Mutex<BTreeMap<String, Handle>>,
+    /// Releases whose stored state could not be read at the start, with the reason: left
+    /// alone (no driver) so that every other release resumes.
+    quarantined: Mutex<BTreeMap<String, String>>,
     /// Submissions of one release run one at a time, so two cannot race.
     submitting: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -99,6 +111,18 @@ pub struct Inner {
 #[derive(Clone)]
 pub struct Controller {
     inner: Arc<Inner>,
+}
+
+/// What an operator is told to do about a stored state that cannot be read.
+const STORE_HINT: &str = "move the state away (the release then starts afresh at its next submission) or restore it from a backup, then restart the controller";
+
+/// A release left alone because its stored state cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Quarantined {
+    /// The release.
+    pub name: String,
+    /// Which file or record cannot be read, why, and what to do.
+    pub reason: String,
 }
 
 /// A release's history: this rollout's events and earlier rollouts.
@@ -134,6 +158,7 @@ impl Controller {
             hooks: hooks::HookClient::default(),
             metrics: ControllerMetrics::default(),
             drivers: Mutex::new(BTreeMap::new()),
+            quarantined: Mutex::new(BTreeMap::new()),
             submitting: Mutex::new(BTreeMap::new()),
         });
         let controller = Controller { inner };
@@ -177,7 +202,7 @@ impl Controller {
             let mut attempt = 1;
             while let Err(e) = backend.recover(&name).await {
                 if !e.is_retryable() {
-                    tracing::error!(release = %name, error = %e, "cannot take the release over; leaving it alone");
+                    self.quarantine(&name, format!("cannot take the release over: {e}"));
                     continue 'releases;
                 }
                 if attempt == RECOVER_ATTEMPTS {
@@ -199,7 +224,7 @@ impl Controller {
                 Ok(None) => continue,
                 // One unreadable release must not keep the others from resuming.
                 Err(BackendError::Invalid(message)) => {
-                    tracing::error!(release = %name, error = %message, "cannot read the stored release; leaving it alone");
+                    self.quarantine(&name, format!("cannot read the stored release: {message}"));
                     continue;
                 }
                 Err(e) => return Err(self.backend_error(e)),
@@ -207,14 +232,20 @@ impl Controller {
             let record: ReleaseRecord = match serde_json::from_value(stored.state) {
                 Ok(record) => record,
                 Err(e) => {
-                    tracing::error!(release = %name, error = %e, "cannot read the stored release; leaving it alone");
+                    self.quarantine(
+                        &name,
+                        format!("the stored release is not a release record ({e}); {STORE_HINT}"),
+                    );
                     continue;
                 }
             };
             let mut rollout = match Rollout::from_json(record.rollout.clone()) {
                 Ok(rollout) => rollout,
                 Err(e) => {
-                    tracing::error!(release = %name, error = %e, "cannot read the stored rollout; leaving it alone");
+                    self.quarantine(
+                        &name,
+                        format!("the stored rollout cannot be read ({e}); {STORE_HINT}"),
+                    );
                     continue;
                 }
             };
@@ -252,6 +283,42 @@ impl Controller {
             self.drivers().insert(name, handle);
         }
         Ok(())
+    }
+
+    /// Leaves `release` alone: no driver, a `quarantined` entry in the API's list and
+    /// an error log line saying why and what to do.
+    fn quarantine(&self, release: &str, reason: String) {
+        tracing::error!(release = %release, reason = %reason, "release quarantined: its stored state cannot be used; every other release resumes");
+        self.inner
+            .quarantined
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(release.to_string(), reason);
+    }
+
+    /// The quarantine reason of `release`, if it is quarantined.
+    fn quarantine_reason(&self, release: &str) -> Option<String> {
+        self.inner
+            .quarantined
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(release)
+            .cloned()
+    }
+
+    /// The releases left alone at the start because their stored state cannot be used,
+    /// with the reason (which file, and what to do).
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        self.inner
+            .quarantined
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(name, reason)| Quarantined {
+                name: name.clone(),
+                reason: reason.clone(),
+            })
+            .collect()
     }
 
     /// Loads a release file's text (YAML, TOML, or the JSON `cutover run` sends) as the
@@ -327,10 +394,16 @@ impl Controller {
             ControllerError::Conflict(format!("release '{name}' has no usable plan: {e}"))
         })?;
         let backend = self.inner.backend.clone();
-        let previous = backend
-            .load_state(&name)
-            .await
-            .map_err(|e| self.backend_error(e))?;
+        let previous = match backend.load_state(&name).await {
+            Ok(previous) => previous,
+            Err(BackendError::Invalid(message)) if self.quarantine_reason(&name).is_some() => {
+                return Err(ControllerError::Quarantined {
+                    name,
+                    reason: format!("cannot read the stored release: {message}"),
+                });
+            }
+            Err(e) => return Err(self.backend_error(e)),
+        };
         let (previous_record, revision) = match previous {
             Some(stored) => (
                 serde_json::from_value::<ReleaseRecord>(stored.state).ok(),
@@ -387,6 +460,12 @@ impl Controller {
             },
         );
         let status = handle.status.borrow().clone();
+        // Its state was readable again (an operator mended or removed the file).
+        self.inner
+            .quarantined
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&name);
         self.drivers().insert(name, handle);
         Ok(status)
     }
@@ -399,12 +478,18 @@ impl Controller {
             .collect()
     }
 
-    /// One release's status.
+    /// One release's status; `Quarantined` for a release left alone at the start.
     pub fn status(&self, name: &str) -> Result<Arc<RolloutStatus>, ControllerError> {
-        self.drivers()
-            .get(name)
-            .map(|h| h.status.borrow().clone())
-            .ok_or_else(|| ControllerError::NotFound(name.to_string()))
+        if let Some(status) = self.drivers().get(name).map(|h| h.status.borrow().clone()) {
+            return Ok(status);
+        }
+        Err(match self.quarantine_reason(name) {
+            Some(reason) => ControllerError::Quarantined {
+                name: name.to_string(),
+                reason,
+            },
+            None => ControllerError::NotFound(name.to_string()),
+        })
     }
 
     /// A receiver of a release's status as it changes.

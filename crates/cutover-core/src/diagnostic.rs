@@ -187,6 +187,9 @@ pub enum Code {
     ManualGate,
     /// A setting that has no effect.
     Ignored,
+    /// A credential written inline (a header value, a URL's userinfo or key parameter):
+    /// it is stored with the release; a `valueFrom` reference keeps it out.
+    InlineCredential,
 }
 
 /// One problem found in a document.

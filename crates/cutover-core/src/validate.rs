@@ -737,10 +737,29 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
                 if let Some(address) = &p.address {
                     url(c, &provider.key("prometheus").key("address"), address);
                 }
+                let prometheus = provider.key("prometheus");
+                credentials(
+                    c,
+                    &prometheus,
+                    p.address.as_deref().map(|a| ("address", a)),
+                    &p.headers,
+                );
+                if let Some(source) = &p.bearer_token_from {
+                    secret_source(c, &prometheus.key("bearerTokenFrom"), source);
+                }
             }
             Provider::Web(w) => {
-                url(c, &provider.key("web").key("url"), &w.url);
-                placeholders(c, &provider.key("web").key("url"), &w.url);
+                let web = provider.key("web");
+                match &w.url {
+                    crate::spec::SecretValue::Inline(u) => {
+                        url(c, &web.key("url"), u);
+                        placeholders(c, &web.key("url"), u);
+                    }
+                    crate::spec::SecretValue::Reference(r) => {
+                        secret_source(c, &web.key("url").key("valueFrom"), &r.value_from);
+                    }
+                }
+                credentials(c, &web, w.url.inline().map(|u| ("url", u)), &w.headers);
                 if !(w.json_pointer.is_empty() || w.json_pointer.starts_with('/')) {
                     c.error(
                         Code::InvalidValue,
@@ -832,7 +851,8 @@ fn metrics(c: &mut Checker<'_, '_>, path: &FieldPath, metrics: &[MetricSpec]) {
             let per_version = match &m.provider {
                 Provider::Prometheus(p) if p.proxy_metric.is_some() => None,
                 Provider::Prometheus(p) => Some(("prometheus", "query", p.query.as_str())),
-                Provider::Web(w) => Some(("web", "url", w.url.as_str())),
+                // A URL given by reference is checked when it is read.
+                Provider::Web(w) => w.url.inline().map(|u| ("web", "url", u)),
                 Provider::Builtin(_) => None,
             };
             if let Some((provider, field, text)) = per_version
@@ -1067,13 +1087,27 @@ fn url(c: &mut Checker<'_, '_>, path: &FieldPath, url: &str) {
         c.error(
             Code::InvalidValue,
             path.clone(),
-            format!("'{url}' is not an http:// or https:// URL"),
+            format!(
+                "'{}' is not an http:// or https:// URL",
+                crate::spec::secret::redact_url(url)
+            ),
         );
     }
 }
 
 fn hook_spec(c: &mut Checker<'_, '_>, path: FieldPath, hook: &HookSpec) {
-    url(c, &path.key("url"), &hook.url);
+    match &hook.url {
+        crate::spec::SecretValue::Inline(u) => url(c, &path.key("url"), u),
+        crate::spec::SecretValue::Reference(r) => {
+            secret_source(c, &path.key("url").key("valueFrom"), &r.value_from);
+        }
+    }
+    credentials(
+        c,
+        &path,
+        hook.url.inline().map(|u| ("url", u)),
+        &hook.headers,
+    );
     if hook.timeout == Duration::ZERO {
         c.error(
             Code::OutOfRange,
@@ -1092,5 +1126,74 @@ fn deadline(c: &mut Checker<'_, '_>, path: &FieldPath, plan: &Plan, deadline: Du
             format!("the steps take at least {needed}, longer than progressDeadline {deadline}, so every rollout would roll back"),
         );
         d.hint = Some(format!("raise progressDeadline to at least {needed}"));
+    }
+}
+
+/// Credentials written inline (warnings: they are stored with the release, in the state
+/// file, a Kubernetes annotation or Swarm labels) and references that cannot work (errors).
+/// `path` is the object holding `headers` and the URL (`url`: its field name and value).
+fn credentials(
+    c: &mut Checker<'_, '_>,
+    path: &FieldPath,
+    url: Option<(&str, &str)>,
+    headers: &std::collections::BTreeMap<String, crate::spec::SecretValue>,
+) {
+    use crate::spec::secret::{is_credential_header, url_credentials};
+    if let Some((field, url)) = url {
+        for what in url_credentials(url) {
+            c.warning(
+                Code::InlineCredential,
+                path.key(field),
+                format!("{what} is written inline, and stored with the release"),
+            )
+            .hint = Some(format!(
+                "give the URL by reference ({field}: {{valueFrom: {{file: /run/secrets/NAME}}}}), or send the credential in a header given by reference"
+            ));
+        }
+    }
+    for (name, value) in headers {
+        let at = path.key("headers").key(name);
+        match value.reference() {
+            None if is_credential_header(name) => {
+                c.warning(
+                    Code::InlineCredential,
+                    at,
+                    format!("header '{name}' looks like a credential and is written inline, so it is stored with the release"),
+                )
+                .hint = Some(format!(
+                    "give it by reference, read by the controller at each use: {name}: {{valueFrom: {{file: /run/secrets/NAME}}}} or {{valueFrom: {{env: NAME}}}}"
+                ));
+            }
+            None => {}
+            Some(source) => secret_source(c, &at.key("valueFrom"), source),
+        }
+    }
+}
+
+/// A reference must name an absolute file or an environment variable.
+fn secret_source(c: &mut Checker<'_, '_>, path: &FieldPath, source: &crate::spec::SecretSource) {
+    use crate::spec::SecretSource;
+    match source {
+        SecretSource::File(file) if !file.starts_with('/') => {
+            c.error(
+                Code::InvalidValue,
+                path.key("file"),
+                format!("'{file}' is not an absolute path"),
+            )
+            .hint = Some(
+                "the controller reads it, from its own working directory: give the full path"
+                    .into(),
+            );
+        }
+        SecretSource::Env(name)
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            c.error(
+                Code::InvalidValue,
+                path.key("env"),
+                format!("'{name}' is not an environment variable name (letters, digits, '_')"),
+            );
+        }
+        _ => {}
     }
 }

@@ -1,6 +1,8 @@
-//! The client cutover calls out with (Prometheus, web metrics, the controller's hooks):
-//! plain HTTP, or HTTPS through rustls, checking servers against the system's CA bundle
-//! (`SSL_CERT_FILE`, else Debian's `/etc/ssl/certs/ca-certificates.crt`).
+//! TLS for cutover's own HTTP: the client cutover calls out with (Prometheus, web
+//! metrics, the controller's hooks, the CLI talking to the controller): plain HTTP, or
+//! HTTPS through rustls, checking servers against the system's CA bundle (`SSL_CERT_FILE`,
+//! else Debian's `/etc/ssl/certs/ca-certificates.crt`) or a given CA file; and
+//! [`server_config`], the server side from PEM files (the controller's API).
 
 pub use cutover_core::error_chain;
 use std::future::Future;
@@ -19,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{self, RootCertStore};
 
 /// Where the trusted CA certificates are read from when `SSL_CERT_FILE` is not set.
@@ -63,6 +65,17 @@ impl Default for Connector {
 }
 
 impl Connector {
+    /// A connector trusting only the CA certificates in the PEM file `bundle`; `Err` (the
+    /// reason) when the file cannot be read or holds no certificate, for a CA file the
+    /// user named, which should fail at once rather than at the first `https://` call.
+    pub fn checked_trusting(bundle: &str) -> Result<Connector, String> {
+        let connector = Connector::trusting(bundle);
+        match &connector.tls {
+            Ok(_) => Ok(connector),
+            Err(reason) => Err(reason.to_string()),
+        }
+    }
+
     /// A connector trusting the system's CA bundle (`SSL_CERT_FILE`, else Debian's).
     pub fn new() -> Connector {
         let bundle = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| SYSTEM_BUNDLE.to_string());
@@ -195,4 +208,48 @@ impl hyper::rt::Write for Stream {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
+}
+
+/// Why a server's certificate and key cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use the certificate {cert} with the key {key}: {message}")]
+pub struct ServerTlsError {
+    /// The certificate file (PEM, the chain with the server's certificate first).
+    pub cert: String,
+    /// The private key file (PEM).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A rustls server configuration from a PEM certificate chain and a PEM private key
+/// (PKCS#8, PKCS#1 or SEC1), speaking HTTP/1.1 only (ALPN `http/1.1`): TLS 1.2 and 1.3
+/// with rustls's safe defaults, no client certificates.
+pub fn server_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, ServerTlsError> {
+    let fail = |message: String| ServerTlsError {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        message,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| fail(format!("cannot read the certificate: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(format!("cannot parse the certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(fail("the certificate file holds no certificate".into()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| fail(format!("cannot read the key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| fail(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

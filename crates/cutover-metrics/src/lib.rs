@@ -9,11 +9,14 @@
 //! - [`builtin`]: the proxy's own counters, read in-process through [`WindowSource`].
 //! - [`prometheus`]: an instant PromQL query.
 //! - [`web`]: a number read by JSON pointer from a document served over HTTP.
+//!
+//! [`secrets`] resolves the header values a release gives by reference, at use time.
 
 pub mod builtin;
 mod http;
 pub mod https;
 pub mod prometheus;
+pub mod secrets;
 mod template;
 pub mod web;
 

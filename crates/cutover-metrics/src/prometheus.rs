@@ -12,6 +12,7 @@
 
 use cutover_core::judge::{Evidence, Histogram, Measurement, MeasurementResult};
 use cutover_core::spec::{BuiltinMetric, PrometheusProvider};
+use cutover_core::spec::secret::redact_url;
 use http_body_util::{BodyExt, Empty, Limited};
 
 use crate::http::{HttpClient, client, per_version_measurement};
@@ -201,9 +202,26 @@ impl PrometheusClient {
             address.trim_end_matches('/'),
             percent_encode(promql)
         );
-        let request = http::Request::get(&url)
+        // Messages name the address without its credentials.
+        let address = &redact_url(address);
+        let mut request = http::Request::get(&url);
+        for (name, value) in crate::secrets::headers(&provider.headers)
+            .map_err(|e| format!("Prometheus at {address}: {e}"))?
+        {
+            request = request.header(name, value);
+        }
+        if let Some(source) = &provider.bearer_token_from {
+            let token = crate::secrets::read_source(source)
+                .map_err(|e| format!("Prometheus at {address}: the bearer token: {e}"))?;
+            let mut value = http::HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                format!("Prometheus at {address}: the bearer token from {source} is not a valid header value")
+            })?;
+            value.set_sensitive(true);
+            request = request.header(http::header::AUTHORIZATION, value);
+        }
+        let request = request
             .body(Empty::new())
-            .map_err(|e| format!("{address}: {e}"))?;
+            .map_err(|e| format!("Prometheus at {address}: cannot build the request: {e}"))?;
         let timeout: std::time::Duration = provider.timeout.into();
         let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,

@@ -1,7 +1,11 @@
 //! The web provider: GET a URL, read a number from the JSON answer by JSON pointer.
+//!
+//! Header values given by reference are read at each request; messages show the URL with
+//! its credentials (userinfo, key-like query parameters) redacted.
 
 use cutover_core::judge::MeasurementResult;
 use cutover_core::spec::WebProvider;
+use cutover_core::spec::secret::redact_url;
 use http_body_util::{BodyExt, Empty, Limited};
 
 use crate::http::{HttpClient, client, per_version_measurement};
@@ -30,8 +34,18 @@ impl WebClient {
         provider: &WebProvider,
         context: &Context<'_>,
     ) -> MeasurementResult {
-        per_version_measurement(&provider.url, context, |version| {
-            self.fetch(provider, context, Some(version))
+        // A URL given by reference is read at each measurement.
+        let template = match crate::secrets::resolve(&provider.url) {
+            Ok(template) => template,
+            Err(e) => {
+                return MeasurementResult::Error(format!(
+                    "{}: {e}",
+                    crate::secrets::describe_url(&provider.url)
+                ));
+            }
+        };
+        per_version_measurement(&template, context, |version| {
+            self.fetch(provider, &template, context, Some(version))
         })
         .await
     }
@@ -41,18 +55,27 @@ impl WebClient {
     async fn fetch(
         &self,
         provider: &WebProvider,
+        template: &str,
         context: &Context<'_>,
         version: Option<&str>,
     ) -> Result<Option<f64>, String> {
-        let url = render(&provider.url, context, version, crate::Destination::Url)
+        let target = render(template, context, version, crate::Destination::Url)
             .map_err(|e| format!("the URL cannot be written: {e}"))?;
-        let mut request = http::Request::get(&url);
-        for (name, value) in &provider.headers {
+        // What messages show: credentials in an inline URL are hidden, a URL given by
+        // reference is not shown at all.
+        let url = match &provider.url {
+            cutover_core::spec::SecretValue::Inline(_) => redact_url(&target),
+            reference => crate::secrets::describe_url(reference),
+        };
+        let mut request = http::Request::get(&target);
+        for (name, value) in
+            crate::secrets::headers(&provider.headers).map_err(|e| format!("{url}: {e}"))?
+        {
             request = request.header(name, value);
         }
         let request = request
             .body(Empty::new())
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| format!("{url}: cannot build the request: {e}"))?;
         let timeout: std::time::Duration = provider.timeout.into();
         let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,

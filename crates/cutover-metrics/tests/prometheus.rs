@@ -107,6 +107,8 @@ fn query(promql: &str) -> PrometheusProvider {
         address: None,
         query: promql.to_string(),
         timeout: Duration::from_secs(5),
+        headers: Default::default(),
+        bearer_token_from: None,
         proxy_metric: None,
     }
 }

@@ -97,7 +97,7 @@ async fn builtin_reads_what_the_proxy_routed_per_version() {
 
 fn web(url: String, pointer: &str) -> WebProvider {
     WebProvider {
-        url,
+        url: cutover_core::spec::SecretValue::Inline(url),
         json_pointer: pointer.into(),
         headers: Default::default(),
         timeout: Duration::from_millis(500),

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView};
 use crate::locks::ReleaseLocks;
-use crate::state_dir::{StateDir, Stored};
+use crate::state_dir::{StateDir, StateError, Stored, create_private_dir, create_private_file};
 use process::{InstanceSpec, Supervisor};
 
 /// A candidate whose instances exited this many times while it was being deployed is
@@ -187,12 +187,13 @@ impl LocalBackend {
     }
 
     fn load_slots(&self, release: &str) -> Result<(Slots, Option<u64>), BackendError> {
-        match self.slots.load(release)? {
+        match self.slots.load(release).map_err(state_error)? {
             None => Ok((Slots::default(), None)),
             Some(stored) => {
                 let slots = serde_json::from_value(stored.state).map_err(|e| {
-                    BackendError::Unavailable(format!(
-                        "the slot record of '{release}' cannot be read: {e}"
+                    BackendError::Invalid(format!(
+                        "the slot record {} of '{release}' cannot be read: {e}; move it away (cutover then starts the release's slots afresh) or restore it, then restart the controller",
+                        self.slots.path_of(release).display()
                     ))
                 })?;
                 Ok((slots, Some(stored.version)))
@@ -213,7 +214,8 @@ impl LocalBackend {
         let release = release.to_string();
         let stored = tokio::task::spawn_blocking(move || store.store(&release, &value, revision))
             .await
-            .map_err(|e| BackendError::Unavailable(format!("the state writer failed: {e}")))??;
+            .map_err(|e| BackendError::Unavailable(format!("the state writer failed: {e}")))?
+            .map_err(state_error)?;
         Ok(Some(stored))
     }
 
@@ -546,23 +548,58 @@ async fn find_tagged(prefix: String) -> Vec<(u32, String)> {
 }
 
 /// This state directory's identity: a random id written once to `<root>/id`.
+///
+/// A missing file gets a new id, written atomically; any other read error is an error:
+/// a new identity would orphan every instance the directory's old id tagged.
 fn directory_id(root: &Path) -> Result<String, BackendError> {
     let path = root.join("id");
-    if let Ok(id) = std::fs::read_to_string(&path)
-        && !id.trim().is_empty()
-    {
-        return Ok(id.trim().to_string());
-    }
-    std::fs::create_dir_all(root)
+    create_private_dir(root)
         .map_err(|e| BackendError::Unavailable(format!("cannot create {}: {e}", root.display())))?;
-    let mut bytes = [0u8; 6];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .map_err(|e| BackendError::Unavailable(format!("cannot read random bytes: {e}")))?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&path, format!("{id}\n"))
-        .map_err(|e| BackendError::Unavailable(format!("cannot write {}: {e}", path.display())))?;
-    Ok(id)
+    for _ in 0..2 {
+        match std::fs::read_to_string(&path) {
+            Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+            Ok(_) => {
+                return Err(BackendError::Invalid(format!(
+                    "the state directory's id file {} is empty; restore it, or remove it if no instance of this directory runs any more",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(BackendError::Unavailable(format!(
+                    "cannot read the state directory's id file {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        let mut bytes = [0u8; 6];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .map_err(|e| BackendError::Unavailable(format!("cannot read random bytes: {e}")))?;
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // `false`: another process created it in between; read that one.
+        if create_private_file(&path, format!("{id}\n").as_bytes()).map_err(|e| {
+            BackendError::Unavailable(format!("cannot write {}: {e}", path.display()))
+        })? {
+            return Ok(id);
+        }
+    }
+    Err(BackendError::Unavailable(format!(
+        "the id file {} keeps changing",
+        path.display()
+    )))
+}
+
+/// A state store error as the controller should see it: a corrupt file is `Invalid`
+/// (retrying will not mend it; the controller quarantines that release), naming the file
+/// and what to do.
+fn state_error(e: StateError) -> BackendError {
+    match e {
+        corrupt @ StateError::Corrupt { .. } => {
+            BackendError::Invalid(cutover_core::error_chain(&corrupt))
+        }
+        other => other.into(),
+    }
 }
 
 fn local_target(release: &Release) -> Result<&LocalTarget, BackendError> {
@@ -660,7 +697,7 @@ impl Backend for LocalBackend {
         &'a self,
         release: &'a str,
     ) -> BoxFuture<'a, Result<Option<Stored>, BackendError>> {
-        Box::pin(async move { Ok(self.releases.load(release)?) })
+        Box::pin(async move { self.releases.load(release).map_err(state_error) })
     }
 
     fn store_state<'a>(
@@ -678,11 +715,57 @@ impl Backend for LocalBackend {
             tokio::task::spawn_blocking(move || releases.store(&release, &state, expected))
                 .await
                 .map_err(|e| BackendError::Unavailable(format!("the state writer failed: {e}")))?
-                .map_err(BackendError::from)
+                .map_err(state_error)
         })
     }
 
     fn releases(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
         Box::pin(async move { Ok(self.releases.releases()?) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("cutover-local-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        path
+    }
+
+    #[test]
+    fn an_unreadable_id_file_is_an_error_not_a_new_identity() {
+        let root = scratch("id-unreadable");
+        // A directory where the id file should be: reading it fails with an error other
+        // than "not found".
+        std::fs::create_dir_all(root.join("id")).expect("made");
+        let err = directory_id(&root).expect_err("an unreadable id is an error");
+        assert!(
+            err.to_string()
+                .contains("cannot read the state directory's id file"),
+            "{err}"
+        );
+        assert!(root.join("id").is_dir(), "nothing replaced it");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn the_id_is_written_once_privately_and_read_back() {
+        let root = scratch("id-once");
+        let id = directory_id(&root).expect("a new id");
+        assert_eq!(directory_id(&root).expect("read back"), id);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode =
+                |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+            assert_eq!(mode(&root.join("id")), 0o600);
+            assert_eq!(mode(&root), 0o700);
+        }
+        std::fs::write(root.join("id"), " \n").expect("emptied");
+        assert!(matches!(directory_id(&root), Err(BackendError::Invalid(_))));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

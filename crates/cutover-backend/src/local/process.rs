@@ -174,13 +174,15 @@ fn spawn(spec: &InstanceSpec) -> std::io::Result<tokio::process::Child> {
         .argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("the command is empty"))?;
+    // Logs are the owner's alone, like the rest of the state directory: an instance may
+    // print what it was given.
     if let Some(dir) = spec.log.parent() {
-        fs::create_dir_all(dir)?;
+        if let Some(logs) = dir.parent() {
+            crate::state_dir::create_private_dir(logs)?;
+        }
+        crate::state_dir::create_private_dir(dir)?;
     }
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)?;
+    let log = private_append(&spec.log)?;
     tokio::process::Command::new(program)
         .args(args)
         .env(TAG_VAR, &spec.tag)
@@ -197,9 +199,18 @@ fn spawn(spec: &InstanceSpec) -> std::io::Result<tokio::process::Child> {
 
 fn append_log(log: &Path, line: &str) {
     use std::io::Write;
-    if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(log) {
+    if let Ok(mut file) = private_append(log) {
         let _ = file.write_all(line.as_bytes());
     }
+}
+
+/// Opens a log for appending, creating it 0600.
+fn private_append(log: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, crate::state_dir::PRIVATE_FILE_MODE);
+    options.open(log)
 }
 
 /// The last `lines` lines of a log, for failure messages.

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::Duration;
+use crate::spec::{SecretSource, SecretValue};
 
 /// The metrics that judge a candidate. Analysis steps refer to them by name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -152,6 +153,16 @@ pub struct PrometheusProvider {
     /// How long to wait for an answer.
     #[serde(default = "default_query_timeout")]
     pub timeout: Duration,
+    /// Extra request headers, for a Prometheus behind authentication, e.g.
+    /// `Authorization: {valueFrom: {file: /run/secrets/prometheus}}` (the file holding
+    /// `Bearer ...`). Values may be references, as hook headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, SecretValue>,
+    /// A bearer token read, at each query, from a file or an environment variable of
+    /// the controller and sent as `Authorization: Bearer TOKEN` (as Prometheus's own
+    /// `credentials_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_from: Option<SecretSource>,
     /// Instead of `query`: one of the proxy's own metrics (`error_rate`, `latency_p99`, ...),
     /// read as evidence from Prometheus's copy of the proxy's series
     /// (`cutover_requests_total` and the `cutover_request_duration_seconds` histogram, per
@@ -214,13 +225,16 @@ impl BuiltinMetric {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebProvider {
-    /// The URL to GET. The same `{{...}}` placeholders as PromQL queries are replaced.
-    pub url: String,
+    /// The URL to GET. The same `{{...}}` placeholders as PromQL queries are replaced. A URL
+    /// that carries a credential can be a reference (`{valueFrom: {file: PATH}}`,
+    /// `{valueFrom: {env: NAME}}`), read by the controller at each measurement.
+    pub url: SecretValue,
     /// A JSON pointer (RFC 6901, e.g. `/data/errorRate`) to the number.
     pub json_pointer: String,
-    /// Extra request headers.
+    /// Extra request headers. Values may be references read by the controller at each
+    /// request (`{valueFrom: {file: PATH}}`, `{valueFrom: {env: NAME}}`), as hook headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, SecretValue>,
     /// How long to wait for an answer.
     #[serde(default = "default_query_timeout")]
     pub timeout: Duration,

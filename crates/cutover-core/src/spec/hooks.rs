@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::Duration;
+use crate::spec::SecretValue;
 
 /// Webhooks by rollout point. Each is a list; all hooks of a point run, in order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -41,17 +42,21 @@ impl HooksSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HookSpec {
-    /// Where to POST.
-    pub url: String,
+    /// Where to POST: an http(s) URL, or, for a URL that carries a credential (a key in
+    /// its query), a reference to one (`{valueFrom: {file: PATH}}`, `{valueFrom: {env:
+    /// NAME}}`) that the controller reads at each call.
+    pub url: SecretValue,
     /// How long one attempt may take.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
     /// Attempts after the first when the hook times out or answers 5xx.
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// Extra request headers (say, an authorization token from `${ENV}`).
+    /// Extra request headers. A credential is best given by reference, read by the
+    /// controller at each call and never stored: `{valueFrom: {file: /run/secrets/t}}` or
+    /// `{valueFrom: {env: NAME}}`; an inline value is stored with the release.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, SecretValue>,
 }
 
 fn default_timeout() -> Duration {

@@ -9,6 +9,7 @@ mod analysis;
 mod guardrail;
 mod hooks;
 mod release;
+pub mod secret;
 mod strategy;
 mod traffic;
 
@@ -22,6 +23,7 @@ pub use release::{
     API_VERSION, Backend, KubernetesTarget, LocalSlot, LocalTarget, Metadata, Release, ReleaseSpec,
     StrategyDocument, SwarmTarget, image_tag,
 };
+pub use secret::{SecretReference, SecretSource, SecretValue};
 pub use strategy::{
     AnalysisStep, BlueGreenStrategy, CanaryStep, CanaryStrategy, HeaderRouteStep, MirrorStep,
     PauseStep, StrategySpec,
