@@ -11,8 +11,8 @@
 //! exported buckets.
 
 use cutover_core::judge::{Evidence, Histogram, Measurement, MeasurementResult};
-use cutover_core::spec::{BuiltinMetric, PrometheusProvider};
 use cutover_core::spec::secret::redact_url;
+use cutover_core::spec::{BuiltinMetric, PrometheusProvider};
 use http_body_util::{BodyExt, Empty, Limited};
 
 use crate::http::{HttpClient, client, per_version_measurement};

@@ -135,6 +135,7 @@ async fn prometheus_gets_its_bearer_token_and_headers_by_reference() {
         timeout: Duration::from_secs(5),
         headers: [("X-Scope-OrgID".to_string(), file_ref(&tenant))].into(),
         bearer_token_from: Some(SecretSource::File(token.to_string_lossy().into_owned())),
+        proxy_metric: None,
     };
     let result = PrometheusClient::new(None)
         .measure(&provider, &context())
