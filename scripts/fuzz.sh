@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh [TARGET|all] [SECONDS]      default: all targets, 60 seconds each
 #
-# Targets: load_release (the YAML/TOML release loader), route_request (the proxy's route
+# Targets: load_release (the YAML/TOML release loader), read_recording (the recording
+# reader of `cutover analyze`), route_request (the proxy's route
 # table and request routing), forward_headers (the proxy's smuggling check and hop-by-hop
 # header removal). Works on the stable toolchain: `--sanitizer none` needs no nightly
 # (libFuzzer's coverage guidance stays; a crash is a panic, an assertion, a timeout of a
@@ -18,10 +19,10 @@ cd "$(dirname "$0")/.."
 
 which="${1:-all}"
 seconds="${2:-60}"
-all=(load_release route_request forward_headers)
+all=(load_release read_recording route_request forward_headers)
 case "$which" in
   all) targets=("${all[@]}") ;;
-  load_release | route_request | forward_headers) targets=("$which") ;;
+  load_release | read_recording | route_request | forward_headers) targets=("$which") ;;
   *)
     echo "unknown fuzz target '$which': one of ${all[*]} or all" >&2
     exit 2
