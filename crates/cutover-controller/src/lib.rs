@@ -670,15 +670,17 @@ fn stable_version_hint(release: &Release, previous: Option<&ReleaseRecord>) -> S
 }
 
 /// The new version's name: `spec.version`, else the image's tag, else a hash of the
-/// candidate slot.
+/// image (an untagged image's name holds `/` and `:`, outside the version's character set,
+/// which metric labels and queries rely on), else a hash of the candidate slot.
 fn candidate_version(release: &Release) -> String {
     if let Some(version) = &release.spec.version {
         return version.clone();
     }
     if let Some(image) = &release.spec.image {
-        return cutover_core::spec::image_tag(image)
-            .unwrap_or(image)
-            .to_string();
+        return match cutover_core::spec::image_tag(image) {
+            Some(tag) => tag.to_string(),
+            None => format!("image-{:08x}", fnv32(image)),
+        };
     }
     match &release.spec.backend {
         BackendSpec::Local(target) => short_hash("candidate", &target.candidate),
@@ -689,10 +691,16 @@ fn candidate_version(release: &Release) -> String {
 /// `prefix-` and eight hex digits of an FNV-1a hash of the slot's definition.
 fn short_hash(prefix: &str, slot: &LocalSlot) -> String {
     let text = serde_json::to_string(slot).unwrap_or_default();
+    format!("{prefix}-{:08x}", fnv32(&text))
+}
+
+/// The low 32 bits of the FNV-1a hash of `text`: a short name that stays the same across
+/// restarts.
+fn fnv32(text: &str) -> u32 {
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    format!("{prefix}-{:08x}", hash & 0xffff_ffff)
+    (hash & 0xffff_ffff) as u32
 }
 
 #[cfg(test)]
@@ -707,8 +715,18 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(candidate_version(&release), "v7");
+        // An untagged image's name holds ':' and '/': the version is a hash of it, within
+        // the version character set that metric labels and queries rely on.
         release.spec.image = Some("registry:5000/shop".into());
-        assert_eq!(candidate_version(&release), "registry:5000/shop");
+        let name = candidate_version(&release);
+        assert!(
+            name.starts_with("image-") && name.len() == "image-".len() + 8,
+            "{name}"
+        );
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{name}"
+        );
         release.spec.version = Some("2.1".into());
         assert_eq!(candidate_version(&release), "2.1");
     }
