@@ -32,9 +32,9 @@ use crate::spec::MetricSpec;
 /// counts at any measurement; a pass decides only from measurement `count` on (the least
 /// the analysis observes); an undecided measurement before `maxCount` (default `count`) is
 /// pending, not inconclusive, since the next window adds evidence. Failing is tested at the
-/// metric's confidence split over every measurement and check (Bonferroni), passing over the
-/// measurements from `count` to `maxCount`, so looking often does not raise the chance of
-/// a wrong verdict.
+/// metric's confidence split over every measurement and check, and over the run's metrics
+/// (Bonferroni), passing over the measurements from `count` to `maxCount`, so looking often
+/// does not raise the chance of a wrong verdict.
 ///
 /// The judge does not read the clock: the driver measures every `interval` and hands each
 /// result to [`MetricJudge::record`].
@@ -53,6 +53,9 @@ pub struct MetricJudge {
     /// The candidate's and stable's evidence pooled over the analysis, once a measurement
     /// brought evidence.
     pooled: Option<(Evidence, Option<Evidence>)>,
+    /// How many metrics of the run share the chance of a false failure (see
+    /// [`MetricJudge::in_run_of`]).
+    family: u32,
 }
 
 impl MetricJudge {
@@ -70,9 +73,21 @@ impl MetricJudge {
             last_assessment: None,
             decision: None,
             pooled: None,
+            family: 1,
         };
         judge.decide();
         judge
+    }
+
+    /// A judge for one of `metrics` metrics of one analysis run. Any one metric's failure
+    /// fails the run, so on evidence the run's chance of failing a candidate as good as
+    /// stable is split between its metrics (Bonferroni): the run, not each metric, keeps
+    /// it within `1 - confidence`.
+    pub fn in_run_of(spec: &MetricSpec, metrics: usize) -> Self {
+        MetricJudge {
+            family: u32::try_from(metrics).unwrap_or(u32::MAX).max(1),
+            ..MetricJudge::new(spec)
+        }
     }
 
     /// Assesses one measurement attempt and counts it. Returns the assessment, or `None`
@@ -154,7 +169,7 @@ impl MetricJudge {
             spec.confidence,
             most,
             most.saturating_sub(spec.count).saturating_add(1),
-            inference::fail_checks(spec),
+            inference::fail_checks(spec).saturating_mul(self.family),
         );
         inference::assess_pooled(spec, kind, candidate, stable.as_ref(), levels)
     }
@@ -620,5 +635,18 @@ mod tests {
         let mut judge = compared_errors(5, None);
         judge.record(&window(2_000.0, 200.0, 20_000.0, 200.0));
         assert_eq!(judge.verdict(), Some(Verdict::Failure));
+    }
+
+    #[test]
+    fn on_evidence_the_run_shares_the_chance_of_a_false_failure_between_its_metrics() {
+        // 31 errors in 1,000 against 200 in 10,000: shown worse at 98 % for one metric
+        // alone, not when two metrics share the run's 2 %.
+        let borderline = window(1_000.0, 31.0, 10_000.0, 200.0);
+        let mut alone = compared_errors(1, None);
+        alone.record(&borderline);
+        assert_eq!(alone.verdict(), Some(Verdict::Failure));
+        let mut shared = MetricJudge::in_run_of(alone.spec(), 2);
+        shared.record(&borderline);
+        assert_eq!(shared.verdict(), Some(Verdict::Inconclusive));
     }
 }

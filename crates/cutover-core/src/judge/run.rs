@@ -45,13 +45,19 @@ impl RunJudge {
     /// A run judging the given metrics, in that order. Metric names are unique in a valid
     /// release file; should one repeat, the first metric of that name is kept.
     pub fn new<'a>(specs: impl IntoIterator<Item = &'a MetricSpec>) -> Self {
-        let mut metrics: Vec<MetricJudge> = Vec::new();
+        let mut unique: Vec<&MetricSpec> = Vec::new();
         for spec in specs {
-            if metrics.iter().all(|m| m.name() != spec.name) {
-                metrics.push(MetricJudge::new(spec));
+            if unique.iter().all(|m| m.name != spec.name) {
+                unique.push(spec);
             }
         }
-        RunJudge { metrics }
+        let family = unique.len();
+        RunJudge {
+            metrics: unique
+                .into_iter()
+                .map(|spec| MetricJudge::in_run_of(spec, family))
+                .collect(),
+        }
     }
 
     /// Records one measurement attempt of the metric `metric_name`. Returns its assessment,
