@@ -2,7 +2,7 @@
 //! (`tests/fixtures/stats.py` writes `tests/fixtures/stats.json`).
 
 use cutover_core::judge::normal::normal_quantile;
-use cutover_core::judge::stats::{exact, mann_whitney_binned, wilson};
+use cutover_core::judge::stats::{Interval, exact, mann_whitney_binned, wilson};
 use cutover_core::judge::{Bin, Histogram};
 use serde_json::Value;
 
@@ -59,13 +59,13 @@ fn normal_quantiles_match_scipy() {
     }
 }
 
-#[test]
-fn wilson_bounds_match_scipy() {
-    for case in fixtures()["wilson"].as_array().expect("cases") {
-        let interval = wilson(
+/// Checks one of the fixture lists of intervals against `bounds(successes, trials, level)`.
+fn check_intervals(key: &str, level: &str, bounds: impl Fn(f64, f64, f64) -> Option<Interval>) {
+    for case in fixtures()[key].as_array().expect("cases") {
+        let interval = bounds(
             number(&case["successes"]),
             number(&case["trials"]),
-            number(&case["z"]),
+            number(&case[level]),
         )
         .expect("trials");
         let (lower, upper) = (number(&case["lower"]), number(&case["upper"]));
@@ -83,24 +83,11 @@ fn wilson_bounds_match_scipy() {
 }
 
 #[test]
+fn wilson_bounds_match_scipy() {
+    check_intervals("wilson", "z", wilson);
+}
+
+#[test]
 fn exact_bounds_match_scipy_clopper_pearson() {
-    for case in fixtures()["exact"].as_array().expect("cases") {
-        let interval = exact(
-            number(&case["successes"]),
-            number(&case["trials"]),
-            number(&case["alpha"]),
-        )
-        .expect("trials");
-        let (lower, upper) = (number(&case["lower"]), number(&case["upper"]));
-        assert!(
-            (interval.lower - lower).abs() < 1e-9,
-            "{case}: lower {}",
-            interval.lower
-        );
-        assert!(
-            (interval.upper - upper).abs() < 1e-9,
-            "{case}: upper {}",
-            interval.upper
-        );
-    }
+    check_intervals("exact", "alpha", exact);
 }

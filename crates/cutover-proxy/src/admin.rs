@@ -31,6 +31,7 @@ use crate::Shared;
 use crate::config::RouteTableConfig;
 use crate::forward::{ProxyBody, full, text};
 use crate::listen::{self, Bound};
+use crate::metrics::VersionStats;
 use crate::metrics::export_preamble;
 
 /// Serves the admin API until shutdown, under the same header and idle timeouts as the
@@ -182,47 +183,12 @@ async fn handle(
                 .unwrap_or(0);
             json(StatusCode::OK, &shared.events.since(since))
         }
-        (&Method::GET, "/windows") => {
-            let (Some(release), Some(version)) = (query(&req, "release"), query(&req, "version"))
-            else {
-                return Ok(error(
-                    StatusCode::BAD_REQUEST,
-                    "give ?release=NAME&version=NAME[&seconds=N]",
-                ));
-            };
-            let seconds = query(&req, "seconds")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(60);
-            match shared.registry.stats(release, version) {
-                Some(stats) => json(StatusCode::OK, &stats.window(seconds, shared.second())),
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "this release and version were never routed",
-                ),
-            }
-        }
-        (&Method::GET, "/evidence") => {
-            let (Some(release), Some(version)) = (query(&req, "release"), query(&req, "version"))
-            else {
-                return Ok(error(
-                    StatusCode::BAD_REQUEST,
-                    "give ?release=NAME&version=NAME[&seconds=N]",
-                ));
-            };
-            let seconds = query(&req, "seconds")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(60);
-            match shared.registry.stats(release, version) {
-                Some(stats) => json(
-                    StatusCode::OK,
-                    &stats.evidence_by_second(seconds, shared.second()),
-                ),
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "this release and version were never routed",
-                ),
-            }
-        }
+        (&Method::GET, "/windows") => version_view(&shared, &req, |stats, seconds, now| {
+            json(StatusCode::OK, &stats.window(seconds, now))
+        }),
+        (&Method::GET, "/evidence") => version_view(&shared, &req, |stats, seconds, now| {
+            json(StatusCode::OK, &stats.evidence_by_second(seconds, now))
+        }),
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/routes" | "/events" | "/windows" | "/evidence",
@@ -230,6 +196,32 @@ async fn handle(
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     };
     Ok(response)
+}
+
+/// `?release=NAME&version=NAME[&seconds=N]`: one version's numbers over the last `N`
+/// seconds (60 by default), as `view` shows them; 400 without the names, 404 for a version
+/// never routed.
+fn version_view(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    view: impl Fn(&VersionStats, u64, u64) -> Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let (Some(release), Some(version)) = (query(req, "release"), query(req, "version")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give ?release=NAME&version=NAME[&seconds=N]",
+        );
+    };
+    let seconds = query(req, "seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    match shared.registry.stats(release, version) {
+        Some(stats) => view(&stats, seconds, shared.second()),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this release and version were never routed",
+        ),
+    }
 }
 
 async fn put_routes(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {

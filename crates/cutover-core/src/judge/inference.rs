@@ -884,30 +884,20 @@ mod tests {
     #[test]
     fn an_absolute_threshold_needs_enough_requests_to_pass() {
         let spec = error_spec(|s| s.max = Some(0.01));
+        let alone = |requests, errors| {
+            assess_pooled(
+                &spec,
+                EvidenceKind::ErrorRate,
+                &counts(requests, errors),
+                None,
+                levels(),
+            )
+        };
         // 0 errors in 50 requests: the true rate may still be 7 %.
-        let a = assess_pooled(
-            &spec,
-            EvidenceKind::ErrorRate,
-            &counts(50.0, 0.0),
-            None,
-            levels(),
-        );
+        let a = alone(50.0, 0.0);
         assert!(matches!(a, Assessment::Inconclusive { .. }), "{a:?}");
-        let a = assess_pooled(
-            &spec,
-            EvidenceKind::ErrorRate,
-            &counts(1_000.0, 0.0),
-            None,
-            levels(),
-        );
-        assert_eq!(a, Assessment::Pass);
-        let a = assess_pooled(
-            &spec,
-            EvidenceKind::ErrorRate,
-            &counts(1_000.0, 50.0),
-            None,
-            levels(),
-        );
+        assert_eq!(alone(1_000.0, 0.0), Assessment::Pass);
+        let a = alone(1_000.0, 50.0);
         assert!(matches!(a, Assessment::Fail { .. }), "{a:?}");
     }
 

@@ -395,44 +395,25 @@ mod tests {
         assert_eq!(proportion(50.0, 100.0, z), wilson(50.0, 100.0, z));
     }
 
+    /// Newcombe's hybrid score interval for `a/n - b/m` at 95 %.
+    fn difference(a: f64, n: f64, b: f64, m: f64) -> Interval {
+        let z = 1.959_964;
+        let term = |coefficient, x, trials| Term {
+            coefficient,
+            interval: wilson(x, trials, z).expect("trials"),
+        };
+        mover(&[term(1.0, a, n), term(-1.0, b, m)], 0.0)
+    }
+
     #[test]
     fn mover_of_a_difference_is_newcombes_method_10() {
         // Newcombe (1998), Table II, example (a): 56/70 - 48/80 at 95 %: 0.0524 to 0.3339.
-        let z = 1.959_964;
-        let a = wilson(56.0, 70.0, z).expect("trials");
-        let b = wilson(48.0, 80.0, z).expect("trials");
-        let d = mover(
-            &[
-                Term {
-                    coefficient: 1.0,
-                    interval: a,
-                },
-                Term {
-                    coefficient: -1.0,
-                    interval: b,
-                },
-            ],
-            0.0,
-        );
+        let d = difference(56.0, 70.0, 48.0, 80.0);
         close(d.estimate, 0.2, 1e-12);
         close(d.lower, 0.0524, 5e-5);
         close(d.upper, 0.3339, 5e-5);
         // Example (h): 0/10 - 0/20: -0.1611 to 0.2775.
-        let a = wilson(0.0, 10.0, z).expect("trials");
-        let b = wilson(0.0, 20.0, z).expect("trials");
-        let d = mover(
-            &[
-                Term {
-                    coefficient: 1.0,
-                    interval: a,
-                },
-                Term {
-                    coefficient: -1.0,
-                    interval: b,
-                },
-            ],
-            0.0,
-        );
+        let d = difference(0.0, 10.0, 0.0, 20.0);
         close(d.lower, -0.1611, 5e-5);
         close(d.upper, 0.2775, 5e-5);
     }
