@@ -596,8 +596,21 @@ fn quantile_comparison(
         "share",
         EvidenceKind::ErrorRate,
     );
+    // A tail quantile is no evidence of a regression until the candidate has had enough
+    // requests to reach its tail: below one expected request beyond the quantile (100 for a
+    // p99), a slow request or two would "show" a p99 far above stable's, and stable's own
+    // quantile is too uncertain at such counts for the intervals to hold.
+    let tail_share = if increase { 1.0 - quantile } else { quantile };
+    let reaches_tail = c_n * tail_share >= 1.0;
     match (pass, shown_worse) {
         (Finding::Pass, _) => Finding::Pass,
+        (Finding::Fail(_), _) | (_, Finding::Fail(_)) if !reaches_tail => {
+            Finding::Undecided(format!(
+                "{words}: too few candidate requests to show a p{} regression (at least {} needed)",
+                pct(quantile * 100.0),
+                (1.0 / tail_share.max(1e-9)).ceil()
+            ))
+        }
         (Finding::Fail(_), _) => Finding::Fail(format!(
             "{words}: beyond {limit_words}, shown at {} confidence",
             pct(levels.confidence * 100.0) + "%"
@@ -952,6 +965,50 @@ mod tests {
         let a = verdict(&ranks, P99, &slower, &stable);
         assert!(matches!(a, Assessment::Fail { .. }), "{a:?}");
         assert_eq!(verdict(&ranks, P99, &same, &stable), Assessment::Pass);
+    }
+
+    #[test]
+    fn a_p99_is_not_judged_worse_before_the_candidate_reaches_its_tail() {
+        let latencies = |fast: f64, slow: f64| Evidence {
+            requests: fast + slow,
+            latency: Histogram::from_bins([
+                Bin {
+                    lower: 0.100,
+                    upper: 0.101,
+                    count: fast,
+                },
+                Bin {
+                    lower: 0.300,
+                    upper: 0.301,
+                    count: slow,
+                },
+            ]),
+            seconds: 60.0,
+            ..Evidence::default()
+        };
+        let spec = latency_metric(|s| {
+            s.compare = Some(Comparison {
+                max_increase_percent: Some(20.0),
+                ..compared(Direction::Increase)
+            })
+        });
+        // Three slow requests in 14: a p99 three times stable's, but 14 requests say
+        // little about anyone's slowest 1 %.
+        let few = verdict(&spec, P99, &latencies(11.0, 3.0), &latencies(299.0, 3.0));
+        match few {
+            Assessment::Inconclusive { reason, .. } => {
+                assert!(reason.contains("too few candidate requests"), "{reason}")
+            }
+            other => panic!("expected inconclusive, got {other:?}"),
+        }
+        // The same share of slow requests in 300: shown.
+        let many = verdict(
+            &spec,
+            P99,
+            &latencies(236.0, 64.0),
+            &latencies(2990.0, 30.0),
+        );
+        assert!(matches!(many, Assessment::Fail { .. }), "{many:?}");
     }
 
     #[test]
