@@ -175,6 +175,10 @@ pub async fn run(
             Some(view_of(run_number, step, run));
     };
     publish(&run);
+    // On evidence, when each metric's proxy seconds were last read: the next measurement
+    // reads the seconds since then, so windows pooled by the judge never overlap, also when
+    // a measurement runs late and the next one is due at once.
+    let mut read_at: std::collections::BTreeMap<String, Timestamp> = Default::default();
     loop {
         if let Some(verdict) = run.verdict() {
             publish(&run);
@@ -188,13 +192,33 @@ pub async fn run(
             let Some(spec) = metrics.iter().find(|m| m.name == due.metric) else {
                 continue;
             };
+            let now = clock::now();
+            let on_evidence = spec.evidence_kind().is_some();
+            let window = match read_at.get(&due.metric).filter(|_| on_evidence) {
+                // Whole seconds, as the proxy keeps them.
+                Some(last) => cutover_core::Duration::from_secs(
+                    (now.0.saturating_sub(last.0).saturating_add(500)) / 1000,
+                ),
+                None => spec.interval,
+            };
             let context = Context {
                 release: subject.release,
                 stable: subject.stable,
                 candidate: subject.candidate,
-                interval: spec.interval,
+                interval: window,
             };
-            let result = providers.measure(spec, &context).await;
+            let result = if on_evidence && window.as_secs() == 0 {
+                // Due again within the second it was read: nothing new to read.
+                MeasurementResult::Value(cutover_core::judge::Measurement::default().with_evidence(
+                    cutover_core::judge::Evidence::default(),
+                    Some(cutover_core::judge::Evidence::default()),
+                ))
+            } else {
+                providers.measure(spec, &context).await
+            };
+            if on_evidence && matches!(result, MeasurementResult::Value(_)) {
+                read_at.insert(due.metric.clone(), now);
+            }
             let outcome = match run.record(&due.metric, &result) {
                 Ok(Some(assessment)) => assessment,
                 Ok(None) | Err(_) => continue,

@@ -953,9 +953,41 @@ fn evidence(c: &mut Checker<'_, '_>, path: &FieldPath, m: &MetricSpec) {
             );
         }
     }
+    if m.evidence_kind().is_some()
+        && m.interval != Duration::ZERO
+        && m.interval.as_millis() % 1000 != 0
+    {
+        c.error(
+            Code::InvalidValue,
+            path.key("interval"),
+            format!(
+                "the proxy keeps its evidence in whole seconds, so {} cannot be measured exactly",
+                m.interval
+            ),
+        )
+        .hint = Some(format!(
+            "use whole seconds, e.g. interval: {}s",
+            (m.interval.as_millis() / 1000).max(1)
+        ));
+    }
     let (Some(kind), Some(compare)) = (m.evidence_kind(), &m.compare) else {
         return;
     };
+    if compare.direction != crate::spec::Direction::Increase
+        && compare
+            .mann_whitney
+            .as_ref()
+            .is_some_and(|t| t.min_effect_percent >= 100.0)
+    {
+        c.error(
+            Code::OutOfRange,
+            path.key("compare")
+                .key("mannWhitney")
+                .key("minEffectPercent"),
+            "a drop of 100 % or more cannot be tested: latencies cannot fall below zero",
+        )
+        .hint = Some("use a percentage below 100, e.g. minEffectPercent: 50".into());
+    }
     let compare_path = path.key("compare");
     for (field, value) in [
         ("maxIncrease", compare.max_increase),

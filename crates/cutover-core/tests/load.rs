@@ -960,3 +960,60 @@ fn placeholders_outside_promql_quotes_are_warned_about() {
         &[],
     );
 }
+
+#[test]
+fn settings_of_the_tests_on_evidence_are_checked_with_the_fix_named() {
+    // A zero tolerance could only pass a candidate better than stable.
+    let zero = check(
+        &base_with("        max: 0.01\n", "        compare: {maxIncrease: 0}\n"),
+        &[Code::Conflict],
+    );
+    assert!(
+        zero[0]
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("maxIncrease: 0.005"))
+    );
+    let effect = check(
+        &base_with(
+            "        provider: {builtin: error_rate}\n        max: 0.01\n",
+            "        provider: {builtin: latency_p99}\n        compare: {mannWhitney: {}}\n",
+        ),
+        &[Code::Conflict],
+    );
+    assert!(
+        effect[0]
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("minEffectPercent: 10"))
+    );
+    // maxCount below count, a confidence out of range, an interval of part of a second.
+    check(
+        &base_with(
+            "        max: 0.01\n",
+            "        max: 0.01\n        count: 5\n        maxCount: 3\n        confidence: 1.5\n        interval: 1500ms\n",
+        ),
+        &[Code::Conflict, Code::OutOfRange, Code::InvalidValue],
+    );
+    // A relative tolerance on an error rate: a warning that says what to use instead.
+    let relative = check(
+        &base_with(
+            "        max: 0.01\n",
+            "        compare: {maxIncreasePercent: 20}\n",
+        ),
+        &[Code::Conflict],
+    );
+    assert_eq!(relative[0].severity, cutover_core::Severity::Warning);
+    // A Prometheus metric reads the proxy's series as evidence, or runs a query: not both.
+    check(
+        &base_with(
+            "        provider: {builtin: error_rate}\n",
+            "        provider: {prometheus: {query: 'up', proxyMetric: error_rate}}\n",
+        ),
+        &[Code::Conflict],
+    );
+    release(&base_with(
+        "        provider: {builtin: error_rate}\n        max: 0.01\n",
+        "        provider: {prometheus: {proxyMetric: error_rate}}\n        compare: {maxIncrease: 0.005}\n        count: 2\n        maxCount: 10\n        confidence: 0.95\n",
+    ));
+}

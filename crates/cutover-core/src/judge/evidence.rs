@@ -215,6 +215,15 @@ impl Histogram {
             .sum()
     }
 
+    /// Whether an open-ended bucket (values of at least its lower bound, upper bound
+    /// unknown: a Prometheus `+Inf` bucket) holds values that may lie on either side of
+    /// `threshold`: then no count above or below it can be trusted.
+    pub fn open_at(&self, threshold: f64) -> bool {
+        self.bins
+            .iter()
+            .any(|b| b.upper == b.lower && b.lower <= threshold && b.count > 0.0)
+    }
+
     /// How many values are below `threshold`: the complement of [`Histogram::count_above`].
     pub fn count_below(&self, threshold: f64) -> f64 {
         (self.total() - self.count_above(threshold)).max(0.0)

@@ -27,7 +27,10 @@
 use super::assess::{Assessment, MoreData, num, pct};
 use super::evidence::{Bin, Evidence, Histogram};
 use super::normal::normal_quantile;
-use super::stats::{Interval, Term, exact, mann_whitney_binned, mover, proportion};
+use super::stats::{
+    Interval, Term, exact, mann_whitney_binned, mann_whitney_binned_against_candidate, mover,
+    proportion,
+};
 use crate::spec::{Comparison, Direction, EvidenceKind, MetricSpec, StatisticalTest};
 
 /// The confidence levels of one look, as normal quantiles: failing is held to a stricter
@@ -195,6 +198,14 @@ fn threshold(
     bound: Bound,
     levels: Levels,
 ) -> Finding {
+    if let EvidenceKind::Latency { .. } = kind
+        && candidate.latency.open_at(limit)
+    {
+        return Finding::Undecided(format!(
+            "the candidate's histogram has an open-ended bucket below {}s: how many requests are slower than it is unknown; give the histogram bounds above the limit",
+            num(limit)
+        ));
+    }
     let (bad, trials) = bad_events(kind, candidate, limit, bound);
     let share = allowed_share(kind, limit, bound);
     let (Some(fail), Some(pass)) = (
@@ -257,10 +268,12 @@ fn stable_breaches_too(
     let mirrored = matches!((kind, bound), (EvidenceKind::ErrorRate, Bound::Min));
     let s = exact(s_bad, s_trials, levels.fail_alpha)?;
     let c = exact(c_bad, c_trials, levels.fail_alpha)?;
+    // Stable must be shown to breach, not merely seen to: a stable with a handful of
+    // requests proves nothing and must not excuse a candidate that is shown to breach.
     let stable_breaches = if mirrored {
-        s.estimate < share
+        s.upper < share
     } else {
-        s.estimate > share
+        s.lower > share
     };
     if !stable_breaches {
         return None;
@@ -540,6 +553,12 @@ fn quantile_comparison(
         return Finding::Undecided("no latencies to compare".to_string());
     };
     let increase = direction != Direction::Decrease;
+    if candidate.latency.open_at(s_q.max(c_q)) || stable.latency.open_at(s_q.max(c_q)) {
+        return Finding::Undecided(format!(
+            "the p{} falls in an open-ended histogram bucket: how much slower is unknown",
+            pct(quantile * 100.0)
+        ));
+    }
     let limit = match (tolerance, increase) {
         (Tolerance::Absolute(d), true) => s_q + d,
         (Tolerance::Absolute(d), false) => s_q - d,
@@ -638,7 +657,7 @@ fn rank_test(
     let scale = if increase { 1.0 + effect } else { 1.0 - effect };
     let (Some(plain), Some(shifted), Some(c_median), Some(s_median)) = (
         mann_whitney_binned(&candidate.latency, &stable.latency, 1.0),
-        mann_whitney_binned(&candidate.latency, &stable.latency, scale),
+        mann_whitney_binned_against_candidate(&candidate.latency, &stable.latency, scale, increase),
         candidate.latency.quantile(0.5),
         stable.latency.quantile(0.5),
     ) else {

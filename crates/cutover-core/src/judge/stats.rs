@@ -16,8 +16,8 @@
 //!   values of one scaled by a factor (to test "slower by more than 10 %"), ties within and
 //!   across buckets handled by the tie-corrected variance.
 
-use super::evidence::Histogram;
-use super::normal::normal_sf;
+use super::evidence::{Bin, Histogram};
+use super::normal::{normal_quantile, normal_sf};
 
 /// A one-sided interval: the proportion is above `lower` and below `upper`, each at the
 /// confidence the `z` they were computed with stands for.
@@ -38,11 +38,16 @@ pub struct Interval {
 /// 167 "shows" a rate above 2 % at 99.8 %, though 2 % gives 9 or more 0.75 % of the time),
 /// the exact bound never is. Counts may be fractional. `None` without trials.
 pub fn exact(successes: f64, trials: f64, alpha: f64) -> Option<Interval> {
-    if trials.is_nan() || trials <= 0.0 || successes.is_nan() {
+    if !trials.is_finite() || trials <= 0.0 || !successes.is_finite() {
         return None;
     }
     let x = successes.clamp(0.0, trials);
     let alpha = alpha.clamp(1e-15, 0.5);
+    if x > LARGE && trials - x > LARGE {
+        // Far from both ends the two agree to a fraction of a percent, and the beta
+        // function's continued fraction would need ever more steps.
+        return wilson(x, trials, normal_quantile(1.0 - alpha));
+    }
     let lower = if x <= 0.0 {
         0.0
     } else {
@@ -59,6 +64,9 @@ pub fn exact(successes: f64, trials: f64, alpha: f64) -> Option<Interval> {
         upper,
     })
 }
+
+/// Above this many events and non-events, [`exact`] uses Wilson's bounds.
+const LARGE: f64 = 5_000.0;
 
 /// The `p` quantile of the beta distribution with shapes `a` and `b`, by bisection on
 /// the regularized incomplete beta function.
@@ -163,58 +171,25 @@ pub fn ln_gamma(x: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
 }
 
-/// The bounds of a proportion the tests use: Wilson's, except that within three events of
-/// either end the bound on that side is also held to the exact Poisson bound, whichever is
-/// wider (the modification of Brown, Cai and DasGupta, 2001). Wilson's lower bound is too
-/// high at one or two events: one slow request in 15 would "show" a rate above 1 % at 98 %,
-/// though 1 % gives at least one in 15 requests 14 % of the time.
+/// The bounds of a proportion the tests use to *exclude* harm: Wilson's, widened on either
+/// side to the exact bound where that is wider. Wilson's interval is tight in the middle
+/// but too narrow far in the tail at small counts (one slow request in 15 would "show" a
+/// rate above 1 % at 98 %, though 1 % gives at least one in 15 requests 14 % of the time;
+/// Brown, Cai and DasGupta 2001), and the levels the judge works at are far in the tail.
 pub fn proportion(successes: f64, trials: f64, z: f64) -> Option<Interval> {
-    let mut interval = wilson(successes, trials, z)?;
-    let alpha = normal_sf(z);
-    if successes.floor() <= 3.0 && successes < trials / 2.0 {
-        let exact = poisson_lower(successes.floor().max(0.0) as u32, alpha) / trials;
-        interval.lower = interval.lower.min(exact);
-    }
-    let failures = trials - successes;
-    if failures.floor() <= 3.0 && failures < trials / 2.0 {
-        let exact = 1.0 - poisson_lower(failures.floor().max(0.0) as u32, alpha) / trials;
-        interval.upper = interval.upper.max(exact);
-    }
-    Some(interval)
-}
-
-/// The smallest Poisson mean under which `k` or more events have probability `alpha`:
-/// the exact lower confidence bound on a mean after seeing `k` events.
-fn poisson_lower(k: u32, alpha: f64) -> f64 {
-    if k == 0 {
-        return 0.0;
-    }
-    // P(X >= k) = 1 - P(X <= k - 1) rises with the mean: bisect.
-    let at_least = |mean: f64| {
-        let mut term = (-mean).exp();
-        let mut below = term;
-        for i in 1..k {
-            term *= mean / f64::from(i);
-            below += term;
-        }
-        1.0 - below
-    };
-    let (mut low, mut high) = (0.0_f64, f64::from(k) * 10.0 + 10.0);
-    for _ in 0..100 {
-        let middle = (low + high) / 2.0;
-        if at_least(middle) < alpha {
-            low = middle;
-        } else {
-            high = middle;
-        }
-    }
-    (low + high) / 2.0
+    let wilson = wilson(successes, trials, z)?;
+    let exact = exact(successes, trials, normal_sf(z))?;
+    Some(Interval {
+        estimate: wilson.estimate,
+        lower: wilson.lower.min(exact.lower),
+        upper: wilson.upper.max(exact.upper),
+    })
 }
 
 /// The Wilson score bounds of `successes` out of `trials` at the normal quantile `z`;
 /// `None` without trials.
 pub fn wilson(successes: f64, trials: f64, z: f64) -> Option<Interval> {
-    if trials.is_nan() || trials <= 0.0 || successes.is_nan() {
+    if !trials.is_finite() || trials <= 0.0 || !successes.is_finite() {
         return None;
     }
     let p = (successes / trials).clamp(0.0, 1.0);
@@ -292,6 +267,35 @@ pub fn mann_whitney_binned(
     stable: &Histogram,
     stable_scale: f64,
 ) -> Option<BinnedTest> {
+    ranks(candidate, stable, stable_scale, Bin::value, Bin::value)
+}
+
+/// The same test with every doubt resolved against the candidate: where larger is worse,
+/// its values at their bucket's upper bound and stable's at their lower bound (before
+/// scaling), the other way round where smaller is worse. For the pass side
+/// of a comparison: with midpoints, values two versions share in a bucket would be ranked
+/// "candidate faster" once stable's are scaled up, and a candidate at the margin would
+/// pass far more often than the confidence allows when buckets are wide (Prometheus's).
+pub fn mann_whitney_binned_against_candidate(
+    candidate: &Histogram,
+    stable: &Histogram,
+    stable_scale: f64,
+    larger_is_worse: bool,
+) -> Option<BinnedTest> {
+    if larger_is_worse {
+        ranks(candidate, stable, stable_scale, |b| b.upper, |b| b.lower)
+    } else {
+        ranks(candidate, stable, stable_scale, |b| b.lower, |b| b.upper)
+    }
+}
+
+fn ranks(
+    candidate: &Histogram,
+    stable: &Histogram,
+    stable_scale: f64,
+    candidate_value: impl Fn(&Bin) -> f64,
+    stable_value: impl Fn(&Bin) -> f64,
+) -> Option<BinnedTest> {
     let n1 = candidate.total();
     let n2 = stable.total();
     if n1 <= 0.0 || n2 <= 0.0 || !stable_scale.is_finite() || stable_scale <= 0.0 {
@@ -301,12 +305,12 @@ pub fn mann_whitney_binned(
     let mut points: Vec<(f64, f64, f64)> = candidate
         .bins()
         .iter()
-        .map(|b| (b.value(), b.count, 0.0))
+        .map(|b| (candidate_value(b), b.count, 0.0))
         .chain(
             stable
                 .bins()
                 .iter()
-                .map(|b| (b.value() * stable_scale, 0.0, b.count)),
+                .map(|b| (stable_value(b) * stable_scale, 0.0, b.count)),
         )
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -356,7 +360,6 @@ pub fn mann_whitney_binned(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::evidence::Bin;
 
     #[track_caller]
     fn close(actual: f64, expected: f64, tolerance: f64) {
@@ -380,19 +383,31 @@ mod tests {
     }
 
     #[test]
-    fn few_events_get_the_exact_poisson_bound() {
+    fn few_events_get_the_exact_bound() {
         // One event in 15 at 98 %: Wilson says above 1.1 %; the exact bound is 0.13 %.
         let z = 2.053_748_9;
         let w = wilson(1.0, 15.0, z).expect("trials");
         let p = proportion(1.0, 15.0, z).expect("trials");
         assert!(w.lower > 0.01);
-        close(p.lower, -(0.98_f64.ln()) / 15.0, 1e-9);
-        assert_eq!(p.upper, w.upper);
+        close(p.lower, 1.0 - 0.98_f64.powf(1.0 / 15.0), 1e-6);
+        assert!(p.upper >= w.upper);
         // And symmetrically at the top.
         let p = proportion(14.0, 15.0, z).expect("trials");
-        close(p.upper, 1.0 + 0.98_f64.ln() / 15.0, 1e-9);
-        // Far from the ends, plain Wilson.
-        assert_eq!(proportion(50.0, 100.0, z), wilson(50.0, 100.0, z));
+        close(p.upper, 0.98_f64.powf(1.0 / 15.0), 1e-6);
+        // Infinite or NaN counts are no data, never an interval of [0, 0].
+        assert!(proportion(1.0, f64::INFINITY, z).is_none());
+        assert!(exact(f64::NAN, 10.0, 0.02).is_none());
+    }
+
+    #[test]
+    fn large_counts_take_wilsons_bounds_which_agree_with_the_exact_ones() {
+        let alpha = 0.001;
+        let wide = exact(10_000.0, 100_000.0, alpha).expect("trials");
+        let w = wilson(10_000.0, 100_000.0, normal_quantile(1.0 - alpha)).expect("trials");
+        assert_eq!(wide, w);
+        let below = exact(4_999.0, 50_000.0, alpha).expect("trials");
+        let w = wilson(4_999.0, 50_000.0, normal_quantile(1.0 - alpha)).expect("trials");
+        assert!((below.lower - w.lower).abs() < 5e-4 && (below.upper - w.upper).abs() < 5e-4);
     }
 
     /// Newcombe's hybrid score interval for `a/n - b/m` at 95 %.
@@ -445,6 +460,22 @@ mod tests {
         assert!(plain.z > 0.0);
         let scaled = mann_whitney_binned(&c, &s, 1.5).expect("data");
         close(scaled.z, 0.0, 1e-9);
+        // Resolved against the candidate, ties in a bucket count as the candidate slower.
+        let wide = |values: &[f64]| {
+            Histogram::from_bins(values.iter().map(|&v| Bin {
+                lower: v,
+                upper: v * 1.26,
+                count: 10.0,
+            }))
+        };
+        let (c, s) = (wide(&[1.0, 2.0]), wide(&[1.0, 2.0]));
+        let midpoints = mann_whitney_binned(&c, &s, 1.1).expect("data");
+        let against = mann_whitney_binned_against_candidate(&c, &s, 1.1, true).expect("data");
+        assert!(
+            midpoints.z < 0.0,
+            "midpoints make the equal candidate look faster"
+        );
+        assert!(against.z > 0.0, "{against:?}");
         assert!(mann_whitney_binned(&c, &Histogram::default(), 1.0).is_none());
     }
 
