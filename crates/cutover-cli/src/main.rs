@@ -203,7 +203,7 @@ enum Command {
     /// analysis, then v2 -> v3 (5 % errors, slower) rolled back. Under two minutes.
     Demo {
         /// Requests per second of the built-in load generator.
-        #[arg(long, default_value_t = 400)]
+        #[arg(long, default_value_t = 200)]
         rate: u32,
     },
     /// The demo's service (same as `examples/demo-app`).
