@@ -955,7 +955,7 @@ fn evidence(c: &mut Checker<'_, '_>, path: &FieldPath, m: &MetricSpec) {
     }
     if m.evidence_kind().is_some()
         && m.interval != Duration::ZERO
-        && m.interval.as_millis() % 1000 != 0
+        && !m.interval.as_millis().is_multiple_of(1000)
     {
         c.error(
             Code::InvalidValue,
