@@ -102,9 +102,14 @@ impl MetricJudge {
         };
         let assessment = if on_evidence {
             self.assess_pooled()
+        } else if self.pooled.is_some() && matches!(result, MeasurementResult::Value(_)) {
+            // Once judged on evidence, a bare value adds nothing to the pooled evidence and
+            // must not pass the metric by itself.
+            Assessment::inconclusive("this measurement brought no evidence to add to the analysis")
         } else {
             assess(&self.spec, result)
         };
+        let on_evidence = on_evidence || self.pooled.is_some();
         // This measurement's number, from 1, when the provider answered.
         let look = self.measurements().saturating_add(1);
         match &assessment {
@@ -648,5 +653,18 @@ mod tests {
         let mut shared = MetricJudge::in_run_of(alone.spec(), 2);
         shared.record(&borderline);
         assert_eq!(shared.verdict(), Some(Verdict::Inconclusive));
+    }
+
+    #[test]
+    fn on_evidence_a_bare_value_does_not_pass_the_metric() {
+        let mut judge = compared_errors(2, None);
+        judge.record(&window(60.0, 0.0, 6_000.0, 60.0));
+        let bare = MeasurementResult::Value(Measurement::of_both(0.0, 0.01).with_requests(1_000));
+        let assessment = judge.record(&bare).cloned();
+        assert!(
+            matches!(assessment, Some(Assessment::Inconclusive { .. })),
+            "{assessment:?}"
+        );
+        assert_ne!(judge.verdict(), Some(Verdict::Success));
     }
 }
