@@ -575,19 +575,24 @@ fn quantile_comparison(
     let c_n = candidate.latency.total();
     let s_n = stable.latency.total();
     let s_beyond = beyond(&stable.latency, s_q);
+    // The candidate's share of requests beyond `threshold` against stable's share beyond
+    // its own quantile.
+    let candidate_beyond = |threshold: f64| {
+        proportion_comparison(
+            beyond(&candidate.latency, threshold),
+            c_n,
+            s_beyond,
+            s_n,
+            Direction::Increase,
+            Tolerance::Absolute(0.0),
+            levels,
+            "share",
+            EvidenceKind::ErrorRate,
+        )
+    };
     // Pass: the candidate's share beyond the raised limit is below stable's share beyond
     // its own quantile, so the candidate's quantile is below the limit.
-    let pass = proportion_comparison(
-        beyond(&candidate.latency, limit),
-        c_n,
-        s_beyond,
-        s_n,
-        Direction::Increase,
-        Tolerance::Absolute(0.0),
-        levels,
-        "share",
-        EvidenceKind::ErrorRate,
-    );
+    let pass = candidate_beyond(limit);
     let words = format!(
         "p{} {}s against stable {}s ({} and {} latencies)",
         pct(quantile * 100.0),
@@ -604,17 +609,7 @@ fn quantile_comparison(
     let estimate_beyond = if increase { c_q > limit } else { c_q < limit };
     // Fail: significantly more candidate requests beyond stable's own quantile, and the
     // candidate's quantile itself beyond the limit.
-    let shown_worse = proportion_comparison(
-        beyond(&candidate.latency, s_q),
-        c_n,
-        s_beyond,
-        s_n,
-        Direction::Increase,
-        Tolerance::Absolute(0.0),
-        levels,
-        "share",
-        EvidenceKind::ErrorRate,
-    );
+    let shown_worse = candidate_beyond(s_q);
     // A tail quantile is no evidence of a regression until the candidate has had enough
     // requests to reach its tail: below one expected request beyond the quantile (100 for a
     // p99), a slow request or two would "show" a p99 far above stable's, and stable's own
