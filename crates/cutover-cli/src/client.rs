@@ -104,6 +104,8 @@ impl ClientError {
 pub struct ApiClient {
     base: String,
     token: Option<String>,
+    /// Where the token came from (`CUTOVER_TOKEN`, `the token file PATH`), for a refusal.
+    token_from: Option<String>,
     http: HttpsClient<Full<Bytes>>,
 }
 
@@ -130,7 +132,10 @@ impl ApiClient {
                 "the controller address '{base}' must be http:// or https://"
             )));
         }
-        let token = resolve_token(args, env, config.token_file)?;
+        let (token, token_from) = match resolve_token(args, env, config.token_file)? {
+            Some((token, from)) => (Some(token), Some(from)),
+            None => (None, None),
+        };
         let ca_file = args
             .ca_file
             .clone()
@@ -145,6 +150,7 @@ impl ApiClient {
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_string(),
             token,
+            token_from,
             http: Client::builder(TokioExecutor::new()).build(connector),
         })
     }
@@ -184,7 +190,7 @@ impl ApiClient {
         let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
             .await
             .map_err(|_| unreachable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))?
-            .map_err(|e| unreachable(error_chain(&e)))?;
+            .map_err(|e| self.connect_error(&error_chain(&e)))?;
         let status = response.status();
         let body = response
             .into_body()
@@ -202,15 +208,59 @@ impl ApiClient {
             return Ok(value);
         }
         let error = &value["error"];
+        let message = error["message"]
+            .as_str()
+            .unwrap_or("the controller refused without a message");
         Err(ClientError::Api {
             status,
             kind: error["kind"].as_str().unwrap_or("error").to_string(),
-            message: error["message"]
-                .as_str()
-                .unwrap_or("the controller refused without a message")
-                .to_string(),
+            message: self.refusal_text(status, message),
             diagnostics: error["diagnostics"].as_array().cloned().unwrap_or_default(),
         })
+    }
+
+    /// The controller could not be reached at all: what went wrong in a few words, and
+    /// what to do about it.
+    fn connect_error(&self, chain: &str) -> ClientError {
+        let lower = chain.to_ascii_lowercase();
+        let cause = if lower.contains("connection refused") {
+            "connection refused".to_string()
+        } else if lower.contains("timed out") || lower.contains("timeout") {
+            "no answer to the connection (timed out)".to_string()
+        } else {
+            chain.to_string()
+        };
+        let hint = if self.base.starts_with("https://")
+            && (lower.contains("tls")
+                || lower.contains("certificate")
+                || lower.contains("corrupt message")
+                || lower.contains("invalidcontenttype"))
+        {
+            "; if the controller serves plain HTTP, use an http:// address, or start it with `cutover serve --tls-cert FILE --tls-key FILE` (and --ca-file here for a private CA)"
+                .to_string()
+        } else {
+            "; start it with `cutover serve`, or point at a running one with --controller URL (or CUTOVER_CONTROLLER)"
+                .to_string()
+        };
+        ClientError::Unreachable(format!(
+            "cannot reach the controller at {}: {cause}{hint}",
+            self.base
+        ))
+    }
+
+    /// The controller's refusal, with where this CLI took its token from when the token is
+    /// what was refused: a missing and a wrong token need different fixes.
+    fn refusal_text(&self, status: StatusCode, message: &str) -> String {
+        if status != StatusCode::UNAUTHORIZED {
+            return message.to_string();
+        }
+        match &self.token_from {
+            None => "no token: this command needs the controller's write token, and none was found (--token-file, CUTOVER_TOKEN, CUTOVER_TOKEN_FILE, the config file's tokenFile, .cutover/token); pass --token-file <state-dir>/token, the file `cutover serve` wrote and printed at start"
+                .to_string(),
+            Some(from) => format!(
+                "wrong token: the token from {from} is not this controller's; use its state directory's token file (`<state-dir>/token`, printed by `cutover serve` at start) with --token-file or CUTOVER_TOKEN_FILE"
+            ),
+        }
     }
 
     /// `GET path`.
@@ -241,14 +291,14 @@ impl ApiClient {
         let request = self.request(Method::GET, path, Vec::new(), &[])?;
         let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
             .await
-            .map_err(|_| ClientError::Unreachable("the controller did not answer".into()))?
-            .map_err(|e| {
+            .map_err(|_| {
                 ClientError::Unreachable(format!(
-                    "cannot reach the controller at {}: {}",
+                    "the controller at {} did not answer within {}s",
                     self.base,
-                    error_chain(&e)
+                    REQUEST_TIMEOUT.as_secs()
                 ))
-            })?;
+            })?
+            .map_err(|e| self.connect_error(&error_chain(&e)))?;
         if !response.status().is_success() {
             let status = response.status();
             let body = response
@@ -264,10 +314,12 @@ impl ApiClient {
                     .as_str()
                     .unwrap_or("error")
                     .to_string(),
-                message: value["error"]["message"]
-                    .as_str()
-                    .unwrap_or("the controller refused")
-                    .to_string(),
+                message: self.refusal_text(
+                    status,
+                    value["error"]["message"]
+                        .as_str()
+                        .unwrap_or("the controller refused"),
+                ),
                 diagnostics: Vec::new(),
             });
         }
@@ -351,15 +403,16 @@ fn non_empty(token: &str, from: &str) -> Result<String, ClientError> {
     Ok(token.to_string())
 }
 
+/// The token and where it came from, or `None` when no source names one.
 fn resolve_token(
     args: &ConnectionArgs,
     env: &BTreeMap<String, String>,
     from_config: Option<PathBuf>,
-) -> Result<Option<String>, ClientError> {
+) -> Result<Option<(String, String)>, ClientError> {
     if args.token_file.is_none()
         && let Some(token) = env.get("CUTOVER_TOKEN").filter(|t| !t.is_empty())
     {
-        return non_empty(token, "CUTOVER_TOKEN").map(Some);
+        return non_empty(token, "CUTOVER_TOKEN").map(|t| Some((t, "CUTOVER_TOKEN".into())));
     }
     let named = args
         .token_file
@@ -374,10 +427,14 @@ fn resolve_token(
                     path.display()
                 ))
             })?;
-            non_empty(&text, &format!("the token file {}", path.display())).map(Some)
+            let from = format!("the token file {}", path.display());
+            non_empty(&text, &from).map(|t| Some((t, from)))
         }
         None => match std::fs::read_to_string(".cutover/token") {
-            Ok(text) => non_empty(&text, "the token file .cutover/token").map(Some),
+            Ok(text) => {
+                let from = "the token file .cutover/token".to_string();
+                non_empty(&text, &from).map(|t| Some((t, from)))
+            }
             Err(_) => Ok(None),
         },
     }

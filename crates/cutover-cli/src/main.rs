@@ -29,6 +29,9 @@ pub mod exit {
     pub const INVALID_INPUT: u8 = 2;
     /// A service could not start or be reached (a port in use, a backend down).
     pub const UNAVAILABLE: u8 = 4;
+    /// Ctrl-C (SIGINT) stopped `run --wait` or `status --watch`; the rollout goes on
+    /// (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// cutover: progressive delivery (canary and blue/green) with its own traffic-splitting
@@ -138,7 +141,7 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Start a rollout of a release; with --wait, block until it ends. Exit 0 promoted,
     /// 1 rolled back or aborted, 2 invalid input, 3 timed out, 4 controller or backend
-    /// unreachable.
+    /// unreachable, 130 interrupted by Ctrl-C (the rollout goes on).
     Run {
         /// The release file.
         file: PathBuf,
@@ -158,7 +161,8 @@ enum Command {
     Status {
         /// The release's name.
         name: String,
-        /// Follow it live until it ends.
+        /// Follow it live until it ends (Ctrl-C stops following, exit 130; the rollout
+        /// goes on).
         #[arg(long)]
         watch: bool,
         /// Output format (`json` with --watch: one document per line per change).
@@ -167,8 +171,10 @@ enum Command {
         #[command(flatten)]
         connection: client::ConnectionArgs,
     },
-    /// Finish the current step now (end a pause, accept an analysis); --full promotes at
-    /// once, skipping the remaining steps.
+    /// Finish the current step now: end a pause (timed or waiting for promote, and a
+    /// manual pause with it), accept an inconclusive analysis, override a prePromotion
+    /// gate that holds. Refused while an analysis is running: wait for its verdict, or use
+    /// --full, which promotes at once, skipping every remaining step, analyses included.
     Promote {
         /// The release's name.
         name: String,

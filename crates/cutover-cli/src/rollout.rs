@@ -99,8 +99,13 @@ struct RunReport {
     outcome: String,
     exit_code: u8,
     reason: Option<String>,
+    /// The version serving before the rollout (after a promotion too).
     stable_version: Option<String>,
+    /// The version being rolled out.
     candidate_version: Option<String>,
+    /// The version serving when the command ended: the candidate once promoted, the
+    /// stable version after a rollback.
+    serving_version: Option<String>,
     duration_seconds: f64,
     controller: String,
     status: Option<Value>,
@@ -136,6 +141,10 @@ pub fn run(
         }
     };
     let name = release.metadata.name.clone();
+    let file_versions = (
+        release.spec.stable_version.clone(),
+        release.spec.version.clone(),
+    );
     let body = match serde_json::to_vec(&release) {
         Ok(body) => body,
         Err(e) => {
@@ -164,6 +173,14 @@ pub fn run(
             Err(e) => {
                 let code = report(&e);
                 if output == Output::Json {
+                    // What is known of the versions: the file's, else what serves now.
+                    let current = match &e {
+                        ClientError::Unreachable(_) => None,
+                        _ => client.get(&format!("/v1/releases/{name}")).await.ok(),
+                    };
+                    let serving = current
+                        .as_ref()
+                        .and_then(|s| s["stable"]["version"].as_str().map(str::to_string));
                     print_report(&RunReport {
                         release: name,
                         outcome: if code == exit::UNAVAILABLE {
@@ -173,8 +190,9 @@ pub fn run(
                         },
                         exit_code: code,
                         reason: Some(e.to_string()),
-                        stable_version: None,
-                        candidate_version: None,
+                        stable_version: file_versions.0.clone().or_else(|| serving.clone()),
+                        candidate_version: file_versions.1.clone(),
+                        serving_version: serving,
                         duration_seconds: started.elapsed().as_secs_f64(),
                         controller: client.base().to_string(),
                         status: None,
@@ -199,12 +217,13 @@ pub fn run(
             return exit::OK;
         }
         let mut progress = Progress::new(output == Output::Text);
-        let waited = follow_until_done(&client, &name, &mut progress);
-        let result = match timeout {
-            Some(limit) => tokio::time::timeout(Duration::from_millis(limit.as_millis()), waited)
-                .await
-                .unwrap_or(Err(Waited::TimedOut)),
-            None => waited.await,
+        let mut lost = LostController::new(client.base(), &name);
+        let mut show = |status: &Value| progress.show(status);
+        let waited = follow_until_done(&client, &name, &mut lost, &mut show);
+        let limit = timeout.map_or(Duration::MAX, |t| Duration::from_millis(t.as_millis()));
+        let result = tokio::select! {
+            waited = tokio::time::timeout(limit, waited) => waited.unwrap_or(Err(Waited::TimedOut)),
+            _ = tokio::signal::ctrl_c() => Err(Waited::Interrupted),
         };
         progress.finish();
         let (outcome, code, last) = match result {
@@ -217,6 +236,10 @@ pub fn run(
             Err(Waited::Unreachable(e)) => {
                 eprintln!("error: {e}");
                 ("unreachable".to_string(), exit::UNAVAILABLE, progress.last.clone())
+            }
+            Err(Waited::Interrupted) => {
+                eprintln!("{}", interrupted_text(&name));
+                ("interrupted".to_string(), exit::INTERRUPTED, progress.last.clone())
             }
         };
         let last_status = last.clone().unwrap_or(Value::Null);
@@ -232,6 +255,10 @@ pub fn run(
                         last_status["description"].as_str().unwrap_or("running")
                     ),
                     "unreachable" => format!("{name}: lost the controller"),
+                    "interrupted" => format!(
+                        "{name}: interrupted while {}",
+                        last_status["description"].as_str().unwrap_or("running")
+                    ),
                     other => format!(
                         "{name}: {other}{} after {:.1}s",
                         reason.unwrap_or_default(),
@@ -258,8 +285,14 @@ fn report_of(
         outcome: outcome.to_string(),
         exit_code: code,
         reason: status["reason"].as_str().map(str::to_string),
-        stable_version: status["stable"]["version"].as_str().map(str::to_string),
+        // `previousVersion` is what served before this rollout, whatever happened since;
+        // a controller without it (older) is read from the stable slot.
+        stable_version: status["previousVersion"]
+            .as_str()
+            .or_else(|| status["stable"]["version"].as_str())
+            .map(str::to_string),
         candidate_version: status["candidate"]["version"].as_str().map(str::to_string),
+        serving_version: status["stable"]["version"].as_str().map(str::to_string),
         duration_seconds: started.elapsed().as_secs_f64(),
         controller: client.base().to_string(),
         status: (!status.is_null()).then(|| status.clone()),
@@ -276,43 +309,132 @@ fn print_report(report: &RunReport) {
 enum Waited {
     TimedOut,
     Unreachable(String),
+    Interrupted,
+}
+
+/// What Ctrl-C on `run --wait` or `status --watch` says: only this command stops.
+fn interrupted_text(name: &str) -> String {
+    format!(
+        "interrupted: the rollout goes on; follow it with `cutover status {name} --watch`, abort it with `cutover abort {name}`"
+    )
+}
+
+/// Says, one line each, when the controller is lost, when it answers again and when the
+/// rollout is seen moving again; not a line per retry.
+struct LostController {
+    base: String,
+    name: String,
+    /// Since when the controller has been gone, and the rollout's `updatedAt` then.
+    lost: Option<(Instant, Option<u64>)>,
+    /// Regained, waiting to see the rollout move: its `updatedAt` before the loss.
+    resuming: Option<Option<u64>>,
+}
+
+impl LostController {
+    fn new(base: &str, name: &str) -> LostController {
+        LostController {
+            base: base.to_string(),
+            name: name.to_string(),
+            lost: None,
+            resuming: None,
+        }
+    }
+
+    /// The stream broke or could not be opened; `last` is the last status seen. Gives the
+    /// error to stop with once the controller has been gone for [`RECONNECT_FOR`].
+    fn lost(&mut self, why: &str, last: Option<&Value>) -> Result<(), String> {
+        match self.lost {
+            None => {
+                eprintln!(
+                    "lost the controller at {} ({why}); trying again for {}s, the rollout goes on without it",
+                    self.base,
+                    RECONNECT_FOR.as_secs()
+                );
+                let updated = last.and_then(|s| s["updatedAt"].as_u64());
+                self.lost = Some((Instant::now(), updated));
+                self.resuming = None;
+                Ok(())
+            }
+            Some((since, _)) if since.elapsed() > RECONNECT_FOR => Err(format!(
+                "{why}; the controller at {} has been gone for more than {}s; the rollout goes on without this command (`cutover status {}`)",
+                self.base,
+                RECONNECT_FOR.as_secs(),
+                self.name
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// A status arrived: after a loss, says the controller is back, then that the rollout
+    /// resumed once it moves (or at once if it is done or waits for a person).
+    fn seen(&mut self, status: &Value) {
+        if let Some((_, updated)) = self.lost.take() {
+            eprintln!("regained the controller at {}", self.base);
+            self.resuming = Some(updated);
+        }
+        let Some(before) = self.resuming else {
+            return;
+        };
+        let moved = status["updatedAt"].as_u64() != before;
+        let still = status["done"].as_bool() == Some(true)
+            || status["waitingForPerson"].as_bool() == Some(true);
+        if moved || still {
+            eprintln!(
+                "{}: the rollout resumed: {}",
+                self.name,
+                status["description"].as_str().unwrap_or("?")
+            );
+            self.resuming = None;
+        }
+    }
 }
 
 /// Follows the release's events until it is done, reconnecting while the controller
-/// restarts; gives up after [`RECONNECT_FOR`] without one.
+/// restarts (a stream that ends before the rollout does means the controller went away);
+/// gives up after [`RECONNECT_FOR`] without one.
 async fn follow_until_done(
     client: &ApiClient,
     name: &str,
-    progress: &mut Progress,
+    lost: &mut LostController,
+    show: &mut dyn FnMut(&Value),
 ) -> Result<Value, Waited> {
-    let mut lost_since: Option<Instant> = None;
+    let mut last: Option<Value> = None;
     loop {
         let mut done = None;
         let followed = client
             .follow(&format!("/v1/releases/{name}/events"), &mut |status| {
-                progress.show(&status);
-                if status["done"].as_bool() == Some(true) {
+                lost.seen(&status);
+                show(&status);
+                let finished = status["done"].as_bool() == Some(true);
+                if finished {
                     done = Some(status);
                     return false;
                 }
+                last = Some(status);
                 true
             })
             .await;
         if let Some(status) = done {
             return Ok(status);
         }
-        match followed {
-            Ok(_) => lost_since = None,
-            Err(ClientError::Unreachable(e)) => {
-                let since = *lost_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > RECONNECT_FOR {
-                    return Err(Waited::Unreachable(e));
-                }
-            }
+        let why = match followed {
+            Ok(_) => "the event stream ended".to_string(),
+            Err(ClientError::Unreachable(e)) => short_cause(&e),
             Err(e) => return Err(Waited::Unreachable(e.to_string())),
-        }
+        };
+        lost.lost(&why, last.as_ref())
+            .map_err(Waited::Unreachable)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The cause of an unreachable controller without the hint: the lost line has its own.
+fn short_cause(message: &str) -> String {
+    let cause = message.split("; ").next().unwrap_or(message);
+    cause
+        .rsplit_once(": ")
+        .map_or(cause, |(_, c)| c)
+        .to_string()
 }
 
 /// Progress output: a redrawn line on a terminal, a line per change in CI.
@@ -322,6 +444,7 @@ struct Progress {
     started: Instant,
     last_line: String,
     last: Option<Value>,
+    hints: NextStepHint,
 }
 
 impl Progress {
@@ -332,6 +455,7 @@ impl Progress {
             started: Instant::now(),
             last_line: String::new(),
             last: None,
+            hints: NextStepHint::default(),
         }
     }
 
@@ -341,29 +465,25 @@ impl Progress {
             return;
         }
         let line = summary_line(status);
-        if line == self.last_line {
-            return;
+        if line != self.last_line {
+            if self.terminal {
+                let filled = bar_filled(status, 20);
+                eprint!(
+                    "\r\x1b[2K[{}{}] {line}",
+                    "#".repeat(filled),
+                    "-".repeat(20 - filled)
+                );
+            } else {
+                eprintln!("[{:>6.1}s] {line}", self.started.elapsed().as_secs_f64());
+            }
+            self.last_line = line;
         }
-        if self.terminal {
-            let steps = status["steps"].as_u64().unwrap_or(0).max(1);
-            let step = status["step"].as_u64().map_or(
-                if status["done"].as_bool() == Some(true) {
-                    steps
-                } else {
-                    0
-                },
-                |s| s + 1,
-            );
-            let filled = (step * 20 / steps) as usize;
-            eprint!(
-                "\r\x1b[2K[{}{}] {line}",
-                "#".repeat(filled.min(20)),
-                "-".repeat(20 - filled.min(20))
-            );
-        } else {
-            eprintln!("[{:>6.1}s] {line}", self.started.elapsed().as_secs_f64());
+        if let Some(hint) = self.hints.next(status) {
+            if self.terminal {
+                eprintln!();
+            }
+            eprintln!("{hint}");
         }
-        self.last_line = line;
     }
 
     fn finish(&self) {
@@ -371,6 +491,65 @@ impl Progress {
             eprintln!();
         }
     }
+}
+
+/// How much of a `width`-wide progress bar is filled: the steps done so far, all of it
+/// from the moment the candidate is being promoted (and once it is promoted), none
+/// after a rollback.
+fn bar_filled(status: &Value, width: usize) -> usize {
+    let steps = status["steps"].as_u64().unwrap_or(0).max(1) as usize;
+    let done = match (status["phase"].as_str(), status["step"].as_u64()) {
+        (Some("promoting" | "scalingDown" | "promoted"), _) => steps,
+        (_, Some(step)) => (step as usize).min(steps),
+        _ => 0,
+    };
+    (done * width / steps).min(width)
+}
+
+/// The command that moves a rollout on, said once per wait: `cutover promote NAME` at a
+/// pause that waits for a person, `cutover resume NAME` under a manual pause.
+#[derive(Default)]
+struct NextStepHint {
+    said: Option<String>,
+}
+
+impl NextStepHint {
+    /// The hint to print now, if this wait has not had it yet.
+    fn next(&mut self, status: &Value) -> Option<String> {
+        let hint = waiting_hint(status)?;
+        let key = format!("{}/{hint}", status["step"]);
+        if self.said.as_deref() == Some(key.as_str()) {
+            return None;
+        }
+        self.said = Some(key);
+        Some(hint)
+    }
+}
+
+/// What a person has to do for a rollout that waits for one, or `None`.
+fn waiting_hint(status: &Value) -> Option<String> {
+    let name = status["name"].as_str().unwrap_or("NAME");
+    if status["done"].as_bool() == Some(true) {
+        return None;
+    }
+    if status["paused"].as_bool() == Some(true) {
+        return Some(format!(
+            "paused by hand: `cutover resume {name}` lifts the pause (`cutover abort {name}` rolls back)"
+        ));
+    }
+    if status["waitingForPerson"].as_bool() != Some(true) {
+        return None;
+    }
+    let description = status["description"].as_str().unwrap_or("");
+    Some(if description.contains("inconclusive") {
+        format!(
+            "waiting for a person: `cutover resume {name}` runs the analysis again, `cutover promote {name}` accepts it, `cutover abort {name}` rolls back"
+        )
+    } else {
+        format!(
+            "waiting for promote: `cutover promote {name}` goes on (`cutover abort {name}` rolls back)"
+        )
+    })
 }
 
 /// One line: phase, weight, and each metric's last value against its limit.
@@ -382,7 +561,12 @@ fn summary_line(status: &Value) -> String {
         status["weight"]
     );
     if status["paused"].as_bool() == Some(true) {
-        line.push_str(", paused");
+        line = format!(
+            "{}: paused {}, weight {}%",
+            status["name"].as_str().unwrap_or("?"),
+            status["description"].as_str().unwrap_or("?"),
+            status["weight"]
+        );
     }
     if status["done"].as_bool() != Some(true)
         && let Some(metrics) = status["analysis"]["metrics"].as_array()
@@ -427,28 +611,64 @@ fn metric_text(m: &Value) -> String {
     format!("{name} {value}{limit}: {state}")
 }
 
+/// The phase in words: paused said first, and the step's kind.
+fn phase_text(status: &Value) -> String {
+    let description = status["description"].as_str().unwrap_or("?");
+    if status["paused"].as_bool() == Some(true) {
+        format!("paused, {description}")
+    } else {
+        description.to_string()
+    }
+}
+
 /// The status as a block of text.
 fn status_block(status: &Value) -> String {
     let mut out = format!(
-        "{}  {}\n  phase      {}\n  weight     {}%\n",
+        "{}  {}\n  phase      {}\n",
         status["name"].as_str().unwrap_or("?"),
         status["strategy"].as_str().unwrap_or(""),
-        status["description"].as_str().unwrap_or("?"),
-        status["weight"]
+        phase_text(status),
     );
-    for slot in ["stable", "candidate"] {
-        let endpoints: Vec<&str> = status[slot]["endpoints"]
+    if let Some(hint) = waiting_hint(status) {
+        out.push_str(&format!("  next       {hint}\n"));
+    }
+    out.push_str(&format!("  weight     {}%\n", status["weight"]));
+    let endpoints = |slot: &str| -> String {
+        let list: Vec<&str> = status[slot]["endpoints"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
+        list.join(", ")
+    };
+    let stable = status["stable"]["version"].as_str().unwrap_or("?");
+    let candidate = status["candidate"]["version"].as_str().unwrap_or("?");
+    let previous = status["previousVersion"].as_str();
+    let outcome = status["outcome"].as_str();
+    // Once the candidate is stable, the stable slot is the promoted version and the
+    // candidate slot is empty: say so rather than `candidate v2 (not running)`.
+    let promoted =
+        matches!(status["phase"].as_str(), Some("scalingDown" | "promoted")) && stable == candidate;
+    let stable_line = match (endpoints("stable"), promoted, previous) {
+        (e, true, Some(previous)) if previous != stable => {
+            format!("{stable} {} (promoted, was {previous})", or_none(&e))
+        }
+        (e, _, _) => format!("{stable} {}", or_none(&e)),
+    };
+    out.push_str(&format!("  {:<10} {stable_line}\n", "stable"));
+    let candidate_line = match endpoints("candidate") {
+        _ if promoted => format!("- ({candidate} is stable now)"),
+        e if e.is_empty() && outcome.is_some() => format!("{candidate} (removed)"),
+        e if e.is_empty() => format!("{candidate} (not running)"),
+        e => format!("{candidate} {e}"),
+    };
+    out.push_str(&format!("  {:<10} {candidate_line}\n", "candidate"));
+    if let (Some(started), Some(updated)) =
+        (status["startedAt"].as_u64(), status["updatedAt"].as_u64())
+    {
         out.push_str(&format!(
-            "  {slot:<10} {} {}\n",
-            status[slot]["version"].as_str().unwrap_or("?"),
-            if endpoints.is_empty() {
-                "(not running)".to_string()
-            } else {
-                endpoints.join(", ")
-            }
+            "  started    {}\n  updated    {}\n",
+            rfc3339(started),
+            rfc3339(updated)
         ));
     }
     if let Some(plan) = status["plan"].as_array() {
@@ -506,6 +726,7 @@ pub fn status(
     runtime.block_on(async {
         let terminal = std::io::stdout().is_terminal() && output == Output::Text;
         let mut last_line = String::new();
+        let mut hints = NextStepHint::default();
         let mut show = |status: &Value| match output {
             Output::Json => emit(&format!(
                 "{}\n",
@@ -521,32 +742,27 @@ pub fn status(
                     emit(&format!("{line}\n"));
                     last_line = line;
                 }
+                if let Some(hint) = hints.next(status) {
+                    emit(&format!("{hint}\n"));
+                }
             }
         };
-        let mut lost_since: Option<Instant> = None;
-        loop {
-            let mut done = false;
-            let followed = client
-                .follow(&format!("/v1/releases/{name}/events"), &mut |status| {
-                    show(&status);
-                    done = status["done"].as_bool() == Some(true);
-                    !done
-                })
-                .await;
-            if done {
-                return exit::OK;
+        let mut lost = LostController::new(client.base(), name);
+        let followed = tokio::select! {
+            followed = follow_until_done(&client, name, &mut lost, &mut show) => followed,
+            _ = tokio::signal::ctrl_c() => Err(Waited::Interrupted),
+        };
+        match followed {
+            Ok(_) => exit::OK,
+            Err(Waited::Interrupted) => {
+                eprintln!("{}", interrupted_text(name));
+                exit::INTERRUPTED
             }
-            match followed {
-                Ok(_) => lost_since = None,
-                Err(ClientError::Unreachable(e)) => {
-                    if lost_since.get_or_insert_with(Instant::now).elapsed() > RECONNECT_FOR {
-                        eprintln!("error: {e}");
-                        return exit::UNAVAILABLE;
-                    }
-                }
-                Err(e) => return report(&e),
+            Err(Waited::Unreachable(e)) => {
+                eprintln!("error: {e}");
+                exit::UNAVAILABLE
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            Err(Waited::TimedOut) => exit::TIMED_OUT,
         }
     })
 }
@@ -620,35 +836,107 @@ pub fn history(
 
 /// `cutover list`.
 pub fn list(output: Output, connection: &ConnectionArgs, env: &BTreeMap<String, String>) -> u8 {
-    get_and_print("/v1/releases", output, connection, env, |v| {
-        let mut out = format!(
-            "{:<24} {:<14} {:<14} {:<12} {:>6}  {}\n",
-            "NAME", "STABLE", "CANDIDATE", "PHASE", "WEIGHT", "DETAIL"
-        );
-        for r in v["releases"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "{:<24} {:<14} {:<14} {:<12} {:>5}%  {}\n",
-                r["name"].as_str().unwrap_or("?"),
-                r["stable"]["version"].as_str().unwrap_or("?"),
-                r["candidate"]["version"].as_str().unwrap_or("?"),
-                r["phase"].as_str().unwrap_or("?"),
-                r["weight"],
-                r["description"].as_str().unwrap_or("")
-            ));
+    get_and_print("/v1/releases", output, connection, env, list_table)
+}
+
+/// The releases as a table whose columns are as wide as their widest cell.
+fn list_table(v: &Value) -> String {
+    let header = [
+        "NAME",
+        "STABLE",
+        "CANDIDATE",
+        "PHASE",
+        "WEIGHT",
+        "UPDATED",
+        "DETAIL",
+    ];
+    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_string)];
+    for r in v["releases"].as_array().into_iter().flatten() {
+        let name = r["name"].as_str().unwrap_or("?");
+        let detail = match waiting_hint(r) {
+            Some(_) if r["paused"].as_bool() == Some(true) => format!("`cutover resume {name}`"),
+            Some(_) => format!("`cutover promote {name}`"),
+            None => r["reason"]
+                .as_str()
+                .or_else(|| r["description"].as_str())
+                .unwrap_or("")
+                .to_string(),
+        };
+        rows.push([
+            name.to_string(),
+            r["stable"]["version"].as_str().unwrap_or("?").to_string(),
+            r["candidate"]["version"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+            list_phase(r),
+            format!("{}%", r["weight"]),
+            r["updatedAt"].as_u64().map_or("-".to_string(), rfc3339),
+            detail,
+        ]);
+    }
+    for q in v["quarantined"].as_array().into_iter().flatten() {
+        rows.push([
+            q["name"].as_str().unwrap_or("?").to_string(),
+            "-".into(),
+            "-".into(),
+            "quarantined".into(),
+            "-".into(),
+            "-".into(),
+            q["reason"].as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
         }
-        for q in v["quarantined"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "{:<24} {:<14} {:<14} {:<12} {:>6}  {}\n",
-                q["name"].as_str().unwrap_or("?"),
-                "-",
-                "-",
-                "quarantined",
-                "-",
-                q["reason"].as_str().unwrap_or("")
-            ));
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            match i {
+                // WEIGHT is a number: right-aligned.
+                4 => line.push_str(&format!("{}{cell}", " ".repeat(pad))),
+                6 => line.push_str(cell),
+                _ => line.push_str(&format!("{cell}{}", " ".repeat(pad))),
+            }
+            if i < 6 {
+                line.push_str("  ");
+            }
         }
-        out
-    })
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The PHASE column: what the rollout is doing in a few words (`step 3/7 analysis`,
+/// `paused at 2/7`, `promoted`); steps are numbered from 0, as in `plan` and `status`.
+fn list_phase(r: &Value) -> String {
+    let phase = r["phase"].as_str().unwrap_or("?");
+    let steps = r["steps"].as_u64().unwrap_or(0);
+    match r["step"].as_u64() {
+        Some(step) if r["paused"].as_bool() == Some(true) => format!("paused at {step}/{steps}"),
+        Some(step) => {
+            let kind = r["plan"][step as usize]
+                .as_str()
+                .and_then(|p| p.split([' ', '(']).next())
+                .unwrap_or("");
+            let waiting = if r["waitingForPerson"].as_bool() == Some(true) {
+                " (waiting)"
+            } else {
+                ""
+            };
+            format!("step {step}/{steps} {kind}{waiting}")
+                .trim_end()
+                .to_string()
+        }
+        None if r["paused"].as_bool() == Some(true) => format!("paused ({phase})"),
+        None => phase.to_string(),
+    }
 }
 
 fn get_and_print(
@@ -684,16 +972,90 @@ fn print(output: Output, value: &Value, text: impl Fn(&Value) -> String) {
     }
 }
 
-/// A millisecond timestamp as UTC `HH:MM:SS` (the date is in `--output json`).
+/// A millisecond timestamp as RFC 3339 in UTC, or a dash when there is none.
 fn time_of(ms: &Value) -> String {
-    let Some(ms) = ms.as_u64() else {
-        return "--:--:--".into();
-    };
+    ms.as_u64().map_or_else(|| "-".to_string(), rfc3339)
+}
+
+/// "(not running)" for an empty endpoint list.
+fn or_none(endpoints: &str) -> &str {
+    if endpoints.is_empty() {
+        "(not running)"
+    } else {
+        endpoints
+    }
+}
+
+/// Milliseconds since the epoch as RFC 3339 in UTC, to the second:
+/// `2026-12-06T12:20:05Z`. The date is the proleptic Gregorian calendar's, from the day
+/// count by Howard Hinnant's `civil_from_days`.
+fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let of_day = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{:02}:{:02}:{:02}",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        (of_day / 60) % 60,
+        of_day % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn history_times_are_rfc3339_with_date_and_zone() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        // 2026-12-06T12:20:05.123Z
+        assert_eq!(rfc3339(1_796_559_605_123), "2026-12-06T12:20:05Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(time_of(&Value::Null), "-");
+    }
+
+    #[test]
+    fn the_progress_bar_is_full_from_promotion_on_and_empty_after_a_rollback() {
+        let at = |phase: &str, step: Value| json!({"phase": phase, "step": step, "steps": 4});
+        assert_eq!(bar_filled(&at("step", json!(2)), 20), 10);
+        assert_eq!(bar_filled(&at("promoting", Value::Null), 20), 20);
+        assert_eq!(bar_filled(&at("scalingDown", Value::Null), 20), 20);
+        assert_eq!(bar_filled(&at("promoted", Value::Null), 20), 20);
+        assert_eq!(bar_filled(&at("rolledBack", Value::Null), 20), 0);
+    }
+
+    #[test]
+    fn the_promote_hint_is_said_once_per_wait() {
+        let waiting = json!({"name": "shop", "step": 3, "waitingForPerson": true,
+            "paused": false, "done": false, "description": "at step 3 (waiting for promote)"});
+        let mut hints = NextStepHint::default();
+        let first = hints.next(&waiting).expect("a hint");
+        assert!(first.contains("`cutover promote shop`"), "{first}");
+        assert_eq!(hints.next(&waiting), None);
+    }
+
+    #[test]
+    fn a_promoted_release_shows_the_promoted_version_as_stable() {
+        let status = json!({"name": "shop", "strategy": "canary", "phase": "promoted",
+            "description": "promoted", "weight": 0, "done": true, "outcome": "promoted",
+            "previousVersion": "v1",
+            "stable": {"version": "v2", "endpoints": ["127.0.0.1:4000"]},
+            "candidate": {"version": "v2", "endpoints": []}});
+        let block = status_block(&status);
+        assert!(
+            block.contains("stable     v2 127.0.0.1:4000 (promoted, was v1)"),
+            "{block}"
+        );
+        assert!(!block.contains("not running"), "{block}");
+    }
 }

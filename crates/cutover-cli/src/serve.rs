@@ -127,6 +127,26 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
         .get("CUTOVER_STATE_DIR")
         .filter(|_| args.state_dir == Path::new(".cutover"))
         .map_or(args.state_dir.clone(), PathBuf::from);
+    // Two controllers on one directory would overwrite each other's decisions. A directory
+    // that exists is locked first, so that a second `serve` names the first rather than
+    // the ports they both want.
+    let early_lock = if state_dir.is_dir() {
+        match lock(&state_dir) {
+            Ok(lock) => Some(lock),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return exit::UNAVAILABLE;
+            }
+        }
+    } else {
+        None
+    };
+    // Nothing is created before the addresses are known to be free.
+    if let Err(message) = addresses_free(&args) {
+        eprintln!("error: {message}");
+        return exit::UNAVAILABLE;
+    }
+    let mut created = CreatedDir::before_creating(&state_dir);
     if let Err(e) = cutover_backend::create_private_dir(&state_dir) {
         eprintln!(
             "error: cannot create the state directory {}: {e}",
@@ -134,14 +154,14 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
         );
         return exit::UNAVAILABLE;
     }
-    // Two controllers on one directory would overwrite each other's decisions.
-    let _lock = match lock(&state_dir) {
+    let mut lock_file = match early_lock.map_or_else(|| lock(&state_dir), Ok) {
         Ok(lock) => lock,
         Err(message) => {
             eprintln!("error: {message}");
             return exit::UNAVAILABLE;
         }
     };
+    note_holder(&mut lock_file, None);
     let token_file = args
         .token_file
         .clone()
@@ -256,7 +276,10 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
             );
             let acquired = tokio::select! {
                 acquired = elector.acquire() => acquired,
-                () = &mut shutdown => return exit::OK,
+                () = &mut shutdown => {
+                    created.keep();
+                    return exit::OK;
+                }
             };
             // Renewed from now on, while the controller resumes; the moment it is lost,
             // this process stops, whatever it is doing, so that two controllers never
@@ -273,7 +296,12 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
             Some(config) => match Proxy::start(config).await {
                 Ok(proxy) => Some(Arc::new(proxy)),
                 Err(e) => {
-                    eprintln!("error: {}", error_chain(&e));
+                    let flags = if args.proxy_config.is_some() {
+                        "the listeners of --proxy-config"
+                    } else {
+                        "--listen or --admin"
+                    };
+                    eprintln!("error: {}{}", error_chain(&e), flag_hint(flags, &e));
                     return exit::UNAVAILABLE;
                 }
             },
@@ -318,10 +346,13 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
         {
             Ok(api) => api,
             Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
+                eprintln!("error: {}{}", error_chain(&e), flag_hint("--api", &e));
                 return exit::UNAVAILABLE;
             }
         };
+        // Started: the state directory is this controller's from now on.
+        created.keep();
+        note_holder(&mut lock_file, Some(&format!("{scheme}://{}", api.address())));
         match &proxy {
             Some(proxy) => eprintln!(
                 "cutover controller: API on {scheme}://{}, proxy on {} (admin {}), state in {}, token in {}, edge token in {}",
@@ -408,6 +439,127 @@ fn proxy_config(
     Ok(Some(config))
 }
 
+/// The directories a start is about to create (the state directory and any missing
+/// parent), removed again if the start fails: a failed `serve` leaves nothing behind. A
+/// directory that existed before is never removed.
+struct CreatedDir {
+    top: Option<PathBuf>,
+}
+
+impl CreatedDir {
+    /// Notes the outermost missing directory on the way to `dir`, before it is created.
+    fn before_creating(dir: &Path) -> CreatedDir {
+        let mut top = None;
+        let mut current = Some(dir);
+        while let Some(path) = current {
+            if path.as_os_str().is_empty() || path.exists() {
+                break;
+            }
+            top = Some(path.to_path_buf());
+            current = path.parent();
+        }
+        CreatedDir { top }
+    }
+
+    /// The start went through: keep what was created.
+    fn keep(&mut self) {
+        self.top = None;
+    }
+}
+
+impl Drop for CreatedDir {
+    fn drop(&mut self) {
+        if let Some(top) = self.top.take()
+            && let Err(e) = std::fs::remove_dir_all(&top)
+        {
+            eprintln!(
+                "warning: cannot remove {} after the failed start: {e}",
+                top.display()
+            );
+        }
+    }
+}
+
+/// Checks that every address `serve` will listen on is free, naming the flag of the one
+/// that is not. The listeners are bound again for real later; this runs first so that a
+/// port in use is found before anything is created.
+fn addresses_free(args: &ServeArgs) -> Result<(), String> {
+    let mut wanted = vec![("--api", args.api)];
+    if !args.no_proxy && args.proxy_config.is_none() {
+        wanted.extend(args.listen.iter().map(|a| ("--listen", *a)));
+        wanted.push(("--admin", args.admin));
+    }
+    for (flag, address) in wanted {
+        if let Err(e) = std::net::TcpListener::bind(address) {
+            return Err(if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!(
+                    "{flag} {address} is in use (another program, or another `cutover serve`, listens there); stop it, or pick a free address with {flag} ADDRESS"
+                )
+            } else {
+                format!(
+                    "cannot listen on {flag} {address}: {e}; pick another address with {flag} ADDRESS"
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// For a listener that could not bind: which flag sets its address.
+fn flag_hint(flags: &str, error: &(dyn std::error::Error + 'static)) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::AddrInUse
+        {
+            return format!(
+                "; the address is in use: stop what listens there, or pick a free one with {flags}"
+            );
+        }
+        source = e.source();
+    }
+    String::new()
+}
+
+/// Writes who holds the lock into the lock file (`pid=...`, then `api=...` once the API
+/// listens), so that a second `serve` on the directory can name it. Best effort: the
+/// lock is what keeps a second controller out, the text only explains.
+fn note_holder(file: &mut File, api: Option<&str>) {
+    use std::io::{Seek, Write};
+    let mut text = format!("pid={}\n", std::process::id());
+    if let Some(api) = api {
+        text.push_str(&format!("api={api}\n"));
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.seek(std::io::SeekFrom::Start(0)))
+        .and_then(|_| file.write_all(text.as_bytes()));
+    if let Err(e) = written {
+        tracing::debug!("cannot note the holder in the lock file: {e}");
+    }
+}
+
+/// Who holds a lock file, from what [`note_holder`] wrote: `pid 123, API on http://...`.
+fn holder(path: &Path) -> Option<String> {
+    let mut text = String::new();
+    File::open(path)
+        .ok()?
+        .take(1024)
+        .read_to_string(&mut text)
+        .ok()?;
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let pid = value("pid")?;
+    Some(match value("api") {
+        Some(api) => format!("pid {pid}, API on {api}"),
+        None => format!("pid {pid}"),
+    })
+}
+
 /// Takes an exclusive lock on `<dir>/.lock` for the life of the process.
 fn lock(dir: &Path) -> Result<File, String> {
     let path = dir.join(".lock");
@@ -421,7 +573,8 @@ fn lock(dir: &Path) -> Result<File, String> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "another controller uses the state directory {} (it holds {})",
+            "another controller ({}) uses the state directory {} (it holds {}); stop it, or give this one another --state-dir",
+            holder(&path).unwrap_or_else(|| "its pid unknown".to_string()),
             dir.display(),
             path.display()
         )),

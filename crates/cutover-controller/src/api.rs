@@ -449,12 +449,27 @@ fn refusal(
             "forbidden",
             "the edge token only reports guardrail trips; this needs the write token (--token-file, CUTOVER_TOKEN)",
         )),
+        None if has_bearer(req) => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong bearer token: it is not this controller's; use the one in its state directory's `token` file (`<state-dir>/token`, default .cutover/token) with --token-file, CUTOVER_TOKEN_FILE or CUTOVER_TOKEN",
+        )),
         None => Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong bearer token: pass the controller's token (--token-file, CUTOVER_TOKEN)",
+            "no bearer token: writes need this controller's token, in its state directory's `token` file (`<state-dir>/token`, default .cutover/token); pass it with --token-file, CUTOVER_TOKEN_FILE or CUTOVER_TOKEN",
         )),
     }
+}
+
+/// Whether the request carries a non-empty bearer token at all, so that a missing token
+/// and a wrong one are told apart.
+fn has_bearer(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| !t.trim().is_empty())
 }
 
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {

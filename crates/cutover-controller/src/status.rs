@@ -119,8 +119,13 @@ pub struct RolloutStatus {
     pub plan: Vec<String>,
     /// Percentage of weighted traffic on the candidate.
     pub weight: u8,
-    /// The version serving before the rollout, and its endpoints.
+    /// The stable slot as it is now, and its endpoints: the version serving before the
+    /// rollout until the candidate is made stable, then the promoted version.
     pub stable: SlotView,
+    /// The version serving before this rollout, whatever happened since (the record's
+    /// `stableVersion`): `stable.version` turns into the candidate's at promotion, this
+    /// does not, so a report can say `v1 -> v2` after the fact.
+    pub previous_version: String,
     /// The version being rolled out and its endpoints (none before it is deployed and
     /// after it is retired).
     pub candidate: SlotView,
@@ -207,6 +212,7 @@ pub fn status(input: StatusInput<'_>) -> RolloutStatus {
         plan: rollout.plan().steps.iter().map(describe_step).collect(),
         weight: rollout.route().candidate_weight,
         stable: stable.clone(),
+        previous_version: record.stable_version.clone(),
         candidate: candidate.cloned().unwrap_or_else(|| SlotView {
             version: record.candidate_version.clone(),
             endpoints: Vec::new(),
