@@ -173,7 +173,8 @@ pub fn run(
             Err(e) => {
                 let code = report(&e);
                 if output == Output::Json {
-                    // What is known of the versions: the file's, else what serves now.
+                    // What is known of the versions: what serves now (the stable version
+                    // of a next rollout), else the file's, which names it on a first one.
                     let current = match &e {
                         ClientError::Unreachable(_) => None,
                         _ => client.get(&format!("/v1/releases/{name}")).await.ok(),
@@ -190,7 +191,7 @@ pub fn run(
                         },
                         exit_code: code,
                         reason: Some(e.to_string()),
-                        stable_version: file_versions.0.clone().or_else(|| serving.clone()),
+                        stable_version: serving.clone().or_else(|| file_versions.0.clone()),
                         candidate_version: file_versions.1.clone(),
                         serving_version: serving,
                         duration_seconds: started.elapsed().as_secs_f64(),

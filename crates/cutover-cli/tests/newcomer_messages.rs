@@ -370,17 +370,40 @@ fn the_json_report_keeps_the_version_before_the_rollout_and_the_documented_jq_pr
         "nm-report: promoted (v4 -> v5)"
     );
 
-    // The same file again: refused (v5 already serves), and the versions are still known.
+    // The same file again: refused (v5 already serves), and the versions are still known:
+    // v5 would have been the stable version of this rollout.
     let refused = serve.cli(&["run", path, "--wait", "--output", "json"]);
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     let report: Value = serde_json::from_slice(&refused.stdout).expect("JSON report");
     assert_eq!(report["outcome"], "refused", "{report}");
-    assert_eq!(report["stableVersion"], "v4", "{report}");
+    assert_eq!(report["stableVersion"], "v5", "{report}");
     assert_eq!(report["candidateVersion"], "v5", "{report}");
     assert_eq!(report["servingVersion"], "v5", "{report}");
     let line = jq(&filter, &refused.stdout);
-    assert!(line.starts_with("nm-report: refused (v4 -> v5)"), "{line}");
+    assert!(line.starts_with("nm-report: refused (v5 -> v5)"), "{line}");
     assert!(!line.contains("null"), "{line}");
+    // A release's first rollout refused (a wrong token): the file's versions.
+    let first = serve.release_file(
+        "nm-report-first",
+        &release("nm-report-first", ("v1", &[]), ("v2", &[]), &timed(1)),
+    );
+    let refused = cli_in(
+        &serve.scratch.path,
+        &["run", first.to_str().expect("path"), "--output", "json"],
+        &[
+            (
+                "CUTOVER_CONTROLLER",
+                format!("http://127.0.0.1:{}", serve.api),
+            ),
+            ("CUTOVER_TOKEN", "not-the-token".into()),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let line = jq(&filter, &refused.stdout);
+    assert!(
+        line.starts_with("nm-report-first: refused (v1 -> v2)"),
+        "{line}"
+    );
 }
 
 #[test]
