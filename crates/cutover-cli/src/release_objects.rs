@@ -227,7 +227,7 @@ fn status_of(rollout: Option<&RolloutStatus>, observed: i64, message: Option<Str
     if let Some(r) = rollout {
         status["phase"] = r.phase.into();
         status["weight"] = r.weight.into();
-        status["stableVersion"] = r.stable.version.clone().into();
+        status["stableVersion"] = r.previous_version.clone().into();
         status["candidateVersion"] = r.candidate.version.clone().into();
         status["outcome"] = r.outcome.into();
         status["reason"] = r.reason.clone().into();

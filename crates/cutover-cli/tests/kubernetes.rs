@@ -401,6 +401,8 @@ fn a_release_applied_as_an_object_rolls_out_and_reports_its_status() {
         o["status"]["observedGeneration"] == 2 && o["status"]["outcome"] == "promoted"
     });
     assert_eq!(object["status"]["candidateVersion"], "v4", "{object}");
+    // The version that served before this rollout, not the one promoted by it.
+    assert_eq!(object["status"]["stableVersion"], "v2", "{object}");
     assert_eq!(slots(&test)["stable"]["deployment"], "web-blue");
     assert_eq!(sample(serve.proxy(), 20).answered("v4"), 20);
 
