@@ -106,13 +106,18 @@ impl<'a> Locator<'a> {
             .collect()
     }
 
-    /// Whether a check at `path` (as written) would only repeat or follow from a reported
-    /// error: it lies under the value refused, or is about the value that lost it (the
-    /// pause whose duration was refused, the list whose item was).
+    /// Whether something at or under `path` (in the value) was set aside: an absent or
+    /// default value there is the loader's doing, not the file's, so a check about its
+    /// absence (a pause without a duration, a strategy without steps) would be false.
+    fn lost(&self, path: &FieldPath) -> bool {
+        let written = self.as_written(path);
+        self.set_aside.iter().any(|p| p.starts_with(&written))
+    }
+
+    /// Whether a check at `path` (as written) would only repeat a reported error: it lies
+    /// under the value refused.
     fn was_removed(&self, path: &FieldPath) -> bool {
-        self.removed.iter().any(|r| {
-            path.starts_with(r) || r.0.split_last().is_some_and(|(_, parent)| parent == path.0)
-        })
+        self.removed.iter().any(|r| path.starts_with(r))
     }
 }
 
@@ -185,7 +190,9 @@ pub fn release(release: &Release, at: &Locator<'_>) -> Vec<Diagnostic> {
             }
         }
         Backend::Swarm(_) | Backend::Kubernetes(_) => {
-            if r.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+            if r.image.as_deref().is_none_or(|i| i.trim().is_empty())
+                && !c.at.lost(&spec.key("image"))
+            {
                 c.error(
                     Code::MissingField,
                     spec.clone(),
@@ -601,7 +608,7 @@ fn strategy(c: &mut Checker<'_, '_>, path: &FieldPath, s: &StrategySpec, metrics
                 "a strategy is either 'canary' or 'blueGreen', not both",
             );
         }
-        (None, None) => {
+        (None, None) if !c.at.lost(&path.key("canary")) && !c.at.lost(&path.key("blueGreen")) => {
             c.error(
                 Code::MissingField,
                 path.clone(),
@@ -623,7 +630,7 @@ fn strategy(c: &mut Checker<'_, '_>, path: &FieldPath, s: &StrategySpec, metrics
     }
     if let Some(canary) = &s.canary {
         let steps_path = path.key("canary").key("steps");
-        if canary.steps.is_empty() {
+        if canary.steps.is_empty() && !c.at.lost(&steps_path) {
             c.warning(
                 Code::Ignored,
                 steps_path.clone(),
@@ -664,7 +671,9 @@ fn strategy(c: &mut Checker<'_, '_>, path: &FieldPath, s: &StrategySpec, metrics
                     }
                 }
                 CanaryStep::Pause(pause) => {
-                    if pause.duration.is_none() {
+                    if pause.duration.is_none()
+                        && !c.at.lost(&step_path.key("pause").key("duration"))
+                    {
                         c.warning(
                             Code::ManualGate,
                             step_path.key("pause"),

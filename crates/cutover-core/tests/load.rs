@@ -1257,3 +1257,21 @@ fn checks_after_a_removed_item_point_at_the_item_as_written() {
     );
     assert_eq!(d[2].message, "missing field 'provider'");
 }
+
+/// Checking a section on what deserialized must not turn the loader's doing into a
+/// mistake of the file: a list emptied by an error is not "no steps", and an error beside
+/// a missing image does not hide it.
+#[test]
+fn what_was_set_aside_is_not_reported_as_absent() {
+    let text = base_with(
+        "      steps:\n        - setWeight: 20\n        - analysis: {}\n        - setWeight: 100\n",
+        "      steps:\n        - setWieght: 20\n",
+    );
+    let d = check(&text, &[Code::UnknownField]);
+    assert_eq!(d[0].path.to_string(), "spec.strategy.canary.steps[0]");
+    let text = base_with("  image: shop:v2\n", "  replicas: many\n");
+    check(&text, &[Code::MissingField, Code::InvalidValue]);
+    let text = base_with("  image: shop:v2\n", "  image: [shop, v2]\n");
+    let d = check(&text, &[Code::InvalidValue]);
+    assert_eq!(d[0].path.to_string(), "spec.image");
+}
