@@ -34,7 +34,8 @@ pub fn run(path: &Path, output: Output, env: &BTreeMap<String, String>, sets: &[
             for d in &diagnostics {
                 eprintln!("{d}");
             }
-            eprintln!("{name}: invalid; run 'cutover lint {name}' after fixing");
+            let sets: String = sets.iter().map(|s| format!(" {s}")).collect();
+            eprintln!("{name}: invalid; run 'cutover lint {name}{sets}' after fixing");
             return exit::INVALID_INPUT;
         }
     };
