@@ -22,12 +22,17 @@ struct FileReport {
 }
 
 /// Lints every file, prints every problem, and returns the exit code.
-pub fn run(files: &[PathBuf], output: Output, env: &BTreeMap<String, String>) -> u8 {
+pub fn run(
+    files: &[PathBuf],
+    output: Output,
+    env: &BTreeMap<String, String>,
+    sets: &[load::Set],
+) -> u8 {
     let mut reports = Vec::with_capacity(files.len());
     for path in files {
         let name = path.display().to_string();
         let diagnostics = match InputFile::read(path) {
-            Ok(input) => load::load(input.source(), env).diagnostics,
+            Ok(input) => load::load_with(input.source(), env, sets).diagnostics,
             Err(message) => {
                 let unreadable = Diagnostic::error(
                     Code::Unreadable,

@@ -57,6 +57,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Set a field over the file, as `run --set` does (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<cutover_core::load::Set>,
     },
     /// Print the steps a release will go through: weight, gate, earliest time.
     Plan {
@@ -65,6 +68,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Set a field over the file, as `run --set` does (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<cutover_core::load::Set>,
     },
     /// Backtest a release's analysis on recorded samples: each metric's verdict and the
     /// run's, decided exactly as a rollout would. Exit 0 success, 1 failure, 3 inconclusive
@@ -154,6 +160,11 @@ enum Command {
         /// Output format (`json`: one document at the end, see docs/cli.md).
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Set a field of the release over the file and the environment, by path:
+        /// `version=v5` (the release's `spec.version`), `spec.replicas=3`,
+        /// `spec.strategy.canary.steps[0].setWeight=5`. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<cutover_core::load::Set>,
         #[command(flatten)]
         connection: client::ConnectionArgs,
     },
@@ -241,8 +252,8 @@ pub enum Output {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Lint { files, output } => lint::run(&files, output, &environment()),
-        Command::Plan { file, output } => plan::run(&file, output, &environment()),
+        Command::Lint { files, output, set } => lint::run(&files, output, &environment(), &set),
+        Command::Plan { file, output, set } => plan::run(&file, output, &environment(), &set),
         Command::Analyze {
             release,
             samples,
@@ -295,8 +306,17 @@ fn main() -> ExitCode {
             wait,
             timeout,
             output,
+            set,
             connection,
-        } => rollout::run(&file, wait, timeout, output, &connection, &environment()),
+        } => rollout::run(
+            &file,
+            wait,
+            timeout,
+            output,
+            &connection,
+            &environment(),
+            &set,
+        ),
         Command::Status {
             name,
             watch,

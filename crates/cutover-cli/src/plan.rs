@@ -21,20 +21,21 @@ struct PlanReport<'a> {
 }
 
 /// Loads the release, prints its timeline, and returns the exit code.
-pub fn run(path: &Path, output: Output, env: &BTreeMap<String, String>) -> u8 {
+pub fn run(path: &Path, output: Output, env: &BTreeMap<String, String>, sets: &[load::Set]) -> u8 {
     let input = match InputFile::read_or_report(path) {
         Ok(input) => input,
         Err(code) => return code,
     };
     let source = input.source();
     let name = &input.name;
-    let (release, warnings) = match load::load_release(source, env) {
+    let (release, warnings) = match load::load_release_with(source, env, sets) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
             for d in &diagnostics {
                 eprintln!("{d}");
             }
-            eprintln!("{name}: invalid; run 'cutover lint {name}' after fixing");
+            let sets: String = sets.iter().map(|s| format!(" {s}")).collect();
+            eprintln!("{name}: invalid; run 'cutover lint {name}{sets}' after fixing");
             return exit::INVALID_INPUT;
         }
     };
@@ -89,12 +90,19 @@ fn render(release: &Release, plan: &Plan) -> String {
     );
     let _ = writeln!(
         out,
-        "starts: {}deploy the candidate ({}), wait until ready",
+        "starts: {}deploy the candidate{} ({}), wait until ready",
         if plan.hooks.pre_rollout {
             "preRollout hooks, "
         } else {
             ""
         },
+        // What `--set version=...` or `${VERSION}` made of it, for a last look.
+        release
+            .spec
+            .version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default(),
         match (release.spec.replicas, &release.spec.backend) {
             (Some(1), _) => "1 replica".to_string(),
             (Some(n), _) => format!("{n} replicas"),

@@ -119,14 +119,16 @@ pub fn run(
     output: Output,
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
+    sets: &[load::Set],
 ) -> u8 {
     let input = match InputFile::read_or_report(file) {
         Ok(input) => input,
         Err(code) => return code,
     };
-    // Interpolation and overrides happen here, with this environment (CI's), and every
-    // problem is reported against the file as written.
-    let release = match load::load_release(input.source(), env) {
+    // Interpolation and overrides happen here, with this environment (CI's) and the
+    // `--set` arguments, and every problem (an unset `${VERSION}`, say) is reported
+    // against the file as written, before anything starts.
+    let release = match load::load_release_with(input.source(), env, sets) {
         Ok((release, warnings)) => {
             for w in warnings {
                 eprintln!("{w}");

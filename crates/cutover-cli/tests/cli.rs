@@ -101,8 +101,14 @@ spec:
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(report[0]["valid"], false);
     assert_eq!(
-        report[0]["errors"], 1,
-        "steps with a structural error are checked once it is fixed"
+        report[0]["errors"], 3,
+        "steps with a structural error are checked on what deserialized, at their own lines"
+    );
+    assert!(
+        text.contains(&format!(
+            "weight 150 is above 100 at spec.strategy.canary.steps[2].setWeight ({path}:15:11)"
+        )),
+        "{text}"
     );
     std::fs::write(
         &file,

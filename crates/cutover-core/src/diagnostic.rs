@@ -37,6 +37,11 @@ pub enum Origin {
         /// The variable's name.
         var: Arc<str>,
     },
+    /// A `--set KEY=VALUE` argument on the command line overriding the file.
+    Flag {
+        /// The argument as the user gave it, `--set version=v5`.
+        arg: Arc<str>,
+    },
     /// A built-in default; no position to show.
     Default,
 }
@@ -50,6 +55,7 @@ impl fmt::Display for Origin {
                 column,
             } => write!(f, "{source}:{line}:{column}"),
             Origin::Env { var } => write!(f, "environment variable {var}"),
+            Origin::Flag { arg } => f.write_str(arg),
             Origin::Default => f.write_str("default"),
         }
     }
@@ -70,6 +76,7 @@ impl Serialize for Origin {
                 map.serialize_entry("column", column)?;
             }
             Origin::Env { var } => map.serialize_entry("env", &**var)?,
+            Origin::Flag { arg } => map.serialize_entry("flag", &**arg)?,
             Origin::Default => map.serialize_entry("default", &true)?,
         }
         map.end()

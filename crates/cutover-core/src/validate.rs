@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 
 use crate::Duration;
-use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, did_you_mean};
-use crate::load::node::Node;
+use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, Segment, did_you_mean};
+use crate::load::node::{Node, Value};
 use crate::plan::Plan;
 use crate::spec::{
     API_VERSION, AnalysisSpec, AnalysisStep, Backend, BuiltinMetric, CanaryStep, EvidenceKind,
@@ -18,21 +18,104 @@ use crate::spec::{
 
 /// Finds where a path was written, and knows which paths were set aside after a
 /// structural error (checks about them would only repeat that error).
+///
+/// A section with a structural error is still checked on what did deserialize, so one
+/// run reports every independent mistake. Two things keep that free of false alarms: a
+/// list that lost an item has its indices mapped back to the items as written
+/// ([`Locator::as_written`]), and a check about a value that lost a part of itself (a
+/// pause whose duration was refused has no duration) is dropped with the part.
 pub struct Locator<'a> {
     root: &'a Node,
     removed: &'a [FieldPath],
+    set_aside: &'a [FieldPath],
 }
 
 impl<'a> Locator<'a> {
-    /// A locator over the tree a document was deserialized from.
-    pub fn new(root: &'a Node, removed: &'a [FieldPath]) -> Self {
-        Locator { root, removed }
+    /// A locator over the tree a document was deserialized from: `removed` are the paths
+    /// where a structural error was reported, `set_aside` every path the deserializer set
+    /// aside to go on (reported or not).
+    pub fn new(root: &'a Node, removed: &'a [FieldPath], set_aside: &'a [FieldPath]) -> Self {
+        Locator {
+            root,
+            removed,
+            set_aside,
+        }
     }
 
     fn origin(&self, path: &FieldPath) -> Origin {
         self.root.origin_of(path)
     }
 
+    /// `path` in the deserialized value as a path in the file: the value's lists lack
+    /// the items set aside, so its `steps[2]` may be the file's `steps[3]`.
+    pub fn as_written(&self, path: &FieldPath) -> FieldPath {
+        if self.set_aside.is_empty() {
+            return path.clone();
+        }
+        let mut out = FieldPath::root();
+        for segment in &path.0 {
+            match segment {
+                Segment::Key(k) => out = out.key(k),
+                Segment::Index(wanted) => {
+                    // The `wanted`-th item not set aside; ends within `wanted` plus the
+                    // number of paths set aside.
+                    let mut live = 0;
+                    let mut index = 0;
+                    loop {
+                        if !self.set_aside.contains(&out.index(index)) {
+                            if live == *wanted {
+                                break;
+                            }
+                            live += 1;
+                        }
+                        index += 1;
+                    }
+                    out = out.index(index);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether nothing at or above `path` was set aside, so the value there is whole.
+    fn intact(&self, path: &FieldPath) -> bool {
+        !self.set_aside.iter().any(|p| path.starts_with(p))
+    }
+
+    /// Whether nothing at, above or under `path` was set aside.
+    fn untouched(&self, path: &FieldPath) -> bool {
+        !self
+            .set_aside
+            .iter()
+            .any(|p| path.starts_with(p) || p.starts_with(path))
+    }
+
+    /// The `name`s written in the items of the list at `path` that were set aside: they
+    /// are defined as far as the file's reader is concerned, so naming one is no mistake.
+    fn names_set_aside(&self, path: &FieldPath) -> Vec<String> {
+        let Some(Node {
+            value: Value::Seq(items),
+            ..
+        }) = self.root.at(path)
+        else {
+            return Vec::new();
+        };
+        (0..items.len())
+            .filter(|i| self.set_aside.contains(&path.index(*i)))
+            .filter_map(|i| items[i].get("name")?.value.scalar_text())
+            .collect()
+    }
+
+    /// Whether something at or under `path` (in the value) was set aside: an absent or
+    /// default value there is the loader's doing, not the file's, so a check about its
+    /// absence (a pause without a duration, a strategy without steps) would be false.
+    fn lost(&self, path: &FieldPath) -> bool {
+        let written = self.as_written(path);
+        self.set_aside.iter().any(|p| p.starts_with(&written))
+    }
+
+    /// Whether a check at `path` (as written) would only repeat a reported error: it lies
+    /// under the value refused.
     fn was_removed(&self, path: &FieldPath) -> bool {
         self.removed.iter().any(|r| path.starts_with(r))
     }
@@ -51,6 +134,7 @@ impl Checker<'_, '_> {
         path: FieldPath,
         message: impl Into<String>,
     ) -> &mut Diagnostic {
+        let path = self.at.as_written(&path);
         let origin = self.at.origin(&path);
         self.out
             .push(Diagnostic::error(code, path, origin, message));
@@ -63,6 +147,7 @@ impl Checker<'_, '_> {
         path: FieldPath,
         message: impl Into<String>,
     ) -> &mut Diagnostic {
+        let path = self.at.as_written(&path);
         let origin = self.at.origin(&path);
         self.out
             .push(Diagnostic::warning(code, path, origin, message));
@@ -105,7 +190,9 @@ pub fn release(release: &Release, at: &Locator<'_>) -> Vec<Diagnostic> {
             }
         }
         Backend::Swarm(_) | Backend::Kubernetes(_) => {
-            if r.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+            if r.image.as_deref().is_none_or(|i| i.trim().is_empty())
+                && !c.at.lost(&spec.key("image"))
+            {
                 c.error(
                     Code::MissingField,
                     spec.clone(),
@@ -142,7 +229,7 @@ pub fn release(release: &Release, at: &Locator<'_>) -> Vec<Diagnostic> {
         }
     }
 
-    sections_into(&mut c, &Sections::of(release).masked(at.removed));
+    sections_into(&mut c, &Sections::of(release));
     c.finish()
 }
 
@@ -166,7 +253,8 @@ pub fn is_version_name(name: &str) -> bool {
 /// `version` and `stableVersion`: names in the set [`is_version_name`] allows, or an error
 /// that names the set and suggests a name in it.
 fn version_name(c: &mut Checker<'_, '_>, path: FieldPath, field: &str, name: &str) {
-    if is_version_name(name) {
+    // An empty one was refused by the loader, whatever layer left it empty.
+    if is_version_name(name) || name.trim().is_empty() {
         return;
     }
     let mapped: String = name
@@ -225,26 +313,6 @@ pub struct Sections<'r> {
 }
 
 impl<'r> Sections<'r> {
-    /// These sections less those with an error reported inside them: a list that lost
-    /// an item to an error would shift every index after it, and checks would point at
-    /// the wrong lines. They are checked once the error is fixed.
-    pub fn masked(self, reported: &[FieldPath]) -> Self {
-        let spec = FieldPath::of(&["spec"]);
-        let clean = |key: &str| {
-            let path = spec.key(key);
-            !reported
-                .iter()
-                .any(|r| r.starts_with(&path) || path.starts_with(r))
-        };
-        Sections {
-            traffic: self.traffic.filter(|_| clean("traffic")),
-            strategy: self.strategy.filter(|_| clean("strategy")),
-            analysis: self.analysis.filter(|_| clean("analysis")),
-            guardrails: self.guardrails.filter(|_| clean("guardrails")),
-            hooks: self.hooks.filter(|_| clean("hooks")),
-        }
-    }
-
     /// Every section of a whole release.
     pub fn of(release: &'r Release) -> Self {
         let spec = &release.spec;
@@ -286,11 +354,23 @@ fn sections_into(c: &mut Checker<'_, '_>, s: &Sections<'_>) {
     }
 
     let analysis_path = spec.key("analysis");
-    let analysis_intact = s.analysis.is_some();
+    let metrics_path = analysis_path.key("metrics");
+    // A metric set aside after an error in it is still defined as written; metrics lost
+    // as a whole (`metrics: 5`) leave the names unknown.
+    let analysis_intact = s.analysis.is_some() && c.at.intact(&metrics_path);
+    let set_aside_names = c.at.names_set_aside(&metrics_path);
     let metric_names: Vec<&str> = s
         .analysis
-        .map(|a| a.metrics.iter().map(|m| m.name.as_str()).collect())
-        .unwrap_or_default();
+        .map(|a| {
+            a.metrics
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .chain(set_aside_names.iter().map(String::as_str))
+        .collect();
     if let Some(strat) = s.strategy {
         strategy(
             c,
@@ -299,7 +379,9 @@ fn sections_into(c: &mut Checker<'_, '_>, s: &Sections<'_>) {
             analysis_intact.then_some(metric_names.as_slice()),
         );
         let defined = s.analysis.map(|a| a.metrics.as_slice()).unwrap_or_default();
-        if let Ok(plan) = Plan::from_strategy(strat, defined) {
+        // Durations refused in either section would make the timeline a guess.
+        let whole = c.at.untouched(&spec.key("strategy")) && c.at.untouched(&analysis_path);
+        if whole && let Ok(plan) = Plan::from_strategy(strat, defined) {
             deadline(
                 c,
                 &spec.key("strategy").key("progressDeadline"),
@@ -526,7 +608,7 @@ fn strategy(c: &mut Checker<'_, '_>, path: &FieldPath, s: &StrategySpec, metrics
                 "a strategy is either 'canary' or 'blueGreen', not both",
             );
         }
-        (None, None) => {
+        (None, None) if !c.at.lost(&path.key("canary")) && !c.at.lost(&path.key("blueGreen")) => {
             c.error(
                 Code::MissingField,
                 path.clone(),
@@ -548,7 +630,7 @@ fn strategy(c: &mut Checker<'_, '_>, path: &FieldPath, s: &StrategySpec, metrics
     }
     if let Some(canary) = &s.canary {
         let steps_path = path.key("canary").key("steps");
-        if canary.steps.is_empty() {
+        if canary.steps.is_empty() && !c.at.lost(&steps_path) {
             c.warning(
                 Code::Ignored,
                 steps_path.clone(),
@@ -573,6 +655,10 @@ fn strategy(c: &mut Checker<'_, '_>, path: &FieldPath, s: &StrategySpec, metrics
                         )
                         .hint = Some("weights are percentages from 0 to 100".into());
                     } else if let Some((previous, at)) = last_weight.filter(|(p, _)| *w < *p) {
+                        let at = match c.at.as_written(&steps_path.index(at)).0.last() {
+                            Some(Segment::Index(written)) => *written,
+                            _ => at,
+                        };
                         c.error(
                             Code::DecreasingWeight,
                             weight_path,
@@ -585,7 +671,9 @@ fn strategy(c: &mut Checker<'_, '_>, path: &FieldPath, s: &StrategySpec, metrics
                     }
                 }
                 CanaryStep::Pause(pause) => {
-                    if pause.duration.is_none() {
+                    if pause.duration.is_none()
+                        && !c.at.lost(&step_path.key("pause").key("duration"))
+                    {
                         c.warning(
                             Code::ManualGate,
                             step_path.key("pause"),

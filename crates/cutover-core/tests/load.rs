@@ -355,11 +355,16 @@ fn interpolation_follows_compose() {
         d[0].message,
         "required variable 'TAG' is not set: set TAG to the new version"
     );
+    // Regression (issue 19): an unset plain variable was a warning and read as empty.
     let d = check(
         &base_with("image: shop:v2", "image: shop:${TAG}"),
         &[Code::Interpolation],
     );
-    assert_eq!(d[0].severity, Severity::Warning);
+    assert_eq!(d[0].severity, Severity::Error);
+    assert_eq!(
+        d[0].to_string(),
+        "error: variable 'TAG' is not set at spec.image (release.yaml:8:10); set TAG, write ${TAG:-default}, or pass --set spec.image=..."
+    );
 }
 
 #[test]
@@ -1016,4 +1021,257 @@ fn settings_of_the_tests_on_evidence_are_checked_with_the_fix_named() {
         "        provider: {builtin: error_rate}\n        max: 0.01\n",
         "        provider: {prometheus: {proxyMetric: error_rate}}\n        compare: {maxIncrease: 0.005}\n        count: 2\n        maxCount: 10\n        confidence: 0.95\n",
     ));
+}
+
+/// `BASE` on the local backend with the candidate's command and version from `VERSION`,
+/// as docs/ci.md writes it.
+const FROM_CI: &str = r#"apiVersion: cutover.dev/v1
+kind: Release
+metadata:
+  name: hello
+spec:
+  backend:
+    local:
+      stable:
+        command: [demo-app, --app-version, v1]
+      candidate:
+        command: [demo-app, --app-version, "${VERSION}"]
+  version: ${VERSION}
+  port: 8080
+  strategy:
+    canary:
+      steps:
+        - setWeight: 50
+"#;
+
+/// Regression (issue 19): with VERSION unset, lint said "ok, 2 warnings" and the rollout
+/// promoted a version the controller named itself, started with an empty argument.
+#[test]
+fn an_unset_variable_is_an_error_naming_it_the_place_and_the_fix() {
+    let loaded = load_yaml(FROM_CI, &BTreeMap::new());
+    assert!(loaded.document.is_none());
+    let lines: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "error: variable 'VERSION' is not set at spec.backend.local.candidate.command[2] (release.yaml:11:44); set VERSION, write ${VERSION:-default}, or pass --set spec.backend.local.candidate.command[2]=...",
+            "error: variable 'VERSION' is not set at spec.version (release.yaml:12:12); set VERSION, write ${VERSION:-default}, or pass --set version=...",
+        ]
+    );
+    // Set but empty is no better where a version or a command word goes.
+    let loaded = load_yaml(FROM_CI, &env(&[("VERSION", "")]));
+    assert_eq!(loaded.diagnostics.len(), 2, "{:#?}", loaded.diagnostics);
+    assert!(
+        loaded
+            .diagnostics
+            .iter()
+            .all(|d| d.is_error() && d.message == "variable 'VERSION' is set but empty")
+    );
+    // With a value, or a default, it is a release.
+    let loaded = load_yaml(FROM_CI, &env(&[("VERSION", "v5")]));
+    let Some(Document::Release(r)) = loaded.document else {
+        panic!("{:#?}", loaded.diagnostics)
+    };
+    assert_eq!(r.spec.version.as_deref(), Some("v5"));
+    let text = FROM_CI.replace("${VERSION}", "${VERSION:-v2}");
+    assert_eq!(release(&text).spec.version.as_deref(), Some("v2"));
+}
+
+/// An empty version is refused on every path, not replaced by a made-up name: written
+/// so, left empty by an override, or sent to the controller already resolved.
+#[test]
+fn an_empty_version_is_refused_not_replaced() {
+    for written in ["version: \"\"", "version:", "version: ${VERSION:-}"] {
+        let text = FROM_CI
+            .replace("version: ${VERSION}", written)
+            .replace("\"${VERSION}\"", "v2");
+        let loaded = load_yaml(&text, &BTreeMap::new());
+        let errors: Vec<&Diagnostic> = loaded.diagnostics.iter().filter(|d| d.is_error()).collect();
+        assert_eq!(errors.len(), 1, "{written}: {:#?}", loaded.diagnostics);
+        assert_eq!(errors[0].path.to_string(), "spec.version", "{written}");
+    }
+    let text = FROM_CI
+        .replace("\"${VERSION}\"", "v2")
+        .replace("${VERSION}", "v2");
+    let loaded = load_yaml(&text, &env(&[("CUTOVER_SPEC__VERSION", "")]));
+    assert_eq!(
+        loaded.diagnostics[0].to_string(),
+        "error: version is empty at spec.version (environment variable CUTOVER_SPEC__VERSION); write a name such as 'v2', pass --set version=v2, or leave the line out to name the version from the image tag"
+    );
+    // What the controller's API parses: the release as `run` sends it (JSON).
+    for body in [r#""version": """#, r#""version": null"#] {
+        let json = format!(
+            r#"{{"apiVersion": "cutover.dev/v1", "kind": "Release", "metadata": {{"name": "hello"}}, "spec": {{"backend": {{"local": {{"stable": {{"addresses": ["127.0.0.1:1"]}}, "candidate": {{"addresses": ["127.0.0.1:2"]}}}}}}, {body}, "port": 8080, "strategy": {{"canary": {{"steps": [{{"setWeight": 50}}]}}}}}}}}"#
+        );
+        let refused = load::load_release_resolved(Source {
+            name: "release.json",
+            text: &json,
+            format: Format::Yaml,
+        })
+        .expect_err("refused");
+        assert!(
+            refused.iter().any(|d| d.message == "version is empty"),
+            "{body}: {refused:#?}"
+        );
+    }
+    // Leaving the field out still names the version from the image tag (documented).
+    assert_eq!(release(BASE).spec.version, None);
+}
+
+fn load_set(text: &str, sets: &[&str]) -> load::Loaded {
+    let sets: Vec<load::Set> = sets.iter().map(|s| s.parse().expect("KEY=VALUE")).collect();
+    load::load_with(
+        Source {
+            name: "release.yaml",
+            text,
+            format: Format::Yaml,
+        },
+        &BTreeMap::new(),
+        &sets,
+    )
+}
+
+#[test]
+fn set_arguments_set_fields_by_path_and_are_named_in_errors() {
+    let loaded = load_set(
+        FROM_CI,
+        &[
+            "version=v5",
+            "spec.backend.local.candidate.command[2]=v5",
+            "spec.replicas=3",
+            "spec.strategy.canary.steps[0].setWeight=5",
+        ],
+    );
+    let Some(Document::Release(r)) = loaded.document else {
+        panic!("{:#?}", loaded.diagnostics)
+    };
+    assert_eq!(r.spec.version.as_deref(), Some("v5"));
+    assert_eq!(r.spec.replicas, Some(3));
+    assert_eq!(
+        r.spec.strategy.canary.expect("canary").steps[0],
+        CanaryStep::SetWeight(5)
+    );
+    let Backend::Local(local) = r.spec.backend else {
+        panic!("local")
+    };
+    assert_eq!(
+        local.candidate,
+        LocalSlot::Command(vec!["demo-app".into(), "--app-version".into(), "v5".into()])
+    );
+
+    // The command line wins over CUTOVER_ variables.
+    let loaded = load::load_with(
+        Source {
+            name: "release.yaml",
+            text: BASE,
+            format: Format::Yaml,
+        },
+        &env(&[("CUTOVER_SPEC__VERSION", "v4")]),
+        &["version=v5".parse().expect("valid")],
+    );
+    let Some(Document::Release(r)) = loaded.document else {
+        panic!("{:#?}", loaded.diagnostics)
+    };
+    assert_eq!(r.spec.version.as_deref(), Some("v5"));
+
+    let loaded = load_set(BASE, &["spec.replicas=many"]);
+    assert_eq!(
+        loaded.diagnostics[0].to_string(),
+        "error: expected a whole number from 0 to 4294967295, found the string 'many' at spec.replicas (--set spec.replicas=many)"
+    );
+    assert_eq!(
+        loaded.diagnostics[0].origin,
+        Origin::Flag {
+            arg: "--set spec.replicas=many".into()
+        }
+    );
+}
+
+#[test]
+fn an_unknown_set_key_suggests_the_field() {
+    let loaded = load_set(BASE, &["verison=v5"]);
+    let lines: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        vec!["error: unknown field 'verison' at spec (--set verison=v5); did you mean 'version'?"]
+    );
+    let loaded = load_set(BASE, &["spec.strategy.canary.steps[7].setWeight=5"]);
+    assert_eq!(
+        loaded.diagnostics[0].message,
+        "index 7 is past the end of a list of 3"
+    );
+}
+
+/// Regression (issue 19): one structural error in `spec.strategy` hid that section's
+/// other mistakes, so a user fixed one error per run.
+#[test]
+fn lint_reports_every_mistake_of_a_section_in_one_run() {
+    let text = base_with(
+        "        - setWeight: 100\n",
+        "        - pause: {duration: 10}\n        - setWeight: 150\n        - analysis: {metrics: [erors]}\n",
+    );
+    let d = check(
+        &text,
+        &[Code::InvalidValue, Code::OutOfRange, Code::UndefinedMetric],
+    );
+    assert_eq!(
+        d[0].path.to_string(),
+        "spec.strategy.canary.steps[2].pause.duration"
+    );
+    assert_eq!(
+        d[1].path.to_string(),
+        "spec.strategy.canary.steps[3].setWeight"
+    );
+    assert_eq!(
+        d[2].path.to_string(),
+        "spec.strategy.canary.steps[4].analysis.metrics[0]"
+    );
+    // The pause that lost its duration is not also "a pause without a duration".
+    assert!(d.iter().all(|d| d.code != Code::ManualGate));
+}
+
+/// A list that lost an item to an error keeps its indices: a mistake after it is reported
+/// at its own line, and a metric set aside still counts as defined.
+#[test]
+fn checks_after_a_removed_item_point_at_the_item_as_written() {
+    let text = base_with(
+        "        - setWeight: 100\n",
+        "        - setWieght: 30\n        - setWeight: 10\n        - analysis: {metrics: [latency]}\n",
+    )
+    .replace(
+        "    metrics:\n",
+        "    metrics:\n      - name: latency\n        max: 0.5\n",
+    );
+    let d = check(
+        &text,
+        &[
+            Code::UnknownField,
+            Code::DecreasingWeight,
+            Code::MissingField,
+        ],
+    );
+    assert_eq!(d[0].path.to_string(), "spec.strategy.canary.steps[2]");
+    assert_eq!(
+        d[1].to_string(),
+        "error: weight goes down from 20 (steps[0]) to 10 at spec.strategy.canary.steps[3].setWeight (release.yaml:16:11); weights must not decrease; a decrease is almost always a typo (use 'cutover abort' to roll back)"
+    );
+    assert_eq!(d[2].message, "missing field 'provider'");
+}
+
+/// Checking a section on what deserialized must not turn the loader's doing into a
+/// mistake of the file: a list emptied by an error is not "no steps", and an error beside
+/// a missing image does not hide it.
+#[test]
+fn what_was_set_aside_is_not_reported_as_absent() {
+    let text = base_with(
+        "      steps:\n        - setWeight: 20\n        - analysis: {}\n        - setWeight: 100\n",
+        "      steps:\n        - setWieght: 20\n",
+    );
+    let d = check(&text, &[Code::UnknownField]);
+    assert_eq!(d[0].path.to_string(), "spec.strategy.canary.steps[0]");
+    let text = base_with("  image: shop:v2\n", "  replicas: many\n");
+    check(&text, &[Code::MissingField, Code::InvalidValue]);
+    let text = base_with("  image: shop:v2\n", "  image: [shop, v2]\n");
+    let d = check(&text, &[Code::InvalidValue]);
+    assert_eq!(d[0].path.to_string(), "spec.image");
 }

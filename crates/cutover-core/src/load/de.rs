@@ -28,9 +28,13 @@ pub struct Outcome<T> {
     pub value: Option<T>,
     /// Every problem, in the order found.
     pub diagnostics: Vec<Diagnostic>,
-    /// Paths where an error was reported (and the value set aside). Values under them,
-    /// and lists that lost an item, cannot be trusted for further checks.
+    /// Paths where an error was reported (and the value set aside). Values under them
+    /// cannot be trusted for further checks.
     pub removed: Vec<FieldPath>,
+    /// Every path set aside to go on, reported or not. A list item among them is missing
+    /// from the value, so the items after it moved up one: checks use this to map an
+    /// index in the value back to the index as written.
+    pub set_aside: Vec<FieldPath>,
 }
 
 /// As [`deserialize_all`], for the part of `tree` at `base` (paths in diagnostics stay
@@ -63,6 +67,7 @@ pub fn deserialize_all_at<T: DeserializeOwned>(mut tree: Node, base: &FieldPath)
                     value: Some(value),
                     diagnostics,
                     removed: reported,
+                    set_aside: removed,
                 };
             }
             Err(error) => error,
@@ -107,6 +112,7 @@ pub fn deserialize_all_at<T: DeserializeOwned>(mut tree: Node, base: &FieldPath)
         value: None,
         diagnostics,
         removed: reported,
+        set_aside: removed,
     }
 }
 
@@ -408,7 +414,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         for entry in self.live_entries() {
             let canonical = if fields.contains(&entry.key.as_str()) {
                 Some(fields.iter().copied().find(|f| *f == entry.key))
-            } else if matches!(entry.key_origin, Origin::Env { .. }) {
+            } else if matches!(entry.key_origin, Origin::Env { .. } | Origin::Flag { .. }) {
                 let wanted = normalize_key(&entry.key);
                 Some(fields.iter().copied().find(|f| normalize_key(f) == wanted))
             } else {

@@ -7,6 +7,9 @@
 //! scalars or flow collections, so `3` is a number and `[a, b]` a list. Only variables
 //! whose first segment is a top-level key of the document (`SPEC`, `METADATA`, ...) are
 //! overrides; `CUTOVER_ADDR` and friends are left to the CLI.
+//!
+//! `--set KEY=VALUE` on the command line ([`super::set::Set`]) is the same machinery with a
+//! dotted key, applied after the variables, so the command line wins.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,13 +34,22 @@ pub enum Pass {
     Rest,
 }
 
-/// Applies the overrides of `pass` in `env` to `root`, in the variables' sorted order.
-pub fn apply_overrides(
-    root: &mut Node,
-    env: &BTreeMap<String, String>,
-    pass: Pass,
-) -> Vec<Diagnostic> {
-    let mut diagnostics = Vec::new();
+/// One value put at a path of the document, over what the file says: a `CUTOVER_`
+/// variable or a `--set KEY=VALUE` argument.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Override {
+    /// The path's segments as written (`SPEC`, `REPLICAS`; `spec`, `steps`, `0`); a key
+    /// matches a field whatever its case or underscores.
+    pub segments: Vec<String>,
+    /// The value as text, typed as the field wants (see the module's doc).
+    pub text: String,
+    /// Where it came from, for diagnostics.
+    pub origin: Origin,
+}
+
+/// The `CUTOVER_` variables of `env` that address a field, in the variables' sorted order.
+pub fn from_env(env: &BTreeMap<String, String>) -> Vec<Override> {
+    let mut overrides = Vec::new();
     for (var, text) in env {
         let Some(rest) = var.strip_prefix(PREFIX) else {
             continue;
@@ -50,27 +62,49 @@ pub fn apply_overrides(
         if !is_override || segments.iter().any(|s| s.is_empty()) {
             continue;
         }
-        let normalized: Vec<String> = segments.iter().map(|s| normalize_key(s)).collect();
+        overrides.push(Override {
+            segments: segments.iter().map(|s| s.to_string()).collect(),
+            text: text.clone(),
+            origin: Origin::Env {
+                var: Arc::from(var.as_str()),
+            },
+        });
+    }
+    overrides
+}
+
+/// Whether `first` is a top-level key of a document (`spec`, `metadata`, ...).
+pub fn is_top_level_key(first: &str) -> bool {
+    TOP_LEVEL_KEYS
+        .iter()
+        .any(|k| normalize_key(k) == normalize_key(first))
+}
+
+/// Applies the overrides of `pass` to `root`, in order (a later one wins).
+pub fn apply_overrides(root: &mut Node, overrides: &[Override], pass: Pass) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    for o in overrides {
+        let normalized: Vec<String> = o.segments.iter().map(|s| normalize_key(s)).collect();
         let chooses_preset = normalized == ["spec", "strategy", "use"];
         if chooses_preset != (pass == Pass::PresetChoice) {
             continue;
         }
-        let origin = Origin::Env {
-            var: Arc::from(var.as_str()),
-        };
+        let origin = &o.origin;
+        let name: Arc<str> = Arc::from(origin.to_string().as_str());
         // A list or map (`[a, b]`, `{header: X}`) is read as YAML; anything else is text
         // that reads as a number or boolean where the field wants one, taken literally
         // (no YAML tags, anchors or comments).
-        let trimmed = text.trim_start();
+        let trimmed = o.text.trim_start();
         let value = if trimmed.starts_with('[') || trimmed.starts_with('{') {
-            match super::yaml::parse(&Arc::from(var.as_str()), text) {
-                Ok(node) => relocate(node, &origin),
-                Err(_) => Node::new(Value::Substituted(text.clone()), origin.clone()),
+            match super::yaml::parse(&name, &o.text) {
+                Ok(node) => relocate(node, origin),
+                Err(_) => Node::new(Value::Substituted(o.text.clone()), origin.clone()),
             }
         } else {
-            Node::new(Value::Substituted(text.clone()), origin.clone())
+            Node::new(Value::Substituted(o.text.clone()), origin.clone())
         };
-        if let Err(d) = set_path(root, &segments, value, &origin) {
+        let segments: Vec<&str> = o.segments.iter().map(String::as_str).collect();
+        if let Err(d) = set_path(root, &segments, value, origin) {
             diagnostics.push(d);
         }
     }
@@ -147,8 +181,12 @@ fn set_path(
         let position = match entries.iter().position(|e| normalize_key(&e.key) == wanted) {
             Some(p) => p,
             None => {
+                let key = match origin {
+                    Origin::Env { .. } => segment.to_lowercase(),
+                    _ => (*segment).to_string(),
+                };
                 entries.push(Entry {
-                    key: segment.to_lowercase(),
+                    key,
                     key_origin: origin.clone(),
                     value: Node::new(Value::Null, origin.clone()),
                 });
@@ -187,7 +225,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        assert!(apply_overrides(&mut root, &env, Pass::Rest).is_empty());
+        assert!(apply_overrides(&mut root, &from_env(&env), Pass::Rest).is_empty());
         let replicas = root
             .at(&FieldPath::of(&["spec", "replicas"]))
             .expect("replicas");
@@ -220,7 +258,7 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        let diagnostics = apply_overrides(&mut root, &env, Pass::Rest);
+        let diagnostics = apply_overrides(&mut root, &from_env(&env), Pass::Rest);
         assert_eq!(diagnostics.len(), 1);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! | written            | becomes                                             |
 //! |--------------------|-----------------------------------------------------|
-//! | `${VAR}`, `$VAR`   | the value of VAR; unset: empty, with a warning      |
+//! | `${VAR}`, `$VAR`   | the value of VAR; unset: an error in a release      |
 //! | `${VAR:-default}`  | `default` when VAR is unset or empty                |
 //! | `${VAR-default}`   | `default` when VAR is unset                         |
 //! | `${VAR:?message}`  | an error with `message` when VAR is unset or empty  |
@@ -13,17 +13,35 @@
 //! never keys. A value that is exactly one substitution (`replicas: ${REPLICAS}`) becomes
 //! [`Value::Substituted`]: a number where the field wants a number (`3`), the exact text
 //! where it wants text (`1.10` stays `1.10`), and absent where it is optional and empty.
+//!
+//! In a release, a plain `${VAR}` whose variable is unset is an error naming the variable:
+//! an unset `VERSION` once named nothing and the rollout shipped it anyway. Write
+//! `${VAR:-default}` (or `${VAR-default}`) where an unset variable is fine. The fields that
+//! name what runs (the version, the image, a local command's words) are also refused when a
+//! set-but-empty variable or an empty default leaves them empty ([`super::required`]).
+//! Other documents (the proxy's configuration) keep the lenient reading: a warning, and
+//! the value reads as empty.
 
 use std::collections::BTreeMap;
 
 use super::node::{Node, Value};
-use crate::diagnostic::{Code, Diagnostic, FieldPath};
+use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin};
+
+/// What an unset plain `${VAR}` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unset {
+    /// An error, and the fields that name what runs may not come out empty (releases).
+    Error,
+    /// A warning; the variable reads as empty (other settings documents).
+    Warn,
+}
 
 /// Interpolates every string value under `node` in place, appending problems to `out`.
 pub fn interpolate(
     node: &mut Node,
     path: &FieldPath,
     env: &BTreeMap<String, String>,
+    unset: Unset,
     out: &mut Vec<Diagnostic>,
 ) {
     match &mut node.value {
@@ -31,17 +49,7 @@ pub fn interpolate(
             let whole = is_single_substitution(text);
             match expand(text, env) {
                 Ok(expanded) => {
-                    for var in expanded.unset {
-                        out.push(
-                            Diagnostic::warning(
-                                Code::Interpolation,
-                                path.clone(),
-                                node.origin.clone(),
-                                format!("variable '{var}' is not set; it reads as empty"),
-                            )
-                            .with_hint(format!("set it, or give a default: ${{{var}:-value}}")),
-                        );
-                    }
+                    report(path, &node.origin, &expanded, unset, out);
                     node.value = if whole {
                         Value::Substituted(expanded.text)
                     } else {
@@ -58,16 +66,79 @@ pub fn interpolate(
         }
         Value::Seq(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &path.index(i), env, out);
+                interpolate(item, &path.index(i), env, unset, out);
             }
         }
         Value::Map(entries) => {
             for entry in entries {
                 let child = path.key(&entry.key);
-                interpolate(&mut entry.value, &child, env, out);
+                interpolate(&mut entry.value, &child, env, unset, out);
             }
         }
         _ => {}
+    }
+}
+
+/// The diagnostics of one expanded value: unset variables, and (releases) a field that
+/// names what runs left empty.
+fn report(
+    path: &FieldPath,
+    origin: &Origin,
+    expanded: &Expanded,
+    unset: Unset,
+    out: &mut Vec<Diagnostic>,
+) {
+    let fix = |var: &str| {
+        format!(
+            "set {var}, write ${{{var}:-default}}, or pass --set {}=...",
+            super::required::set_key(path)
+        )
+    };
+    for var in &expanded.unset {
+        out.push(match unset {
+            Unset::Error => Diagnostic::error(
+                Code::Interpolation,
+                path.clone(),
+                origin.clone(),
+                format!("variable '{var}' is not set"),
+            )
+            .with_hint(fix(var)),
+            Unset::Warn => Diagnostic::warning(
+                Code::Interpolation,
+                path.clone(),
+                origin.clone(),
+                format!("variable '{var}' is not set; it reads as empty"),
+            )
+            .with_hint(format!("set it, or give a default: ${{{var}:-value}}")),
+        });
+    }
+    if unset == Unset::Warn || !super::required::names_what_runs(path) {
+        return;
+    }
+    for var in &expanded.empty {
+        out.push(
+            Diagnostic::error(
+                Code::Interpolation,
+                path.clone(),
+                origin.clone(),
+                format!("variable '{var}' is set but empty"),
+            )
+            .with_hint(fix(var)),
+        );
+    }
+    if expanded.text.trim().is_empty() && expanded.unset.is_empty() && expanded.empty.is_empty() {
+        out.push(
+            Diagnostic::error(
+                Code::Interpolation,
+                path.clone(),
+                origin.clone(),
+                "this value is empty after interpolation",
+            )
+            .with_hint(format!(
+                "give the default a value, or pass --set {}=...",
+                super::required::set_key(path)
+            )),
+        );
     }
 }
 
@@ -78,6 +149,8 @@ pub struct Expanded {
     pub text: String,
     /// Variables that were used without a value or a default.
     pub unset: Vec<String>,
+    /// Plain `${VAR}`s whose variable is set but empty.
+    pub empty: Vec<String>,
 }
 
 /// Expands the substitutions in `text`. An error is a message naming the problem.
@@ -97,6 +170,7 @@ fn expand_at(text: &str, env: &BTreeMap<String, String>, depth: usize) -> Result
     let mut out = Expanded {
         text: String::with_capacity(text.len()),
         unset: Vec::new(),
+        empty: Vec::new(),
     };
     let mut rest = text;
     while let Some(dollar) = rest.find('$') {
@@ -178,6 +252,7 @@ fn substitute(
         ("required-non-empty", _) if empty => return Err(required_message(name, argument)),
         ("required", None) => return Err(required_message(name, argument)),
         ("plain", None) => out.unset.push(name.to_string()),
+        ("plain", Some(v)) if v.is_empty() => out.empty.push(name.to_string()),
         (_, Some(v)) => out.text.push_str(v),
         (_, None) => {}
     }
@@ -193,6 +268,7 @@ fn expand_into(
     let inner = expand_at(text, env, depth + 1)?;
     out.text.push_str(&inner.text);
     out.unset.extend(inner.unset);
+    out.empty.extend(inner.empty);
     Ok(())
 }
 
@@ -277,14 +353,100 @@ mod tests {
             crate::diagnostic::Origin::Default,
         );
         let mut out = Vec::new();
-        interpolate(&mut node, &FieldPath::root(), &env(), &mut out);
+        interpolate(
+            &mut node,
+            &FieldPath::root(),
+            &env(),
+            Unset::Error,
+            &mut out,
+        );
         assert_eq!(node.value, Value::Substituted("3".into()));
         let mut node = Node::new(
             Value::Str("x${N}".into()),
             crate::diagnostic::Origin::Default,
         );
-        interpolate(&mut node, &FieldPath::root(), &env(), &mut out);
+        interpolate(
+            &mut node,
+            &FieldPath::root(),
+            &env(),
+            Unset::Error,
+            &mut out,
+        );
         assert_eq!(node.value, Value::Str("x3".into()));
         assert!(out.is_empty());
+    }
+
+    fn interpolated(path: &FieldPath, text: &str, unset: Unset) -> (Value, Vec<Diagnostic>) {
+        let mut node = Node::new(Value::Str(text.into()), Origin::Default);
+        let mut out = Vec::new();
+        interpolate(&mut node, path, &env(), unset, &mut out);
+        (node.value, out)
+    }
+
+    /// Regression (issue 19): `version: ${VERSION}` with VERSION unset read as no version,
+    /// and the rollout shipped a version nobody named.
+    #[test]
+    fn an_unset_variable_is_an_error_naming_it_and_the_fix() {
+        let version = FieldPath::of(&["spec", "version"]);
+        let (_, out) = interpolated(&version, "${VERSION}", Unset::Error);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert!(out[0].is_error());
+        assert_eq!(out[0].message, "variable 'VERSION' is not set");
+        assert_eq!(
+            out[0].hint.as_deref(),
+            Some("set VERSION, write ${VERSION:-default}, or pass --set version=...")
+        );
+        // Anywhere in a release, not only where a version goes.
+        let labels = FieldPath::of(&["metadata", "labels", "team"]);
+        let (_, out) = interpolated(&labels, "team-${TEAM}", Unset::Error);
+        assert!(
+            out[0].is_error() && out[0].message.contains("'TEAM'"),
+            "{out:#?}"
+        );
+        // The lenient reading of other documents stays a warning.
+        let (value, out) = interpolated(&labels, "${TEAM}", Unset::Warn);
+        assert_eq!(value, Value::Substituted(String::new()));
+        assert!(!out[0].is_error());
+    }
+
+    #[test]
+    fn defaults_and_required_forms_keep_working() {
+        let image = FieldPath::of(&["spec", "image"]);
+        let (value, out) = interpolated(&image, "app:${MISSING:-v1}", Unset::Error);
+        assert_eq!((value, out), (Value::Str("app:v1".into()), Vec::new()));
+        let (value, out) = interpolated(&image, "app:${MISSING-v1}", Unset::Error);
+        assert_eq!((value, out), (Value::Str("app:v1".into()), Vec::new()));
+        let (_, out) = interpolated(&image, "app:${MISSING:?set the tag}", Unset::Error);
+        assert_eq!(
+            out[0].message,
+            "required variable 'MISSING' is not set: set the tag"
+        );
+    }
+
+    #[test]
+    fn what_names_what_runs_cannot_come_out_empty() {
+        let version = FieldPath::of(&["spec", "version"]);
+        let (_, out) = interpolated(&version, "${EMPTY}", Unset::Error);
+        assert_eq!(out[0].message, "variable 'EMPTY' is set but empty");
+        let (_, out) = interpolated(&version, "${MISSING:-}", Unset::Error);
+        assert_eq!(out[0].message, "this value is empty after interpolation");
+        let argument =
+            FieldPath::of(&["spec", "backend", "local", "candidate", "command"]).index(3);
+        let (_, out) = interpolated(&argument, "--app-version=${EMPTY}", Unset::Error);
+        assert!(out[0].is_error(), "{out:#?}");
+        assert!(
+            out[0]
+                .hint
+                .as_deref()
+                .is_some_and(|h| h.contains("--set spec.backend.local.candidate.command[3]=...")),
+            "{out:#?}"
+        );
+        // Elsewhere an empty value is absent, as documented.
+        let replicas = FieldPath::of(&["spec", "replicas"]);
+        let (value, out) = interpolated(&replicas, "${EMPTY}", Unset::Error);
+        assert_eq!(
+            (value, out),
+            (Value::Substituted(String::new()), Vec::new())
+        );
     }
 }

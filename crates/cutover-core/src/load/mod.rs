@@ -2,8 +2,9 @@
 //!
 //! The layers, lowest first: the types' defaults, the preset named by
 //! `strategy: {use: PRESET}`, the file (YAML or TOML) with its `${VAR}` interpolated,
-//! then `CUTOVER_`-prefixed environment variables, which may override anything, including
-//! what a preset brought in. Override values are taken literally, not interpolated.
+//! then `CUTOVER_`-prefixed environment variables and `--set KEY=VALUE` arguments (in that
+//! order), which may override anything, including what a preset brought in. Override
+//! values are taken literally, not interpolated.
 //! Every layer works on [`node::Node`] trees that remember where each value was written,
 //! which is what lets a problem anywhere be reported as `file:line:column`.
 //!
@@ -16,6 +17,8 @@ mod env;
 mod interpolate;
 pub mod node;
 mod preset;
+mod required;
+mod set;
 mod toml;
 mod yaml;
 
@@ -28,6 +31,7 @@ use serde::de::DeserializeOwned;
 pub use env::PREFIX as ENV_PREFIX;
 pub use interpolate::{Expanded, expand};
 pub use preset::{PRESETS, preset_names, preset_text};
+pub use set::{Set, SetError};
 
 use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, did_you_mean};
 use crate::spec::{
@@ -96,7 +100,15 @@ impl Loaded {
 /// `env` is the process environment (or any map standing for it): it feeds both `${VAR}`
 /// interpolation and `CUTOVER_` overrides.
 pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
-    load_document(source, env, true)
+    load_with(source, env, &[])
+}
+
+/// As [`load`], with `--set KEY=VALUE` arguments applied last (over the file, the preset
+/// and `CUTOVER_` variables).
+pub fn load_with(source: Source<'_>, env: &BTreeMap<String, String>, sets: &[Set]) -> Loaded {
+    let mut overrides = env::from_env(env);
+    overrides.extend(sets.iter().map(Set::to_override));
+    load_document(source, env, &overrides, true)
 }
 
 /// Loads a release that was resolved already (interpolated and overridden where it was
@@ -105,10 +117,15 @@ pub fn load(source: Source<'_>, env: &BTreeMap<String, String>) -> Loaded {
 pub fn load_release_resolved(
     source: Source<'_>,
 ) -> Result<(Release, Vec<Diagnostic>), Vec<Diagnostic>> {
-    release_of(source, load_document(source, &BTreeMap::new(), false))
+    release_of(source, load_document(source, &BTreeMap::new(), &[], false))
 }
 
-fn load_document(source: Source<'_>, env: &BTreeMap<String, String>, interpolate: bool) -> Loaded {
+fn load_document(
+    source: Source<'_>,
+    env: &BTreeMap<String, String>,
+    overrides: &[env::Override],
+    interpolate: bool,
+) -> Loaded {
     let name: Arc<str> = source.name.into();
     let parsed = match source.format {
         Format::Yaml => yaml::parse(&name, source.text).map_err(|d| vec![d]),
@@ -126,9 +143,16 @@ fn load_document(source: Source<'_>, env: &BTreeMap<String, String>, interpolate
     };
     let mut diagnostics = Vec::new();
     if interpolate {
-        interpolate::interpolate(&mut root, &FieldPath::root(), env, &mut diagnostics);
+        interpolate::interpolate(
+            &mut root,
+            &FieldPath::root(),
+            env,
+            interpolate::Unset::Error,
+            &mut diagnostics,
+        );
     }
     let mut removed = Vec::new();
+    let mut set_aside = Vec::new();
 
     let document = match document_kind(&root) {
         Err(d) => {
@@ -138,7 +162,7 @@ fn load_document(source: Source<'_>, env: &BTreeMap<String, String>, interpolate
         Ok(Kind::Release) => {
             diagnostics.extend(env::apply_overrides(
                 &mut root,
-                env,
+                overrides,
                 env::Pass::PresetChoice,
             ));
             if let Err(d) = preset::resolve(&mut root) {
@@ -146,22 +170,33 @@ fn load_document(source: Source<'_>, env: &BTreeMap<String, String>, interpolate
                 removed.push(FieldPath::of(&["spec", "strategy"]));
             }
             // Last, so an override can change what a preset brought in.
-            diagnostics.extend(env::apply_overrides(&mut root, env, env::Pass::Rest));
+            diagnostics.extend(env::apply_overrides(&mut root, overrides, env::Pass::Rest));
+            // `--set version=v5` answers "variable 'VERSION' is not set": a value an
+            // override replaced is not used, nor are its interpolation's problems.
+            diagnostics.retain(|d| {
+                d.code != Code::Interpolation
+                    || root
+                        .at(&d.path)
+                        .is_some_and(|n| matches!(n.origin, Origin::File { .. }))
+            });
+            let empty = required::empty_versions(&root, &diagnostics);
+            diagnostics.extend(empty);
             let outcome = de::deserialize_all::<Release>(&root);
             diagnostics.extend(outcome.diagnostics);
             removed.extend(outcome.removed);
-            let locator = crate::validate::Locator::new(&root, &removed);
+            set_aside.extend(outcome.set_aside);
             match outcome.value {
                 Some(release) => {
+                    let locator = crate::validate::Locator::new(&root, &removed, &set_aside);
                     diagnostics.extend(crate::validate::release(&release, &locator));
                     Some(Document::Release(Box::new(release)))
                 }
                 None => {
                     // The release as a whole could not be built (a required field is
                     // broken), but its sections may still be checked on their own.
-                    let sections = PartialSections::read(&root);
-                    let sections = sections.borrow().masked(&removed);
-                    diagnostics.extend(crate::validate::sections(&sections, &locator));
+                    let sections = PartialSections::read(&root, &mut set_aside);
+                    let locator = crate::validate::Locator::new(&root, &removed, &set_aside);
+                    diagnostics.extend(crate::validate::sections(&sections.borrow(), &locator));
                     None
                 }
             }
@@ -169,15 +204,16 @@ fn load_document(source: Source<'_>, env: &BTreeMap<String, String>, interpolate
         Ok(Kind::Strategy) => {
             diagnostics.extend(env::apply_overrides(
                 &mut root,
-                env,
+                overrides,
                 env::Pass::PresetChoice,
             ));
-            diagnostics.extend(env::apply_overrides(&mut root, env, env::Pass::Rest));
+            diagnostics.extend(env::apply_overrides(&mut root, overrides, env::Pass::Rest));
             let outcome = de::deserialize_all::<StrategyDocument>(&root);
             diagnostics.extend(outcome.diagnostics);
             removed.extend(outcome.removed);
+            set_aside.extend(outcome.set_aside);
             outcome.value.map(|doc| {
-                let locator = crate::validate::Locator::new(&root, &removed);
+                let locator = crate::validate::Locator::new(&root, &removed, &set_aside);
                 diagnostics.extend(crate::validate::strategy_document(&doc, &locator));
                 Document::Strategy(Box::new(doc))
             })
@@ -197,6 +233,15 @@ pub fn load_release(
     env: &BTreeMap<String, String>,
 ) -> Result<(Release, Vec<Diagnostic>), Vec<Diagnostic>> {
     release_of(source, load(source, env))
+}
+
+/// As [`load_release`], with `--set KEY=VALUE` arguments applied last.
+pub fn load_release_with(
+    source: Source<'_>,
+    env: &BTreeMap<String, String>,
+    sets: &[Set],
+) -> Result<(Release, Vec<Diagnostic>), Vec<Diagnostic>> {
+    release_of(source, load_with(source, env, sets))
 }
 
 /// The release of what was loaded, or every problem (a strategy preset is one).
@@ -238,7 +283,13 @@ pub fn load_as<T: DeserializeOwned>(
     };
     let mut root = parsed?;
     let mut diagnostics = Vec::new();
-    interpolate::interpolate(&mut root, &FieldPath::root(), env, &mut diagnostics);
+    interpolate::interpolate(
+        &mut root,
+        &FieldPath::root(),
+        env,
+        interpolate::Unset::Warn,
+        &mut diagnostics,
+    );
     let outcome = de::deserialize_all::<T>(&root);
     diagnostics.extend(outcome.diagnostics);
     diagnostics.sort_by_key(|d| order(&d.origin));
@@ -303,14 +354,15 @@ struct PartialSections {
 }
 
 impl PartialSections {
-    fn read(tree: &Node) -> Self {
+    /// Reads each section on its own, adding what was set aside in them to `set_aside`.
+    fn read(tree: &Node, set_aside: &mut Vec<FieldPath>) -> Self {
         let spec = FieldPath::of(&["spec"]);
         PartialSections {
-            traffic: section(tree, &spec.key("traffic")),
-            strategy: section(tree, &spec.key("strategy")),
-            analysis: section(tree, &spec.key("analysis")),
-            guardrails: section(tree, &spec.key("guardrails")),
-            hooks: section(tree, &spec.key("hooks")),
+            traffic: section(tree, &spec.key("traffic"), set_aside),
+            strategy: section(tree, &spec.key("strategy"), set_aside),
+            analysis: section(tree, &spec.key("analysis"), set_aside),
+            guardrails: section(tree, &spec.key("guardrails"), set_aside),
+            hooks: section(tree, &spec.key("hooks"), set_aside),
         }
     }
 
@@ -325,11 +377,22 @@ impl PartialSections {
     }
 }
 
-/// The part of `tree` at `path` as a `T`, if it exists and reads cleanly (its problems were
-/// reported by the whole document's pass).
-fn section<T: DeserializeOwned>(tree: &Node, path: &FieldPath) -> Option<T> {
+/// The part of `tree` at `path` as a `T`, built from what deserializes in it (its problems
+/// were reported by the whole document's pass); what was set aside to build it is added to
+/// `set_aside`, so checks can keep list indices as written.
+fn section<T: DeserializeOwned>(
+    tree: &Node,
+    path: &FieldPath,
+    set_aside: &mut Vec<FieldPath>,
+) -> Option<T> {
     tree.at(path)?;
-    de::deserialize_all_at::<T>(tree.clone(), path).value
+    let outcome = de::deserialize_all_at::<T>(tree.clone(), path);
+    for p in outcome.set_aside {
+        if !set_aside.contains(&p) {
+            set_aside.push(p);
+        }
+    }
+    outcome.value
 }
 
 /// Sort key putting file positions first, in order, then environment variables.
@@ -341,6 +404,7 @@ fn order(origin: &Origin) -> (u8, Arc<str>, u32, u32) {
             column,
         } => (0, source.clone(), *line, *column),
         Origin::Env { var } => (1, var.clone(), 0, 0),
-        Origin::Default => (2, "".into(), 0, 0),
+        Origin::Flag { arg } => (2, arg.clone(), 0, 0),
+        Origin::Default => (3, "".into(), 0, 0),
     }
 }
