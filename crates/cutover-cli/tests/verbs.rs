@@ -381,3 +381,42 @@ fn logs_and_delete_on_kubernetes_refuse_with_where_to_do_it() {
         text(&delete)
     );
 }
+
+#[test]
+fn undo_on_kubernetes_needs_the_previous_image_and_with_it_brings_that_version_back() {
+    let test = KubeTest::start("vb-kube-undo");
+    test.web(1, serde_json::json!({}));
+    let serve = test.controller("vb-kube-undo", &[]);
+    let v2 = serve.release_file("web-v2", &support::kube::release("web", "demo:v2", QUICK));
+    let run = serve.cli(&[
+        "run",
+        v2.to_str().expect("path"),
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    // The first version ran before cutover adopted the Deployment: its image is unknown.
+    let refused = serve.cli(&["undo", "web"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("is not known") && text(&refused).contains("cutover run"),
+        "{}",
+        text(&refused)
+    );
+    let v4 = serve.release_file("web-v4", &support::kube::release("web", "demo:v4", QUICK));
+    let run = serve.cli(&[
+        "run",
+        v4.to_str().expect("path"),
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert_eq!(sample(serve.proxy(), 10).answered("v4"), 10);
+    // v2 was deployed by cutover: undo rolls demo:v2 out again.
+    let undo = serve.cli(&["undo", "web", "--full", "--wait", "--timeout", "90s"]);
+    assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
+    assert!(text(&undo).contains("v4 -> v2"), "{}", text(&undo));
+    assert_eq!(sample(serve.proxy(), 20).answered("v2"), 20);
+}
