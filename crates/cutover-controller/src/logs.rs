@@ -168,7 +168,12 @@ pub async fn serve(
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
     let offsets: Vec<u64> = tails.iter().map(|(_, end)| *end).collect();
     let first: String = tails.into_iter().map(|(text, _)| text).collect();
-    tokio::spawn(follow_files(sources, offsets, first, sender));
+    // The whole follow is bounded, a client that stops reading included (a send that
+    // waits for room counts against it).
+    tokio::spawn(tokio::time::timeout(
+        MAX_FOLLOW,
+        follow_files(sources, offsets, first, sender),
+    ));
     let mut response = Response::new(ApiBody::Events(receiver));
     let headers = response.headers_mut();
     headers.insert(
@@ -244,8 +249,8 @@ fn read_new(path: &Path, offset: u64) -> (Vec<u8>, u64) {
     (bytes, offset + consumed as u64)
 }
 
-/// Sends `first`, then every new line of each source until the client goes away or
-/// [`MAX_FOLLOW`] passes.
+/// Sends `first`, then every new line of each source until the client goes away (the
+/// caller bounds it by [`MAX_FOLLOW`]).
 async fn follow_files(
     sources: Vec<(String, PathBuf)>,
     mut offsets: Vec<u64>,
@@ -255,8 +260,7 @@ async fn follow_files(
     if !first.is_empty() && sender.send(Bytes::from(first)).await.is_err() {
         return;
     }
-    let until = tokio::time::Instant::now() + MAX_FOLLOW;
-    while tokio::time::Instant::now() < until {
+    loop {
         tokio::select! {
             () = tokio::time::sleep(FOLLOW_POLL) => {}
             () = sender.closed() => return,
