@@ -425,7 +425,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The longest `?wait=` a command may ask for: under the CLI's request timeout.
+/// The longest `?wait=` an abort may ask for: under the CLI's request timeout.
 const MAX_COMMAND_WAIT_SECONDS: u64 = 60;
 
 /// How long `GET /v1/routes?after=V` waits for a table newer than `V`.
@@ -577,7 +577,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
                     );
                 }
             };
+            // Only an abort ends the rollout by itself: the others leave it under way.
             let wait = query_value(&req, "wait")
+                .filter(|_| command == Command::Abort)
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(|s| Duration::from_secs(s.min(MAX_COMMAND_WAIT_SECONDS)));
             match controller.command(name, command).await {
