@@ -113,6 +113,8 @@ def main():
               f"{serve.peak_rss_mib():.0f} MiB | {steps.group(1) if steps else '?'} | "
               f"{fmt(p50)} | {fmt(p99)} |")
     finally:
+        # `cutover delete` of every release, then the controller.
+        serve.delete_all(workers=16)
         serve.stop()
         for app in apps:
             app.kill()

@@ -3,16 +3,18 @@ its API, a steady HTTP load, Prometheus, and cleanup of every process they start
 
 Standard library only, so the benchmarks run wherever the tests do."""
 
+import concurrent.futures
+import http.client
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-import http.client
 import urllib.request
 
 
@@ -35,6 +37,9 @@ class Serve:
 
     def __init__(self, cutover, extra=(), api_host="127.0.0.1"):
         self.cutover = cutover
+        extra = list(extra)
+        # Only the local backend's instances are cutover's to stop (`cutover delete`).
+        self.local = "--backend" not in extra or extra[extra.index("--backend") + 1] == "local"
         self.dir = tempfile.mkdtemp(prefix="cutover-bench-")
         self.api, self.listen, self.admin = free_port(), free_port(), free_port()
         self.log = open(os.path.join(self.dir, "serve.log"), "w")
@@ -64,6 +69,25 @@ class Serve:
             raise RuntimeError(f"submit failed: {response.status} {body}")
         return json.loads(body)
 
+    def delete(self, name, force=True):
+        """`cutover delete NAME [--force]` through the API: stops the release's instances
+        (they outlive the controller by design) and forgets it. An unknown release is
+        already gone."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.api, timeout=180)
+        path = f"/v1/releases/{name}/delete" + ("?force=true" if force else "")
+        conn.request("POST", path, headers={"Authorization": f"Bearer {self.token}"})
+        response = conn.getresponse()
+        body = response.read().decode()
+        conn.close()
+        if response.status not in (200, 404):
+            raise RuntimeError(f"delete {name} failed: {response.status} {body}")
+
+    def delete_all(self, workers=8):
+        """Deletes every release the controller knows."""
+        names = [r["name"] for r in self.releases()]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(self.delete, names))
+
     def status(self, name):
         body = http_get(self.api, f"/v1/releases/{name}")
         return json.loads(body) if body else None
@@ -90,6 +114,13 @@ class Serve:
         return 0.0
 
     def stop(self):
+        """Deletes every release (stopping their instances) on the local backend, then
+        kills the controller."""
+        if self.local and self.process.poll() is None:
+            try:
+                self.delete_all()
+            except (OSError, RuntimeError) as e:
+                print(f"warning: cannot delete the releases: {e}", file=sys.stderr)
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
         stop_instances(self.dir)

@@ -99,6 +99,7 @@ def one_run(cutover, path, run):
     prometheus = None
     serve = None
     load = None
+    name = f"bench-{path}-{run}"
     try:
         if path == "prometheus":
             port = harness.free_port()
@@ -106,7 +107,6 @@ def one_run(cutover, path, run):
             prometheus = harness.Prometheus(serve.admin, port)
         else:
             serve = harness.Serve(cutover)
-        name = f"bench-{path}-{run}"
         serve.submit(release(cutover, name, path))
         while not (serve.routes() or []):
             time.sleep(0.01)
@@ -138,7 +138,11 @@ def one_run(cutover, path, run):
         if load:
             load.stop()
         if serve:
-            serve.stop()
+            try:
+                # `cutover delete`: the run's instances (stable and candidate) stop with it.
+                serve.delete(name)
+            finally:
+                serve.stop()
         if prometheus:
             prometheus.stop()
 

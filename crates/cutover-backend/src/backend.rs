@@ -52,6 +52,19 @@ pub struct SlotView {
     pub endpoints: Vec<String>,
 }
 
+/// One instance's log file, as a backend that keeps logs reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFile {
+    /// The slot the instance belongs to.
+    pub slot: Slot,
+    /// The slot's version.
+    pub version: String,
+    /// The instance's index within its slot (from 0).
+    pub instance: usize,
+    /// Where its output goes.
+    pub path: std::path::PathBuf,
+}
+
 /// How a deployment ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Readiness {
@@ -173,4 +186,40 @@ pub trait Backend: Send + Sync {
 
     /// Every release with a stored state: what a restarted controller resumes.
     fn releases(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>>;
+
+    /// Whether [`delete`](Backend::delete) is supported; the controller refuses a delete
+    /// up front on a backend without it, before touching anything.
+    fn can_delete(&self) -> bool {
+        false
+    }
+
+    /// Stops every instance of `release` that cutover runs and forgets the release: its
+    /// slots, its stored state and what else the backend keeps of it, so that a new
+    /// release of the same name starts afresh. Idempotent: a release already gone is
+    /// deleted. The controller calls it only once no rollout of the release runs.
+    fn delete<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            Err(BackendError::Invalid(format!(
+                "the {} backend cannot delete release '{release}'",
+                self.kind()
+            )))
+        })
+    }
+
+    /// Whether [`log_files`](Backend::log_files) can answer: the backend writes its
+    /// instances' output itself (the local backend), instead of an orchestrator keeping it
+    /// (Swarm, Kubernetes: read it there).
+    fn keeps_logs(&self) -> bool {
+        false
+    }
+
+    /// The log files of the instances of `release`'s slots, for a backend that writes
+    /// its instances' output itself; `None` for one that does not.
+    fn log_files<'a>(
+        &'a self,
+        release: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<LogFile>>, BackendError>> {
+        let _ = release;
+        Box::pin(async { Ok(None) })
+    }
 }

@@ -12,7 +12,7 @@ pub mod locks;
 pub mod state_dir;
 pub mod writer;
 
-pub use backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView};
+pub use backend::{Backend, BackendError, BoxFuture, LogFile, Readiness, Slot, SlotView};
 pub use local::LocalBackend;
 pub use locks::ReleaseLocks;
 pub use state_dir::{StateDir, StateError, Stored, create_private_dir, create_private_file};

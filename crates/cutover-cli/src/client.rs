@@ -29,6 +29,9 @@ use serde::Deserialize;
 /// to come up (up to a minute on the local backend), so this is longer than that.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Takes a streamed body's pieces as they arrive; `false` stops reading.
+pub type ChunkSink<'a> = dyn FnMut(&[u8]) -> bool + 'a;
+
 /// Where the controller is, as flags.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConnectionArgs {
@@ -278,6 +281,62 @@ impl ApiClient {
     ) -> Result<serde_json::Value, ClientError> {
         self.send(self.request(Method::POST, path, body, headers)?)
             .await
+    }
+
+    /// `GET path` of a plain-text answer (instance logs): the text, or the API's error.
+    /// With `on_chunk`, the body is handed over piece by piece as it arrives (a followed
+    /// log) until it ends or `on_chunk` returns `false`; the returned text is then empty.
+    pub async fn get_text(
+        &self,
+        path: &str,
+        mut on_chunk: Option<&mut ChunkSink<'_>>,
+    ) -> Result<String, ClientError> {
+        let request = self.request(Method::GET, path, Vec::new(), &[])?;
+        let unreachable = |e: String| {
+            ClientError::Unreachable(format!("cannot reach the controller at {}: {e}", self.base))
+        };
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))?
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(ClientError::Api {
+                status,
+                kind: value["error"]["kind"]
+                    .as_str()
+                    .unwrap_or("error")
+                    .to_string(),
+                message: value["error"]["message"]
+                    .as_str()
+                    .unwrap_or("the controller refused without a message")
+                    .to_string(),
+                diagnostics: Vec::new(),
+            });
+        }
+        let mut text = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| unreachable(error_chain(&e)))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            match on_chunk.as_mut() {
+                Some(on_chunk) => {
+                    if !on_chunk(&data) {
+                        break;
+                    }
+                }
+                None => text.extend_from_slice(&data),
+            }
+        }
+        Ok(String::from_utf8_lossy(&text).into_owned())
     }
 
     /// Follows `GET path` as server-sent events, calling `on_status` with each `status`

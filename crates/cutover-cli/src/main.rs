@@ -10,6 +10,7 @@ mod record;
 mod release_objects;
 mod rollout;
 mod serve;
+mod verbs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -198,8 +199,10 @@ enum Command {
         #[command(flatten)]
         connection: client::ConnectionArgs,
     },
-    /// Roll back now: all traffic to stable, the candidate removed.
-    Abort(VerbArgs),
+    /// Roll back now: all traffic to stable, the candidate removed. Answers once rolled
+    /// back (exit 0), or after --timeout says it is still rolling back (exit 3); on a
+    /// release already aborted or rolled back it says so (exit 0).
+    Abort(verbs::AbortArgs),
     /// Hold the rollout at its current step (failures still roll back).
     Pause(VerbArgs),
     /// Lift a pause; after an inconclusive analysis, run it again.
@@ -208,6 +211,18 @@ enum Command {
     Retry(VerbArgs),
     /// A release's events and earlier rollouts.
     History(VerbArgs),
+    /// After a promotion, roll out the version that served before it again, through the
+    /// release's strategy (or --full: at once). Exit codes as `run`; exit 2 when there is
+    /// nothing to undo.
+    Undo(verbs::UndoArgs),
+    /// Stop a release's instances and forget it (state, route, logs), so a new `run` of
+    /// that name starts afresh. Refused while a rollout runs, unless --force (abort, wait
+    /// for the rollback, delete).
+    Delete(verbs::DeleteArgs),
+    /// Print the output of a release's instances (local backend): the last --tail lines,
+    /// or --follow new ones.
+    #[command(disable_version_flag = true)]
+    Logs(verbs::LogsArgs),
     /// Every release the controller knows, with its phase.
     List {
         /// Output format.
@@ -335,11 +350,14 @@ fn main() -> ExitCode {
             &connection,
             &environment(),
         ),
-        Command::Abort(v) => verb(v, rollout::Verb::Abort),
+        Command::Abort(args) => verbs::abort(&args, &environment()),
         Command::Pause(v) => verb(v, rollout::Verb::Pause),
         Command::Resume(v) => verb(v, rollout::Verb::Resume),
         Command::Retry(v) => verb(v, rollout::Verb::Retry),
         Command::History(v) => rollout::history(&v.name, v.output, &v.connection, &environment()),
+        Command::Undo(args) => verbs::undo(&args, &environment()),
+        Command::Delete(args) => verbs::delete(&args, &environment()),
+        Command::Logs(args) => verbs::logs(&args, &environment()),
         Command::List { output, connection } => rollout::list(output, &connection, &environment()),
         Command::Demo { rate } => demo::run(rate, &environment()),
         Command::DemoApp(args) => {

@@ -25,8 +25,6 @@ pub enum Verb {
         /// Skip every remaining step.
         full: bool,
     },
-    /// `abort`.
-    Abort,
     /// `pause`.
     Pause,
     /// `resume`.
@@ -40,7 +38,6 @@ impl Verb {
         match self {
             Verb::Promote { full: true } => format!("/v1/releases/{name}/promote?full=true"),
             Verb::Promote { full: false } => format!("/v1/releases/{name}/promote"),
-            Verb::Abort => format!("/v1/releases/{name}/abort"),
             Verb::Pause => format!("/v1/releases/{name}/pause"),
             Verb::Resume => format!("/v1/releases/{name}/resume"),
             Verb::Retry => format!("/v1/releases/{name}/retry"),

@@ -18,6 +18,10 @@
 //! | `GET /v1/releases/{name}/history`       | its events and earlier rollouts        |
 //! | `GET /v1/releases/{name}/events`        | its status as server-sent events       |
 //! | `POST /v1/releases/{name}/{verb}`       | `promote[?full=true]`, `abort`, `pause`, `resume`, `retry` |
+//! | `POST /v1/releases/{name}/abort?wait=S` | abort, and answer once rolled back (at most S seconds) |
+//! | `POST /v1/releases/{name}/undo[?full=true]` | roll back to the version before the last promotion |
+//! | `POST /v1/releases/{name}/delete[?force=true]` | stop its instances and forget it |
+//! | `GET /v1/releases/{name}/logs`          | its instances' output (local backend; token needed) |
 //! | `POST /v1/releases/{name}/guardrail`    | a pulling proxy reports that a guardrail tripped |
 //! | `GET /v1/routes[?after=VERSION]`        | the route table, for proxies that pull; with `after`, a long poll |
 
@@ -54,7 +58,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 pub enum ApiBody {
     /// A complete body.
     Full(Full<Bytes>),
-    /// Server-sent events, written as they come.
+    /// Server-sent events (or a followed log), written as they come.
     Events(mpsc::Receiver<Bytes>),
 }
 
@@ -336,7 +340,11 @@ where
         .await;
 }
 
-fn full(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<ApiBody> {
+pub(crate) fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response<ApiBody> {
     let mut response = Response::new(ApiBody::Full(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -366,7 +374,11 @@ struct ErrorDetail<'a> {
     diagnostics: Option<&'a [cutover_core::Diagnostic]>,
 }
 
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response<ApiBody> {
+pub(crate) fn error(
+    status: StatusCode,
+    kind: &str,
+    message: impl Into<String>,
+) -> Response<ApiBody> {
     json(
         status,
         &ErrorBody {
@@ -379,13 +391,14 @@ fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response
     )
 }
 
-fn controller_error(e: &ControllerError) -> Response<ApiBody> {
+pub(crate) fn controller_error(e: &ControllerError) -> Response<ApiBody> {
     let (status, kind) = match e {
         ControllerError::NotFound(_) => (StatusCode::NOT_FOUND, "notFound"),
         ControllerError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
         ControllerError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         ControllerError::Rejected(_) => (StatusCode::CONFLICT, "rejected"),
         ControllerError::Quarantined { .. } => (StatusCode::CONFLICT, "quarantined"),
+        ControllerError::Unsupported(_) => (StatusCode::CONFLICT, "unsupported"),
         ControllerError::Backend { .. } => (StatusCode::BAD_GATEWAY, "backend"),
     };
     let message = match e {
@@ -412,17 +425,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The longest `?wait=` an abort may ask for: under the CLI's request timeout.
+const MAX_COMMAND_WAIT_SECONDS: u64 = 60;
+
 /// How long `GET /v1/routes?after=V` waits for a table newer than `V`.
 const ROUTES_LONG_POLL: Duration = Duration::from_secs(25);
 
-fn query_value<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+pub(crate) fn query_value<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.uri()
         .query()?
         .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
-fn query_flag(req: &Request<Incoming>, name: &str) -> bool {
+pub(crate) fn query_flag(req: &Request<Incoming>, name: &str) -> bool {
     req.uri().query().is_some_and(|q| {
         q.split('&').any(|pair| {
             pair == name || pair == format!("{name}=true") || pair == format!("{name}=1")
@@ -438,7 +454,10 @@ fn refusal(
     segments: &[&str],
     req: &Request<Incoming>,
 ) -> Option<Response<ApiBody>> {
-    if method != Method::POST {
+    // Instance output may hold what an instance was given: read only with the write
+    // token, as the log files are the state directory owner's alone.
+    let logs = method == Method::GET && matches!(segments, ["v1", "releases", _, "logs"]);
+    if method != Method::POST && !logs {
         return None;
     }
     match tokens.scope(req) {
@@ -523,6 +542,38 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
         (&Method::POST, ["v1", "releases", name, "guardrail"]) => {
             guardrail(&controller, name, req, body_timeout).await
         }
+        (&Method::GET, ["v1", "releases", name, "logs"]) => {
+            crate::logs::serve(&controller, name, &req).await
+        }
+        (&Method::POST, ["v1", "releases", name, "undo"]) => {
+            let full = query_flag(&req, "full");
+            let name = name.to_string();
+            // Runs to the end even if the client goes away, as a submission does.
+            match tokio::spawn(async move { controller.undo(&name, full).await }).await {
+                Ok(Ok(status)) => json(StatusCode::CREATED, &*status),
+                Ok(Err(e)) => controller_error(&e),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("the undo failed: {e}"),
+                ),
+            }
+        }
+        (&Method::POST, ["v1", "releases", name, "delete"]) => {
+            let force = query_flag(&req, "force");
+            let name = name.to_string();
+            // Runs to the end even if the client goes away: a delete half done would
+            // leave a release frozen.
+            match tokio::spawn(async move { controller.delete(&name, force).await }).await {
+                Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({ "deleted": true })),
+                Ok(Err(e)) => controller_error(&e),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("the delete failed: {e}"),
+                ),
+            }
+        }
         (&Method::POST, ["v1", "releases", name, verb]) => {
             let command = match *verb {
                 "promote" if query_flag(&req, "full") => Command::PromoteFull,
@@ -535,12 +586,30 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
                     return error(
                         StatusCode::NOT_FOUND,
                         "notFound",
-                        format!("no command '{other}': use promote, abort, pause, resume or retry"),
+                        format!(
+                            "no command '{other}': use promote, abort, pause, resume, retry, undo or delete"
+                        ),
                     );
                 }
             };
+            // Only an abort ends the rollout by itself: the others leave it under way.
+            let wait = query_value(&req, "wait")
+                .filter(|_| command == Command::Abort)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(MAX_COMMAND_WAIT_SECONDS)));
             match controller.command(name, command).await {
-                Ok(status) => json(StatusCode::OK, &*status),
+                Ok(status) => match wait {
+                    Some(limit) if !status.done => match controller.wait_done(name, limit).await {
+                        Ok(Some(done)) => json(StatusCode::OK, &*done),
+                        // Still under way: the status as it stands, `done: false`.
+                        Ok(None) => match controller.status(name) {
+                            Ok(now) => json(StatusCode::ACCEPTED, &*now),
+                            Err(e) => controller_error(&e),
+                        },
+                        Err(e) => controller_error(&e),
+                    },
+                    _ => json(StatusCode::OK, &*status),
+                },
                 Err(e) => controller_error(&e),
             }
         }

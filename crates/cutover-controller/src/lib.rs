@@ -9,12 +9,14 @@
 //! - [`analysis`], [`hooks`]: the I/O behind `StartAnalysis` and `RunHook`.
 //! - [`api`]: the HTTP API (JSON, bearer token on writes, server-sent events).
 //! - [`metrics`]: the controller's own Prometheus metrics.
+//! - [`logs`]: instance logs over the API (local backend).
 
 pub mod analysis;
 pub mod api;
 mod clock;
 mod driver;
 pub mod hooks;
+pub mod logs;
 pub mod metrics;
 pub mod routes;
 pub mod status;
@@ -28,7 +30,9 @@ use cutover_core::Diagnostic;
 use cutover_core::load::{self, Format, Source};
 use cutover_core::plan::Plan;
 use cutover_core::rollout::{Command, CommandRejected, HistoryEntry, Rollout};
-use cutover_core::spec::{Backend as BackendSpec, LocalSlot, Release};
+use cutover_core::spec::{
+    Backend as BackendSpec, CanaryStrategy, LocalSlot, Release, StrategySpec,
+};
 use cutover_metrics::prometheus::PrometheusClient;
 use cutover_metrics::web::WebClient;
 use cutover_proxy::Proxy;
@@ -37,11 +41,15 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 pub use analysis::Providers;
-pub use status::{ReleaseRecord, RolloutStatus, RolloutSummary};
+pub use cutover_backend::LogFile;
+pub use status::{ReleaseRecord, RolloutStatus, RolloutSummary, VersionDefinition};
 
 use driver::{Handle, Input, Start};
 use metrics::ControllerMetrics;
 use routes::{PublishedTable, RouteTable};
+
+/// How long `delete --force` waits for the rollout it aborted to finish rolling back.
+pub const DELETE_ROLLBACK_WITHIN: Duration = Duration::from_secs(60);
 
 /// How often the embedded proxy's events (guardrail trips) are read.
 const EVENT_POLL: Duration = Duration::from_millis(50);
@@ -80,6 +88,9 @@ pub enum ControllerError {
         /// What cannot be read, and what to do.
         reason: String,
     },
+    /// The backend cannot do this; the message says where to do it instead.
+    #[error("{0}")]
+    Unsupported(String),
     /// The backend failed.
     #[error("the {backend} backend failed: {source}")]
     Backend {
@@ -423,6 +434,8 @@ impl Controller {
                  give the release a new spec.version (or image)"
             )));
         }
+        let stable_definition =
+            stable_definition(&release, previous_record.as_ref(), &stable.version);
         let mut earlier = Vec::new();
         if let Some(previous) = previous_record
             && let Ok(rollout) = Rollout::from_json(previous.rollout.clone())
@@ -439,6 +452,7 @@ impl Controller {
             candidate_version,
             rollout: rollout.to_json(),
             earlier,
+            stable_definition,
         };
         tracing::info!(
             release = %name,
@@ -509,6 +523,11 @@ impl Controller {
         name: &str,
         command: Command,
     ) -> Result<Arc<RolloutStatus>, ControllerError> {
+        if command == Command::Abort
+            && let Some(finished) = self.finished_for_abort(name).await?
+        {
+            return Ok(finished);
+        }
         let (reply, answer) = oneshot::channel();
         let status = {
             let drivers = self.drivers();
@@ -520,6 +539,20 @@ impl Controller {
         };
         match answer.await {
             Ok(Ok(())) => {}
+            Ok(Err(_)) if command == Command::Abort && self.status(name)?.done => {
+                // It ended between the check above and the command: said as it is.
+                return self
+                    .finished_for_abort(name)
+                    .await
+                    .map(|finished| finished.unwrap_or_else(|| status.borrow().clone()));
+            }
+            Ok(Err(rejected)) if command == Command::Abort && rejected.phase.contains("promot") => {
+                // Past the point of no return: the promotion completes, then `undo`.
+                return Err(ControllerError::Conflict(format!(
+                    "cannot abort '{name}': the candidate is being promoted ({}); wait for it (`cutover status {name} --watch`), then `cutover undo {name}` rolls back to the previous version",
+                    rejected.phase
+                )));
+            }
             Ok(Err(rejected)) => return Err(rejected.into()),
             Err(_) => {
                 return Err(ControllerError::Conflict(format!(
@@ -530,6 +563,197 @@ impl Controller {
         // The driver answers after it published the status its actions led to.
         let latest = status.borrow().clone();
         Ok(latest)
+    }
+
+    /// For an `abort`: the status of a rollout that is already over, if it is. An aborted
+    /// or rolled-back one is answered as it is (the abort has nothing left to do); a
+    /// promoted one is refused, naming `undo`.
+    async fn finished_for_abort(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<RolloutStatus>>, ControllerError> {
+        let status = self.status(name)?;
+        if !status.done {
+            return Ok(None);
+        }
+        if status.outcome == Some("promoted") {
+            let (promoted, before) = match self.record(name).await {
+                Ok(record) => (record.candidate_version, record.stable_version),
+                Err(_) => (
+                    status.stable.version.clone(),
+                    "the previous version".to_string(),
+                ),
+            };
+            return Err(ControllerError::Conflict(format!(
+                "cannot abort '{name}': its rollout is finished and {promoted} was promoted; `cutover undo {name}` rolls back to {before}"
+            )));
+        }
+        Ok(Some(status))
+    }
+
+    /// Waits until the rollout of `name` is done, at most `limit`; `Ok(None)` if it is
+    /// still under way then.
+    pub async fn wait_done(
+        &self,
+        name: &str,
+        limit: Duration,
+    ) -> Result<Option<Arc<RolloutStatus>>, ControllerError> {
+        let mut watch = self.watch(name)?;
+        let done = tokio::time::timeout(limit, watch.wait_for(|s| s.done)).await;
+        Ok(match done {
+            Ok(Ok(status)) => Some(status.clone()),
+            Ok(Err(_)) => None,
+            Err(_) => None,
+        })
+    }
+
+    /// Starts a rollout back to the version that served before the last promotion of
+    /// `name`: through the release's own strategy, or with `full` straight to it (no
+    /// steps, as `promote --full`). Refused while a rollout is under way (that is
+    /// `abort`'s job), when the last rollout did not promote, and when the previous
+    /// version's definition is unknown (an orchestrator ran it before cutover adopted it).
+    pub async fn undo(
+        &self,
+        name: &str,
+        full: bool,
+    ) -> Result<Arc<RolloutStatus>, ControllerError> {
+        let status = self.status(name)?;
+        if !status.done {
+            return Err(ControllerError::Conflict(format!(
+                "cannot undo '{name}': a rollout is under way ({}); `cutover abort {name}` rolls it back",
+                status.description
+            )));
+        }
+        if status.outcome != Some("promoted") {
+            return Err(ControllerError::Conflict(format!(
+                "nothing to undo: the last rollout of '{name}' was {} and {} still serves; undo goes back to the previous version after a promotion (`cutover history {name}`)",
+                status.outcome.unwrap_or("not finished"),
+                status.stable.version
+            )));
+        }
+        let record = self.record(name).await?;
+        let Some(previous) = record.stable_definition.clone() else {
+            return Err(ControllerError::Conflict(format!(
+                "cannot undo '{name}': what {} (the version before {}) runs is not known: cutover did not deploy it (it ran before cutover adopted the release) or its record predates `undo`; release it again with `cutover run` and a file that names it",
+                record.stable_version, record.candidate_version
+            )));
+        };
+        let release = undo_release(&record, previous, full)?;
+        tracing::info!(release = %name, to = %record.stable_version, full, "undo requested");
+        self.submit(release).await
+    }
+
+    /// The stored record of `name`.
+    async fn record(&self, name: &str) -> Result<ReleaseRecord, ControllerError> {
+        let stored = self
+            .inner
+            .backend
+            .load_state(name)
+            .await
+            .map_err(|e| self.backend_error(e))?
+            .ok_or_else(|| ControllerError::NotFound(name.to_string()))?;
+        serde_json::from_value(stored.state).map_err(|e| {
+            ControllerError::Conflict(format!("the stored state of '{name}' cannot be read: {e}"))
+        })
+    }
+
+    /// Stops the instances of `name` and forgets it: its stored state, slots and logs,
+    /// its route, its driver. Refused while a rollout is under way unless `force`, which
+    /// aborts it first and waits (up to [`DELETE_ROLLBACK_WITHIN`]) for the rollback.
+    /// A quarantined release can be deleted too.
+    pub async fn delete(&self, name: &str, force: bool) -> Result<(), ControllerError> {
+        if !self.inner.backend.can_delete() {
+            return Err(ControllerError::Unsupported(format!(
+                "the {} backend cannot delete releases yet; {}",
+                self.inner.backend.kind(),
+                delete_hint(self.inner.backend.kind(), name)
+            )));
+        }
+        let known = self.drivers().contains_key(name) || self.quarantine_reason(name).is_some();
+        if !known {
+            return Err(ControllerError::NotFound(name.to_string()));
+        }
+        let lock = self
+            .inner
+            .submitting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        if let Ok(status) = self.status(name)
+            && !status.done
+        {
+            if !force {
+                return Err(ControllerError::Conflict(format!(
+                    "release '{name}' has a rollout under way ({}); `cutover abort {name}` first, or `cutover delete {name} --force` to abort it and delete",
+                    status.description
+                )));
+            }
+            match self.command(name, Command::Abort).await {
+                Ok(_) | Err(ControllerError::Rejected(_) | ControllerError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if self
+                .wait_done(name, DELETE_ROLLBACK_WITHIN)
+                .await?
+                .is_none()
+            {
+                return Err(ControllerError::Conflict(format!(
+                    "release '{name}' is still rolling back after {}s; nothing was deleted; try again (`cutover status {name}`)",
+                    DELETE_ROLLBACK_WITHIN.as_secs()
+                )));
+            }
+        }
+        // The driver holds still while the backend deletes, so it writes nothing back.
+        let inputs = self.drivers().get(name).map(|h| h.inputs.clone());
+        if let Some(inputs) = &inputs {
+            let (stopped, frozen) = oneshot::channel();
+            let _ = inputs.send(Input::Freeze(stopped));
+            let _ = frozen.await;
+        }
+        if let Err(e) = self.inner.backend.delete(name).await {
+            if let Some(inputs) = inputs {
+                let _ = inputs.send(Input::Thaw);
+            }
+            return Err(self.backend_error(e));
+        }
+        if let Some(handle) = self.drivers().remove(name) {
+            handle.task.abort();
+        }
+        self.inner.routes.set(name, None);
+        self.inner.routes.clear_cut(name);
+        self.inner.metrics.forget(name);
+        self.inner
+            .quarantined
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+        tracing::info!(release = %name, "release deleted");
+        Ok(())
+    }
+
+    /// The log files of `name`'s instances; refused, with where to read them instead, on
+    /// a backend whose orchestrator keeps the logs.
+    pub async fn log_files(&self, name: &str) -> Result<Vec<LogFile>, ControllerError> {
+        let unsupported = || {
+            ControllerError::Unsupported(format!(
+                "the {} backend keeps no instance logs of its own; {}",
+                self.inner.backend.kind(),
+                logs_hint(self.inner.backend.kind(), name)
+            ))
+        };
+        if !self.inner.backend.keeps_logs() {
+            return Err(unsupported());
+        }
+        self.status(name)?;
+        self.inner
+            .backend
+            .log_files(name)
+            .await
+            .map_err(|e| self.backend_error(e))?
+            .ok_or_else(unsupported)
     }
 
     /// A release's history.
@@ -669,6 +893,119 @@ fn stable_version_hint(release: &Release, previous: Option<&ReleaseRecord>) -> S
     }
 }
 
+/// What the version serving at the start of a rollout runs, if known: the candidate of
+/// the last rollout if it promoted, what the last rollout knew if it rolled back, and on
+/// the local backend's first release the file's own stable slot.
+fn stable_definition(
+    release: &Release,
+    previous: Option<&ReleaseRecord>,
+    serving: &str,
+) -> Option<VersionDefinition> {
+    let known = match previous {
+        Some(previous) => match Rollout::from_json(previous.rollout.clone())
+            .ok()
+            .and_then(|r| r.outcome().cloned())
+        {
+            Some(cutover_core::rollout::Outcome::Promoted) => Some(VersionDefinition {
+                version: previous.candidate_version.clone(),
+                image: previous.release.spec.image.clone(),
+                local: match &previous.release.spec.backend {
+                    BackendSpec::Local(target) => Some(target.candidate.clone()),
+                    _ => None,
+                },
+            }),
+            _ => previous.stable_definition.clone(),
+        },
+        None => match &release.spec.backend {
+            BackendSpec::Local(target) => Some(VersionDefinition {
+                version: serving.to_string(),
+                image: None,
+                local: Some(target.stable.clone()),
+            }),
+            _ => None,
+        },
+    };
+    known.filter(|d| d.version == serving)
+}
+
+/// The release that rolls `record`'s promoted candidate back to `previous`: the same
+/// release with the previous version as its candidate; with `full`, no steps.
+fn undo_release(
+    record: &ReleaseRecord,
+    previous: VersionDefinition,
+    full: bool,
+) -> Result<Release, ControllerError> {
+    let name = &record.release.metadata.name;
+    let mut release = record.release.clone();
+    release.spec.version = Some(previous.version.clone());
+    release.spec.stable_version = Some(record.candidate_version.clone());
+    match &mut release.spec.backend {
+        BackendSpec::Local(target) => {
+            let Some(local) = previous.local else {
+                return Err(ControllerError::Conflict(format!(
+                    "cannot undo '{name}': the local slot of {} is not known",
+                    previous.version
+                )));
+            };
+            target.stable = target.candidate.clone();
+            target.candidate = local;
+        }
+        _ => {
+            let Some(image) = previous.image else {
+                return Err(ControllerError::Conflict(format!(
+                    "cannot undo '{name}': the image of {} is not known; release it again with `cutover run` and a file that names its image",
+                    previous.version
+                )));
+            };
+            release.spec.image = Some(image);
+        }
+    }
+    if full {
+        let scale_down_delay = match (
+            &release.spec.strategy.canary,
+            &release.spec.strategy.blue_green,
+        ) {
+            (Some(canary), _) => canary.scale_down_delay,
+            (None, Some(blue_green)) => blue_green.scale_down_delay,
+            (None, None) => cutover_core::spec::BlueGreenStrategy::default().scale_down_delay,
+        };
+        release.spec.strategy = StrategySpec {
+            preset: None,
+            canary: Some(CanaryStrategy {
+                steps: Vec::new(),
+                scale_down_delay,
+            }),
+            blue_green: None,
+            progress_deadline: release.spec.strategy.progress_deadline,
+        };
+    }
+    Ok(release)
+}
+
+/// Where to remove a release by hand on a backend that cannot delete.
+fn delete_hint(kind: &str, name: &str) -> String {
+    match kind {
+        "swarm" => format!(
+            "remove the services cutover created by hand (`docker service ls --filter label=io.cutover.release={name}`; the one you deployed first is yours)"
+        ),
+        "kubernetes" => format!(
+            "remove the Deployments cutover created by hand (`kubectl get deployments -l cutover.io/release={name}`; the anchor is yours)"
+        ),
+        _ => "remove its workloads by hand".to_string(),
+    }
+}
+
+/// Where to read a release's logs on a backend whose orchestrator keeps them.
+fn logs_hint(kind: &str, name: &str) -> String {
+    match kind {
+        "swarm" => format!(
+            "read them with `docker service logs` (the services: `docker service ls --filter label=io.cutover.release={name}`)"
+        ),
+        "kubernetes" => format!("read them with `kubectl logs -l cutover.io/release={name}`"),
+        _ => "read them where the instances run".to_string(),
+    }
+}
+
 /// The new version's name: `spec.version`, else the image's tag, else a hash of the
 /// image (an untagged image's name holds `/` and `:`, outside the version's character set,
 /// which metric labels and queries rely on), else a hash of the candidate slot.
@@ -729,6 +1066,96 @@ mod tests {
         );
         release.spec.version = Some("2.1".into());
         assert_eq!(candidate_version(&release), "2.1");
+    }
+
+    fn record(release: Release, stable: &str, candidate: &str) -> ReleaseRecord {
+        ReleaseRecord {
+            release,
+            stable_version: stable.into(),
+            candidate_version: candidate.into(),
+            rollout: serde_json::Value::Null,
+            earlier: Vec::new(),
+            stable_definition: None,
+        }
+    }
+
+    #[test]
+    fn an_undo_rolls_the_previous_image_out_and_full_drops_the_steps() {
+        let release = Controller::parse(
+            "r.yaml",
+            "apiVersion: cutover.dev/v1\nkind: Release\nmetadata: {name: shop}\nspec:\n  backend: {swarm: {service: shop, network: net}}\n  image: shop:v2\n  port: 80\n  strategy: {canary: {scaleDownDelay: 7s, steps: [{setWeight: 50}, {pause: {}}]}}\n",
+        )
+        .expect("valid");
+        let promoted = record(release, "v1", "v2");
+        // Adopted at the first release: v1's image is not known, and undo says so.
+        let unknown = VersionDefinition {
+            version: "v1".into(),
+            image: None,
+            local: None,
+        };
+        let refused = undo_release(&promoted, unknown, false).expect_err("no image");
+        assert!(
+            refused.to_string().contains("image of v1 is not known"),
+            "{refused}"
+        );
+        let known = VersionDefinition {
+            version: "v1".into(),
+            image: Some("shop:v1".into()),
+            local: None,
+        };
+        let undo = undo_release(&promoted, known.clone(), false).expect("an undo");
+        assert_eq!(undo.spec.image.as_deref(), Some("shop:v1"));
+        assert_eq!(candidate_version(&undo), "v1");
+        assert_eq!(
+            undo.spec.strategy, promoted.release.spec.strategy,
+            "the same strategy"
+        );
+        let full = undo_release(&promoted, known, true).expect("a full undo");
+        let canary = full.spec.strategy.canary.as_ref().expect("a canary");
+        assert!(canary.steps.is_empty(), "no steps: straight to it");
+        assert_eq!(
+            canary.scale_down_delay,
+            cutover_core::Duration::from_secs(7)
+        );
+        assert_eq!(
+            Plan::from_release(&full).expect("a plan").steps.len(),
+            0,
+            "nothing between deploy and promotion"
+        );
+    }
+
+    #[test]
+    fn the_stable_definition_is_carried_over_and_none_for_an_adopted_service() {
+        let release = Controller::parse(
+            "r.yaml",
+            "apiVersion: cutover.dev/v1\nkind: Release\nmetadata: {name: shop}\nspec:\n  backend: {swarm: {service: shop, network: net}}\n  image: shop:v2\n  port: 80\n  strategy: {canary: {steps: [{setWeight: 50}]}}\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            stable_definition(&release, None, "v1"),
+            None,
+            "adopted: unknown"
+        );
+        let mut first = record(release.clone(), "v1", "v2");
+        // Not promoted: what served before it is carried over (nothing, here).
+        first.rollout =
+            Rollout::new(Plan::from_release(&release).expect("plan"), clock::now()).to_json();
+        assert_eq!(stable_definition(&release, Some(&first), "v1"), None);
+        first.stable_definition = Some(VersionDefinition {
+            version: "v1".into(),
+            image: Some("shop:v1".into()),
+            local: None,
+        });
+        assert_eq!(
+            stable_definition(&release, Some(&first), "v1").and_then(|d| d.image),
+            Some("shop:v1".into()),
+            "without a promotion the same version serves"
+        );
+        assert_eq!(
+            stable_definition(&release, Some(&first), "v9"),
+            None,
+            "never a definition of another version"
+        );
     }
 
     #[test]

@@ -133,6 +133,15 @@ impl ControllerMetrics {
         });
     }
 
+    /// Forgets a deleted release's gauges and counters, so `/metrics` stops showing it.
+    pub fn forget(&self, release: &str) {
+        self.with(|s| {
+            s.rollouts.remove(release);
+            s.measurements.retain(|(r, _, _), _| r != release);
+            s.trips.retain(|(r, _), _| r != release);
+        });
+    }
+
     /// Counts one measurement and its result (`pass`, `fail`, `inconclusive`, `error`).
     pub fn measurement(&self, release: &str, metric: &str, result: &'static str) {
         self.with(|s| {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use cutover_backend::SlotView;
 use cutover_core::plan::{PlanStep, StrategyKind};
 use cutover_core::rollout::{Outcome, Phase, RollbackReason, Rollout, Timestamp};
-use cutover_core::spec::Release;
+use cutover_core::spec::{LocalSlot, Release};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::AnalysisView;
@@ -26,6 +26,26 @@ pub struct ReleaseRecord {
     /// Earlier rollouts of this release, newest last.
     #[serde(default)]
     pub earlier: Vec<RolloutSummary>,
+    /// What the version serving before this rollout runs, when the controller knows it
+    /// (it deployed that version, or the local backend started it from the release
+    /// file): what `cutover undo` deploys again after a promotion. `None` for a version
+    /// an orchestrator ran before cutover adopted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_definition: Option<VersionDefinition>,
+}
+
+/// How to run one version again: its name and what a release file says of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionDefinition {
+    /// The version's name.
+    pub version: String,
+    /// Its image (Swarm, Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Its local slot (the local backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalSlot>,
 }
 
 /// How many earlier rollouts a record keeps.

@@ -21,7 +21,7 @@ use cutover_core::spec::{Backend as BackendSpec, LocalSlot, LocalTarget, Release
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView};
+use crate::backend::{Backend, BackendError, BoxFuture, LogFile, Readiness, Slot, SlotView};
 use crate::locks::ReleaseLocks;
 use crate::state_dir::{StateDir, StateError, Stored, create_private_dir, create_private_file};
 use process::{InstanceSpec, Supervisor};
@@ -521,6 +521,71 @@ impl LocalBackend {
         Ok(())
     }
 
+    /// Stops every instance of `release` (its slots' and any left unclaimed), then
+    /// removes its slot record, its stored state and its logs.
+    async fn delete_release(&self, release: &str) -> Result<(), BackendError> {
+        self.cancel_deploy(release);
+        let _guard = self.locks.lock(release).await;
+        // An unreadable slot record must not keep a delete from stopping what runs: the
+        // tag scan below finds every instance of the release anyway.
+        if let Ok((slots, _)) = self.load_slots(release) {
+            for record in [&slots.stable, &slots.candidate, &slots.previous]
+                .into_iter()
+                .flatten()
+            {
+                self.stop_set(release, &record.set).await;
+            }
+        }
+        for (pid, tag) in find_tagged(self.tag_prefix(release)).await {
+            tracing::info!(%tag, pid, "stopping an instance of a deleted release");
+            process::terminate(pid, &tag).await;
+        }
+        let (slots, releases) = (self.slots.clone(), self.releases.clone());
+        let name = release.to_string();
+        tokio::task::spawn_blocking(move || {
+            slots.remove(&name)?;
+            releases.remove(&name)
+        })
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("the state writer failed: {e}")))??;
+        let logs = self.root.join("logs").join(release);
+        match std::fs::remove_dir_all(&logs) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(BackendError::Unavailable(format!(
+                    "cannot remove the logs {}: {e}",
+                    logs.display()
+                )));
+            }
+        }
+        self.cancels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(release);
+        Ok(())
+    }
+
+    /// The log file of every instance of `release`'s command slots.
+    fn instance_logs(&self, release: &str) -> Result<Vec<LogFile>, BackendError> {
+        let (slots, _) = self.load_slots(release)?;
+        let mut files = Vec::new();
+        for slot in [Slot::Stable, Slot::Candidate, Slot::Previous] {
+            let Some(record) = slots.get(slot) else {
+                continue;
+            };
+            if let Workload::Command { ports, .. } = &record.workload {
+                files.extend((0..ports.len()).map(|n| LogFile {
+                    slot,
+                    version: record.version.clone(),
+                    instance: n,
+                    path: self.log_path(release, &record.set, n),
+                }));
+            }
+        }
+        Ok(files)
+    }
+
     async fn retire_slot(&self, release: &str, slot: Slot) -> Result<(), BackendError> {
         if slot == Slot::Candidate {
             self.cancel_deploy(release);
@@ -721,6 +786,25 @@ impl Backend for LocalBackend {
 
     fn releases(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
         Box::pin(async move { Ok(self.releases.releases()?) })
+    }
+
+    fn can_delete(&self) -> bool {
+        true
+    }
+
+    fn delete<'a>(&'a self, release: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(self.delete_release(release))
+    }
+
+    fn keeps_logs(&self) -> bool {
+        true
+    }
+
+    fn log_files<'a>(
+        &'a self,
+        release: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<LogFile>>, BackendError>> {
+        Box::pin(async move { self.instance_logs(release).map(Some) })
     }
 }
 

@@ -1,0 +1,404 @@
+//! The verbs that end or reverse a release: `abort` (answers once rolled back), `undo`
+//! (back to the version before the last promotion), `delete` (stop and forget a release),
+//! and `logs` (a local-backend instance's output, through the controller's API).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::client::{ApiClient, ClientError, ConnectionArgs};
+use crate::{Output, emit, exit};
+
+/// How long `abort` waits for the rollback by default.
+const ABORT_WAIT: Duration = Duration::from_secs(60);
+
+/// The longest wait the controller grants one `abort` request.
+const ABORT_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// How long `undo --wait` keeps trying a controller that went away.
+const RECONNECT_FOR: Duration = Duration::from_secs(30);
+
+/// `cutover abort`.
+#[derive(Args, Debug)]
+pub struct AbortArgs {
+    /// The release's name.
+    pub name: String,
+    /// Return as soon as the rollback has started, without waiting for it to finish.
+    #[arg(long, conflicts_with = "timeout")]
+    pub no_wait: bool,
+    /// Wait at most this long for the rollback (default and most `60s`); exit 3 if it is
+    /// still rolling back then.
+    #[arg(long)]
+    pub timeout: Option<cutover_core::Duration>,
+    /// Output format (`json`: the release's status).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// `cutover undo`.
+#[derive(Args, Debug)]
+pub struct UndoArgs {
+    /// The release's name.
+    pub name: String,
+    /// Switch all traffic to the previous version at once, skipping the strategy's steps
+    /// and analyses (as `promote --full`).
+    #[arg(long)]
+    pub full: bool,
+    /// Wait until the rollout back ends: exit 0 when the previous version is promoted, 1
+    /// when the rollout back is rolled back.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (e.g. `15m`); the rollout goes on. Exit 3.
+    #[arg(long, requires = "wait")]
+    pub timeout: Option<cutover_core::Duration>,
+    /// Output format (`json`: the rollout's status, the last one with --wait).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// `cutover delete`.
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// The release's name.
+    pub name: String,
+    /// Abort a rollout under way first, wait for its rollback, then delete.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// `cutover logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The release's name.
+    pub name: String,
+    /// Keep printing new output as it comes (until Ctrl-C, or an hour).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only the instances running this version.
+    #[arg(long, conflicts_with_all = ["candidate", "stable"])]
+    pub version: Option<String>,
+    /// Only the candidate's instances.
+    #[arg(long, conflicts_with = "stable")]
+    pub candidate: bool,
+    /// Only the stable version's instances.
+    #[arg(long)]
+    pub stable: bool,
+    /// Lines from the end of each instance's log (at most 10000).
+    #[arg(long, default_value_t = 100)]
+    pub tail: usize,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+fn session(
+    connection: &ConnectionArgs,
+    env: &BTreeMap<String, String>,
+) -> Result<(ApiClient, tokio::runtime::Runtime), u8> {
+    let client = ApiClient::from_settings(connection, env).map_err(|e| report(&e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            exit::UNAVAILABLE
+        })?;
+    Ok((client, runtime))
+}
+
+fn report(error: &ClientError) -> u8 {
+    eprintln!("error: {error}");
+    error.exit_code()
+}
+
+fn print_json(value: &Value) {
+    emit(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    ));
+}
+
+/// `aborted` or `rolled back (reason)`, for a finished rollout that did not promote.
+fn ended(status: &Value) -> String {
+    match status["outcome"].as_str() {
+        Some("aborted") => "aborted".to_string(),
+        _ => format!(
+            "rolled back{}",
+            status["reason"]
+                .as_str()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// `cutover abort NAME`: answers once the rollout has rolled back (all traffic on
+/// stable, the candidate gone), or says it is still rolling back.
+pub fn abort(args: &AbortArgs, env: &BTreeMap<String, String>) -> u8 {
+    let (client, runtime) = match session(&args.connection, env) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let name = &args.name;
+    let limit = args
+        .timeout
+        .map_or(ABORT_WAIT, |t| Duration::from_millis(t.as_millis()))
+        .min(ABORT_WAIT_MAX);
+    runtime.block_on(async {
+        // A finished rollout is said as it is, not as a refusal of something else.
+        let before = match client.get(&format!("/v1/releases/{name}")).await {
+            Ok(status) => status,
+            Err(e) => return report(&e),
+        };
+        if before["done"].as_bool() == Some(true) && before["outcome"] != "promoted" {
+            if args.output == Output::Json {
+                print_json(&before);
+            } else {
+                emit(&format!(
+                    "{name}: already {}; {} serves all traffic, nothing to abort\n",
+                    ended(&before),
+                    before["stable"]["version"].as_str().unwrap_or("stable")
+                ));
+            }
+            return exit::OK;
+        }
+        let path = if args.no_wait {
+            format!("/v1/releases/{name}/abort")
+        } else {
+            format!("/v1/releases/{name}/abort?wait={}", limit.as_secs().max(1))
+        };
+        let status = match client.post(&path, Vec::new(), &[]).await {
+            Ok(status) => status,
+            Err(e) => return report(&e),
+        };
+        let done = status["done"].as_bool() == Some(true);
+        if args.output == Output::Json {
+            print_json(&status);
+        } else if done {
+            emit(&format!(
+                "{name}: {}; {} serves all traffic and the candidate is gone\n",
+                ended(&status),
+                status["stable"]["version"].as_str().unwrap_or("stable")
+            ));
+        } else {
+            emit(&format!(
+                "{name}: still rolling back ({}); `cutover status {name} --watch` follows it, `cutover abort {name}` waits for it\n",
+                status["description"].as_str().unwrap_or("rolling back")
+            ));
+        }
+        if done || args.no_wait {
+            exit::OK
+        } else {
+            exit::TIMED_OUT
+        }
+    })
+}
+
+/// `cutover undo NAME`.
+pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> u8 {
+    let (client, runtime) = match session(&args.connection, env) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let name = &args.name;
+    let path = if args.full {
+        format!("/v1/releases/{name}/undo?full=true")
+    } else {
+        format!("/v1/releases/{name}/undo")
+    };
+    runtime.block_on(async {
+        let status = match client.post(&path, Vec::new(), &[]).await {
+            Ok(status) => status,
+            Err(e) => return report(&e),
+        };
+        if args.output == Output::Text {
+            eprintln!(
+                "undoing {name}: {} -> {} on {} ({})",
+                status["stable"]["version"].as_str().unwrap_or("?"),
+                status["candidate"]["version"].as_str().unwrap_or("?"),
+                client.base(),
+                if args.full {
+                    "straight switch".to_string()
+                } else {
+                    format!("{} steps", status["steps"])
+                }
+            );
+        }
+        if !args.wait {
+            if args.output == Output::Json {
+                print_json(&status);
+            }
+            return exit::OK;
+        }
+        let started = Instant::now();
+        let waited = follow_until_done(&client, name, args.output == Output::Text);
+        let result = match args.timeout {
+            Some(limit) => {
+                tokio::time::timeout(Duration::from_millis(limit.as_millis()), waited)
+                    .await
+                    .unwrap_or(Err(None))
+            }
+            None => waited.await,
+        };
+        match result {
+            Ok(last) => {
+                let promoted = last["outcome"] == "promoted";
+                if args.output == Output::Json {
+                    print_json(&last);
+                } else if promoted {
+                    emit(&format!(
+                        "{name}: undone, {} serves again after {:.1}s\n",
+                        last["stable"]["version"].as_str().unwrap_or("?"),
+                        started.elapsed().as_secs_f64()
+                    ));
+                } else {
+                    emit(&format!(
+                        "{name}: the rollout back was {}; {} still serves\n",
+                        ended(&last),
+                        last["stable"]["version"].as_str().unwrap_or("?")
+                    ));
+                }
+                if promoted { exit::OK } else { exit::FAILED }
+            }
+            Err(None) => {
+                eprintln!(
+                    "{name}: still rolling back to the previous version after the timeout; it goes on (`cutover status {name} --watch`)"
+                );
+                exit::TIMED_OUT
+            }
+            Err(Some(e)) => {
+                eprintln!("error: {e}");
+                exit::UNAVAILABLE
+            }
+        }
+    })
+}
+
+/// Follows the release's events until its rollout is done (`Err(Some)`: the controller
+/// was lost for longer than [`RECONNECT_FOR`]), printing each new phase when `text`.
+async fn follow_until_done(
+    client: &ApiClient,
+    name: &str,
+    text: bool,
+) -> Result<Value, Option<String>> {
+    let mut lost_since: Option<Instant> = None;
+    let mut last_line = String::new();
+    loop {
+        let mut done = None;
+        let followed = client
+            .follow(&format!("/v1/releases/{name}/events"), &mut |status| {
+                let line = format!(
+                    "{name}: {}, weight {}%",
+                    status["description"].as_str().unwrap_or("?"),
+                    status["weight"]
+                );
+                if text && line != last_line {
+                    eprintln!("{line}");
+                    last_line = line;
+                }
+                if status["done"].as_bool() == Some(true) {
+                    done = Some(status);
+                    return false;
+                }
+                true
+            })
+            .await;
+        if let Some(status) = done {
+            return Ok(status);
+        }
+        match followed {
+            Ok(_) => lost_since = None,
+            Err(ClientError::Unreachable(e)) => {
+                if lost_since.get_or_insert_with(Instant::now).elapsed() > RECONNECT_FOR {
+                    return Err(Some(e));
+                }
+            }
+            Err(e) => return Err(Some(e.to_string())),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `cutover delete NAME`.
+pub fn delete(args: &DeleteArgs, env: &BTreeMap<String, String>) -> u8 {
+    let (client, runtime) = match session(&args.connection, env) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let name = &args.name;
+    let path = if args.force {
+        format!("/v1/releases/{name}/delete?force=true")
+    } else {
+        format!("/v1/releases/{name}/delete")
+    };
+    runtime.block_on(async {
+        match client.post(&path, Vec::new(), &[]).await {
+            Ok(_) => {
+                emit(&format!(
+                    "deleted {name}: its instances are stopped, its route and state are gone\n"
+                ));
+                exit::OK
+            }
+            Err(e) => report(&e),
+        }
+    })
+}
+
+/// `cutover logs NAME`.
+pub fn logs(args: &LogsArgs, env: &BTreeMap<String, String>) -> u8 {
+    let (client, runtime) = match session(&args.connection, env) {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let mut path = format!("/v1/releases/{}/logs?tail={}", args.name, args.tail);
+    if let Some(version) = &args.version {
+        path.push_str(&format!("&version={}", percent_encode(version)));
+    }
+    if args.candidate {
+        path.push_str("&slot=candidate");
+    }
+    if args.stable {
+        path.push_str("&slot=stable");
+    }
+    if args.follow {
+        path.push_str("&follow=true");
+    }
+    runtime.block_on(async {
+        let result = if args.follow {
+            let mut out = std::io::stdout();
+            let mut write = |chunk: &[u8]| out.write_all(chunk).and_then(|()| out.flush()).is_ok();
+            client.get_text(&path, Some(&mut write)).await
+        } else {
+            client.get_text(&path, None).await
+        };
+        match result {
+            Ok(text) => {
+                emit(&text);
+                exit::OK
+            }
+            Err(e) => report(&e),
+        }
+    })
+}
+
+/// A version name as a query value (versions are mostly `[A-Za-z0-9._-]`).
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,422 @@
+//! The verbs that end or reverse a release, end to end on the local backend (a real
+//! `cutover serve`, `cutover demo-app` instances, traffic through the proxy): `undo`,
+//! `delete`, `logs`, and `abort` answering once the rollout has rolled back.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use support::kube::KubeTest;
+use support::{CUTOVER, Serve, instances, release, sample};
+
+/// Half the traffic, a second's pause, promoted; the old version gone a second later.
+const QUICK: &str = "  strategy:
+    canary:
+      scaleDownDelay: 1s
+      steps:
+        - setWeight: 50
+        - pause: {duration: 1s}
+";
+
+/// Half the traffic, then a pause long enough that only a person ends the rollout.
+const HELD: &str = "  strategy:
+    canary:
+      steps:
+        - setWeight: 50
+        - pause: {duration: 5m}
+";
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn undo_after_a_promotion_brings_the_previous_version_back() {
+    let mut serve = Serve::start("undo", &[]);
+    serve.owns("vb-undo");
+    let file = serve.release_file(
+        "vb-undo",
+        &release("vb-undo", ("v1", &[]), ("v2", &[]), QUICK),
+    );
+    let path = file.to_str().expect("path");
+    let run = serve.cli(&["run", path, "--wait", "--timeout", "60s"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    serve.wait_for("vb-undo", Duration::from_secs(20), |_| {
+        instances("vb-undo").len() == 1
+    });
+    assert_eq!(sample(serve.proxy(), 10).answered("v2"), 10);
+
+    // Abort after the promotion says what is true, and names undo.
+    let abort = serve.cli(&["abort", "vb-undo"]);
+    assert_eq!(abort.status.code(), Some(2), "{}", text(&abort));
+    assert!(
+        text(&abort).contains("v2 was promoted") && text(&abort).contains("cutover undo vb-undo"),
+        "{}",
+        text(&abort)
+    );
+
+    // Through the release's own strategy: v1 comes back and serves everything.
+    let undo = serve.cli(&["undo", "vb-undo", "--wait", "--timeout", "60s"]);
+    assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
+    assert!(text(&undo).contains("v2 -> v1"), "{}", text(&undo));
+    assert!(text(&undo).contains("v1 serves again"), "{}", text(&undo));
+    serve.wait_for("vb-undo", Duration::from_secs(20), |_| {
+        instances("vb-undo").len() == 1
+    });
+    assert_eq!(sample(serve.proxy(), 20).answered("v1"), 20);
+
+    // And `--full` switches straight back to v2 (no steps).
+    let full = serve.cli(&["undo", "vb-undo", "--full", "--wait", "--timeout", "60s"]);
+    assert_eq!(full.status.code(), Some(0), "{}", text(&full));
+    assert!(text(&full).contains("straight switch"), "{}", text(&full));
+    assert_eq!(sample(serve.proxy(), 20).answered("v2"), 20);
+    let history = serve.cli(&["history", "vb-undo", "--output", "json"]);
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).expect("json");
+    let outcomes: Vec<String> = history["earlier"]
+        .as_array()
+        .expect("earlier")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}->{}",
+                r["stableVersion"].as_str().unwrap_or("?"),
+                r["candidateVersion"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    assert_eq!(outcomes, ["v1->v2", "v2->v1"], "{history}");
+}
+
+#[test]
+fn undo_with_nothing_to_undo_refuses_and_says_why() {
+    let mut serve = Serve::start("undo-none", &[]);
+    serve.owns("vb-undo-none");
+    let unknown = serve.cli(&["undo", "vb-undo-none"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("cutover list"),
+        "{}",
+        text(&unknown)
+    );
+
+    let file = serve.release_file(
+        "vb-undo-none",
+        &release("vb-undo-none", ("v1", &[]), ("v2", &[]), HELD),
+    );
+    let run = serve.cli(&["run", file.to_str().expect("path")]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    serve.wait_for("vb-undo-none", Duration::from_secs(20), |s| {
+        s["weight"] == 50
+    });
+    let under_way = serve.cli(&["undo", "vb-undo-none"]);
+    assert_eq!(under_way.status.code(), Some(2), "{}", text(&under_way));
+    assert!(
+        text(&under_way).contains("under way")
+            && text(&under_way).contains("cutover abort vb-undo-none"),
+        "{}",
+        text(&under_way)
+    );
+    let abort = serve.cli(&["abort", "vb-undo-none"]);
+    assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+    let never_promoted = serve.cli(&["undo", "vb-undo-none"]);
+    assert_eq!(
+        never_promoted.status.code(),
+        Some(2),
+        "{}",
+        text(&never_promoted)
+    );
+    assert!(
+        text(&never_promoted).contains("nothing to undo")
+            && text(&never_promoted).contains("aborted")
+            && text(&never_promoted).contains("v1 still serves"),
+        "{}",
+        text(&never_promoted)
+    );
+}
+
+#[test]
+fn abort_answers_once_rolled_back_so_a_run_right_after_is_accepted() {
+    let mut serve = Serve::start("abort-acted", &[]);
+    serve.owns("vb-abort");
+    let file = serve.release_file(
+        "vb-abort",
+        &release("vb-abort", ("v1", &[]), ("v2", &[]), HELD),
+    );
+    let path = file.to_str().expect("path");
+    let run = serve.cli(&["run", path]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    serve.wait_for("vb-abort", Duration::from_secs(20), |s| s["weight"] == 50);
+    let abort = serve.cli(&["abort", "vb-abort"]);
+    assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+    assert!(
+        text(&abort).contains("aborted; v1 serves all traffic and the candidate is gone"),
+        "{}",
+        text(&abort)
+    );
+    // The abort answered after the rollback: the status says so, the candidate is gone.
+    let status = serve.status("vb-abort").expect("status");
+    assert_eq!(status["outcome"], "aborted", "{status}");
+    assert_eq!(instances("vb-abort").len(), 1, "only v1 runs");
+
+    // Again: said as it is, not "already promoted".
+    let again = serve.cli(&["abort", "vb-abort"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(
+        text(&again).contains("already aborted") && !text(&again).contains("promoted"),
+        "{}",
+        text(&again)
+    );
+
+    // A run right after is accepted.
+    let rerun = serve.cli(&["run", path]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    serve.wait_for("vb-abort", Duration::from_secs(20), |s| s["weight"] == 50);
+    let no_wait = serve.cli(&["abort", "vb-abort", "--no-wait"]);
+    assert_eq!(no_wait.status.code(), Some(0), "{}", text(&no_wait));
+}
+
+#[test]
+fn delete_refuses_while_a_rollout_runs_and_force_aborts_stops_and_forgets() {
+    let mut serve = Serve::start("delete", &[]);
+    serve.owns("vb-delete");
+    let file = serve.release_file(
+        "vb-delete",
+        &release("vb-delete", ("v1", &[]), ("v2", &[]), HELD),
+    );
+    let path = file.to_str().expect("path");
+    assert_eq!(serve.cli(&["run", path]).status.code(), Some(0));
+    serve.wait_for("vb-delete", Duration::from_secs(20), |s| s["weight"] == 50);
+    let pids: Vec<u32> = instances("vb-delete").into_iter().map(|(p, _)| p).collect();
+    assert_eq!(pids.len(), 2, "stable and candidate run");
+
+    let refused = serve.cli(&["delete", "vb-delete"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("under way") && text(&refused).contains("--force"),
+        "{}",
+        text(&refused)
+    );
+    assert!(pids.iter().all(|p| alive(*p)), "nothing was stopped");
+
+    let forced = serve.cli(&["delete", "vb-delete", "--force"]);
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced));
+    assert!(
+        text(&forced).contains("deleted vb-delete"),
+        "{}",
+        text(&forced)
+    );
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "every instance stopped: {pids:?}"
+    );
+    assert!(instances("vb-delete").is_empty());
+    let state = serve.scratch.path.join("state");
+    for gone in [
+        "releases/vb-delete.json",
+        "slots/vb-delete.json",
+        "logs/vb-delete",
+    ] {
+        assert!(!state.join(gone).exists(), "{gone} is removed");
+    }
+    let list = serve.cli(&["list"]);
+    assert!(!text(&list).contains("vb-delete"), "{}", text(&list));
+    assert_eq!(serve.cli(&["status", "vb-delete"]).status.code(), Some(2));
+    assert_eq!(
+        sample(serve.proxy(), 5).answered("v1"),
+        0,
+        "no route is left"
+    );
+
+    // A new run of the same name starts afresh: no earlier rollouts.
+    assert_eq!(serve.cli(&["run", path]).status.code(), Some(0));
+    serve.wait_for("vb-delete", Duration::from_secs(20), |s| s["weight"] == 50);
+    let history = serve.cli(&["history", "vb-delete", "--output", "json"]);
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).expect("json");
+    assert_eq!(history["earlier"], serde_json::json!([]), "{history}");
+
+    // Once done, a plain delete goes through.
+    assert_eq!(serve.cli(&["abort", "vb-delete"]).status.code(), Some(0));
+    let deleted = serve.cli(&["delete", "vb-delete"]);
+    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted));
+    assert!(instances("vb-delete").is_empty());
+    let again = serve.cli(&["delete", "vb-delete"]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(
+        text(&again).contains("no release named"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn logs_print_an_instances_output_and_follow_new_lines() {
+    let mut serve = Serve::start("logs", &[]);
+    serve.owns("vb-logs");
+    // The stable version ticks once every 200 ms besides serving.
+    let ticking = format!(
+        "[\"sh\", \"-c\", \"(n=0; while :; do n=$$((n+1)); echo tick $$n; sleep 0.2; done) & exec {CUTOVER} demo-app --app-version v1 --port {{{{port}}}}\"]"
+    );
+    let yaml = release("vb-logs", ("v1", &[]), ("v2", &[]), HELD);
+    let stable_line = yaml
+        .lines()
+        .find(|l| l.contains("--app-version, v1,"))
+        .expect("the stable command")
+        .to_string();
+    let yaml = yaml.replace(&stable_line, &format!("        command: {ticking}"));
+    let file = serve.release_file("vb-logs", &yaml);
+    assert_eq!(
+        serve
+            .cli(&["run", file.to_str().expect("path")])
+            .status
+            .code(),
+        Some(0)
+    );
+    serve.wait_for("vb-logs", Duration::from_secs(20), |s| s["weight"] == 50);
+
+    let stable = serve.cli(&["logs", "vb-logs", "--stable", "--tail", "1000"]);
+    assert_eq!(stable.status.code(), Some(0), "{}", text(&stable));
+    let out = String::from_utf8_lossy(&stable.stdout).to_string();
+    assert!(out.contains("listening on 127.0.0.1:"), "{out}");
+    assert!(out.contains("tick 1\n"), "{out}");
+    let candidate = serve.cli(&["logs", "vb-logs", "--version", "v2"]);
+    let out = String::from_utf8_lossy(&candidate.stdout).to_string();
+    assert!(
+        out.contains("listening on") && !out.contains("tick"),
+        "{out}"
+    );
+    let both = serve.cli(&["logs", "vb-logs"]);
+    let out = String::from_utf8_lossy(&both.stdout).to_string();
+    assert!(
+        out.contains("[v1 stable#0] ") && out.contains("[v2 candidate#0] "),
+        "{out}"
+    );
+    let tail = serve.cli(&["logs", "vb-logs", "--stable", "--tail", "2"]);
+    assert_eq!(String::from_utf8_lossy(&tail.stdout).lines().count(), 2);
+    let missing = serve.cli(&["logs", "vb-logs", "--version", "v9"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert!(text(&missing).contains("v1 (stable)"), "{}", text(&missing));
+
+    // Follow: lines written after the command started arrive.
+    let mut follow = std::process::Command::new(CUTOVER)
+        .args(["logs", "vb-logs", "--stable", "--follow", "--tail", "1"])
+        .env_clear()
+        .env(
+            "CUTOVER_CONTROLLER",
+            format!("http://127.0.0.1:{}", serve.api),
+        )
+        .env(
+            "CUTOVER_TOKEN_FILE",
+            serve.scratch.path.join("state").join("token"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs --follow runs");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut ticks = Vec::new();
+    while ticks.len() < 4 && started.elapsed() < Duration::from_secs(15) {
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(200))
+            && let Some(n) = line.strip_prefix("tick ")
+        {
+            ticks.push(n.parse::<u64>().expect("a tick number"));
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(ticks.len(), 4, "new lines stream: {ticks:?}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, none lost or repeated: {ticks:?}"
+    );
+
+    // Reading logs needs the token: instance output may hold what it was given.
+    let anonymous = std::process::Command::new(CUTOVER)
+        .args(["logs", "vb-logs"])
+        .env_clear()
+        .env(
+            "CUTOVER_CONTROLLER",
+            format!("http://127.0.0.1:{}", serve.api),
+        )
+        .current_dir(&serve.scratch.path)
+        .output()
+        .expect("runs");
+    assert_eq!(anonymous.status.code(), Some(2), "{}", text(&anonymous));
+    assert!(text(&anonymous).contains("token"), "{}", text(&anonymous));
+}
+
+#[test]
+fn logs_and_delete_on_kubernetes_refuse_with_where_to_do_it() {
+    let test = KubeTest::start("vb-kube");
+    let serve = test.controller("vb-kube", &[]);
+    let logs = serve.cli(&["logs", "web"]);
+    assert_eq!(logs.status.code(), Some(2), "{}", text(&logs));
+    assert!(
+        text(&logs).contains("kubectl logs -l cutover.io/release=web"),
+        "{}",
+        text(&logs)
+    );
+    let delete = serve.cli(&["delete", "web"]);
+    assert_eq!(delete.status.code(), Some(2), "{}", text(&delete));
+    assert!(
+        text(&delete).contains("cannot delete")
+            && text(&delete).contains("kubectl get deployments"),
+        "{}",
+        text(&delete)
+    );
+}
+
+#[test]
+fn undo_on_kubernetes_needs_the_previous_image_and_with_it_brings_that_version_back() {
+    let test = KubeTest::start("vb-kube-undo");
+    test.web(1, serde_json::json!({}));
+    let serve = test.controller("vb-kube-undo", &[]);
+    let v2 = serve.release_file("web-v2", &support::kube::release("web", "demo:v2", QUICK));
+    let run = serve.cli(&[
+        "run",
+        v2.to_str().expect("path"),
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    // The first version ran before cutover adopted the Deployment: its image is unknown.
+    let refused = serve.cli(&["undo", "web"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("is not known") && text(&refused).contains("cutover run"),
+        "{}",
+        text(&refused)
+    );
+    let v4 = serve.release_file("web-v4", &support::kube::release("web", "demo:v4", QUICK));
+    let run = serve.cli(&[
+        "run",
+        v4.to_str().expect("path"),
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert_eq!(sample(serve.proxy(), 10).answered("v4"), 10);
+    // v2 was deployed by cutover: undo rolls demo:v2 out again.
+    let undo = serve.cli(&["undo", "web", "--full", "--wait", "--timeout", "90s"]);
+    assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
+    assert!(text(&undo).contains("v4 -> v2"), "{}", text(&undo));
+    assert_eq!(sample(serve.proxy(), 20).answered("v2"), 20);
+}
