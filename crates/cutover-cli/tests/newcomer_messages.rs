@@ -116,9 +116,11 @@ fn an_unreachable_controller_says_to_start_cutover_serve() {
 fn a_missing_and_a_wrong_token_are_told_apart_and_both_say_where_the_token_is() {
     let serve = Serve::start("tokens", &[]);
     let controller = format!("http://127.0.0.1:{}", serve.api);
+    // `pause` writes at once; `abort` reads the release first and would answer that it
+    // does not exist before any token is asked for.
     let missing = cli_in(
         &serve.scratch.path,
-        &["abort", "shop"],
+        &["pause", "shop"],
         &[("CUTOVER_CONTROLLER", controller.clone())],
     );
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
@@ -129,7 +131,7 @@ fn a_missing_and_a_wrong_token_are_told_apart_and_both_say_where_the_token_is() 
 
     let wrong = cli_in(
         &serve.scratch.path,
-        &["abort", "shop"],
+        &["pause", "shop"],
         &[
             ("CUTOVER_CONTROLLER", controller),
             ("CUTOVER_TOKEN", "not-the-token".into()),
