@@ -24,6 +24,7 @@ pub mod mann_whitney;
 mod measurement;
 mod metric;
 pub mod normal;
+pub mod progress;
 mod run;
 pub mod schedule;
 pub mod stats;
@@ -38,6 +39,7 @@ pub use mann_whitney::{Alternative, MannWhitney, mann_whitney_u};
 pub use measurement::{Measurement, MeasurementResult};
 pub use metric::MetricJudge;
 pub use run::{RunJudge, UnknownMetric};
+pub use progress::{AnalysisProgress, MetricProgress};
 pub use schedule::{AnalysisRun, Due};
 
 /// The outcome of one metric, or of a whole analysis run.
