@@ -24,8 +24,9 @@ use crate::rollout::Timestamp;
 pub const PROGRESS_FORMAT: u32 = 1;
 
 /// Latency buckets a persisted run keeps over all its histograms (two per metric on
-/// evidence). About 25 bytes each in JSON: some 50 KB at most.
-pub const PERSISTED_BINS: usize = 2048;
+/// evidence). 25 to 45 bytes each in JSON: some 25 to 45 KB at most, well within the
+/// 256 KiB of a Kubernetes object's annotations next to the release itself.
+pub const PERSISTED_BINS: usize = 1024;
 
 /// The fewest buckets one histogram is coarsened to, however many metrics share the budget.
 const MIN_BINS_PER_HISTOGRAM: usize = 32;

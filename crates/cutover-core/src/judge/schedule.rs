@@ -404,4 +404,59 @@ mod tests {
         assert_eq!(resumed.started_at(), Timestamp(5_000));
         assert_eq!(resumed.progress(1).attempts(), 0);
     }
+
+    #[test]
+    fn the_progress_of_a_run_on_wide_histograms_stays_within_its_budget() {
+        // Three latency metrics comparing with stable, each window a wide histogram with
+        // fractional counts (as Prometheus's increase() gives): six histograms of ~700
+        // buckets each before coarsening.
+        let histogram = || {
+            let mut bins = Vec::new();
+            let mut micros = 1_000u64;
+            while micros < 2_000_000 {
+                let (lower, upper) = crate::judge::evidence::latency_bucket_bounds(
+                    crate::judge::evidence::latency_bucket(micros),
+                );
+                bins.push(crate::judge::Bin {
+                    lower: lower as f64 / 1e6,
+                    upper: upper as f64 / 1e6,
+                    count: 1.0 / 3.0 + micros as f64 / 7.0,
+                });
+                micros += micros / 200 + 1;
+            }
+            crate::judge::Histogram::from_bins(bins)
+        };
+        let evidence = crate::judge::Evidence {
+            requests: 5_000.0,
+            errors: 1.0,
+            latency: histogram(),
+            seconds: 10.0,
+        };
+        let mut specs = Vec::new();
+        for name in ["p50", "p90", "p99"] {
+            let mut spec = metric(name, 10, 5, 0);
+            spec.provider = Provider::Builtin(BuiltinMetric::LatencyP99);
+            spec.max = Some(10.0);
+            specs.push(spec);
+        }
+        let mut run = AnalysisRun::new(&specs, Timestamp(0));
+        for spec in &specs {
+            let measurement = Measurement::of_candidate(0.1)
+                .with_evidence(evidence.clone(), Some(evidence.clone()));
+            run.record(&spec.name, &MeasurementResult::Value(measurement))
+                .expect("known");
+        }
+        let progress = run.progress(1);
+        let text = serde_json::to_string(&progress).expect("encodes");
+        assert!(text.len() < 64 * 1024, "{} bytes", text.len());
+        let bins: usize = progress
+            .metrics
+            .iter()
+            .flat_map(|m| [&m.candidate, &m.stable])
+            .flatten()
+            .map(|e| e.latency.len())
+            .sum();
+        assert!(bins <= super::super::progress::PERSISTED_BINS, "{bins}");
+        assert_eq!(progress.metrics.len(), 3);
+    }
 }
