@@ -219,16 +219,20 @@ pub fn coarsen(histogram: &Histogram, limit: usize) -> Histogram {
         if bins.len() <= limit {
             break;
         }
+        // Merges stop once the histogram fits, so what is left keeps the finer width.
+        let mut excess = bins.len() - limit;
         let mut merged: Vec<Bin> = Vec::with_capacity(bins.len());
         for bin in bins {
             match merged.last_mut() {
                 Some(last)
-                    if last.lower < last.upper
+                    if excess > 0
+                        && last.lower < last.upper
                         && bin.lower < bin.upper
                         && bin.upper - last.lower <= width * last.lower.max(1e-6) =>
                 {
                     last.upper = bin.upper;
                     last.count += bin.count;
+                    excess -= 1;
                 }
                 _ => merged.push(bin),
             }
