@@ -112,7 +112,10 @@ fn an_analysis_killed_mid_way_resumes_with_its_measurements_and_no_initial_delay
     let all = measured(&log);
     let numbers: Vec<u32> = all.iter().map(|(_, _, n)| *n).collect();
     assert_eq!(numbers, vec![1, 2, 3, 4], "{all:?}");
-    assert!(all.iter().all(|(run, metric, _)| *run == 1 && metric == "error-rate"));
+    assert!(
+        all.iter()
+            .all(|(run, metric, _)| *run == 1 && metric == "error-rate")
+    );
     assert_eq!(
         measurements_in(&status),
         4,
@@ -129,7 +132,10 @@ fn an_analysis_killed_mid_way_resumes_with_its_measurements_and_no_initial_delay
         .filter(|l| l.contains(": analysis run "))
         .collect();
     assert_eq!(started.len(), 1, "{lines:#?}");
-    assert!(lines.iter().any(|l| l == "analysis run 1 passed"), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l == "analysis run 1 passed"),
+        "{lines:#?}"
+    );
     assert_eq!(
         lines
             .iter()

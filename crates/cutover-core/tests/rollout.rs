@@ -792,14 +792,21 @@ fn analysis_progress_is_persisted_and_resumed_from() {
     assert_eq!(restored.analysis(), Some(&progress_of(run, 1)));
     restored.resume(at(50));
     let actions = effects(&mut restored);
-    match actions.iter().find(|a| matches!(a, Action::StartAnalysis { .. })) {
+    match actions
+        .iter()
+        .find(|a| matches!(a, Action::StartAnalysis { .. }))
+    {
         Some(Action::StartAnalysis {
             run: again,
             progress,
             ..
         }) => {
             assert_eq!(*again, run, "the same run goes on");
-            assert_eq!(progress, &progress_of(run, 1), "started at 3 s, one measurement in");
+            assert_eq!(
+                progress,
+                &progress_of(run, 1),
+                "started at 3 s, one measurement in"
+            );
         }
         other => panic!("{other:?} in {actions:?}"),
     }
@@ -848,7 +855,11 @@ fn a_state_written_before_analyses_were_persisted_starts_the_analysis_over() {
             ..
         }) => {
             assert_eq!(*again, run);
-            assert_eq!(progress, &AnalysisProgress::started(run, at(50)), "over, from now");
+            assert_eq!(
+                progress,
+                &AnalysisProgress::started(run, at(50)),
+                "over, from now"
+            );
         }
         other => panic!("{other:?}"),
     }

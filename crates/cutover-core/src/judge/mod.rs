@@ -38,8 +38,8 @@ pub use evidence::{Bin, Evidence, Histogram};
 pub use mann_whitney::{Alternative, MannWhitney, mann_whitney_u};
 pub use measurement::{Measurement, MeasurementResult};
 pub use metric::MetricJudge;
-pub use run::{RunJudge, UnknownMetric};
 pub use progress::{AnalysisProgress, MetricProgress};
+pub use run::{RunJudge, UnknownMetric};
 pub use schedule::{AnalysisRun, Due};
 
 /// The outcome of one metric, or of a whole analysis run.

@@ -303,7 +303,11 @@ mod tests {
         assert!(histogram.bins().len() > 600, "{}", histogram.bins().len());
         for limit in [512, 128, 32] {
             let coarse = coarsen(&histogram, limit);
-            assert!(coarse.bins().len() <= limit, "{limit}: {}", coarse.bins().len());
+            assert!(
+                coarse.bins().len() <= limit,
+                "{limit}: {}",
+                coarse.bins().len()
+            );
             assert!((coarse.total() - histogram.total()).abs() < 1e-9);
             for q in [0.5, 0.9, 0.99] {
                 let (fine, rough) = (
@@ -324,7 +328,12 @@ mod tests {
         assert_eq!(coarsen(&histogram, 10), histogram);
         let coarse = coarsen(&histogram, 2);
         assert_eq!(coarse.bins().len(), 2);
-        assert!(coarse.bins().iter().any(|b| b.lower == b.upper && b.count == 1.0));
+        assert!(
+            coarse
+                .bins()
+                .iter()
+                .any(|b| b.lower == b.upper && b.count == 1.0)
+        );
         assert!((coarse.total() - 10.0).abs() < 1e-9);
     }
 

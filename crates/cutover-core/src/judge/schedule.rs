@@ -123,10 +123,7 @@ impl AnalysisRun {
                 .filter(|m| m.attempts() > 0)
                 .map(|m| MetricProgress {
                     read_until: self.read_until.get(m.name()).copied(),
-                    shifted_ms: self
-                        .shifted
-                        .get(m.name())
-                        .map_or(0, |d| d.as_millis()),
+                    shifted_ms: self.shifted.get(m.name()).map_or(0, |d| d.as_millis()),
                     ..m.progress(bins)
                 })
                 .collect(),
@@ -162,7 +159,12 @@ impl AnalysisRun {
                     .start
                     .after(spec.initial_delay)
                     .after(spec.interval.saturating_mul(u64::from(number)))
-                    .after(self.shifted.get(m.name()).copied().unwrap_or(Duration::ZERO));
+                    .after(
+                        self.shifted
+                            .get(m.name())
+                            .copied()
+                            .unwrap_or(Duration::ZERO),
+                    );
                 Due {
                     metric: m.name().to_string(),
                     number,
@@ -349,13 +351,18 @@ mod tests {
         spec.max = Some(0.05);
         spec.max_count = Some(6);
         let specs = [spec];
-        let windows = [evidence(400.0, 2.0), evidence(400.0, 1.0), evidence(400.0, 3.0)];
+        let windows = [
+            evidence(400.0, 2.0),
+            evidence(400.0, 1.0),
+            evidence(400.0, 3.0),
+        ];
         let mut straight = AnalysisRun::new(&specs, Timestamp(0));
         let mut interrupted = AnalysisRun::new(&specs, Timestamp(0));
         for (i, window) in windows.iter().enumerate() {
             straight.record("errors", window).expect("known");
             if i == 1 {
-                interrupted = AnalysisRun::resume(&specs, &persisted(&interrupted), Timestamp(20_000));
+                interrupted =
+                    AnalysisRun::resume(&specs, &persisted(&interrupted), Timestamp(20_000));
             }
             interrupted.record("errors", window).expect("known");
         }
