@@ -24,6 +24,11 @@ use serde::Serialize;
 use crate::clock;
 use crate::metrics::ControllerMetrics;
 
+/// How long after a restart a resumed `builtin` metric is measured at the earliest: the
+/// embedded proxy started with the controller, and its evidence holds whole seconds only,
+/// so two seconds make sure at least one whole second is in.
+const PROXY_SETTLE: cutover_core::Duration = cutover_core::Duration::from_secs(2);
+
 /// Where measurements come from.
 #[derive(Clone)]
 pub struct Providers {
@@ -162,14 +167,15 @@ pub struct Reporting<'a> {
     pub on_progress: &'a (dyn Fn(AnalysisProgress, AnalysisView) + Send + Sync),
 }
 
-/// Runs an analysis of `metrics` from `progress` (a new run's, or one persisted before a
-/// restart) until it decides; returns the verdict and which metric decided it and why.
+/// Runs an analysis of `metrics` from `progress` (a new run's, or, `resumed`, one
+/// persisted before a restart) until it decides; returns the verdict and which metric
+/// decided it and why.
 pub async fn run(
     providers: &Providers,
     metrics: &[MetricSpec],
     subject: Subject<'_>,
     (run_number, step): (u32, usize),
-    progress: &AnalysisProgress,
+    (progress, resumed): (&AnalysisProgress, bool),
     reporting: Reporting<'_>,
 ) -> (Verdict, String) {
     let Reporting {
@@ -177,13 +183,22 @@ pub async fn run(
         counters,
         on_progress,
     } = reporting;
-    let mut run = AnalysisRun::resume(metrics, progress, clock::now());
-    let resumed = progress.attempts();
-    if resumed > 0 {
+    let now = clock::now();
+    let mut run = AnalysisRun::resume(metrics, progress, now);
+    if resumed {
         tracing::info!(
-            measurements = resumed,
+            measurements = progress.attempts(),
             "analysis resumed with its measurements so far"
         );
+        // The embedded proxy started with this controller and gives evidence of whole
+        // seconds only: a builtin metric is measured once the proxy has a whole second to
+        // give, not on an empty window that would use up one of its measurements.
+        for spec in metrics
+            .iter()
+            .filter(|m| matches!(m.provider, Provider::Builtin(_)))
+        {
+            run.hold_until(&spec.name, now.after(PROXY_SETTLE));
+        }
     }
     let publish = |run: &AnalysisRun| {
         *view

@@ -381,8 +381,9 @@ impl Driver {
                 step,
                 metrics,
                 progress,
+                resumed,
                 ..
-            } => self.start_analysis(run, step, &metrics, progress),
+            } => self.start_analysis(run, step, &metrics, (progress, resumed)),
             Action::StopAnalysis { run } => {
                 if let Some(task) = self.analyses.remove(&run) {
                     task.abort();
@@ -574,14 +575,14 @@ impl Driver {
         );
     }
 
-    /// Starts analysis run `run` from `progress`: a new run's, or the one persisted before
-    /// a restart, which the run goes on from.
+    /// Starts analysis run `run` from `progress`: a new run's, or (`resumed`) the one
+    /// persisted before a restart, which the run goes on from.
     fn start_analysis(
         &mut self,
         run: u32,
         step: usize,
         names: &[String],
-        progress: AnalysisProgress,
+        (progress, resumed): (AnalysisProgress, bool),
     ) {
         let metrics: Vec<MetricSpec> = self
             .record
@@ -618,7 +619,7 @@ impl Driver {
                         candidate: &candidate,
                     },
                     (run, step),
-                    &progress,
+                    (&progress, resumed),
                     analysis::Reporting {
                         view: &view,
                         counters: &inner.metrics,

@@ -743,7 +743,14 @@ fn at_analysis() -> (Rollout, u32) {
     r.handle(at(3), Observation::RouteApplied { generation: g })
         .expect("observation");
     match &effects(&mut r)[..] {
-        [Action::StartAnalysis { run, progress, .. }] => {
+        [
+            Action::StartAnalysis {
+                run,
+                progress,
+                resumed: false,
+                ..
+            },
+        ] => {
             assert_eq!(progress.started_at, at(3), "the run starts now");
             assert_eq!(progress.attempts(), 0);
             (r, *run)
@@ -799,6 +806,7 @@ fn analysis_progress_is_persisted_and_resumed_from() {
         Some(Action::StartAnalysis {
             run: again,
             progress,
+            resumed: true,
             ..
         }) => {
             assert_eq!(*again, run, "the same run goes on");

@@ -130,6 +130,24 @@ impl AnalysisRun {
         }
     }
 
+    /// Moves `metric`'s schedule on so that its next measurement is not due before `at`
+    /// (the later ones follow it at `interval`); a metric due later anyway is left alone.
+    /// For a provider that restarted with the controller and has nothing to read yet.
+    pub fn hold_until(&mut self, metric: &str, at: Timestamp) {
+        let Some(due) = self.next().into_iter().find(|d| d.metric == metric) else {
+            return;
+        };
+        if due.to < at {
+            let shift = self
+                .shifted
+                .get(metric)
+                .copied()
+                .unwrap_or(Duration::ZERO)
+                .saturating_add(at.since(due.to));
+            self.shifted.insert(metric.to_string(), shift);
+        }
+    }
+
     /// When `metric`'s evidence was last read up to, if it was.
     pub fn read_until(&self, metric: &str) -> Option<Timestamp> {
         self.read_until.get(metric).copied()
@@ -334,6 +352,12 @@ mod tests {
             resumed.judge().metric("a").map(MetricJudge::passed),
             Some(2)
         );
+        // A provider with nothing to read yet holds the metric until it has.
+        let mut held = AnalysisRun::resume(&specs, &progress, Timestamp(55_000));
+        held.hold_until("a", Timestamp(57_000));
+        assert_eq!(held.next_due(), Some(Timestamp(61_000)), "due later anyway");
+        held.hold_until("a", Timestamp(63_000));
+        assert_eq!(held.next_due(), Some(Timestamp(63_000)));
         // Restarted late: the overdue measurement is due now, the next an interval later.
         let mut late = AnalysisRun::resume(&specs, &progress, Timestamp(95_000));
         assert_eq!(late.next_due(), Some(Timestamp(95_000)));

@@ -98,6 +98,10 @@ pub enum Action {
         /// Where the run stands: when it started and, after a restart, its measurements
         /// so far. The driver goes on from here rather than starting the run over.
         progress: AnalysisProgress,
+        /// Issued again by `Rollout::resume`: the driver restarted while the run was under
+        /// way (its providers may have restarted with it).
+        #[serde(default)]
+        resumed: bool,
     },
     /// Stop analysis run `run`; its verdict no longer matters.
     StopAnalysis {

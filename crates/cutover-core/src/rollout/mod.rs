@@ -336,6 +336,7 @@ impl Rollout {
                             metrics: metrics.clone(),
                             stage: *stage,
                             progress: progress.clone(),
+                            resumed: true,
                         });
                         self.analysis = Some(progress);
                     }
@@ -683,6 +684,7 @@ impl Rollout {
                     metrics,
                     stage,
                     progress,
+                    resumed: false,
                 });
                 StepProgress::Analyzing { run }
             }
