@@ -136,6 +136,8 @@ fn an_analysis_killed_mid_way_resumes_with_its_measurements_and_no_initial_delay
         lines.iter().any(|l| l == "analysis run 1 passed"),
         "{lines:#?}"
     );
+    let kept_line = format!("analysis run 1 resumed with {kept} measurements kept");
+    assert!(lines.contains(&kept_line), "{lines:#?}");
     assert_eq!(
         lines
             .iter()

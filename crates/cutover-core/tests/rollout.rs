@@ -810,6 +810,14 @@ fn analysis_progress_is_persisted_and_resumed_from() {
             ..
         }) => {
             assert_eq!(*again, run, "the same run goes on");
+            assert!(
+                restored
+                    .history()
+                    .any(|h| h.message
+                        == format!("analysis run {run} resumed with 1 measurements kept")),
+                "{:?}",
+                restored.history().collect::<Vec<_>>()
+            );
             assert_eq!(
                 progress,
                 &progress_of(run, 1),

@@ -338,6 +338,12 @@ impl Rollout {
                             progress: progress.clone(),
                             resumed: true,
                         });
+                        let kept = progress.attempts();
+                        if kept > 0 {
+                            self.record(format!(
+                                "analysis run {run} resumed with {kept} measurements kept"
+                            ));
+                        }
                         self.analysis = Some(progress);
                     }
                 }
