@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -61,6 +61,16 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    /// The file is larger than any state this controller writes: not read at all.
+    #[error(
+        "the state file {path} is larger than {limit} bytes, more than any state cutover writes; move it away (the release then starts from scratch) or restore it from a backup, then restart the controller"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most a state file may hold.
+        limit: u64,
+    },
     /// The file system failed.
     #[error("cannot {action} {path}")]
     Io {
@@ -73,6 +83,12 @@ pub enum StateError {
         source: std::io::Error,
     },
 }
+
+/// The largest state file read back. A record is a release file (held to the loader's
+/// budget), 200 history lines, 20 earlier rollouts and an analysis's progress (held to its
+/// own bucket budget, some 50 KB): far below this, so only a damaged or planted file
+/// reaches it.
+pub const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A directory of release states.
 pub struct StateDir {
@@ -205,14 +221,25 @@ impl StateDir {
         self.path(release)
     }
 
-    /// The stored state of `release`, if any.
+    /// The stored state of `release`, if any. A file larger than [`MAX_STATE_BYTES`] is
+    /// refused unread ([`StateError::TooLarge`]), as a corrupt one is.
     pub fn load(&self, release: &str) -> Result<Option<Stored>, StateError> {
         let path = self.path(checked(release)?);
-        let text = match fs::read(&path) {
-            Ok(text) => text,
+        let file = match File::open(&path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io("read", &path)(e)),
         };
+        let mut text = Vec::new();
+        file.take(MAX_STATE_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(io("read", &path))?;
+        if text.len() as u64 > MAX_STATE_BYTES {
+            return Err(StateError::TooLarge {
+                path,
+                limit: MAX_STATE_BYTES,
+            });
+        }
         serde_json::from_slice(&text)
             .map(Some)
             .map_err(|source| StateError::Corrupt { path, source })
@@ -452,6 +479,13 @@ mod tests {
         assert!(matches!(
             store.load("broken"),
             Err(StateError::Corrupt { .. })
+        ));
+        // A file beyond any state's size is not read into memory at all.
+        let huge = File::create(d.0.join("huge.json")).expect("created");
+        huge.set_len(MAX_STATE_BYTES + 1).expect("sized");
+        assert!(matches!(
+            store.load("huge"),
+            Err(StateError::TooLarge { .. })
         ));
     }
 }

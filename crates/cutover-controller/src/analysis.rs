@@ -2,11 +2,19 @@
 //! (`cutover_core::judge::AnalysisRun`) says, hands the results to the judge, and returns
 //! the run's verdict. `cutover analyze` replays recorded samples through the same
 //! schedule and judge, so a backtest decides exactly as this does.
+//!
+//! A run starts from the progress the state machine hands it (`StartAnalysis`): a new run's
+//! is empty, a run resumed after a restart has its start, measurements, pooled evidence
+//! and the time up to which evidence was read. After every measurement the run reports its
+//! progress, which the driver gives the state machine to persist, so a controller killed
+//! mid-analysis goes on where it was: no `initialDelay` again, no measurement repeated, no
+//! evidence counted twice.
 
 use std::sync::{Arc, Mutex};
 
-use cutover_core::judge::{AnalysisRun, Assessment, MeasurementResult, MoreData, Verdict};
-use cutover_core::rollout::Timestamp;
+use cutover_core::judge::{
+    AnalysisProgress, AnalysisRun, Assessment, MeasurementResult, MoreData, Verdict,
+};
 use cutover_core::spec::{MetricSpec, Provider};
 use cutover_metrics::prometheus::PrometheusClient;
 use cutover_metrics::web::WebClient;
@@ -15,6 +23,11 @@ use serde::Serialize;
 
 use crate::clock;
 use crate::metrics::ControllerMetrics;
+
+/// How long after a restart a resumed `builtin` metric is measured at the earliest: the
+/// embedded proxy started with the controller, and its evidence holds whole seconds only,
+/// so two seconds make sure at least one whole second is in.
+const PROXY_SETTLE: cutover_core::Duration = cutover_core::Duration::from_secs(2);
 
 /// Where measurements come from.
 #[derive(Clone)]
@@ -148,18 +161,21 @@ pub struct Reporting<'a> {
     pub view: &'a Mutex<Option<AnalysisView>>,
     /// Counts measurements by result.
     pub counters: &'a ControllerMetrics,
-    /// Called after every measurement (the driver publishes the status).
-    pub on_progress: &'a (dyn Fn() + Send + Sync),
+    /// Called after every measurement with the run's progress and how it looks: the
+    /// driver has the progress persisted, then shows the view, so a status never shows a
+    /// measurement a restart would not find.
+    pub on_progress: &'a (dyn Fn(AnalysisProgress, AnalysisView) + Send + Sync),
 }
 
-/// Runs an analysis of `metrics` from `start` until it decides; returns the verdict and
-/// which metric decided it and why.
+/// Runs an analysis of `metrics` from `progress` (a new run's, or, `resumed`, one
+/// persisted before a restart) until it decides; returns the verdict and which metric
+/// decided it and why.
 pub async fn run(
     providers: &Providers,
     metrics: &[MetricSpec],
     subject: Subject<'_>,
     (run_number, step): (u32, usize),
-    start: Timestamp,
+    (progress, resumed): (&AnalysisProgress, bool),
     reporting: Reporting<'_>,
 ) -> (Verdict, String) {
     let Reporting {
@@ -167,7 +183,23 @@ pub async fn run(
         counters,
         on_progress,
     } = reporting;
-    let mut run = AnalysisRun::new(metrics, start);
+    let now = clock::now();
+    let mut run = AnalysisRun::resume(metrics, progress, now);
+    if resumed {
+        tracing::info!(
+            measurements = progress.attempts(),
+            "analysis resumed with its measurements so far"
+        );
+        // The embedded proxy started with this controller and gives evidence of whole
+        // seconds only: a builtin metric is measured once the proxy has a whole second to
+        // give, not on an empty window that would use up one of its measurements.
+        for spec in metrics
+            .iter()
+            .filter(|m| matches!(m.provider, Provider::Builtin(_)))
+        {
+            run.hold_until(&spec.name, now.after(PROXY_SETTLE));
+        }
+    }
     let publish = |run: &AnalysisRun| {
         *view
             .lock()
@@ -175,10 +207,10 @@ pub async fn run(
             Some(view_of(run_number, step, run));
     };
     publish(&run);
-    // On evidence, when each metric's proxy seconds were last read: the next measurement
-    // reads the seconds since then, so windows pooled by the judge never overlap, also when
-    // a measurement runs late and the next one is due at once.
-    let mut read_at: std::collections::BTreeMap<String, Timestamp> = Default::default();
+    // On evidence, the run keeps when each metric's seconds were last read (persisted with
+    // its progress): the next measurement reads the seconds since then, so windows pooled
+    // by the judge never overlap nor leave a gap, also when a measurement runs late, the
+    // next one is due at once, or the controller restarted in between.
     loop {
         if let Some(verdict) = run.verdict() {
             publish(&run);
@@ -194,7 +226,7 @@ pub async fn run(
             };
             let now = clock::now();
             let on_evidence = spec.evidence_kind().is_some();
-            let window = match read_at.get(&due.metric).filter(|_| on_evidence) {
+            let window = match run.read_until(&due.metric).filter(|_| on_evidence) {
                 // Whole seconds, as the proxy keeps them.
                 Some(last) => cutover_core::Duration::from_secs(
                     (now.0.saturating_sub(last.0).saturating_add(500)) / 1000,
@@ -217,7 +249,7 @@ pub async fn run(
                 providers.measure(spec, &context).await
             };
             if on_evidence && matches!(result, MeasurementResult::Value(_)) {
-                read_at.insert(due.metric.clone(), now);
+                run.set_read_until(&due.metric, now);
             }
             let outcome = match run.record(&due.metric, &result) {
                 Ok(Some(assessment)) => assessment,
@@ -231,14 +263,14 @@ pub async fn run(
             };
             counters.measurement(subject.release, &due.metric, label);
             tracing::info!(
+                run = run_number,
                 metric = %due.metric,
                 measurement = due.number,
                 result = label,
                 reason = outcome.reason().unwrap_or(""),
                 "measured"
             );
-            publish(&run);
-            on_progress();
+            on_progress(run.progress(run_number), view_of(run_number, step, &run));
         }
     }
 }

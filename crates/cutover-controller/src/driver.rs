@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cutover_backend::{BackendError, Readiness, Slot, SlotView};
+use cutover_core::judge::AnalysisProgress;
 use cutover_core::rollout::{
     Action, Command, CommandRejected, Observation, Operation, Phase, Rollout,
 };
@@ -42,8 +43,14 @@ pub enum Input {
         /// What was measured.
         detail: String,
     },
-    /// An analysis measured something: publish the status.
-    Progress,
+    /// An analysis took a measurement: its progress, to persist, and the run as the
+    /// status shows it once persisted.
+    AnalysisMeasured {
+        /// The run's progress.
+        progress: AnalysisProgress,
+        /// The run for `cutover status`.
+        view: AnalysisView,
+    },
     /// A new rollout of the release is being submitted: stop acting (say so on the
     /// channel once stopped) until `Thaw`, or for good if the submission goes through.
     Freeze(oneshot::Sender<()>),
@@ -265,6 +272,19 @@ impl Driver {
                 let _ = stopped.send(());
             }
             Input::Thaw => self.frozen = false,
+            Input::AnalysisMeasured { progress, view } => {
+                let _ = self
+                    .rollout
+                    .handle(now, Observation::AnalysisProgress { progress });
+                // Shown only when the machine took it (a stopped run may report late);
+                // the status goes out after the persist this causes.
+                if self.rollout.analysis().is_some_and(|p| p.run == view.run) {
+                    *self
+                        .analysis_view
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(view);
+                }
+            }
             Input::Command(command, reply) => {
                 if self.frozen {
                     let _ = reply.send(Err(CommandRejected {
@@ -312,7 +332,6 @@ impl Driver {
                     }
                 }
             }
-            Input::Progress => {}
             Input::Endpoints {
                 epoch,
                 stable,
@@ -358,8 +377,13 @@ impl Driver {
             Action::Deploy => self.deploy(),
             Action::SetRoute { generation, .. } => self.apply_route(Some(generation)),
             Action::StartAnalysis {
-                run, step, metrics, ..
-            } => self.start_analysis(run, step, &metrics),
+                run,
+                step,
+                metrics,
+                progress,
+                resumed,
+                ..
+            } => self.start_analysis(run, step, &metrics, (progress, resumed)),
             Action::StopAnalysis { run } => {
                 if let Some(task) = self.analyses.remove(&run) {
                     task.abort();
@@ -551,7 +575,15 @@ impl Driver {
         );
     }
 
-    fn start_analysis(&mut self, run: u32, step: usize, names: &[String]) {
+    /// Starts analysis run `run` from `progress`: a new run's, or (`resumed`) the one
+    /// persisted before a restart, which the run goes on from.
+    fn start_analysis(
+        &mut self,
+        run: u32,
+        step: usize,
+        names: &[String],
+        (progress, resumed): (AnalysisProgress, bool),
+    ) {
         let metrics: Vec<MetricSpec> = self
             .record
             .release
@@ -587,12 +619,13 @@ impl Driver {
                         candidate: &candidate,
                     },
                     (run, step),
-                    clock::now(),
+                    (&progress, resumed),
                     analysis::Reporting {
                         view: &view,
                         counters: &inner.metrics,
-                        on_progress: &|| {
-                            let _ = inputs.send(Input::Progress);
+                        // Persisted by the state machine's next batch, then published.
+                        on_progress: &|progress, view| {
+                            let _ = inputs.send(Input::AnalysisMeasured { progress, view });
                         },
                     },
                 )

@@ -3,7 +3,7 @@
 mod support;
 
 use cutover_core::Duration;
-use cutover_core::judge::Verdict;
+use cutover_core::judge::{AnalysisProgress, MetricProgress, Verdict};
 use cutover_core::plan::{HookPoints, Plan, PlanStep, StrategyKind};
 use cutover_core::rollout::{
     Action, Command, Observation, Operation, Outcome, Phase, PromotionProgress, RollbackReason,
@@ -729,6 +729,158 @@ fn resume_reissues_the_current_phase_actions() {
         matches!(&actions[1], Action::StartAnalysis { step: 1, .. }),
         "{actions:?}"
     );
+}
+
+/// A canary rollout at its analysis step (`canary_plan`'s step 1), with the run's number.
+fn at_analysis() -> (Rollout, u32) {
+    let mut r = Rollout::new(canary_plan(), at(0));
+    drain(&mut r);
+    r.handle(at(1), hook(HookPoint::PreRollout, true))
+        .expect("observation");
+    r.handle(at(2), Observation::CandidateReady)
+        .expect("observation");
+    let g = route_generation(&effects(&mut r));
+    r.handle(at(3), Observation::RouteApplied { generation: g })
+        .expect("observation");
+    match &effects(&mut r)[..] {
+        [
+            Action::StartAnalysis {
+                run,
+                progress,
+                resumed: false,
+                ..
+            },
+        ] => {
+            assert_eq!(progress.started_at, at(3), "the run starts now");
+            assert_eq!(progress.attempts(), 0);
+            (r, *run)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Progress after `passed` passing measurements of the canary plan's metric.
+fn progress_of(run: u32, passed: u32) -> AnalysisProgress {
+    let mut progress = AnalysisProgress::started(run, at(3));
+    progress.metrics.push(MetricProgress {
+        name: "errors".into(),
+        passed,
+        last_value: Some(0.01),
+        ..MetricProgress::default()
+    });
+    progress
+}
+
+#[test]
+fn analysis_progress_is_persisted_and_resumed_from() {
+    let (mut r, run) = at_analysis();
+    r.handle(
+        at(33),
+        Observation::AnalysisProgress {
+            progress: progress_of(run, 1),
+        },
+    )
+    .expect("observation");
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::Persist],
+        "each measurement is persisted, nothing else happens"
+    );
+    // Progress of another run (a stopped one reporting late) is ignored.
+    r.handle(
+        at(34),
+        Observation::AnalysisProgress {
+            progress: progress_of(run + 1, 2),
+        },
+    )
+    .expect("observation");
+    assert_eq!(drain(&mut r), vec![]);
+    let mut restored = Rollout::from_json(r.to_json()).expect("reads back");
+    assert_eq!(restored.analysis(), Some(&progress_of(run, 1)));
+    restored.resume(at(50));
+    let actions = effects(&mut restored);
+    match actions
+        .iter()
+        .find(|a| matches!(a, Action::StartAnalysis { .. }))
+    {
+        Some(Action::StartAnalysis {
+            run: again,
+            progress,
+            resumed: true,
+            ..
+        }) => {
+            assert_eq!(*again, run, "the same run goes on");
+            assert!(
+                restored
+                    .history()
+                    .any(|h| h.message
+                        == format!("analysis run {run} resumed with 1 measurements kept")),
+                "{:?}",
+                restored.history().collect::<Vec<_>>()
+            );
+            assert_eq!(
+                progress,
+                &progress_of(run, 1),
+                "started at 3 s, one measurement in"
+            );
+        }
+        other => panic!("{other:?} in {actions:?}"),
+    }
+    // Once the run is decided its progress is dropped from the state.
+    restored
+        .handle(
+            at(70),
+            Observation::AnalysisVerdict {
+                run,
+                verdict: Verdict::Success,
+                detail: String::new(),
+            },
+        )
+        .expect("observation");
+    assert_eq!(restored.analysis(), None);
+    assert!(restored.to_json().get("analysis").is_none());
+}
+
+#[test]
+fn a_state_written_before_analyses_were_persisted_starts_the_analysis_over() {
+    let (mut r, run) = at_analysis();
+    r.handle(
+        at(33),
+        Observation::AnalysisProgress {
+            progress: progress_of(run, 1),
+        },
+    )
+    .expect("observation");
+    drain(&mut r);
+    // The previous version's layout: the same state without the `analysis` part.
+    let mut json = r.to_json();
+    json.as_object_mut()
+        .expect("an object")
+        .remove("analysis")
+        .expect("the progress is persisted");
+    let mut old = Rollout::from_json(json).expect("an old state still loads");
+    assert_eq!(old.analysis(), None);
+    old.resume(at(50));
+    match effects(&mut old)
+        .iter()
+        .find(|a| matches!(a, Action::StartAnalysis { .. }))
+    {
+        Some(Action::StartAnalysis {
+            run: again,
+            progress,
+            ..
+        }) => {
+            assert_eq!(*again, run);
+            assert_eq!(
+                progress,
+                &AnalysisProgress::started(run, at(50)),
+                "over, from now"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // From then on the restarted run is persisted like a new one.
+    assert_eq!(old.analysis().map(|p| p.started_at), Some(at(50)));
 }
 
 #[test]

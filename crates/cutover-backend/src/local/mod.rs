@@ -660,7 +660,7 @@ fn directory_id(root: &Path) -> Result<String, BackendError> {
 /// and what to do.
 fn state_error(e: StateError) -> BackendError {
     match e {
-        corrupt @ StateError::Corrupt { .. } => {
+        corrupt @ (StateError::Corrupt { .. } | StateError::TooLarge { .. }) => {
             BackendError::Invalid(cutover_core::error_chain(&corrupt))
         }
         other => other.into(),

@@ -5,6 +5,7 @@ use super::assess::{Assessment, assess};
 use super::evidence::Evidence;
 use super::inference::{self, Levels};
 use super::measurement::{Measurement, MeasurementResult};
+use super::progress::{MetricProgress, PersistedEvidence, bounded_assessment};
 use crate::spec::MetricSpec;
 
 /// Judges one metric over one analysis, measurement by measurement, with Argo Rollouts'
@@ -357,6 +358,69 @@ impl MetricJudge {
     /// The assessment of the last recorded attempt, errors included.
     pub fn last_assessment(&self) -> Option<&Assessment> {
         self.last_assessment.as_ref()
+    }
+
+    /// The judge's counts and pooled evidence in their persisted form, the histograms
+    /// coarsened to at most `bins` buckets each; `read_until` and `shifted_ms` are the
+    /// schedule's and are left at their defaults.
+    pub fn progress(&self, bins: usize) -> MetricProgress {
+        MetricProgress {
+            name: self.spec.name.clone(),
+            passed: self.passed,
+            failed: self.failed,
+            inconclusive: self.inconclusive,
+            pending: self.pending,
+            errors: self.errors,
+            consecutive_errors: self.consecutive_errors,
+            last_value: self.last_value,
+            last_assessment: self.last_assessment.as_ref().map(bounded_assessment),
+            candidate: self
+                .pooled
+                .as_ref()
+                .map(|(c, _)| PersistedEvidence::of(c, bins)),
+            stable: self
+                .pooled
+                .as_ref()
+                .and_then(|(_, s)| s.as_ref())
+                .map(|s| PersistedEvidence::of(s, bins)),
+            read_until: None,
+            shifted_ms: 0,
+        }
+    }
+
+    /// A judge for one of `metrics` metrics of a run (as [`MetricJudge::in_run_of`]) that
+    /// goes on from `progress`, persisted before a restart. Progress that does not fit the
+    /// spec — more answered measurements than the metric takes, more errors in a row than
+    /// it tolerates, numbers that are not finite, evidence for a metric not judged on
+    /// evidence — is not trusted: the judge starts afresh (`None`), so a corrupted state can
+    /// make an analysis longer, never decide it.
+    pub fn resumed(spec: &MetricSpec, metrics: usize, progress: &MetricProgress) -> Option<Self> {
+        let mut judge = MetricJudge::in_run_of(spec, metrics);
+        let fits = progress.name == spec.name
+            && progress.is_sound()
+            && progress.measurements() <= spec.most_measurements()
+            && progress.consecutive_errors <= spec.consecutive_error_limit.saturating_add(1)
+            && (progress.candidate.is_none() || spec.evidence_kind().is_some())
+            && (progress.stable.is_none() || progress.candidate.is_some());
+        if !fits || judge.decision.is_some() {
+            return None;
+        }
+        judge.passed = progress.passed;
+        judge.failed = progress.failed;
+        judge.inconclusive = progress.inconclusive;
+        judge.pending = progress.pending;
+        judge.errors = progress.errors;
+        judge.consecutive_errors = progress.consecutive_errors;
+        judge.last_value = progress.last_value;
+        judge.last_assessment = progress.last_assessment.clone();
+        judge.pooled = progress.candidate.as_ref().map(|c| {
+            (
+                c.evidence(),
+                progress.stable.as_ref().map(PersistedEvidence::evidence),
+            )
+        });
+        judge.decide();
+        Some(judge)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod mann_whitney;
 mod measurement;
 mod metric;
 pub mod normal;
+pub mod progress;
 mod run;
 pub mod schedule;
 pub mod stats;
@@ -37,6 +38,7 @@ pub use evidence::{Bin, Evidence, Histogram};
 pub use mann_whitney::{Alternative, MannWhitney, mann_whitney_u};
 pub use measurement::{Measurement, MeasurementResult};
 pub use metric::MetricJudge;
+pub use progress::{AnalysisProgress, MetricProgress};
 pub use run::{RunJudge, UnknownMetric};
 pub use schedule::{AnalysisRun, Due};
 

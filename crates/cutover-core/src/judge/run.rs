@@ -91,6 +91,14 @@ impl RunJudge {
         self.metrics.iter().find(|m| m.name() == name)
     }
 
+    /// Puts `judge` in place of the metric judge of the same name (a judge resumed from
+    /// persisted progress); a judge of a metric the run does not have is dropped.
+    pub(crate) fn replace(&mut self, judge: MetricJudge) {
+        if let Some(slot) = self.metrics.iter_mut().find(|m| m.name() == judge.name()) {
+            *slot = judge;
+        }
+    }
+
     /// Every metric's judge, in the order given.
     pub fn metrics(&self) -> &[MetricJudge] {
         &self.metrics

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::judge::Verdict;
+use crate::judge::{AnalysisProgress, Verdict};
 use crate::plan::AnalysisStage;
 use crate::spec::{HookPoint, MatchRule};
 
@@ -95,6 +95,13 @@ pub enum Action {
         metrics: Vec<String>,
         /// Where in the walk it runs.
         stage: AnalysisStage,
+        /// Where the run stands: when it started and, after a restart, its measurements
+        /// so far. The driver goes on from here rather than starting the run over.
+        progress: AnalysisProgress,
+        /// Issued again by `Rollout::resume`: the driver restarted while the run was under
+        /// way (its providers may have restarted with it).
+        #[serde(default)]
+        resumed: bool,
     },
     /// Stop analysis run `run`; its verdict no longer matters.
     StopAnalysis {
@@ -149,6 +156,12 @@ pub enum Observation {
         verdict: Verdict,
         /// Which metric decided and why.
         detail: String,
+    },
+    /// An analysis run took a measurement: its progress so far, to persist, so that a
+    /// controller that restarts goes on from it. Ignored unless the run is under way.
+    AnalysisProgress {
+        /// The run's progress (it names the run).
+        progress: AnalysisProgress,
     },
     /// The proxy tripped a guardrail (and already cut the candidate's weight to 0).
     GuardrailTripped {

@@ -20,8 +20,11 @@
 //! Every batch of actions starts with [`Action::Persist`]: the driver writes the state
 //! before it acts, so a controller killed at any point resumes in the phase whose actions
 //! it may not have finished, and [`Rollout::resume`] issues them again (they are
-//! idempotent). Steps advance only on observations, so no step is skipped or repeated;
-//! an analysis interrupted by a restart starts over within its step.
+//! idempotent). Steps advance only on observations, so no step is skipped or repeated.
+//! An analysis under way is part of the state: the driver reports its progress after
+//! every measurement ([`Observation::AnalysisProgress`], persisted like any change), and a
+//! restarted controller's [`Action::StartAnalysis`] carries it, so the analysis goes on
+//! where it was instead of starting over.
 //!
 //! Method groups: getters; `handle*` for inputs; `poll_*` for outputs.
 
@@ -40,7 +43,7 @@ pub use phase::{
 pub use time::{DeadlineClock, Timer, Timestamp};
 
 use crate::Duration;
-use crate::judge::Verdict;
+use crate::judge::{AnalysisProgress, Verdict};
 use crate::plan::{Plan, PlanStep};
 use crate::spec::HookPoint;
 
@@ -83,6 +86,10 @@ pub struct Rollout {
     started_at: Timestamp,
     now: Timestamp,
     history: VecDeque<HistoryEntry>,
+    /// The analysis run under way and its measurements so far. Absent in states written
+    /// before analyses were persisted: such a run starts over when resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    analysis: Option<AnalysisProgress>,
     #[serde(skip)]
     pending: VecDeque<Action>,
 }
@@ -212,6 +219,11 @@ impl Rollout {
         self.started_at
     }
 
+    /// The analysis run under way and its measurements so far, as persisted.
+    pub fn analysis(&self) -> Option<&AnalysisProgress> {
+        self.analysis.as_ref()
+    }
+
     /// What happened so far, oldest first (the last 200 entries).
     pub fn history(&self) -> impl Iterator<Item = &HistoryEntry> {
         self.history.iter()
@@ -256,6 +268,7 @@ impl Rollout {
             started_at: now,
             now,
             history: VecDeque::new(),
+            analysis: None,
             pending: VecDeque::new(),
         };
         let mut batch = Vec::new();
@@ -310,12 +323,28 @@ impl Rollout {
                     if let Some(PlanStep::Analysis { metrics, stage, .. }) =
                         self.plan.steps.get(*index)
                     {
+                        // The run goes on from its persisted progress; a state without
+                        // one (written by an older cutover) starts the run over.
+                        let progress = self
+                            .analysis
+                            .clone()
+                            .filter(|p| p.run == *run)
+                            .unwrap_or_else(|| AnalysisProgress::started(*run, self.now));
                         batch.push(Action::StartAnalysis {
                             run: *run,
                             step: *index,
                             metrics: metrics.clone(),
                             stage: *stage,
+                            progress: progress.clone(),
+                            resumed: true,
                         });
+                        let kept = progress.attempts();
+                        if kept > 0 {
+                            self.record(format!(
+                                "analysis run {run} resumed with {kept} measurements kept"
+                            ));
+                        }
+                        self.analysis = Some(progress);
                     }
                 }
                 StepProgress::Gate => batch.push(Action::RunHook {
@@ -488,6 +517,7 @@ impl Rollout {
     /// As [`Rollout::finish`], but an input that changed nothing (a stale acknowledgement,
     /// an early timeout) yields no actions at all, not even a `Persist`.
     fn finish_if_changed(&mut self, before: &Rollout, batch: Vec<Action>) {
+        self.forget_ended_analysis();
         let mut after = self.snapshot();
         after.now = before.now;
         after.finish_clocks();
@@ -510,9 +540,25 @@ impl Rollout {
     /// Ends a batch: keeps the deadline clock in step with the phase and queues the
     /// batch behind a `Persist`.
     fn finish(&mut self, batch: Vec<Action>) {
+        self.forget_ended_analysis();
         self.finish_clocks();
         self.pending.push_back(Action::Persist);
         self.pending.extend(batch);
+    }
+
+    /// Drops the progress of an analysis run that is no longer under way (decided,
+    /// stopped, or left by a rollback or promotion): only the running one is persisted.
+    fn forget_ended_analysis(&mut self) {
+        let running = match self.phase {
+            Phase::Step {
+                progress: StepProgress::Analyzing { run },
+                ..
+            } => Some(run),
+            _ => None,
+        };
+        if self.analysis.as_ref().map(|p| p.run) != running {
+            self.analysis = None;
+        }
     }
 
     /// The deadline counts while the rollout moves forward towards promotion.
@@ -636,11 +682,15 @@ impl Rollout {
                     "step {index}: analysis run {run} of {}",
                     metrics.join(", ")
                 ));
+                let progress = AnalysisProgress::started(run, self.now);
+                self.analysis = Some(progress.clone());
                 batch.push(Action::StartAnalysis {
                     run,
                     step: index,
                     metrics,
                     stage,
+                    progress,
+                    resumed: false,
                 });
                 StepProgress::Analyzing { run }
             }
@@ -755,6 +805,15 @@ impl Rollout {
                 self.retry = None;
                 self.route_applied = g;
                 self.complete_step(batch);
+            }
+            (
+                Phase::Step {
+                    progress: StepProgress::Analyzing { run },
+                    ..
+                },
+                Observation::AnalysisProgress { progress },
+            ) if progress.run == run => {
+                self.analysis = Some(progress);
             }
             (
                 Phase::Step {
