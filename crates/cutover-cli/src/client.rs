@@ -185,31 +185,40 @@ impl ApiClient {
             .map_err(|e| ClientError::Settings(format!("bad request to {}{path}: {e}", self.base)))
     }
 
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<serde_json::Value, ClientError> {
-        let uri = request.uri().to_string();
-        let unreachable = |e: String| {
-            ClientError::Unreachable(format!("cannot reach the controller at {}: {e}", uri))
-        };
+    /// Sends `request` and waits for the answer's head. The controller not answering and
+    /// the controller refusing become `ClientError`s that say what to do, the same way for
+    /// every kind of answer (JSON, text, an event stream).
+    async fn open(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
             .await
-            .map_err(|_| unreachable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))?
+            .map_err(|_| {
+                ClientError::Unreachable(format!(
+                    "cannot reach the controller at {}: no answer within {}s",
+                    self.base,
+                    REQUEST_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|e| self.connect_error(&error_chain(&e)))?;
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .to_bytes();
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
-            unreachable(format!(
-                "answered {status} with something that is not cutover's API: {}",
+            ClientError::Unreachable(format!(
+                "the controller at {} answered {status} with something that is not cutover's API: {}",
+                self.base,
                 String::from_utf8_lossy(&body[..body.len().min(200)])
             ))
         })?;
-        if status.is_success() {
-            return Ok(value);
-        }
         let error = &value["error"];
         let message = error["message"]
             .as_str()
@@ -219,6 +228,29 @@ impl ApiClient {
             kind: error["kind"].as_str().unwrap_or("error").to_string(),
             message: self.refusal_text(status, message),
             diagnostics: error["diagnostics"].as_array().cloned().unwrap_or_default(),
+        })
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<serde_json::Value, ClientError> {
+        let body = self
+            .open(request)
+            .await?
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| {
+                ClientError::Unreachable(format!(
+                    "lost the controller at {} mid-answer: {e}",
+                    self.base
+                ))
+            })?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|_| {
+            ClientError::Unreachable(format!(
+                "the controller at {} answered with something that is not cutover's API: {}",
+                self.base,
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))
         })
     }
 
@@ -292,35 +324,10 @@ impl ApiClient {
         mut on_chunk: Option<&mut ChunkSink<'_>>,
     ) -> Result<String, ClientError> {
         let request = self.request(Method::GET, path, Vec::new(), &[])?;
+        let mut body = self.open(request).await?.into_body();
         let unreachable = |e: String| {
-            ClientError::Unreachable(format!("cannot reach the controller at {}: {e}", self.base))
+            ClientError::Unreachable(format!("lost the controller at {}: {e}", self.base))
         };
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
-            .await
-            .map_err(|_| unreachable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))?
-            .map_err(|e| unreachable(error_chain(&e)))?;
-        let status = response.status();
-        let mut body = response.into_body();
-        if !status.is_success() {
-            let bytes = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            return Err(ClientError::Api {
-                status,
-                kind: value["error"]["kind"]
-                    .as_str()
-                    .unwrap_or("error")
-                    .to_string(),
-                message: value["error"]["message"]
-                    .as_str()
-                    .unwrap_or("the controller refused without a message")
-                    .to_string(),
-                diagnostics: Vec::new(),
-            });
-        }
         let mut text = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| unreachable(error_chain(&e)))?;
@@ -348,41 +355,7 @@ impl ApiClient {
         on_status: &mut dyn FnMut(serde_json::Value) -> bool,
     ) -> Result<bool, ClientError> {
         let request = self.request(Method::GET, path, Vec::new(), &[])?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
-            .await
-            .map_err(|_| {
-                ClientError::Unreachable(format!(
-                    "the controller at {} did not answer within {}s",
-                    self.base,
-                    REQUEST_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(|e| self.connect_error(&error_chain(&e)))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            return Err(ClientError::Api {
-                status,
-                kind: value["error"]["kind"]
-                    .as_str()
-                    .unwrap_or("error")
-                    .to_string(),
-                message: self.refusal_text(
-                    status,
-                    value["error"]["message"]
-                        .as_str()
-                        .unwrap_or("the controller refused"),
-                ),
-                diagnostics: Vec::new(),
-            });
-        }
-        let mut body = response.into_body();
+        let mut body = self.open(request).await?.into_body();
         let mut buffer = String::new();
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else {

@@ -345,18 +345,23 @@ impl Controller {
         }
     }
 
+    /// The lock that serialises starting and deleting rollouts of one release, so that a
+    /// `run` and a `delete` of the same name never interleave.
+    fn release_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner
+            .submitting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// Starts a rollout of `release`. Refused while another rollout of the same release
     /// is under way.
     pub async fn submit(&self, release: Release) -> Result<Arc<RolloutStatus>, ControllerError> {
         let name = release.metadata.name.clone();
-        let lock = self
-            .inner
-            .submitting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(name.clone())
-            .or_default()
-            .clone();
+        let lock = self.release_lock(&name);
         let _one_at_a_time = lock.lock().await;
         self.refuse_if_under_way(&name)?;
         // The finished rollout's driver holds still while this one starts, so that a
@@ -673,14 +678,7 @@ impl Controller {
         if !known {
             return Err(ControllerError::NotFound(name.to_string()));
         }
-        let lock = self
-            .inner
-            .submitting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(name.to_string())
-            .or_default()
-            .clone();
+        let lock = self.release_lock(name);
         let _one_at_a_time = lock.lock().await;
         if let Ok(status) = self.status(name)
             && !status.done
