@@ -5,7 +5,8 @@
 # Needs the Rust toolchain (cargo with rustfmt and clippy) and, for the tests with real parts,
 # Debian's prometheus and docker.io packages, which this script installs when run as root
 # (scripts/swarm-env.sh also starts dockerd, makes it a Swarm manager and builds the images
-# the Swarm tests run).
+# the Swarm tests run, the registry-free Prometheus image among them; an image is built again
+# whenever a hash of its inputs changes, so the tests never run an old binary).
 # CARGO_TARGET_DIR may point at a shared target directory to reuse an earlier build; a cold
 # run works too.
 set -euo pipefail

@@ -659,3 +659,114 @@ fn a_fenced_writer_cannot_pass_its_next_write_off_as_a_replay() {
         );
     });
 }
+
+/// The Prometheus image `scripts/swarm-env.sh` builds FROM scratch around Debian's binary,
+/// needing no registry: the example stack's default (`examples/swarm/stack.yml`).
+const PROMETHEUS_IMAGE: &str = "localhost/cutover-prometheus:debian";
+
+/// Polls `GET path` on `port` of this host until `done` holds for the body; the last body.
+fn poll_until(port: u16, path: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let body = support::http_get(port, path).unwrap_or_default();
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: GET {path} answered {body:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The first sample's value of a Prometheus instant-query answer.
+fn first_value(answer: &str) -> Option<String> {
+    let answer: Value = serde_json::from_str(answer).ok()?;
+    Some(
+        answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .to_string(),
+    )
+}
+
+#[test]
+fn the_registry_free_prometheus_image_is_ready_and_scrapes_the_proxy_service() {
+    let Some(test) = SwarmTest::start("promimage") else {
+        return;
+    };
+    if let Err(e) = support::swarm::docker(&["image", "inspect", PROMETHEUS_IMAGE]) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no {PROMETHEUS_IMAGE}: scripts/swarm-env.sh builds it ({e})"
+        );
+        eprintln!("SKIPPED: this test needs {PROMETHEUS_IMAGE}; run `bash scripts/swarm-env.sh`");
+        return;
+    }
+    // Nobody, without an /etc/passwd in the image.
+    assert_eq!(
+        must(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Config.User}}",
+            PROMETHEUS_IMAGE
+        ]),
+        "65534:65534"
+    );
+    let serve = controller(&test, &[]);
+    let (_, admin) = test.proxy(&serve);
+    // As the stack's prometheus.yml: the proxy's tasks found by Swarm's DNS.
+    let config = test.object(
+        "config",
+        "prometheus",
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cutover-proxy\n    \
+             dns_sd_configs:\n      - names: [tasks.{}]\n        type: A\n        port: 9901\n        \
+             refresh_interval: 1s\n",
+            test.name("proxy")
+        ),
+    );
+    let port = support::free_port();
+    // The stack's flags, on the image's own /prometheus (writable by nobody).
+    test.service_running(
+        "prometheus",
+        PROMETHEUS_IMAGE,
+        1,
+        &[
+            "--config",
+            &format!("source={config},target=/etc/prometheus/prometheus.yml"),
+            "--publish",
+            &format!("mode=host,target=9090,published={port}"),
+        ],
+        &[
+            "--config.file=/etc/prometheus/prometheus.yml",
+            "--storage.tsdb.path=/prometheus",
+            "--storage.tsdb.retention.time=2d",
+        ],
+    );
+    poll_until(port, "/-/ready", "prometheus is not ready", |body| {
+        body.contains("Ready")
+    });
+    // up{job="cutover-proxy"} is 1: the proxy's /metrics was scraped.
+    poll_until(
+        port,
+        "/api/v1/query?query=up%7Bjob%3D%22cutover-proxy%22%7D",
+        "the proxy service is not scraped",
+        |body| first_value(body).as_deref() == Some("1"),
+    );
+    // And its samples are stored: a series the proxy's /metrics names is queryable.
+    let metrics = support::http_get(admin, "/metrics").expect("the proxy's /metrics");
+    let name = metrics
+        .lines()
+        .find(|line| line.starts_with("cutover_"))
+        .and_then(|line| line.split(['{', ' ']).next())
+        .expect("a cutover_ series on the proxy's /metrics")
+        .to_string();
+    poll_until(
+        port,
+        &format!("/api/v1/query?query=count%28{name}%7Bjob%3D%22cutover-proxy%22%7D%29"),
+        "the proxy's series are not in prometheus",
+        |body| first_value(body).is_some_and(|count| count != "0"),
+    );
+}
