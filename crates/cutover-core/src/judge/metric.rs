@@ -3,6 +3,7 @@
 use super::Verdict;
 use super::assess::{Assessment, assess};
 use super::evidence::Evidence;
+use super::grid;
 use super::inference::{self, Levels};
 use super::measurement::{Measurement, MeasurementResult};
 use super::progress::{MetricProgress, PersistedEvidence, bounded_assessment};
@@ -54,6 +55,9 @@ pub struct MetricJudge {
     /// The candidate's and stable's evidence pooled over the analysis, once a measurement
     /// brought evidence.
     pooled: Option<(Evidence, Option<Evidence>)>,
+    /// The grid level the pooled latency histograms are kept at (see [`super::grid`]); a
+    /// window is brought to it before it is pooled.
+    level: u8,
     /// How many metrics of the run share the chance of a false failure (see
     /// [`MetricJudge::in_run_of`]).
     family: u32,
@@ -74,6 +78,7 @@ impl MetricJudge {
             last_assessment: None,
             decision: None,
             pooled: None,
+            level: 0,
             family: 1,
         };
         judge.decide();
@@ -151,16 +156,41 @@ impl MetricJudge {
         else {
             return false;
         };
+        let level = self.level;
         let (pooled_candidate, pooled_stable) = self
             .pooled
             .get_or_insert_with(|| (Evidence::default(), None));
-        pooled_candidate.merge(candidate);
+        pooled_candidate.merge(&at_level(candidate, level));
         if let Some(stable) = &measurement.stable_evidence {
             pooled_stable
                 .get_or_insert_with(Evidence::default)
-                .merge(stable);
+                .merge(&at_level(stable, level));
         }
         true
+    }
+
+    /// How many latency buckets the pooled histograms would have at grid `level`.
+    pub(crate) fn buckets_at(&self, level: u8) -> usize {
+        self.pooled.as_ref().map_or(0, |(candidate, stable)| {
+            std::iter::once(candidate)
+                .chain(stable)
+                .map(|e| grid::buckets_at(&e.latency, level))
+                .sum()
+        })
+    }
+
+    /// Keeps the pooled latency histograms at grid `level` from now on (a level below the
+    /// current one changes nothing: resolution once given up is not made up).
+    pub(crate) fn coarsen_to(&mut self, level: u8) {
+        if level <= self.level {
+            return;
+        }
+        self.level = level;
+        if let Some((candidate, stable)) = &mut self.pooled {
+            for evidence in std::iter::once(candidate).chain(stable.as_mut()) {
+                evidence.latency = grid::to_level(&evidence.latency, level);
+            }
+        }
     }
 
     /// Judges the pooled evidence at this measurement's levels.
@@ -360,10 +390,20 @@ impl MetricJudge {
         self.last_assessment.as_ref()
     }
 
-    /// The judge's counts and pooled evidence in their persisted form, the histograms
-    /// coarsened to at most `bins` buckets each; `read_until` and `shifted_ms` are the
-    /// schedule's and are left at their defaults.
-    pub fn progress(&self, bins: usize) -> MetricProgress {
+    /// The judge's counts and pooled evidence in their persisted form; `read_until` and
+    /// `shifted_ms` are the schedule's and are left at their defaults. Evidence that cannot
+    /// be persisted (a histogram off the grid and too large) is left out, and the metric
+    /// starts over after a restart.
+    pub fn progress(&self) -> MetricProgress {
+        let persisted = self.pooled.as_ref().and_then(|(candidate, stable)| {
+            let candidate = PersistedEvidence::of(candidate, self.level)?;
+            let stable = match stable {
+                Some(stable) => Some(PersistedEvidence::of(stable, self.level)?),
+                None => None,
+            };
+            Some((candidate, stable))
+        });
+        let (candidate, stable) = persisted.map_or((None, None), |(c, s)| (Some(c), s));
         MetricProgress {
             name: self.spec.name.clone(),
             passed: self.passed,
@@ -374,37 +414,50 @@ impl MetricJudge {
             consecutive_errors: self.consecutive_errors,
             last_value: self.last_value,
             last_assessment: self.last_assessment.as_ref().map(bounded_assessment),
-            candidate: self
-                .pooled
-                .as_ref()
-                .map(|(c, _)| PersistedEvidence::of(c, bins)),
-            stable: self
-                .pooled
-                .as_ref()
-                .and_then(|(_, s)| s.as_ref())
-                .map(|s| PersistedEvidence::of(s, bins)),
+            candidate,
+            stable,
             read_until: None,
             shifted_ms: 0,
         }
     }
 
     /// A judge for one of `metrics` metrics of a run (as [`MetricJudge::in_run_of`]) that
-    /// goes on from `progress`, persisted before a restart. Progress that does not fit the
-    /// spec — more answered measurements than the metric takes, more errors in a row than
-    /// it tolerates, numbers that are not finite, evidence for a metric not judged on
-    /// evidence — is not trusted: the judge starts afresh (`None`), so a corrupted state can
-    /// make an analysis longer, never decide it.
-    pub fn resumed(spec: &MetricSpec, metrics: usize, progress: &MetricProgress) -> Option<Self> {
+    /// goes on from `progress`, persisted before a restart, its histograms at grid `level`.
+    /// Progress that does not fit the spec — more answered measurements than the metric
+    /// takes, more errors in a row than it tolerates, numbers that are not finite, buckets
+    /// off the run's level, evidence for a metric not judged on evidence — is not trusted:
+    /// the judge starts afresh (`None`), so a damaged state makes an analysis longer. A
+    /// metric judged on evidence resumes passed only when the persisted evidence itself
+    /// passes: counts alone cannot pass it.
+    pub fn resumed(
+        spec: &MetricSpec,
+        metrics: usize,
+        level: u8,
+        progress: &MetricProgress,
+    ) -> Option<Self> {
         let mut judge = MetricJudge::in_run_of(spec, metrics);
+        let on_evidence = spec.evidence_kind().is_some();
+        let at_run_level =
+            |e: &Option<PersistedEvidence>| e.as_ref().is_none_or(|e| e.level == level);
         let fits = progress.name == spec.name
             && progress.is_sound()
             && progress.measurements() <= spec.most_measurements()
             && progress.consecutive_errors <= spec.consecutive_error_limit.saturating_add(1)
-            && (progress.candidate.is_none() || spec.evidence_kind().is_some())
-            && (progress.stable.is_none() || progress.candidate.is_some());
+            && (progress.candidate.is_none() || on_evidence)
+            && (progress.stable.is_none() || progress.candidate.is_some())
+            && at_run_level(&progress.candidate)
+            && at_run_level(&progress.stable);
         if !fits || judge.decision.is_some() {
             return None;
         }
+        let candidate = match &progress.candidate {
+            Some(c) => Some(c.evidence()?),
+            None => None,
+        };
+        let stable = match &progress.stable {
+            Some(s) => Some(s.evidence()?),
+            None => None,
+        };
         judge.passed = progress.passed;
         judge.failed = progress.failed;
         judge.inconclusive = progress.inconclusive;
@@ -413,14 +466,29 @@ impl MetricJudge {
         judge.consecutive_errors = progress.consecutive_errors;
         judge.last_value = progress.last_value;
         judge.last_assessment = progress.last_assessment.clone();
-        judge.pooled = progress.candidate.as_ref().map(|c| {
-            (
-                c.evidence(),
-                progress.stable.as_ref().map(PersistedEvidence::evidence),
-            )
-        });
+        judge.level = level.min(grid::MAX_LEVEL);
+        judge.pooled = candidate.map(|c| (c, stable));
         judge.decide();
+        let passed = matches!(judge.decision, Some((Verdict::Success, _)));
+        let shown = match &judge.pooled {
+            Some(_) => judge.assess_pooled() == Assessment::Pass,
+            None => !on_evidence,
+        };
+        if passed && !shown {
+            return None;
+        }
         Some(judge)
+    }
+}
+
+/// `evidence` with its latency histogram at grid `level`.
+fn at_level(evidence: &Evidence, level: u8) -> Evidence {
+    if level == 0 {
+        return evidence.clone();
+    }
+    Evidence {
+        latency: grid::to_level(&evidence.latency, level),
+        ..evidence.clone()
     }
 }
 

@@ -19,6 +19,7 @@
 
 mod assess;
 pub mod evidence;
+pub mod grid;
 mod inference;
 pub mod mann_whitney;
 mod measurement;

@@ -5,31 +5,39 @@
 //! however many windows went into it) and the second up to which it was read, so the next
 //! read continues from there.
 //!
-//! The form is bounded: the judge needs the pooled evidence, not each window's, and the
-//! latency histograms are coarsened to a shared budget of [`PERSISTED_BINS`] buckets (a
-//! Swarm release keeps its state in a service label and a Kubernetes one in annotations,
-//! 256 KiB in all). Reasons are cut to [`REASON_LIMIT`] bytes. It is read back with the same
-//! suspicion as any stored file: a metric whose progress does not fit its spec (more
-//! measurements than it may take, counts that are not finite) starts over rather than
-//! deciding anything.
+//! The form is bounded: the judge needs the pooled evidence, not each window's, and when
+//! the pooled latency histograms of a run outgrow [`PERSISTED_BINS`] buckets (a Swarm
+//! release keeps its state in a service label and a Kubernetes one in annotations, 256 KiB
+//! in all), the run coarsens them to a level of the proxy's bucket grid ([`super::grid`]) —
+//! in memory as well as on disk, so a run that restarts holds exactly the data of one that
+//! did not, and decides as it would. Reasons are cut to [`REASON_LIMIT`] bytes. It is read
+//! back with the same suspicion as any stored file: a metric whose progress does not fit
+//! its spec (more measurements than it may take, counts that are not finite, buckets off
+//! the grid, a pass its own evidence does not show) starts over rather than deciding
+//! anything.
 
 use serde::{Deserialize, Serialize};
 
 use super::assess::Assessment;
 use super::evidence::{Bin, Evidence, Histogram};
+use super::grid::{self, MAX_LEVEL};
 use crate::rollout::Timestamp;
 
 /// The layout of [`AnalysisProgress`]. A progress of another layout is not resumed: the
 /// run starts over, as a controller that did not persist progress did.
 pub const PROGRESS_FORMAT: u32 = 1;
 
-/// Latency buckets a persisted run keeps over all its histograms (two per metric on
-/// evidence). 25 to 45 bytes each in JSON: some 25 to 45 KB at most, well within the
-/// 256 KiB of a Kubernetes object's annotations next to the release itself.
-pub const PERSISTED_BINS: usize = 1024;
+/// Latency buckets a run's pooled histograms may hold in all before the run coarsens them
+/// (see [`super::grid`]). 10 to 15 bytes each in JSON: some 60 KB at most, well within the
+/// 256 KiB of a Kubernetes object's annotations next to the release itself. At the
+/// coarsest level a histogram has at most some 40 buckets, so a run of very many latency
+/// metrics may exceed it by that much per histogram.
+pub const PERSISTED_BINS: usize = 4096;
 
-/// The fewest buckets one histogram is coarsened to, however many metrics share the budget.
-const MIN_BINS_PER_HISTOGRAM: usize = 32;
+/// The most buckets a histogram off the grid (a Prometheus histogram's `le` layout) keeps
+/// in a persisted run. Such layouts are not coarsened; one this large is not persisted, and
+/// its metric starts over after a restart.
+pub const OFF_GRID_BINS: usize = 256;
 
 /// The longest reason kept with a metric's last assessment.
 pub const REASON_LIMIT: usize = 512;
@@ -45,6 +53,10 @@ pub struct AnalysisProgress {
     /// When the run started: its schedule (`initialDelay`, then every `interval`) counts
     /// from here.
     pub started_at: Timestamp,
+    /// The grid level the run's latency histograms are coarsened to (0: the proxy's own
+    /// buckets).
+    #[serde(default)]
+    pub latency_level: u8,
     /// The metrics measured so far; a metric not listed has not been measured.
     #[serde(default)]
     pub metrics: Vec<MetricProgress>,
@@ -57,6 +69,7 @@ impl AnalysisProgress {
             format: PROGRESS_FORMAT,
             run,
             started_at,
+            latency_level: 0,
             metrics: Vec::new(),
         }
     }
@@ -134,17 +147,13 @@ impl MetricProgress {
 
     /// Whether every number in it is one the judge can use.
     pub(crate) fn is_sound(&self) -> bool {
-        self.last_value.is_none_or(f64::is_finite)
-            && self.consecutive_errors <= self.errors
-            && [&self.candidate, &self.stable]
-                .into_iter()
-                .flatten()
-                .all(PersistedEvidence::is_sound)
+        self.last_value.is_none_or(f64::is_finite) && self.consecutive_errors <= self.errors
     }
 }
 
-/// [`Evidence`] in a compact persisted form: latency buckets as `[lower, upper, count]`
-/// triples rather than objects.
+/// [`Evidence`] in a compact persisted form: latency buckets on the grid as their lower
+/// bound in microseconds and their count (the level gives the upper bound), others as
+/// `[lower, upper, count]` triples in seconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PersistedEvidence {
@@ -154,101 +163,97 @@ pub struct PersistedEvidence {
     pub errors: f64,
     /// Seconds of traffic covered.
     pub seconds: f64,
-    /// Latency buckets: lower and upper bound in seconds, count.
+    /// The grid level of `buckets`.
+    #[serde(skip_serializing_if = "is_level_zero")]
+    pub level: u8,
+    /// Latency buckets on the grid: lower bound in microseconds, count.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<(u64, f64)>,
+    /// Latency buckets off the grid: lower and upper bound in seconds, count.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<(f64, f64, f64)>,
 }
 
+fn is_level_zero(level: &u8) -> bool {
+    *level == 0
+}
+
 impl PersistedEvidence {
-    /// The persisted form of `evidence`, its histogram coarsened to at most `bins`
-    /// buckets.
-    pub fn of(evidence: &Evidence, bins: usize) -> Self {
-        PersistedEvidence {
+    /// The persisted form of `evidence`, whose histogram the run keeps at grid level
+    /// `level`; `None` when its histogram is off the grid and over [`OFF_GRID_BINS`].
+    pub fn of(evidence: &Evidence, level: u8) -> Option<Self> {
+        let mut persisted = PersistedEvidence {
             requests: evidence.requests,
             errors: evidence.errors,
             seconds: evidence.seconds,
-            latency: coarsen(&evidence.latency, bins)
+            level,
+            ..PersistedEvidence::default()
+        };
+        let bins = evidence.latency.bins();
+        if grid::is_on_grid(&evidence.latency) {
+            let histogram = grid::to_level(&evidence.latency, level);
+            persisted.buckets = histogram
                 .bins()
                 .iter()
-                .map(|b| (b.lower, b.upper, b.count))
-                .collect(),
+                .map(|b| ((b.lower * 1e6).round() as u64, b.count))
+                .collect();
+        } else if bins.len() <= OFF_GRID_BINS {
+            persisted.latency = bins.iter().map(|b| (b.lower, b.upper, b.count)).collect();
+        } else {
+            return None;
         }
+        Some(persisted)
     }
 
-    /// The evidence again. Buckets with bad bounds or counts are dropped, as
-    /// [`Histogram::from_bins`] does with any input.
-    pub fn evidence(&self) -> Evidence {
-        Evidence {
-            requests: self.requests,
-            errors: self.errors,
-            seconds: self.seconds,
-            latency: Histogram::from_bins(self.latency.iter().map(|&(lower, upper, count)| Bin {
-                lower,
-                upper,
-                count,
-            })),
-        }
-    }
-
-    fn is_sound(&self) -> bool {
-        [self.requests, self.errors, self.seconds]
+    /// The evidence again, or `None` when a number or a bucket is not one the judge can
+    /// use (a bucket off its level, a count that is not finite and positive).
+    pub fn evidence(&self) -> Option<Evidence> {
+        let sound = [self.requests, self.errors, self.seconds]
             .iter()
             .all(|v| v.is_finite() && *v >= 0.0)
             && self.errors <= self.requests
-            && self.latency.len() <= PERSISTED_BINS
-    }
-}
-
-/// How many buckets each of `histograms` histograms may keep within [`PERSISTED_BINS`].
-pub(crate) fn bins_each(histograms: usize) -> usize {
-    (PERSISTED_BINS / histograms.max(1)).max(MIN_BINS_PER_HISTOGRAM)
-}
-
-/// `histogram` with at most `limit` buckets: neighbouring buckets are merged, narrowest
-/// merges first (a merge whose width is the smallest share of its lower bound), so the
-/// relative resolution drops evenly — from the proxy's 1/64 of a value to 1/32, 1/16 and so
-/// on — rather than in one place. Open-ended buckets (`lower == upper`) are never merged,
-/// and the counts add up exactly.
-pub fn coarsen(histogram: &Histogram, limit: usize) -> Histogram {
-    let limit = limit.max(1);
-    let mut bins: Vec<Bin> = histogram.bins().to_vec();
-    // The widest a merge may be, relative to its lower bound; doubled until the histogram
-    // fits (bounded: after 64 doublings every finite pair merges).
-    let mut width = 1.0 / 32.0;
-    for _ in 0..64 {
-        if bins.len() <= limit {
-            break;
+            && self.level <= MAX_LEVEL
+            && self.buckets.len() <= PERSISTED_BINS
+            && self.latency.len() <= OFF_GRID_BINS
+            && (self.buckets.is_empty() || self.latency.is_empty());
+        if !sound {
+            return None;
         }
-        // Merges stop once the histogram fits, so what is left keeps the finer width.
-        let mut excess = bins.len() - limit;
-        let mut merged: Vec<Bin> = Vec::with_capacity(bins.len());
-        for bin in bins {
-            match merged.last_mut() {
-                Some(last)
-                    if excess > 0
-                        && last.lower < last.upper
-                        && bin.lower < bin.upper
-                        && bin.upper - last.lower <= width * last.lower.max(1e-6) =>
-                {
-                    last.upper = bin.upper;
-                    last.count += bin.count;
-                    excess -= 1;
-                }
-                _ => merged.push(bin),
+        let mut bins = Vec::with_capacity(self.buckets.len() + self.latency.len());
+        for &(lower, count) in &self.buckets {
+            let (start, end) = grid::cell(lower, self.level);
+            if start != lower || !(count.is_finite() && count > 0.0) {
+                return None;
             }
+            bins.push(Bin {
+                lower: grid::seconds(start),
+                upper: grid::seconds(end),
+                count,
+            });
         }
-        bins = merged;
-        width *= 2.0;
-    }
-    if bins.len() > limit {
-        // Only open-ended buckets are left apart: keep the lowest, fold the rest into it.
-        let extra: f64 = bins[limit - 1..].iter().map(|b| b.count).sum();
-        bins.truncate(limit);
-        if let Some(last) = bins.last_mut() {
-            last.count = extra;
+        for &(lower, upper, count) in &self.latency {
+            let bin = Bin {
+                lower,
+                upper,
+                count,
+            };
+            if !(lower.is_finite() && upper >= lower && count.is_finite() && count > 0.0) {
+                return None;
+            }
+            bins.push(bin);
         }
+        let latency = Histogram::from_bins(bins);
+        // Buckets that overlap would make quantiles meaningless.
+        if latency.bins().windows(2).any(|w| w[1].lower < w[0].upper) {
+            return None;
+        }
+        Some(Evidence {
+            requests: self.requests,
+            errors: self.errors,
+            seconds: self.seconds,
+            latency,
+        })
     }
-    Histogram::from_bins(bins)
 }
 
 /// `reason` cut to [`REASON_LIMIT`] bytes at a character boundary.
@@ -298,66 +303,69 @@ mod tests {
     }
 
     #[test]
-    fn coarsening_keeps_every_count_and_the_quantiles_close() {
-        let histogram = wide_histogram();
-        assert!(histogram.bins().len() > 600, "{}", histogram.bins().len());
-        for limit in [512, 128, 32] {
-            let coarse = coarsen(&histogram, limit);
-            assert!(
-                coarse.bins().len() <= limit,
-                "{limit}: {}",
-                coarse.bins().len()
-            );
-            assert!((coarse.total() - histogram.total()).abs() < 1e-9);
-            for q in [0.5, 0.9, 0.99] {
-                let (fine, rough) = (
-                    histogram.quantile(q).unwrap_or(0.0),
-                    coarse.quantile(q).unwrap_or(0.0),
-                );
-                assert!(
-                    (rough - fine).abs() / fine < 0.15,
-                    "{limit} buckets: p{q} {rough} against {fine}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn coarsening_leaves_a_small_histogram_and_open_buckets_alone() {
-        let histogram = Histogram::from_cumulative([(0.1, 5.0), (0.5, 9.0), (f64::INFINITY, 10.0)]);
-        assert_eq!(coarsen(&histogram, 10), histogram);
-        let coarse = coarsen(&histogram, 2);
-        assert_eq!(coarse.bins().len(), 2);
-        assert!(
-            coarse
-                .bins()
-                .iter()
-                .any(|b| b.lower == b.upper && b.count == 1.0)
-        );
-        assert!((coarse.total() - 10.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn persisted_evidence_round_trips_within_its_budget() {
+    fn persisted_evidence_round_trips_on_and_off_the_grid() {
         let evidence = Evidence {
             requests: 1_000.0,
             errors: 3.0,
             latency: wide_histogram(),
             seconds: 40.0,
         };
-        let persisted = PersistedEvidence::of(&evidence, bins_each(2));
-        let text = serde_json::to_string(&persisted).expect("encodes");
-        assert!(text.len() < 30_000, "{} bytes", text.len());
-        let back: PersistedEvidence = serde_json::from_str(&text).expect("decodes");
-        let again = back.evidence();
+        assert!(evidence.latency.bins().len() > 600);
+        for level in [0, 2, MAX_LEVEL] {
+            let persisted = PersistedEvidence::of(&evidence, level).expect("on the grid");
+            let text = serde_json::to_string(&persisted).expect("encodes");
+            assert!(text.len() < 15 * 700, "{} bytes", text.len());
+            let back: PersistedEvidence = serde_json::from_str(&text).expect("decodes");
+            let again = back.evidence().expect("sound");
+            assert_eq!(
+                (again.requests, again.errors, again.seconds),
+                (1_000.0, 3.0, 40.0)
+            );
+            // Exactly what the run holds in memory at that level.
+            assert_eq!(again.latency, grid::to_level(&evidence.latency, level));
+        }
+        let prometheus = Evidence {
+            requests: 10.0,
+            latency: Histogram::from_cumulative([(0.1, 5.0), (0.5, 9.0), (f64::INFINITY, 10.0)]),
+            ..Evidence::default()
+        };
+        let persisted = PersistedEvidence::of(&prometheus, 3).expect("small");
+        assert_eq!(persisted.evidence(), Some(prometheus));
+        let huge = Evidence {
+            requests: 1e6,
+            latency: Histogram::from_bins((0..=OFF_GRID_BINS).map(|i| Bin {
+                lower: i as f64 * 0.001 + 0.0001,
+                upper: i as f64 * 0.001 + 0.0011,
+                count: 1.0,
+            })),
+            ..Evidence::default()
+        };
+        assert_eq!(PersistedEvidence::of(&huge, 0), None);
+    }
+
+    #[test]
+    fn persisted_buckets_off_their_level_or_overlapping_are_refused() {
+        let evidence = Evidence {
+            requests: 1_000.0,
+            latency: wide_histogram(),
+            ..Evidence::default()
+        };
+        let mut persisted = PersistedEvidence::of(&evidence, 1).expect("on the grid");
+        persisted.level = 2;
         assert_eq!(
-            (again.requests, again.errors, again.seconds),
-            (1_000.0, 3.0, 40.0)
+            persisted.evidence(),
+            None,
+            "buckets of level 1 read as level 2"
         );
-        assert!((again.latency.total() - evidence.latency.total()).abs() < 1e-9);
-        // Within the budget already: the same buckets come back.
-        let small = PersistedEvidence::of(&evidence, 4096);
-        assert_eq!(small.evidence().latency, evidence.latency);
+        let mut persisted = PersistedEvidence::of(&evidence, 0).expect("on the grid");
+        persisted.buckets[3].1 = f64::NAN;
+        assert_eq!(persisted.evidence(), None);
+        let overlapping = PersistedEvidence {
+            requests: 10.0,
+            latency: vec![(0.1, 0.2, 1.0), (0.15, 0.3, 1.0)],
+            ..PersistedEvidence::default()
+        };
+        assert_eq!(overlapping.evidence(), None);
     }
 
     #[test]

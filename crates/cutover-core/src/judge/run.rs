@@ -99,6 +99,11 @@ impl RunJudge {
         }
     }
 
+    /// Applies `change` to every metric's judge.
+    pub(crate) fn each_metric_mut(&mut self, change: impl FnMut(&mut MetricJudge)) {
+        self.metrics.iter_mut().for_each(change);
+    }
+
     /// Every metric's judge, in the order given.
     pub fn metrics(&self) -> &[MetricJudge] {
         &self.metrics

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::progress::{AnalysisProgress, MetricProgress, PROGRESS_FORMAT, bins_each};
+use super::grid::MAX_LEVEL;
+use super::progress::{AnalysisProgress, MetricProgress, PERSISTED_BINS, PROGRESS_FORMAT};
 use super::{Assessment, MeasurementResult, MetricJudge, RunJudge, UnknownMetric, Verdict};
 use crate::Duration;
 use crate::rollout::Timestamp;
@@ -40,6 +41,9 @@ pub struct AnalysisRun {
     read_until: BTreeMap<String, Timestamp>,
     /// Per metric: how far its schedule was moved on after a restart left it overdue.
     shifted: BTreeMap<String, Duration>,
+    /// The grid level every metric's pooled latency histograms are kept at: raised after a
+    /// measurement when they would outgrow [`PERSISTED_BINS`], never lowered.
+    latency_level: u8,
 }
 
 impl AnalysisRun {
@@ -50,6 +54,7 @@ impl AnalysisRun {
             judge: RunJudge::new(metrics),
             read_until: BTreeMap::new(),
             shifted: BTreeMap::new(),
+            latency_level: 0,
         }
     }
 
@@ -70,11 +75,13 @@ impl AnalysisRun {
             return run;
         }
         let family = run.judge.metrics().len();
+        let level = progress.latency_level.min(MAX_LEVEL);
+        run.keep_latency_at(level);
         for saved in &progress.metrics {
             let Some(spec) = run.judge.metric(&saved.name).map(|m| m.spec().clone()) else {
                 continue;
             };
-            let Some(judge) = MetricJudge::resumed(&spec, family, saved) else {
+            let Some(judge) = MetricJudge::resumed(&spec, family, level, saved) else {
                 continue;
             };
             run.judge.replace(judge);
@@ -100,22 +107,14 @@ impl AnalysisRun {
         run
     }
 
-    /// The run's progress in its persisted form (run number `run`), within the bucket
-    /// budget of [`PERSISTED_BINS`](super::progress::PERSISTED_BINS). Only metrics with an
+    /// The run's progress in its persisted form (run number `run`). Only metrics with an
     /// attempt are listed.
     pub fn progress(&self, run: u32) -> AnalysisProgress {
-        let histograms = self
-            .judge
-            .metrics()
-            .iter()
-            .filter_map(MetricJudge::pooled)
-            .map(|(_, stable)| 1 + usize::from(stable.is_some()))
-            .sum();
-        let bins = bins_each(histograms);
         AnalysisProgress {
             format: PROGRESS_FORMAT,
             run,
             started_at: self.start,
+            latency_level: self.latency_level,
             metrics: self
                 .judge
                 .metrics()
@@ -124,10 +123,34 @@ impl AnalysisRun {
                 .map(|m| MetricProgress {
                     read_until: self.read_until.get(m.name()).copied(),
                     shifted_ms: self.shifted.get(m.name()).map_or(0, |d| d.as_millis()),
-                    ..m.progress(bins)
+                    ..m.progress()
                 })
                 .collect(),
         }
+    }
+
+    /// Raises the run's latency level until its pooled histograms fit [`PERSISTED_BINS`]
+    /// (or the coarsest level is reached). The same data gives the same level, so a run that
+    /// restarted and one that did not coarsen at the same measurement.
+    fn fit_latency_level(&mut self) {
+        let buckets = |run: &Self, level: u8| -> usize {
+            run.judge
+                .metrics()
+                .iter()
+                .map(|m| m.buckets_at(level))
+                .sum()
+        };
+        let mut level = self.latency_level;
+        while level < MAX_LEVEL && buckets(self, level) > PERSISTED_BINS {
+            level += 1;
+        }
+        self.keep_latency_at(level);
+    }
+
+    fn keep_latency_at(&mut self, level: u8) {
+        self.latency_level = self.latency_level.max(level);
+        let level = self.latency_level;
+        self.judge.each_metric_mut(|m| m.coarsen_to(level));
     }
 
     /// Moves `metric`'s schedule on so that its next measurement is not due before `at`
@@ -215,7 +238,9 @@ impl AnalysisRun {
         metric: &str,
         result: &MeasurementResult,
     ) -> Result<Option<Assessment>, UnknownMetric> {
-        self.judge.record(metric, result).map(|a| a.cloned())
+        let assessment = self.judge.record(metric, result).map(|a| a.cloned())?;
+        self.fit_latency_level();
+        Ok(assessment)
     }
 
     /// The run's verdict, once decided.
@@ -402,6 +427,123 @@ mod tests {
         assert!(interrupted.verdict().is_some());
     }
 
+    /// A window of proxy evidence: `requests` latencies spread evenly on a log scale over
+    /// `powers` powers of two from `from` microseconds, some 64 log-linear buckets a power.
+    fn latency_window(requests: u64, from: u64, powers: f64) -> crate::judge::Evidence {
+        let mut buckets = BTreeMap::<u16, f64>::new();
+        for i in 0..requests {
+            let micros = (from as f64 * (powers * i as f64 / requests as f64).exp2()) as u64;
+            *buckets
+                .entry(crate::judge::evidence::latency_bucket(micros))
+                .or_default() += 1.0;
+        }
+        crate::judge::Evidence {
+            requests: requests as f64,
+            errors: 0.0,
+            latency: crate::judge::Histogram::from_log_linear(buckets),
+            seconds: 10.0,
+        }
+    }
+
+    #[test]
+    fn a_run_restarted_at_every_measurement_holds_and_decides_what_a_straight_one_does() {
+        // Four latency metrics against stable: eight histograms of ~700 buckets, more
+        // than a persisted run keeps, so the run coarsens as it goes.
+        let mut specs = Vec::new();
+        for name in ["slow-a", "slow-b", "slow-c", "slow-d"] {
+            let mut spec = metric(name, 10, 3, 0);
+            spec.provider = Provider::Builtin(BuiltinMetric::LatencyP99);
+            spec.max = Some(1.5);
+            spec.max_count = Some(5);
+            specs.push(spec);
+        }
+        let mut straight = AnalysisRun::new(&specs, Timestamp(0));
+        let mut interrupted = AnalysisRun::new(&specs, Timestamp(0));
+        for window in 0..5u64 {
+            for spec in &specs {
+                let measurement = Measurement::of_candidate(0.5).with_evidence(
+                    latency_window(1_000, 900 + window * 131, 10.5),
+                    Some(latency_window(3_000, 1_000 + window * 17, 11.0)),
+                );
+                let result = MeasurementResult::Value(measurement);
+                interrupted = AnalysisRun::resume(&specs, &persisted(&interrupted), Timestamp(0));
+                let a = straight.record(&spec.name, &result).expect("known");
+                let b = interrupted.record(&spec.name, &result).expect("known");
+                assert_eq!(a, b, "window {window}, {}", spec.name);
+                assert_eq!(persisted(&interrupted), persisted(&straight));
+            }
+        }
+        assert!(persisted(&straight).latency_level >= 1, "the run coarsened");
+        for spec in &specs {
+            let pooled = |run: &AnalysisRun| {
+                run.judge()
+                    .metric(&spec.name)
+                    .and_then(MetricJudge::pooled)
+                    .map(|(c, s)| (c.clone(), s.cloned()))
+            };
+            assert_eq!(pooled(&interrupted), pooled(&straight));
+            let (candidate, stable) = pooled(&straight).expect("pooled");
+            let stable = stable.expect("stable");
+            for pair in candidate.latency.bins().windows(2) {
+                assert!(pair[0].upper <= pair[1].lower, "no overlap: {pair:?}");
+            }
+            // Both versions on the same boundaries: every bucket of one is a bucket of the
+            // other's grid level.
+            let level = |h: &crate::judge::Histogram| {
+                h.bins()
+                    .iter()
+                    .map(crate::judge::grid::level_of)
+                    .collect::<std::collections::BTreeSet<_>>()
+            };
+            assert_eq!(level(&candidate.latency), level(&stable.latency));
+        }
+        assert_eq!(interrupted.verdict(), straight.verdict());
+    }
+
+    #[test]
+    fn a_pass_its_persisted_evidence_does_not_show_starts_the_metric_over() {
+        let mut spec = metric("errors", 10, 2, 0);
+        spec.max = Some(0.01);
+        spec.max_count = Some(6);
+        let specs = [spec];
+        let mut run = AnalysisRun::new(&specs, Timestamp(0));
+        // 5 % errors: far from passing a 1 % limit.
+        run.record("errors", &evidence(200.0, 10.0)).expect("known");
+        assert_eq!(run.verdict(), None);
+        let forged = |change: &dyn Fn(&mut MetricProgress)| {
+            let mut progress = persisted(&run);
+            change(&mut progress.metrics[0]);
+            AnalysisRun::resume(&specs, &progress, Timestamp(5_000))
+        };
+        let passed = |m: &mut MetricProgress| {
+            m.passed = 2;
+            m.pending = 0;
+            m.last_assessment = Some(Assessment::Pass);
+        };
+        for resumed in [
+            forged(&passed),
+            // The evidence stripped: counts alone cannot pass a metric judged on evidence.
+            forged(&|m| {
+                passed(m);
+                m.candidate = None;
+                m.stable = None;
+            }),
+            // Buckets said to be of another level than the run's.
+            forged(&|m| {
+                if let Some(c) = &mut m.candidate {
+                    c.level = 3;
+                }
+            }),
+        ] {
+            assert_eq!(resumed.verdict(), None);
+            assert_eq!(
+                resumed.judge().metric("errors").map(MetricJudge::attempts),
+                Some(0),
+                "starts over"
+            );
+        }
+    }
+
     #[test]
     fn progress_that_does_not_fit_the_spec_starts_the_metric_over() {
         let specs = [metric("a", 10, 3, 0), metric("b", 10, 3, 0)];
@@ -485,7 +627,7 @@ mod tests {
             .iter()
             .flat_map(|m| [&m.candidate, &m.stable])
             .flatten()
-            .map(|e| e.latency.len())
+            .map(|e| e.buckets.len() + e.latency.len())
             .sum();
         assert!(bins <= super::super::progress::PERSISTED_BINS, "{bins}");
         assert_eq!(progress.metrics.len(), 3);
