@@ -125,6 +125,10 @@ pub struct VersionStats {
     latency: Mutex<Histogram<u64>>,
     window: Mutex<VecDeque<Slot>>,
     window_len: u64,
+    /// The second of the first request counted (`u64::MAX` before any): evidence never
+    /// claims to cover seconds before it, when these counters did not exist (a proxy that
+    /// restarted) or the version had no traffic, so a rate taken from it is not diluted.
+    first_second: AtomicU64,
 }
 
 impl VersionStats {
@@ -137,6 +141,7 @@ impl VersionStats {
             upstream_errors: Default::default(),
             in_flight: AtomicI64::new(0),
             client_errors: AtomicU64::new(0),
+            first_second: AtomicU64::new(u64::MAX),
             // 1 µs to 1 h at 2 significant digits: about 30 KB.
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 2).unwrap_or_else(|_| {
@@ -214,6 +219,7 @@ impl VersionStats {
             return;
         };
         if window.back().is_none_or(|s| s.second < second) {
+            self.first_second.fetch_min(second, Ordering::Relaxed);
             window.push_back(Slot::empty(second));
             while window
                 .front()
@@ -275,11 +281,13 @@ impl VersionStats {
     /// way is left out, so windows taken one after another never count a second twice).
     pub fn evidence(&self, seconds: u64, now_second: u64) -> Evidence {
         let seconds = seconds.clamp(1, self.window_len);
+        let counted = now_second.saturating_sub(self.first_second.load(Ordering::Relaxed));
+        let covered = seconds.min(counted.max(1));
         let Ok(window) = self.window.lock() else {
             return Evidence::default();
         };
         let mut evidence = Evidence {
-            seconds: seconds as f64,
+            seconds: covered as f64,
             ..Evidence::default()
         };
         let mut latency = std::collections::BTreeMap::<u16, f64>::new();
@@ -514,6 +522,26 @@ mod tests {
                 .map(|s| (s.second, s.evidence.requests))
                 .collect::<Vec<_>>(),
             [(98, 1.0), (99, 3.0)]
+        );
+    }
+
+    #[test]
+    fn evidence_claims_no_seconds_before_its_first_request() {
+        // A proxy that restarted at second 100: a read of the last 60 s covers 10.
+        let stats = VersionStats::new("shop", "v2", 300);
+        for second in 100..110 {
+            stats.start();
+            stats.finish(Some(200), None, Duration::from_millis(5), second);
+        }
+        let e = stats.evidence(60, 110);
+        assert_eq!((e.requests, e.seconds), (10.0, 10.0));
+        assert_eq!(e.rate(), Some(1.0));
+        assert_eq!(stats.evidence(5, 110).seconds, 5.0);
+        assert_eq!(
+            VersionStats::new("shop", "v3", 300)
+                .evidence(60, 110)
+                .seconds,
+            1.0
         );
     }
 
