@@ -14,12 +14,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use cutover_controller::{Controller, ControllerError, RolloutStatus};
+use cutover_core::Backoff;
 use cutover_kube::resources::{ReleaseObject, ReleaseObjects};
 use serde_json::{Map, Value, json};
 
 /// How often the objects are looked at.
 const PERIOD: Duration = Duration::from_secs(1);
-/// The longest wait before a submission that failed for now is tried again.
+/// The wait before a submission that failed for now is tried again: 2 s after the first
+/// failure, doubling with each failure in a row, at most 60 s.
+const RETRY_BACKOFF: Backoff = Backoff::new(
+    cutover_core::Duration::from_secs(2),
+    cutover_core::Duration::from_secs(60),
+);
+/// The wait before a submission that cannot pass by itself is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Release annotation: the uid of the object a rollout was started from.
 pub const OBJECT_UID: &str = "cutover.dev/object-uid";
@@ -160,7 +167,7 @@ async fn reconcile(controller: &Controller, object: &ReleaseObject, memory: &mut
         Err(e @ ControllerError::Backend { .. }) => {
             let failures = memory.retry.get(uid).map_or(0, |(_, n)| *n) + 1;
             let wait = if is_retryable(&e) {
-                (PERIOD * 2u32.saturating_pow(failures.min(8))).min(MAX_BACKOFF)
+                RETRY_BACKOFF.delay_after(failures).into()
             } else {
                 MAX_BACKOFF
             };

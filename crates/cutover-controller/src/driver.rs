@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cutover_backend::{BackendError, Readiness, Slot, SlotView};
+use cutover_core::Backoff;
 use cutover_core::judge::AnalysisProgress;
 use cutover_core::rollout::{
     Action, Command, CommandRejected, Observation, Operation, Phase, Rollout,
@@ -25,8 +26,11 @@ use crate::hooks::HookPayload;
 use crate::status::{self, ReleaseRecord, RolloutStatus, StatusInput, phase_label};
 use crate::{Inner, clock};
 
-/// The longest wait between attempts to persist the state.
-const MAX_PERSIST_BACKOFF: Duration = Duration::from_secs(5);
+/// The wait between attempts to persist the state: 100 ms, doubling to at most 5 s.
+const PERSIST_BACKOFF: Backoff = Backoff::new(
+    cutover_core::Duration::from_millis(100),
+    cutover_core::Duration::from_secs(5),
+);
 
 /// What a driver is told.
 pub enum Input {
@@ -405,7 +409,7 @@ impl Driver {
                 return;
             }
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = PERSIST_BACKOFF;
         loop {
             match self
                 .inner
@@ -436,8 +440,7 @@ impl Driver {
                     tracing::warn!(error = %e, "cannot persist the rollout state; retrying");
                     self.problem = Some(format!("cannot persist the rollout state: {e}"));
                     self.publish();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_PERSIST_BACKOFF);
+                    tokio::time::sleep(backoff.next_delay().into()).await;
                 }
             }
         }

@@ -6,10 +6,12 @@
 //! (typed values, diagnostics, actions, verdicts). The async drivers in the other crates
 //! stay thin, and every decision can be tested to the step and replayed in simulation.
 
+pub mod backoff;
 mod duration;
 pub mod judge;
 pub mod spec;
 
+pub use backoff::Backoff;
 pub use duration::{Duration, DurationError, MAX_DURATION};
 pub mod diagnostic;
 pub mod load;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cutover_core::Backoff;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -448,18 +449,18 @@ pub(crate) async fn accept(
     listener: &TcpListener,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(tokio::net::TcpStream, SocketAddr)> {
-    let mut backoff = ACCEPT_BACKOFF_START;
+    let mut backoff = ACCEPT_BACKOFF;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => return Some(accepted),
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "accept failed");
+                    let pause = Duration::from(backoff.next_delay());
+                    tracing::warn!(error = %e, retry_in = ?pause, "accept failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(pause) => {}
                         _ = shutdown.changed() => return None,
                     }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             },
             _ = shutdown.changed() => return None,
@@ -467,10 +468,11 @@ pub(crate) async fn accept(
     }
 }
 
-/// The first pause after a failed accept.
-const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
-/// The longest pause after failed accepts in a row.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The pause after failed accepts in a row: 5 ms, doubling to at most 1 s.
+const ACCEPT_BACKOFF: Backoff = Backoff::new(
+    cutover_core::Duration::from_millis(5),
+    cutover_core::Duration::from_secs(1),
+);
 
 /// Tracks a listener's open connections, so that shutdown can wait for them to drain.
 pub(crate) struct Drain {

@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cutover_core::Backoff;
 use rustix::process::{Pid, Signal};
 use tokio::sync::watch;
 
@@ -22,8 +23,12 @@ pub const TAG_VAR: &str = "CUTOVER_INSTANCE";
 /// How long a stopped instance gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// The longest wait before a crashed instance is started again.
-const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
+/// The wait before a crashed instance is started again: 250 ms, doubling with each crash
+/// in a row, at most 10 s.
+const RESTART_BACKOFF: Backoff = Backoff::new(
+    cutover_core::Duration::from_millis(250),
+    cutover_core::Duration::from_secs(10),
+);
 
 /// What one instance is told: its command line, port and tag.
 #[derive(Clone, Debug)]
@@ -98,7 +103,7 @@ async fn supervise(
     mut stopped: watch::Receiver<bool>,
     health: Arc<Mutex<InstanceHealth>>,
 ) {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = RESTART_BACKOFF;
     loop {
         let exit = if let Some(pid) = adopted.take() {
             // Not our child: watch it until it is gone.
@@ -154,10 +159,9 @@ async fn supervise(
             h.last_exit = Some(exit);
         });
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.next_delay().into()) => {}
             _ = until_stopped(&mut stopped) => return,
         }
-        delay = (delay * 2).min(MAX_RESTART_DELAY);
     }
 }
 

@@ -42,10 +42,10 @@ pub use phase::{
 };
 pub use time::{DeadlineClock, Timer, Timestamp};
 
-use crate::Duration;
 use crate::judge::{AnalysisProgress, Verdict};
 use crate::plan::{Plan, PlanStep};
 use crate::spec::HookPoint;
+use crate::{Backoff, Duration};
 
 /// The version of the persisted state's layout. A state of another version is refused
 /// rather than misread.
@@ -59,7 +59,11 @@ pub const MAX_FORWARD_ATTEMPTS: u32 = 5;
 pub const GATE_RETRY: Duration = Duration::from_secs(30);
 
 /// The longest wait between retries of a failed backend operation.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(32);
+
+/// How long a failed backend operation waits before it is tried again: 1 s, doubling with
+/// each failure in a row, at most [`MAX_BACKOFF`].
+pub const BACKEND_RETRY: Backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
 
 /// How many history entries a rollout keeps.
 const HISTORY_LIMIT: usize = 200;
@@ -1035,8 +1039,7 @@ impl Rollout {
             self.roll_back(RollbackReason::BackendFailed { operation, message }, batch);
             return;
         }
-        let backoff =
-            Duration::from_secs(1u64 << failures.min(6).saturating_sub(1)).min(MAX_BACKOFF);
+        let backoff = BACKEND_RETRY.delay_after(failures);
         self.record(format!(
             "{operation} failed ({message}); retrying in {backoff}"
         ));
