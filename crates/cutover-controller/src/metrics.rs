@@ -3,8 +3,9 @@
 //! rollouts and their durations, and how long the controller takes to act on an input.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
+
+use cutover_core::exposition::{Labels, MetricType, write_family, write_histogram, write_sample};
 
 /// Every phase a rollout reports, in the `phase` label.
 pub const PHASES: [&str; 9] = [
@@ -50,24 +51,12 @@ impl Histogram {
         self.count += 1;
     }
 
-    fn write(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, bound) in bounds.iter().enumerate() {
-            let n = self.buckets.get(i).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braced = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braced} {}", self.count);
+    fn write(&self, out: &mut String, name: &str, labels: &Labels, bounds: &[f64]) {
+        let buckets = bounds
+            .iter()
+            .enumerate()
+            .map(|(i, bound)| (*bound, self.buckets.get(i).copied().unwrap_or(0)));
+        write_histogram(out, name, labels, buckets, self.sum, self.count);
     }
 }
 
@@ -94,13 +83,6 @@ struct State {
 #[derive(Default)]
 pub struct ControllerMetrics {
     state: Mutex<State>,
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl ControllerMetrics {
@@ -181,92 +163,118 @@ impl ControllerMetrics {
     pub fn render(&self) -> String {
         self.with(|s| {
             let mut out = String::new();
-            out.push_str(
-                "# HELP cutover_rollout_phase The rollout's phase: 1 for the current one.\n\
-                 # TYPE cutover_rollout_phase gauge\n",
-            );
-            for (release, g) in &s.rollouts {
-                let release = escape(release);
-                for phase in PHASES {
-                    let v = u8::from(phase == g.phase);
-                    let _ = writeln!(
-                        out,
-                        "cutover_rollout_phase{{release=\"{release}\",phase=\"{phase}\"}} {v}"
-                    );
-                }
-            }
-            out.push_str(
-                "# HELP cutover_rollout_weight Percentage of weighted traffic on the candidate.\n\
-                 # TYPE cutover_rollout_weight gauge\n",
-            );
-            for (release, g) in &s.rollouts {
-                let _ = writeln!(out, "cutover_rollout_weight{{release=\"{}\"}} {}", escape(release), g.weight);
-            }
-            out.push_str(
-                "# HELP cutover_rollout_step The plan step the rollout is at (from 0).\n\
-                 # TYPE cutover_rollout_step gauge\n",
-            );
-            for (release, g) in &s.rollouts {
-                let _ = writeln!(out, "cutover_rollout_step{{release=\"{}\"}} {}", escape(release), g.step);
-            }
-            out.push_str(
-                "# HELP cutover_rollout_steps The number of steps in the rollout's plan.\n\
-                 # TYPE cutover_rollout_steps gauge\n",
-            );
-            for (release, g) in &s.rollouts {
-                let _ = writeln!(out, "cutover_rollout_steps{{release=\"{}\"}} {}", escape(release), g.steps);
-            }
-            out.push_str(
-                "# HELP cutover_analysis_measurements_total Analysis measurements by result.\n\
-                 # TYPE cutover_analysis_measurements_total counter\n",
+            render_rollouts(&mut out, &s.rollouts);
+            write_family(
+                &mut out,
+                "cutover_analysis_measurements_total",
+                "Analysis measurements by result.",
+                MetricType::Counter,
             );
             for ((release, metric, result), n) in &s.measurements {
-                let _ = writeln!(
-                    out,
-                    "cutover_analysis_measurements_total{{release=\"{}\",metric=\"{}\",result=\"{result}\"}} {n}",
-                    escape(release),
-                    escape(metric)
-                );
+                let labels = Labels::new()
+                    .with("release", release)
+                    .with("metric", metric)
+                    .with("result", result);
+                write_sample(&mut out, "cutover_analysis_measurements_total", &labels, n);
             }
-            out.push_str(
-                "# HELP cutover_guardrail_trips_total Guardrail trips seen by the controller.\n\
-                 # TYPE cutover_guardrail_trips_total counter\n",
+            write_family(
+                &mut out,
+                "cutover_guardrail_trips_total",
+                "Guardrail trips seen by the controller.",
+                MetricType::Counter,
             );
             for ((release, guardrail), n) in &s.trips {
-                let _ = writeln!(
-                    out,
-                    "cutover_guardrail_trips_total{{release=\"{}\",guardrail=\"{}\"}} {n}",
-                    escape(release),
-                    escape(guardrail)
-                );
+                let labels = Labels::new()
+                    .with("release", release)
+                    .with("guardrail", guardrail);
+                write_sample(&mut out, "cutover_guardrail_trips_total", &labels, n);
             }
-            out.push_str(
-                "# HELP cutover_rollouts_total Rollouts finished, by outcome.\n\
-                 # TYPE cutover_rollouts_total counter\n",
+            write_family(
+                &mut out,
+                "cutover_rollouts_total",
+                "Rollouts finished, by outcome.",
+                MetricType::Counter,
             );
             for (outcome, n) in &s.finished {
-                let _ = writeln!(out, "cutover_rollouts_total{{outcome=\"{outcome}\"}} {n}");
+                let labels = Labels::new().with("outcome", outcome);
+                write_sample(&mut out, "cutover_rollouts_total", &labels, n);
             }
-            out.push_str(
-                "# HELP cutover_rollout_duration_seconds How long finished rollouts took.\n\
-                 # TYPE cutover_rollout_duration_seconds histogram\n",
+            write_family(
+                &mut out,
+                "cutover_rollout_duration_seconds",
+                "How long finished rollouts took.",
+                MetricType::Histogram,
             );
             for (outcome, h) in &s.durations {
+                let labels = Labels::new().with("outcome", outcome);
                 h.write(
                     &mut out,
                     "cutover_rollout_duration_seconds",
-                    &format!("outcome=\"{outcome}\""),
+                    &labels,
                     &DURATION_BOUNDS,
                 );
             }
-            out.push_str(
-                "# HELP cutover_step_latency_seconds From an input (observation or due timer) to its actions persisted and dispatched.\n\
-                 # TYPE cutover_step_latency_seconds histogram\n",
+            write_family(
+                &mut out,
+                "cutover_step_latency_seconds",
+                "From an input (observation or due timer) to its actions persisted and dispatched.",
+                MetricType::Histogram,
             );
-            s.step_latency
-                .write(&mut out, "cutover_step_latency_seconds", "", &LATENCY_BOUNDS);
+            s.step_latency.write(
+                &mut out,
+                "cutover_step_latency_seconds",
+                &Labels::new(),
+                &LATENCY_BOUNDS,
+            );
             out
         })
+    }
+}
+
+/// Reads one gauge of a rollout.
+type GaugeOf = fn(&RolloutGauges) -> usize;
+
+/// Writes each rollout's phase, weight and step gauges.
+fn render_rollouts(out: &mut String, rollouts: &BTreeMap<String, RolloutGauges>) {
+    write_family(
+        out,
+        "cutover_rollout_phase",
+        "The rollout's phase: 1 for the current one.",
+        MetricType::Gauge,
+    );
+    for (release, g) in rollouts {
+        for phase in PHASES {
+            let labels = Labels::new().with("release", release).with("phase", phase);
+            write_sample(
+                out,
+                "cutover_rollout_phase",
+                &labels,
+                u8::from(phase == g.phase),
+            );
+        }
+    }
+    let gauges: [(&str, &str, GaugeOf); 3] = [
+        (
+            "cutover_rollout_weight",
+            "Percentage of weighted traffic on the candidate.",
+            |g| usize::from(g.weight),
+        ),
+        (
+            "cutover_rollout_step",
+            "The plan step the rollout is at (from 0).",
+            |g| g.step,
+        ),
+        (
+            "cutover_rollout_steps",
+            "The number of steps in the rollout's plan.",
+            |g| g.steps,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        write_family(out, name, help, MetricType::Gauge);
+        for (release, g) in rollouts {
+            write_sample(out, name, &Labels::new().with("release", release), value(g));
+        }
     }
 }
 
@@ -302,5 +310,19 @@ mod tests {
             )
         );
         assert!(out.contains("cutover_step_latency_seconds_count 1"));
+    }
+
+    #[test]
+    fn a_release_name_cannot_break_a_line_or_forge_a_series() {
+        let m = ControllerMetrics::default();
+        m.trip("shop\"} 1\nforged{a=\"", "error\\rate");
+        let out = m.render();
+        assert!(
+            out.contains(
+                "cutover_guardrail_trips_total{release=\"shop\\\"} 1\\nforged{a=\\\"\",guardrail=\"error\\\\rate\"} 1\n"
+            ),
+            "{out}"
+        );
+        assert!(!out.lines().any(|l| l.starts_with("forged")), "{out}");
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod backoff;
 mod duration;
+pub mod exposition;
 pub mod judge;
 pub mod spec;
 

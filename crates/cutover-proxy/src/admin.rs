@@ -33,6 +33,7 @@ use crate::forward::{ProxyBody, full, text};
 use crate::listen::{self, Bound};
 use crate::metrics::VersionStats;
 use crate::metrics::export_preamble;
+use cutover_core::exposition::{Labels, MetricType, write_family, write_sample};
 
 /// Serves the admin API until shutdown, under the same header and idle timeouts as the
 /// client listeners and at most `limits.adminMaxConnections` connections at once (more
@@ -148,14 +149,21 @@ async fn handle(
             for stats in shared.registry.all_stats() {
                 stats.export(&mut out);
             }
-            out.push_str(
-                "# HELP cutover_mirror_dropped_total Mirrored copies dropped because limits.maxMirrorInFlight were under way.\n\
-                 # TYPE cutover_mirror_dropped_total counter\n",
+            write_family(
+                &mut out,
+                "cutover_mirror_dropped_total",
+                "Mirrored copies dropped because limits.maxMirrorInFlight were under way.",
+                MetricType::Counter,
             );
             let dropped = shared
                 .mirror_dropped
                 .load(std::sync::atomic::Ordering::Relaxed);
-            out.push_str(&format!("cutover_mirror_dropped_total {dropped}\n"));
+            write_sample(
+                &mut out,
+                "cutover_mirror_dropped_total",
+                &Labels::new(),
+                dropped,
+            );
             let mut response = Response::new(full(out));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -4,11 +4,11 @@
 //! provider and the guardrails.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use cutover_core::exposition::{Labels, MetricType, write_family, write_histogram, write_sample};
 use cutover_core::judge::evidence::latency_bucket;
 use cutover_core::judge::{Evidence, Histogram as Buckets};
 use hdrhistogram::Histogram;
@@ -331,67 +331,54 @@ impl VersionStats {
 
     /// Appends this version's series in the Prometheus text format.
     pub fn export(&self, out: &mut String) {
-        let labels = format!(
-            "release=\"{}\",version=\"{}\"",
-            escape_label(&self.release),
-            escape_label(&self.version)
-        );
+        let labels = Labels::new()
+            .with("release", &self.release)
+            .with("version", &self.version);
         for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-            let _ = writeln!(
+            write_sample(
                 out,
-                "cutover_requests_total{{{labels},code_class=\"{class}\"}} {}",
-                self.by_class[i].load(Ordering::Relaxed)
+                "cutover_requests_total",
+                &labels.clone().with("code_class", class),
+                self.by_class[i].load(Ordering::Relaxed),
             );
         }
         for (i, kind) in UpstreamError::ALL.iter().enumerate() {
-            let _ = writeln!(
+            write_sample(
                 out,
-                "cutover_upstream_errors_total{{{labels},kind=\"{}\"}} {}",
-                kind.label(),
-                self.upstream_errors[i].load(Ordering::Relaxed)
+                "cutover_upstream_errors_total",
+                &labels.clone().with("kind", kind.label()),
+                self.upstream_errors[i].load(Ordering::Relaxed),
             );
         }
-        let _ = writeln!(
+        write_sample(out, "cutover_requests_in_flight", &labels, self.in_flight());
+        write_sample(
             out,
-            "cutover_requests_in_flight{{{labels}}} {}",
-            self.in_flight()
-        );
-        let _ = writeln!(
-            out,
-            "cutover_client_errors_total{{{labels}}} {}",
-            self.client_errors()
+            "cutover_client_errors_total",
+            &labels,
+            self.client_errors(),
         );
         if let Ok(h) = self.latency.lock() {
-            for bound in LATENCY_BUCKETS {
+            let buckets = LATENCY_BUCKETS.iter().map(|bound| {
                 let micros = (bound * 1e6) as u64;
                 let count = if h.is_empty() {
                     0
                 } else {
                     h.count_between(0, micros)
                 };
-                let _ = writeln!(
-                    out,
-                    "cutover_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "cutover_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.len()
-            );
+                (*bound, count)
+            });
             let sum: f64 = h
                 .iter_recorded()
                 .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
                 .sum::<f64>()
                 / 1e6;
-            let _ = writeln!(
+            write_histogram(
                 out,
-                "cutover_request_duration_seconds_sum{{{labels}}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "cutover_request_duration_seconds_count{{{labels}}} {}",
-                h.len()
+                "cutover_request_duration_seconds",
+                &labels,
+                buckets,
+                sum,
+                h.len(),
             );
         }
     }
@@ -440,25 +427,36 @@ const LATENCY_BUCKETS: [f64; 51] = [
 
 /// The `# HELP`/`# TYPE` preamble of the proxy's series.
 pub fn export_preamble(out: &mut String) {
-    out.push_str(
-        "# HELP cutover_requests_total Requests completed, by release, version and status class (upstream failures count as 5xx).\n\
-         # TYPE cutover_requests_total counter\n\
-         # HELP cutover_upstream_errors_total Upstream failures by kind.\n\
-         # TYPE cutover_upstream_errors_total counter\n\
-         # HELP cutover_requests_in_flight Requests being proxied now.\n\
-         # TYPE cutover_requests_in_flight gauge\n\
-         # HELP cutover_client_errors_total Requests ended by the client (malformed, stalled or aborted body); not counted against the version.\n\
-         # TYPE cutover_client_errors_total counter\n\
-         # HELP cutover_request_duration_seconds Time from the request to the upstream's response head.\n\
-         # TYPE cutover_request_duration_seconds histogram\n",
-    );
-}
-
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    let families = [
+        (
+            "cutover_requests_total",
+            "Requests completed, by release, version and status class (upstream failures count as 5xx).",
+            MetricType::Counter,
+        ),
+        (
+            "cutover_upstream_errors_total",
+            "Upstream failures by kind.",
+            MetricType::Counter,
+        ),
+        (
+            "cutover_requests_in_flight",
+            "Requests being proxied now.",
+            MetricType::Gauge,
+        ),
+        (
+            "cutover_client_errors_total",
+            "Requests ended by the client (malformed, stalled or aborted body); not counted against the version.",
+            MetricType::Counter,
+        ),
+        (
+            "cutover_request_duration_seconds",
+            "Time from the request to the upstream's response head.",
+            MetricType::Histogram,
+        ),
+    ];
+    for (name, help, kind) in families {
+        write_family(out, name, help, kind);
+    }
 }
 
 #[cfg(test)]
