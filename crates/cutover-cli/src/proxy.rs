@@ -165,9 +165,6 @@ fn pull_routes(
     Ok(vec![puller, reporter])
 }
 
-/// How often the reporter looks for new guardrail trips.
-const TRIPS_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
-
 /// How long a trip report is retried while the controller cannot take it.
 const REPORT_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -175,13 +172,26 @@ const REPORT_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 /// /v1/releases/{name}/guardrail`, with the edge token), so the controller rolls the
 /// release back, as it does when its embedded proxy trips. Without the report the proxy
 /// would cut the candidate off by itself while the controller, hearing nothing, went on
-/// setting weights. A report that fails is retried every second for two minutes.
+/// setting weights. It waits on the proxy's events rather than polling them. A report that
+/// fails is retried every second for two minutes.
 async fn report_trips(proxy: std::sync::Arc<Proxy>, client: crate::client::ApiClient) {
-    let mut seen = proxy.events_since(0).last().map_or(0, |e| e.id);
+    let mut ids = proxy.subscribe_events();
+    let mut seen = *ids.borrow_and_update();
     let mut pending: Vec<(String, serde_json::Value, tokio::time::Instant)> = Vec::new();
     let mut next_retry = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(TRIPS_EVERY).await;
+        // Woken by the proxy's next event, or when a report that failed is due again.
+        let changed = if pending.is_empty() {
+            ids.changed().await
+        } else {
+            tokio::select! {
+                changed = ids.changed() => changed,
+                () = tokio::time::sleep_until(next_retry) => Ok(()),
+            }
+        };
+        if changed.is_err() {
+            return;
+        }
         for event in proxy.events_since(seen) {
             seen = seen.max(event.id);
             if let cutover_proxy::events::EventKind::GuardrailTripped {

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use serde::Serialize;
+use tokio::sync::watch;
 
 /// How many events are kept for `GET /events`.
 const KEPT: usize = 1_000;
@@ -47,10 +48,20 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// The last events, for readers that poll with `since`.
-#[derive(Default)]
+/// The last events, for readers that ask with `since`, and a signal of the latest id, so
+/// that a reader waits for the next event rather than polling for it.
 pub struct EventLog {
     inner: Mutex<(u64, VecDeque<Event>)>,
+    latest: watch::Sender<u64>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        EventLog {
+            inner: Mutex::default(),
+            latest: watch::Sender::new(0),
+        }
+    }
 }
 
 impl EventLog {
@@ -69,7 +80,16 @@ impl EventLog {
             inner.1.pop_front();
         }
         inner.1.push_back(Event { id, at_ms, kind });
+        // Sent under the lock, so the ids readers see only go up.
+        self.latest.send_replace(id);
         id
+    }
+
+    /// The id of the latest event, changing with each new one: a reader remembers the
+    /// id it got (`borrow_and_update`), awaits `changed()`, then reads [`EventLog::since`]
+    /// that id. Events between two wake-ups are not lost, only read together.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
     }
 
     /// Events with an id above `since`, oldest first.
@@ -78,5 +98,55 @@ impl EventLog {
             .lock()
             .map(|inner| inner.1.iter().filter(|e| e.id > since).cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trip(version: &str) -> EventKind {
+        EventKind::GuardrailTripped {
+            release: "shop".into(),
+            version: version.into(),
+            guardrail: "5xx".into(),
+            value: 1.0,
+            max: 0.5,
+            requests: 20,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_wakes_on_the_next_event_without_polling() {
+        let log = std::sync::Arc::new(EventLog::default());
+        log.push(EventKind::RoutesChanged { generation: 1 });
+        let mut ids = log.subscribe();
+        let seen = *ids.borrow_and_update();
+        assert_eq!(seen, 1, "the latest id so far");
+        let pusher = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                log.push(trip("v2"));
+                log.push(trip("v3"));
+            })
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), ids.changed())
+            .await
+            .expect("woken within 5 s")
+            .expect("the log is alive");
+        pusher.await.expect("pushed");
+        let ids_read: Vec<u64> = log.since(seen).iter().map(|e| e.id).collect();
+        assert_eq!(ids_read, [2, 3], "both events, none lost");
+    }
+
+    #[tokio::test]
+    async fn no_wake_up_without_a_new_event() {
+        let log = EventLog::default();
+        let mut ids = log.subscribe();
+        let _ = ids.borrow_and_update();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(100), ids.changed()).await;
+        assert!(waited.is_err(), "woken with nothing new");
     }
 }

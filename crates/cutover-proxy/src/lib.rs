@@ -291,6 +291,13 @@ impl Proxy {
         self.shared.events.since(since)
     }
 
+    /// The id of the latest event, changing with each new one: readers of the events (the
+    /// controller, a pulling proxy's reporter) await it instead of polling
+    /// [`Proxy::events_since`]. See [`events::EventLog::subscribe`].
+    pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.events.subscribe()
+    }
+
     /// Stops accepting, lets in-flight requests and tunnels finish within the configured
     /// grace period, then returns. Connections still open after the grace period are
     /// closed when the runtime stops (at process exit for `cutover proxy`).
