@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::Docker;
 use cutover_backend::{
     Backend, BackendError, BoxFuture, Readiness, ReleaseLocks, Slot, SlotView, Stored,
 };
@@ -12,7 +11,7 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::clone::{self, CandidateOf};
-use crate::error::{Classify, api, docker};
+use crate::error::api;
 use crate::labels::{self, Managed, Role, SlotLabels, Slots};
 use crate::raw::{self, Endpoint, RawClient};
 use crate::tasks::{self, Progress, TaskRecord};
@@ -24,7 +23,7 @@ const CALL_TIMEOUT: u64 = 30;
 /// Attempts at a compare-and-swap label update that loses to Swarm's own writes.
 const UPDATE_ATTEMPTS: usize = 5;
 
-/// The Swarm backend. Cheap to clone: clones share the Docker clients and one set of
+/// The Swarm backend. Cheap to clone: clones share the Docker client and one set of
 /// per-release locks.
 #[derive(Clone)]
 pub struct SwarmBackend {
@@ -32,8 +31,7 @@ pub struct SwarmBackend {
 }
 
 struct Inner {
-    docker: Docker,
-    /// For service specs and task lists, as JSON.
+    /// The engine's API, as JSON.
     raw: RawClient,
     /// This controller's name (see `labels::CONTROLLER`).
     controller: String,
@@ -52,7 +50,7 @@ pub enum ConnectError {
         /// Where it was looked for.
         host: String,
         /// What the client said.
-        source: bollard::errors::Error,
+        source: raw::ApiError,
     },
     /// `DOCKER_HOST` names a scheme the backend does not speak.
     #[error(
@@ -94,29 +92,20 @@ impl SwarmBackend {
             host: host.clone(),
             source,
         };
-        let docker = Docker::connect_with_host(&host).map_err(unreachable)?;
-        let docker = docker
-            .with_timeout(Duration::from_secs(CALL_TIMEOUT))
-            .negotiate_version()
+        let raw = RawClient::negotiate(endpoint, Duration::from_secs(CALL_TIMEOUT))
             .await
             .map_err(unreachable)?;
-        let info = docker.info().await.map_err(unreachable)?;
-        let swarm = info.swarm.unwrap_or_default();
-        if swarm.control_available != Some(true) {
-            let state = swarm
-                .local_node_state
+        let info = raw.get("/info").await.map_err(unreachable)?;
+        let swarm = &info["Swarm"];
+        if swarm["ControlAvailable"].as_bool() != Some(true) {
+            let state = swarm["LocalNodeState"]
+                .as_str()
                 .map_or_else(|| "no Swarm".to_string(), |s| format!("node state {s}"));
             return Err(ConnectError::NotManager { host, state });
         }
-        tracing::info!(%host, api = %docker.client_version(), "connected to the Swarm manager");
-        let raw = RawClient::new(
-            endpoint,
-            docker.client_version().to_string(),
-            Duration::from_secs(CALL_TIMEOUT),
-        );
+        tracing::info!(%host, api = %raw.version(), "connected to the Swarm manager");
         Ok(SwarmBackend {
             inner: Arc::new(Inner {
-                docker,
                 raw,
                 controller: controller.to_string(),
                 locks: ReleaseLocks::default(),
@@ -309,12 +298,8 @@ impl SwarmBackend {
                 target.service
             )));
         }
-        let network = match self
-            .inner
-            .docker
-            .inspect_network(&target.network, None)
-            .await
-        {
+        let path = format!("/networks/{}", raw::encode(&target.network));
+        let network = match self.raw().get(&path).await {
             Ok(network) => network,
             Err(e) if e.is_not_found() => {
                 return Err(BackendError::Invalid(format!(
@@ -322,12 +307,12 @@ impl SwarmBackend {
                     target.network, target.service
                 )));
             }
-            Err(e) => return Err(docker("inspect the network", e)),
+            Err(e) => return Err(api("inspect the network", e)),
         };
-        let (network_id, network_name) = (
-            network.id.unwrap_or_default(),
-            network.name.unwrap_or_else(|| target.network.clone()),
-        );
+        let network_id = network["Id"].as_str().unwrap_or_default().to_string();
+        let network_name = network["Name"]
+            .as_str()
+            .map_or_else(|| target.network.clone(), str::to_string);
         let attached = [&spec["TaskTemplate"]["Networks"], &spec["Networks"]]
             .into_iter()
             .filter_map(Value::as_array)

@@ -1,8 +1,8 @@
-//! Docker API calls with JSON bodies, for what bollard's typed models cannot carry
-//! faithfully: service specs, which must come back exactly as they were read (see
-//! [`RawClient`]), and the task list with `NetworksAttachments` (each task's addresses on
-//! its networks), which the manager keeps for every task of the cluster, so a controller
-//! on any manager sees every task's address.
+//! The backend's one Docker client: API calls with JSON bodies, on the engine named by
+//! `DOCKER_HOST` (parsed once, here). JSON rather than typed models, because service specs
+//! must come back exactly as they were read (see [`RawClient`]), and the task list carries
+//! `NetworksAttachments` (each task's addresses on its networks), which the manager keeps
+//! for every task of the cluster, so a controller on any manager sees every task's address.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +77,21 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(status) => write!(f, "{} ({status})", self.message.trim()),
+            None => f.write_str(self.message.trim()),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The newest Docker API version this client asks for; an older engine's own version is
+/// used instead (`1.41` with Debian's engine).
+const NEWEST_API: (u32, u32) = (1, 53);
+
 /// Calls on the engine's API with JSON bodies, one connection per call (a few a second).
 ///
 /// cutover reads and writes service specs as JSON rather than through bollard's typed
@@ -87,7 +102,7 @@ impl ApiError {
 #[derive(Clone, Debug)]
 pub struct RawClient {
     endpoint: Endpoint,
-    /// The API version negotiated by bollard (`1.41` with Debian's engine).
+    /// The API version both sides speak (see [`RawClient::negotiate`]).
     version: String,
     timeout: Duration,
 }
@@ -100,6 +115,29 @@ impl RawClient {
             version,
             timeout,
         }
+    }
+
+    /// A client for `endpoint` speaking the older of the engine's API version and
+    /// [`NEWEST_API`], as the engine's unversioned `GET /version` says.
+    pub async fn negotiate(endpoint: Endpoint, timeout: Duration) -> Result<RawClient, ApiError> {
+        let mut client = RawClient::new(endpoint, String::new(), timeout);
+        let answer = client
+            .call_uri(http::Method::GET, "/version".into(), None)
+            .await?;
+        let engine = answer["ApiVersion"].as_str().unwrap_or_default();
+        let engine = parse_version(engine).ok_or_else(|| {
+            ApiError::transport(format!(
+                "the engine's API version '{engine}' is not MAJOR.MINOR"
+            ))
+        })?;
+        let (major, minor) = engine.min(NEWEST_API);
+        client.version = format!("{major}.{minor}");
+        Ok(client)
+    }
+
+    /// The API version this client speaks (`1.41`).
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// `GET /v<version><path>`, parsed as JSON.
@@ -129,7 +167,17 @@ impl RawClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, ApiError> {
-        let answer = tokio::time::timeout(self.timeout, self.exchange(method, path, body))
+        let uri = format!("/v{}{path}", self.version);
+        self.call_uri(method, uri, body).await
+    }
+
+    async fn call_uri(
+        &self,
+        method: http::Method,
+        uri: String,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let answer = tokio::time::timeout(self.timeout, self.exchange(method, uri, body))
             .await
             .map_err(|_| ApiError::transport(format!("no answer within {:?}", self.timeout)))??;
         if answer.is_empty() {
@@ -142,10 +190,9 @@ impl RawClient {
     async fn exchange(
         &self,
         method: http::Method,
-        path: &str,
+        uri: String,
         body: Option<&serde_json::Value>,
     ) -> Result<Bytes, ApiError> {
-        let uri = format!("/v{}{path}", self.version);
         let (host, mut sender) = match &self.endpoint {
             Endpoint::Unix(socket) => {
                 let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
@@ -215,6 +262,12 @@ where
     Ok(sender)
 }
 
+/// `MAJOR.MINOR` as numbers, so that `1.9` sorts before `1.41`.
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
 /// Percent-encodes a query value (the JSON of a `filters` parameter).
 pub fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len() * 3);
@@ -251,6 +304,22 @@ mod tests {
             Some(Endpoint::Tcp("manager:2375".into()))
         );
         assert_eq!(Endpoint::parse("ssh://manager"), None);
+    }
+
+    #[test]
+    fn api_versions_compare_as_numbers() {
+        assert_eq!(parse_version("1.41"), Some((1, 41)));
+        assert!(parse_version("1.9") < parse_version("1.41"));
+        assert_eq!(
+            parse_version("1.41").map(|v| v.min(NEWEST_API)),
+            Some((1, 41))
+        );
+        assert_eq!(
+            parse_version("1.99").map(|v| v.min(NEWEST_API)),
+            Some(NEWEST_API)
+        );
+        assert_eq!(parse_version("one"), None);
+        assert_eq!(parse_version("1"), None);
     }
 
     #[test]
