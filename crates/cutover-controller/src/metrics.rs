@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use cutover_core::exposition::{Labels, MetricType, write_family, write_histogram, write_sample};
+use cutover_core::exposition::{
+    Labels, MetricType, write_family, write_histogram, write_sample, write_samples,
+};
 
 /// Every phase a rollout reports, in the `phase` label.
 pub const PHASES: [&str; 9] = [
@@ -164,41 +166,40 @@ impl ControllerMetrics {
         self.with(|s| {
             let mut out = String::new();
             render_rollouts(&mut out, &s.rollouts);
-            write_family(
+            write_samples(
                 &mut out,
                 "cutover_analysis_measurements_total",
                 "Analysis measurements by result.",
                 MetricType::Counter,
+                s.measurements.iter().map(|((release, metric, result), n)| {
+                    let labels = Labels::new()
+                        .with("release", release)
+                        .with("metric", metric)
+                        .with("result", result);
+                    (labels, n)
+                }),
             );
-            for ((release, metric, result), n) in &s.measurements {
-                let labels = Labels::new()
-                    .with("release", release)
-                    .with("metric", metric)
-                    .with("result", result);
-                write_sample(&mut out, "cutover_analysis_measurements_total", &labels, n);
-            }
-            write_family(
+            write_samples(
                 &mut out,
                 "cutover_guardrail_trips_total",
                 "Guardrail trips seen by the controller.",
                 MetricType::Counter,
+                s.trips.iter().map(|((release, guardrail), n)| {
+                    let labels = Labels::new()
+                        .with("release", release)
+                        .with("guardrail", guardrail);
+                    (labels, n)
+                }),
             );
-            for ((release, guardrail), n) in &s.trips {
-                let labels = Labels::new()
-                    .with("release", release)
-                    .with("guardrail", guardrail);
-                write_sample(&mut out, "cutover_guardrail_trips_total", &labels, n);
-            }
-            write_family(
+            write_samples(
                 &mut out,
                 "cutover_rollouts_total",
                 "Rollouts finished, by outcome.",
                 MetricType::Counter,
+                s.finished
+                    .iter()
+                    .map(|(outcome, n)| (Labels::new().with("outcome", outcome), n)),
             );
-            for (outcome, n) in &s.finished {
-                let labels = Labels::new().with("outcome", outcome);
-                write_sample(&mut out, "cutover_rollouts_total", &labels, n);
-            }
             write_family(
                 &mut out,
                 "cutover_rollout_duration_seconds",
@@ -271,10 +272,10 @@ fn render_rollouts(out: &mut String, rollouts: &BTreeMap<String, RolloutGauges>)
         ),
     ];
     for (name, help, value) in gauges {
-        write_family(out, name, help, MetricType::Gauge);
-        for (release, g) in rollouts {
-            write_sample(out, name, &Labels::new().with("release", release), value(g));
-        }
+        let samples = rollouts
+            .iter()
+            .map(|(release, g)| (Labels::new().with("release", release), value(g)));
+        write_samples(out, name, help, MetricType::Gauge, samples);
     }
 }
 

@@ -98,6 +98,20 @@ pub fn write_sample(out: &mut String, name: &str, labels: &Labels, value: impl D
     }
 }
 
+/// Writes a family's `# HELP` and `# TYPE` lines, then one sample per `(labels, value)`.
+pub fn write_samples<V: Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Labels, V)>,
+) {
+    write_family(out, name, help, kind);
+    for (labels, value) in samples {
+        write_sample(out, name, &labels, value);
+    }
+}
+
 /// Writes a histogram's series: a `_bucket` per `(upper bound, cumulative count)`, the
 /// `+Inf` bucket holding `count`, then `_sum` and `_count`.
 pub fn write_histogram(
@@ -154,6 +168,17 @@ mod tests {
             0.5,
         );
         assert_eq!(out, "up 1\nup{a=\"b\",c=\"d\"} 0.5\n");
+    }
+
+    #[test]
+    fn a_family_is_its_help_and_type_then_its_samples() {
+        let mut out = String::new();
+        let samples = ["a", "b"].map(|v| (Labels::new().with("v", v), 1));
+        write_samples(&mut out, "n", "Ns.", MetricType::Gauge, samples);
+        assert_eq!(
+            out,
+            "# HELP n Ns.\n# TYPE n gauge\nn{v=\"a\"} 1\nn{v=\"b\"} 1\n"
+        );
     }
 
     #[test]
