@@ -17,6 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cutover_core::Backoff;
 use cutover_core::spec::{GuardrailSpec, StickyKey};
 use http::HeaderMap;
 
@@ -35,6 +36,9 @@ pub enum TableError {
         problem: String,
     },
 }
+
+/// How much longer than the first an ejection in a row can last.
+const MAX_EJECTION_FACTOR: u64 = 8;
 
 /// One upstream instance.
 pub struct Endpoint {
@@ -99,9 +103,16 @@ impl Endpoint {
             return false;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
-        let streak = self.ejections_in_row.fetch_add(1, Ordering::Relaxed).min(3);
-        self.ejected_until
-            .store(now_ms + ejection_ms * (1u64 << streak), Ordering::Relaxed);
+        let streak = self
+            .ejections_in_row
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let ejection = cutover_core::Duration::from_millis(ejection_ms);
+        let backoff = Backoff::new(ejection, ejection.saturating_mul(MAX_EJECTION_FACTOR));
+        self.ejected_until.store(
+            now_ms.saturating_add(backoff.delay_after(streak).as_millis()),
+            Ordering::Relaxed,
+        );
         true
     }
 }
@@ -716,6 +727,13 @@ mod tests {
         assert!(
             e.is_ejected(2999),
             "the second ejection in a row lasts twice as long"
+        );
+        for _ in 0..5 * 8 {
+            e.failed(3000, 5, 1000);
+        }
+        assert!(
+            e.is_ejected(10_999) && !e.is_ejected(11_000),
+            "ejections in a row stop doubling at 8×"
         );
         e.succeeded();
         assert_eq!(e.ejections_in_row.load(Ordering::Relaxed), 0);
