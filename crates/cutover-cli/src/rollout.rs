@@ -320,12 +320,12 @@ fn print_run_end(name: &str, end: &WaitEnd, output: Output, started: Instant, cl
     match output {
         Output::Json => {
             print_report(&report_of(
-                &name,
-                &outcome,
+                name,
+                outcome,
                 code,
-                &last_status,
+                last_status,
                 started,
-                &client,
+                client,
             ));
         }
         Output::Text => {

@@ -131,17 +131,16 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
         Ok(prepared) => prepared,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let built = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
+        .build();
+    built.map_or_else(
+        |e| {
             eprintln!("error: cannot start the runtime: {e}");
-            return exit::UNAVAILABLE;
-        }
-    };
-    runtime.block_on(serve_until_stopped(args, state_dir, prepared))
+            exit::UNAVAILABLE
+        },
+        |runtime| runtime.block_on(serve_until_stopped(args, state_dir, prepared)),
+    )
 }
 
 /// What the checks before the start found and claimed: the state directory (locked,
@@ -444,6 +443,16 @@ async fn serve_until_stopped(args: ServeArgs, state_dir: PathBuf, mut prepared: 
     exit::OK
 }
 
+/// The proxy's listeners, `A, B`.
+fn listening(proxy: &Proxy) -> String {
+    let addresses: Vec<String> = proxy
+        .listen_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    addresses.join(", ")
+}
+
 /// The started line: where the API, the proxy, the state and the tokens are.
 fn say_where(
     api: &Api,
@@ -456,12 +465,7 @@ fn say_where(
         Some(proxy) => eprintln!(
             "cutover controller: API on {scheme}://{}, proxy on {} (admin {}), state in {}, token in {}, edge token in {}",
             api.address(),
-            proxy
-                .listen_addrs()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            listening(proxy),
             proxy.admin_addr(),
             state_dir.display(),
             token_file.display(),

@@ -47,8 +47,9 @@ pub struct UndoArgs {
     /// and analyses (as `promote --full`).
     #[arg(long)]
     pub full: bool,
-    /// Wait until the rollout back ends: exit 0 when the previous version is promoted, 1
-    /// when the rollout back is rolled back.
+    /// Wait until the rollout back ends, as `run --wait` does: exit 0 when the previous
+    /// version is promoted, 1 when the rollout back is rolled back, 130 on Ctrl-C (the
+    /// rollout goes on).
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this long (e.g. `15m`); the rollout goes on. Exit 3.
@@ -185,6 +186,14 @@ pub fn abort(args: &AbortArgs, env: &BTreeMap<String, String>) -> u8 {
     })
 }
 
+/// The API path of `verb` on release `name`, with `?flag=true` when a flag is set.
+fn verb_path(name: &str, verb: &str, flag: Option<&str>) -> String {
+    match flag {
+        Some(flag) => format!("/v1/releases/{name}/{verb}?{flag}=true"),
+        None => format!("/v1/releases/{name}/{verb}"),
+    }
+}
+
 /// `cutover undo NAME`.
 pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> u8 {
     let (client, runtime) = match session(&args.connection, env) {
@@ -192,11 +201,7 @@ pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> u8 {
         Err(code) => return code,
     };
     let name = &args.name;
-    let path = if args.full {
-        format!("/v1/releases/{name}/undo?full=true")
-    } else {
-        format!("/v1/releases/{name}/undo")
-    };
+    let path = verb_path(name, "undo", args.full.then_some("full"));
     runtime.block_on(async {
         let status = match client.post(&path, Vec::new(), &[]).await {
             Ok(status) => status,
@@ -264,11 +269,7 @@ pub fn delete(args: &DeleteArgs, env: &BTreeMap<String, String>) -> u8 {
         Err(code) => return code,
     };
     let name = &args.name;
-    let path = if args.force {
-        format!("/v1/releases/{name}/delete?force=true")
-    } else {
-        format!("/v1/releases/{name}/delete")
-    };
+    let path = verb_path(name, "delete", args.force.then_some("force"));
     runtime.block_on(async {
         match client.post(&path, Vec::new(), &[]).await {
             Ok(_) => {

@@ -109,7 +109,7 @@ fn an_analysis_killed_mid_way_resumes_with_its_measurements_and_no_initial_delay
 
     // The restarted controller says how many it kept, shows them, and goes on from there.
     let kept = kept_after_restart(&serve, Duration::from_secs(30));
-    assert!(kept >= 2 && kept < COUNT, "kept {kept}");
+    assert!((2..COUNT).contains(&kept), "kept {kept}");
     assert_eq!(
         taken_before.len(),
         kept as usize,

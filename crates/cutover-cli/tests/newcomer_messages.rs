@@ -76,6 +76,9 @@ fn wait_exit(mut child: Child, limit: Duration) -> Output {
     child.wait_with_output().expect("output")
 }
 
+/// What a child wrote to one of its pipes so far.
+type Collected = Arc<Mutex<Vec<u8>>>;
+
 /// A background CLI whose output is read as it comes, so that a test can wait for a line
 /// that says it is set up (its Ctrl-C handler in place, its event stream open) rather
 /// than sleeping and hoping.
@@ -91,7 +94,7 @@ impl Watched {
         let out = Arc::new(Mutex::new(Vec::new()));
         let err = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
-        let pipes: [(Box<dyn Read + Send>, &Arc<Mutex<Vec<u8>>>); 2] = [
+        let pipes: [(Box<dyn Read + Send>, &Collected); 2] = [
             (Box::new(child.stdout.take().expect("stdout piped")), &out),
             (Box::new(child.stderr.take().expect("stderr piped")), &err),
         ];

@@ -810,11 +810,20 @@ fn events(controller: &Controller, name: &str) -> Response<ApiBody> {
             }
         }
     });
+    streamed(receiver, "text/event-stream")
+}
+
+/// A 200 whose body is what `receiver` gets, as it comes, never cached: an event stream
+/// or a followed log.
+pub(crate) fn streamed(
+    receiver: mpsc::Receiver<Bytes>,
+    content_type: &'static str,
+) -> Response<ApiBody> {
     let mut response = Response::new(ApiBody::Events(receiver));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/event-stream"),
+        header::HeaderValue::from_static(content_type),
     );
     headers.insert(
         header::CACHE_CONTROL,

@@ -19,12 +19,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cutover_backend::{LogFile, Slot};
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::Controller;
-use crate::api::{ApiBody, ApiLimits, controller_error, error, full, query_flag, query_value};
+use crate::api::{
+    ApiBody, ApiLimits, controller_error, error, full, query_flag, query_value, streamed,
+};
 
 /// Lines from each instance when the request names no `tail`.
 pub const DEFAULT_TAIL_LINES: usize = 100;
@@ -263,17 +265,7 @@ pub(crate) async fn serve(
         let _ =
             tokio::time::timeout(MAX_FOLLOW, follow_files(sources, offsets, first, sender)).await;
     });
-    let mut response = Response::new(ApiBody::Events(receiver));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
-    response
+    streamed(receiver, "text/plain; charset=utf-8")
 }
 
 /// The last `lines` lines of `path` (read from at most its last [`MAX_TAIL_BYTES`]), each
