@@ -6,7 +6,7 @@ use super::evidence::Evidence;
 use super::grid;
 use super::inference::{self, Levels};
 use super::measurement::{Measurement, MeasurementResult};
-use super::progress::{MetricProgress, PersistedEvidence, bounded_assessment};
+use super::progress::{MetricProgress, PersistedEvidence, answered, bounded_assessment};
 use crate::spec::MetricSpec;
 
 /// Judges one metric over one analysis, measurement by measurement, with Argo Rollouts'
@@ -332,10 +332,7 @@ impl MetricJudge {
     /// Measurements the provider answered (passed, failed, inconclusive or, on evidence,
     /// pending): those that count towards `count`. Provider errors are not among them.
     pub fn measurements(&self) -> u32 {
-        self.passed
-            .saturating_add(self.failed)
-            .saturating_add(self.inconclusive)
-            .saturating_add(self.pending)
+        answered([self.passed, self.failed, self.inconclusive, self.pending])
     }
 
     /// Measurement attempts of every kind, provider errors included.
