@@ -132,6 +132,75 @@ fn undo_after_a_promotion_brings_the_previous_version_back() {
     assert_eq!(outcomes, ["v1->v2", "v2->v1"], "{history}");
 }
 
+/// Half the traffic, then a pause that only `cutover promote` ends.
+const WAITS_FOR_PROMOTE: &str = "  strategy:
+    canary:
+      scaleDownDelay: 1s
+      steps:
+        - setWeight: 50
+        - pause: {}
+";
+
+/// Regression: `undo --wait` had its own copy of the follow loop, which printed bare
+/// phase lines, never said which command moves a waiting rollout on, and said nothing on
+/// Ctrl-C. It now follows as `run --wait` does: timed lines and, at a pause that waits for
+/// a person, `cutover promote NAME`.
+#[test]
+fn undo_wait_names_promote_when_the_rollout_back_waits_for_a_person() {
+    let mut serve = Serve::start("undo-wait", &[]);
+    serve.owns("vb-undo-wait");
+    let file = serve.release_file(
+        "vb-undo-wait",
+        &release("vb-undo-wait", ("v1", &[]), ("v2", &[]), WAITS_FOR_PROMOTE),
+    );
+    let run = serve.cli(&["run", file.to_str().expect("path")]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    serve.wait_for("vb-undo-wait", Duration::from_secs(20), |s| {
+        s["waitingForPerson"] == true
+    });
+    let promote = serve.cli(&["promote", "vb-undo-wait"]);
+    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    serve.wait_done("vb-undo-wait", Duration::from_secs(20));
+
+    let mut undo = serve.cli_background(&["undo", "vb-undo-wait", "--wait", "--timeout", "60s"]);
+    let stderr = undo.stderr.take().expect("stderr");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("`cutover promote vb-undo-wait` goes on"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "undo --wait never named promote: {seen:#?}"
+        );
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with('[') && l.contains("vb-undo-wait: at step 1")),
+        "progress lines as run --wait prints them: {seen:#?}"
+    );
+    let promote = serve.cli(&["promote", "vb-undo-wait"]);
+    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    let output = undo.wait_with_output().expect("undo ends");
+    assert_eq!(output.status.code(), Some(0), "{output:?} {seen:#?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("v1 serves again"),
+        "{output:?}"
+    );
+}
+
 #[test]
 fn undo_with_nothing_to_undo_refuses_and_says_why() {
     let mut serve = Serve::start("undo-none", &[]);
