@@ -56,7 +56,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
 }
 
 /// The API client and a runtime to drive it, or the exit code after saying why not.
-fn session(
+pub(crate) fn session(
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
 ) -> Result<(ApiClient, tokio::runtime::Runtime), u8> {
@@ -172,30 +172,10 @@ pub fn run(
             Err(e) => {
                 let code = report(&e);
                 if output == Output::Json {
-                    // What is known of the versions: what serves now (the stable version
-                    // of a next rollout), else the file's, which names it on a first one.
-                    let current = match &e {
-                        ClientError::Unreachable(_) => None,
-                        _ => client.get(&format!("/v1/releases/{name}")).await.ok(),
-                    };
-                    let serving = current
-                        .as_ref()
-                        .and_then(|s| s["stable"]["version"].as_str().map(str::to_string));
+                    let report = refused_report(&client, &name, &e, code, &file_versions).await;
                     print_report(&RunReport {
-                        release: name,
-                        outcome: if code == exit::UNAVAILABLE {
-                            "unreachable".into()
-                        } else {
-                            "refused".into()
-                        },
-                        exit_code: code,
-                        reason: Some(e.to_string()),
-                        stable_version: serving.clone().or_else(|| file_versions.0.clone()),
-                        candidate_version: file_versions.1.clone(),
-                        serving_version: serving,
                         duration_seconds: started.elapsed().as_secs_f64(),
-                        controller: client.base().to_string(),
-                        status: None,
+                        ..report
                     });
                 }
                 return code;
@@ -212,64 +192,163 @@ pub fn run(
         }
         if !wait {
             if output == Output::Json {
-                print_report(&report_of(&name, "started", exit::OK, &status, started, &client));
+                print_report(&report_of(
+                    &name,
+                    "started",
+                    exit::OK,
+                    &status,
+                    started,
+                    &client,
+                ));
             }
             return exit::OK;
         }
-        let mut progress = Progress::new(output == Output::Text);
-        let mut lost = LostController::new(client.base(), &name);
-        let mut show = |status: &Value| progress.show(status);
-        let waited = follow_until_done(&client, &name, &mut lost, &mut show);
-        let limit = timeout.map_or(Duration::MAX, |t| Duration::from_millis(t.as_millis()));
-        let result = tokio::select! {
-            waited = tokio::time::timeout(limit, waited) => waited.unwrap_or(Err(Waited::TimedOut)),
-            _ = tokio::signal::ctrl_c() => Err(Waited::Interrupted),
-        };
-        progress.finish();
-        let (outcome, code, last) = match result {
-            Ok(last) => {
-                let outcome = last["outcome"].as_str().unwrap_or("rolledBack").to_string();
-                let code = if outcome == "promoted" { exit::OK } else { exit::FAILED };
-                (outcome, code, Some(last))
-            }
-            Err(Waited::TimedOut) => ("timedOut".to_string(), exit::TIMED_OUT, progress.last.clone()),
-            Err(Waited::Unreachable(e)) => {
-                eprintln!("error: {e}");
-                ("unreachable".to_string(), exit::UNAVAILABLE, progress.last.clone())
-            }
-            Err(Waited::Interrupted) => {
-                eprintln!("{}", interrupted_text(&name));
-                ("interrupted".to_string(), exit::INTERRUPTED, progress.last.clone())
-            }
-        };
-        let last_status = last.clone().unwrap_or(Value::Null);
-        match output {
-            Output::Json => {
-                print_report(&report_of(&name, &outcome, code, &last_status, started, &client));
-            }
-            Output::Text => {
-                let reason = last_status["reason"].as_str().map(|r| format!(": {r}"));
-                let line = match outcome.as_str() {
-                    "timedOut" => format!(
-                        "{name}: still {} after the timeout; it goes on without this command (`cutover status {name}`)",
-                        last_status["description"].as_str().unwrap_or("running")
-                    ),
-                    "unreachable" => format!("{name}: lost the controller"),
-                    "interrupted" => format!(
-                        "{name}: interrupted while {}",
-                        last_status["description"].as_str().unwrap_or("running")
-                    ),
-                    other => format!(
-                        "{name}: {other}{} after {:.1}s",
-                        reason.unwrap_or_default(),
-                        started.elapsed().as_secs_f64()
-                    ),
-                };
-                emit(&format!("{line}\n"));
-            }
-        }
-        code
+        let end = wait_for_end(&client, &name, timeout, output == Output::Text).await;
+        print_run_end(&name, &end, output, started, &client);
+        end.code
     })
+}
+
+/// How waiting for a rollout to finish ended: `promoted`, `rolledBack`, `aborted`
+/// (exit 1 unless promoted), `timedOut` (3), `unreachable` (4) or `interrupted` (130),
+/// and the last status seen.
+pub(crate) struct WaitEnd {
+    /// The outcome, in the words of `run --output json`.
+    pub outcome: String,
+    /// The exit code it means.
+    pub code: u8,
+    /// The last status seen (`null` if none).
+    pub last: Value,
+}
+
+/// Follows the rollout of `name` until it is done, at most `timeout`, showing its
+/// progress when `text`; says when the controller is lost and regained, and on Ctrl-C
+/// that the rollout goes on. One wait for `run --wait` and `undo --wait`.
+pub(crate) async fn wait_for_end(
+    client: &ApiClient,
+    name: &str,
+    timeout: Option<cutover_core::Duration>,
+    text: bool,
+) -> WaitEnd {
+    let mut progress = Progress::new(text);
+    let mut lost = LostController::new(client.base(), name);
+    let mut show = |status: &Value| progress.show(status);
+    let waited = follow_until_done(client, name, &mut lost, &mut show);
+    let limit = timeout.map_or(Duration::MAX, |t| Duration::from_millis(t.as_millis()));
+    let result = tokio::select! {
+        waited = tokio::time::timeout(limit, waited) => waited.unwrap_or(Err(Waited::TimedOut)),
+        _ = tokio::signal::ctrl_c() => Err(Waited::Interrupted),
+    };
+    progress.finish();
+    let (outcome, code, last) = match result {
+        Ok(last) => {
+            let outcome = last["outcome"].as_str().unwrap_or("rolledBack").to_string();
+            let code = if outcome == "promoted" {
+                exit::OK
+            } else {
+                exit::FAILED
+            };
+            (outcome, code, Some(last))
+        }
+        Err(Waited::TimedOut) => (
+            "timedOut".to_string(),
+            exit::TIMED_OUT,
+            progress.last.clone(),
+        ),
+        Err(Waited::Unreachable(e)) => {
+            eprintln!("error: {e}");
+            (
+                "unreachable".to_string(),
+                exit::UNAVAILABLE,
+                progress.last.clone(),
+            )
+        }
+        Err(Waited::Interrupted) => {
+            eprintln!("{}", interrupted_text(name));
+            (
+                "interrupted".to_string(),
+                exit::INTERRUPTED,
+                progress.last.clone(),
+            )
+        }
+    };
+    WaitEnd {
+        outcome,
+        code,
+        last: last.unwrap_or(Value::Null),
+    }
+}
+
+/// `run --output json`'s report for a release the controller turned down or could not
+/// be asked about: what is known of the versions, what serves now (the stable version of
+/// a next rollout), else the file's, which names it on a first one.
+async fn refused_report(
+    client: &ApiClient,
+    name: &str,
+    error: &ClientError,
+    code: u8,
+    file_versions: &(Option<String>, Option<String>),
+) -> RunReport {
+    let current = match error {
+        ClientError::Unreachable(_) => None,
+        _ => client.get(&format!("/v1/releases/{name}")).await.ok(),
+    };
+    let serving = current
+        .as_ref()
+        .and_then(|s| s["stable"]["version"].as_str().map(str::to_string));
+    RunReport {
+        release: name.to_string(),
+        outcome: if code == exit::UNAVAILABLE {
+            "unreachable".into()
+        } else {
+            "refused".into()
+        },
+        exit_code: code,
+        reason: Some(error.to_string()),
+        stable_version: serving.clone().or_else(|| file_versions.0.clone()),
+        candidate_version: file_versions.1.clone(),
+        serving_version: serving,
+        duration_seconds: 0.0,
+        controller: client.base().to_string(),
+        status: None,
+    }
+}
+
+/// How `run --wait` ends: the JSON report, or one line saying the outcome.
+fn print_run_end(name: &str, end: &WaitEnd, output: Output, started: Instant, client: &ApiClient) {
+    let (outcome, code, last_status) = (&end.outcome, end.code, &end.last);
+    match output {
+        Output::Json => {
+            print_report(&report_of(
+                name,
+                outcome,
+                code,
+                last_status,
+                started,
+                client,
+            ));
+        }
+        Output::Text => {
+            let reason = last_status["reason"].as_str().map(|r| format!(": {r}"));
+            let line = match outcome.as_str() {
+                "timedOut" => format!(
+                    "{name}: still {} after the timeout; it goes on without this command (`cutover status {name}`)",
+                    last_status["description"].as_str().unwrap_or("running")
+                ),
+                "unreachable" => format!("{name}: lost the controller"),
+                "interrupted" => format!(
+                    "{name}: interrupted while {}",
+                    last_status["description"].as_str().unwrap_or("running")
+                ),
+                other => format!(
+                    "{name}: {other}{} after {:.1}s",
+                    reason.unwrap_or_default(),
+                    started.elapsed().as_secs_f64()
+                ),
+            };
+            emit(&format!("{line}\n"));
+        }
+    }
 }
 
 fn report_of(

@@ -127,52 +127,52 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
         .get("CUTOVER_STATE_DIR")
         .filter(|_| args.state_dir == Path::new(".cutover"))
         .map_or(args.state_dir.clone(), PathBuf::from);
-    // Two controllers on one directory would overwrite each other's decisions. A directory
-    // that exists is locked first, so that a second `serve` names the first rather than
-    // the ports they both want.
-    let early_lock = if state_dir.is_dir() {
-        match lock(&state_dir) {
-            Ok(lock) => Some(lock),
-            Err(message) => {
-                eprintln!("error: {message}");
-                return exit::UNAVAILABLE;
-            }
-        }
-    } else {
-        None
+    let prepared = match prepare(&args, env, &state_dir) {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
     };
-    // Nothing is created before the addresses are known to be free.
-    if let Err(message) = addresses_free(&args) {
-        eprintln!("error: {message}");
-        return exit::UNAVAILABLE;
-    }
-    let mut created = CreatedDir::before_creating(&state_dir);
-    if let Err(e) = cutover_backend::create_private_dir(&state_dir) {
-        eprintln!(
-            "error: cannot create the state directory {}: {e}",
-            state_dir.display()
-        );
-        return exit::UNAVAILABLE;
-    }
-    let mut lock_file = match early_lock.map_or_else(|| lock(&state_dir), Ok) {
-        Ok(lock) => lock,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return exit::UNAVAILABLE;
-        }
-    };
-    note_holder(&mut lock_file, None);
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    built.map_or_else(
+        |e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            exit::UNAVAILABLE
+        },
+        |runtime| runtime.block_on(serve_until_stopped(args, state_dir, prepared)),
+    )
+}
+
+/// What the checks before the start found and claimed: the state directory (locked,
+/// removed again if the start fails), the tokens, TLS and the proxy's configuration.
+struct Prepared {
+    created: CreatedDir,
+    lock_file: File,
+    token_file: PathBuf,
+    edge_token_file: PathBuf,
+    /// `http` or `https`.
+    scheme: &'static str,
+    api: ApiOptions,
+    proxy_config: Option<ProxyConfig>,
+}
+
+/// The checks before anything starts, each saying what to do when it fails (the exit
+/// code): the state directory free and claimed, the tokens, TLS, the proxy's
+/// configuration.
+fn prepare(
+    args: &ServeArgs,
+    env: &BTreeMap<String, String>,
+    state_dir: &Path,
+) -> Result<Prepared, u8> {
+    let (created, lock_file) = claim_state_dir(args, state_dir)?;
     let token_file = args
         .token_file
         .clone()
         .unwrap_or_else(|| state_dir.join("token"));
-    let token = match token(&token_file) {
-        Ok(token) => token,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return exit::UNAVAILABLE;
-        }
-    };
+    let token = token(&token_file).map_err(|message| {
+        eprintln!("error: {message}");
+        exit::UNAVAILABLE
+    })?;
     let edge_token_file = args
         .edge_token_file
         .clone()
@@ -185,219 +185,300 @@ pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
                 token_file.display(),
                 edge_token_file.display()
             );
-            return exit::INVALID_INPUT;
+            return Err(exit::INVALID_INPUT);
         }
         Ok(edge) => edge,
         Err(message) => {
             eprintln!("error: {message}");
-            return exit::UNAVAILABLE;
+            return Err(exit::UNAVAILABLE);
         }
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => match cutover_metrics::https::server_config(cert, key) {
-            Ok(config) => Some(config),
-            Err(e) => {
+        (Some(cert), Some(key)) => Some(cutover_metrics::https::server_config(cert, key).map_err(
+            |e| {
                 eprintln!("error: {e}");
-                return exit::INVALID_INPUT;
-            }
-        },
+                exit::INVALID_INPUT
+            },
+        )?),
         _ => None,
     };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let proxy_config = match proxy_config(&args, env) {
-        Ok(config) => config,
-        Err(code) => return code,
+    let proxy_config = proxy_config(args, env)?;
+    Ok(Prepared {
+        created,
+        lock_file,
+        token_file,
+        edge_token_file,
+        scheme: if tls.is_some() { "https" } else { "http" },
+        api: ApiOptions {
+            address: args.api,
+            token,
+            edge_token: Some(edge_token),
+            tls,
+            limits: ApiLimits {
+                header_read_timeout: args.api_header_timeout.into(),
+                body_read_timeout: args.api_body_timeout.into(),
+                max_connections: args.api_max_connections,
+                ..ApiLimits::default()
+            },
+        },
+        proxy_config,
+    })
+}
+
+/// Locks the state directory (creating it, and noting what was created, once the
+/// addresses are known to be free) and writes this process into its lock file.
+fn claim_state_dir(args: &ServeArgs, state_dir: &Path) -> Result<(CreatedDir, File), u8> {
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        exit::UNAVAILABLE
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return exit::UNAVAILABLE;
+    // Two controllers on one directory would overwrite each other's decisions. A directory
+    // that exists is locked first, so that a second `serve` names the first rather than
+    // the ports they both want.
+    let early_lock = if state_dir.is_dir() {
+        Some(lock(state_dir).map_err(fail)?)
+    } else {
+        None
+    };
+    // Nothing is created before the addresses are known to be free.
+    addresses_free(args).map_err(fail)?;
+    let created = CreatedDir::before_creating(state_dir);
+    cutover_backend::create_private_dir(state_dir).map_err(|e| {
+        fail(format!(
+            "cannot create the state directory {}: {e}",
+            state_dir.display()
+        ))
+    })?;
+    let mut lock_file = early_lock
+        .map_or_else(|| lock(state_dir), Ok)
+        .map_err(fail)?;
+    note_holder(&mut lock_file, None);
+    Ok((created, lock_file))
+}
+
+/// The backend `serve` drives, opened; on Kubernetes also the leader election and (unless
+/// `--no-release-objects`) how to start watching `Release` objects once leading.
+struct OpenedBackend {
+    backend: Arc<dyn Backend>,
+    elector: Option<LeaderElector>,
+    release_objects: Option<Box<dyn FnOnce() -> ReleaseObjects + Send>>,
+}
+
+async fn open_backend(args: &ServeArgs, state_dir: &Path) -> Result<OpenedBackend, u8> {
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        exit::UNAVAILABLE
+    };
+    let backend: Arc<dyn Backend> = match args.backend {
+        BackendKind::Local => {
+            Arc::new(LocalBackend::open(state_dir).map_err(|e| fail(e.to_string()))?)
         }
-    };
-    runtime.block_on(async move {
-        let mut shutdown = std::pin::pin!(Signals::install().wait());
-        let mut elector = None;
-        let mut kube_objects = None;
-        let backend: Arc<dyn Backend> = match args.backend {
-            BackendKind::Local => match LocalBackend::open(&state_dir) {
-                Ok(backend) => Arc::new(backend),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return exit::UNAVAILABLE;
-                }
-            },
-            BackendKind::Swarm => match SwarmBackend::connect(&args.name).await {
-                Ok(backend) => Arc::new(backend),
-                Err(e) => {
-                    eprintln!("error: {}", error_chain(&e));
-                    return exit::UNAVAILABLE;
-                }
-            },
-            BackendKind::Kubernetes => {
-                match KubeBackend::connect(&args.name, args.namespace.as_deref()).await {
-                    Ok(backend) => {
-                        if !args.no_release_objects {
-                            kube_objects =
-                                Some((backend.watch_client(), backend.namespace().to_string()));
-                        }
-                        elector = Some(LeaderElector::new(
-                            backend.client(),
-                            LeaseConfig {
-                                name: format!("{}-leader", args.name),
-                                namespace: backend.namespace().to_string(),
-                                identity: args
-                                    .identity
-                                    .clone()
-                                    .unwrap_or_else(cutover_kube::lease::default_identity),
-                                duration: args.lease_duration.into(),
-                            },
-                        ));
-                        Arc::new(backend)
-                    }
-                    Err(e) => {
-                        eprintln!("error: {}", error_chain(&e));
-                        return exit::UNAVAILABLE;
-                    }
-                }
-            }
-        };
-        // Of several replicas, only the leader drives rollouts (and serves the API, so a
-        // Service in front of the replicas reaches the leader alone).
-        if let Some(elector) = &elector {
-            eprintln!(
-                "cutover controller: waiting to lead (Lease '{}' in namespace '{}', identity {})",
-                elector.config().name,
-                elector.config().namespace,
-                elector.config().identity
+        BackendKind::Swarm => Arc::new(
+            SwarmBackend::connect(&args.name)
+                .await
+                .map_err(|e| fail(error_chain(&e)))?,
+        ),
+        BackendKind::Kubernetes => {
+            let backend = KubeBackend::connect(&args.name, args.namespace.as_deref())
+                .await
+                .map_err(|e| fail(error_chain(&e)))?;
+            let release_objects = (!args.no_release_objects).then(|| {
+                let (client, namespace) = (backend.watch_client(), backend.namespace().to_string());
+                Box::new(move || ReleaseObjects::start(client, &namespace))
+                    as Box<dyn FnOnce() -> ReleaseObjects + Send>
+            });
+            let elector = LeaderElector::new(
+                backend.client(),
+                LeaseConfig {
+                    name: format!("{}-leader", args.name),
+                    namespace: backend.namespace().to_string(),
+                    identity: args
+                        .identity
+                        .clone()
+                        .unwrap_or_else(cutover_kube::lease::default_identity),
+                    duration: args.lease_duration.into(),
+                },
             );
-            let acquired = tokio::select! {
-                acquired = elector.acquire() => acquired,
-                () = &mut shutdown => {
-                    created.keep();
-                    return exit::OK;
-                }
-            };
-            // Renewed from now on, while the controller resumes; the moment it is lost,
-            // this process stops, whatever it is doing, so that two controllers never
-            // act at once. Kubernetes starts it again as a standby.
-            let elector = elector.clone();
-            tokio::spawn(async move {
-                let lost = elector.hold(acquired).await;
-                eprintln!("error: {lost}; stopping so that only the leader drives rollouts");
-                std::process::exit(exit::UNAVAILABLE.into());
+            return Ok(OpenedBackend {
+                backend: Arc::new(backend),
+                elector: Some(elector),
+                release_objects,
             });
         }
-        let proxy = match proxy_config {
-            None => None,
-            Some(config) => match Proxy::start(config).await {
-                Ok(proxy) => Some(Arc::new(proxy)),
-                Err(e) => {
-                    let flags = if args.proxy_config.is_some() {
-                        "the listeners of --proxy-config"
-                    } else {
-                        "--listen or --admin"
-                    };
-                    eprintln!("error: {}{}", error_chain(&e), flag_hint(flags, &e));
-                    return exit::UNAVAILABLE;
-                }
-            },
-        };
-        let controller = match Controller::start(ControllerOptions {
-            backend,
-            proxy: proxy.clone(),
-            prometheus: args.prometheus.clone(),
-        })
-        .await
-        {
-            Ok(controller) => controller,
-            Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
-                return exit::UNAVAILABLE;
-            }
-        };
-        // Started by the leader only, once the controller has resumed what it drives.
-        let objects = kube_objects.map(|(client, namespace)| {
-            let objects = ReleaseObjects::start(client, &namespace);
-            tokio::spawn(release_objects::reconcile_forever(
-                controller.clone(),
-                objects,
-            ))
-        });
-        let api = match Api::start(
-            controller.clone(),
-            ApiOptions {
-                address: args.api,
-                token,
-                edge_token: Some(edge_token),
-                tls,
-                limits: ApiLimits {
-                    header_read_timeout: args.api_header_timeout.into(),
-                    body_read_timeout: args.api_body_timeout.into(),
-                    max_connections: args.api_max_connections,
-                    ..ApiLimits::default()
-                },
-            },
-        )
-        .await
-        {
-            Ok(api) => api,
-            Err(e) => {
-                eprintln!("error: {}{}", error_chain(&e), flag_hint("--api", &e));
-                return exit::UNAVAILABLE;
-            }
-        };
-        // Started: the state directory is this controller's from now on.
-        created.keep();
-        note_holder(&mut lock_file, Some(&format!("{scheme}://{}", api.address())));
-        match &proxy {
-            Some(proxy) => eprintln!(
-                "cutover controller: API on {scheme}://{}, proxy on {} (admin {}), state in {}, token in {}, edge token in {}",
-                api.address(),
-                proxy
-                    .listen_addrs()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                proxy.admin_addr(),
-                state_dir.display(),
-                token_file.display(),
-                edge_token_file.display()
-            ),
-            None => eprintln!(
-                "cutover controller: API on {scheme}://{} (proxies pull GET /v1/routes), state in {}, token in {}, edge token in {}",
-                api.address(),
-                state_dir.display(),
-                token_file.display(),
-                edge_token_file.display()
-            ),
-        }
-        shutdown.await;
-        if let Some(objects) = objects {
-            objects.abort();
-        }
-        eprintln!("shutting down: rollouts stay persisted and resume at the next start");
-        api.shutdown().await;
-        controller.stop();
-        drop(controller);
-        if let Some(proxy) = proxy {
-            // The drivers' tasks may still hold the proxy for a moment.
-            for _ in 0..50 {
-                match Arc::try_unwrap(proxy.clone()) {
-                    Ok(proxy) => {
-                        proxy.shutdown().await;
-                        break;
-                    }
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-                }
-            }
-        }
-        exit::OK
+    };
+    Ok(OpenedBackend {
+        backend,
+        elector: None,
+        release_objects: None,
     })
+}
+
+/// Of several replicas, only the leader drives rollouts (and serves the API, so a
+/// Service in front of the replicas reaches the leader alone): waits to lead, then holds
+/// the lease; the moment it is lost, this process stops, whatever it is doing, so that
+/// two controllers never act at once (Kubernetes starts it again as a standby). `false`:
+/// stopped by a signal before leading.
+async fn lead(elector: &LeaderElector, shutdown: impl Future<Output = ()>) -> bool {
+    eprintln!(
+        "cutover controller: waiting to lead (Lease '{}' in namespace '{}', identity {})",
+        elector.config().name,
+        elector.config().namespace,
+        elector.config().identity
+    );
+    let acquired = tokio::select! {
+        acquired = elector.acquire() => acquired,
+        () = shutdown => return false,
+    };
+    let elector = elector.clone();
+    tokio::spawn(async move {
+        let lost = elector.hold(acquired).await;
+        eprintln!("error: {lost}; stopping so that only the leader drives rollouts");
+        std::process::exit(exit::UNAVAILABLE.into());
+    });
+    true
+}
+
+/// Starts the embedded proxy (if any), the controller (which resumes what it drives) and
+/// the API, each failure naming the flag to change.
+async fn start(
+    args: &ServeArgs,
+    backend: Arc<dyn Backend>,
+    proxy_config: Option<ProxyConfig>,
+    api: ApiOptions,
+) -> Result<(Option<Arc<Proxy>>, Controller, Api), u8> {
+    let proxy = match proxy_config {
+        None => None,
+        Some(config) => match Proxy::start(config).await {
+            Ok(proxy) => Some(Arc::new(proxy)),
+            Err(e) => {
+                let flags = if args.proxy_config.is_some() {
+                    "the listeners of --proxy-config"
+                } else {
+                    "--listen or --admin"
+                };
+                eprintln!("error: {}{}", error_chain(&e), flag_hint(flags, &e));
+                return Err(exit::UNAVAILABLE);
+            }
+        },
+    };
+    let controller = Controller::start(ControllerOptions {
+        backend,
+        proxy: proxy.clone(),
+        prometheus: args.prometheus.clone(),
+    })
+    .await
+    .map_err(|e| {
+        eprintln!("error: {}", error_chain(&e));
+        exit::UNAVAILABLE
+    })?;
+    let api = Api::start(controller.clone(), api).await.map_err(|e| {
+        eprintln!("error: {}{}", error_chain(&e), flag_hint("--api", &e));
+        exit::UNAVAILABLE
+    })?;
+    Ok((proxy, controller, api))
+}
+
+/// Opens the backend, leads (on Kubernetes), starts, says where everything is, and
+/// serves until a signal; then stops in order.
+async fn serve_until_stopped(args: ServeArgs, state_dir: PathBuf, mut prepared: Prepared) -> u8 {
+    let mut shutdown = std::pin::pin!(Signals::install().wait());
+    let opened = match open_backend(&args, &state_dir).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
+    if let Some(elector) = &opened.elector
+        && !lead(elector, &mut shutdown).await
+    {
+        prepared.created.keep();
+        return exit::OK;
+    }
+    let Prepared {
+        mut created,
+        mut lock_file,
+        token_file,
+        edge_token_file,
+        scheme,
+        api,
+        proxy_config,
+    } = prepared;
+    let (proxy, controller, api) = match start(&args, opened.backend, proxy_config, api).await {
+        Ok(started) => started,
+        Err(code) => return code,
+    };
+    // Started by the leader only, once the controller has resumed what it drives.
+    let objects = opened.release_objects.map(|start| {
+        tokio::spawn(release_objects::reconcile_forever(
+            controller.clone(),
+            start(),
+        ))
+    });
+    // Started: the state directory is this controller's from now on.
+    created.keep();
+    note_holder(
+        &mut lock_file,
+        Some(&format!("{scheme}://{}", api.address())),
+    );
+    let files = (token_file.as_path(), edge_token_file.as_path());
+    say_where(&api, proxy.as_deref(), scheme, &state_dir, files);
+    shutdown.await;
+    if let Some(objects) = objects {
+        objects.abort();
+    }
+    eprintln!("shutting down: rollouts stay persisted and resume at the next start");
+    api.shutdown().await;
+    controller.stop();
+    drop(controller);
+    if let Some(proxy) = proxy {
+        // The drivers' tasks may still hold the proxy for a moment.
+        for _ in 0..50 {
+            match Arc::try_unwrap(proxy.clone()) {
+                Ok(proxy) => {
+                    proxy.shutdown().await;
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+    exit::OK
+}
+
+/// The proxy's listeners, `A, B`.
+fn listening(proxy: &Proxy) -> String {
+    let addresses: Vec<String> = proxy
+        .listen_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    addresses.join(", ")
+}
+
+/// The started line: where the API, the proxy, the state and the tokens are.
+fn say_where(
+    api: &Api,
+    proxy: Option<&Proxy>,
+    scheme: &str,
+    state_dir: &Path,
+    (token_file, edge_token_file): (&Path, &Path),
+) {
+    match proxy {
+        Some(proxy) => eprintln!(
+            "cutover controller: API on {scheme}://{}, proxy on {} (admin {}), state in {}, token in {}, edge token in {}",
+            api.address(),
+            listening(proxy),
+            proxy.admin_addr(),
+            state_dir.display(),
+            token_file.display(),
+            edge_token_file.display()
+        ),
+        None => eprintln!(
+            "cutover controller: API on {scheme}://{} (proxies pull GET /v1/routes), state in {}, token in {}, edge token in {}",
+            api.address(),
+            state_dir.display(),
+            token_file.display(),
+            edge_token_file.display()
+        ),
+    }
 }
 
 fn proxy_config(
@@ -441,41 +522,55 @@ fn proxy_config(
 
 /// The directories a start is about to create (the state directory and any missing
 /// parent), removed again if the start fails: a failed `serve` leaves nothing behind. A
-/// directory that existed before is never removed.
+/// directory that existed before is never removed, nor is a parent that someone else put
+/// something into meanwhile: only the state directory is removed with what is in it, each
+/// parent only if empty, walking upward.
 struct CreatedDir {
-    top: Option<PathBuf>,
+    /// From the state directory up to the outermost one that was missing; empty if the
+    /// state directory existed.
+    missing: Vec<PathBuf>,
 }
 
 impl CreatedDir {
-    /// Notes the outermost missing directory on the way to `dir`, before it is created.
+    /// Notes the missing directories on the way to `dir`, before it is created.
     fn before_creating(dir: &Path) -> CreatedDir {
-        let mut top = None;
+        let mut missing = Vec::new();
         let mut current = Some(dir);
         while let Some(path) = current {
             if path.as_os_str().is_empty() || path.exists() {
                 break;
             }
-            top = Some(path.to_path_buf());
+            missing.push(path.to_path_buf());
             current = path.parent();
         }
-        CreatedDir { top }
+        CreatedDir { missing }
     }
 
     /// The start went through: keep what was created.
     fn keep(&mut self) {
-        self.top = None;
+        self.missing.clear();
     }
 }
 
 impl Drop for CreatedDir {
     fn drop(&mut self) {
-        if let Some(top) = self.top.take()
-            && let Err(e) = std::fs::remove_dir_all(&top)
-        {
+        let mut missing = std::mem::take(&mut self.missing).into_iter();
+        let Some(state_dir) = missing.next() else {
+            return;
+        };
+        if let Err(e) = std::fs::remove_dir_all(&state_dir) {
             eprintln!(
                 "warning: cannot remove {} after the failed start: {e}",
-                top.display()
+                state_dir.display()
             );
+            return;
+        }
+        // A parent that is not empty now holds someone else's files: it stays, and so
+        // does every directory above it.
+        for parent in missing {
+            if std::fs::remove_dir(&parent).is_err() {
+                break;
+            }
         }
     }
 }
@@ -616,4 +711,33 @@ fn token(path: &Path) -> Result<String, String> {
         }
     }
     Err(format!("the token file {} keeps changing", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_removes_its_state_dir_and_only_the_parents_still_empty() {
+        let root = std::env::temp_dir().join(format!("cutover-created-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("root");
+        let state_dir = root.join("a").join("b").join("state");
+        let created = CreatedDir::before_creating(&state_dir);
+        std::fs::create_dir_all(&state_dir).expect("made");
+        std::fs::write(state_dir.join("token"), "t").expect("token");
+        // Someone else made a directory of their own in `a` meanwhile.
+        std::fs::create_dir(root.join("a").join("theirs")).expect("theirs");
+        drop(created);
+        assert!(!state_dir.exists(), "the state directory is removed");
+        assert!(
+            !root.join("a").join("b").exists(),
+            "an empty parent is removed"
+        );
+        assert!(
+            root.join("a").join("theirs").is_dir(),
+            "a parent someone else used stays, with what they put in it"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
-use crate::client::{ApiClient, ClientError, ConnectionArgs};
+use crate::client::{ClientError, ConnectionArgs};
+use crate::rollout::session;
 use crate::{Output, emit, exit};
 
 /// How long `abort` waits for the rollback by default.
@@ -17,9 +18,6 @@ const ABORT_WAIT: Duration = Duration::from_secs(60);
 
 /// The longest wait the controller grants one `abort` request.
 const ABORT_WAIT_MAX: Duration = Duration::from_secs(60);
-
-/// How long `undo --wait` keeps trying a controller that went away.
-const RECONNECT_FOR: Duration = Duration::from_secs(30);
 
 /// `cutover abort`.
 #[derive(Args, Debug)]
@@ -49,8 +47,9 @@ pub struct UndoArgs {
     /// and analyses (as `promote --full`).
     #[arg(long)]
     pub full: bool,
-    /// Wait until the rollout back ends: exit 0 when the previous version is promoted, 1
-    /// when the rollout back is rolled back.
+    /// Wait until the rollout back ends, as `run --wait` does: exit 0 when the previous
+    /// version is promoted, 1 when the rollout back is rolled back, 130 on Ctrl-C (the
+    /// rollout goes on).
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this long (e.g. `15m`); the rollout goes on. Exit 3.
@@ -97,21 +96,6 @@ pub struct LogsArgs {
     pub tail: usize,
     #[command(flatten)]
     pub connection: ConnectionArgs,
-}
-
-fn session(
-    connection: &ConnectionArgs,
-    env: &BTreeMap<String, String>,
-) -> Result<(ApiClient, tokio::runtime::Runtime), u8> {
-    let client = ApiClient::from_settings(connection, env).map_err(|e| report(&e))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the runtime: {e}");
-            exit::UNAVAILABLE
-        })?;
-    Ok((client, runtime))
 }
 
 fn report(error: &ClientError) -> u8 {
@@ -202,6 +186,14 @@ pub fn abort(args: &AbortArgs, env: &BTreeMap<String, String>) -> u8 {
     })
 }
 
+/// The API path of `verb` on release `name`, with `?flag=true` when a flag is set.
+fn verb_path(name: &str, verb: &str, flag: Option<&str>) -> String {
+    match flag {
+        Some(flag) => format!("/v1/releases/{name}/{verb}?{flag}=true"),
+        None => format!("/v1/releases/{name}/{verb}"),
+    }
+}
+
 /// `cutover undo NAME`.
 pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> u8 {
     let (client, runtime) = match session(&args.connection, env) {
@@ -209,11 +201,7 @@ pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> u8 {
         Err(code) => return code,
     };
     let name = &args.name;
-    let path = if args.full {
-        format!("/v1/releases/{name}/undo?full=true")
-    } else {
-        format!("/v1/releases/{name}/undo")
-    };
+    let path = verb_path(name, "undo", args.full.then_some("full"));
     runtime.block_on(async {
         let status = match client.post(&path, Vec::new(), &[]).await {
             Ok(status) => status,
@@ -238,93 +226,40 @@ pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> u8 {
             }
             return exit::OK;
         }
+        // The same wait as `run --wait`: progress, the controller lost and regained,
+        // Ctrl-C saying the rollout goes on (130), and run's exit codes.
         let started = Instant::now();
-        let waited = follow_until_done(&client, name, args.output == Output::Text);
-        let result = match args.timeout {
-            Some(limit) => {
-                tokio::time::timeout(Duration::from_millis(limit.as_millis()), waited)
-                    .await
-                    .unwrap_or(Err(None))
-            }
-            None => waited.await,
-        };
-        match result {
-            Ok(last) => {
-                let promoted = last["outcome"] == "promoted";
-                if args.output == Output::Json {
-                    print_json(&last);
-                } else if promoted {
-                    emit(&format!(
-                        "{name}: undone, {} serves again after {:.1}s\n",
-                        last["stable"]["version"].as_str().unwrap_or("?"),
-                        started.elapsed().as_secs_f64()
-                    ));
-                } else {
-                    emit(&format!(
-                        "{name}: the rollout back was {}; {} still serves\n",
-                        ended(&last),
-                        last["stable"]["version"].as_str().unwrap_or("?")
-                    ));
-                }
-                if promoted { exit::OK } else { exit::FAILED }
-            }
-            Err(None) => {
-                eprintln!(
-                    "{name}: still rolling back to the previous version after the timeout; it goes on (`cutover status {name} --watch`)"
-                );
-                exit::TIMED_OUT
-            }
-            Err(Some(e)) => {
-                eprintln!("error: {e}");
-                exit::UNAVAILABLE
-            }
+        let end = crate::rollout::wait_for_end(
+            &client,
+            name,
+            args.timeout,
+            args.output == Output::Text,
+        )
+        .await;
+        let last = &end.last;
+        match end.outcome.as_str() {
+            _ if args.output == Output::Json => print_json(last),
+            "promoted" => emit(&format!(
+                "{name}: undone, {} serves again after {:.1}s\n",
+                last["stable"]["version"].as_str().unwrap_or("?"),
+                started.elapsed().as_secs_f64()
+            )),
+            "timedOut" => emit(&format!(
+                "{name}: still rolling back to the previous version after the timeout; it goes on (`cutover status {name} --watch`)\n"
+            )),
+            "unreachable" => emit(&format!("{name}: lost the controller\n")),
+            "interrupted" => emit(&format!(
+                "{name}: interrupted while {}\n",
+                last["description"].as_str().unwrap_or("undoing")
+            )),
+            _ => emit(&format!(
+                "{name}: the rollout back was {}; {} still serves\n",
+                ended(last),
+                last["stable"]["version"].as_str().unwrap_or("?")
+            )),
         }
+        end.code
     })
-}
-
-/// Follows the release's events until its rollout is done (`Err(Some)`: the controller
-/// was lost for longer than [`RECONNECT_FOR`]), printing each new phase when `text`.
-async fn follow_until_done(
-    client: &ApiClient,
-    name: &str,
-    text: bool,
-) -> Result<Value, Option<String>> {
-    let mut lost_since: Option<Instant> = None;
-    let mut last_line = String::new();
-    loop {
-        let mut done = None;
-        let followed = client
-            .follow(&format!("/v1/releases/{name}/events"), &mut |status| {
-                let line = format!(
-                    "{name}: {}, weight {}%",
-                    status["description"].as_str().unwrap_or("?"),
-                    status["weight"]
-                );
-                if text && line != last_line {
-                    eprintln!("{line}");
-                    last_line = line;
-                }
-                if status["done"].as_bool() == Some(true) {
-                    done = Some(status);
-                    return false;
-                }
-                true
-            })
-            .await;
-        if let Some(status) = done {
-            return Ok(status);
-        }
-        match followed {
-            Ok(_) => lost_since = None,
-            Err(ClientError::Unreachable(e)) => {
-                if lost_since.get_or_insert_with(Instant::now).elapsed() > RECONNECT_FOR {
-                    return Err(Some(e));
-                }
-            }
-            Err(e) => return Err(Some(e.to_string())),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// `cutover delete NAME`.
@@ -334,11 +269,7 @@ pub fn delete(args: &DeleteArgs, env: &BTreeMap<String, String>) -> u8 {
         Err(code) => return code,
     };
     let name = &args.name;
-    let path = if args.force {
-        format!("/v1/releases/{name}/delete?force=true")
-    } else {
-        format!("/v1/releases/{name}/delete")
-    };
+    let path = verb_path(name, "delete", args.force.then_some("force"));
     runtime.block_on(async {
         match client.post(&path, Vec::new(), &[]).await {
             Ok(_) => {
@@ -360,7 +291,15 @@ pub fn logs(args: &LogsArgs, env: &BTreeMap<String, String>) -> u8 {
     };
     let mut path = format!("/v1/releases/{}/logs?tail={}", args.name, args.tail);
     if let Some(version) = &args.version {
-        path.push_str(&format!("&version={}", percent_encode(version)));
+        // A version name needs no encoding in a URL: one outside the set cannot exist.
+        if !cutover_core::validate::is_version_name(version) {
+            eprintln!(
+                "error: '{version}' is not a version name: versions are letters, digits, '_', '.' and '-' (an image tag's grammar); `cutover status {}` lists the versions",
+                args.name
+            );
+            return exit::INVALID_INPUT;
+        }
+        path.push_str(&format!("&version={version}"));
     }
     if args.candidate {
         path.push_str("&slot=candidate");
@@ -387,18 +326,4 @@ pub fn logs(args: &LogsArgs, env: &BTreeMap<String, String>) -> u8 {
             Err(e) => report(&e),
         }
     })
-}
-
-/// A version name as a query value (versions are mostly `[A-Za-z0-9._-]`).
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

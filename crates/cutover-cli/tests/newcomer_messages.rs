@@ -6,9 +6,11 @@
 
 mod support;
 
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -72,6 +74,101 @@ fn wait_exit(mut child: Child, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(100));
     }
     child.wait_with_output().expect("output")
+}
+
+/// What a child wrote to one of its pipes so far.
+type Collected = Arc<Mutex<Vec<u8>>>;
+
+/// A background CLI whose output is read as it comes, so that a test can wait for a line
+/// that says it is set up (its Ctrl-C handler in place, its event stream open) rather
+/// than sleeping and hoping.
+struct Watched {
+    child: Child,
+    out: Arc<Mutex<Vec<u8>>>,
+    err: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Watched {
+    fn start(mut child: Child) -> Watched {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        let pipes: [(Box<dyn Read + Send>, &Collected); 2] = [
+            (Box::new(child.stdout.take().expect("stdout piped")), &out),
+            (Box::new(child.stderr.take().expect("stderr piped")), &err),
+        ];
+        for (mut pipe, into) in pipes {
+            let into = into.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    into.lock().expect("output").extend_from_slice(&chunk[..n]);
+                }
+            }));
+        }
+        Watched {
+            child,
+            out,
+            err,
+            readers,
+        }
+    }
+
+    /// Waits until the child has written `lines` whole lines (stdout and stderr together).
+    fn wait_lines(&self, lines: usize, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            let written = |b: &Arc<Mutex<Vec<u8>>>| {
+                b.lock()
+                    .expect("output")
+                    .iter()
+                    .filter(|c| **c == b'\n')
+                    .count()
+            };
+            if written(&self.out) + written(&self.err) >= lines {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no {lines} lines within {limit:?}: {}",
+                String::from_utf8_lossy(&self.err.lock().expect("output"))
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sigint(&self) {
+        sigint(&self.child);
+    }
+
+    /// Its exit and everything it wrote; killed (and the test failed) after `limit`.
+    fn finish(mut self, limit: Duration) -> Output {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "did not end within {limit:?}: {}",
+                    String::from_utf8_lossy(&self.err.lock().expect("output"))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        let take = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().expect("output"));
+        Output {
+            status,
+            stdout: take(&self.out),
+            stderr: take(&self.err),
+        }
+    }
 }
 
 fn sigint(child: &Child) {
@@ -483,14 +580,30 @@ fn ctrl_c_on_run_wait_and_status_watch_says_the_rollout_goes_on_and_exits_130() 
         "nm-ctrl-c",
         &release("nm-ctrl-c", ("v1", &[]), ("v2", &[]), WAIT_FOR_PROMOTE),
     );
-    let run = serve.cli_background(&["run", file.to_str().expect("path"), "--wait"]);
+    let run =
+        Watched::start(serve.cli_background(&["run", file.to_str().expect("path"), "--wait"]));
     waiting_for_person(&serve, "nm-ctrl-c");
-    let watch = serve.cli_background(&["status", "nm-ctrl-c", "--watch"]);
-    // Both are following by now (the first status is printed at once).
-    std::thread::sleep(Duration::from_secs(1));
-    for child in [run, watch] {
-        sigint(&child);
-        let output = wait_exit(child, Duration::from_secs(10));
+    let watch = Watched::start(serve.cli_background(&["status", "nm-ctrl-c", "--watch"]));
+    // Following once they printed a status: `run` its "started" line and then one of
+    // progress, `status --watch` the first status.
+    run.wait_lines(2, Duration::from_secs(30));
+    watch.wait_lines(1, Duration::from_secs(30));
+    for child in [Some(run), Some(watch), None] {
+        // Last, `undo --wait` is the same wait: promoted, then undone through the same
+        // strategy, which waits for a person again.
+        let child = match child {
+            Some(child) => child,
+            None => {
+                let promoted = serve.cli(&["promote", "nm-ctrl-c", "--full"]);
+                assert_eq!(promoted.status.code(), Some(0), "{promoted:?}");
+                serve.wait_done("nm-ctrl-c", Duration::from_secs(60));
+                let child = Watched::start(serve.cli_background(&["undo", "nm-ctrl-c", "--wait"]));
+                child.wait_lines(2, Duration::from_secs(30));
+                child
+            }
+        };
+        child.sigint();
+        let output = child.finish(Duration::from_secs(10));
         assert_eq!(output.status.code(), Some(130), "{output:?}");
         let text = stderr(&output);
         assert!(text.contains("the rollout goes on"), "{text}");
@@ -501,7 +614,7 @@ fn ctrl_c_on_run_wait_and_status_watch_says_the_rollout_goes_on_and_exits_130() 
         assert!(text.contains("`cutover abort nm-ctrl-c`"), "{text}");
     }
     let status = serve.status("nm-ctrl-c").expect("status");
-    assert_eq!(status["done"], false, "the rollout went on: {status}");
+    assert_eq!(status["done"], false, "the undo went on: {status}");
     let help = stdout(&serve.cli(&["run", "--help"]));
     assert!(help.contains("130"), "{help}");
     let docs = std::fs::read_to_string(repo().join("docs/cli.md")).expect("docs/cli.md");
@@ -516,21 +629,24 @@ fn run_wait_and_status_watch_say_when_the_controller_is_lost_regained_and_the_ro
         "nm-lost",
         &release("nm-lost", ("v1", &[]), ("v2", &[]), &timed(8)),
     );
-    let run = serve.cli_background(&["run", file.to_str().expect("path"), "--wait"]);
+    let run =
+        Watched::start(serve.cli_background(&["run", file.to_str().expect("path"), "--wait"]));
     serve.wait_for("nm-lost", Duration::from_secs(30), |s| {
         s["description"]
             .as_str()
             .is_some_and(|d| d.contains("pausing"))
     });
-    let watch = serve.cli_background(&["status", "nm-lost", "--watch"]);
-    // Both are following before the controller goes.
-    std::thread::sleep(Duration::from_secs(1));
+    let watch = Watched::start(serve.cli_background(&["status", "nm-lost", "--watch"]));
+    // Both are following before the controller goes: each printed a status from the
+    // event stream (`run` after its "started" line).
+    run.wait_lines(2, Duration::from_secs(30));
+    watch.wait_lines(1, Duration::from_secs(30));
     serve.kill();
     // Several retries fail meanwhile: still one line.
     std::thread::sleep(Duration::from_secs(3));
     serve.restart();
-    let run = wait_exit(run, Duration::from_secs(60));
-    let watch = wait_exit(watch, Duration::from_secs(30));
+    let run = run.finish(Duration::from_secs(60));
+    let watch = watch.finish(Duration::from_secs(30));
     for output in [&run, &watch] {
         assert_eq!(output.status.code(), Some(0), "{output:?}");
         let text = stderr(output);

@@ -35,6 +35,42 @@ fn text(output: &std::process::Output) -> String {
     )
 }
 
+/// `GET /v1/releases/vb-logs/logs?QUERY` with the token: a follow's status line and
+/// headers (its stream left open), or a whole short answer, and the connection.
+fn logs_request(api: u16, token: &str, query: &str) -> (String, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", api)).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout set");
+    write!(
+        stream,
+        "GET /v1/releases/vb-logs/logs?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .expect("sent");
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    // The head, then (for an answer with a length) its body.
+    while !answer.ends_with(b"\r\n\r\n") && stream.read(&mut byte).expect("reads") == 1 {
+        answer.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&answer).to_string();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_string)
+        })
+        .and_then(|n| n.trim().parse::<usize>().ok());
+    if let Some(length) = length {
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).expect("the body");
+        answer.extend(body);
+    }
+    (String::from_utf8_lossy(&answer).to_string(), stream)
+}
+
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -94,6 +130,75 @@ fn undo_after_a_promotion_brings_the_previous_version_back() {
         })
         .collect();
     assert_eq!(outcomes, ["v1->v2", "v2->v1"], "{history}");
+}
+
+/// Half the traffic, then a pause that only `cutover promote` ends.
+const WAITS_FOR_PROMOTE: &str = "  strategy:
+    canary:
+      scaleDownDelay: 1s
+      steps:
+        - setWeight: 50
+        - pause: {}
+";
+
+/// Regression: `undo --wait` had its own copy of the follow loop, which printed bare
+/// phase lines, never said which command moves a waiting rollout on, and said nothing on
+/// Ctrl-C. It now follows as `run --wait` does: timed lines and, at a pause that waits for
+/// a person, `cutover promote NAME`.
+#[test]
+fn undo_wait_names_promote_when_the_rollout_back_waits_for_a_person() {
+    let mut serve = Serve::start("undo-wait", &[]);
+    serve.owns("vb-undo-wait");
+    let file = serve.release_file(
+        "vb-undo-wait",
+        &release("vb-undo-wait", ("v1", &[]), ("v2", &[]), WAITS_FOR_PROMOTE),
+    );
+    let run = serve.cli(&["run", file.to_str().expect("path")]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    serve.wait_for("vb-undo-wait", Duration::from_secs(20), |s| {
+        s["waitingForPerson"] == true
+    });
+    let promote = serve.cli(&["promote", "vb-undo-wait"]);
+    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    serve.wait_done("vb-undo-wait", Duration::from_secs(20));
+
+    let mut undo = serve.cli_background(&["undo", "vb-undo-wait", "--wait", "--timeout", "60s"]);
+    let stderr = undo.stderr.take().expect("stderr");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("`cutover promote vb-undo-wait` goes on"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "undo --wait never named promote: {seen:#?}"
+        );
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with('[') && l.contains("vb-undo-wait: at step 1")),
+        "progress lines as run --wait prints them: {seen:#?}"
+    );
+    let promote = serve.cli(&["promote", "vb-undo-wait"]);
+    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    let output = undo.wait_with_output().expect("undo ends");
+    assert_eq!(output.status.code(), Some(0), "{output:?} {seen:#?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("v1 serves again"),
+        "{output:?}"
+    );
 }
 
 #[test]
@@ -345,6 +450,52 @@ fn logs_print_an_instances_output_and_follow_new_lines() {
         ticks.windows(2).all(|w| w[1] == w[0] + 1),
         "in order, none lost or repeated: {ticks:?}"
     );
+
+    // A version is sent as it is: one outside the version set is refused before asking,
+    // and the server refuses an encoded one rather than matching nothing.
+    let odd = serve.cli(&["logs", "vb-logs", "--version", "v 2"]);
+    assert_eq!(odd.status.code(), Some(2), "{}", text(&odd));
+    assert!(text(&odd).contains("not a version name"), "{}", text(&odd));
+    let token =
+        std::fs::read_to_string(serve.scratch.path.join("state").join("token")).expect("the token");
+    let (encoded, _) = logs_request(serve.api, token.trim(), "version=v%202");
+    assert!(
+        encoded.starts_with("HTTP/1.1 400") && encoded.contains("not a version name"),
+        "{encoded}"
+    );
+
+    // Followed logs hold a connection each: four of one release at once, the fifth is
+    // refused saying so, and closing one frees its slot.
+    let mut open: Vec<_> = (0..4)
+        .map(|_| {
+            let (head, stream) = logs_request(serve.api, token.trim(), "follow=true&tail=1");
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            stream
+        })
+        .collect();
+    let (refused, _) = logs_request(serve.api, token.trim(), "follow=true&tail=1");
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert!(
+        refused.contains("4 followed logs of 'vb-logs' are open")
+            && refused.contains("limit per release is 4"),
+        "{refused}"
+    );
+    drop(open.pop());
+    let freed = Instant::now();
+    loop {
+        let (head, stream) = logs_request(serve.api, token.trim(), "follow=true&tail=1");
+        if head.starts_with("HTTP/1.1 200") {
+            open.push(stream);
+            break;
+        }
+        assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+        assert!(
+            freed.elapsed() < Duration::from_secs(10),
+            "a closed follow frees its slot: {head}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(open);
 
     // Reading logs needs the token: instance output may hold what it was given.
     let anonymous = std::process::Command::new(CUTOVER)

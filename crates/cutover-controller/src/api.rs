@@ -125,6 +125,11 @@ pub struct ApiLimits {
     pub body_read_timeout: Duration,
     /// The largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
+    /// Followed logs (`GET .../logs?follow`) open at once, in all: each holds a
+    /// connection for up to an hour. Beyond it: 429.
+    pub max_follows: usize,
+    /// Followed logs open at once of one release. Beyond it: 429.
+    pub max_follows_per_release: usize,
 }
 
 impl Default for ApiLimits {
@@ -135,6 +140,8 @@ impl Default for ApiLimits {
             tls_handshake_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
+            max_follows: 16,
+            max_follows_per_release: 4,
         }
     }
 }
@@ -232,6 +239,7 @@ impl Api {
             },
             limits: options.limits,
             tls: options.tls.map(TlsAcceptor::from),
+            follows: crate::logs::FollowLimits::new(&options.limits),
         });
         let task = tokio::spawn(serve(listener, shared, stopped));
         Ok(Api {
@@ -259,6 +267,7 @@ struct Shared {
     tokens: Tokens,
     limits: ApiLimits,
     tls: Option<TlsAcceptor>,
+    follows: crate::logs::FollowLimits,
 }
 
 /// The first pause after a failed `accept` (out of file descriptors, say); doubled on each
@@ -543,75 +552,33 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
             guardrail(&controller, name, req, body_timeout).await
         }
         (&Method::GET, ["v1", "releases", name, "logs"]) => {
-            crate::logs::serve(&controller, name, &req).await
+            crate::logs::serve(&controller, &shared.follows, name, &req).await
         }
         (&Method::POST, ["v1", "releases", name, "undo"]) => {
             let full = query_flag(&req, "full");
             let name = name.to_string();
             // Runs to the end even if the client goes away, as a submission does.
-            match tokio::spawn(async move { controller.undo(&name, full).await }).await {
-                Ok(Ok(status)) => json(StatusCode::CREATED, &*status),
-                Ok(Err(e)) => controller_error(&e),
-                Err(e) => error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("the undo failed: {e}"),
-                ),
-            }
+            detached(
+                "undo",
+                async move { controller.undo(&name, full).await },
+                |status| json(StatusCode::CREATED, &*status),
+            )
+            .await
         }
         (&Method::POST, ["v1", "releases", name, "delete"]) => {
             let force = query_flag(&req, "force");
             let name = name.to_string();
             // Runs to the end even if the client goes away: a delete half done would
             // leave a release frozen.
-            match tokio::spawn(async move { controller.delete(&name, force).await }).await {
-                Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({ "deleted": true })),
-                Ok(Err(e)) => controller_error(&e),
-                Err(e) => error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("the delete failed: {e}"),
-                ),
-            }
+            detached(
+                "delete",
+                async move { controller.delete(&name, force).await },
+                |()| json(StatusCode::OK, &serde_json::json!({ "deleted": true })),
+            )
+            .await
         }
         (&Method::POST, ["v1", "releases", name, verb]) => {
-            let command = match *verb {
-                "promote" if query_flag(&req, "full") => Command::PromoteFull,
-                "promote" => Command::Promote,
-                "abort" => Command::Abort,
-                "pause" => Command::Pause,
-                "resume" => Command::Resume,
-                "retry" => Command::Retry,
-                other => {
-                    return error(
-                        StatusCode::NOT_FOUND,
-                        "notFound",
-                        format!(
-                            "no command '{other}': use promote, abort, pause, resume, retry, undo or delete"
-                        ),
-                    );
-                }
-            };
-            // Only an abort ends the rollout by itself: the others leave it under way.
-            let wait = query_value(&req, "wait")
-                .filter(|_| command == Command::Abort)
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(MAX_COMMAND_WAIT_SECONDS)));
-            match controller.command(name, command).await {
-                Ok(status) => match wait {
-                    Some(limit) if !status.done => match controller.wait_done(name, limit).await {
-                        Ok(Some(done)) => json(StatusCode::OK, &*done),
-                        // Still under way: the status as it stands, `done: false`.
-                        Ok(None) => match controller.status(name) {
-                            Ok(now) => json(StatusCode::ACCEPTED, &*now),
-                            Err(e) => controller_error(&e),
-                        },
-                        Err(e) => controller_error(&e),
-                    },
-                    _ => json(StatusCode::OK, &*status),
-                },
-                Err(e) => controller_error(&e),
-            }
+            command(&controller, name, verb, &req).await
         }
         (_, ["healthz" | "metrics"] | ["v1", ..]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -622,6 +589,77 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
             StatusCode::NOT_FOUND,
             "notFound",
             format!("no such path: {path} (see docs/http-api.md)"),
+        ),
+    }
+}
+
+/// `POST /v1/releases/NAME/VERB` for the rollout commands: the status once the rollout
+/// acted on it; an abort with `?wait=S` waits (at most [`MAX_COMMAND_WAIT_SECONDS`]) for
+/// the rollback to finish and answers 202 if it is still under way then.
+async fn command(
+    controller: &Controller,
+    name: &str,
+    verb: &str,
+    req: &Request<Incoming>,
+) -> Response<ApiBody> {
+    let command = match verb {
+        "promote" if query_flag(req, "full") => Command::PromoteFull,
+        "promote" => Command::Promote,
+        "abort" => Command::Abort,
+        "pause" => Command::Pause,
+        "resume" => Command::Resume,
+        "retry" => Command::Retry,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "notFound",
+                format!(
+                    "no command '{other}': use promote, abort, pause, resume, retry, undo or delete"
+                ),
+            );
+        }
+    };
+    // Only an abort ends the rollout by itself: the others leave it under way.
+    let wait = query_value(req, "wait")
+        .filter(|_| command == Command::Abort)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(MAX_COMMAND_WAIT_SECONDS)));
+    match controller.command(name, command).await {
+        Ok(status) => match wait {
+            Some(limit) if !status.done => match controller.wait_done(name, limit).await {
+                Ok(Some(done)) => json(StatusCode::OK, &*done),
+                // Still under way: the status as it stands, `done: false`.
+                Ok(None) => match controller.status(name) {
+                    Ok(now) => json(StatusCode::ACCEPTED, &*now),
+                    Err(e) => controller_error(&e),
+                },
+                Err(e) => controller_error(&e),
+            },
+            _ => json(StatusCode::OK, &*status),
+        },
+        Err(e) => controller_error(&e),
+    }
+}
+
+/// Runs `work` on its own task, so that it goes to the end even if the client goes away,
+/// and answers with `ok` on success, the controller's error, or a 500 naming `what` if
+/// the task itself failed.
+async fn detached<T, F>(
+    what: &str,
+    work: F,
+    ok: impl FnOnce(T) -> Response<ApiBody>,
+) -> Response<ApiBody>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, ControllerError>> + Send + 'static,
+{
+    match tokio::spawn(work).await {
+        Ok(Ok(value)) => ok(value),
+        Ok(Err(e)) => controller_error(&e),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the {what} failed: {e}"),
         ),
     }
 }
@@ -725,16 +763,12 @@ async fn submit(
     };
     // Runs to the end even if the client goes away (a CI job cancelled mid-request):
     // a submission dropped half-way would leave the release's driver held still.
-    let submitted = tokio::spawn(async move { controller.submit(release).await }).await;
-    match submitted {
-        Ok(Ok(status)) => json(StatusCode::CREATED, &*status),
-        Ok(Err(e)) => controller_error(&e),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("the submission failed: {e}"),
-        ),
-    }
+    detached(
+        "submission",
+        async move { controller.submit(release).await },
+        |status| json(StatusCode::CREATED, &*status),
+    )
+    .await
 }
 
 /// `event: status` with the status JSON on every change; the stream ends after the
@@ -776,11 +810,20 @@ fn events(controller: &Controller, name: &str) -> Response<ApiBody> {
             }
         }
     });
+    streamed(receiver, "text/event-stream")
+}
+
+/// A 200 whose body is what `receiver` gets, as it comes, never cached: an event stream
+/// or a followed log.
+pub(crate) fn streamed(
+    receiver: mpsc::Receiver<Bytes>,
+    content_type: &'static str,
+) -> Response<ApiBody> {
     let mut response = Response::new(ApiBody::Events(receiver));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/event-stream"),
+        header::HeaderValue::from_static(content_type),
     );
     headers.insert(
         header::CACHE_CONTROL,

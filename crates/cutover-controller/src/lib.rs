@@ -366,15 +366,27 @@ impl Controller {
         self.refuse_if_under_way(&name)?;
         // The finished rollout's driver holds still while this one starts, so that a
         // command (a `retry`) cannot move it in between; it acts again if this fails.
-        let old = self.drivers().get(&name).map(|h| h.inputs.clone());
-        if let Some(inputs) = &old {
+        self.with_driver_held(&name, self.start_rollout(release))
+            .await
+    }
+
+    /// Runs `work` while the driver of `name` (if it has one) holds still, having
+    /// finished what it was doing; the driver goes on if `work` fails, and is left held
+    /// (for its caller to replace or remove) if it succeeds.
+    async fn with_driver_held<T>(
+        &self,
+        name: &str,
+        work: impl Future<Output = Result<T, ControllerError>>,
+    ) -> Result<T, ControllerError> {
+        let inputs = self.drivers().get(name).map(|h| h.inputs.clone());
+        if let Some(inputs) = &inputs {
             let (stopped, frozen) = oneshot::channel();
             let _ = inputs.send(Input::Freeze(stopped));
             let _ = frozen.await;
         }
-        let result = self.start_rollout(release).await;
+        let result = work.await;
         if result.is_err()
-            && let Some(inputs) = old
+            && let Some(inputs) = inputs
         {
             let _ = inputs.send(Input::Thaw);
         }
@@ -551,7 +563,9 @@ impl Controller {
                     .await
                     .map(|finished| finished.unwrap_or_else(|| status.borrow().clone()));
             }
-            Ok(Err(rejected)) if command == Command::Abort && rejected.phase.contains("promot") => {
+            Ok(Err(rejected))
+                if command == Command::Abort && past_point_of_no_return(status.borrow().phase) =>
+            {
                 // Past the point of no return: the promotion completes, then `undo`.
                 return Err(ControllerError::Conflict(format!(
                     "cannot abort '{name}': the candidate is being promoted ({}); wait for it (`cutover status {name} --watch`), then `cutover undo {name}` rolls back to the previous version",
@@ -705,18 +719,9 @@ impl Controller {
             }
         }
         // The driver holds still while the backend deletes, so it writes nothing back.
-        let inputs = self.drivers().get(name).map(|h| h.inputs.clone());
-        if let Some(inputs) = &inputs {
-            let (stopped, frozen) = oneshot::channel();
-            let _ = inputs.send(Input::Freeze(stopped));
-            let _ = frozen.await;
-        }
-        if let Err(e) = self.inner.backend.delete(name).await {
-            if let Some(inputs) = inputs {
-                let _ = inputs.send(Input::Thaw);
-            }
-            return Err(self.backend_error(e));
-        }
+        let deleted =
+            async { (self.inner.backend.delete(name).await).map_err(|e| self.backend_error(e)) };
+        self.with_driver_held(name, deleted).await?;
         if let Some(handle) = self.drivers().remove(name) {
             handle.task.abort();
         }
@@ -757,16 +762,7 @@ impl Controller {
     /// A release's history.
     pub async fn history(&self, name: &str) -> Result<History, ControllerError> {
         self.status(name)?;
-        let stored = self
-            .inner
-            .backend
-            .load_state(name)
-            .await
-            .map_err(|e| self.backend_error(e))?
-            .ok_or_else(|| ControllerError::NotFound(name.to_string()))?;
-        let record: ReleaseRecord = serde_json::from_value(stored.state).map_err(|e| {
-            ControllerError::Conflict(format!("the stored state of '{name}' cannot be read: {e}"))
-        })?;
+        let record = self.record(name).await?;
         let events = Rollout::from_json(record.rollout)
             .map(|r| r.history().cloned().collect())
             .unwrap_or_default();
@@ -980,6 +976,14 @@ fn undo_release(
     Ok(release)
 }
 
+/// Whether a refused abort was refused because the candidate is past the point of no
+/// return, judged by the status's phase word (see [`RolloutStatus::phase`]): being made
+/// stable (`promoting`, whose routing part does accept an abort) or the previous version
+/// being scaled down (`scalingDown`). A finished rollout is answered before this.
+fn past_point_of_no_return(phase: &str) -> bool {
+    matches!(phase, "promoting" | "scalingDown")
+}
+
 /// Where to remove a release by hand on a backend that cannot delete.
 fn delete_hint(kind: &str, name: &str) -> String {
     match kind {
@@ -1041,6 +1045,16 @@ fn fnv32(text: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abort_refused_while_promoting_or_scaling_down_names_undo_and_no_other_phase_does() {
+        assert!(past_point_of_no_return("promoting"));
+        assert!(past_point_of_no_return("scalingDown"));
+        // "promoted" holds "promot" too; a finished rollout has its own answer.
+        for phase in ["promoted", "step", "rollingBack", "aborted", "deploying"] {
+            assert!(!past_point_of_no_return(phase), "{phase}");
+        }
+    }
 
     #[test]
     fn an_image_tag_names_the_version_and_a_registry_port_does_not() {

@@ -5,21 +5,28 @@
 //! Bounded on every side: at most [`MAX_TAIL_LINES`] lines from each instance, read from
 //! at most its last [`MAX_TAIL_BYTES`]; a followed log is polled every [`FOLLOW_POLL`],
 //! takes at most [`MAX_FOLLOW_CHUNK`] of each file per poll, and ends after
-//! [`MAX_FOLLOW`] (the client starts it again) or when the client goes away.
+//! [`MAX_FOLLOW`] (the client starts it again) or when the client goes away. Each
+//! followed log holds one of the API's connections for that long, so at most
+//! [`ApiLimits::max_follows`] are open at once, [`ApiLimits::max_follows_per_release`] of
+//! one release ([`FollowLimits`]); beyond them a follow is answered 429.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cutover_backend::{LogFile, Slot};
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::Controller;
-use crate::api::{ApiBody, controller_error, error, full, query_flag, query_value};
+use crate::api::{
+    ApiBody, ApiLimits, controller_error, error, full, query_flag, query_value, streamed,
+};
 
 /// Lines from each instance when the request names no `tail`.
 pub const DEFAULT_TAIL_LINES: usize = 100;
@@ -38,6 +45,70 @@ pub const MAX_FOLLOW_CHUNK: u64 = 256 * 1024;
 
 /// How long one followed log stays open.
 pub const MAX_FOLLOW: Duration = Duration::from_secs(3600);
+
+/// The followed logs open now, in all and per release, against the API's limits: a
+/// follow holds a connection for up to [`MAX_FOLLOW`], so without a bound a few clients
+/// could take every connection the API serves.
+pub(crate) struct FollowLimits {
+    total: usize,
+    per_release: usize,
+    open: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+/// One open follow; its slot is given back when it is dropped (the stream ended, the
+/// client went away, or [`MAX_FOLLOW`] passed).
+pub(crate) struct FollowPermit {
+    release: String,
+    open: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl FollowLimits {
+    /// The limits of `limits`, nothing open yet.
+    pub(crate) fn new(limits: &ApiLimits) -> FollowLimits {
+        FollowLimits {
+            total: limits.max_follows,
+            per_release: limits.max_follows_per_release,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for one more follow of `release`, or the refusal saying how many are
+    /// open against which limit.
+    pub(crate) fn open(&self, release: &str) -> Result<FollowPermit, String> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let in_all: usize = open.values().sum();
+        let of_release = open.get(release).copied().unwrap_or(0);
+        if of_release >= self.per_release {
+            return Err(format!(
+                "{of_release} followed logs of '{release}' are open, the limit per release is {}; close one (or read without --follow)",
+                self.per_release
+            ));
+        }
+        if in_all >= self.total {
+            return Err(format!(
+                "{in_all} followed logs are open, the limit is {} in all; close one (or read without --follow)",
+                self.total
+            ));
+        }
+        *open.entry(release.to_string()).or_default() += 1;
+        Ok(FollowPermit {
+            release: release.to_string(),
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for FollowPermit {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.release) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.release);
+            }
+        }
+    }
+}
 
 /// Which instances a request asks for: `slot=stable|candidate|previous` and `version=V`
 /// narrow it down; none means every instance of every slot.
@@ -59,9 +130,18 @@ impl Selection {
                 ));
             }
         };
+        // Sent as is: a version name needs no encoding, so anything else names none.
+        let version = query_value(req, "version");
+        if let Some(version) = version
+            && !cutover_core::validate::is_version_name(version)
+        {
+            return Err(format!(
+                "'{version}' is not a version name: versions are letters, digits, '_', '.' and '-', sent unencoded"
+            ));
+        }
         Ok(Selection {
             slot,
-            version: query_value(req, "version").map(str::to_string),
+            version: version.map(str::to_string),
         })
     }
 
@@ -80,9 +160,10 @@ fn slot_name(slot: Slot) -> &'static str {
     }
 }
 
-/// Serves the logs request.
-pub async fn serve(
+/// Serves the logs request; a follow takes a slot of `follows` for as long as it is open.
+pub(crate) async fn serve(
     controller: &Controller,
+    follows: &FollowLimits,
     name: &str,
     req: &Request<Incoming>,
 ) -> Response<ApiBody> {
@@ -141,7 +222,16 @@ pub async fn serve(
             (label, f.path)
         })
         .collect();
-    let follow = query_flag(req, "follow");
+    let permit = if query_flag(req, "follow") {
+        match follows.open(name) {
+            Ok(permit) => Some(permit),
+            Err(message) => {
+                return error(StatusCode::TOO_MANY_REQUESTS, "tooManyFollows", message);
+            }
+        }
+    } else {
+        None
+    };
     let reading = sources.clone();
     let Ok(tails) = tokio::task::spawn_blocking(move || {
         reading
@@ -157,34 +247,25 @@ pub async fn serve(
             "the log reader failed",
         );
     };
-    if !follow {
+    let Some(permit) = permit else {
         let body: String = tails.into_iter().map(|(text, _)| text).collect();
         return full(
             StatusCode::OK,
             "text/plain; charset=utf-8",
             body.into_bytes(),
         );
-    }
+    };
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
     let offsets: Vec<u64> = tails.iter().map(|(_, end)| *end).collect();
     let first: String = tails.into_iter().map(|(text, _)| text).collect();
     // The whole follow is bounded, a client that stops reading included (a send that
     // waits for room counts against it).
-    tokio::spawn(tokio::time::timeout(
-        MAX_FOLLOW,
-        follow_files(sources, offsets, first, sender),
-    ));
-    let mut response = Response::new(ApiBody::Events(receiver));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
-    response
+    tokio::spawn(async move {
+        let _slot = permit;
+        let _ =
+            tokio::time::timeout(MAX_FOLLOW, follow_files(sources, offsets, first, sender)).await;
+    });
+    streamed(receiver, "text/plain; charset=utf-8")
 }
 
 /// The last `lines` lines of `path` (read from at most its last [`MAX_TAIL_BYTES`]), each
@@ -303,6 +384,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("made");
         dir
+    }
+
+    #[test]
+    fn follows_beyond_the_limits_are_refused_and_a_closed_one_frees_its_slot() {
+        let limits = FollowLimits::new(&ApiLimits {
+            max_follows: 3,
+            max_follows_per_release: 2,
+            ..ApiLimits::default()
+        });
+        let a1 = limits.open("a").expect("first of a");
+        let _a2 = limits.open("a").expect("second of a");
+        let refused = limits.open("a").err().expect("third of a refused");
+        assert!(refused.contains("2 followed logs of 'a'"), "{refused}");
+        assert!(refused.contains("limit per release is 2"), "{refused}");
+        let _b1 = limits.open("b").expect("first of b");
+        let refused = limits.open("c").err().expect("fourth in all refused");
+        assert!(refused.contains("3 followed logs are open"), "{refused}");
+        assert!(refused.contains("limit is 3 in all"), "{refused}");
+        drop(a1);
+        let _a3 = limits.open("a").expect("a slot freed");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::evidence::Evidence;
 use super::grid;
 use super::inference::{self, Levels};
 use super::measurement::{Measurement, MeasurementResult};
-use super::progress::{MetricProgress, PersistedEvidence, bounded_assessment};
+use super::progress::{MetricProgress, PersistedEvidence, answered, bounded_assessment};
 use crate::spec::MetricSpec;
 
 /// Judges one metric over one analysis, measurement by measurement, with Argo Rollouts'
@@ -141,7 +141,12 @@ impl MetricJudge {
             self.consecutive_errors = 0;
         }
         if let MeasurementResult::Value(measurement) = result {
-            self.last_value = measurement.candidate.filter(|v| !v.is_nan());
+            // On evidence, the estimate the verdict rests on (the pooled error rate or
+            // quantile), so the number shown and the reason given agree.
+            self.last_value = self
+                .pooled_estimate()
+                .or(measurement.candidate)
+                .filter(|v| !v.is_nan());
         }
         self.last_assessment = Some(assessment);
         self.decide();
@@ -167,6 +172,15 @@ impl MetricJudge {
                 .merge(&at_level(stable, level));
         }
         true
+    }
+
+    /// The candidate's pooled error rate or latency quantile, when judged on evidence.
+    fn pooled_estimate(&self) -> Option<f64> {
+        let (candidate, _) = self.pooled.as_ref()?;
+        match self.spec.evidence_kind()? {
+            crate::spec::EvidenceKind::ErrorRate => candidate.error_rate(),
+            crate::spec::EvidenceKind::Latency { quantile } => candidate.latency.quantile(quantile),
+        }
     }
 
     /// How many latency buckets the pooled histograms would have at grid `level`.
@@ -332,10 +346,7 @@ impl MetricJudge {
     /// Measurements the provider answered (passed, failed, inconclusive or, on evidence,
     /// pending): those that count towards `count`. Provider errors are not among them.
     pub fn measurements(&self) -> u32 {
-        self.passed
-            .saturating_add(self.failed)
-            .saturating_add(self.inconclusive)
-            .saturating_add(self.pending)
+        answered([self.passed, self.failed, self.inconclusive, self.pending])
     }
 
     /// Measurement attempts of every kind, provider errors included.
@@ -379,8 +390,10 @@ impl MetricJudge {
         self.consecutive_errors
     }
 
-    /// The candidate's value in the last answered measurement, for status displays;
-    /// `None` before any or when it had no data. A provider error leaves it as it was.
+    /// The candidate's value in the last answered measurement, for status displays: on
+    /// evidence, its error rate or latency quantile over the pooled evidence the verdict rests
+    /// on, otherwise the provider's value. `None` before any or when it had no data. A
+    /// provider error leaves it as it was.
     pub fn last_value(&self) -> Option<f64> {
         self.last_value
     }
@@ -747,6 +760,17 @@ mod tests {
         let (candidate, stable) = judge.pooled().expect("pooled");
         assert_eq!(candidate.requests, 300.0);
         assert_eq!(stable.map(|s| s.requests), Some(30_000.0));
+    }
+
+    #[test]
+    fn on_evidence_the_value_shown_is_the_pooled_estimate_the_reason_rests_on() {
+        let mut judge = compared_errors(3, Some(6));
+        judge.record(&window(100.0, 3.0, 10_000.0, 100.0));
+        assert_eq!(judge.last_value(), Some(0.03));
+        // The window alone is 1 %; pooled, 4 of 200.
+        judge.record(&window(100.0, 1.0, 10_000.0, 100.0));
+        assert_eq!(judge.verdict(), None);
+        assert_eq!(judge.last_value(), Some(0.02));
     }
 
     #[test]

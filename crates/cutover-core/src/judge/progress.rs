@@ -127,6 +127,12 @@ pub struct MetricProgress {
     pub shifted_ms: u64,
 }
 
+/// Measurements answered, from the counts of each outcome: passed, failed, inconclusive,
+/// pending (provider errors are not among them).
+pub(crate) fn answered(outcomes: [u32; 4]) -> u32 {
+    outcomes.iter().fold(0u32, |sum, n| sum.saturating_add(*n))
+}
+
 fn is_zero(value: &u64) -> bool {
     *value == 0
 }
@@ -134,10 +140,7 @@ fn is_zero(value: &u64) -> bool {
 impl MetricProgress {
     /// Measurements the provider answered.
     pub fn measurements(&self) -> u32 {
-        self.passed
-            .saturating_add(self.failed)
-            .saturating_add(self.inconclusive)
-            .saturating_add(self.pending)
+        answered([self.passed, self.failed, self.inconclusive, self.pending])
     }
 
     /// Attempts of every kind, provider errors included.
