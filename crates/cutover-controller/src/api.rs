@@ -25,6 +25,7 @@
 //! | `POST /v1/releases/{name}/guardrail`    | a pulling proxy reports that a guardrail tripped |
 //! | `GET /v1/routes[?after=VERSION]`        | the route table, for proxies that pull; with `after`, a long poll |
 
+use cutover_core::Backoff;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -270,16 +271,16 @@ struct Shared {
     follows: crate::logs::FollowLimits,
 }
 
-/// The first pause after a failed `accept` (out of file descriptors, say); doubled on each
-/// failure in a row up to [`ACCEPT_BACKOFF_MAX`], so a failing accept does not spin.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-
-/// The longest pause between failed `accept`s.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The pause after failed `accept`s in a row (out of file descriptors, say): 5 ms, doubling
+/// to at most 1 s, so a failing accept does not spin.
+const ACCEPT_BACKOFF: Backoff = Backoff::new(
+    cutover_core::Duration::from_millis(5),
+    cutover_core::Duration::from_secs(1),
+);
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(shared.limits.max_connections.max(1)));
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = ACCEPT_BACKOFF;
     loop {
         // At the cap, stop accepting: new clients wait in the kernel's queue.
         let permit = tokio::select! {
@@ -293,17 +294,17 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
         };
         let stream = match accepted {
             Ok((stream, _)) => {
-                backoff = ACCEPT_BACKOFF_MIN;
+                backoff.reset();
                 stream
             }
             Err(e) => {
-                tracing::warn!(error = %e, pause = ?backoff, "the API cannot accept a connection; pausing");
+                let pause = Duration::from(backoff.next_delay());
+                tracing::warn!(error = %e, ?pause, "the API cannot accept a connection; pausing");
                 drop(permit);
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(pause) => {}
                     _ = stopped.changed() => return,
                 }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };

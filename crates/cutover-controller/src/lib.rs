@@ -51,9 +51,6 @@ use routes::{PublishedTable, RouteTable};
 /// How long `delete --force` waits for the rollout it aborted to finish rolling back.
 pub const DELETE_ROLLBACK_WITHIN: Duration = Duration::from_secs(60);
 
-/// How often the embedded proxy's events (guardrail trips) are read.
-const EVENT_POLL: Duration = Duration::from_millis(50);
-
 /// What the controller is built from.
 pub struct ControllerOptions {
     /// Where releases run.
@@ -821,11 +818,9 @@ impl Controller {
 
 /// Forwards the proxy's guardrail trips to the drivers of their releases.
 async fn watch_events(inner: Arc<Inner>, proxy: Arc<Proxy>) {
-    let mut seen = proxy.events_since(0).last().map_or(0, |e| e.id);
-    let mut interval = tokio::time::interval(EVENT_POLL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
+    let mut ids = proxy.subscribe_events();
+    let mut seen = *ids.borrow_and_update();
+    while ids.changed().await.is_ok() {
         for event in proxy.events_since(seen) {
             seen = seen.max(event.id);
             if let EventKind::GuardrailTripped {
