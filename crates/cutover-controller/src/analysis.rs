@@ -21,7 +21,7 @@ use cutover_metrics::web::WebClient;
 use cutover_metrics::{Context, WindowSource};
 use serde::Serialize;
 
-use crate::clock;
+use crate::clock::Clock;
 use crate::metrics::ControllerMetrics;
 
 /// How long after a restart a resumed `builtin` metric is measured at the earliest: the
@@ -165,6 +165,8 @@ pub struct Reporting<'a> {
     /// driver has the progress persisted, then shows the view, so a status never shows a
     /// measurement a restart would not find.
     pub on_progress: &'a (dyn Fn(AnalysisProgress, AnalysisView) + Send + Sync),
+    /// Where the run reads the time (measurements fall due by it).
+    pub clock: Clock,
 }
 
 /// Runs an analysis of `metrics` from `progress` (a new run's, or, `resumed`, one
@@ -182,8 +184,9 @@ pub async fn run(
         view,
         counters,
         on_progress,
+        clock,
     } = reporting;
-    let now = clock::now();
+    let now = clock.now();
     let mut run = AnalysisRun::resume(metrics, progress, now);
     if resumed {
         tracing::info!(
@@ -219,12 +222,12 @@ pub async fn run(
         let Some(due_at) = run.next_due() else {
             return (Verdict::Inconclusive, "the analysis has no metrics".into());
         };
-        clock::sleep_until(due_at).await;
-        for due in run.due(clock::now()) {
+        clock.sleep_until(due_at).await;
+        for due in run.due(clock.now()) {
             let Some(spec) = metrics.iter().find(|m| m.name == due.metric) else {
                 continue;
             };
-            let now = clock::now();
+            let now = clock.now();
             let on_evidence = spec.evidence_kind().is_some();
             let window = match run.read_until(&due.metric).filter(|_| on_evidence) {
                 // Whole seconds, as the proxy keeps them.

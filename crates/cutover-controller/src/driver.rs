@@ -8,34 +8,35 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use cutover_backend::{BackendError, Readiness, Slot, SlotView};
-use cutover_core::Backoff;
 use cutover_core::judge::AnalysisProgress;
 use cutover_core::rollout::{
-    Action, Command, CommandRejected, Observation, Operation, Phase, Rollout,
+    Action, Command, CommandRejected, Observation, Operation, Phase, Rollout, Timestamp,
 };
 use cutover_core::spec::{HookPoint, MetricSpec};
-use cutover_proxy::config::{RouteConfig, VersionConfig};
+use cutover_proxy::config::RouteConfig;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
+use crate::Inner;
 use crate::analysis::{self, AnalysisView, Subject};
+use crate::driver_state::{CommandGate, DriverState, PersistFailure, SlotOpId, SlotOperation};
 use crate::hooks::HookPayload;
+use crate::release_route::release_route;
 use crate::status::{self, ReleaseRecord, RolloutStatus, StatusInput, phase_label};
-use crate::{Inner, clock};
-
-/// The wait between attempts to persist the state: 100 ms, doubling to at most 5 s.
-const PERSIST_BACKOFF: Backoff = Backoff::new(
-    cutover_core::Duration::from_millis(100),
-    cutover_core::Duration::from_secs(5),
-);
 
 /// What a driver is told.
 pub enum Input {
     /// Something happened (from an action's task).
     Observation(Observation),
+    /// Slot operation `id` (deploy, promote, retire) ended with `observation`.
+    SlotDone {
+        /// The operation, as `DriverState::begin` named it.
+        id: SlotOpId,
+        /// Its outcome.
+        observation: Observation,
+    },
     /// A person said something; the reply says whether it fit.
     Command(Command, oneshot::Sender<Result<(), CommandRejected>>),
     /// The proxy tripped a guardrail on this version.
@@ -106,7 +107,11 @@ pub struct Start {
 pub fn spawn(inner: Arc<Inner>, start: Start) -> Handle {
     let (inputs, receiver) = mpsc::unbounded_channel();
     let name = start.record.release.metadata.name.clone();
-    let refresh_at = Instant::now() + inner.backend.endpoint_refresh();
+    let state = DriverState::new(
+        inner.clock.now(),
+        inner.backend.endpoint_refresh(),
+        start.rollout.is_done(),
+    );
     let mut driver = Driver {
         inner,
         name: name.clone(),
@@ -118,17 +123,11 @@ pub fn spawn(inner: Arc<Inner>, start: Start) -> Handle {
         inputs: inputs.clone(),
         analyses: HashMap::new(),
         analysis_view: Arc::new(Mutex::new(None)),
-        tripped: false,
+        state,
         problem: None,
-        stopped: false,
         status: None,
-        refresh_at,
-        finished_counted: false,
         replies: Vec::new(),
         deploy_task: None,
-        slot_epoch: 0,
-        slot_ops: 0,
-        frozen: false,
     };
     // A new rollout starts uncut: a cut-off is kept only for the rollout it happened in.
     if matches!(driver.rollout.phase(), Phase::PreRollout) {
@@ -162,60 +161,49 @@ struct Driver {
     inputs: mpsc::UnboundedSender<Input>,
     analyses: HashMap<u32, tokio::task::JoinHandle<()>>,
     analysis_view: Arc<Mutex<Option<AnalysisView>>>,
-    /// Set when the proxy tripped a guardrail: the candidate gets no traffic from any
-    /// route this driver builds afterwards.
-    tripped: bool,
+    /// The driver's own decisions: acting or not, the guardrail cut, slot operations
+    /// under way, refreshes, persist retries.
+    state: DriverState,
     problem: Option<String>,
-    /// Another writer took the state over: this driver no longer acts.
-    stopped: bool,
     status: Option<watch::Sender<Arc<RolloutStatus>>>,
-    refresh_at: Instant,
-    finished_counted: bool,
     /// Commands to answer after the actions they caused are dispatched.
     replies: Vec<Reply>,
     /// The deploy under way, aborted before the candidate is retired so that nothing it
     /// creates outlives the retirement.
     deploy_task: Option<tokio::task::JoinHandle<()>>,
-    /// Bumped whenever a slot operation starts or ends: endpoint refreshes read before
-    /// the last bump are stale.
-    slot_epoch: u64,
-    /// Slot operations (deploy, promote, retire) dispatched and not yet reported: while
-    /// any is, a refresh could read the slots half-changed, so none is taken.
-    slot_ops: u32,
-    /// A submission of a new rollout holds this driver still.
-    frozen: bool,
 }
 
 impl Driver {
     async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Input>) {
-        self.finished_counted = self.rollout.is_done();
+        let clock = self.inner.clock;
         // A proxy that restarted with the controller has no route for this release.
         self.apply_route(None);
         self.execute().await;
         loop {
-            let timer = self
+            let refresh_at = self.state.refresh_at();
+            let wake = self
                 .rollout
                 .poll_timeout()
-                .map(|at| Instant::now() + clock::until(at));
-            let wake = timer.map_or(self.refresh_at, |t| t.min(self.refresh_at));
+                .map_or(refresh_at, |t| t.min(refresh_at));
             let received = tokio::select! {
                 input = receiver.recv() => match input {
                     Some(input) => Some(input),
                     None => return,
                 },
-                _ = tokio::time::sleep_until(wake.into()) => None,
+                _ = tokio::time::sleep_until(clock.deadline(wake)) => None,
             };
-            let began = Instant::now();
+            let began = tokio::time::Instant::now();
             match received {
                 Some(input) => self.handle(input),
                 None => {
-                    if Instant::now() >= self.refresh_at {
+                    let now = clock.now();
+                    if self.state.refresh_due(now) {
                         self.refresh_endpoints();
                     }
-                    self.rollout.handle_timeout(clock::now());
+                    self.rollout.handle_timeout(now);
                 }
             }
-            if self.stopped || self.frozen {
+            if !self.state.acts() {
                 continue;
             }
             let acted = self.execute().await;
@@ -230,52 +218,23 @@ impl Driver {
         }
     }
 
+    /// Takes one input: the driver's own decisions first, then the state machine's.
     fn handle(&mut self, input: Input) {
-        let now = clock::now();
+        let now = self.inner.clock.now();
         match input {
             Input::Observation(observation) => {
-                match &observation {
-                    Observation::Retired {
-                        slot: Slot::Candidate,
-                    } => {
-                        self.slot_epoch += 1;
-                        self.candidate = None;
-                        self.apply_route(None);
-                    }
-                    Observation::Promoted => {
-                        // The candidate is the stable slot now: no backend call needed to
-                        // know where it listens.
-                        self.slot_epoch += 1;
-                        if let Some(candidate) = self.candidate.take() {
-                            self.stable = candidate;
-                        }
-                        self.apply_route(None);
-                    }
-                    Observation::Retired { .. }
-                    | Observation::CandidateReady
-                    | Observation::CandidateFailed { .. } => self.slot_epoch += 1,
-                    _ => {}
-                }
-                if matches!(
-                    observation,
-                    Observation::Retired { .. }
-                        | Observation::Promoted
-                        | Observation::CandidateReady
-                        | Observation::CandidateFailed { .. }
-                        | Observation::BackendError {
-                            operation: Operation::Deploy | Operation::Promote | Operation::Retire,
-                            ..
-                        }
-                ) {
-                    self.slot_ops = self.slot_ops.saturating_sub(1);
-                }
+                let _ = self.rollout.handle(now, observation);
+            }
+            Input::SlotDone { id, observation } => {
+                self.state.acknowledged(id);
+                self.slots_changed(&observation);
                 let _ = self.rollout.handle(now, observation);
             }
             Input::Freeze(stopped) => {
-                self.frozen = true;
+                self.state.freeze();
                 let _ = stopped.send(());
             }
-            Input::Thaw => self.frozen = false,
+            Input::Thaw => self.state.thaw(),
             Input::AnalysisMeasured { progress, view } => {
                 let _ = self
                     .rollout
@@ -289,74 +248,103 @@ impl Driver {
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(view);
                 }
             }
-            Input::Command(command, reply) => {
-                if self.frozen {
-                    let _ = reply.send(Err(CommandRejected {
-                        command,
-                        phase: "being replaced by a new rollout of the release".into(),
-                        expected: "send the command to the new rollout",
-                    }));
-                    return;
-                }
-                if self.stopped {
-                    let _ = reply.send(Err(CommandRejected {
-                        command,
-                        phase: "driven by another controller".into(),
-                        expected: "send the command to the controller that owns it",
-                    }));
-                    return;
-                }
-                let result = self.rollout.handle(now, Observation::Command(command));
-                match &result {
-                    Ok(()) => tracing::info!(%command, "command accepted"),
-                    Err(e) => tracing::info!(%command, error = %e, "command refused"),
-                }
-                if result.is_ok() && command == Command::Retry {
-                    self.tripped = false;
-                    self.inner.routes.clear_cut(&self.name);
-                }
-                // Answered once its actions are under way and the status shows them.
-                self.replies.push((reply, result));
-            }
+            Input::Command(command, reply) => self.command(now, command, reply),
             Input::Guardrail {
                 version,
                 name,
                 detail,
-            } => {
-                if version == self.record.candidate_version && !self.rollout.is_done() {
-                    self.inner.metrics.trip(&self.name, &name);
-                    tracing::warn!(guardrail = %name, %detail, "guardrail tripped");
-                    let _ = self
-                        .rollout
-                        .handle(now, Observation::GuardrailTripped { name, detail });
-                    // The state machine decides; once it rolls back, every route built
-                    // from here on keeps the candidate cut off.
-                    if matches!(self.rollout.phase(), Phase::RollingBack { .. }) {
-                        self.tripped = true;
-                    }
-                }
-            }
+            } => self.guardrail(now, &version, name, detail),
             Input::Endpoints {
                 epoch,
                 stable,
                 candidate,
+            } => self.endpoints(epoch, stable, candidate),
+        }
+    }
+
+    /// A slot operation's outcome: the slots as the driver knows them follow it.
+    fn slots_changed(&mut self, observation: &Observation) {
+        match observation {
+            Observation::Retired {
+                slot: Slot::Candidate,
             } => {
-                if epoch.is_some_and(|e| e != self.slot_epoch || self.slot_ops > 0) {
-                    return;
-                }
-                let mut changed = false;
-                if let Some(stable) = stable.filter(|s| *s != self.stable) {
-                    self.stable = stable;
-                    changed = true;
-                }
-                if candidate != self.candidate {
-                    self.candidate = candidate;
-                    changed = true;
-                }
-                if changed {
-                    self.apply_route(None);
-                }
+                self.candidate = None;
+                self.apply_route(None);
             }
+            Observation::Promoted => {
+                // The candidate is the stable slot now: no backend call needed to know
+                // where it listens.
+                if let Some(candidate) = self.candidate.take() {
+                    self.stable = candidate;
+                }
+                self.apply_route(None);
+            }
+            _ => {}
+        }
+    }
+
+    /// A person's command: refused here while held still or stopped, else the machine's;
+    /// answered once its actions are under way and the status shows them.
+    fn command(
+        &mut self,
+        now: Timestamp,
+        command: Command,
+        reply: oneshot::Sender<Result<(), CommandRejected>>,
+    ) {
+        if let CommandGate::Refuse(rejected) = self.state.gate_command(command) {
+            let _ = reply.send(Err(rejected));
+            return;
+        }
+        let result = self.rollout.handle(now, Observation::Command(command));
+        match &result {
+            Ok(()) => tracing::info!(%command, "command accepted"),
+            Err(e) => tracing::info!(%command, error = %e, "command refused"),
+        }
+        if result.is_ok() && self.state.command_accepted(command) {
+            self.inner.routes.clear_cut(&self.name);
+        }
+        self.replies.push((reply, result));
+    }
+
+    /// The proxy cut a version off: the machine decides; once it rolls back, every route
+    /// built from here on keeps the candidate cut off.
+    fn guardrail(&mut self, now: Timestamp, version: &str, name: String, detail: String) {
+        let candidate = &self.record.candidate_version;
+        if !self
+            .state
+            .trip_applies(version, candidate, self.rollout.is_done())
+        {
+            return;
+        }
+        self.inner.metrics.trip(&self.name, &name);
+        tracing::warn!(guardrail = %name, %detail, "guardrail tripped");
+        let _ = self
+            .rollout
+            .handle(now, Observation::GuardrailTripped { name, detail });
+        self.state.trip_handled(self.rollout.phase());
+    }
+
+    /// The slots as read by a refresh (or a deploy): used unless a slot operation raced it.
+    fn endpoints(
+        &mut self,
+        epoch: Option<u64>,
+        stable: Option<SlotView>,
+        candidate: Option<SlotView>,
+    ) {
+        if !self.state.endpoints_current(epoch) {
+            return;
+        }
+        let mut changed = false;
+        if let Some(stable) = stable.filter(|s| *s != self.stable) {
+            self.stable = stable;
+            changed = true;
+        }
+        if candidate != self.candidate {
+            self.candidate = candidate;
+            changed = true;
+        }
+        if changed {
+            self.apply_route(None);
         }
     }
 
@@ -366,7 +354,7 @@ impl Driver {
         while let Some(action) = self.rollout.poll_action() {
             acted = true;
             self.act(action).await;
-            if self.stopped {
+            if self.state.stopped() {
                 return acted;
             }
         }
@@ -409,9 +397,8 @@ impl Driver {
                 return;
             }
         };
-        let mut backoff = PERSIST_BACKOFF;
         loop {
-            match self
+            let error = match self
                 .inner
                 .backend
                 .store_state(&self.name, &value, self.revision)
@@ -419,12 +406,17 @@ impl Driver {
             {
                 Ok(revision) => {
                     self.revision = Some(revision);
+                    self.state.persisted();
                     if self.problem.take().is_some() {
                         tracing::info!("the state store answers again");
                     }
                     return;
                 }
-                Err(BackendError::Conflict { .. }) => {
+                Err(e) => e,
+            };
+            let conflict = matches!(error, BackendError::Conflict { .. });
+            match self.state.persist_failed(conflict) {
+                PersistFailure::Stop => {
                     tracing::error!(
                         "the stored state changed under this controller: another controller drives this release; stopping"
                     );
@@ -432,15 +424,14 @@ impl Driver {
                         "another controller wrote this release's state; this one stopped driving it"
                             .into(),
                     );
-                    self.stopped = true;
                     self.publish();
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot persist the rollout state; retrying");
-                    self.problem = Some(format!("cannot persist the rollout state: {e}"));
+                PersistFailure::RetryAfter(delay) => {
+                    tracing::warn!(error = %error, "cannot persist the rollout state; retrying");
+                    self.problem = Some(format!("cannot persist the rollout state: {error}"));
                     self.publish();
-                    tokio::time::sleep(backoff.next_delay().into()).await;
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
@@ -488,8 +479,7 @@ impl Driver {
     }
 
     fn deploy(&mut self) {
-        self.slot_epoch += 1;
-        self.slot_ops += 1;
+        let id = self.state.begin(SlotOperation::Deploy);
         let backend = self.inner.backend.clone();
         let release = self.record.release.clone();
         let version = self.record.candidate_version.clone();
@@ -514,7 +504,7 @@ impl Driver {
                         message: e.to_string(),
                     },
                 };
-                let _ = inputs.send(Input::Observation(observation));
+                let _ = inputs.send(Input::SlotDone { id, observation });
             }
             .instrument(span),
         );
@@ -522,8 +512,7 @@ impl Driver {
     }
 
     fn promote(&mut self) {
-        self.slot_epoch += 1;
-        self.slot_ops += 1;
+        let id = self.state.begin(SlotOperation::Promote);
         let backend = self.inner.backend.clone();
         let name = self.name.clone();
         let inputs = self.inputs.clone();
@@ -536,29 +525,28 @@ impl Driver {
                         message: e.to_string(),
                     },
                 };
-                let _ = inputs.send(Input::Observation(observation));
+                let _ = inputs.send(Input::SlotDone { id, observation });
             }
             .instrument(tracing::info_span!("promote")),
         );
     }
 
     fn retire(&mut self, slot: Slot) {
-        self.slot_epoch += 1;
-        self.slot_ops += 1;
         let backend = self.inner.backend.clone();
         let name = self.name.clone();
-        let report = self.report();
+        let inputs = self.inputs.clone();
         // A deploy still under way (an abort while deploying) ends first, so the retire
-        // sees everything it created.
+        // sees everything it created; it is not awaited any more (aborted, it never
+        // reports; a report already on its way is stale).
         let deploy = if slot == Slot::Candidate {
             self.deploy_task.take()
         } else {
             None
         };
-        if deploy.as_ref().is_some_and(|d| !d.is_finished()) {
-            // The aborted deploy never reports.
-            self.slot_ops = self.slot_ops.saturating_sub(1);
+        if deploy.is_some() {
+            self.state.cancel_deploy();
         }
+        let id = self.state.begin(SlotOperation::Retire);
         tokio::spawn(
             async move {
                 if let Some(deploy) = deploy {
@@ -572,7 +560,7 @@ impl Driver {
                         message: e.to_string(),
                     },
                 };
-                report(observation);
+                let _ = inputs.send(Input::SlotDone { id, observation });
             }
             .instrument(tracing::info_span!("retire", ?slot)),
         );
@@ -630,6 +618,7 @@ impl Driver {
                         on_progress: &|progress, view| {
                             let _ = inputs.send(Input::AnalysisMeasured { progress, view });
                         },
+                        clock: inner.clock,
                     },
                 )
                 .await;
@@ -670,60 +659,24 @@ impl Driver {
         });
     }
 
-    /// The proxy's route for this release now: stable always; the candidate while it
-    /// exists, with the machine's weight, header rules and mirroring, unless a guardrail
-    /// cut it off.
+    /// The proxy's route for this release now (see [`release_route`]).
     fn route_config(&self) -> RouteConfig {
-        let release = &self.record.release;
-        let route = self.rollout.route();
-        let open = !self.tripped
-            && matches!(
-                self.rollout.phase(),
-                Phase::Step { .. } | Phase::Promoting { .. }
-            );
-        let candidate = self.candidate.as_ref().filter(|c| !c.endpoints.is_empty());
-        let mut match_rules = Vec::new();
-        if open && candidate.is_some() {
-            match_rules.extend(release.spec.traffic.match_rules.iter().cloned());
-            match_rules.extend(route.header_route.iter().cloned());
-        }
-        RouteConfig {
-            release: self.name.clone(),
-            host: release.spec.traffic.host.clone(),
-            path_prefix: release.spec.traffic.path_prefix.clone(),
-            stable: VersionConfig {
-                name: self.stable.version.clone(),
-                endpoints: self.stable.endpoints.clone(),
-            },
-            candidate: candidate.map(|c| VersionConfig {
-                name: c.version.clone(),
-                endpoints: c.endpoints.clone(),
-            }),
-            weight: if open && candidate.is_some() {
-                route.candidate_weight
-            } else {
-                0
-            },
-            match_rules,
-            sticky: release.spec.traffic.sticky.clone(),
-            mirror_percent: if open && candidate.is_some() {
-                route.mirror_percent
-            } else {
-                0
-            },
-            guardrails: release.spec.guardrails.clone(),
-        }
+        release_route(
+            &self.record.release,
+            self.rollout.route(),
+            self.state.candidate_open(self.rollout.phase()),
+            &self.stable,
+            self.candidate.as_ref(),
+        )
     }
 
-    fn refresh_endpoints(&mut self) {
-        self.refresh_at = Instant::now() + self.inner.backend.endpoint_refresh();
-        if self.slot_ops > 0 {
-            return;
-        }
+    /// Reads the slots again in a task; what it reads is used only if no slot operation
+    /// started or ended meanwhile.
+    fn refresh_endpoints(&self) {
         let backend = self.inner.backend.clone();
         let name = self.name.clone();
         let inputs = self.inputs.clone();
-        let epoch = Some(self.slot_epoch);
+        let epoch = Some(self.state.slot_epoch());
         let stable_version = self.stable.version.clone();
         tokio::spawn(async move {
             let stable = backend.endpoints(&name, Slot::Stable).await;
@@ -780,8 +733,7 @@ impl Driver {
             step,
             status.steps,
         );
-        if self.rollout.is_done() && !self.finished_counted {
-            self.finished_counted = true;
+        if self.state.finish_to_count(self.rollout.is_done()) {
             let seconds = self
                 .rollout
                 .now()
@@ -795,9 +747,6 @@ impl Driver {
                 seconds,
                 "rollout finished"
             );
-        }
-        if !self.rollout.is_done() {
-            self.finished_counted = false;
         }
         if let Some(sender) = &self.status {
             sender.send_if_modified(|current| {

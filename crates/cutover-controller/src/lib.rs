@@ -13,11 +13,13 @@
 
 pub mod analysis;
 pub mod api;
-mod clock;
+pub mod clock;
 mod driver;
+mod driver_state;
 pub mod hooks;
 pub mod logs;
 pub mod metrics;
+mod release_route;
 pub mod routes;
 pub mod status;
 
@@ -41,12 +43,13 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 pub use analysis::Providers;
+pub use clock::Clock;
 pub use cutover_backend::LogFile;
 pub use status::{ReleaseRecord, RolloutStatus, RolloutSummary, VersionDefinition};
 
 use driver::{Handle, Input, Start};
 use metrics::ControllerMetrics;
-use routes::{PublishedTable, RouteTable};
+use routes::{PublishedTable, RoutePublisher};
 
 /// How long `delete --force` waits for the rollout it aborted to finish rolling back.
 pub const DELETE_ROLLBACK_WITHIN: Duration = Duration::from_secs(60);
@@ -102,8 +105,10 @@ pub enum ControllerError {
 /// The controller's shared state.
 pub struct Inner {
     backend: Arc<dyn Backend>,
+    /// Where every time the controller uses is read.
+    clock: Clock,
     proxy: Option<Arc<Proxy>>,
-    routes: Arc<RouteTable>,
+    routes: Arc<RoutePublisher>,
     providers: Providers,
     hooks: hooks::HookClient,
     metrics: ControllerMetrics,
@@ -149,12 +154,27 @@ impl Controller {
     /// Starts the controller: resumes every stored release, then watches the proxy's
     /// guardrail events.
     pub async fn start(options: ControllerOptions) -> Result<Controller, ControllerError> {
-        let routes = RouteTable::start(options.proxy.clone());
-        let windows = options
-            .proxy
-            .clone()
-            .map(|p| p as Arc<dyn cutover_metrics::WindowSource>);
+        Controller::start_with(options, Clock::Wall, None).await
+    }
+
+    /// Starts the controller on `clock`, with builtin metrics read from `windows` (else
+    /// from the embedded proxy): the entry point of seeded simulations, which run the
+    /// controller under tokio's paused time with a simulated backend and traffic.
+    #[doc(hidden)]
+    pub async fn start_with(
+        options: ControllerOptions,
+        clock: Clock,
+        windows: Option<Arc<dyn cutover_metrics::WindowSource>>,
+    ) -> Result<Controller, ControllerError> {
+        let routes = RoutePublisher::start(options.proxy.clone());
+        let windows = windows.or_else(|| {
+            options
+                .proxy
+                .clone()
+                .map(|p| p as Arc<dyn cutover_metrics::WindowSource>)
+        });
         let inner = Arc::new(Inner {
+            clock,
             backend: options.backend,
             proxy: options.proxy,
             routes,
@@ -258,7 +278,7 @@ impl Controller {
                 }
             };
             if !rollout.is_done() {
-                rollout.resume(clock::now());
+                rollout.resume(self.inner.clock.now());
                 tracing::info!(release = %name, phase = %rollout.phase().describe(), "resuming");
             }
             // Endpoints that cannot be read now start empty: the driver's refresh reads
@@ -459,7 +479,7 @@ impl Controller {
             let excess = earlier.len().saturating_sub(status::EARLIER_LIMIT);
             earlier.drain(..excess);
         }
-        let rollout = Rollout::new(plan, clock::now());
+        let rollout = Rollout::new(plan, self.inner.clock.now());
         let record = ReleaseRecord {
             release,
             stable_version: stable.version.clone(),
@@ -1145,8 +1165,11 @@ mod tests {
         );
         let mut first = record(release.clone(), "v1", "v2");
         // Not promoted: what served before it is carried over (nothing, here).
-        first.rollout =
-            Rollout::new(Plan::from_release(&release).expect("plan"), clock::now()).to_json();
+        first.rollout = Rollout::new(
+            Plan::from_release(&release).expect("plan"),
+            Clock::Wall.now(),
+        )
+        .to_json();
         assert_eq!(stable_definition(&release, Some(&first), "v1"), None);
         first.stable_definition = Some(VersionDefinition {
             version: "v1".into(),

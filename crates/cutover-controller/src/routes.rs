@@ -54,7 +54,7 @@ fn apply_cut(route: &mut RouteConfig, cut: Option<&String>) {
 }
 
 /// The route table and its publisher.
-pub struct RouteTable {
+pub struct RoutePublisher {
     desired: Mutex<Desired>,
     changed: watch::Sender<u64>,
     /// How the last publication went.
@@ -65,15 +65,15 @@ pub struct RouteTable {
     last: Mutex<Option<PublishedTable>>,
 }
 
-impl RouteTable {
+impl RoutePublisher {
     /// A table published to `proxy` (or only kept, for pulling proxies, when `None`).
-    pub fn start(proxy: Option<Arc<Proxy>>) -> Arc<RouteTable> {
+    pub fn start(proxy: Option<Arc<Proxy>>) -> Arc<RoutePublisher> {
         // Versions start at the clock, so a proxy pulling from a restarted controller
         // never mistakes a new table for the one it applied.
         let first = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-        let table = Arc::new(RouteTable {
+        let table = Arc::new(RoutePublisher {
             desired: Mutex::new(Desired {
                 version: first,
                 routes: BTreeMap::new(),
@@ -100,7 +100,7 @@ impl RouteTable {
     }
 
     /// Sets (or with `None` removes) a release's route; returns the table version that
-    /// holds it, for [`RouteTable::published_at`]. Synchronous, so routes set one after
+    /// holds it, for [`RoutePublisher::published_at`]. Synchronous, so routes set one after
     /// another by a driver land in that order.
     pub fn set(&self, release: &str, mut route: Option<RouteConfig>) -> u64 {
         let version = {
@@ -207,7 +207,7 @@ impl RouteTable {
 /// The least time between two tables: changes arriving meanwhile go out together.
 const MIN_PUBLISH_GAP: std::time::Duration = std::time::Duration::from_millis(10);
 
-async fn publish_loop(table: Arc<RouteTable>, proxy: Option<Arc<Proxy>>) {
+async fn publish_loop(table: Arc<RoutePublisher>, proxy: Option<Arc<Proxy>>) {
     let mut changed = table.changed.subscribe();
     let mut opened = table.opened.subscribe();
     if opened.wait_for(|o| *o).await.is_err() {
@@ -284,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_long_poll_answers_as_soon_as_the_table_changes() {
-        let table = RouteTable::start(None);
+        let table = RoutePublisher::start(None);
         let first = table.set("shop", Some(route("shop", 0)));
         table.open();
         table.published_at(first).await.expect("published");
@@ -306,7 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_long_poll_gives_the_table_as_it_stands_after_its_limit() {
-        let table = RouteTable::start(None);
+        let table = RoutePublisher::start(None);
         let first = table.set("shop", Some(route("shop", 0)));
         table.open();
         table.published_at(first).await.expect("published");
