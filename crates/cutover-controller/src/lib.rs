@@ -16,29 +16,29 @@ pub mod api;
 pub mod clock;
 mod driver;
 mod driver_state;
+mod guardrails;
 pub mod hooks;
 pub mod logs;
 pub mod metrics;
 mod release_route;
+mod resume;
 pub mod routes;
 pub mod status;
+mod versions;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cutover_backend::{Backend, BackendError, Slot, SlotView};
+use cutover_backend::{Backend, BackendError};
 use cutover_core::Diagnostic;
 use cutover_core::load::{self, Format, Source};
 use cutover_core::plan::Plan;
 use cutover_core::rollout::{Command, CommandRejected, HistoryEntry, Rollout};
-use cutover_core::spec::{
-    Backend as BackendSpec, CanaryStrategy, LocalSlot, Release, StrategySpec,
-};
+use cutover_core::spec::Release;
 use cutover_metrics::prometheus::PrometheusClient;
 use cutover_metrics::web::WebClient;
 use cutover_proxy::Proxy;
-use cutover_proxy::events::EventKind;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -48,8 +48,10 @@ pub use cutover_backend::LogFile;
 pub use status::{ReleaseRecord, RolloutStatus, RolloutSummary, VersionDefinition};
 
 use driver::{Handle, Input, Start};
+use guardrails::{guardrail_tripped, watch_events};
 use metrics::ControllerMetrics;
 use routes::{PublishedTable, RoutePublisher};
+use versions::{candidate_version, stable_definition, stable_version_hint, undo_release};
 
 /// How long `delete --force` waits for the rollout it aborted to finish rolling back.
 pub const DELETE_ROLLBACK_WITHIN: Duration = Duration::from_secs(60);
@@ -127,7 +129,7 @@ pub struct Controller {
 }
 
 /// What an operator is told to do about a stored state that cannot be read.
-const STORE_HINT: &str = "move the state away (the release then starts afresh at its next submission) or restore it from a backup, then restart the controller";
+pub(crate) const STORE_HINT: &str = "move the state away (the release then starts afresh at its next submission) or restore it from a backup, then restart the controller";
 
 /// A release left alone because its stored state cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -210,128 +212,6 @@ impl Controller {
             .drivers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    async fn resume_all(&self) -> Result<(), ControllerError> {
-        /// Tries at `Backend::recover` before the start fails.
-        const RECOVER_ATTEMPTS: u32 = 5;
-        let backend = self.inner.backend.clone();
-        let names = backend
-            .releases()
-            .await
-            .map_err(|e| self.backend_error(e))?;
-        // First, every release: the instances outlived the old controller, and are
-        // supervised again; and a backend whose store is remote fences off writes the old
-        // controller still had in flight, so the state read next is the last one. All of
-        // them before any driver starts, so a start that fails here has done nothing.
-        let mut recovered = Vec::new();
-        'releases: for name in names {
-            let mut delay = std::time::Duration::from_millis(250);
-            let mut attempt = 1;
-            while let Err(e) = backend.recover(&name).await {
-                if !e.is_retryable() {
-                    self.quarantine(&name, format!("cannot take the release over: {e}"));
-                    continue 'releases;
-                }
-                if attempt == RECOVER_ATTEMPTS {
-                    // Resuming without it could let the old controller's last write land
-                    // after this one read the state: better not to start.
-                    tracing::error!(release = %name, error = %e, "cannot take the release over");
-                    return Err(self.backend_error(e));
-                }
-                tracing::warn!(release = %name, error = %e, "cannot take the release over yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            recovered.push(name);
-        }
-        for name in recovered {
-            let stored = match backend.load_state(&name).await {
-                Ok(Some(stored)) => stored,
-                Ok(None) => continue,
-                // One unreadable release must not keep the others from resuming.
-                Err(BackendError::Invalid(message)) => {
-                    self.quarantine(&name, format!("cannot read the stored release: {message}"));
-                    continue;
-                }
-                Err(e) => return Err(self.backend_error(e)),
-            };
-            let record: ReleaseRecord = match serde_json::from_value(stored.state) {
-                Ok(record) => record,
-                Err(e) => {
-                    self.quarantine(
-                        &name,
-                        format!("the stored release is not a release record ({e}); {STORE_HINT}"),
-                    );
-                    continue;
-                }
-            };
-            let mut rollout = match Rollout::from_json(record.rollout.clone()) {
-                Ok(rollout) => rollout,
-                Err(e) => {
-                    self.quarantine(
-                        &name,
-                        format!("the stored rollout cannot be read ({e}); {STORE_HINT}"),
-                    );
-                    continue;
-                }
-            };
-            if !rollout.is_done() {
-                rollout.resume(self.inner.clock.now());
-                tracing::info!(release = %name, phase = %rollout.phase().describe(), "resuming");
-            }
-            // Endpoints that cannot be read now start empty: the driver's refresh reads
-            // them again, and one release's trouble does not keep the others from resuming.
-            let slot = |slot: Slot| {
-                let backend = backend.clone();
-                let name = name.clone();
-                async move {
-                    backend.endpoints(&name, slot).await.unwrap_or_else(|e| {
-                        tracing::warn!(release = %name, ?slot, error = %e, "cannot read the endpoints yet");
-                        None
-                    })
-                }
-            };
-            let stable = slot(Slot::Stable).await.unwrap_or_else(|| SlotView {
-                version: record.stable_version.clone(),
-                endpoints: Vec::new(),
-            });
-            let candidate = slot(Slot::Candidate).await;
-            let handle = driver::spawn(
-                self.inner.clone(),
-                Start {
-                    record,
-                    rollout,
-                    revision: Some(stored.version),
-                    stable,
-                    candidate,
-                },
-            );
-            self.drivers().insert(name, handle);
-        }
-        Ok(())
-    }
-
-    /// Leaves `release` alone: no driver, a `quarantined` entry in the API's list and
-    /// an error log line saying why and what to do.
-    fn quarantine(&self, release: &str, reason: String) {
-        tracing::error!(release = %release, reason = %reason, "release quarantined: its stored state cannot be used; every other release resumes");
-        self.inner
-            .quarantined
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(release.to_string(), reason);
-    }
-
-    /// The quarantine reason of `release`, if it is quarantined.
-    fn quarantine_reason(&self, release: &str) -> Option<String> {
-        self.inner
-            .quarantined
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(release)
-            .cloned()
     }
 
     /// The releases left alone at the start because their stored state cannot be used,
@@ -836,161 +716,6 @@ impl Controller {
     }
 }
 
-/// Forwards the proxy's guardrail trips to the drivers of their releases.
-async fn watch_events(inner: Arc<Inner>, proxy: Arc<Proxy>) {
-    let mut ids = proxy.subscribe_events();
-    let mut seen = *ids.borrow_and_update();
-    while ids.changed().await.is_ok() {
-        for event in proxy.events_since(seen) {
-            seen = seen.max(event.id);
-            if let EventKind::GuardrailTripped {
-                release,
-                version,
-                guardrail,
-                value,
-                max,
-                requests,
-            } = event.kind
-            {
-                guardrail_tripped(
-                    &inner,
-                    &release,
-                    &version,
-                    guardrail,
-                    format!("{value:.4} over the limit {max} on {requests} requests"),
-                );
-            }
-        }
-    }
-}
-
-/// A proxy cut `release`'s candidate `version` off: keeps the cut in every table
-/// published from now on, until the driver has decided what the trip means, and tells the
-/// driver.
-fn guardrail_tripped(inner: &Inner, release: &str, version: &str, name: String, detail: String) {
-    inner.routes.cut_candidate(release, version);
-    let drivers = inner
-        .drivers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(handle) = drivers.get(release) {
-        let _ = handle.inputs.send(Input::Guardrail {
-            version: version.to_string(),
-            name,
-            detail,
-        });
-    }
-}
-
-/// The name of the version serving now, for a backend that keeps none: the version the
-/// last rollout left serving, else `spec.stableVersion`, else a hash of the stable slot.
-fn stable_version_hint(release: &Release, previous: Option<&ReleaseRecord>) -> String {
-    if let Some(previous) = previous
-        && let Ok(rollout) = Rollout::from_json(previous.rollout.clone())
-    {
-        return match rollout.outcome() {
-            Some(cutover_core::rollout::Outcome::Promoted) => previous.candidate_version.clone(),
-            _ => previous.stable_version.clone(),
-        };
-    }
-    if let Some(version) = &release.spec.stable_version {
-        return version.clone();
-    }
-    match &release.spec.backend {
-        BackendSpec::Local(target) => short_hash("stable", &target.stable),
-        _ => "stable".to_string(),
-    }
-}
-
-/// What the version serving at the start of a rollout runs, if known: the candidate of
-/// the last rollout if it promoted, what the last rollout knew if it rolled back, and on
-/// the local backend's first release the file's own stable slot.
-fn stable_definition(
-    release: &Release,
-    previous: Option<&ReleaseRecord>,
-    serving: &str,
-) -> Option<VersionDefinition> {
-    let known = match previous {
-        Some(previous) => match Rollout::from_json(previous.rollout.clone())
-            .ok()
-            .and_then(|r| r.outcome().cloned())
-        {
-            Some(cutover_core::rollout::Outcome::Promoted) => Some(VersionDefinition {
-                version: previous.candidate_version.clone(),
-                image: previous.release.spec.image.clone(),
-                local: match &previous.release.spec.backend {
-                    BackendSpec::Local(target) => Some(target.candidate.clone()),
-                    _ => None,
-                },
-            }),
-            _ => previous.stable_definition.clone(),
-        },
-        None => match &release.spec.backend {
-            BackendSpec::Local(target) => Some(VersionDefinition {
-                version: serving.to_string(),
-                image: None,
-                local: Some(target.stable.clone()),
-            }),
-            _ => None,
-        },
-    };
-    known.filter(|d| d.version == serving)
-}
-
-/// The release that rolls `record`'s promoted candidate back to `previous`: the same
-/// release with the previous version as its candidate; with `full`, no steps.
-fn undo_release(
-    record: &ReleaseRecord,
-    previous: VersionDefinition,
-    full: bool,
-) -> Result<Release, ControllerError> {
-    let name = &record.release.metadata.name;
-    let mut release = record.release.clone();
-    release.spec.version = Some(previous.version.clone());
-    release.spec.stable_version = Some(record.candidate_version.clone());
-    match &mut release.spec.backend {
-        BackendSpec::Local(target) => {
-            let Some(local) = previous.local else {
-                return Err(ControllerError::Conflict(format!(
-                    "cannot undo '{name}': the local slot of {} is not known",
-                    previous.version
-                )));
-            };
-            target.stable = target.candidate.clone();
-            target.candidate = local;
-        }
-        _ => {
-            let Some(image) = previous.image else {
-                return Err(ControllerError::Conflict(format!(
-                    "cannot undo '{name}': the image of {} is not known; release it again with `cutover run` and a file that names its image",
-                    previous.version
-                )));
-            };
-            release.spec.image = Some(image);
-        }
-    }
-    if full {
-        let scale_down_delay = match (
-            &release.spec.strategy.canary,
-            &release.spec.strategy.blue_green,
-        ) {
-            (Some(canary), _) => canary.scale_down_delay,
-            (None, Some(blue_green)) => blue_green.scale_down_delay,
-            (None, None) => cutover_core::spec::BlueGreenStrategy::default().scale_down_delay,
-        };
-        release.spec.strategy = StrategySpec {
-            preset: None,
-            canary: Some(CanaryStrategy {
-                steps: Vec::new(),
-                scale_down_delay,
-            }),
-            blue_green: None,
-            progress_deadline: release.spec.strategy.progress_deadline,
-        };
-    }
-    Ok(release)
-}
-
 /// Whether a refused abort was refused because the candidate is past the point of no
 /// return, judged by the status's phase word (see [`RolloutStatus::phase`]): being made
 /// stable (`promoting`, whose routing part does accept an abort) or the previous version
@@ -1023,40 +748,6 @@ fn logs_hint(kind: &str, name: &str) -> String {
     }
 }
 
-/// The new version's name: `spec.version`, else the image's tag, else a hash of the
-/// image (an untagged image's name holds `/` and `:`, outside the version's character set,
-/// which metric labels and queries rely on), else a hash of the candidate slot.
-fn candidate_version(release: &Release) -> String {
-    if let Some(version) = &release.spec.version {
-        return version.clone();
-    }
-    if let Some(image) = &release.spec.image {
-        return match cutover_core::spec::image_tag(image) {
-            Some(tag) => tag.to_string(),
-            None => format!("image-{:08x}", fnv32(image)),
-        };
-    }
-    match &release.spec.backend {
-        BackendSpec::Local(target) => short_hash("candidate", &target.candidate),
-        _ => "candidate".to_string(),
-    }
-}
-
-/// `prefix-` and eight hex digits of an FNV-1a hash of the slot's definition.
-fn short_hash(prefix: &str, slot: &LocalSlot) -> String {
-    let text = serde_json::to_string(slot).unwrap_or_default();
-    format!("{prefix}-{:08x}", fnv32(&text))
-}
-
-/// The low 32 bits of the FNV-1a hash of `text`: a short name that stays the same across
-/// restarts.
-fn fnv32(text: &str) -> u32 {
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    (hash & 0xffff_ffff) as u32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1069,143 +760,5 @@ mod tests {
         for phase in ["promoted", "step", "rollingBack", "aborted", "deploying"] {
             assert!(!past_point_of_no_return(phase), "{phase}");
         }
-    }
-
-    #[test]
-    fn an_image_tag_names_the_version_and_a_registry_port_does_not() {
-        let mut release = Controller::parse(
-            "r.yaml",
-            "apiVersion: cutover.dev/v1\nkind: Release\nmetadata: {name: shop}\nspec:\n  backend: {swarm: {service: shop, network: net}}\n  image: registry:5000/shop:v7\n  port: 80\n  strategy: {canary: {steps: [{setWeight: 50}]}}\n",
-        )
-        .expect("valid");
-        assert_eq!(candidate_version(&release), "v7");
-        // An untagged image's name holds ':' and '/': the version is a hash of it, within
-        // the version character set that metric labels and queries rely on.
-        release.spec.image = Some("registry:5000/shop".into());
-        let name = candidate_version(&release);
-        assert!(
-            name.starts_with("image-") && name.len() == "image-".len() + 8,
-            "{name}"
-        );
-        assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
-            "{name}"
-        );
-        release.spec.version = Some("2.1".into());
-        assert_eq!(candidate_version(&release), "2.1");
-    }
-
-    fn record(release: Release, stable: &str, candidate: &str) -> ReleaseRecord {
-        ReleaseRecord {
-            release,
-            stable_version: stable.into(),
-            candidate_version: candidate.into(),
-            rollout: serde_json::Value::Null,
-            earlier: Vec::new(),
-            stable_definition: None,
-        }
-    }
-
-    #[test]
-    fn an_undo_rolls_the_previous_image_out_and_full_drops_the_steps() {
-        let release = Controller::parse(
-            "r.yaml",
-            "apiVersion: cutover.dev/v1\nkind: Release\nmetadata: {name: shop}\nspec:\n  backend: {swarm: {service: shop, network: net}}\n  image: shop:v2\n  port: 80\n  strategy: {canary: {scaleDownDelay: 7s, steps: [{setWeight: 50}, {pause: {}}]}}\n",
-        )
-        .expect("valid");
-        let promoted = record(release, "v1", "v2");
-        // Adopted at the first release: v1's image is not known, and undo says so.
-        let unknown = VersionDefinition {
-            version: "v1".into(),
-            image: None,
-            local: None,
-        };
-        let refused = undo_release(&promoted, unknown, false).expect_err("no image");
-        assert!(
-            refused.to_string().contains("image of v1 is not known"),
-            "{refused}"
-        );
-        let known = VersionDefinition {
-            version: "v1".into(),
-            image: Some("shop:v1".into()),
-            local: None,
-        };
-        let undo = undo_release(&promoted, known.clone(), false).expect("an undo");
-        assert_eq!(undo.spec.image.as_deref(), Some("shop:v1"));
-        assert_eq!(candidate_version(&undo), "v1");
-        assert_eq!(
-            undo.spec.strategy, promoted.release.spec.strategy,
-            "the same strategy"
-        );
-        let full = undo_release(&promoted, known, true).expect("a full undo");
-        let canary = full.spec.strategy.canary.as_ref().expect("a canary");
-        assert!(canary.steps.is_empty(), "no steps: straight to it");
-        assert_eq!(
-            canary.scale_down_delay,
-            cutover_core::Duration::from_secs(7)
-        );
-        assert_eq!(
-            Plan::from_release(&full).expect("a plan").steps.len(),
-            0,
-            "nothing between deploy and promotion"
-        );
-    }
-
-    #[test]
-    fn the_stable_definition_is_carried_over_and_none_for_an_adopted_service() {
-        let release = Controller::parse(
-            "r.yaml",
-            "apiVersion: cutover.dev/v1\nkind: Release\nmetadata: {name: shop}\nspec:\n  backend: {swarm: {service: shop, network: net}}\n  image: shop:v2\n  port: 80\n  strategy: {canary: {steps: [{setWeight: 50}]}}\n",
-        )
-        .expect("valid");
-        assert_eq!(
-            stable_definition(&release, None, "v1"),
-            None,
-            "adopted: unknown"
-        );
-        let mut first = record(release.clone(), "v1", "v2");
-        // Not promoted: what served before it is carried over (nothing, here).
-        first.rollout = Rollout::new(
-            Plan::from_release(&release).expect("plan"),
-            Clock::Wall.now(),
-        )
-        .to_json();
-        assert_eq!(stable_definition(&release, Some(&first), "v1"), None);
-        first.stable_definition = Some(VersionDefinition {
-            version: "v1".into(),
-            image: Some("shop:v1".into()),
-            local: None,
-        });
-        assert_eq!(
-            stable_definition(&release, Some(&first), "v1").and_then(|d| d.image),
-            Some("shop:v1".into()),
-            "without a promotion the same version serves"
-        );
-        assert_eq!(
-            stable_definition(&release, Some(&first), "v9"),
-            None,
-            "never a definition of another version"
-        );
-    }
-
-    #[test]
-    fn local_slots_without_names_get_stable_distinct_hashes() {
-        let a = short_hash(
-            "candidate",
-            &LocalSlot::Addresses(vec!["127.0.0.1:1".into()]),
-        );
-        let b = short_hash(
-            "candidate",
-            &LocalSlot::Addresses(vec!["127.0.0.1:2".into()]),
-        );
-        assert_ne!(a, b);
-        assert_eq!(
-            a,
-            short_hash(
-                "candidate",
-                &LocalSlot::Addresses(vec!["127.0.0.1:1".into()])
-            )
-        );
-        assert!(a.starts_with("candidate-") && a.len() == "candidate-".len() + 8);
     }
 }
