@@ -4,7 +4,7 @@
 //! the reason, and every other release resumes.
 
 use cutover_backend::{BackendError, Slot, SlotView};
-use cutover_core::rollout::Rollout;
+use cutover_core::rollout::{Outcome, Phase, Rollout};
 
 use crate::driver::{self, Start};
 use crate::{Controller, ControllerError, ReleaseRecord, STORE_HINT};
@@ -92,7 +92,7 @@ impl Controller {
                 }
             };
             let stable = slot(Slot::Stable).await.unwrap_or_else(|| SlotView {
-                version: record.stable_version.clone(),
+                version: serving_version(&record, &rollout).to_string(),
                 endpoints: Vec::new(),
             });
             let candidate = slot(Slot::Candidate).await;
@@ -130,5 +130,18 @@ impl Controller {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(release)
             .cloned()
+    }
+}
+
+/// The version the stable slot runs as far as the record knows, for a start that cannot
+/// read the slot: the candidate once the rollout promoted it (scaling down or done), the
+/// version before it otherwise.
+fn serving_version<'a>(record: &'a ReleaseRecord, rollout: &Rollout) -> &'a str {
+    let promoted = matches!(rollout.phase(), Phase::ScalingDown { .. })
+        || matches!(rollout.outcome(), Some(Outcome::Promoted));
+    if promoted {
+        &record.candidate_version
+    } else {
+        &record.stable_version
     }
 }
