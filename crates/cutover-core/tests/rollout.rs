@@ -1,4 +1,5 @@
-//! The rollout state machine, step by step, under random inputs, and in seeded simulation.
+//! The rollout state machine, step by step and under random inputs. The seeded fault
+//! simulation runs through the controller's driver (`cutover-controller/tests/simulation.rs`).
 
 mod support;
 
@@ -11,7 +12,7 @@ use cutover_core::rollout::{
 };
 use cutover_core::spec::HookPoint;
 use proptest::prelude::*;
-use support::{Faults, T0, World, blue_green_plan, canary_plan, hook};
+use support::{T0, blue_green_plan, canary_plan, hook};
 
 fn at(secs: u64) -> Timestamp {
     Timestamp(T0 + secs * 1000)
@@ -174,14 +175,43 @@ fn stale_acknowledgements_are_ignored() {
     );
 }
 
+/// The routes a run of actions set, in order.
+fn routes_of(actions: &[Action]) -> Vec<Route> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetRoute { route, .. } => Some(route.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a finished rollout must leave: all traffic on stable and the candidate retired
+/// (its retirement the last slot operation asked for).
+#[track_caller]
+fn assert_left_clean(r: &Rollout, actions: &[Action]) {
+    assert!(r.is_done(), "{:?}", r.phase());
+    let route = r.route();
+    assert_eq!(route.candidate_weight, 0, "candidate weight left");
+    assert!(route.header_route.is_empty(), "header route left");
+    assert_eq!(route.mirror_percent, 0, "mirroring left on");
+    let last_retire = actions.iter().rev().find_map(|a| match a {
+        Action::Retire { slot } => Some(*slot),
+        _ => None,
+    });
+    let expected = match r.outcome() {
+        Some(Outcome::Promoted) => Slot::Previous,
+        _ => Slot::Candidate,
+    };
+    assert_eq!(last_retire, Some(expected));
+}
+
 #[test]
 fn failed_analysis_rolls_back_to_all_stable_and_retires_candidate() {
-    let mut w = World::new(canary_plan(), 7, Faults::default());
-    w.scripted_verdicts = vec![Verdict::Success, Verdict::Failure];
-    w.retries_left = 0;
-    assert!(w.run(10_000));
-    w.check_end_state(7);
-    let outcome = w.rollout().outcome().cloned();
+    let mut r = Rollout::new(canary_plan(), at(0));
+    let actions = complete_with(&mut r, 0, &[Verdict::Success, Verdict::Failure]);
+    assert_left_clean(&r, &actions);
+    let outcome = r.outcome().cloned();
     assert!(
         matches!(
             outcome,
@@ -191,28 +221,19 @@ fn failed_analysis_rolls_back_to_all_stable_and_retires_candidate() {
         ),
         "{outcome:?}"
     );
-    assert!(!w.log.iter().any(|(_, a)| *a == Action::Promote));
-    assert!(w.log.iter().any(|(_, a)| *a
-        == Action::RunHook {
-            point: HookPoint::OnRollback
-        }));
+    assert!(!actions.contains(&Action::Promote));
+    assert!(actions.contains(&Action::RunHook {
+        point: HookPoint::OnRollback
+    }));
 }
 
 #[test]
 fn canary_with_hooks_header_route_and_mirror_promotes() {
-    let mut w = World::new(canary_plan(), 11, Faults::default());
-    w.scripted_verdicts = vec![Verdict::Success, Verdict::Success];
-    assert!(w.run(10_000));
-    w.check_end_state(11);
-    assert_eq!(w.rollout().outcome(), Some(&Outcome::Promoted));
-    let routes: Vec<Route> = w
-        .log
-        .iter()
-        .filter_map(|(_, a)| match a {
-            Action::SetRoute { route, .. } => Some(route.clone()),
-            _ => None,
-        })
-        .collect();
+    let mut r = Rollout::new(canary_plan(), at(0));
+    let actions = complete_with(&mut r, 0, &[Verdict::Success, Verdict::Success]);
+    assert_left_clean(&r, &actions);
+    assert_eq!(r.outcome(), Some(&Outcome::Promoted));
+    let routes = routes_of(&actions);
     assert_eq!(
         routes
             .iter()
@@ -230,10 +251,9 @@ fn canary_with_hooks_header_route_and_mirror_promotes() {
         routes[5].header_route.is_empty() && routes[5].mirror_percent == 0,
         "promotion clears header route and mirror"
     );
-    let hooks: Vec<HookPoint> = w
-        .log
+    let hooks: Vec<HookPoint> = actions
         .iter()
-        .filter_map(|(_, a)| match a {
+        .filter_map(|a| match a {
             Action::RunHook { point } => Some(*point),
             _ => None,
         })
@@ -250,32 +270,36 @@ fn canary_with_hooks_header_route_and_mirror_promotes() {
 
 #[test]
 fn blue_green_switches_at_once_after_preview_analysis() {
-    let mut w = World::new(blue_green_plan(false), 3, Faults::default());
-    w.scripted_verdicts = vec![Verdict::Success, Verdict::Success];
-    assert!(w.run(10_000));
-    w.check_end_state(3);
-    assert_eq!(w.rollout().outcome(), Some(&Outcome::Promoted));
-    let weights: Vec<u8> = w.weights.clone();
+    let mut r = Rollout::new(blue_green_plan(false), at(0));
+    let actions = complete_with(&mut r, 0, &[Verdict::Success, Verdict::Success]);
+    assert_left_clean(&r, &actions);
+    assert_eq!(r.outcome(), Some(&Outcome::Promoted));
+    let weights: Vec<u8> = routes_of(&actions)
+        .iter()
+        .map(|r| r.candidate_weight)
+        .collect();
     assert!(
         weights.iter().all(|w| *w == 0 || *w == 100),
         "blue/green never splits by weight: {weights:?}"
     );
+    assert!(weights.contains(&100), "{weights:?}");
 }
 
 #[test]
 fn blue_green_post_promotion_failure_switches_back_while_old_version_runs() {
-    let mut w = World::new(blue_green_plan(false), 5, Faults::default());
-    w.scripted_verdicts = vec![Verdict::Success, Verdict::Failure];
-    w.retries_left = 0;
-    assert!(w.run(10_000));
-    w.check_end_state(5);
-    assert!(matches!(
-        w.rollout().outcome(),
-        Some(Outcome::RolledBack { .. })
-    ));
+    let mut r = Rollout::new(blue_green_plan(false), at(0));
+    let actions = complete_with(&mut r, 0, &[Verdict::Success, Verdict::Failure]);
+    assert_left_clean(&r, &actions);
+    assert!(matches!(r.outcome(), Some(Outcome::RolledBack { .. })));
     assert!(
-        w.weights.contains(&100),
+        routes_of(&actions)
+            .iter()
+            .any(|r| r.candidate_weight == 100),
         "the switch happened before the failure"
+    );
+    assert!(
+        !actions.contains(&Action::Promote),
+        "the old version still runs"
     );
 }
 
@@ -902,55 +926,6 @@ fn advance_is_the_functional_face_of_handle() {
     assert!(actions.iter().any(|a| matches!(a, Action::SetRoute { .. })));
 }
 
-/// 1,000 seeded rollouts with every kind of fault: each ends promoted or rolled back, with
-/// nothing left behind and never a promotion after a failed analysis.
-#[test]
-fn simulation_every_seeded_rollout_ends_promoted_or_rolled_back() {
-    let mut promoted = 0;
-    let mut rolled_back = 0;
-    let mut crashes = 0;
-    for seed in 0..1_000u64 {
-        let faults = Faults {
-            backend_error: 0.15,
-            crash: 0.05,
-            missing_metrics: 0.15,
-            analysis_failure: 0.1,
-            candidate_fails: 0.05,
-            guardrail: 0.005,
-            hook_failure: 0.1,
-            stray_command: 0.05,
-            lost_in_crash: 0.5,
-        };
-        let mut plan = match seed % 3 {
-            0 => canary_plan(),
-            1 => blue_green_plan(false),
-            _ => blue_green_plan(true),
-        };
-        if seed % 2 == 0 {
-            // Deadlines that expire anywhere, including while promoting.
-            plan.progress_deadline = Duration::from_secs(120 + seed % 400);
-        }
-        let mut world = World::new(plan, seed, faults);
-        assert!(
-            world.run(20_000),
-            "seed {seed}: did not finish: {:?}",
-            world.rollout().phase()
-        );
-        world.check_end_state(seed);
-        crashes += world.crashes;
-        match world.rollout().outcome() {
-            Some(Outcome::Promoted) => promoted += 1,
-            _ => rolled_back += 1,
-        }
-    }
-    // The faults are frequent enough that both outcomes and many crashes happen.
-    assert!(
-        promoted > 100 && rolled_back > 100,
-        "promoted {promoted}, rolled back {rolled_back}"
-    );
-    assert!(crashes > 1_000, "only {crashes} crashes");
-}
-
 fn any_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         Just(Command::Promote),
@@ -1010,12 +985,33 @@ fn any_observation() -> impl Strategy<Value = Observation> {
 }
 
 /// Gives the machine what its actions ask for until it is done (or 200 rounds pass).
-fn complete(r: &mut Rollout, mut t: u64) -> Vec<Action> {
-    let mut all = Vec::new();
+fn complete(r: &mut Rollout, t: u64) -> Vec<Action> {
     // A fresh driver takes over: actions issued before and never answered come again.
     r.resume(at(t));
-    for _ in 0..200 {
+    complete_with(r, t, &[])
+}
+
+/// As [`complete`], the analyses ending with `verdicts` in turn (then passing).
+fn complete_with(r: &mut Rollout, mut t: u64, verdicts: &[Verdict]) -> Vec<Action> {
+    let mut verdicts = verdicts.iter().copied();
+    let mut all = Vec::new();
+    for _ in 0..1_000 {
         let actions = drain(r);
+        if actions.is_empty() {
+            // Time moves only once everything asked for was answered.
+            if r.is_done() {
+                break;
+            }
+            if let Some(next) = r.poll_timeout() {
+                t = t.max((next.0 - T0) / 1000);
+                r.handle_timeout(at(t));
+            } else if r.waits_for_person() {
+                let _ = r.handle(at(t), Observation::Command(Command::Promote));
+            } else {
+                break;
+            }
+            continue;
+        }
         all.extend(actions.iter().cloned());
         t += 1;
         for action in actions {
@@ -1029,7 +1025,7 @@ fn complete(r: &mut Rollout, mut t: u64) -> Vec<Action> {
                 Action::RunHook { point } => Some(hook(point, true)),
                 Action::StartAnalysis { run, .. } => Some(Observation::AnalysisVerdict {
                     run,
-                    verdict: Verdict::Success,
+                    verdict: verdicts.next().unwrap_or(Verdict::Success),
                     detail: String::new(),
                 }),
                 _ => None,
@@ -1037,15 +1033,6 @@ fn complete(r: &mut Rollout, mut t: u64) -> Vec<Action> {
             if let Some(reply) = reply {
                 let _ = r.handle(at(t), reply);
             }
-        }
-        if r.is_done() {
-            break;
-        }
-        if let Some(next) = r.poll_timeout() {
-            t = t.max((next.0 - T0) / 1000);
-            r.handle_timeout(at(t));
-        } else if r.waits_for_person() {
-            let _ = r.handle(at(t), Observation::Command(Command::Promote));
         }
     }
     all

@@ -544,9 +544,9 @@ async fn drive(seed: u64, faults: &Faults) -> Report {
     // Faults at random points for a while; then only what an operator does to end a
     // rollout that waits for a person (a manual switch, an inconclusive analysis).
     for event in 0..400u32 {
-        let wait = rng.with(|r| r.between(100, 30_000));
+        let wait = rng.with(|r| r.between(100, 20_000));
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let faulty = event < 60;
+        let faulty = event < 30;
         let (crash, command, trip) = rng.with(|r| {
             (
                 faulty && r.chance(faults.crash),
