@@ -422,7 +422,7 @@ fn release(seed: u64) -> Release {
         1 => "blueGreen:\n      scaleDownDelay: 30s".to_string(),
         _ => "blueGreen:\n      scaleDownDelay: 30s\n      autoPromotion: false".to_string(),
     };
-    let deadline = if seed % 2 == 0 {
+    let deadline = if seed.is_multiple_of(2) {
         format!("\n    progressDeadline: {}s", 120 + seed % 400)
     } else {
         String::new()
@@ -586,7 +586,7 @@ async fn drive(seed: u64, faults: &Faults) -> Report {
         if done && !faulty {
             break;
         }
-        if !faulty && event % 10 == 0 {
+        if !faulty && event.is_multiple_of(10) {
             // Waiting for a person: the operator answers, as one would (without stray
             // commands, only by promoting).
             let command = rng.with(|r| match r.between(0, 2) {
