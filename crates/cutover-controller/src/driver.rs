@@ -185,7 +185,10 @@ impl Driver {
                 .rollout
                 .poll_timeout()
                 .map_or(refresh_at, |t| t.min(refresh_at));
+            // Inputs first, in arrival order, then the timer: the same choice every time,
+            // so that a seeded simulation replays exactly.
             let received = tokio::select! {
+                biased;
                 input = receiver.recv() => match input {
                     Some(input) => Some(input),
                     None => return,

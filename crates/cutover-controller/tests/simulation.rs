@@ -15,16 +15,9 @@ use cutover_controller::Clock;
 use cutover_core::rollout::Timestamp;
 use sim::{Faults, Outcome, run_seed};
 
-/// 1,000 seeded rollouts with every kind of fault: each ends promoted or rolled back, with
-/// nothing left behind, no step skipped or entered out of order across crashes, and never
-/// a promotion in an attempt that rolled back.
-#[test]
-fn every_seeded_rollout_through_the_driver_ends_promoted_or_rolled_back() {
-    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
-        Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
-        Err(_) => (0..1_000).collect(),
-    };
-    let faults = Faults {
+/// Every kind of fault, each frequent enough to happen in most seeds.
+fn every_fault() -> Faults {
+    Faults {
         backend_error: 0.1,
         lost_ack: 0.05,
         slow: 0.2,
@@ -34,11 +27,44 @@ fn every_seeded_rollout_through_the_driver_ends_promoted_or_rolled_back() {
         candidate_fails: 0.05,
         guardrail: 0.03,
         stray_command: 0.08,
+    }
+}
+
+/// 1,000 seeded rollouts with every kind of fault: each ends promoted or rolled back, with
+/// nothing left behind, no step skipped or entered out of order across crashes, and never
+/// a promotion in an attempt that rolled back.
+#[test]
+fn every_seeded_rollout_through_the_driver_ends_promoted_or_rolled_back() {
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
+        Err(_) => (0..1_000).collect(),
     };
+    let faults = every_fault();
     let (mut promoted, mut rolled_back, mut crashes) = (0, 0, 0);
     let started = std::time::Instant::now();
-    for seed in &seeds {
-        let report = run_seed(*seed, &faults);
+    // Each seed runs on a runtime of its own, so seeds spread over the cores and every
+    // seed still sees the same world in every run.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let reports: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|worker| {
+                let (seeds, faults) = (&seeds, &faults);
+                scope.spawn(move || {
+                    seeds
+                        .iter()
+                        .skip(worker)
+                        .step_by(threads)
+                        .map(|seed| run_seed(*seed, faults))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    for report in reports {
         crashes += report.crashes;
         match report.outcome {
             Outcome::Promoted => promoted += 1,
@@ -73,6 +99,19 @@ fn without_faults_every_strategy_promotes() {
             report.description
         );
         assert_eq!(report.crashes, 0);
+    }
+}
+
+/// A seed replays exactly: the same events at the same simulated times, so the seed a
+/// failure prints reproduces it.
+#[test]
+fn a_seed_replays_exactly() {
+    let faults = every_fault();
+    for seed in [0, 1, 2, 17] {
+        let first = run_seed(seed, &faults);
+        let second = run_seed(seed, &faults);
+        assert_eq!(first.events, second.events, "seed {seed}");
+        assert_eq!(first.crashes, second.crashes, "seed {seed}");
     }
 }
 

@@ -95,6 +95,8 @@ pub struct Report {
     pub crashes: u32,
     /// The rollout's last status, in words.
     pub description: String,
+    /// The rollout's history, with the time of each event.
+    pub events: Vec<String>,
 }
 
 /// The workloads as the simulated backend keeps them.
@@ -605,7 +607,7 @@ async fn drive(seed: u64, faults: &Faults) -> Report {
     // Let the routes and the last status settle: past one endpoint refresh, so that a
     // controller restarted while the backend did not answer has read the slots again.
     tokio::time::sleep(Duration::from_secs(25)).await;
-    let outcome = check_end_state(seed, &controller, &backend).await;
+    let (outcome, events) = check_end_state(seed, &controller, &backend).await;
     let description = controller
         .status(RELEASE)
         .map(|s| {
@@ -621,11 +623,16 @@ async fn drive(seed: u64, faults: &Faults) -> Report {
         outcome,
         crashes,
         description,
+        events,
     }
 }
 
 /// The invariants every seed must end with.
-async fn check_end_state(seed: u64, controller: &Controller, backend: &SimBackend) -> Outcome {
+async fn check_end_state(
+    seed: u64,
+    controller: &Controller,
+    backend: &SimBackend,
+) -> (Outcome, Vec<String>) {
     let status = controller
         .status(RELEASE)
         .unwrap_or_else(|e| panic!("seed {seed}: no status: {e}"));
@@ -693,7 +700,12 @@ async fn check_end_state(seed: u64, controller: &Controller, backend: &SimBacken
     };
     let messages: Vec<&str> = history.events.iter().map(|e| e.message.as_str()).collect();
     check_steps(seed, &messages);
-    outcome
+    let events = history
+        .events
+        .iter()
+        .map(|e| format!("{} {}", e.at.0, e.message))
+        .collect();
+    (outcome, events)
 }
 
 /// Per attempt (a `retry` starts one): the steps are entered in order, each one after the
