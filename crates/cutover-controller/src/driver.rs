@@ -4,7 +4,10 @@
 //! its status.
 //!
 //! The loop is the whole of the controller's logic for a rollout; everything it decides
-//! comes from the state machine. Inputs are handled one at a time, in arrival order.
+//! comes from the state machine, and the few rules of its own (acting or held still, the
+//! guardrail cut, slot operations under way, refreshes, persist retries) from its
+//! [`DriverState`]. It reads the time only from the controller's `Clock`. Inputs are
+//! handled one at a time, in arrival order.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

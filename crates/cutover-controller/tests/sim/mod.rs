@@ -674,6 +674,10 @@ async fn check_end_state(
         .unwrap_or_else(|| panic!("seed {seed}: no route for the release"));
     assert_eq!(route.weight, 0, "seed {seed}: candidate weight left");
     assert!(
+        route.candidate.is_none(),
+        "seed {seed}: the route still names a candidate: {route:?}"
+    );
+    assert!(
         route.match_rules.is_empty(),
         "seed {seed}: header route left"
     );
