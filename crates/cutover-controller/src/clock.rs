@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cutover_core::rollout::Timestamp;
 
 /// Where the controller reads the time.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub enum Clock {
     /// The system's wall clock: what a controller in production runs on.
+    #[default]
     Wall,
     /// `epoch` plus the tokio time elapsed since `start`: under `tokio::time::pause()` it
     /// moves only when the runtime advances time, and it is the same in every run.

@@ -470,7 +470,7 @@ impl Driver {
                     candidate_version: &candidate,
                     attempt,
                 };
-                let result = client.run(&hooks, &payload).await;
+                let result = client.deliver(&hooks, &payload).await;
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, "hook failed");
                 }

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use cutover_backend::BoxFuture;
 use cutover_core::spec::{HookPoint, HookSpec};
 use cutover_metrics::https::{HttpsClient, client};
 use http_body_util::Full;
@@ -27,6 +28,28 @@ pub struct HookPayload<'a> {
     pub candidate_version: &'a str,
     /// 1 for the first try, +1 per `retry`.
     pub attempt: u32,
+}
+
+/// Where a point's hooks are delivered: over HTTP ([`HookClient`]) in production; a seeded
+/// simulation delivers them to a recorder of its own, under paused time, where no socket
+/// can wait.
+pub trait HookDelivery: Send + Sync {
+    /// Runs every hook of a point in order; `Ok` when all passed, else what failed.
+    fn deliver<'a>(
+        &'a self,
+        hooks: &'a [HookSpec],
+        payload: &'a HookPayload<'a>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+impl HookDelivery for HookClient {
+    fn deliver<'a>(
+        &'a self,
+        hooks: &'a [HookSpec],
+        payload: &'a HookPayload<'a>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.run(hooks, payload))
+    }
 }
 
 /// The HTTP client hooks are called with.

@@ -66,6 +66,20 @@ pub struct ControllerOptions {
     pub prometheus: Option<String>,
 }
 
+/// What a seeded simulation puts in place of the parts of the world a controller in
+/// production reads: the time, the proxy's traffic (for builtin analyses) and hook
+/// delivery. The default is production's: the wall clock, the embedded proxy, HTTP.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Substitutes {
+    /// Where the time is read.
+    pub clock: Clock,
+    /// Where builtin analyses read traffic, instead of the embedded proxy.
+    pub windows: Option<Arc<dyn cutover_metrics::WindowSource>>,
+    /// Where hooks are delivered, instead of over HTTP.
+    pub hooks: Option<Arc<dyn hooks::HookDelivery>>,
+}
+
 /// Why the controller refused a request. Each maps to an HTTP status in the API.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -112,7 +126,7 @@ pub struct Inner {
     proxy: Option<Arc<Proxy>>,
     routes: Arc<RoutePublisher>,
     providers: Providers,
-    hooks: hooks::HookClient,
+    hooks: Arc<dyn hooks::HookDelivery>,
     metrics: ControllerMetrics,
     drivers: Mutex<BTreeMap<String, Handle>>,
     /// Releases whose stored state could not be read at the start, with the reason: left
@@ -156,20 +170,20 @@ impl Controller {
     /// Starts the controller: resumes every stored release, then watches the proxy's
     /// guardrail events.
     pub async fn start(options: ControllerOptions) -> Result<Controller, ControllerError> {
-        Controller::start_with(options, Clock::Wall, None).await
+        Controller::start_with(options, Substitutes::default()).await
     }
 
-    /// Starts the controller on `clock`, with builtin metrics read from `windows` (else
-    /// from the embedded proxy): the entry point of seeded simulations, which run the
-    /// controller under tokio's paused time with a simulated backend and traffic.
+    /// Starts the controller with `substitutes` in place of the wall clock, the proxy's
+    /// traffic or hook delivery: the entry point of seeded simulations, which run the
+    /// controller under tokio's paused time with a simulated backend, traffic and hooks.
     #[doc(hidden)]
     pub async fn start_with(
         options: ControllerOptions,
-        clock: Clock,
-        windows: Option<Arc<dyn cutover_metrics::WindowSource>>,
+        substitutes: Substitutes,
     ) -> Result<Controller, ControllerError> {
         let routes = RoutePublisher::start(options.proxy.clone());
-        let windows = windows.or_else(|| {
+        let clock = substitutes.clock;
+        let windows = substitutes.windows.or_else(|| {
             options
                 .proxy
                 .clone()
@@ -185,7 +199,9 @@ impl Controller {
                 web: WebClient::default(),
                 windows,
             },
-            hooks: hooks::HookClient::default(),
+            hooks: substitutes
+                .hooks
+                .unwrap_or_else(|| Arc::new(hooks::HookClient::default())),
             metrics: ControllerMetrics::default(),
             drivers: Mutex::new(BTreeMap::new()),
             quarantined: Mutex::new(BTreeMap::new()),

@@ -13,6 +13,7 @@ mod sim;
 
 use cutover_controller::Clock;
 use cutover_core::rollout::Timestamp;
+use cutover_core::spec::HookPoint;
 use sim::{Faults, Outcome, run_seed};
 
 /// Every kind of fault, each frequent enough to happen in most seeds.
@@ -27,6 +28,7 @@ fn every_fault() -> Faults {
         candidate_fails: 0.05,
         guardrail: 0.03,
         stray_command: 0.08,
+        hook_failure: 0.1,
     }
 }
 
@@ -64,7 +66,15 @@ fn every_seeded_rollout_through_the_driver_ends_promoted_or_rolled_back() {
             .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
+    let mut informational = [0, 0];
     for report in reports {
+        for (_, point) in &report.hooks {
+            match point {
+                HookPoint::PostPromotion => informational[0] += 1,
+                HookPoint::OnRollback => informational[1] += 1,
+                _ => {}
+            }
+        }
         crashes += report.crashes;
         match report.outcome {
             Outcome::Promoted => promoted += 1,
@@ -83,6 +93,10 @@ fn every_seeded_rollout_through_the_driver_ends_promoted_or_rolled_back() {
             "promoted {promoted}, rolled back {rolled_back}"
         );
         assert!(crashes > 500, "only {crashes} crashes");
+        assert!(
+            informational.iter().all(|n| *n > 100),
+            "postPromotion and onRollback hooks delivered: {informational:?}"
+        );
     }
 }
 

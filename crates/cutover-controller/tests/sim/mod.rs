@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cutover_backend::{Backend, BackendError, BoxFuture, Readiness, Slot, SlotView, Stored};
-use cutover_controller::{Clock, Controller, ControllerOptions};
+use cutover_controller::hooks::{HookDelivery, HookPayload};
+use cutover_controller::{Clock, Controller, ControllerOptions, Substitutes};
 use cutover_core::judge::Evidence;
 use cutover_core::rollout::{Command, Timestamp};
-use cutover_core::spec::Release;
+use cutover_core::spec::{HookPoint, HookSpec, Release};
 use cutover_metrics::WindowSource;
 use cutover_proxy::metrics::WindowStats;
 
@@ -76,6 +77,8 @@ pub struct Faults {
     pub guardrail: f64,
     /// A person types a random command at a given event.
     pub stray_command: f64,
+    /// A hook answers non-2xx.
+    pub hook_failure: f64,
 }
 
 /// How a seed's rollout ended.
@@ -97,6 +100,8 @@ pub struct Report {
     pub description: String,
     /// The rollout's history, with the time of each event.
     pub events: Vec<String>,
+    /// Hook deliveries, by attempt and point, in order.
+    pub hooks: Vec<(u32, HookPoint)>,
 }
 
 /// The workloads as the simulated backend keeps them.
@@ -358,6 +363,37 @@ impl Backend for SimBackend {
     }
 }
 
+/// Hook delivery as the hooks' receivers see it: every delivery recorded (once the
+/// seconds it takes have passed), and answered non-2xx now and then.
+pub struct SimHooks {
+    rng: SharedRng,
+    failure: f64,
+    delivered: Mutex<Vec<(u32, HookPoint)>>,
+}
+
+impl HookDelivery for SimHooks {
+    fn deliver<'a>(
+        &'a self,
+        _hooks: &'a [HookSpec],
+        payload: &'a HookPayload<'a>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let (delay, failed) = self
+                .rng
+                .with(|r| (r.between(10, 3_000), r.chance(self.failure)));
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            self.delivered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((payload.attempt, payload.point));
+            if failed {
+                return Err("simulated: the hook answered 503".into());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// The proxy's traffic as the builtin analyses read it: the stable version healthy, the
 /// candidate healthy or (a bad candidate) failing half its requests, and now and then no
 /// data at all.
@@ -443,6 +479,11 @@ spec:
   port: 8080
   strategy:
     {strategy}{deadline}
+  hooks:
+    preRollout: [{{url: \"http://127.0.0.1:9/pre-rollout\"}}]
+    prePromotion: [{{url: \"http://127.0.0.1:9/pre-promotion\"}}]
+    postPromotion: [{{url: \"http://127.0.0.1:9/post-promotion\"}}]
+    onRollback: [{{url: \"http://127.0.0.1:9/on-rollback\"}}]
   analysis:
     metrics:
       - name: errors
@@ -461,7 +502,7 @@ spec:
 async fn start(
     backend: &Arc<SimBackend>,
     clock: Clock,
-    traffic: &Arc<SimTraffic>,
+    (traffic, hooks): (&Arc<SimTraffic>, &Arc<SimHooks>),
     seed: u64,
 ) -> Controller {
     for _ in 0..100 {
@@ -471,7 +512,13 @@ async fn start(
             prometheus: None,
         };
         let windows: Arc<dyn WindowSource> = traffic.clone();
-        match Controller::start_with(options, clock, Some(windows)).await {
+        let hooks: Arc<dyn HookDelivery> = hooks.clone();
+        let substitutes = Substitutes {
+            clock,
+            windows: Some(windows),
+            hooks: Some(hooks),
+        };
+        match Controller::start_with(options, substitutes).await {
             Ok(controller) => return controller,
             Err(_) => tokio::time::sleep(Duration::from_secs(5)).await,
         }
@@ -538,8 +585,13 @@ async fn drive(seed: u64, faults: &Faults) -> Report {
         missing: faults.missing_metrics,
         bad_candidate,
     });
+    let hooks = Arc::new(SimHooks {
+        rng: rng.clone(),
+        failure: faults.hook_failure,
+        delivered: Mutex::new(Vec::new()),
+    });
     let clock = Clock::simulated(Timestamp(1_700_000_000_000));
-    let mut controller = start(&backend, clock, &traffic, seed).await;
+    let mut controller = start(&backend, clock, (&traffic, &hooks), seed).await;
     let release = release(seed);
     submit(&controller, &release, seed).await;
     let mut crashes = 0;
@@ -560,7 +612,7 @@ async fn drive(seed: u64, faults: &Faults) -> Report {
             controller.stop();
             drop(controller);
             crashes += 1;
-            controller = start(&backend, clock, &traffic, seed).await;
+            controller = start(&backend, clock, (&traffic, &hooks), seed).await;
             if controller.status(RELEASE).is_err() {
                 // Killed before the rollout's first state was stored: nothing of it
                 // exists, and the person submits it again.
@@ -608,6 +660,13 @@ async fn drive(seed: u64, faults: &Faults) -> Report {
     // controller restarted while the backend did not answer has read the slots again.
     tokio::time::sleep(Duration::from_secs(25)).await;
     let (outcome, events) = check_end_state(seed, &controller, &backend).await;
+    let hooks = std::mem::take(
+        &mut *hooks
+            .delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    check_hooks(seed, &hooks);
     let description = controller
         .status(RELEASE)
         .map(|s| {
@@ -624,6 +683,7 @@ async fn drive(seed: u64, faults: &Faults) -> Report {
         crashes,
         description,
         events,
+        hooks,
     }
 }
 
@@ -742,6 +802,25 @@ fn check_steps(seed: u64, messages: &[&str]) {
         assert!(
             !(rolled_back && promoted),
             "seed {seed}: an attempt both rolled back and promoted: {messages:#?}"
+        );
+    }
+}
+
+/// The informational hooks (`postPromotion`, `onRollback`) run at most once per attempt,
+/// across crashes.
+fn check_hooks(seed: u64, delivered: &[(u32, HookPoint)]) {
+    for point in [HookPoint::PostPromotion, HookPoint::OnRollback] {
+        let mut attempts: Vec<u32> = delivered
+            .iter()
+            .filter(|(_, p)| *p == point)
+            .map(|(attempt, _)| *attempt)
+            .collect();
+        let all = attempts.len();
+        attempts.dedup();
+        assert_eq!(
+            all,
+            attempts.len(),
+            "seed {seed}: {point} ran twice in one attempt: {delivered:?}"
         );
     }
 }
