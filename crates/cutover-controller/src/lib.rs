@@ -384,6 +384,17 @@ impl Controller {
             earlier,
             stable_definition,
         };
+        // Stored before it is accepted: a controller killed right after answering
+        // resumes this rollout instead of losing it.
+        let state = serde_json::to_value(&record).map_err(|e| {
+            ControllerError::Conflict(format!("cannot encode the rollout state of '{name}': {e}"))
+        })?;
+        let revision = Some(
+            backend
+                .store_state(&name, &state, revision)
+                .await
+                .map_err(|e| self.backend_error(e))?,
+        );
         tracing::info!(
             release = %name,
             stable = %record.stable_version,

@@ -613,11 +613,11 @@ async fn drive(seed: u64, faults: &Faults) -> Report {
             drop(controller);
             crashes += 1;
             controller = start(&backend, clock, (&traffic, &hooks), seed).await;
-            if controller.status(RELEASE).is_err() {
-                // Killed before the rollout's first state was stored: nothing of it
-                // exists, and the person submits it again.
-                submit(&controller, &release, seed).await;
-            }
+            // An accepted rollout was stored before it was accepted: it is never lost.
+            assert!(
+                controller.status(RELEASE).is_ok(),
+                "seed {seed}: the accepted rollout was lost in a crash"
+            );
             continue;
         }
         if trip {
