@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod local;
 pub mod locks;
+pub mod revision;
 pub mod state_dir;
 pub mod writer;
 

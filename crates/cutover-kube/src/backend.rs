@@ -18,6 +18,7 @@ use cutover_backend::{
     Backend, BackendError, BoxFuture, Readiness, ReleaseLocks, Slot, SlotView, Stored,
 };
 use cutover_core::spec::{Backend as BackendSpec, KubernetesTarget, Release};
+use cutover_backend::revision::{Decision, Held, Request, decide, fenced, target_of};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{
@@ -225,16 +226,10 @@ impl KubeBackend {
     }
 
     fn target<'r>(&self, release: &'r Release) -> Result<&'r KubernetesTarget, BackendError> {
-        let target = match &release.spec.backend {
-            BackendSpec::Kubernetes(target) => target,
-            other => {
-                return Err(BackendError::Invalid(format!(
-                    "release '{}' names the {} backend; this controller drives Kubernetes",
-                    release.metadata.name,
-                    other.name()
-                )));
-            }
-        };
+        let target = target_of(release, "Kubernetes", |spec| match spec {
+            BackendSpec::Kubernetes(target) => Some(target),
+            _ => None,
+        })?;
         if let Some(namespace) = &release.metadata.namespace
             && *namespace != target.namespace
         {
@@ -1102,10 +1097,10 @@ impl Backend for KubeBackend {
         Box::pin(async move {
             let _guard = self.inner.locks.lock(release).await;
             self.update_anchor(release, |annotations| {
-                let Some(revision) = stored_revision(annotations) else {
+                let Some(revision) = fenced(stored_revision(annotations)) else {
                     return Ok(false);
                 };
-                annotations.insert(keys::REVISION.into(), (revision + 1).to_string());
+                annotations.insert(keys::REVISION.into(), revision.to_string());
                 annotations.insert(keys::WRITER.into(), self.inner.writer.clone());
                 Ok(true)
             })
@@ -1221,25 +1216,28 @@ impl Backend for KubeBackend {
             let revision = expected.unwrap_or(0) + 1;
             let _guard = self.inner.locks.lock(release).await;
             self.update_anchor(release, |annotations| {
-                // A write whose reply was lost is recognised when it is sent again: this
-                // process wrote that revision with that text. (Not another's: a fence by
-                // `recover` writes the same text one revision up, and a dead controller's
-                // next write must not pass for a replay of it.)
-                if stored_revision(annotations) == Some(revision)
-                    && annotations.get(keys::STATE) == Some(&text)
-                    && annotations.get(keys::WRITER) == Some(&self.inner.writer)
-                {
-                    return Ok(false);
-                }
-                if stored_revision(annotations) != expected {
-                    return Err(BackendError::Conflict {
+                let held = Held {
+                    revision: stored_revision(annotations),
+                    text: annotations.get(keys::STATE).map(String::as_str),
+                    writer: annotations.get(keys::WRITER).map(String::as_str),
+                };
+                let write = Request {
+                    expected,
+                    text: &text,
+                    writer: &self.inner.writer,
+                };
+                match decide(held, write) {
+                    Decision::Replay { .. } => Ok(false),
+                    Decision::Conflict => Err(BackendError::Conflict {
                         release: release.to_string(),
-                    });
+                    }),
+                    Decision::Write { revision } => {
+                        annotations.insert(keys::STATE.into(), text.clone());
+                        annotations.insert(keys::REVISION.into(), revision.to_string());
+                        annotations.insert(keys::WRITER.into(), self.inner.writer.clone());
+                        Ok(true)
+                    }
                 }
-                annotations.insert(keys::STATE.into(), text.clone());
-                annotations.insert(keys::REVISION.into(), revision.to_string());
-                annotations.insert(keys::WRITER.into(), self.inner.writer.clone());
-                Ok(true)
             })
             .await?;
             Ok(revision)

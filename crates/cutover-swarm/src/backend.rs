@@ -7,6 +7,7 @@ use cutover_backend::{
     Backend, BackendError, BoxFuture, Readiness, ReleaseLocks, Slot, SlotView, Stored,
 };
 use cutover_core::spec::{Backend as BackendSpec, Release, SwarmTarget};
+use cutover_backend::revision::{Decision, Held, Request, decide, target_of};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
@@ -546,14 +547,20 @@ impl SwarmBackend {
         // same text one revision up, and a dead controller's next write must not pass for
         // a replay of it.
         let writer = &self.inner.writer;
-        if let Some(holder) = holder
-            && holder.state.as_ref() == Some(&(revision, text.to_string()))
-            && holder.writer.as_ref() == Some(writer)
-        {
-            return Ok(revision);
-        }
-        if holder.and_then(Managed::revision) != expected {
-            return Err(conflict());
+        let write = Request {
+            expected,
+            text,
+            writer,
+        };
+        let held = Held {
+            revision: holder.and_then(Managed::revision),
+            text: holder.and_then(|h| h.state.as_ref()).map(|(_, text)| text.as_str()),
+            writer: holder.and_then(|h| h.writer.as_deref()),
+        };
+        match decide(held, write) {
+            Decision::Replay { revision } => return Ok(revision),
+            Decision::Conflict => return Err(conflict()),
+            Decision::Write { .. } => {}
         }
         let Some(target) = holder.or(slots.stable.as_ref()) else {
             return Err(BackendError::Invalid(format!(
@@ -563,19 +570,21 @@ impl SwarmBackend {
         self.update_labels(&target.id, |labels| {
             // Checked on the service as read for this very update: an earlier attempt
             // whose reply was lost may have landed since the list above.
-            if stored_revision(labels) == Some(revision)
-                && labels.get(labels::STATE).and_then(Value::as_str) == Some(text)
-                && labels.get(labels::WRITER).and_then(Value::as_str) == Some(writer.as_str())
-            {
-                return Ok(false);
+            let held = Held {
+                revision: stored_revision(labels),
+                text: labels.get(labels::STATE).and_then(Value::as_str),
+                writer: labels.get(labels::WRITER).and_then(Value::as_str),
+            };
+            match decide(held, write) {
+                Decision::Replay { .. } => Ok(false),
+                Decision::Conflict => Err(conflict()),
+                Decision::Write { revision } => {
+                    labels.insert(labels::STATE.into(), text.into());
+                    labels.insert(labels::REVISION.into(), revision.to_string().into());
+                    labels.insert(labels::WRITER.into(), writer.clone().into());
+                    Ok(true)
+                }
             }
-            if stored_revision(labels) != expected {
-                return Err(conflict());
-            }
-            labels.insert(labels::STATE.into(), text.into());
-            labels.insert(labels::REVISION.into(), revision.to_string().into());
-            labels.insert(labels::WRITER.into(), writer.clone().into());
-            Ok(true)
         })
         .await?;
         Ok(revision)
@@ -624,14 +633,10 @@ fn wanted(spec: &Value) -> Option<usize> {
 }
 
 fn swarm_target(release: &Release) -> Result<&SwarmTarget, BackendError> {
-    match &release.spec.backend {
-        BackendSpec::Swarm(target) => Ok(target),
-        other => Err(BackendError::Invalid(format!(
-            "release '{}' names the {} backend; this controller drives Docker Swarm",
-            release.metadata.name,
-            other.name()
-        ))),
-    }
+    target_of(release, "Docker Swarm", |spec| match spec {
+        BackendSpec::Swarm(target) => Some(target),
+        _ => None,
+    })
 }
 
 impl Backend for SwarmBackend {

@@ -668,14 +668,10 @@ fn state_error(e: StateError) -> BackendError {
 }
 
 fn local_target(release: &Release) -> Result<&LocalTarget, BackendError> {
-    match &release.spec.backend {
-        BackendSpec::Local(target) => Ok(target),
-        other => Err(BackendError::Invalid(format!(
-            "release '{}' is for the {} backend, and this controller runs the local one",
-            release.metadata.name,
-            other.name()
-        ))),
-    }
+    crate::revision::target_of(release, "the local backend", |spec| match spec {
+        BackendSpec::Local(target) => Some(target),
+        _ => None,
+    })
 }
 
 fn free_port() -> Result<u16, BackendError> {
@@ -742,6 +738,14 @@ impl Backend for LocalBackend {
             {
                 self.ensure_running(release, record).await;
             }
+            // The fence: a writer of this directory that is not dead after all has its
+            // next write refused rather than taken for its replay.
+            let releases = self.releases.clone();
+            let name = release.to_string();
+            tokio::task::spawn_blocking(move || releases.fence(&name))
+                .await
+                .map_err(|e| BackendError::Unavailable(format!("the state writer failed: {e}")))?
+                .map_err(state_error)?;
             Ok(())
         })
     }
