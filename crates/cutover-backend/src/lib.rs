@@ -7,6 +7,8 @@
 //! their own crates.
 
 pub mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod local;
 pub mod locks;
 pub mod revision;
