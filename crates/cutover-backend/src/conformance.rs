@@ -150,7 +150,10 @@ pub async fn stable_and_endpoints_report_what_runs(h: Arc<dyn Harness>) {
     assert_eq!(slot(&*backend, &release, Slot::Candidate).await, None);
     assert_eq!(slot(&*backend, &release, Slot::Previous).await, None);
     let candidate = deploy(&*h, &*backend).await;
-    assert!(!candidate.endpoints.is_empty(), "a ready candidate has endpoints");
+    assert!(
+        !candidate.endpoints.is_empty(),
+        "a ready candidate has endpoints"
+    );
     let reported = slot(&*backend, &release, Slot::Candidate)
         .await
         .expect("the candidate is reported");
@@ -158,7 +161,10 @@ pub async fn stable_and_endpoints_report_what_runs(h: Arc<dyn Harness>) {
     let (mut want, mut got) = (candidate.endpoints.clone(), reported.endpoints.clone());
     want.sort();
     got.sort();
-    assert_eq!(got, want, "the candidate's endpoints as deploy reported them");
+    assert_eq!(
+        got, want,
+        "the candidate's endpoints as deploy reported them"
+    );
     // Another controller reads the same from the platform.
     let other = h.backend().await;
     let from_other = slot(&*other, &release, Slot::Candidate).await;
@@ -180,7 +186,11 @@ pub async fn promote_is_idempotent(h: Arc<dyn Harness>) {
         let previous = slot(&*backend, &release, Slot::Previous).await;
         assert_eq!(previous.map(|v| v.version), Some(STABLE.to_string()));
         assert_eq!(slot(&*backend, &release, Slot::Candidate).await, None);
-        assert_eq!(h.workloads().await, 2, "the new stable and the previous one");
+        assert_eq!(
+            h.workloads().await,
+            2,
+            "the new stable and the previous one"
+        );
     }
 }
 
@@ -242,7 +252,9 @@ pub async fn state_is_compare_and_swap_with_replays(h: Arc<dyn Harness>) {
     let second = serde_json::json!({"phase": "step", "step": 1});
     assert_eq!(store(first.clone(), None).await.expect("first write"), 1);
     assert_eq!(
-        store(first.clone(), None).await.expect("the first write again"),
+        store(first.clone(), None)
+            .await
+            .expect("the first write again"),
         1,
         "a replay is answered with its revision"
     );
@@ -250,14 +262,20 @@ pub async fn state_is_compare_and_swap_with_replays(h: Arc<dyn Harness>) {
         is_conflict(&store(second.clone(), None).await),
         "a first write over a stored state is refused"
     );
-    assert_eq!(store(second.clone(), Some(1)).await.expect("second write"), 2);
+    assert_eq!(
+        store(second.clone(), Some(1)).await.expect("second write"),
+        2
+    );
     assert_eq!(
         store(second.clone(), Some(1)).await.expect("a replay"),
         2,
         "a replay is answered with its revision"
     );
     let stale = store(serde_json::json!({"phase": "stale"}), Some(1)).await;
-    assert!(is_conflict(&stale), "a stale revision is refused: {stale:?}");
+    assert!(
+        is_conflict(&stale),
+        "a stale revision is refused: {stale:?}"
+    );
     assert!(stale.as_ref().is_err_and(BackendError::is_retryable));
     let stored = load().await.expect("a state");
     assert_eq!((stored.version, stored.state), (2, second.clone()));
@@ -266,7 +284,9 @@ pub async fn state_is_compare_and_swap_with_replays(h: Arc<dyn Harness>) {
         3,
         "the replays wrote nothing"
     );
-    let listed = within("releases", backend.releases()).await.expect("releases");
+    let listed = within("releases", backend.releases())
+        .await
+        .expect("releases");
     assert!(listed.contains(&release), "{listed:?} lists the release");
 }
 
@@ -292,7 +312,10 @@ pub async fn recover_fences_an_older_writer(h: Arc<dyn Harness>) {
     assert_eq!(read.state, state, "the fence keeps the state");
     assert!(read.version > 1, "the fence moved the revision on");
     let fenced = within("store_state", old.store_state(&release, &state, Some(1))).await;
-    assert!(is_conflict(&fenced), "the fenced writer's write: {fenced:?}");
+    assert!(
+        is_conflict(&fenced),
+        "the fenced writer's write: {fenced:?}"
+    );
     let next = within(
         "store_state",
         new.store_state(&release, &state, Some(read.version)),
@@ -307,7 +330,10 @@ pub async fn concurrent_deploys_leave_one_candidate(h: Arc<dyn Harness>) {
     let backend = h.backend().await;
     stable(&*h, &*backend).await;
     let (a, b) = tokio::join!(deploy(&*h, &*backend), deploy(&*h, &*backend));
-    assert_eq!((a.version.as_str(), b.version.as_str()), (CANDIDATE, CANDIDATE));
+    assert_eq!(
+        (a.version.as_str(), b.version.as_str()),
+        (CANDIDATE, CANDIDATE)
+    );
     assert_eq!(h.workloads().await, 2, "stable and one candidate, not two");
     let reported = slot(&*backend, name(&*h), Slot::Candidate).await;
     assert_eq!(reported.map(|v| v.version), Some(CANDIDATE.to_string()));

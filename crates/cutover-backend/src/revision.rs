@@ -142,7 +142,14 @@ mod tests {
             (None, "", None, Some(1), "a", Conflict),
             // The revision read is the one held: write one up.
             (Some(1), "a", Some(ME), Some(1), "b", Write { revision: 2 }),
-            (Some(1), "a", Some(OTHER), Some(1), "b", Write { revision: 2 }),
+            (
+                Some(1),
+                "a",
+                Some(OTHER),
+                Some(1),
+                "b",
+                Write { revision: 2 },
+            ),
             (Some(0), "a", None, Some(0), "b", Write { revision: 1 }),
             // A first write when something is stored: conflict.
             (Some(1), "a", Some(OTHER), None, "b", Conflict),
@@ -181,7 +188,13 @@ mod tests {
         let after = held(Some(fence), "s", Some(OTHER));
         assert_eq!(decide(after, write(Some(4), "s")), Decision::Conflict);
         assert_eq!(
-            decide(after, Request { writer: OTHER, ..write(Some(5), "t") }),
+            decide(
+                after,
+                Request {
+                    writer: OTHER,
+                    ..write(Some(5), "t")
+                }
+            ),
             Decision::Write { revision: 6 }
         );
     }

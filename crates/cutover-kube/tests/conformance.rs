@@ -26,10 +26,17 @@ struct Kube {
 
 /// A pod's process: a static file server on the pod's address and container port.
 fn pod() -> Vec<String> {
-    ["python3", "-m", "http.server", "{{port}}", "--bind", "{{ip}}"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "python3",
+        "-m",
+        "http.server",
+        "{{port}}",
+        "--bind",
+        "{{ip}}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn release(name: &str) -> Release {

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cutover_backend::revision::{Decision, Held, Request, decide, target_of};
 use cutover_backend::{
     Backend, BackendError, BoxFuture, Readiness, ReleaseLocks, Slot, SlotView, Stored,
 };
 use cutover_core::spec::{Backend as BackendSpec, Release, SwarmTarget};
-use cutover_backend::revision::{Decision, Held, Request, decide, target_of};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
@@ -554,7 +554,9 @@ impl SwarmBackend {
         };
         let held = Held {
             revision: holder.and_then(Managed::revision),
-            text: holder.and_then(|h| h.state.as_ref()).map(|(_, text)| text.as_str()),
+            text: holder
+                .and_then(|h| h.state.as_ref())
+                .map(|(_, text)| text.as_str()),
             writer: holder.and_then(|h| h.writer.as_deref()),
         };
         match decide(held, write) {

@@ -69,7 +69,13 @@ impl Swarm {
             .lines()
             .filter_map(|line| {
                 let (name, replicas) = line.split_once(' ')?;
-                let wanted = replicas.split_once('/')?.1.split(' ').next()?.parse().ok()?;
+                let wanted = replicas
+                    .split_once('/')?
+                    .1
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()?;
                 name.starts_with(&self.prefix)
                     .then(|| (name.to_string(), wanted))
             })
@@ -170,8 +176,15 @@ fn start(check: &str) -> Option<Swarm> {
     ]);
     let started = Instant::now();
     loop {
-        let running = docker(&["service", "ls", "--filter", &format!("name={web}"), "--format", "{{.Replicas}}"])
-            .unwrap_or_default();
+        let running = docker(&[
+            "service",
+            "ls",
+            "--filter",
+            &format!("name={web}"),
+            "--format",
+            "{{.Replicas}}",
+        ])
+        .unwrap_or_default();
         if running.starts_with("1/1") {
             break;
         }
