@@ -132,11 +132,21 @@ mod tests {
         }
     }
 
+    /// (held revision, held text, held writer, expected revision, text asked, decision).
+    type Case = (
+        Option<u64>,
+        &'static str,
+        Option<&'static str>,
+        Option<u64>,
+        &'static str,
+        Decision,
+    );
+
     /// The whole table: (held revision, held text, held writer, expected, text) → decision.
     #[test]
     fn the_decision_table() {
         use Decision::{Conflict, Replay, Write};
-        let cases: &[(Option<u64>, &str, Option<&str>, Option<u64>, &str, Decision)] = &[
+        let cases: &[Case] = &[
             // Nothing stored: a first write goes through, one expecting a state conflicts.
             (None, "", None, None, "a", Write { revision: 1 }),
             (None, "", None, Some(1), "a", Conflict),
