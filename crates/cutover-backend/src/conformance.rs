@@ -43,6 +43,18 @@ pub trait Harness: Send + Sync {
 
     /// Removes what the check made; runs also when the check failed.
     fn cleanup(&self) -> BoxFuture<'_, ()>;
+
+    /// Makes the platform fail the backend's calls until [`mend`](Harness::mend) (the API
+    /// server answering 503, a state directory that cannot be written): `false` when this
+    /// harness cannot, and the check that needs it says it skipped.
+    fn break_platform(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { false })
+    }
+
+    /// Undoes [`break_platform`](Harness::break_platform).
+    fn mend(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Runs `check` against `harness` and cleans up, passed or failed (a failure is raised
@@ -136,6 +148,32 @@ pub async fn deploy_is_retryable_after_an_interrupted_call(h: Arc<dyn Harness>) 
         .expect("recover");
     assert_eq!(deploy(&*h, &*restarted).await.version, CANDIDATE);
     assert_eq!(h.workloads().await, 2, "still one candidate");
+}
+
+/// A `deploy` that fails because the platform does (an error the backend calls
+/// retryable, or no answer within a bound) is retried once the platform is back, and the
+/// retry makes one candidate.
+pub async fn deploy_is_retryable_after_an_error(h: Arc<dyn Harness>) {
+    let backend = h.backend().await;
+    stable(&*h, &*backend).await;
+    if !h.break_platform().await {
+        eprintln!("SKIPPED: this harness cannot make the platform fail");
+        return;
+    }
+    let during = tokio::time::timeout(
+        Duration::from_secs(5),
+        backend.deploy(h.release(), CANDIDATE),
+    )
+    .await;
+    h.mend().await;
+    eprintln!("the deploy on a broken platform: {during:?}");
+    match during {
+        Ok(Ok(readiness)) => panic!("deployed on a broken platform: {readiness:?}"),
+        Ok(Err(e)) => assert!(e.is_retryable(), "a platform failure is retryable: {e}"),
+        Err(_) => {}
+    }
+    assert_eq!(deploy(&*h, &*backend).await.version, CANDIDATE);
+    assert_eq!(h.workloads().await, 2, "stable and one candidate");
 }
 
 /// `stable` and `endpoints` report what runs: the versions and endpoints of the slots
@@ -348,6 +386,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@checks $harness;
             deploy_twice_leaves_one_candidate,
             deploy_is_retryable_after_an_interrupted_call,
+            deploy_is_retryable_after_an_error,
             stable_and_endpoints_report_what_runs,
             promote_is_idempotent,
             retire_is_idempotent,

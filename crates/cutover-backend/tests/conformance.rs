@@ -86,6 +86,25 @@ impl Harness for Local {
         })
     }
 
+    fn break_platform(&self) -> BoxFuture<'_, bool> {
+        // The slot records' directory becomes a file: every read and write of a record
+        // fails with an I/O error.
+        Box::pin(async move {
+            let slots = self.root.join("slots");
+            std::fs::rename(&slots, self.root.join("slots.away")).expect("moved away");
+            std::fs::write(&slots, b"").expect("a file in its place");
+            true
+        })
+    }
+
+    fn mend(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let slots = self.root.join("slots");
+            std::fs::remove_file(&slots).expect("the file removed");
+            std::fs::rename(self.root.join("slots.away"), &slots).expect("moved back");
+        })
+    }
+
     fn cleanup(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             for (pid, tag) in self.first.instances(&self.release.metadata.name).await {

@@ -12,7 +12,7 @@ use cutover_backend::{Backend, BoxFuture};
 use cutover_core::load::{Format, Source, load_release};
 use cutover_core::spec::Release;
 use cutover_kube::KubeBackend;
-use fake_kube_apiserver::{Config, FakeApiServer};
+use fake_kube_apiserver::{Config, FakeApiServer, Fault};
 use serde_json::json;
 
 const NAMESPACE: &str = "shop";
@@ -159,6 +159,26 @@ impl Harness for Kube {
                 .filter(|d| d["spec"]["replicas"].as_u64().unwrap_or(1) > 0)
                 .count()
         })
+    }
+
+    fn break_platform(&self) -> BoxFuture<'_, bool> {
+        // The API server answers every call about Deployments with 503.
+        Box::pin(async move {
+            self.api.inject(
+                Fault::new(
+                    503,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request",
+                )
+                .resource("deployments")
+                .times(usize::MAX),
+            );
+            true
+        })
+    }
+
+    fn mend(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.api.clear_faults() })
     }
 
     fn cleanup(&self) -> BoxFuture<'_, ()> {
