@@ -7,8 +7,11 @@
 //! their own crates.
 
 pub mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod local;
 pub mod locks;
+pub mod revision;
 pub mod state_dir;
 pub mod writer;
 

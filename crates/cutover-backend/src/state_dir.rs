@@ -8,7 +8,10 @@
 //! [`StateError::Conflict`] instead of overwriting, the same optimistic concurrency the
 //! Swarm (service version index) and Kubernetes (resourceVersion) stores give. Writers of
 //! one release in one process are serialised; two controllers must not share one directory (the
-//! controller takes a lock on it).
+//! controller takes a lock on it). Each write records its writer (this `StateDir`'s
+//! [`writer_id`](crate::writer_id)), so a write sent again after an error is answered as the
+//! replay it is, and [`fence`](StateDir::fence) cuts off a writer the way every backend's
+//! `recover` does ([`revision::decide`](crate::revision::decide)).
 //!
 //! The states hold release files, and release files may hold credentials (inline hook
 //! headers, say): directories are made 0700 and files 0600, and a directory an older
@@ -23,6 +26,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::revision::{Decision, Held, Request, decide, fenced};
+
 /// A stored state and its version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
@@ -30,6 +35,16 @@ pub struct Stored {
     pub version: u64,
     /// The state as the rollout serialised it.
     pub state: serde_json::Value,
+}
+
+/// A stored state as the file holds it: [`Stored`] and who wrote it (absent in files an
+/// older version wrote, which therefore never count as a replay).
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    version: u64,
+    state: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    writer: Option<String>,
 }
 
 /// Why the store refused.
@@ -93,6 +108,8 @@ pub const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
 /// A directory of release states.
 pub struct StateDir {
     root: PathBuf,
+    /// Who this store's writes come from: one name per `StateDir` opened.
+    writer: String,
     /// One writer per release at a time; different releases write (and fsync) in parallel.
     writers: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
@@ -103,6 +120,14 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// A state as text, for the replay check.
+fn text_of(state: &serde_json::Value, path: &Path) -> Result<String, StateError> {
+    serde_json::to_string(state).map_err(|source| StateError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Release names become file names: only what `cutover lint` accepts as a name.
@@ -197,6 +222,7 @@ impl StateDir {
         create_private_dir(&root).map_err(io("create", &root))?;
         Ok(StateDir {
             root,
+            writer: crate::writer_id(),
             writers: Mutex::new(HashMap::new()),
         })
     }
@@ -224,6 +250,14 @@ impl StateDir {
     /// The stored state of `release`, if any. A file larger than [`MAX_STATE_BYTES`] is
     /// refused unread ([`StateError::TooLarge`]), as a corrupt one is.
     pub fn load(&self, release: &str) -> Result<Option<Stored>, StateError> {
+        Ok(self.read(release)?.map(|held| Stored {
+            version: held.version,
+            state: held.state,
+        }))
+    }
+
+    /// The file of `release` as it is, with its writer.
+    fn read(&self, release: &str) -> Result<Option<OnDisk>, StateError> {
         let path = self.path(checked(release)?);
         let file = match File::open(&path) {
             Ok(file) => file,
@@ -258,17 +292,69 @@ impl StateDir {
         let _writer = writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let found = self.load(release)?.map(|s| s.version);
-        if found != expected {
-            return Err(StateError::Conflict {
+        let held = self.read(release)?;
+        let held_text = match &held {
+            Some(h) => Some(text_of(&h.state, &self.path(release))?),
+            None => None,
+        };
+        let text = text_of(state, &self.path(release))?;
+        let decision = decide(
+            Held {
+                revision: held.as_ref().map(|h| h.version),
+                text: held_text.as_deref(),
+                writer: held.as_ref().and_then(|h| h.writer.as_deref()),
+            },
+            Request {
+                expected,
+                text: &text,
+                writer: &self.writer,
+            },
+        );
+        match decision {
+            Decision::Replay { revision } => Ok(revision),
+            Decision::Conflict => Err(StateError::Conflict {
                 release: release.to_string(),
                 expected,
-                found,
-            });
+                found: held.map(|h| h.version),
+            }),
+            Decision::Write { revision } => {
+                self.replace(release, revision, state.clone())?;
+                Ok(revision)
+            }
         }
-        let stored = Stored {
-            version: found.unwrap_or(0) + 1,
-            state: state.clone(),
+    }
+
+    /// Writes the stored state of `release` again one revision up in this store's name, so
+    /// that another writer's next write (expecting the revision it read) is refused rather
+    /// than taken for its replay; returns the new revision, `None` when nothing is stored.
+    pub fn fence(&self, release: &str) -> Result<Option<u64>, StateError> {
+        let release = checked(release)?;
+        let writer = self.writer(release);
+        let _writer = writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(held) = self.read(release)? else {
+            return Ok(None);
+        };
+        let Some(revision) = fenced(Some(held.version)) else {
+            return Ok(None);
+        };
+        self.replace(release, revision, held.state)?;
+        Ok(Some(revision))
+    }
+
+    /// Replaces the file of `release` atomically with `state` at `revision`, naming this
+    /// store the writer. Called with the release's writer lock held.
+    fn replace(
+        &self,
+        release: &str,
+        revision: u64,
+        state: serde_json::Value,
+    ) -> Result<(), StateError> {
+        let stored = OnDisk {
+            version: revision,
+            state,
+            writer: Some(self.writer.clone()),
         };
         let bytes = serde_json::to_vec_pretty(&stored).map_err(|source| StateError::Corrupt {
             path: self.path(release),
@@ -285,7 +371,7 @@ impl StateDir {
         File::open(&self.root)
             .and_then(|d| d.sync_all())
             .map_err(io("sync", &self.root))?;
-        Ok(stored.version)
+        Ok(())
     }
 
     /// Removes the state of `release` (a finished rollout no longer resumed).
@@ -399,6 +485,36 @@ mod tests {
             store.load("shop").expect("reads").map(|s| s.state),
             Some(serde_json::json!(2))
         );
+    }
+
+    #[test]
+    fn a_replay_is_answered_once_and_a_fenced_writer_is_refused() {
+        let (d, mine) = dir("replay");
+        let state = serde_json::json!({"step": 1});
+        assert_eq!(mine.store("shop", &state, None).expect("stores"), 1);
+        // The reply was lost; the same write again is answered, not refused.
+        assert_eq!(mine.store("shop", &state, None).expect("a replay"), 1);
+        // Another store over the directory (a new controller) fences the release.
+        let theirs = StateDir::open(&d.0).expect("opens");
+        assert_eq!(theirs.fence("shop").expect("fenced"), Some(2));
+        assert_eq!(theirs.fence("none").expect("nothing stored"), None);
+        // My next write, the same text expecting revision 1, is not my replay.
+        assert!(matches!(
+            mine.store("shop", &state, Some(1)),
+            Err(StateError::Conflict { found: Some(2), .. })
+        ));
+        assert_eq!(theirs.store("shop", &state, Some(2)).expect("stores"), 3);
+        // A file an older version wrote (no writer) is read, and never taken for a replay.
+        fs::write(
+            d.0.join("old.json"),
+            br#"{"version": 4, "state": {"step": 1}}"#,
+        )
+        .expect("written");
+        assert_eq!(mine.load("old").expect("reads").map(|s| s.version), Some(4));
+        assert!(matches!(
+            mine.store("old", &state, Some(3)),
+            Err(StateError::Conflict { .. })
+        ));
     }
 
     #[test]
