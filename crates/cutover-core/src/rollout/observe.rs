@@ -18,17 +18,7 @@ impl Rollout {
                     detail,
                 },
             ) => {
-                if passed {
-                    self.deploy(batch);
-                } else {
-                    self.roll_back(
-                        RollbackReason::HookFailed {
-                            point: HookPoint::PreRollout,
-                            detail,
-                        },
-                        batch,
-                    );
-                }
+                self.pre_rollout_result(passed, detail, batch);
             }
             (Phase::Deploying, Observation::CandidateReady) => {
                 self.retry = None;
@@ -68,31 +58,9 @@ impl Rollout {
                     verdict,
                     detail,
                 },
-            ) if r == run => match verdict {
-                Verdict::Success => {
-                    self.record(format!("analysis run {run} passed"));
-                    self.complete_step(batch);
-                }
-                // A provider that kept failing (Prometheus gone, say) leaves the candidate
-                // unjudged for longer than the release allows: as in Argo Rollouts, that
-                // ends the rollout rather than holding it for a person.
-                Verdict::Failure | Verdict::Error => {
-                    self.roll_back(
-                        RollbackReason::AnalysisFailed {
-                            step: index,
-                            detail,
-                        },
-                        batch,
-                    );
-                }
-                Verdict::Inconclusive => {
-                    self.record(format!("analysis run {run} inconclusive ({detail}): waiting for promote, resume or abort"));
-                    self.phase = Phase::Step {
-                        index,
-                        progress: StepProgress::Inconclusive { run },
-                    };
-                }
-            },
+            ) if r == run => {
+                self.analysis_verdict(index, run, verdict, detail, batch);
+            }
             (
                 Phase::Step {
                     index,
@@ -104,18 +72,7 @@ impl Rollout {
                     detail,
                 },
             ) => {
-                if passed {
-                    self.record("prePromotion gate passed");
-                    self.complete_step(batch);
-                } else {
-                    self.record(format!("prePromotion gate held: {detail}"));
-                    self.phase = Phase::Step {
-                        index,
-                        progress: StepProgress::GateHeld {
-                            retry_at: self.now.after(GATE_RETRY),
-                        },
-                    };
-                }
+                self.gate_result(index, passed, detail, batch);
             }
             (
                 Phase::Promoting {
@@ -133,40 +90,14 @@ impl Rollout {
                 },
                 Observation::Promoted,
             ) => {
-                self.retry = None;
-                // The promoted version is now the stable one and takes all traffic: a new
-                // generation, since the same weights now mean another version.
-                self.route = Route::default();
-                self.route_generation += 1;
-                self.record("promoted: the candidate is the stable version");
-                if self.plan.hooks.post_promotion {
-                    batch.push(Action::RunHook {
-                        point: HookPoint::PostPromotion,
-                    });
-                }
-                if self.plan.scale_down_delay == Duration::ZERO {
-                    self.phase = Phase::ScalingDown { until: None };
-                    batch.push(Action::Retire {
-                        slot: Slot::Previous,
-                    });
-                } else {
-                    self.phase = Phase::ScalingDown {
-                        until: Some(self.now.after(self.plan.scale_down_delay)),
-                    };
-                }
+                self.promoted(batch);
             }
             (
                 Phase::ScalingDown { until: None },
                 Observation::Retired {
                     slot: Slot::Previous,
                 },
-            ) => {
-                self.retry = None;
-                self.record("previous version retired");
-                self.phase = Phase::Done {
-                    outcome: Outcome::Promoted,
-                };
-            }
+            ) => self.previous_retired(),
             (
                 Phase::RollingBack {
                     reason,
@@ -174,15 +105,7 @@ impl Rollout {
                 },
                 Observation::RouteApplied { generation: g },
             ) if g == generation => {
-                self.retry = None;
-                self.route_applied = g;
-                self.phase = Phase::RollingBack {
-                    reason,
-                    progress: RollbackProgress::Retiring,
-                };
-                batch.push(Action::Retire {
-                    slot: Slot::Candidate,
-                });
+                self.rollback_routed(reason, g, batch);
             }
             (
                 Phase::RollingBack {
@@ -193,33 +116,166 @@ impl Rollout {
                     slot: Slot::Candidate,
                 },
             ) => {
-                self.retry = None;
-                self.record("candidate retired; all traffic on stable");
-                if self.plan.hooks.on_rollback {
-                    batch.push(Action::RunHook {
-                        point: HookPoint::OnRollback,
-                    });
-                }
-                self.phase = Phase::Done {
-                    outcome: Outcome::RolledBack { reason },
-                };
+                self.candidate_retired(reason, batch);
             }
             (phase, Observation::GuardrailTripped { name, detail }) => {
-                let before_swap = !matches!(
-                    phase,
-                    Phase::Promoting {
-                        progress: PromotionProgress::Swapping
-                    }
-                );
-                if before_swap {
-                    self.roll_back(RollbackReason::Guardrail { name, detail }, batch);
-                }
+                self.guardrail_tripped(&phase, name, detail, batch);
             }
             (_, Observation::BackendError { operation, message }) if self.awaits(operation) => {
                 self.backend_failed(operation, message, batch);
             }
             _ => {}
         }
+    }
+
+    /// An analysis run's verdict in its step: the step completes, the rollout rolls back,
+    /// or it waits for a person after an inconclusive run.
+    fn analysis_verdict(
+        &mut self,
+        index: usize,
+        run: u32,
+        verdict: Verdict,
+        detail: String,
+        batch: &mut Vec<Action>,
+    ) {
+        match verdict {
+            Verdict::Success => {
+                self.record(format!("analysis run {run} passed"));
+                self.complete_step(batch);
+            }
+            // A provider that kept failing (Prometheus gone, say) leaves the candidate
+            // unjudged for longer than the release allows: as in Argo Rollouts, that
+            // ends the rollout rather than holding it for a person.
+            Verdict::Failure | Verdict::Error => {
+                self.roll_back(
+                    RollbackReason::AnalysisFailed {
+                        step: index,
+                        detail,
+                    },
+                    batch,
+                );
+            }
+            Verdict::Inconclusive => {
+                self.record(format!("analysis run {run} inconclusive ({detail}): waiting for promote, resume or abort"));
+                self.phase = Phase::Step {
+                    index,
+                    progress: StepProgress::Inconclusive { run },
+                };
+            }
+        }
+    }
+
+    /// The prePromotion gate's result: the step completes, or the gate holds and is asked
+    /// again later.
+    fn gate_result(&mut self, index: usize, passed: bool, detail: String, batch: &mut Vec<Action>) {
+        if passed {
+            self.record("prePromotion gate passed");
+            self.complete_step(batch);
+        } else {
+            self.record(format!("prePromotion gate held: {detail}"));
+            self.phase = Phase::Step {
+                index,
+                progress: StepProgress::GateHeld {
+                    retry_at: self.now.after(GATE_RETRY),
+                },
+            };
+        }
+    }
+
+    /// The candidate took the stable slot: post-promotion hook, then the previous version
+    /// retired now or after the scale-down delay.
+    fn promoted(&mut self, batch: &mut Vec<Action>) {
+        self.retry = None;
+        // The promoted version is now the stable one and takes all traffic: a new
+        // generation, since the same weights now mean another version.
+        self.route = Route::default();
+        self.route_generation += 1;
+        self.record("promoted: the candidate is the stable version");
+        if self.plan.hooks.post_promotion {
+            batch.push(Action::RunHook {
+                point: HookPoint::PostPromotion,
+            });
+        }
+        if self.plan.scale_down_delay == Duration::ZERO {
+            self.phase = Phase::ScalingDown { until: None };
+            batch.push(Action::Retire {
+                slot: Slot::Previous,
+            });
+        } else {
+            self.phase = Phase::ScalingDown {
+                until: Some(self.now.after(self.plan.scale_down_delay)),
+            };
+        }
+    }
+
+    /// Stable takes all traffic again: the candidate is retired next.
+    fn rollback_routed(&mut self, reason: RollbackReason, g: u64, batch: &mut Vec<Action>) {
+        self.retry = None;
+        self.route_applied = g;
+        self.phase = Phase::RollingBack {
+            reason,
+            progress: RollbackProgress::Retiring,
+        };
+        batch.push(Action::Retire {
+            slot: Slot::Candidate,
+        });
+    }
+
+    /// The candidate is gone after a rollback: the onRollback hook, and the rollout ends.
+    fn candidate_retired(&mut self, reason: RollbackReason, batch: &mut Vec<Action>) {
+        self.retry = None;
+        self.record("candidate retired; all traffic on stable");
+        if self.plan.hooks.on_rollback {
+            batch.push(Action::RunHook {
+                point: HookPoint::OnRollback,
+            });
+        }
+        self.phase = Phase::Done {
+            outcome: Outcome::RolledBack { reason },
+        };
+    }
+
+    /// The preRollout hook's result: deploy the candidate, or roll back.
+    fn pre_rollout_result(&mut self, passed: bool, detail: String, batch: &mut Vec<Action>) {
+        if passed {
+            self.deploy(batch);
+        } else {
+            self.roll_back(
+                RollbackReason::HookFailed {
+                    point: HookPoint::PreRollout,
+                    detail,
+                },
+                batch,
+            );
+        }
+    }
+
+    /// A guardrail tripped: a rollback, unless the swap is already under way.
+    fn guardrail_tripped(
+        &mut self,
+        phase: &Phase,
+        name: String,
+        detail: String,
+        batch: &mut Vec<Action>,
+    ) {
+        let before_swap = !matches!(
+            phase,
+            Phase::Promoting {
+                progress: PromotionProgress::Swapping
+            }
+        );
+        if before_swap {
+            self.roll_back(RollbackReason::Guardrail { name, detail }, batch);
+        }
+    }
+
+    /// The previous version is gone after a promotion: the rollout ends promoted.
+    fn previous_retired(&mut self) {
+        self.retry = None;
+        self.record("previous version retired");
+        self.phase = Phase::Done {
+            outcome: Outcome::Promoted,
+        };
     }
 
     /// Whether the current phase waits on `operation`, so that its failure matters.
