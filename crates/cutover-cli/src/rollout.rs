@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::client::{ApiClient, ClientError, ConnectionArgs};
-use crate::{InputFile, Output, emit, exit};
+use crate::failure::{Failure, Outcome};
+use crate::{InputFile, Output, emit, exit, runtime};
 
 mod follow;
 use follow::{LostController, Waited, follow_until_done, interrupted_text};
@@ -53,45 +54,35 @@ impl Verb {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, u8> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the runtime: {e}");
-            exit::UNAVAILABLE
-        })
-}
-
-/// The API client and a runtime to drive it, or the exit code after saying why not.
+/// The API client and a runtime to drive it, or why not.
 pub(crate) fn session(
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
-) -> Result<(ApiClient, tokio::runtime::Runtime), u8> {
+) -> Result<(ApiClient, tokio::runtime::Runtime), Failure> {
     let client = ApiClient::from_settings(connection, env).map_err(|e| report(&e))?;
     Ok((client, runtime()?))
 }
 
-/// Prints a client error (with a release file's diagnostics) and gives its exit code.
-fn report(error: &ClientError) -> u8 {
-    eprintln!("error: {error}");
+/// A client error, with a release file's diagnostics as the API gave them.
+fn report(error: &ClientError) -> Failure {
+    let mut failure = Failure::error(error.exit_code(), error);
     if let ClientError::Api { diagnostics, .. } = error {
         for d in diagnostics {
             let message = d["message"].as_str().unwrap_or_default();
             let at = &d["origin"];
-            eprintln!(
+            failure = failure.then(format!(
                 "  {}:{}:{}: {}: {message}",
                 at["file"].as_str().unwrap_or("release"),
                 at["line"],
                 at["column"],
                 d["path"].as_str().unwrap_or_default()
-            );
+            ));
             if let Some(hint) = d["hint"].as_str() {
-                eprintln!("    hint: {hint}");
+                failure = failure.then(format!("    hint: {hint}"));
             }
         }
     }
-    error.exit_code()
+    failure
 }
 
 /// What `run --output json` prints: stable, documented in `docs/cli.md`.
@@ -116,6 +107,56 @@ struct RunReport {
     status: Option<Value>,
 }
 
+/// A release file read, loaded with this environment and `--set`, and encoded for the
+/// API: everything `run` checks before it contacts the controller.
+struct Submission {
+    /// The file's name, for the controller's messages.
+    file_name: String,
+    /// The release's name.
+    name: String,
+    /// `spec.stableVersion` and `spec.version` as the file gives them.
+    file_versions: (Option<String>, Option<String>),
+    /// The release as JSON.
+    body: Vec<u8>,
+}
+
+impl Submission {
+    /// Reads and checks `file`. Interpolation and overrides happen here, with this
+    /// environment (CI's) and the `--set` arguments, and every problem (an unset
+    /// `${VERSION}`, say) is reported against the file as written, before anything starts.
+    fn prepare(
+        file: &Path,
+        env: &BTreeMap<String, String>,
+        sets: &[load::Set],
+    ) -> Result<Submission, Failure> {
+        let input = InputFile::open(file)?;
+        let release = match load::load_release_with(input.source(), env, sets) {
+            Ok((release, warnings)) => {
+                for w in warnings {
+                    eprintln!("{w}");
+                }
+                release
+            }
+            Err(diagnostics) => return Err(Failure::lines(exit::INVALID_INPUT, diagnostics)),
+        };
+        let body = serde_json::to_vec(&release).map_err(|e| {
+            Failure::error(
+                exit::INVALID_INPUT,
+                format!("cannot encode the release: {e}"),
+            )
+        })?;
+        Ok(Submission {
+            file_name: input.name,
+            name: release.metadata.name.clone(),
+            file_versions: (
+                release.spec.stable_version.clone(),
+                release.spec.version.clone(),
+            ),
+            body,
+        })
+    }
+}
+
 /// `cutover run FILE`.
 pub fn run(
     file: &Path,
@@ -125,44 +166,14 @@ pub fn run(
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
     sets: &[load::Set],
-) -> u8 {
-    let input = match InputFile::read_or_report(file) {
-        Ok(input) => input,
-        Err(code) => return code,
-    };
-    // Interpolation and overrides happen here, with this environment (CI's) and the
-    // `--set` arguments, and every problem (an unset `${VERSION}`, say) is reported
-    // against the file as written, before anything starts.
-    let release = match load::load_release_with(input.source(), env, sets) {
-        Ok((release, warnings)) => {
-            for w in warnings {
-                eprintln!("{w}");
-            }
-            release
-        }
-        Err(diagnostics) => {
-            for d in diagnostics {
-                eprintln!("{d}");
-            }
-            return exit::INVALID_INPUT;
-        }
-    };
-    let name = release.metadata.name.clone();
-    let file_versions = (
-        release.spec.stable_version.clone(),
-        release.spec.version.clone(),
-    );
-    let body = match serde_json::to_vec(&release) {
-        Ok(body) => body,
-        Err(e) => {
-            eprintln!("error: cannot encode the release: {e}");
-            return exit::INVALID_INPUT;
-        }
-    };
-    let (client, runtime) = match session(connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+) -> Outcome {
+    let Submission {
+        file_name,
+        name,
+        file_versions,
+        body,
+    } = Submission::prepare(file, env, sets)?;
+    let (client, runtime) = session(connection, env)?;
     let started = Instant::now();
     runtime.block_on(async {
         let submitted = client
@@ -171,22 +182,23 @@ pub fn run(
                 body,
                 &[
                     ("content-type", "application/json".to_string()),
-                    ("x-cutover-filename", format!("{}.json", input.name)),
+                    ("x-cutover-filename", format!("{file_name}.json")),
                 ],
             )
             .await;
         let status = match submitted {
             Ok(status) => status,
             Err(e) => {
-                let code = report(&e);
+                let failure = report(&e);
                 if output == Output::Json {
+                    let code = failure.exit_code();
                     let report = refused_report(&client, &name, &e, code, &file_versions).await;
                     print_report(&RunReport {
                         duration_seconds: started.elapsed().as_secs_f64(),
                         ..report
                     });
                 }
-                return code;
+                return Err(failure);
             }
         };
         if output == Output::Text {
@@ -209,11 +221,11 @@ pub fn run(
                     &client,
                 ));
             }
-            return exit::OK;
+            return Ok(exit::OK);
         }
         let end = wait_for_end(&client, &name, timeout, output == Output::Text).await;
         print_run_end(&name, &end, output, started, &client);
-        end.code
+        Ok(end.code)
     })
 }
 
@@ -330,15 +342,12 @@ pub fn status(
     output: Output,
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
-) -> u8 {
+) -> Outcome {
     if !watch {
         let path = format!("/v1/releases/{name}");
         return get_and_print(&path, output, connection, env, status_block);
     }
-    let (client, runtime) = match session(connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+    let (client, runtime) = session(connection, env)?;
     runtime.block_on(async {
         let terminal = std::io::stdout().is_terminal() && output == Output::Text;
         let mut last_line = String::new();
@@ -369,16 +378,12 @@ pub fn status(
             _ = tokio::signal::ctrl_c() => Err(Waited::Interrupted),
         };
         match followed {
-            Ok(_) => exit::OK,
+            Ok(_) => Ok(exit::OK),
             Err(Waited::Interrupted) => {
-                eprintln!("{}", interrupted_text(name));
-                exit::INTERRUPTED
+                Err(Failure::lines(exit::INTERRUPTED, [interrupted_text(name)]))
             }
-            Err(Waited::Unreachable(e)) => {
-                eprintln!("error: {e}");
-                exit::UNAVAILABLE
-            }
-            Err(Waited::TimedOut) => exit::TIMED_OUT,
+            Err(Waited::Unreachable(e)) => Err(Failure::error(exit::UNAVAILABLE, e)),
+            Err(Waited::TimedOut) => Ok(exit::TIMED_OUT),
         }
     })
 }
@@ -390,18 +395,15 @@ pub fn command(
     output: Output,
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
-) -> u8 {
-    let (client, runtime) = match session(connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+) -> Outcome {
+    let (client, runtime) = session(connection, env)?;
     runtime.block_on(async {
         match client.post(&verb.path(name), Vec::new(), &[]).await {
             Ok(status) => {
                 print(output, &status, |s| format!("{}\n", summary_line(s)));
-                exit::OK
+                Ok(exit::OK)
             }
-            Err(e) => report(&e),
+            Err(e) => Err(report(&e)),
         }
     })
 }
@@ -412,7 +414,7 @@ pub fn history(
     output: Output,
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
-) -> u8 {
+) -> Outcome {
     get_and_print(
         &format!("/v1/releases/{name}/history"),
         output,
@@ -451,7 +453,11 @@ pub fn history(
 }
 
 /// `cutover list`.
-pub fn list(output: Output, connection: &ConnectionArgs, env: &BTreeMap<String, String>) -> u8 {
+pub fn list(
+    output: Output,
+    connection: &ConnectionArgs,
+    env: &BTreeMap<String, String>,
+) -> Outcome {
     get_and_print("/v1/releases", output, connection, env, list_table)
 }
 
@@ -461,18 +467,15 @@ fn get_and_print(
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
     text: impl Fn(&Value) -> String,
-) -> u8 {
-    let (client, runtime) = match session(connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+) -> Outcome {
+    let (client, runtime) = session(connection, env)?;
     runtime.block_on(async {
         match client.get(path).await {
             Ok(value) => {
                 print(output, &value, text);
-                exit::OK
+                Ok(exit::OK)
             }
-            Err(e) => report(&e),
+            Err(e) => Err(report(&e)),
         }
     })
 }
