@@ -295,14 +295,7 @@ fn dispatch(command: Command) -> Outcome {
             metric,
             start,
             output,
-        } => Ok(analyze::run(
-            &release,
-            &samples,
-            &metric,
-            start,
-            output,
-            &environment(),
-        )),
+        } => analyze::run(&release, &samples, &metric, start, output, &environment()),
         Command::Record {
             proxy,
             release,
@@ -311,7 +304,7 @@ fn dispatch(command: Command) -> Outcome {
             seconds,
             follow,
             output,
-        } => Ok(record::run(&record::RecordArgs {
+        } => record::run(&record::RecordArgs {
             proxy: &proxy,
             release: &release,
             candidate: &candidate,
@@ -319,7 +312,7 @@ fn dispatch(command: Command) -> Outcome {
             seconds,
             follow: follow.map(Into::into),
             output: output.as_deref(),
-        })),
+        }),
         Command::Schema => {
             emit(&cutover_core::schema::release_schema_json());
             Ok(exit::OK)
@@ -386,7 +379,7 @@ fn dispatch(command: Command) -> Outcome {
         Command::Delete(args) => verbs::delete(&args, &environment()),
         Command::Logs(args) => verbs::logs(&args, &environment()),
         Command::List { output, connection } => rollout::list(output, &connection, &environment()),
-        Command::Demo { rate } => Ok(demo::run(rate, &environment())),
+        Command::Demo { rate } => demo::run(rate, &environment()),
         Command::DemoApp(_) => unreachable!("main runs the demo's service itself"),
     }
 }
