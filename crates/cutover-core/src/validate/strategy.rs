@@ -101,7 +101,7 @@ fn canary_steps(
     canary: &CanaryStrategy,
     metrics: Option<&[&str]>,
 ) {
-    if canary.steps.is_empty() && !c.at.lost(&steps_path) {
+    if canary.steps.is_empty() && !c.at.lost(steps_path) {
         c.warning(
             Code::Ignored,
             steps_path.clone(),
