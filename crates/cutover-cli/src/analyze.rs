@@ -216,7 +216,7 @@ fn replay(
                 continue;
             };
             let (from, to) = (due.from.0 as f64 / 1000.0, due.to.0 as f64 / 1000.0);
-            let measurement = measure(metric, &recording, from, to);
+            let measurement = measure(metric, recording, from, to);
             let row = Row {
                 number: due.number,
                 from_seconds: from,
