@@ -225,7 +225,7 @@ pub fn run(
         }
         let end = wait_for_end(&client, &name, timeout, output == Output::Text).await;
         print_run_end(&name, &end, output, started, &client);
-        Ok(end.code)
+        end.into_outcome()
     })
 }
 

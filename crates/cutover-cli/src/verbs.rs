@@ -252,7 +252,7 @@ pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> Outcome {
                 last["stable"]["version"].as_str().unwrap_or("?")
             )),
         }
-        Ok(end.code)
+        end.into_outcome()
     })
 }
 

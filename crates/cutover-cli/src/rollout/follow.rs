@@ -3,6 +3,8 @@
 
 use std::io::IsTerminal as _;
 
+use crate::failure::{Failure, Outcome};
+
 use super::{
     ApiClient, ClientError, Duration, Instant, NextStepHint, RECONNECT_FOR, Value, exit,
     summary_line,
@@ -18,6 +20,19 @@ pub(crate) struct WaitEnd {
     pub code: u8,
     /// The last status seen (`null` if none).
     pub last: Value,
+    /// What to tell the person besides the outcome, for `main` to print: the controller
+    /// lost for good, or Ctrl-C leaving the rollout running.
+    pub failure: Option<Failure>,
+}
+
+impl WaitEnd {
+    /// The command's end: its exit code, or the failure that says why it stopped.
+    pub fn into_outcome(self) -> Outcome {
+        match self.failure {
+            Some(failure) => Err(failure),
+            None => Ok(self.code),
+        }
+    }
 }
 
 /// Follows the rollout of `name` until it is done, at most `timeout`, showing its
@@ -39,6 +54,7 @@ pub(crate) async fn wait_for_end(
         _ = tokio::signal::ctrl_c() => Err(Waited::Interrupted),
     };
     progress.finish();
+    let mut failure = None;
     let (outcome, code, last) = match result {
         Ok(last) => {
             let outcome = last["outcome"].as_str().unwrap_or("rolledBack").to_string();
@@ -55,7 +71,7 @@ pub(crate) async fn wait_for_end(
             progress.last.clone(),
         ),
         Err(Waited::Unreachable(e)) => {
-            eprintln!("error: {e}");
+            failure = Some(Failure::error(exit::UNAVAILABLE, e));
             (
                 "unreachable".to_string(),
                 exit::UNAVAILABLE,
@@ -63,7 +79,7 @@ pub(crate) async fn wait_for_end(
             )
         }
         Err(Waited::Interrupted) => {
-            eprintln!("{}", interrupted_text(name));
+            failure = Some(Failure::lines(exit::INTERRUPTED, [interrupted_text(name)]));
             (
                 "interrupted".to_string(),
                 exit::INTERRUPTED,
@@ -72,6 +88,7 @@ pub(crate) async fn wait_for_end(
         }
     };
     WaitEnd {
+        failure,
         outcome,
         code,
         last: last.unwrap_or(Value::Null),
