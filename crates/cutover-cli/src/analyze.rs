@@ -20,9 +20,10 @@ use cutover_core::judge::{
 use cutover_core::load;
 use cutover_core::recording::{self, Recording, Side, SummaryRow};
 use cutover_core::rollout::Timestamp;
-use cutover_core::spec::{BuiltinMetric, EvidenceKind, MetricSpec, Provider};
+use cutover_core::spec::{BuiltinMetric, EvidenceKind, MetricSpec, Provider, Release};
 use serde::Serialize;
 
+use crate::failure::{Failure, Outcome};
 use crate::{InputFile, Output, emit, exit};
 
 /// Exit code when the analysis fails.
@@ -71,38 +72,60 @@ pub fn run(
     start: Option<f64>,
     output: Output,
     env: &BTreeMap<String, String>,
-) -> u8 {
-    let release =
-        match InputFile::read(release_path).map(|input| load::load_release(input.source(), env)) {
-            Ok(Ok((release, _))) => release,
-            Ok(Err(diagnostics)) => {
-                for d in diagnostics {
-                    eprintln!("{d}");
-                }
-                return exit::INVALID_INPUT;
-            }
-            Err(message) => {
-                eprintln!("{message}");
-                return exit::INVALID_INPUT;
-            }
-        };
-    let recording = match InputFile::read(samples_path).and_then(|input| {
-        recording::parse(&input.text).map_err(|e| {
-            // `file.csv:3: ...` for a line, `file.json: row 3: ...` otherwise.
-            let separator = if e.place.bytes().all(|b| b.is_ascii_digit()) {
-                ":"
-            } else {
-                ": "
-            };
-            format!("error: {}{separator}{}: {}", input.name, e.place, e.problem)
-        })
-    }) {
-        Ok(recording) => recording,
-        Err(message) => {
-            eprintln!("{message}");
-            return exit::INVALID_INPUT;
-        }
+) -> Outcome {
+    let (release, recording) = read_inputs(release_path, samples_path, env)?;
+    let metrics = chosen_metrics(&release, only)?;
+    let (start_seconds, last_seconds) = replay_window(&recording, start, samples_path)?;
+    warn_about(&recording, &metrics);
+    let report = replay(&release, &metrics, &recording, start_seconds, last_seconds)?;
+    let code = match report.verdict {
+        Some(Verdict::Success) => exit::OK,
+        Some(Verdict::Failure) => FAILED,
+        _ => UNDECIDED,
     };
+    match output {
+        Output::Json => {
+            let text = serde_json::to_string_pretty(&report)
+                .map_err(|e| Failure::error(code, format!("cannot print the report: {e}")))?;
+            emit(&format!("{text}\n"));
+        }
+        Output::Text => emit(&render(&report)),
+    }
+    Ok(code)
+}
+
+/// The release file and the recording, read and parsed.
+fn read_inputs(
+    release_path: &Path,
+    samples_path: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<(Release, Recording), Failure> {
+    let input = InputFile::open(release_path)?;
+    let release = match load::load_release(input.source(), env) {
+        Ok((release, _)) => release,
+        Err(diagnostics) => return Err(Failure::lines(exit::INVALID_INPUT, diagnostics)),
+    };
+    let input = InputFile::open(samples_path)?;
+    let recording = recording::parse(&input.text).map_err(|e| {
+        // `file.csv:3: ...` for a line, `file.json: row 3: ...` otherwise.
+        let separator = if e.place.bytes().all(|b| b.is_ascii_digit()) {
+            ":"
+        } else {
+            ": "
+        };
+        Failure::error(
+            exit::INVALID_INPUT,
+            format!("{}{separator}{}: {}", input.name, e.place, e.problem),
+        )
+    })?;
+    Ok((release, recording))
+}
+
+/// The metrics to replay: `--metric`'s, each of which must exist, or all.
+fn chosen_metrics<'r>(
+    release: &'r Release,
+    only: &[String],
+) -> Result<Vec<&'r MetricSpec>, Failure> {
     let metrics: Vec<_> = release
         .spec
         .analysis
@@ -114,16 +137,31 @@ pub fn run(
         .iter()
         .find(|name| !metrics.iter().any(|m| &m.name == *name))
     {
-        eprintln!("error: the release has no metric named '{unknown}'");
-        return exit::INVALID_INPUT;
+        return Err(Failure::error(
+            exit::INVALID_INPUT,
+            format!("the release has no metric named '{unknown}'"),
+        ));
     }
     if metrics.is_empty() {
-        eprintln!("error: the release defines no analysis metrics (spec.analysis.metrics)");
-        return exit::INVALID_INPUT;
+        return Err(Failure::error(
+            exit::INVALID_INPUT,
+            "the release defines no analysis metrics (spec.analysis.metrics)",
+        ));
     }
+    Ok(metrics)
+}
+
+/// When the replayed analysis starts and the last sample's time, in the samples' seconds.
+fn replay_window(
+    recording: &Recording,
+    start: Option<f64>,
+    samples_path: &Path,
+) -> Result<(f64, f64), Failure> {
     if start.is_some_and(|s| !s.is_finite() || s < 0.0) {
-        eprintln!("error: --start must be a time of 0 seconds or more");
-        return exit::INVALID_INPUT;
+        return Err(Failure::error(
+            exit::INVALID_INPUT,
+            "--start must be a time of 0 seconds or more",
+        ));
     }
     let times = recording
         .seconds
@@ -134,8 +172,10 @@ pub fn run(
         times.clone().min_by(f64::total_cmp),
         times.max_by(f64::total_cmp),
     ) else {
-        eprintln!("error: {} holds no samples", samples_path.display());
-        return exit::INVALID_INPUT;
+        return Err(Failure::error(
+            exit::INVALID_INPUT,
+            format!("{} holds no samples", samples_path.display()),
+        ));
     };
     // On evidence the analysis starts with the candidate's first second of traffic, as a
     // live analysis starts once the candidate is routed.
@@ -145,11 +185,19 @@ pub fn run(
         .find(|r| r.side == Side::Candidate)
         .map(|r| (r.time - 1.0).max(0.0));
     let start_seconds = start.or(first_candidate).unwrap_or(first);
-    let last_seconds = last;
+    Ok((start_seconds, last))
+}
+
+/// Runs the analysis over the recording, measurement by measurement, as a rollout would.
+fn replay(
+    release: &Release,
+    metrics: &[&MetricSpec],
+    recording: &Recording,
+    start_seconds: f64,
+    last_seconds: f64,
+) -> Result<Report, Failure> {
     let millis = |seconds: f64| Timestamp((seconds * 1000.0).round() as u64);
     let end = millis(last_seconds);
-    warn_about(&recording, &metrics);
-
     let mut analysis = AnalysisRun::new(metrics.iter().copied(), millis(start_seconds));
     let mut rows: BTreeMap<String, Vec<Row>> = BTreeMap::new();
     let mut measured = 0usize;
@@ -157,16 +205,18 @@ pub fn run(
         for due in analysis.due(next) {
             measured += 1;
             if measured > MAX_MEASUREMENTS {
-                eprintln!(
-                    "error: more than {MAX_MEASUREMENTS} measurements; narrow the samples or --start"
-                );
-                return exit::INVALID_INPUT;
+                return Err(Failure::error(
+                    exit::INVALID_INPUT,
+                    format!(
+                        "more than {MAX_MEASUREMENTS} measurements; narrow the samples or --start"
+                    ),
+                ));
             }
             let Some(metric) = metrics.iter().find(|m| m.name == due.metric) else {
                 continue;
             };
             let (from, to) = (due.from.0 as f64 / 1000.0, due.to.0 as f64 / 1000.0);
-            let measurement = measure(metric, &recording, from, to);
+            let measurement = measure(metric, recording, from, to);
             let row = Row {
                 number: due.number,
                 from_seconds: from,
@@ -187,7 +237,7 @@ pub fn run(
             }
         }
     }
-    let report = Report {
+    Ok(Report {
         release: release.metadata.name.clone(),
         start_seconds,
         last_sample_seconds: last_seconds,
@@ -203,19 +253,7 @@ pub fn run(
                 measurements: rows.remove(m.name()).unwrap_or_default(),
             })
             .collect(),
-    };
-    match output {
-        Output::Json => match serde_json::to_string_pretty(&report) {
-            Ok(text) => emit(&format!("{text}\n")),
-            Err(e) => eprintln!("error: cannot print the report: {e}"),
-        },
-        Output::Text => emit(&render(&report)),
-    }
-    match report.verdict {
-        Some(Verdict::Success) => exit::OK,
-        Some(Verdict::Failure) => FAILED,
-        _ => UNDECIDED,
-    }
+    })
 }
 
 /// Says what the recording cannot judge exactly.

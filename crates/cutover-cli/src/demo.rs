@@ -21,6 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::exit;
+use crate::failure::{Failure, Outcome};
 use crate::proxy::{LogFormat, init_logging};
 
 /// The demo's release.
@@ -106,7 +107,7 @@ spec:
 }
 
 /// Runs the demo; exit 0 when v2 was promoted and v3 rolled back.
-pub fn run(rate: u32, env: &BTreeMap<String, String>) -> u8 {
+pub fn run(rate: u32, env: &BTreeMap<String, String>) -> Outcome {
     if !env.contains_key("CUTOVER_LOG") && !env.contains_key("RUST_LOG") {
         // The demo prints its own story; the controller's logs only when asked for.
         let mut quiet = env.clone();
@@ -115,38 +116,26 @@ pub fn run(rate: u32, env: &BTreeMap<String, String>) -> u8 {
     } else {
         init_logging(env, LogFormat::Text);
     }
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("error: cannot find this program's path: {e}");
-            return exit::UNAVAILABLE;
-        }
-    };
+    let exe = std::env::current_exe().map_err(|e| {
+        Failure::error(
+            exit::UNAVAILABLE,
+            format!("cannot find this program's path: {e}"),
+        )
+    })?;
     let state = std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return exit::UNAVAILABLE;
-        }
-    };
+        .map_err(|e| Failure::error(exit::UNAVAILABLE, format!("cannot start the runtime: {e}")))?;
     let code = runtime.block_on(async {
-        let backend = match LocalBackend::open(&state) {
-            Ok(backend) => Arc::new(backend),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::UNAVAILABLE;
-            }
-        };
+        let backend =
+            Arc::new(LocalBackend::open(&state).map_err(|e| Failure::error(exit::UNAVAILABLE, e))?);
         let running: Arc<Mutex<Option<Controller>>> = Arc::default();
         let code = tokio::select! {
             code = demo(&exe, &state, rate.max(20), backend.clone(), running.clone()) => code,
             _ = crate::proxy::Signals::install().wait() => {
                 eprintln!("\ninterrupted: stopping the demo's processes");
-                exit::FAILED
+                Ok(exit::FAILED)
             }
         };
         // Whatever happened, stop the rollouts, then every process the demo started.
@@ -166,22 +155,13 @@ pub fn run(rate: u32, env: &BTreeMap<String, String>) -> u8 {
     code
 }
 
-async fn demo(
-    exe: &Path,
-    state: &Path,
-    rate: u32,
+/// The demo's proxy (on a free loopback port, and its listening address) and a
+/// controller driving the local backend through it.
+async fn start_services(
     backend: Arc<LocalBackend>,
-    running: Arc<Mutex<Option<Controller>>>,
-) -> u8 {
-    let started = Instant::now();
-    let mut config: ProxyConfig =
-        match serde_json::from_value(serde_json::json!({ "listeners": [] })) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::UNAVAILABLE;
-            }
-        };
+) -> Result<(Arc<Proxy>, SocketAddr, Controller), Failure> {
+    let mut config: ProxyConfig = serde_json::from_value(serde_json::json!({ "listeners": [] }))
+        .map_err(|e| Failure::error(exit::UNAVAILABLE, e))?;
     config.listeners = vec![ListenerConfig {
         address: SocketAddr::from(([127, 0, 0, 1], 0)),
         tls: None,
@@ -190,32 +170,36 @@ async fn demo(
         address: SocketAddr::from(([127, 0, 0, 1], 0)),
         token_file: None,
     };
-    let proxy = match Proxy::start(config).await {
-        Ok(proxy) => Arc::new(proxy),
-        Err(e) => {
-            eprintln!(
-                "error: cannot start the proxy: {}",
-                crate::client::error_chain(&e)
-            );
-            return exit::UNAVAILABLE;
-        }
-    };
+    let proxy = Arc::new(Proxy::start(config).await.map_err(|e| {
+        Failure::error(
+            exit::UNAVAILABLE,
+            format!("cannot start the proxy: {}", crate::client::error_chain(&e)),
+        )
+    })?);
     let Some(listen) = proxy.listen_addrs().first().copied() else {
-        return exit::UNAVAILABLE;
+        return Err(Failure::lines(exit::UNAVAILABLE, Vec::<String>::new()));
     };
-    let controller = match Controller::start(ControllerOptions {
-        backend: backend.clone(),
+    let controller = Controller::start(ControllerOptions {
+        backend,
         proxy: Some(proxy.clone()),
         prometheus: None,
     })
     .await
-    {
-        Ok(controller) => controller,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::UNAVAILABLE;
-        }
-    };
+    .map_err(|e| Failure::error(exit::UNAVAILABLE, e))?;
+    Ok((proxy, listen, controller))
+}
+
+/// Both rollouts under load, then the summary: exit 0 when both ended as expected and
+/// no request to a healthy version failed.
+async fn demo(
+    exe: &Path,
+    state: &Path,
+    rate: u32,
+    backend: Arc<LocalBackend>,
+    running: Arc<Mutex<Option<Controller>>>,
+) -> Outcome {
+    let started = Instant::now();
+    let (proxy, listen, controller) = start_services(backend).await?;
     *running
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(controller.clone());
@@ -248,18 +232,17 @@ async fn demo(
         let file = state.join(format!("release-{}.yaml", candidate.0));
         let _ = std::fs::write(&file, &text);
         println!("   release file: {}", file.display());
-        let release = match Controller::parse(&file.display().to_string(), &text) {
-            Ok(release) => release,
-            Err(e) => {
-                eprintln!("error: the demo's release is invalid: {e}");
-                return exit::INVALID_INPUT;
-            }
-        };
+        let release = Controller::parse(&file.display().to_string(), &text).map_err(|e| {
+            Failure::error(
+                exit::INVALID_INPUT,
+                format!("the demo's release is invalid: {e}"),
+            )
+        })?;
         let rollout_started = Instant::now();
-        if let Err(e) = controller.submit(release).await {
-            eprintln!("error: {e}");
-            return exit::UNAVAILABLE;
-        }
+        controller
+            .submit(release)
+            .await
+            .map_err(|e| Failure::error(exit::UNAVAILABLE, e))?;
         if load.is_none() {
             // Traffic starts once the proxy routes the release (stable only, at first).
             while proxy.routes().routes.is_empty() {
@@ -269,11 +252,13 @@ async fn demo(
         }
         let finished = follow(&controller, started).await;
         let Some(status) = finished else {
-            eprintln!(
-                "error: the rollout did not finish within {}s",
-                ROLLOUT_LIMIT.as_secs()
-            );
-            return exit::FAILED;
+            return Err(Failure::error(
+                exit::FAILED,
+                format!(
+                    "the rollout did not finish within {}s",
+                    ROLLOUT_LIMIT.as_secs()
+                ),
+            ));
         };
         results.push((stable.0, candidate.0, status, rollout_started.elapsed()));
         println!();
@@ -283,6 +268,16 @@ async fn demo(
     }
     controller.stop();
 
+    Ok(summary(started, &results, &tally))
+}
+
+/// Prints how each rollout ended and what the load saw; the exit code says whether all
+/// went as expected.
+fn summary(
+    started: Instant,
+    results: &[(&str, &str, Arc<RolloutStatus>, Duration)],
+    tally: &Mutex<Tally>,
+) -> u8 {
     println!("== Summary ({:.0}s)", started.elapsed().as_secs_f64());
     let mut as_expected = true;
     for (i, (from, to, status, took)) in results.iter().enumerate() {

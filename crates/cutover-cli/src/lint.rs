@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use std::fmt::Write as _;
 
+use crate::failure::{Failure, Outcome};
 use crate::{InputFile, Output, emit, exit};
 
 #[derive(Serialize)]
@@ -27,7 +28,7 @@ pub fn run(
     output: Output,
     env: &BTreeMap<String, String>,
     sets: &[load::Set],
-) -> u8 {
+) -> Outcome {
     let mut reports = Vec::with_capacity(files.len());
     for path in files {
         let name = path.display().to_string();
@@ -70,6 +71,11 @@ pub fn run(
             diagnostics,
         });
     }
+    let code = if reports.iter().all(|r| r.valid) {
+        exit::OK
+    } else {
+        exit::INVALID_INPUT
+    };
     let mut text = String::new();
     match output {
         Output::Text => {
@@ -90,20 +96,14 @@ pub fn run(
                 };
             }
         }
-        Output::Json => match serde_json::to_string_pretty(&reports) {
-            Ok(json) => {
-                text = json;
-                text.push('\n');
-            }
-            Err(e) => eprintln!("error: cannot print the report: {e}"),
-        },
+        Output::Json => {
+            text = serde_json::to_string_pretty(&reports)
+                .map_err(|e| Failure::error(code, format!("cannot print the report: {e}")))?;
+            text.push('\n');
+        }
     }
     emit(&text);
-    if reports.iter().all(|r| r.valid) {
-        exit::OK
-    } else {
-        exit::INVALID_INPUT
-    }
+    Ok(code)
 }
 
 fn plural(n: usize) -> &'static str {

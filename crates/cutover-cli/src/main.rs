@@ -3,6 +3,7 @@
 mod analyze;
 mod client;
 mod demo;
+mod failure;
 mod lint;
 mod plan;
 mod proxy;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use failure::{Failure, Outcome};
 
 /// Exit codes shared by every command, so CI can tell outcomes apart.
 pub mod exit {
@@ -266,7 +268,25 @@ pub enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.command {
+    // The one place a command's failure is printed.
+    let outcome = match cli.command {
+        // The demo's service answers with its own exit code.
+        Command::DemoApp(args) => runtime().map(|runtime| runtime.block_on(demo_app::run(args))),
+        command => dispatch(command).map(ExitCode::from),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(failure) => {
+            failure.print();
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+/// Runs the command: each parses and checks its arguments into plain values first, then
+/// acts, and returns its exit code or its failure.
+fn dispatch(command: Command) -> Outcome {
+    match command {
         Command::Lint { files, output, set } => lint::run(&files, output, &environment(), &set),
         Command::Plan { file, output, set } => plan::run(&file, output, &environment(), &set),
         Command::Analyze {
@@ -295,11 +315,11 @@ fn main() -> ExitCode {
         }),
         Command::Schema => {
             emit(&cutover_core::schema::release_schema_json());
-            exit::OK
+            Ok(exit::OK)
         }
         Command::Crd => {
             emit(&cutover_kube::crd::release_crd_yaml());
-            exit::OK
+            Ok(exit::OK)
         }
         Command::Proxy {
             config,
@@ -360,23 +380,19 @@ fn main() -> ExitCode {
         Command::Logs(args) => verbs::logs(&args, &environment()),
         Command::List { output, connection } => rollout::list(output, &connection, &environment()),
         Command::Demo { rate } => demo::run(rate, &environment()),
-        Command::DemoApp(args) => {
-            return match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(demo_app::run(args)),
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    ExitCode::from(exit::UNAVAILABLE)
-                }
-            };
-        }
-    };
-    ExitCode::from(code)
+        Command::DemoApp(_) => unreachable!("main runs the demo's service itself"),
+    }
 }
 
-fn verb(args: VerbArgs, verb: rollout::Verb) -> u8 {
+/// A runtime for a command's network work, or why there is none.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::error(exit::UNAVAILABLE, format!("cannot start the runtime: {e}")))
+}
+
+fn verb(args: VerbArgs, verb: rollout::Verb) -> Outcome {
     rollout::command(
         &args.name,
         verb,
@@ -416,12 +432,9 @@ impl InputFile {
         })
     }
 
-    /// As [`InputFile::read`], printing the error and giving the exit code for it.
-    pub fn read_or_report(path: &Path) -> Result<InputFile, u8> {
-        InputFile::read(path).map_err(|message| {
-            eprintln!("{message}");
-            exit::INVALID_INPUT
-        })
+    /// As [`InputFile::read`], the error a failure of invalid input.
+    pub fn open(path: &Path) -> Result<InputFile, Failure> {
+        InputFile::read(path).map_err(|message| Failure::lines(exit::INVALID_INPUT, [message]))
     }
 
     /// The file as the loader takes it.

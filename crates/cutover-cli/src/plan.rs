@@ -9,6 +9,7 @@ use cutover_core::plan::{AnalysisStage, Plan, PlanStep, StrategyKind, TimelineEn
 use cutover_core::spec::{MatchRule, Release};
 use serde::Serialize;
 
+use crate::failure::{Failure, Outcome};
 use crate::{InputFile, Output, emit, exit};
 
 #[derive(Serialize)]
@@ -21,34 +22,30 @@ struct PlanReport<'a> {
 }
 
 /// Loads the release, prints its timeline, and returns the exit code.
-pub fn run(path: &Path, output: Output, env: &BTreeMap<String, String>, sets: &[load::Set]) -> u8 {
-    let input = match InputFile::read_or_report(path) {
-        Ok(input) => input,
-        Err(code) => return code,
-    };
+pub fn run(
+    path: &Path,
+    output: Output,
+    env: &BTreeMap<String, String>,
+    sets: &[load::Set],
+) -> Outcome {
+    let input = InputFile::open(path)?;
     let source = input.source();
     let name = &input.name;
     let (release, warnings) = match load::load_release_with(source, env, sets) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
-            for d in &diagnostics {
-                eprintln!("{d}");
-            }
             let sets: String = sets.iter().map(|s| format!(" {s}")).collect();
-            eprintln!("{name}: invalid; run 'cutover lint {name}{sets}' after fixing");
-            return exit::INVALID_INPUT;
+            return Err(
+                Failure::lines(exit::INVALID_INPUT, diagnostics).then(format!(
+                    "{name}: invalid; run 'cutover lint {name}{sets}' after fixing"
+                )),
+            );
         }
     };
     for w in &warnings {
         eprintln!("{w}");
     }
-    let plan = match Plan::from_release(&release) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID_INPUT;
-        }
-    };
+    let plan = Plan::from_release(&release).map_err(|e| Failure::error(exit::INVALID_INPUT, e))?;
     match output {
         Output::Json => {
             let report = PlanReport {
@@ -57,14 +54,13 @@ pub fn run(path: &Path, output: Output, env: &BTreeMap<String, String>, sets: &[
                 plan: &plan,
                 timeline: plan.timeline(),
             };
-            match serde_json::to_string_pretty(&report) {
-                Ok(text) => emit(&format!("{text}\n")),
-                Err(e) => eprintln!("error: cannot print the plan: {e}"),
-            }
+            let text = serde_json::to_string_pretty(&report)
+                .map_err(|e| Failure::error(exit::OK, format!("cannot print the plan: {e}")))?;
+            emit(&format!("{text}\n"));
         }
         Output::Text => emit(&render(&release, &plan)),
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// The timeline as a table for people.

@@ -8,6 +8,7 @@ use cutover_proxy::Proxy;
 use cutover_proxy::config::ProxyConfig;
 
 use crate::client::error_chain;
+use crate::failure::{Failure, Outcome};
 use crate::{InputFile, exit};
 
 /// Loads the configuration, runs the proxy until SIGINT or SIGTERM, then drains it.
@@ -15,52 +16,31 @@ pub fn run(
     path: &Path,
     routes_from: Option<&crate::client::ConnectionArgs>,
     env: &BTreeMap<String, String>,
-) -> u8 {
+) -> Outcome {
     init_logging(env, LogFormat::Text);
-    let input = match InputFile::read_or_report(path) {
-        Ok(input) => input,
-        Err(code) => return code,
-    };
-    let source = input.source();
-    let config: ProxyConfig = match load::load_as(source, env) {
-        Ok((config, warnings)) => {
-            for w in warnings {
-                eprintln!("{w}");
-            }
-            config
-        }
-        Err(diagnostics) => {
-            for d in diagnostics {
-                eprintln!("{d}");
-            }
-            return exit::INVALID_INPUT;
-        }
-    };
+    let config = load_config(path, env)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = config.workers {
         runtime.worker_threads(workers.max(1));
     }
-    let runtime = match runtime.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return exit::UNAVAILABLE;
-        }
-    };
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::error(exit::UNAVAILABLE, format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
         let signals = Signals::install();
         let proxy = match Proxy::start(config).await {
             Ok(proxy) => proxy,
             Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
                 // Bad settings are invalid input (2); what the machine refuses (a port in
                 // use, an unreadable file) leaves the proxy unable to start (4).
-                return match e {
+                let code = match e {
                     cutover_proxy::StartError::Routes(_)
                     | cutover_proxy::StartError::Config(_)
                     | cutover_proxy::StartError::EmptyToken { .. } => exit::INVALID_INPUT,
                     _ => exit::UNAVAILABLE,
                 };
+                return Err(Failure::error(code, error_chain(&e)));
             }
         };
         eprintln!(
@@ -77,10 +57,7 @@ pub fn run(
         let tasks = match routes_from {
             Some(controller) => match pull_routes(proxy.clone(), controller, env) {
                 Ok(tasks) => tasks,
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    return exit::INVALID_INPUT;
-                }
+                Err(message) => return Err(Failure::error(exit::INVALID_INPUT, message)),
             },
             None => Vec::new(),
         };
@@ -91,11 +68,25 @@ pub fn run(
         }
         eprintln!("shutting down: draining in-flight requests");
         let Ok(proxy) = std::sync::Arc::try_unwrap(proxy) else {
-            return exit::OK;
+            return Ok(exit::OK);
         };
         proxy.shutdown().await;
-        exit::OK
+        Ok(exit::OK)
     })
+}
+
+/// The proxy's configuration file, read and checked (its warnings printed).
+fn load_config(path: &Path, env: &BTreeMap<String, String>) -> Result<ProxyConfig, Failure> {
+    let input = InputFile::open(path)?;
+    match load::load_as(input.source(), env) {
+        Ok((config, warnings)) => {
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            Ok(config)
+        }
+        Err(diagnostics) => Err(Failure::lines(exit::INVALID_INPUT, diagnostics)),
+    }
 }
 
 /// How long a pulling proxy waits before asking again after a failure, or after an

@@ -21,6 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
 use crate::exit;
+use crate::failure::{Failure, Outcome};
 
 /// The largest answer read from the admin listener.
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
@@ -70,24 +71,10 @@ struct Document<'a> {
 }
 
 /// Records, writes the recording, and returns the exit code.
-pub fn run(args: &RecordArgs<'_>) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return exit::UNAVAILABLE;
-        }
-    };
-    let seconds = match runtime.block_on(gather(args)) {
-        Ok(seconds) => seconds,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return exit::UNAVAILABLE;
-        }
-    };
+pub fn run(args: &RecordArgs<'_>) -> Outcome {
+    let seconds = crate::runtime()?
+        .block_on(gather(args))
+        .map_err(|message| Failure::error(exit::UNAVAILABLE, message))?;
     let document = Document {
         recording: FORMAT,
         release: args.release,
@@ -113,20 +100,21 @@ pub fn run(args: &RecordArgs<'_>) -> u8 {
             })
             .collect(),
     };
-    let text = match serde_json::to_string_pretty(&document) {
-        Ok(text) => text + "\n",
-        Err(e) => {
-            eprintln!("error: cannot write the recording: {e}");
-            return exit::UNAVAILABLE;
-        }
-    };
+    let text = serde_json::to_string_pretty(&document).map_err(|e| {
+        Failure::error(
+            exit::UNAVAILABLE,
+            format!("cannot write the recording: {e}"),
+        )
+    })? + "\n";
     let rows = document.seconds.len();
     match args.output {
         Some(path) => {
-            if let Err(e) = std::fs::write(path, text) {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                return exit::INVALID_INPUT;
-            }
+            std::fs::write(path, text).map_err(|e| {
+                Failure::error(
+                    exit::INVALID_INPUT,
+                    format!("cannot write {}: {e}", path.display()),
+                )
+            })?;
             eprintln!(
                 "recorded {rows} version-seconds of release {} into {}",
                 args.release,
@@ -135,7 +123,7 @@ pub fn run(args: &RecordArgs<'_>) -> u8 {
         }
         None => crate::emit(&text),
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// Asks the proxy for both versions' seconds, once or until `follow` has passed.

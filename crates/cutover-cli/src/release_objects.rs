@@ -1,277 +1,55 @@
-//! `cutover serve --backend kubernetes`: releases applied as `Release` objects.
-//!
-//! A reconcile loop over the watched objects. An object whose `metadata.generation` is
-//! newer than what was acted on is loaded as a release file would be and submitted (once
-//! the release's rollout under way, if any, has ended); the object's status shows the
-//! rollout it started. What was acted on is known three ways, the first surviving any
-//! restart: the rollout's record (the release is submitted with the object's uid and
-//! generation in its annotations, and the record is stored with compare-and-swap next to
-//! the workload before anything happens), the object's `status.observedGeneration`, and
-//! this process's memory. So a generation is submitted once, even when the leader changes
-//! between the submission and the status write.
-
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+//! `cutover serve --backend kubernetes`: the controller as the rollouts that
+//! `cutover_kube::release_objects`' reconcile loop starts and reads. The loop lives in
+//! cutover-kube; this crate, above both, joins it to the controller.
 
 use cutover_controller::{Controller, ControllerError, RolloutStatus};
-use cutover_core::Backoff;
-use cutover_kube::resources::{ReleaseObject, ReleaseObjects};
-use serde_json::{Map, Value, json};
+use cutover_core::spec::Release;
+use cutover_kube::release_objects::{RolloutSummary, Rollouts, SubmitError};
+use cutover_kube::resources::ReleaseObjects;
 
-/// How often the objects are looked at.
-const PERIOD: Duration = Duration::from_secs(1);
-/// The wait before a submission that failed for now is tried again: 2 s after the first
-/// failure, doubling with each failure in a row, at most 60 s.
-const RETRY_BACKOFF: Backoff = Backoff::new(
-    cutover_core::Duration::from_secs(2),
-    cutover_core::Duration::from_secs(60),
-);
-/// The wait before a submission that cannot pass by itself is tried again.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Release annotation: the uid of the object a rollout was started from.
-pub const OBJECT_UID: &str = "cutover.dev/object-uid";
-/// Release annotation: the object's generation the rollout was started from.
-pub const OBJECT_GENERATION: &str = "cutover.dev/object-generation";
+/// The controller, as the reconcile loop sees it.
+struct ControllerRollouts(Controller);
 
-/// Why a generation was not rolled out, shown on the object until the next generation.
-#[derive(Clone, Debug)]
-struct Note {
-    generation: i64,
-    phase: &'static str,
-    message: String,
+impl Rollouts for ControllerRollouts {
+    fn rollout(&self, name: &str) -> Option<RolloutSummary> {
+        self.0.status(name).ok().map(|status| summary(&status))
+    }
+
+    async fn submit(&self, release: Release) -> Result<RolloutSummary, SubmitError> {
+        match self.0.submit(release).await {
+            Ok(started) => Ok(summary(&started)),
+            Err(e @ ControllerError::Backend { .. }) => {
+                let retryable =
+                    matches!(&e, ControllerError::Backend { source, .. } if source.is_retryable());
+                Err(SubmitError::Unavailable {
+                    message: e.to_string(),
+                    retryable,
+                })
+            }
+            Err(e) => Err(SubmitError::Refused(e.to_string())),
+        }
+    }
 }
 
-/// What the loop remembers, by object uid.
-#[derive(Default)]
-struct Memory {
-    /// The newest generation submitted (or refused) by this process.
-    submitted: BTreeMap<String, i64>,
-    /// Why the last generation acted on did not start a rollout.
-    notes: BTreeMap<String, Note>,
-    /// When a submission that failed for now may be tried again, and how many failed.
-    retry: BTreeMap<String, (Instant, u32)>,
-    /// The status last written.
-    written: BTreeMap<String, Value>,
-}
-
-/// Runs the loop until the process ends.
+/// Runs the reconcile loop over `objects` with `controller`'s rollouts until the process
+/// ends.
 pub async fn reconcile_forever(controller: Controller, objects: ReleaseObjects) {
-    let mut memory = Memory::default();
-    loop {
-        let seen = objects.objects();
-        let uids: BTreeSet<&String> = seen.iter().map(|o| &o.uid).collect();
-        memory.submitted.retain(|uid, _| uids.contains(uid));
-        memory.notes.retain(|uid, _| uids.contains(uid));
-        memory.retry.retain(|uid, _| uids.contains(uid));
-        memory.written.retain(|uid, _| uids.contains(uid));
-        for object in &seen {
-            let status = reconcile(&controller, object, &mut memory).await;
-            if memory.written.get(&object.uid) == Some(&status) || covers(&object.status, &status) {
-                continue;
-            }
-            match objects.set_status(&object.name, &status).await {
-                Ok(()) => {
-                    memory.written.insert(object.uid.clone(), status);
-                }
-                Err(e) => {
-                    tracing::warn!(release = %object.name, error = %e, "cannot write the Release object's status")
-                }
-            }
-        }
-        tokio::time::sleep(PERIOD).await;
-    }
+    cutover_kube::release_objects::reconcile_forever(ControllerRollouts(controller), objects).await;
 }
 
-/// The generation of `object` that `rollout` was started from, if it was.
-fn started_from(rollout: &RolloutStatus, object: &ReleaseObject) -> Option<i64> {
-    if rollout.annotations.get(OBJECT_UID) != Some(&object.uid) {
-        return None;
-    }
-    rollout.annotations.get(OBJECT_GENERATION)?.parse().ok()
-}
-
-/// The status `object` should show, after submitting its generation if it is new.
-async fn reconcile(controller: &Controller, object: &ReleaseObject, memory: &mut Memory) -> Value {
-    let name = &object.name;
-    let uid = &object.uid;
-    let current = controller.status(name).ok();
-    // The release's rollout, if this object started it.
-    let mine = current
-        .as_deref()
-        .and_then(|r| started_from(r, object).map(|g| (r, g)));
-    let observed = [
-        object.observed_generation,
-        memory.submitted.get(uid).copied(),
-        mine.map(|(_, g)| g),
-    ]
-    .into_iter()
-    .flatten()
-    .max()
-    .unwrap_or(0);
-    if object.generation <= observed {
-        if let Some(note) = memory.notes.get(uid).filter(|n| n.generation == observed) {
-            return noted(mine.map(|(r, _)| r), observed, note);
-        }
-        return match mine {
-            Some((rollout, generation)) if generation == observed => {
-                status_of(Some(rollout), generation, None)
-            }
-            // Nothing of this process's to add, or a later generation was refused (by an
-            // earlier leader, whose note this one does not have): what is shown stays.
-            _ => object.status.clone(),
-        };
-    }
-    if let Some((at, _)) = memory.retry.get(uid)
-        && Instant::now() < *at
-    {
-        return object.status.clone();
-    }
-    if let Some(running) = current.as_deref().filter(|s| !s.done) {
-        let waiting = format!(
-            "generation {} waits for the rollout under way ({}); `cutover abort {name}` ends it",
-            object.generation, running.description
-        );
-        return status_of(mine.map(|(r, _)| r), observed, Some(waiting));
-    }
-    let mut release = match Controller::parse(&format!("{name}.json"), &object.document) {
-        Ok(release) => release,
-        Err(ControllerError::Invalid(diagnostics)) => {
-            let message = diagnostics
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n");
-            tracing::warn!(release = %name, generation = object.generation, "the Release object is invalid:\n{message}");
-            return refuse(memory, object, "invalid", message);
-        }
-        Err(e) => return refuse(memory, object, "refused", e.to_string()),
-    };
-    release
-        .metadata
-        .annotations
-        .insert(OBJECT_UID.into(), uid.clone());
-    release
-        .metadata
-        .annotations
-        .insert(OBJECT_GENERATION.into(), object.generation.to_string());
-    tracing::info!(release = %name, generation = object.generation, "submitting the Release object");
-    match controller.submit(release).await {
-        Ok(started) => {
-            memory.submitted.insert(uid.clone(), object.generation);
-            memory.retry.remove(uid);
-            status_of(Some(&started), object.generation, None)
-        }
-        // The backend may answer later (or the cluster change: the Deployment applied,
-        // a Role fixed): tried again, less and less often; at once only what may pass
-        // by itself.
-        Err(e @ ControllerError::Backend { .. }) => {
-            let failures = memory.retry.get(uid).map_or(0, |(_, n)| *n) + 1;
-            let wait = if is_retryable(&e) {
-                RETRY_BACKOFF.delay_after(failures).into()
-            } else {
-                MAX_BACKOFF
-            };
-            memory
-                .retry
-                .insert(uid.clone(), (Instant::now() + wait, failures));
-            let message = format!("{e}; trying again in {}s", wait.as_secs());
-            status_of(mine.map(|(r, _)| r), observed, Some(message))
-        }
-        // Refused as written (the same version again, another backend, no usable plan):
-        // done with until the next generation.
-        Err(e) => refuse(memory, object, "refused", e.to_string()),
-    }
-}
-
-fn is_retryable(e: &ControllerError) -> bool {
-    match e {
-        ControllerError::Backend { source, .. } => source.is_retryable(),
-        _ => false,
-    }
-}
-
-/// Records that `object`'s generation was acted on without a rollout, and why.
-fn refuse(
-    memory: &mut Memory,
-    object: &ReleaseObject,
-    phase: &'static str,
-    message: String,
-) -> Value {
-    let note = Note {
-        generation: object.generation,
-        phase,
-        message,
-    };
-    memory
-        .submitted
-        .insert(object.uid.clone(), object.generation);
-    memory.retry.remove(&object.uid);
-    let status = noted(None, object.generation, &note);
-    memory.notes.insert(object.uid.clone(), note);
-    status
-}
-
-fn noted(rollout: Option<&RolloutStatus>, observed: i64, note: &Note) -> Value {
-    let mut status = status_of(rollout, observed, Some(note.message.clone()));
-    status["phase"] = note.phase.into();
-    status
-}
-
-/// The status fields cutover writes: from the rollout, with `message` (or the rollout's
-/// description) saying what is going on.
-fn status_of(rollout: Option<&RolloutStatus>, observed: i64, message: Option<String>) -> Value {
-    let mut status = json!({
-        "observedGeneration": observed,
-        "phase": Value::Null,
-        "weight": Value::Null,
-        "stableVersion": Value::Null,
-        "candidateVersion": Value::Null,
-        "outcome": Value::Null,
-        "reason": Value::Null,
-        "step": Value::Null,
-        "message": message.clone(),
-    });
-    if let Some(r) = rollout {
-        status["phase"] = r.phase.into();
-        status["weight"] = r.weight.into();
-        status["stableVersion"] = r.previous_version.clone().into();
-        status["candidateVersion"] = r.candidate.version.clone().into();
-        status["outcome"] = r.outcome.into();
-        status["reason"] = r.reason.clone().into();
-        status["step"] = r.step.map(|s| format!("{}/{}", s + 1, r.steps)).into();
-        if message.is_none() {
-            status["message"] = r.description.clone().into();
-        }
-    }
-    status
-}
-
-/// Whether `stored` already shows every field of `wanted` (`null` meaning absent).
-fn covers(stored: &Value, wanted: &Value) -> bool {
-    let empty = Map::new();
-    let stored = stored.as_object().unwrap_or(&empty);
-    wanted.as_object().is_some_and(|wanted| {
-        wanted
-            .iter()
-            .all(|(k, v)| stored.get(k).unwrap_or(&Value::Null) == v)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_status_already_shown_is_not_written_again() {
-        let wanted = json!({ "observedGeneration": 2, "phase": "step", "outcome": null });
-        assert!(covers(
-            &json!({ "observedGeneration": 2, "phase": "step", "other": 1 }),
-            &wanted
-        ));
-        assert!(!covers(
-            &json!({ "observedGeneration": 1, "phase": "step" }),
-            &wanted
-        ));
-        assert!(!covers(&Value::Null, &wanted));
+/// What the loop reads of a rollout's status.
+fn summary(status: &RolloutStatus) -> RolloutSummary {
+    RolloutSummary {
+        annotations: status.annotations.clone(),
+        done: status.done,
+        phase: status.phase,
+        description: status.description.clone(),
+        weight: status.weight,
+        previous_version: status.previous_version.clone(),
+        candidate_version: status.candidate.version.clone(),
+        outcome: status.outcome,
+        reason: status.reason.clone(),
+        step: status.step,
+        steps: status.steps,
     }
 }

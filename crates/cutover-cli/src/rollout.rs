@@ -11,7 +11,16 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::client::{ApiClient, ClientError, ConnectionArgs};
-use crate::{InputFile, Output, emit, exit};
+use crate::failure::{Failure, Outcome};
+use crate::{InputFile, Output, emit, exit, runtime};
+
+mod follow;
+use follow::{LostController, Waited, follow_until_done, interrupted_text};
+pub(crate) use follow::{WaitEnd, wait_for_end};
+mod render;
+use render::{NextStepHint, list_table, status_block, summary_line, time_of};
+#[cfg(test)]
+mod tests;
 
 /// How long `run --wait` and `status --watch` keep trying a controller that went away
 /// before giving up with exit 4.
@@ -45,45 +54,35 @@ impl Verb {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, u8> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the runtime: {e}");
-            exit::UNAVAILABLE
-        })
-}
-
-/// The API client and a runtime to drive it, or the exit code after saying why not.
+/// The API client and a runtime to drive it, or why not.
 pub(crate) fn session(
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
-) -> Result<(ApiClient, tokio::runtime::Runtime), u8> {
+) -> Result<(ApiClient, tokio::runtime::Runtime), Failure> {
     let client = ApiClient::from_settings(connection, env).map_err(|e| report(&e))?;
     Ok((client, runtime()?))
 }
 
-/// Prints a client error (with a release file's diagnostics) and gives its exit code.
-fn report(error: &ClientError) -> u8 {
-    eprintln!("error: {error}");
+/// A client error, with a release file's diagnostics as the API gave them.
+fn report(error: &ClientError) -> Failure {
+    let mut failure = Failure::error(error.exit_code(), error);
     if let ClientError::Api { diagnostics, .. } = error {
         for d in diagnostics {
             let message = d["message"].as_str().unwrap_or_default();
             let at = &d["origin"];
-            eprintln!(
+            failure = failure.then(format!(
                 "  {}:{}:{}: {}: {message}",
                 at["file"].as_str().unwrap_or("release"),
                 at["line"],
                 at["column"],
                 d["path"].as_str().unwrap_or_default()
-            );
+            ));
             if let Some(hint) = d["hint"].as_str() {
-                eprintln!("    hint: {hint}");
+                failure = failure.then(format!("    hint: {hint}"));
             }
         }
     }
-    error.exit_code()
+    failure
 }
 
 /// What `run --output json` prints: stable, documented in `docs/cli.md`.
@@ -108,6 +107,56 @@ struct RunReport {
     status: Option<Value>,
 }
 
+/// A release file read, loaded with this environment and `--set`, and encoded for the
+/// API: everything `run` checks before it contacts the controller.
+struct Submission {
+    /// The file's name, for the controller's messages.
+    file_name: String,
+    /// The release's name.
+    name: String,
+    /// `spec.stableVersion` and `spec.version` as the file gives them.
+    file_versions: (Option<String>, Option<String>),
+    /// The release as JSON.
+    body: Vec<u8>,
+}
+
+impl Submission {
+    /// Reads and checks `file`. Interpolation and overrides happen here, with this
+    /// environment (CI's) and the `--set` arguments, and every problem (an unset
+    /// `${VERSION}`, say) is reported against the file as written, before anything starts.
+    fn prepare(
+        file: &Path,
+        env: &BTreeMap<String, String>,
+        sets: &[load::Set],
+    ) -> Result<Submission, Failure> {
+        let input = InputFile::open(file)?;
+        let release = match load::load_release_with(input.source(), env, sets) {
+            Ok((release, warnings)) => {
+                for w in warnings {
+                    eprintln!("{w}");
+                }
+                release
+            }
+            Err(diagnostics) => return Err(Failure::lines(exit::INVALID_INPUT, diagnostics)),
+        };
+        let body = serde_json::to_vec(&release).map_err(|e| {
+            Failure::error(
+                exit::INVALID_INPUT,
+                format!("cannot encode the release: {e}"),
+            )
+        })?;
+        Ok(Submission {
+            file_name: input.name,
+            name: release.metadata.name.clone(),
+            file_versions: (
+                release.spec.stable_version.clone(),
+                release.spec.version.clone(),
+            ),
+            body,
+        })
+    }
+}
+
 /// `cutover run FILE`.
 pub fn run(
     file: &Path,
@@ -117,44 +166,14 @@ pub fn run(
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
     sets: &[load::Set],
-) -> u8 {
-    let input = match InputFile::read_or_report(file) {
-        Ok(input) => input,
-        Err(code) => return code,
-    };
-    // Interpolation and overrides happen here, with this environment (CI's) and the
-    // `--set` arguments, and every problem (an unset `${VERSION}`, say) is reported
-    // against the file as written, before anything starts.
-    let release = match load::load_release_with(input.source(), env, sets) {
-        Ok((release, warnings)) => {
-            for w in warnings {
-                eprintln!("{w}");
-            }
-            release
-        }
-        Err(diagnostics) => {
-            for d in diagnostics {
-                eprintln!("{d}");
-            }
-            return exit::INVALID_INPUT;
-        }
-    };
-    let name = release.metadata.name.clone();
-    let file_versions = (
-        release.spec.stable_version.clone(),
-        release.spec.version.clone(),
-    );
-    let body = match serde_json::to_vec(&release) {
-        Ok(body) => body,
-        Err(e) => {
-            eprintln!("error: cannot encode the release: {e}");
-            return exit::INVALID_INPUT;
-        }
-    };
-    let (client, runtime) = match session(connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+) -> Outcome {
+    let Submission {
+        file_name,
+        name,
+        file_versions,
+        body,
+    } = Submission::prepare(file, env, sets)?;
+    let (client, runtime) = session(connection, env)?;
     let started = Instant::now();
     runtime.block_on(async {
         let submitted = client
@@ -163,22 +182,23 @@ pub fn run(
                 body,
                 &[
                     ("content-type", "application/json".to_string()),
-                    ("x-cutover-filename", format!("{}.json", input.name)),
+                    ("x-cutover-filename", format!("{file_name}.json")),
                 ],
             )
             .await;
         let status = match submitted {
             Ok(status) => status,
             Err(e) => {
-                let code = report(&e);
+                let failure = report(&e);
                 if output == Output::Json {
+                    let code = failure.exit_code();
                     let report = refused_report(&client, &name, &e, code, &file_versions).await;
                     print_report(&RunReport {
                         duration_seconds: started.elapsed().as_secs_f64(),
                         ..report
                     });
                 }
-                return code;
+                return Err(failure);
             }
         };
         if output == Output::Text {
@@ -201,82 +221,12 @@ pub fn run(
                     &client,
                 ));
             }
-            return exit::OK;
+            return Ok(exit::OK);
         }
         let end = wait_for_end(&client, &name, timeout, output == Output::Text).await;
         print_run_end(&name, &end, output, started, &client);
-        end.code
+        end.into_outcome()
     })
-}
-
-/// How waiting for a rollout to finish ended: `promoted`, `rolledBack`, `aborted`
-/// (exit 1 unless promoted), `timedOut` (3), `unreachable` (4) or `interrupted` (130),
-/// and the last status seen.
-pub(crate) struct WaitEnd {
-    /// The outcome, in the words of `run --output json`.
-    pub outcome: String,
-    /// The exit code it means.
-    pub code: u8,
-    /// The last status seen (`null` if none).
-    pub last: Value,
-}
-
-/// Follows the rollout of `name` until it is done, at most `timeout`, showing its
-/// progress when `text`; says when the controller is lost and regained, and on Ctrl-C
-/// that the rollout goes on. One wait for `run --wait` and `undo --wait`.
-pub(crate) async fn wait_for_end(
-    client: &ApiClient,
-    name: &str,
-    timeout: Option<cutover_core::Duration>,
-    text: bool,
-) -> WaitEnd {
-    let mut progress = Progress::new(text);
-    let mut lost = LostController::new(client.base(), name);
-    let mut show = |status: &Value| progress.show(status);
-    let waited = follow_until_done(client, name, &mut lost, &mut show);
-    let limit = timeout.map_or(Duration::MAX, |t| Duration::from_millis(t.as_millis()));
-    let result = tokio::select! {
-        waited = tokio::time::timeout(limit, waited) => waited.unwrap_or(Err(Waited::TimedOut)),
-        _ = tokio::signal::ctrl_c() => Err(Waited::Interrupted),
-    };
-    progress.finish();
-    let (outcome, code, last) = match result {
-        Ok(last) => {
-            let outcome = last["outcome"].as_str().unwrap_or("rolledBack").to_string();
-            let code = if outcome == "promoted" {
-                exit::OK
-            } else {
-                exit::FAILED
-            };
-            (outcome, code, Some(last))
-        }
-        Err(Waited::TimedOut) => (
-            "timedOut".to_string(),
-            exit::TIMED_OUT,
-            progress.last.clone(),
-        ),
-        Err(Waited::Unreachable(e)) => {
-            eprintln!("error: {e}");
-            (
-                "unreachable".to_string(),
-                exit::UNAVAILABLE,
-                progress.last.clone(),
-            )
-        }
-        Err(Waited::Interrupted) => {
-            eprintln!("{}", interrupted_text(name));
-            (
-                "interrupted".to_string(),
-                exit::INTERRUPTED,
-                progress.last.clone(),
-            )
-        }
-    };
-    WaitEnd {
-        outcome,
-        code,
-        last: last.unwrap_or(Value::Null),
-    }
 }
 
 /// `run --output json`'s report for a release the controller turned down or could not
@@ -385,407 +335,6 @@ fn print_report(report: &RunReport) {
     ));
 }
 
-enum Waited {
-    TimedOut,
-    Unreachable(String),
-    Interrupted,
-}
-
-/// What Ctrl-C on `run --wait` or `status --watch` says: only this command stops.
-fn interrupted_text(name: &str) -> String {
-    format!(
-        "interrupted: the rollout goes on; follow it with `cutover status {name} --watch`, abort it with `cutover abort {name}`"
-    )
-}
-
-/// Says, one line each, when the controller is lost, when it answers again and when the
-/// rollout is seen moving again; not a line per retry.
-struct LostController {
-    base: String,
-    name: String,
-    /// Since when the controller has been gone, and the rollout's `updatedAt` then.
-    lost: Option<(Instant, Option<u64>)>,
-    /// Regained, waiting to see the rollout move: its `updatedAt` before the loss.
-    resuming: Option<Option<u64>>,
-}
-
-impl LostController {
-    fn new(base: &str, name: &str) -> LostController {
-        LostController {
-            base: base.to_string(),
-            name: name.to_string(),
-            lost: None,
-            resuming: None,
-        }
-    }
-
-    /// The stream broke or could not be opened; `last` is the last status seen. Gives the
-    /// error to stop with once the controller has been gone for [`RECONNECT_FOR`].
-    fn lost(&mut self, why: &str, last: Option<&Value>) -> Result<(), String> {
-        match self.lost {
-            None => {
-                eprintln!(
-                    "lost the controller at {} ({why}); trying again for {}s, the rollout goes on without it",
-                    self.base,
-                    RECONNECT_FOR.as_secs()
-                );
-                let updated = last.and_then(|s| s["updatedAt"].as_u64());
-                self.lost = Some((Instant::now(), updated));
-                self.resuming = None;
-                Ok(())
-            }
-            Some((since, _)) if since.elapsed() > RECONNECT_FOR => Err(format!(
-                "{why}; the controller at {} has been gone for more than {}s; the rollout goes on without this command (`cutover status {}`)",
-                self.base,
-                RECONNECT_FOR.as_secs(),
-                self.name
-            )),
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// A status arrived: after a loss, says the controller is back, then that the rollout
-    /// resumed once it moves (or at once if it is done or waits for a person).
-    fn seen(&mut self, status: &Value) {
-        if let Some((_, updated)) = self.lost.take() {
-            eprintln!("regained the controller at {}", self.base);
-            self.resuming = Some(updated);
-        }
-        let Some(before) = self.resuming else {
-            return;
-        };
-        let moved = status["updatedAt"].as_u64() != before;
-        let still = status["done"].as_bool() == Some(true)
-            || status["waitingForPerson"].as_bool() == Some(true);
-        if moved || still {
-            eprintln!(
-                "{}: the rollout resumed: {}",
-                self.name,
-                status["description"].as_str().unwrap_or("?")
-            );
-            self.resuming = None;
-        }
-    }
-}
-
-/// Follows the release's events until it is done, reconnecting while the controller
-/// restarts (a stream that ends before the rollout does means the controller went away);
-/// gives up after [`RECONNECT_FOR`] without one.
-async fn follow_until_done(
-    client: &ApiClient,
-    name: &str,
-    lost: &mut LostController,
-    show: &mut dyn FnMut(&Value),
-) -> Result<Value, Waited> {
-    let mut last: Option<Value> = None;
-    loop {
-        let mut done = None;
-        let followed = client
-            .follow(&format!("/v1/releases/{name}/events"), &mut |status| {
-                lost.seen(&status);
-                show(&status);
-                let finished = status["done"].as_bool() == Some(true);
-                if finished {
-                    done = Some(status);
-                    return false;
-                }
-                last = Some(status);
-                true
-            })
-            .await;
-        if let Some(status) = done {
-            return Ok(status);
-        }
-        let why = match followed {
-            Ok(_) => "the event stream ended".to_string(),
-            Err(ClientError::Unreachable(e)) => short_cause(&e),
-            Err(e) => return Err(Waited::Unreachable(e.to_string())),
-        };
-        lost.lost(&why, last.as_ref())
-            .map_err(Waited::Unreachable)?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// The cause of an unreachable controller without the hint: the lost line has its own.
-fn short_cause(message: &str) -> String {
-    let cause = message.split("; ").next().unwrap_or(message);
-    cause
-        .rsplit_once(": ")
-        .map_or(cause, |(_, c)| c)
-        .to_string()
-}
-
-/// Progress output: a redrawn line on a terminal, a line per change in CI.
-struct Progress {
-    enabled: bool,
-    terminal: bool,
-    started: Instant,
-    last_line: String,
-    last: Option<Value>,
-    hints: NextStepHint,
-}
-
-impl Progress {
-    fn new(enabled: bool) -> Progress {
-        Progress {
-            enabled,
-            terminal: std::io::stderr().is_terminal(),
-            started: Instant::now(),
-            last_line: String::new(),
-            last: None,
-            hints: NextStepHint::default(),
-        }
-    }
-
-    fn show(&mut self, status: &Value) {
-        self.last = Some(status.clone());
-        if !self.enabled {
-            return;
-        }
-        let line = summary_line(status);
-        if line != self.last_line {
-            if self.terminal {
-                let filled = bar_filled(status, 20);
-                eprint!(
-                    "\r\x1b[2K[{}{}] {line}",
-                    "#".repeat(filled),
-                    "-".repeat(20 - filled)
-                );
-            } else {
-                eprintln!("[{:>6.1}s] {line}", self.started.elapsed().as_secs_f64());
-            }
-            self.last_line = line;
-        }
-        if let Some(hint) = self.hints.next(status) {
-            if self.terminal {
-                eprintln!();
-            }
-            eprintln!("{hint}");
-        }
-    }
-
-    fn finish(&self) {
-        if self.enabled && self.terminal && !self.last_line.is_empty() {
-            eprintln!();
-        }
-    }
-}
-
-/// How much of a `width`-wide progress bar is filled: the steps done so far, all of it
-/// from the moment the candidate is being promoted (and once it is promoted), none
-/// after a rollback.
-fn bar_filled(status: &Value, width: usize) -> usize {
-    let steps = status["steps"].as_u64().unwrap_or(0).max(1) as usize;
-    let done = match (status["phase"].as_str(), status["step"].as_u64()) {
-        (Some("promoting" | "scalingDown" | "promoted"), _) => steps,
-        (_, Some(step)) => (step as usize).min(steps),
-        _ => 0,
-    };
-    (done * width / steps).min(width)
-}
-
-/// The command that moves a rollout on, said once per wait: `cutover promote NAME` at a
-/// pause that waits for a person, `cutover resume NAME` under a manual pause.
-#[derive(Default)]
-struct NextStepHint {
-    said: Option<String>,
-}
-
-impl NextStepHint {
-    /// The hint to print now, if this wait has not had it yet.
-    fn next(&mut self, status: &Value) -> Option<String> {
-        let hint = waiting_hint(status)?;
-        let key = format!("{}/{hint}", status["step"]);
-        if self.said.as_deref() == Some(key.as_str()) {
-            return None;
-        }
-        self.said = Some(key);
-        Some(hint)
-    }
-}
-
-/// What a person has to do for a rollout that waits for one, or `None`.
-fn waiting_hint(status: &Value) -> Option<String> {
-    let name = status["name"].as_str().unwrap_or("NAME");
-    if status["done"].as_bool() == Some(true) {
-        return None;
-    }
-    if status["paused"].as_bool() == Some(true) {
-        return Some(format!(
-            "paused by hand: `cutover resume {name}` lifts the pause (`cutover abort {name}` rolls back)"
-        ));
-    }
-    if status["waitingForPerson"].as_bool() != Some(true) {
-        return None;
-    }
-    let description = status["description"].as_str().unwrap_or("");
-    Some(if description.contains("inconclusive") {
-        format!(
-            "waiting for a person: `cutover resume {name}` runs the analysis again, `cutover promote {name}` accepts it, `cutover abort {name}` rolls back"
-        )
-    } else {
-        format!(
-            "waiting for promote: `cutover promote {name}` goes on (`cutover abort {name}` rolls back)"
-        )
-    })
-}
-
-/// One line: phase, weight, and each metric's last value against its limit.
-fn summary_line(status: &Value) -> String {
-    let mut line = format!(
-        "{}: {}, weight {}%",
-        status["name"].as_str().unwrap_or("?"),
-        status["description"].as_str().unwrap_or("?"),
-        status["weight"]
-    );
-    if status["paused"].as_bool() == Some(true) {
-        line = format!(
-            "{}: paused {}, weight {}%",
-            status["name"].as_str().unwrap_or("?"),
-            status["description"].as_str().unwrap_or("?"),
-            status["weight"]
-        );
-    }
-    if status["done"].as_bool() != Some(true)
-        && let Some(metrics) = status["analysis"]["metrics"].as_array()
-    {
-        for m in metrics {
-            line.push_str(&format!(" | {}", metric_text(m)));
-        }
-    }
-    line
-}
-
-fn metric_text(m: &Value) -> String {
-    let value = m["lastValue"]
-        .as_f64()
-        .map_or("-".to_string(), |v| format!("{v:.4}"));
-    let limit = match (m["min"].as_f64(), m["max"].as_f64()) {
-        (Some(min), Some(max)) => format!(" in [{min}, {max}]"),
-        (None, Some(max)) => format!(" (max {max})"),
-        (Some(min), None) => format!(" (min {min})"),
-        (None, None) if m["compares"].as_bool() == Some(true) => " (vs stable)".to_string(),
-        (None, None) => String::new(),
-    };
-    let name = m["name"].as_str().unwrap_or("?");
-    // Decided: the verdict. On evidence and undecided: what a decision still needs.
-    // Otherwise how far the measurements have got.
-    let state = match (
-        m["verdict"].as_str(),
-        m["needs"]["candidateRequests"].as_u64(),
-    ) {
-        (Some("success"), _) => "passed".to_string(),
-        (Some("failure"), _) => "failed".to_string(),
-        (Some(verdict), _) => verdict.to_string(),
-        (None, Some(requests)) => {
-            let time = m["needs"]["seconds"]
-                .as_u64()
-                .map(|s| format!(", about {}", cutover_core::Duration::from_secs(s)))
-                .unwrap_or_default();
-            format!("needs about {requests} more candidate requests{time}")
-        }
-        (None, None) => format!("{}/{} measured", m["measurements"], m["count"]),
-    };
-    format!("{name} {value}{limit}: {state}")
-}
-
-/// The phase in words: paused said first, and the step's kind.
-fn phase_text(status: &Value) -> String {
-    let description = status["description"].as_str().unwrap_or("?");
-    if status["paused"].as_bool() == Some(true) {
-        format!("paused, {description}")
-    } else {
-        description.to_string()
-    }
-}
-
-/// The status as a block of text.
-fn status_block(status: &Value) -> String {
-    let mut out = format!(
-        "{}  {}\n  phase      {}\n",
-        status["name"].as_str().unwrap_or("?"),
-        status["strategy"].as_str().unwrap_or(""),
-        phase_text(status),
-    );
-    if let Some(hint) = waiting_hint(status) {
-        out.push_str(&format!("  next       {hint}\n"));
-    }
-    out.push_str(&format!("  weight     {}%\n", status["weight"]));
-    let endpoints = |slot: &str| -> String {
-        let list: Vec<&str> = status[slot]["endpoints"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        list.join(", ")
-    };
-    let stable = status["stable"]["version"].as_str().unwrap_or("?");
-    let candidate = status["candidate"]["version"].as_str().unwrap_or("?");
-    let previous = status["previousVersion"].as_str();
-    let outcome = status["outcome"].as_str();
-    // Once the candidate is stable, the stable slot is the promoted version and the
-    // candidate slot is empty: say so rather than `candidate v2 (not running)`.
-    let promoted =
-        matches!(status["phase"].as_str(), Some("scalingDown" | "promoted")) && stable == candidate;
-    let stable_line = match (endpoints("stable"), promoted, previous) {
-        (e, true, Some(previous)) if previous != stable => {
-            format!("{stable} {} (promoted, was {previous})", or_none(&e))
-        }
-        (e, _, _) => format!("{stable} {}", or_none(&e)),
-    };
-    out.push_str(&format!("  {:<10} {stable_line}\n", "stable"));
-    let candidate_line = match endpoints("candidate") {
-        _ if promoted => format!("- ({candidate} is stable now)"),
-        e if e.is_empty() && outcome.is_some() => format!("{candidate} (removed)"),
-        e if e.is_empty() => format!("{candidate} (not running)"),
-        e => format!("{candidate} {e}"),
-    };
-    out.push_str(&format!("  {:<10} {candidate_line}\n", "candidate"));
-    if let (Some(started), Some(updated)) =
-        (status["startedAt"].as_u64(), status["updatedAt"].as_u64())
-    {
-        out.push_str(&format!(
-            "  started    {}\n  updated    {}\n",
-            rfc3339(started),
-            rfc3339(updated)
-        ));
-    }
-    if let Some(plan) = status["plan"].as_array() {
-        let current = status["step"].as_u64();
-        for (i, step) in plan.iter().enumerate() {
-            let marker = match current {
-                Some(c) if c as usize == i => ">",
-                Some(c) if (c as usize) > i => "x",
-                _ if status["outcome"].as_str() == Some("promoted") => "x",
-                _ => " ",
-            };
-            out.push_str(&format!(
-                "  {marker} {i:>2}. {}\n",
-                step.as_str().unwrap_or("?")
-            ));
-        }
-    }
-    if let Some(metrics) = status["analysis"]["metrics"].as_array() {
-        out.push_str(&format!("  analysis run {}:\n", status["analysis"]["run"]));
-        for m in metrics {
-            out.push_str(&format!("    {}\n", metric_text(m)));
-            if let Some(reason) = m["lastReason"].as_str() {
-                out.push_str(&format!("      {reason}\n"));
-            }
-        }
-    }
-    if let Some(reason) = status["reason"].as_str() {
-        out.push_str(&format!("  reason     {reason}\n"));
-    }
-    if let Some(problem) = status["problem"].as_str() {
-        out.push_str(&format!("  problem    {problem}\n"));
-    }
-    if let Some(event) = status["lastEvent"].as_str() {
-        out.push_str(&format!("  last event {event}\n"));
-    }
-    out
-}
-
 /// `cutover status NAME [--watch]`.
 pub fn status(
     name: &str,
@@ -793,15 +342,12 @@ pub fn status(
     output: Output,
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
-) -> u8 {
+) -> Outcome {
     if !watch {
         let path = format!("/v1/releases/{name}");
         return get_and_print(&path, output, connection, env, status_block);
     }
-    let (client, runtime) = match session(connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+    let (client, runtime) = session(connection, env)?;
     runtime.block_on(async {
         let terminal = std::io::stdout().is_terminal() && output == Output::Text;
         let mut last_line = String::new();
@@ -832,16 +378,12 @@ pub fn status(
             _ = tokio::signal::ctrl_c() => Err(Waited::Interrupted),
         };
         match followed {
-            Ok(_) => exit::OK,
+            Ok(_) => Ok(exit::OK),
             Err(Waited::Interrupted) => {
-                eprintln!("{}", interrupted_text(name));
-                exit::INTERRUPTED
+                Err(Failure::lines(exit::INTERRUPTED, [interrupted_text(name)]))
             }
-            Err(Waited::Unreachable(e)) => {
-                eprintln!("error: {e}");
-                exit::UNAVAILABLE
-            }
-            Err(Waited::TimedOut) => exit::TIMED_OUT,
+            Err(Waited::Unreachable(e)) => Err(Failure::error(exit::UNAVAILABLE, e)),
+            Err(Waited::TimedOut) => Ok(exit::TIMED_OUT),
         }
     })
 }
@@ -853,18 +395,15 @@ pub fn command(
     output: Output,
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
-) -> u8 {
-    let (client, runtime) = match session(connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+) -> Outcome {
+    let (client, runtime) = session(connection, env)?;
     runtime.block_on(async {
         match client.post(&verb.path(name), Vec::new(), &[]).await {
             Ok(status) => {
                 print(output, &status, |s| format!("{}\n", summary_line(s)));
-                exit::OK
+                Ok(exit::OK)
             }
-            Err(e) => report(&e),
+            Err(e) => Err(report(&e)),
         }
     })
 }
@@ -875,7 +414,7 @@ pub fn history(
     output: Output,
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
-) -> u8 {
+) -> Outcome {
     get_and_print(
         &format!("/v1/releases/{name}/history"),
         output,
@@ -914,108 +453,12 @@ pub fn history(
 }
 
 /// `cutover list`.
-pub fn list(output: Output, connection: &ConnectionArgs, env: &BTreeMap<String, String>) -> u8 {
+pub fn list(
+    output: Output,
+    connection: &ConnectionArgs,
+    env: &BTreeMap<String, String>,
+) -> Outcome {
     get_and_print("/v1/releases", output, connection, env, list_table)
-}
-
-/// The releases as a table whose columns are as wide as their widest cell.
-fn list_table(v: &Value) -> String {
-    let header = [
-        "NAME",
-        "STABLE",
-        "CANDIDATE",
-        "PHASE",
-        "WEIGHT",
-        "UPDATED",
-        "DETAIL",
-    ];
-    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_string)];
-    for r in v["releases"].as_array().into_iter().flatten() {
-        let name = r["name"].as_str().unwrap_or("?");
-        let detail = match waiting_hint(r) {
-            Some(_) if r["paused"].as_bool() == Some(true) => format!("`cutover resume {name}`"),
-            Some(_) => format!("`cutover promote {name}`"),
-            None => r["reason"]
-                .as_str()
-                .or_else(|| r["description"].as_str())
-                .unwrap_or("")
-                .to_string(),
-        };
-        rows.push([
-            name.to_string(),
-            r["stable"]["version"].as_str().unwrap_or("?").to_string(),
-            r["candidate"]["version"]
-                .as_str()
-                .unwrap_or("?")
-                .to_string(),
-            list_phase(r),
-            format!("{}%", r["weight"]),
-            r["updatedAt"].as_u64().map_or("-".to_string(), rfc3339),
-            detail,
-        ]);
-    }
-    for q in v["quarantined"].as_array().into_iter().flatten() {
-        rows.push([
-            q["name"].as_str().unwrap_or("?").to_string(),
-            "-".into(),
-            "-".into(),
-            "quarantined".into(),
-            "-".into(),
-            "-".into(),
-            q["reason"].as_str().unwrap_or("").to_string(),
-        ]);
-    }
-    let mut widths = [0usize; 7];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            match i {
-                // WEIGHT is a number: right-aligned.
-                4 => line.push_str(&format!("{}{cell}", " ".repeat(pad))),
-                6 => line.push_str(cell),
-                _ => line.push_str(&format!("{cell}{}", " ".repeat(pad))),
-            }
-            if i < 6 {
-                line.push_str("  ");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// The PHASE column: what the rollout is doing in a few words (`step 3/7 analysis`,
-/// `paused at 2/7`, `promoted`); steps are numbered from 0, as in `plan` and `status`.
-fn list_phase(r: &Value) -> String {
-    let phase = r["phase"].as_str().unwrap_or("?");
-    let steps = r["steps"].as_u64().unwrap_or(0);
-    match r["step"].as_u64() {
-        Some(step) if r["paused"].as_bool() == Some(true) => format!("paused at {step}/{steps}"),
-        Some(step) => {
-            let kind = r["plan"][step as usize]
-                .as_str()
-                .and_then(|p| p.split([' ', '(']).next())
-                .unwrap_or("");
-            let waiting = if r["waitingForPerson"].as_bool() == Some(true) {
-                " (waiting)"
-            } else {
-                ""
-            };
-            format!("step {step}/{steps} {kind}{waiting}")
-                .trim_end()
-                .to_string()
-        }
-        None if r["paused"].as_bool() == Some(true) => format!("paused ({phase})"),
-        None => phase.to_string(),
-    }
 }
 
 fn get_and_print(
@@ -1024,18 +467,15 @@ fn get_and_print(
     connection: &ConnectionArgs,
     env: &BTreeMap<String, String>,
     text: impl Fn(&Value) -> String,
-) -> u8 {
-    let (client, runtime) = match session(connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+) -> Outcome {
+    let (client, runtime) = session(connection, env)?;
     runtime.block_on(async {
         match client.get(path).await {
             Ok(value) => {
                 print(output, &value, text);
-                exit::OK
+                Ok(exit::OK)
             }
-            Err(e) => report(&e),
+            Err(e) => Err(report(&e)),
         }
     })
 }
@@ -1048,93 +488,5 @@ fn print(output: Output, value: &Value, text: impl Fn(&Value) -> String) {
             serde_json::to_string_pretty(value).unwrap_or_default()
         )),
         Output::Text => emit(&text(value)),
-    }
-}
-
-/// A millisecond timestamp as RFC 3339 in UTC, or a dash when there is none.
-fn time_of(ms: &Value) -> String {
-    ms.as_u64().map_or_else(|| "-".to_string(), rfc3339)
-}
-
-/// "(not running)" for an empty endpoint list.
-fn or_none(endpoints: &str) -> &str {
-    if endpoints.is_empty() {
-        "(not running)"
-    } else {
-        endpoints
-    }
-}
-
-/// Milliseconds since the epoch as RFC 3339 in UTC, to the second:
-/// `2026-12-06T12:20:05Z`. The date is the proleptic Gregorian calendar's, from the day
-/// count by Howard Hinnant's `civil_from_days`.
-fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let of_day = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3600,
-        (of_day / 60) % 60,
-        of_day % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn history_times_are_rfc3339_with_date_and_zone() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        // 2026-12-06T12:20:05.123Z
-        assert_eq!(rfc3339(1_796_559_605_123), "2026-12-06T12:20:05Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(time_of(&Value::Null), "-");
-    }
-
-    #[test]
-    fn the_progress_bar_is_full_from_promotion_on_and_empty_after_a_rollback() {
-        let at = |phase: &str, step: Value| json!({"phase": phase, "step": step, "steps": 4});
-        assert_eq!(bar_filled(&at("step", json!(2)), 20), 10);
-        assert_eq!(bar_filled(&at("promoting", Value::Null), 20), 20);
-        assert_eq!(bar_filled(&at("scalingDown", Value::Null), 20), 20);
-        assert_eq!(bar_filled(&at("promoted", Value::Null), 20), 20);
-        assert_eq!(bar_filled(&at("rolledBack", Value::Null), 20), 0);
-    }
-
-    #[test]
-    fn the_promote_hint_is_said_once_per_wait() {
-        let waiting = json!({"name": "shop", "step": 3, "waitingForPerson": true,
-            "paused": false, "done": false, "description": "at step 3 (waiting for promote)"});
-        let mut hints = NextStepHint::default();
-        let first = hints.next(&waiting).expect("a hint");
-        assert!(first.contains("`cutover promote shop`"), "{first}");
-        assert_eq!(hints.next(&waiting), None);
-    }
-
-    #[test]
-    fn a_promoted_release_shows_the_promoted_version_as_stable() {
-        let status = json!({"name": "shop", "strategy": "canary", "phase": "promoted",
-            "description": "promoted", "weight": 0, "done": true, "outcome": "promoted",
-            "previousVersion": "v1",
-            "stable": {"version": "v2", "endpoints": ["127.0.0.1:4000"]},
-            "candidate": {"version": "v2", "endpoints": []}});
-        let block = status_block(&status);
-        assert!(
-            block.contains("stable     v2 127.0.0.1:4000 (promoted, was v1)"),
-            "{block}"
-        );
-        assert!(!block.contains("not running"), "{block}");
     }
 }

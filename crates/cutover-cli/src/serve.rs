@@ -20,6 +20,7 @@ use cutover_proxy::config::{AdminConfig, ListenerConfig, ProxyConfig};
 use cutover_swarm::SwarmBackend;
 
 use crate::client::error_chain;
+use crate::failure::{Failure, Outcome};
 use crate::proxy::{LogFormat, Signals, init_logging};
 use crate::release_objects;
 use crate::{InputFile, exit};
@@ -121,26 +122,18 @@ pub enum BackendKind {
 }
 
 /// Runs the controller until SIGINT or SIGTERM.
-pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> u8 {
+pub fn run(args: ServeArgs, env: &BTreeMap<String, String>) -> Outcome {
     init_logging(env, args.log_format);
     let state_dir = env
         .get("CUTOVER_STATE_DIR")
         .filter(|_| args.state_dir == Path::new(".cutover"))
         .map_or(args.state_dir.clone(), PathBuf::from);
-    let prepared = match prepare(&args, env, &state_dir) {
-        Ok(prepared) => prepared,
-        Err(code) => return code,
-    };
-    let built = tokio::runtime::Builder::new_multi_thread()
+    let prepared = prepare(&args, env, &state_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build();
-    built.map_or_else(
-        |e| {
-            eprintln!("error: cannot start the runtime: {e}");
-            exit::UNAVAILABLE
-        },
-        |runtime| runtime.block_on(serve_until_stopped(args, state_dir, prepared)),
-    )
+        .build()
+        .map_err(|e| Failure::error(exit::UNAVAILABLE, format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(serve_until_stopped(args, state_dir, prepared))
 }
 
 /// What the checks before the start found and claimed: the state directory (locked,
@@ -156,50 +149,43 @@ struct Prepared {
     proxy_config: Option<ProxyConfig>,
 }
 
-/// The checks before anything starts, each saying what to do when it fails (the exit
-/// code): the state directory free and claimed, the tokens, TLS, the proxy's
-/// configuration.
+/// The checks before anything starts, each failure saying what to do: the state
+/// directory free and claimed, the tokens, TLS, the proxy's configuration.
 fn prepare(
     args: &ServeArgs,
     env: &BTreeMap<String, String>,
     state_dir: &Path,
-) -> Result<Prepared, u8> {
+) -> Result<Prepared, Failure> {
     let (created, lock_file) = claim_state_dir(args, state_dir)?;
     let token_file = args
         .token_file
         .clone()
         .unwrap_or_else(|| state_dir.join("token"));
-    let token = token(&token_file).map_err(|message| {
-        eprintln!("error: {message}");
-        exit::UNAVAILABLE
-    })?;
+    let token = token(&token_file).map_err(|message| Failure::error(exit::UNAVAILABLE, message))?;
     let edge_token_file = args
         .edge_token_file
         .clone()
         .unwrap_or_else(|| state_dir.join("edge-token"));
     let edge_token = match self::token(&edge_token_file) {
         Ok(edge) if edge == token => {
-            eprintln!(
-                "error: the edge token in {} is the write token of {}; give edge proxies a token of their own (remove {} and a new one is made)",
-                edge_token_file.display(),
-                token_file.display(),
-                edge_token_file.display()
-            );
-            return Err(exit::INVALID_INPUT);
+            return Err(Failure::error(
+                exit::INVALID_INPUT,
+                format!(
+                    "the edge token in {} is the write token of {}; give edge proxies a token of their own (remove {} and a new one is made)",
+                    edge_token_file.display(),
+                    token_file.display(),
+                    edge_token_file.display()
+                ),
+            ));
         }
         Ok(edge) => edge,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Err(exit::UNAVAILABLE);
-        }
+        Err(message) => return Err(Failure::error(exit::UNAVAILABLE, message)),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(cutover_metrics::https::server_config(cert, key).map_err(
-            |e| {
-                eprintln!("error: {e}");
-                exit::INVALID_INPUT
-            },
-        )?),
+        (Some(cert), Some(key)) => Some(
+            cutover_metrics::https::server_config(cert, key)
+                .map_err(|e| Failure::error(exit::INVALID_INPUT, e))?,
+        ),
         _ => None,
     };
     let proxy_config = proxy_config(args, env)?;
@@ -227,11 +213,8 @@ fn prepare(
 
 /// Locks the state directory (creating it, and noting what was created, once the
 /// addresses are known to be free) and writes this process into its lock file.
-fn claim_state_dir(args: &ServeArgs, state_dir: &Path) -> Result<(CreatedDir, File), u8> {
-    let fail = |message: String| {
-        eprintln!("error: {message}");
-        exit::UNAVAILABLE
-    };
+fn claim_state_dir(args: &ServeArgs, state_dir: &Path) -> Result<(CreatedDir, File), Failure> {
+    let fail = |message: String| Failure::error(exit::UNAVAILABLE, message);
     // Two controllers on one directory would overwrite each other's decisions. A directory
     // that exists is locked first, so that a second `serve` names the first rather than
     // the ports they both want.
@@ -264,11 +247,8 @@ struct OpenedBackend {
     release_objects: Option<Box<dyn FnOnce() -> ReleaseObjects + Send>>,
 }
 
-async fn open_backend(args: &ServeArgs, state_dir: &Path) -> Result<OpenedBackend, u8> {
-    let fail = |message: String| {
-        eprintln!("error: {message}");
-        exit::UNAVAILABLE
-    };
+async fn open_backend(args: &ServeArgs, state_dir: &Path) -> Result<OpenedBackend, Failure> {
+    let fail = |message: String| Failure::error(exit::UNAVAILABLE, message);
     let backend: Arc<dyn Backend> = match args.backend {
         BackendKind::Local => {
             Arc::new(LocalBackend::open(state_dir).map_err(|e| fail(e.to_string()))?)
@@ -345,7 +325,7 @@ async fn start(
     backend: Arc<dyn Backend>,
     proxy_config: Option<ProxyConfig>,
     api: ApiOptions,
-) -> Result<(Option<Arc<Proxy>>, Controller, Api), u8> {
+) -> Result<(Option<Arc<Proxy>>, Controller, Api), Failure> {
     let proxy = match proxy_config {
         None => None,
         Some(config) => match Proxy::start(config).await {
@@ -356,8 +336,10 @@ async fn start(
                 } else {
                     "--listen or --admin"
                 };
-                eprintln!("error: {}{}", error_chain(&e), flag_hint(flags, &e));
-                return Err(exit::UNAVAILABLE);
+                return Err(Failure::error(
+                    exit::UNAVAILABLE,
+                    format!("{}{}", error_chain(&e), flag_hint(flags, &e)),
+                ));
             }
         },
     };
@@ -367,30 +349,30 @@ async fn start(
         prometheus: args.prometheus.clone(),
     })
     .await
-    .map_err(|e| {
-        eprintln!("error: {}", error_chain(&e));
-        exit::UNAVAILABLE
-    })?;
+    .map_err(|e| Failure::error(exit::UNAVAILABLE, error_chain(&e)))?;
     let api = Api::start(controller.clone(), api).await.map_err(|e| {
-        eprintln!("error: {}{}", error_chain(&e), flag_hint("--api", &e));
-        exit::UNAVAILABLE
+        Failure::error(
+            exit::UNAVAILABLE,
+            format!("{}{}", error_chain(&e), flag_hint("--api", &e)),
+        )
     })?;
     Ok((proxy, controller, api))
 }
 
 /// Opens the backend, leads (on Kubernetes), starts, says where everything is, and
 /// serves until a signal; then stops in order.
-async fn serve_until_stopped(args: ServeArgs, state_dir: PathBuf, mut prepared: Prepared) -> u8 {
+async fn serve_until_stopped(
+    args: ServeArgs,
+    state_dir: PathBuf,
+    mut prepared: Prepared,
+) -> Outcome {
     let mut shutdown = std::pin::pin!(Signals::install().wait());
-    let opened = match open_backend(&args, &state_dir).await {
-        Ok(opened) => opened,
-        Err(code) => return code,
-    };
+    let opened = open_backend(&args, &state_dir).await?;
     if let Some(elector) = &opened.elector
         && !lead(elector, &mut shutdown).await
     {
         prepared.created.keep();
-        return exit::OK;
+        return Ok(exit::OK);
     }
     let Prepared {
         mut created,
@@ -401,10 +383,7 @@ async fn serve_until_stopped(args: ServeArgs, state_dir: PathBuf, mut prepared: 
         api,
         proxy_config,
     } = prepared;
-    let (proxy, controller, api) = match start(&args, opened.backend, proxy_config, api).await {
-        Ok(started) => started,
-        Err(code) => return code,
-    };
+    let (proxy, controller, api) = start(&args, opened.backend, proxy_config, api).await?;
     // Started by the leader only, once the controller has resumed what it drives.
     let objects = opened.release_objects.map(|start| {
         tokio::spawn(release_objects::reconcile_forever(
@@ -440,7 +419,7 @@ async fn serve_until_stopped(args: ServeArgs, state_dir: PathBuf, mut prepared: 
             }
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// The proxy's listeners, `A, B`.
@@ -484,27 +463,19 @@ fn say_where(
 fn proxy_config(
     args: &ServeArgs,
     env: &BTreeMap<String, String>,
-) -> Result<Option<ProxyConfig>, u8> {
+) -> Result<Option<ProxyConfig>, Failure> {
     if args.no_proxy {
         return Ok(None);
     }
     if let Some(path) = &args.proxy_config {
-        let input = InputFile::read_or_report(path)?;
+        let input = InputFile::open(path)?;
         return match load::load_as::<ProxyConfig>(input.source(), env) {
             Ok((config, _)) => Ok(Some(config)),
-            Err(diagnostics) => {
-                for d in diagnostics {
-                    eprintln!("{d}");
-                }
-                Err(exit::INVALID_INPUT)
-            }
+            Err(diagnostics) => Err(Failure::lines(exit::INVALID_INPUT, diagnostics)),
         };
     }
     let mut config: ProxyConfig = serde_json::from_value(serde_json::json!({ "listeners": [] }))
-        .map_err(|e| {
-            eprintln!("error: {e}");
-            exit::INVALID_INPUT
-        })?;
+        .map_err(|e| Failure::error(exit::INVALID_INPUT, e))?;
     config.listeners = args
         .listen
         .iter()

@@ -10,6 +10,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::client::{ClientError, ConnectionArgs};
+use crate::failure::{Failure, Outcome};
 use crate::rollout::session;
 use crate::{Output, emit, exit};
 
@@ -98,9 +99,8 @@ pub struct LogsArgs {
     pub connection: ConnectionArgs,
 }
 
-fn report(error: &ClientError) -> u8 {
-    eprintln!("error: {error}");
-    error.exit_code()
+fn report(error: &ClientError) -> Failure {
+    Failure::error(error.exit_code(), error)
 }
 
 fn print_json(value: &Value) {
@@ -126,11 +126,8 @@ fn ended(status: &Value) -> String {
 
 /// `cutover abort NAME`: answers once the rollout has rolled back (all traffic on
 /// stable, the candidate gone), or says it is still rolling back.
-pub fn abort(args: &AbortArgs, env: &BTreeMap<String, String>) -> u8 {
-    let (client, runtime) = match session(&args.connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn abort(args: &AbortArgs, env: &BTreeMap<String, String>) -> Outcome {
+    let (client, runtime) = session(&args.connection, env)?;
     let name = &args.name;
     let limit = args
         .timeout
@@ -140,7 +137,7 @@ pub fn abort(args: &AbortArgs, env: &BTreeMap<String, String>) -> u8 {
         // A finished rollout is said as it is, not as a refusal of something else.
         let before = match client.get(&format!("/v1/releases/{name}")).await {
             Ok(status) => status,
-            Err(e) => return report(&e),
+            Err(e) => return Err(report(&e)),
         };
         if before["done"].as_bool() == Some(true) && before["outcome"] != "promoted" {
             if args.output == Output::Json {
@@ -152,7 +149,7 @@ pub fn abort(args: &AbortArgs, env: &BTreeMap<String, String>) -> u8 {
                     before["stable"]["version"].as_str().unwrap_or("stable")
                 ));
             }
-            return exit::OK;
+            return Ok(exit::OK);
         }
         let path = if args.no_wait {
             format!("/v1/releases/{name}/abort")
@@ -161,7 +158,7 @@ pub fn abort(args: &AbortArgs, env: &BTreeMap<String, String>) -> u8 {
         };
         let status = match client.post(&path, Vec::new(), &[]).await {
             Ok(status) => status,
-            Err(e) => return report(&e),
+            Err(e) => return Err(report(&e)),
         };
         let done = status["done"].as_bool() == Some(true);
         if args.output == Output::Json {
@@ -179,9 +176,9 @@ pub fn abort(args: &AbortArgs, env: &BTreeMap<String, String>) -> u8 {
             ));
         }
         if done || args.no_wait {
-            exit::OK
+            Ok(exit::OK)
         } else {
-            exit::TIMED_OUT
+            Ok(exit::TIMED_OUT)
         }
     })
 }
@@ -195,17 +192,14 @@ fn verb_path(name: &str, verb: &str, flag: Option<&str>) -> String {
 }
 
 /// `cutover undo NAME`.
-pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> u8 {
-    let (client, runtime) = match session(&args.connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> Outcome {
+    let (client, runtime) = session(&args.connection, env)?;
     let name = &args.name;
     let path = verb_path(name, "undo", args.full.then_some("full"));
     runtime.block_on(async {
         let status = match client.post(&path, Vec::new(), &[]).await {
             Ok(status) => status,
-            Err(e) => return report(&e),
+            Err(e) => return Err(report(&e)),
         };
         if args.output == Output::Text {
             eprintln!(
@@ -224,7 +218,7 @@ pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> u8 {
             if args.output == Output::Json {
                 print_json(&status);
             }
-            return exit::OK;
+            return Ok(exit::OK);
         }
         // The same wait as `run --wait`: progress, the controller lost and regained,
         // Ctrl-C saying the rollout goes on (130), and run's exit codes.
@@ -258,16 +252,13 @@ pub fn undo(args: &UndoArgs, env: &BTreeMap<String, String>) -> u8 {
                 last["stable"]["version"].as_str().unwrap_or("?")
             )),
         }
-        end.code
+        end.into_outcome()
     })
 }
 
 /// `cutover delete NAME`.
-pub fn delete(args: &DeleteArgs, env: &BTreeMap<String, String>) -> u8 {
-    let (client, runtime) = match session(&args.connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn delete(args: &DeleteArgs, env: &BTreeMap<String, String>) -> Outcome {
+    let (client, runtime) = session(&args.connection, env)?;
     let name = &args.name;
     let path = verb_path(name, "delete", args.force.then_some("force"));
     runtime.block_on(async {
@@ -276,28 +267,26 @@ pub fn delete(args: &DeleteArgs, env: &BTreeMap<String, String>) -> u8 {
                 emit(&format!(
                     "deleted {name}: its instances are stopped, its route and state are gone\n"
                 ));
-                exit::OK
+                Ok(exit::OK)
             }
-            Err(e) => report(&e),
+            Err(e) => Err(report(&e)),
         }
     })
 }
 
 /// `cutover logs NAME`.
-pub fn logs(args: &LogsArgs, env: &BTreeMap<String, String>) -> u8 {
-    let (client, runtime) = match session(&args.connection, env) {
-        Ok(session) => session,
-        Err(code) => return code,
-    };
+pub fn logs(args: &LogsArgs, env: &BTreeMap<String, String>) -> Outcome {
     let mut path = format!("/v1/releases/{}/logs?tail={}", args.name, args.tail);
     if let Some(version) = &args.version {
         // A version name needs no encoding in a URL: one outside the set cannot exist.
         if !cutover_core::validate::is_version_name(version) {
-            eprintln!(
-                "error: '{version}' is not a version name: versions are letters, digits, '_', '.' and '-' (an image tag's grammar); `cutover status {}` lists the versions",
-                args.name
-            );
-            return exit::INVALID_INPUT;
+            return Err(Failure::error(
+                exit::INVALID_INPUT,
+                format!(
+                    "'{version}' is not a version name: versions are letters, digits, '_', '.' and '-' (an image tag's grammar); `cutover status {}` lists the versions",
+                    args.name
+                ),
+            ));
         }
         path.push_str(&format!("&version={version}"));
     }
@@ -310,6 +299,7 @@ pub fn logs(args: &LogsArgs, env: &BTreeMap<String, String>) -> u8 {
     if args.follow {
         path.push_str("&follow=true");
     }
+    let (client, runtime) = session(&args.connection, env)?;
     runtime.block_on(async {
         let result = if args.follow {
             let mut out = std::io::stdout();
@@ -321,9 +311,9 @@ pub fn logs(args: &LogsArgs, env: &BTreeMap<String, String>) -> u8 {
         match result {
             Ok(text) => {
                 emit(&text);
-                exit::OK
+                Ok(exit::OK)
             }
-            Err(e) => report(&e),
+            Err(e) => Err(report(&e)),
         }
     })
 }

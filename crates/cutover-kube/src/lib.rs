@@ -16,6 +16,7 @@ mod error;
 mod keys;
 pub mod lease;
 mod readiness;
+pub mod release_objects;
 pub mod resources;
 mod slots;
 mod template;
