@@ -32,7 +32,7 @@ use crate::Shared;
 use crate::config::Timeouts;
 use crate::listen::ConnInfo;
 use crate::metrics::{UpstreamError, VersionStats};
-use crate::table::{Endpoint, Pick, Route};
+use crate::table::{CompiledRoute, Endpoint, Pick};
 
 /// Errors inside bodies, boxed.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -887,7 +887,7 @@ async fn send(
 /// body's size bound is zero.
 fn mirror_to_candidate(
     shared: Arc<Shared>,
-    route: Arc<Route>,
+    route: Arc<CompiledRoute>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

@@ -17,6 +17,7 @@ pub mod events;
 mod forward;
 pub mod fuzzing;
 mod guardrail;
+pub mod http_api;
 mod listen;
 pub mod metrics;
 pub mod table;
