@@ -10,10 +10,7 @@
 use std::net::SocketAddr;
 
 use cutover_proxy::Proxy;
-use cutover_proxy::config::{
-    AdminConfig, Limits, ListenerConfig, PassiveHealth, ProxyConfig, RouteConfig, Timeouts,
-    VersionConfig,
-};
+use cutover_proxy::config::ProxyConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -83,13 +80,6 @@ async fn client(proxy: SocketAddr, count: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-fn version(name: &str, addr: SocketAddr) -> VersionConfig {
-    VersionConfig {
-        name: name.to_string(),
-        endpoints: vec![addr.to_string()],
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: u64 = std::env::args()
@@ -98,33 +88,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(1000);
     let (stable, candidate) = (upstream().await?, upstream().await?);
-    let config = ProxyConfig {
-        listeners: vec![ListenerConfig {
-            address: "127.0.0.1:0".parse()?,
-            tls: None,
+    // Defaults for everything else, as a configuration file would have them.
+    let config: ProxyConfig = serde_json::from_value(serde_json::json!({
+        "listeners": [{ "address": "127.0.0.1:0" }],
+        "admin": { "address": "127.0.0.1:0" },
+        "routes": [{
+            "release": "shop",
+            "stable": { "name": "v1", "endpoints": [stable.to_string()] },
+            "candidate": { "name": "v2", "endpoints": [candidate.to_string()] },
+            "weight": 10,
         }],
-        admin: AdminConfig {
-            address: "127.0.0.1:0".parse()?,
-            token_file: None,
-        },
-        routes: vec![RouteConfig {
-            release: "shop".to_string(),
-            host: None,
-            path_prefix: None,
-            stable: version("v1", stable),
-            candidate: Some(version("v2", candidate)),
-            weight: 10,
-            match_rules: Vec::new(),
-            sticky: None,
-            mirror_percent: 0,
-            guardrails: Vec::new(),
-        }],
-        limits: Limits::default(),
-        timeouts: Timeouts::default(),
-        health: PassiveHealth::default(),
-        workers: None,
-        metrics_window: cutover_core::Duration::from_secs(60),
-    };
+    }))?;
     let proxy = Proxy::start(config).await?;
     let addr = proxy.listen_addrs()[0];
     client(addr, count).await?;
