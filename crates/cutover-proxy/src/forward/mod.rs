@@ -107,11 +107,11 @@ pub(crate) async fn handle(
     conn: Arc<ConnInfo>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if let Err(refusal) = phases::reject_early(shared.config.limits.max_body_bytes, &mut req) {
-        return Ok(refusal);
+        return Ok(refusal.response());
     }
     let mut ctx = match phases::choose_upstream(&shared, &req, conn.peer) {
         Ok(ctx) => ctx,
-        Err(answer) => return Ok(answer),
+        Err(refusal) => return Ok(refusal.response()),
     };
     let (parts, body) = phases::build_upstream_request(&shared, &conn, &mut ctx, req);
     let mut recording = Recording::start(ctx.version().stats.clone());

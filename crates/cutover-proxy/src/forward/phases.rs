@@ -71,6 +71,41 @@ impl RequestContext {
     }
 }
 
+/// Why the proxy answers a request itself, before any upstream is asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// A shape used to smuggle a second request ([`smuggling`]): 400.
+    Smuggling(&'static str),
+    /// A declared `Content-Length` over `maxBodyBytes` (the limit): 413.
+    DeclaredTooLarge(u64),
+    /// No route for the request's host and path: 404.
+    NoRoute,
+    /// The route's versions have no endpoints at all: 503.
+    NoEndpoints,
+}
+
+impl Refusal {
+    /// The answer to the client. A refused body is left unread and, for a smuggling
+    /// shape, its framing is in doubt: the connection closes after the answer rather than
+    /// read what follows as a request.
+    pub(super) fn response(self) -> Response<ProxyBody> {
+        match self {
+            Refusal::Smuggling(shape) => {
+                closing(text(StatusCode::BAD_REQUEST, &format!("rejected: {shape}")))
+            }
+            Refusal::DeclaredTooLarge(max) => closing(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body larger than {max} bytes"),
+            )),
+            Refusal::NoRoute => text(StatusCode::NOT_FOUND, "no route for this host and path"),
+            Refusal::NoEndpoints => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the release has no endpoints",
+            ),
+        }
+    }
+}
+
 /// Phase 1: refuses what must not reach an upstream, before any route is looked up:
 /// smuggling shapes (400) and a declared length over `maxBodyBytes` (413), both closing
 /// the connection. Equal duplicate `Content-Length`s are allowed (RFC 9110 §8.6) but some
@@ -78,14 +113,9 @@ impl RequestContext {
 pub(super) fn reject_early(
     max_body: Option<u64>,
     req: &mut Request<Incoming>,
-) -> Result<(), Response<ProxyBody>> {
+) -> Result<(), Refusal> {
     if let Some(shape) = smuggling(req.headers()) {
-        // The body is left unread, and its framing is in doubt: close the connection
-        // after the answer rather than read what follows as a request.
-        return Err(closing(text(
-            StatusCode::BAD_REQUEST,
-            &format!("rejected: {shape}"),
-        )));
+        return Err(Refusal::Smuggling(shape));
     }
     if let Some(max) = max_body {
         let declared = req
@@ -94,10 +124,7 @@ pub(super) fn reject_early(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > max) {
-            return Err(closing(text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body larger than {max} bytes"),
-            )));
+            return Err(Refusal::DeclaredTooLarge(max));
         }
     }
     if req
@@ -121,7 +148,7 @@ pub(super) fn choose_upstream(
     shared: &Shared,
     req: &Request<Incoming>,
     peer: SocketAddr,
-) -> Result<RequestContext, Response<ProxyBody>> {
+) -> Result<RequestContext, Refusal> {
     let host = host_of(req);
     let found = shared
         .table
@@ -129,10 +156,7 @@ pub(super) fn choose_upstream(
         .find(host.as_deref(), req.uri().path())
         .cloned();
     let Some(route) = found else {
-        return Err(text(
-            StatusCode::NOT_FOUND,
-            "no route for this host and path",
-        ));
+        return Err(Refusal::NoRoute);
     };
     let pick = route.choose(req.headers(), Some(peer.ip()));
     let now_ms = shared.now_ms();
@@ -151,12 +175,7 @@ pub(super) fn choose_upstream(
                 .or_else(|| route.stable.endpoints.first())
             {
                 Some(endpoint) => (Pick::Stable, endpoint.clone()),
-                None => {
-                    return Err(text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the release has no endpoints",
-                    ));
-                }
+                None => return Err(Refusal::NoEndpoints),
             }
         }
     };
@@ -457,6 +476,25 @@ mod tests {
             counted_as(Failed::Client(ClientFault::SlowBody)),
             Counted::ClientError
         );
+    }
+
+    #[test]
+    fn refusals_before_an_upstream_are_4xx_or_503_and_close_when_the_body_is_in_doubt() {
+        let answer = |refusal: Refusal| {
+            let response = refusal.response();
+            let closes = response
+                .headers()
+                .get(header::CONNECTION)
+                .is_some_and(|v| v == "close");
+            (response.status().as_u16(), closes)
+        };
+        assert_eq!(
+            answer(Refusal::Smuggling("conflicting Content-Length values")),
+            (400, true)
+        );
+        assert_eq!(answer(Refusal::DeclaredTooLarge(10)), (413, true));
+        assert_eq!(answer(Refusal::NoRoute), (404, false));
+        assert_eq!(answer(Refusal::NoEndpoints), (503, false));
     }
 
     #[test]
