@@ -20,6 +20,7 @@ mod guardrail;
 pub mod http_api;
 mod listen;
 pub mod metrics;
+mod observed;
 pub mod table;
 mod upstream;
 

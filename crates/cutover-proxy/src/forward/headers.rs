@@ -253,24 +253,24 @@ mod tests {
 
     #[test]
     fn smuggling_shapes_are_recognised() {
-        assert!(
-            smuggling(&headers(&[
-                ("content-length", "5"),
-                ("transfer-encoding", "chunked")
-            ]))
-            .is_some()
-        );
-        assert!(smuggling(&headers(&[("transfer-encoding", "chunked, gzip")])).is_some());
-        assert!(
-            smuggling(&headers(&[
-                ("content-length", "5"),
-                ("content-length", "6")
-            ]))
-            .is_some()
-        );
-        assert!(smuggling(&headers(&[("transfer-encoding", "gzip, chunked")])).is_some());
+        let smuggled: [&[(&str, &str)]; 4] = [
+            &[("content-length", "5"), ("transfer-encoding", "chunked")],
+            &[("transfer-encoding", "chunked, gzip")],
+            &[("content-length", "5"), ("content-length", "6")],
+            &[("transfer-encoding", "gzip, chunked")],
+        ];
+        for shape in smuggled {
+            assert!(smuggling(&headers(shape)).is_some(), "{shape:?}");
+        }
         assert!(smuggling(&headers(&[("transfer-encoding", "chunked")])).is_none());
         assert!(smuggling(&headers(&[("content-length", "5")])).is_none());
+    }
+
+    /// [`add_forwarding`] for a request from `peer` with `Host: host`.
+    fn forward(h: &mut HeaderMap, peer: &str, host: Option<&str>, tls: bool, trusted: bool) {
+        let host = host.map(|h| HeaderValue::from_str(h).expect("host"));
+        let peer = peer.parse().expect("peer");
+        add_forwarding(h, peer, host.as_ref(), tls, trusted);
     }
 
     #[test]
@@ -279,14 +279,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("forwarded", "for=10.0.0.1"),
         ]);
-        let host = HeaderValue::from_static("shop.example");
-        add_forwarding(
-            &mut h,
-            "[::1]:5000".parse().expect("addr"),
-            Some(&host),
-            true,
-            true,
-        );
+        forward(&mut h, "[::1]:5000", Some("shop.example"), true, true);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "shop.example");
@@ -303,13 +296,7 @@ mod tests {
             ("x-forwarded-for", "5.6.7.8"),
             ("forwarded", "for=1.2.3.4;by=evil"),
         ]);
-        add_forwarding(
-            &mut h,
-            "192.0.2.7:5000".parse().expect("addr"),
-            None,
-            false,
-            false,
-        );
+        forward(&mut h, "192.0.2.7:5000", None, false, false);
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h.get_all(header::FORWARDED).iter().count(), 1);
@@ -328,14 +315,8 @@ mod tests {
         assert_eq!(forwarded_value("a\"b\\c"), "\"a\\\"b\\\\c\"");
         assert_eq!(forwarded_value(""), "\"\"");
         let mut h = HeaderMap::new();
-        let host = HeaderValue::from_static("shop.example:8443");
-        add_forwarding(
-            &mut h,
-            "[::ffff:192.0.2.7]:5000".parse().expect("addr"),
-            Some(&host),
-            false,
-            false,
-        );
+        let peer = "[::ffff:192.0.2.7]:5000";
+        forward(&mut h, peer, Some("shop.example:8443"), false, false);
         assert_eq!(
             h[header::FORWARDED],
             "for=192.0.2.7;proto=http;host=\"shop.example:8443\"",

@@ -9,66 +9,27 @@ use hyper_util::rt::TokioIo;
 
 use crate::Shared;
 use crate::listen::ConnInfo;
+use crate::observed::{IoObserver, Observed};
 
 /// Milliseconds since `base`, for activity stamps.
 fn millis_since(base: Instant) -> u64 {
     u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// An upgraded connection that stamps `last` whenever bytes move, so the tunnel can be
-/// closed when both directions have been quiet for `timeouts.tunnelIdle`.
-struct Stamped<T> {
-    io: T,
+/// What an upgraded connection reports to: `last` is stamped whenever bytes move, so the
+/// tunnel can be closed when both directions have been quiet for `timeouts.tunnelIdle`.
+struct Stamp {
     base: Instant,
     last: Arc<AtomicU64>,
 }
 
-impl<T> Stamped<T> {
-    fn stamp(&self) {
+impl IoObserver for Stamp {
+    fn read(&mut self, _: &[u8]) {
         self.last.store(millis_since(self.base), Ordering::Relaxed);
     }
-}
 
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Stamped<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.stamp();
-        }
-        result
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Stamped<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let result = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(result, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.stamp();
-        }
-        result
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    fn wrote(&mut self, _: usize) {
+        self.last.store(millis_since(self.base), Ordering::Relaxed);
     }
 }
 
@@ -87,15 +48,17 @@ pub(super) fn tunnel(
         if let (Ok(client), Ok(upstream)) = (client.await, upstream.await) {
             let base = Instant::now();
             let last = Arc::new(AtomicU64::new(0));
-            let mut client = Stamped {
-                io: TokioIo::new(client),
+            let stamp = || Stamp {
                 base,
                 last: last.clone(),
             };
-            let mut upstream = Stamped {
+            let mut client = Observed {
+                io: TokioIo::new(client),
+                observer: stamp(),
+            };
+            let mut upstream = Observed {
                 io: TokioIo::new(upstream),
-                base,
-                last: last.clone(),
+                observer: stamp(),
             };
             let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
             tokio::pin!(copy);
