@@ -35,8 +35,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cutover_core::rollout::Command;
+use cutover_proxy::http_api::{self, Bearer, BodyError, FromBytes, authorize, json, respond};
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -164,25 +165,14 @@ struct Tokens {
 }
 
 impl Tokens {
-    /// The scope of the request's bearer token; `None` without one, or with one that is
-    /// neither token. Empty tokens never match.
-    fn scope(&self, req: &Request<Incoming>) -> Option<Scope> {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())?;
-        let matches = |token: &str| {
-            !token.is_empty() && constant_time_eq(presented.as_bytes(), token.as_bytes())
-        };
-        if matches(&self.write) {
-            Some(Scope::Write)
-        } else if self.edge.as_deref().is_some_and(matches) {
-            Some(Scope::Edge)
-        } else {
-            None
+    /// The scope of the request's bearer token; else whether it had none or a wrong one.
+    /// Empty tokens never match.
+    fn scope(&self, req: &Request<Incoming>) -> Result<Scope, Bearer> {
+        let edge = self.edge.as_deref().unwrap_or("");
+        match authorize(req.headers(), &[&self.write, edge]) {
+            Bearer::Matches(0) => Ok(Scope::Write),
+            Bearer::Matches(_) => Ok(Scope::Edge),
+            refused => Err(refused),
         }
     }
 }
@@ -350,24 +340,18 @@ where
         .await;
 }
 
+impl FromBytes for ApiBody {
+    fn from_bytes(bytes: Bytes) -> ApiBody {
+        ApiBody::Full(Full::new(bytes))
+    }
+}
+
 pub(crate) fn full(
     status: StatusCode,
     content_type: &'static str,
     body: Vec<u8>,
 ) -> Response<ApiBody> {
-    let mut response = Response::new(ApiBody::Full(Full::new(Bytes::from(body))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    response
-}
-
-fn json(status: StatusCode, value: &impl Serialize) -> Response<ApiBody> {
-    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    body.push(b'\n');
-    full(status, "application/json", body)
+    respond(status, content_type, body)
 }
 
 /// The error document: `{"error": {"kind", "message", "diagnostics"?}}`.
@@ -430,30 +414,20 @@ pub(crate) fn controller_error(e: &ControllerError) -> Response<ApiBody> {
     )
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The longest `?wait=` an abort may ask for: under the CLI's request timeout.
 const MAX_COMMAND_WAIT_SECONDS: u64 = 60;
 
 /// How long `GET /v1/routes?after=V` waits for a table newer than `V`.
 const ROUTES_LONG_POLL: Duration = Duration::from_secs(25);
 
+/// The value of `name` in the request's query.
 pub(crate) fn query_value<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    req.uri()
-        .query()?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    http_api::query_value(req.uri(), name)
 }
 
+/// Whether the request's query sets the flag `name` (`name`, `name=true`, `name=1`).
 pub(crate) fn query_flag(req: &Request<Incoming>, name: &str) -> bool {
-    req.uri().query().is_some_and(|q| {
-        q.split('&').any(|pair| {
-            pair == name || pair == format!("{name}=true") || pair == format!("{name}=1")
-        })
-    })
+    http_api::query_flag(req.uri(), name)
 }
 
 /// Whether a request may go on: every `POST` needs a token, and only the write token
@@ -471,34 +445,24 @@ fn refusal(
         return None;
     }
     match tokens.scope(req) {
-        Some(Scope::Write) => None,
-        Some(Scope::Edge) if matches!(segments, ["v1", "releases", _, "guardrail"]) => None,
-        Some(Scope::Edge) => Some(error(
+        Ok(Scope::Write) => None,
+        Ok(Scope::Edge) if matches!(segments, ["v1", "releases", _, "guardrail"]) => None,
+        Ok(Scope::Edge) => Some(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "the edge token only reports guardrail trips; this needs the write token (--token-file, CUTOVER_TOKEN)",
         )),
-        None if has_bearer(req) => Some(error(
+        Err(Bearer::Wrong) => Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "wrong bearer token: it is not this controller's; use the one in its state directory's `token` file (`<state-dir>/token`, default .cutover/token) with --token-file, CUTOVER_TOKEN_FILE or CUTOVER_TOKEN",
         )),
-        None => Some(error(
+        Err(_) => Some(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "no bearer token: writes need this controller's token, in its state directory's `token` file (`<state-dir>/token`, default .cutover/token); pass it with --token-file, CUTOVER_TOKEN_FILE or CUTOVER_TOKEN",
         )),
     }
-}
-
-/// Whether the request carries a non-empty bearer token at all, so that a missing token
-/// and a wrong one are told apart.
-fn has_bearer(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| !t.trim().is_empty())
 }
 
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
@@ -673,22 +637,23 @@ async fn read_body(
     timeout: Duration,
     what: &str,
 ) -> Result<Bytes, Response<ApiBody>> {
-    match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
-        Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(e)) => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "badRequest",
-            format!("cannot read {what} (at most {limit} bytes): {e}"),
-        )),
-        Err(_) => Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            format!(
-                "{what} did not arrive within {}s; send the body at once",
-                timeout.as_secs()
+    http_api::read_body(req.into_body(), limit, Some(timeout))
+        .await
+        .map_err(|e| match (e.status(), e) {
+            (status, BodyError::Unreadable { source, .. }) => error(
+                status,
+                "badRequest",
+                format!("cannot read {what} (at most {limit} bytes): {source}"),
             ),
-        )),
-    }
+            (status, BodyError::TimedOut { .. }) => error(
+                status,
+                "timeout",
+                format!(
+                    "{what} did not arrive within {}s; send the body at once",
+                    timeout.as_secs()
+                ),
+            ),
+        })
 }
 
 /// The largest guardrail report accepted.

@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -30,6 +29,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::Shared;
 use crate::config::RouteTableConfig;
 use crate::forward::{ProxyBody, full, text};
+use crate::http_api::{Bearer, FromBytes, authorize, json, query_value, read_body};
 use crate::listen::{self, Bound};
 use crate::metrics::VersionStats;
 use crate::metrics::export_preamble;
@@ -72,27 +72,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, bound: Bound, mut shutdown: watch
     drain.wait().await;
 }
 
-fn json(status: StatusCode, value: &impl Serialize) -> Response<ProxyBody> {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
+impl FromBytes for ProxyBody {
+    fn from_bytes(bytes: Bytes) -> ProxyBody {
+        full(bytes)
+    }
 }
 
+/// The admin API's error document: `{"error": "message"}`.
 fn error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     json(status, &serde_json::json!({ "error": message }))
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `None` if the request carries the admin token, else the response refusing it.
@@ -103,29 +91,17 @@ fn refusal(shared: &Shared, req: &Request<Incoming>) -> Option<Response<ProxyBod
             "writes are disabled: no admin token file is configured (admin.tokenFile)",
         ));
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(presented.trim().as_bytes(), token.as_bytes()) {
-        None
-    } else {
-        Some(error(
+    match authorize(req.headers(), &[token]) {
+        Bearer::Matches(_) => None,
+        Bearer::Missing | Bearer::Wrong => Some(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
-        ))
+        )),
     }
 }
 
 fn query<'q>(req: &'q Request<Incoming>, name: &str) -> Option<&'q str> {
-    req.uri()
-        .query()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+    query_value(req.uri(), name)
 }
 
 #[derive(Serialize)]
@@ -234,11 +210,11 @@ fn version_view(
 
 async fn put_routes(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
     let max = shared.config.limits.admin_max_body_bytes;
-    let body: Bytes = match Limited::new(req.into_body(), max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let body = match read_body(req.into_body(), max, None).await {
+        Ok(body) => body,
+        Err(e) => {
             return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                e.status(),
                 &format!("the route table is larger than {max} bytes (limits.adminMaxBodyBytes)"),
             );
         }
@@ -272,17 +248,5 @@ async fn put_routes(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBo
             &serde_json::json!({ "generation": generation }),
         ),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
     }
 }

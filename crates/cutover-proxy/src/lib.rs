@@ -17,8 +17,10 @@ pub mod events;
 mod forward;
 pub mod fuzzing;
 mod guardrail;
+pub mod http_api;
 mod listen;
 pub mod metrics;
+mod observed;
 pub mod table;
 mod upstream;
 

@@ -31,6 +31,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{ListenerConfig, TlsConfig};
 use crate::forward::ProxyBody;
+use crate::observed::{IoObserver, Observed};
 use crate::{Shared, StartError, forward};
 
 /// A bound listener.
@@ -209,83 +210,41 @@ impl Drop for ActiveRequest {
 
 /// A client connection's byte stream, reporting arriving bytes to its [`Activity`] and
 /// recognising the HTTP/2 preface.
-pub(crate) struct Watched<T> {
-    io: T,
+pub(crate) type Watched<T> = Observed<T, ArrivingBytes>;
+
+/// What [`Watched`] reports to: the connection's [`Activity`].
+pub(crate) struct ArrivingBytes {
     activity: Arc<Activity>,
     /// The first bytes read, until there are four: `PRI ` starts the HTTP/2 preface.
     prefix: [u8; 4],
     prefix_len: usize,
 }
 
-impl<T> Watched<T> {
+impl<T> Observed<T, ArrivingBytes> {
+    /// Watches the client connection `io` for `activity`.
     pub(crate) fn new(io: T, activity: Arc<Activity>) -> Watched<T> {
-        Watched {
+        Observed {
             io,
-            activity,
-            prefix: [0; 4],
-            prefix_len: 0,
+            observer: ArrivingBytes {
+                activity,
+                prefix: [0; 4],
+                prefix_len: 0,
+            },
         }
     }
 }
 
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
-        let this = &mut *self;
-        let read = &buf.filled()[before..];
-        if !read.is_empty() {
-            if this.prefix_len < this.prefix.len() {
-                let n = read.len().min(this.prefix.len() - this.prefix_len);
-                this.prefix[this.prefix_len..this.prefix_len + n].copy_from_slice(&read[..n]);
-                this.prefix_len += n;
-                if this.prefix_len == this.prefix.len() && &this.prefix == b"PRI " {
-                    this.activity.mark_http2();
-                }
+impl IoObserver for ArrivingBytes {
+    fn read(&mut self, read: &[u8]) {
+        if self.prefix_len < self.prefix.len() {
+            let n = read.len().min(self.prefix.len() - self.prefix_len);
+            self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&read[..n]);
+            self.prefix_len += n;
+            if self.prefix_len == self.prefix.len() && &self.prefix == b"PRI " {
+                self.activity.mark_http2();
             }
-            this.activity.bytes_arrived();
         }
-        result
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        self.activity.bytes_arrived();
     }
 }
 

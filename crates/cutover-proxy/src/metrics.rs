@@ -48,16 +48,16 @@ impl UpstreamError {
 /// requests spread over every latency from 1 µs to 19 h) and in practice a few hundred
 /// bytes to 2 KB (latencies within a factor of ten span about 210 buckets).
 #[derive(Clone)]
-struct Slot {
+struct SecondCounts {
     second: u64,
     requests: u64,
     errors: u64,
     latency: Vec<(u16, u32)>,
 }
 
-impl Slot {
-    fn empty(second: u64) -> Slot {
-        Slot {
+impl SecondCounts {
+    fn empty(second: u64) -> SecondCounts {
+        SecondCounts {
             second,
             requests: 0,
             errors: 0,
@@ -123,7 +123,7 @@ pub struct VersionStats {
     /// mid-request): kept apart from the version's requests and errors.
     client_errors: AtomicU64,
     latency: Mutex<Histogram<u64>>,
-    window: Mutex<VecDeque<Slot>>,
+    window: Mutex<VecDeque<SecondCounts>>,
     window_len: u64,
     /// The second of the first request counted (`u64::MAX` before any): evidence never
     /// claims to cover seconds before it, when these counters did not exist (a proxy that
@@ -211,16 +211,16 @@ impl VersionStats {
         self.count_in_window(second, true, None);
     }
 
-    /// Counts one request in the slot of `second`, starting a new slot (and dropping those
+    /// Counts one request in the second `second`, starting new counts (and dropping those
     /// past the window) when the second has moved on. A request finishing just after its
-    /// second rolled over lands in the latest slot.
+    /// second rolled over lands in the latest counts.
     fn count_in_window(&self, second: u64, error: bool, latency: Option<u16>) {
         let Ok(mut window) = self.window.lock() else {
             return;
         };
         if window.back().is_none_or(|s| s.second < second) {
             self.first_second.fetch_min(second, Ordering::Relaxed);
-            window.push_back(Slot::empty(second));
+            window.push_back(SecondCounts::empty(second));
             while window
                 .front()
                 .is_some_and(|s| s.second + self.window_len < second)
@@ -228,11 +228,11 @@ impl VersionStats {
                 window.pop_front();
             }
         }
-        if let Some(slot) = window.back_mut() {
-            slot.requests += 1;
-            slot.errors += u64::from(error);
+        if let Some(counts) = window.back_mut() {
+            counts.requests += 1;
+            counts.errors += u64::from(error);
             if let Some(bucket) = latency {
-                slot.add_latency(bucket);
+                counts.add_latency(bucket);
             }
         }
     }
@@ -269,10 +269,10 @@ impl VersionStats {
         window
             .iter()
             .filter(|s| s.second + seconds > now_second && s.second <= now_second && s.requests > 0)
-            .map(|slot| {
+            .map(|counts| {
                 let mut single = VecDeque::with_capacity(1);
-                single.push_back(slot.clone());
-                stats_of(&single, 1, slot.second)
+                single.push_back(counts.clone());
+                stats_of(&single, 1, counts.second)
             })
             .collect()
     }
@@ -291,13 +291,13 @@ impl VersionStats {
             ..Evidence::default()
         };
         let mut latency = std::collections::BTreeMap::<u16, f64>::new();
-        for slot in window
+        for counts in window
             .iter()
             .filter(|s| s.second < now_second && s.second + seconds >= now_second)
         {
-            evidence.requests += slot.requests as f64;
-            evidence.errors += slot.errors as f64;
-            for (bucket, count) in &slot.latency {
+            evidence.requests += counts.requests as f64;
+            evidence.errors += counts.errors as f64;
+            for (bucket, count) in &counts.latency {
                 *latency.entry(*bucket).or_default() += f64::from(*count);
             }
         }
@@ -315,13 +315,13 @@ impl VersionStats {
         window
             .iter()
             .filter(|s| s.second < now_second && s.second + seconds >= now_second && s.requests > 0)
-            .map(|slot| SecondEvidence {
-                second: slot.second,
+            .map(|counts| SecondEvidence {
+                second: counts.second,
                 evidence: Evidence {
-                    requests: slot.requests as f64,
-                    errors: slot.errors as f64,
+                    requests: counts.requests as f64,
+                    errors: counts.errors as f64,
                     latency: Buckets::from_log_linear(
-                        slot.latency.iter().map(|(b, c)| (*b, f64::from(*c))),
+                        counts.latency.iter().map(|(b, c)| (*b, f64::from(*c))),
                     ),
                     seconds: 1.0,
                 },
@@ -384,20 +384,20 @@ impl VersionStats {
     }
 }
 
-/// Sums the slots of the `seconds` up to `now_second` into window statistics.
-fn stats_of(window: &VecDeque<Slot>, seconds: u64, now_second: u64) -> WindowStats {
+/// Sums the counts of the `seconds` up to `now_second` into window statistics.
+fn stats_of(window: &VecDeque<SecondCounts>, seconds: u64, now_second: u64) -> WindowStats {
     let mut stats = WindowStats {
         seconds,
         ..WindowStats::default()
     };
     let mut latency = std::collections::BTreeMap::<u16, f64>::new();
-    for slot in window
+    for counts in window
         .iter()
         .filter(|s| s.second + seconds > now_second && s.second <= now_second)
     {
-        stats.requests += slot.requests;
-        stats.errors += slot.errors;
-        for (bucket, count) in &slot.latency {
+        stats.requests += counts.requests;
+        stats.errors += counts.errors;
+        for (bucket, count) in &counts.latency {
             *latency.entry(*bucket).or_default() += f64::from(*count);
         }
     }

@@ -165,8 +165,10 @@ impl Version {
     }
 }
 
-/// One release's route in a snapshot.
-pub struct Route {
+/// One release's route in a snapshot, compiled from its [`RouteConfig`]: versions with
+/// their endpoints and counters, match rules and guardrails ready to use. (Named apart from
+/// `cutover_core::rollout::Route`, the route a rollout step asks for.)
+pub struct CompiledRoute {
     /// The route as configured (the admin API returns it).
     pub config: RouteConfig,
     /// The serving version.
@@ -179,7 +181,7 @@ pub struct Route {
     pub weight_bp: u32,
     /// Mirrored share in basis points.
     pub mirror_bp: u32,
-    /// Spreads weighted decisions evenly (a Weyl sequence, see [`Route::bucket`]).
+    /// Spreads weighted decisions evenly (a Weyl sequence, see [`CompiledRoute::bucket`]).
     counter: AtomicU64,
     /// The same for mirroring decisions, kept apart so that mirroring does not skew the
     /// weighted split.
@@ -261,7 +263,7 @@ pub fn sticky_bucket(key: &[u8]) -> u32 {
     (h % 10_000) as u32
 }
 
-impl Route {
+impl CompiledRoute {
     /// Decides the version for a request: match rules first, then the sticky key, then
     /// the weight. Without a candidate everything goes to stable.
     pub fn choose(&self, headers: &HeaderMap, client_ip: Option<std::net::IpAddr>) -> Pick {
@@ -327,14 +329,14 @@ impl Route {
 /// A route table snapshot.
 pub struct RouteTable {
     /// Routes, most specific first (longest path prefix, host before any host).
-    pub routes: Vec<Arc<Route>>,
+    pub routes: Vec<Arc<CompiledRoute>>,
     /// Increases with every table published.
     pub generation: u64,
 }
 
 impl RouteTable {
     /// The route for a request's host (without port) and path.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<CompiledRoute>> {
         self.routes.iter().find(|r| {
             r.config
                 .host
@@ -543,7 +545,7 @@ impl Registry {
                 };
                 rules.push(Rule { source, matcher });
             }
-            routes.push(Arc::new(Route {
+            routes.push(Arc::new(CompiledRoute {
                 stable: version(&route.stable)?,
                 candidate: route.candidate.as_ref().map(version).transpose()?,
                 rules,

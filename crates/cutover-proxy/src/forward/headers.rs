@@ -1,0 +1,346 @@
+//! Request and response headers at the proxy: hop-by-hop headers stripped both ways
+//! (RFC 9110 §7.6.1), smuggling shapes recognised, the request's host and upgrade read,
+//! and `X-Forwarded-*` and `Forwarded` set (replaced unless the peer is a trusted proxy).
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Version};
+use hyper::body::Incoming;
+
+/// Hop-by-hop headers, as Go's `httputil.ReverseProxy` and RFC 9110 §7.6.1 list them.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// The `Upgrade` value if this is an HTTP/1.1 upgrade request (WebSocket and others).
+pub(super) fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    (req.version() == Version::HTTP_11 && connection_upgrade)
+        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Request shapes used to smuggle a second request past a proxy: a `Transfer-Encoding`
+/// other than plain `chunked` (a coding the proxy would silently drop, or one the upstream
+/// may read differently), or conflicting lengths. (Both `Content-Length` and
+/// `Transfer-Encoding` never get here over HTTP/1: the parser drops the length and closes
+/// the connection after the answer, as RFC 9112 §6.3 requires of an intermediary. The
+/// check stays for requests that arrive another way.)
+pub(crate) fn smuggling(headers: &HeaderMap) -> Option<&'static str> {
+    let te: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    if !te.is_empty() && !cl.is_empty() {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    let codings: Vec<&str> = te
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let plain_chunked =
+        matches!(codings.as_slice(), [only] if only.eq_ignore_ascii_case("chunked"));
+    if !te.is_empty() && !plain_chunked {
+        return Some("a Transfer-Encoding other than chunked");
+    }
+    if cl.len() > 1 && cl.windows(2).any(|w| w[0] != w[1]) {
+        return Some("conflicting Content-Length values");
+    }
+    None
+}
+
+/// The request's host without port: the URI's authority (HTTP/2) or the `Host` header.
+pub(super) fn host_of(req: &Request<Incoming>) -> Option<String> {
+    if let Some(host) = req.uri().host() {
+        return Some(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
+        );
+    }
+    let value = req.headers().get(header::HOST)?.to_str().ok()?;
+    let host = if let Some(rest) = value.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        value
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(value, |(h, _)| h)
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// An address range of `limits.trustedProxies`: `10.0.0.0/8`, `::1/128`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ip` or `ip/prefix`; `None` if either part is malformed.
+    pub(crate) fn parse(text: &str) -> Option<Cidr> {
+        let (ip, prefix) = match text.trim().split_once('/') {
+            Some((ip, prefix)) => (ip, Some(prefix.parse::<u8>().ok()?)),
+            None => (text.trim(), None),
+        };
+        let network: std::net::IpAddr = ip.parse().ok()?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(bits);
+        (prefix <= bits).then_some(Cidr { network, prefix })
+    }
+
+    /// Whether `ip` lies in the range (an IPv4-mapped IPv6 peer counts as IPv4).
+    pub(crate) fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let masked = |bits: u128, width: u32| {
+            let shift = width - u32::from(self.prefix);
+            if shift >= width { 0 } else { bits >> shift }
+        };
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u128::from(u32::from(net)), 32) == masked(u128::from(u32::from(ip)), 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), 128) == masked(u128::from(ip), 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A `Forwarded` parameter value (RFC 7239 §4): bare if it is a token, else a quoted
+/// string with `"` and `\` escaped. IPv6 nodes, `host:port` and anything with
+/// separators need the quotes.
+fn forwarded_value(value: &str) -> String {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !value.is_empty() && value.bytes().all(tchar) {
+        return value.to_string();
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from `peer`. The
+/// client's own `X-Forwarded-For` and `Forwarded` are kept (and appended to) only when
+/// `trusted` (the peer is in `limits.trustedProxies`); from anyone else they are
+/// replaced, so a client cannot choose the address the upstream believes.
+pub(super) fn add_forwarding(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    host: Option<&HeaderValue>,
+    tls: bool,
+    trusted: bool,
+) {
+    let ip = peer.ip().to_canonical().to_string();
+    let proto = if tls { "https" } else { "http" };
+    let joined = |name: &HeaderName, headers: &HeaderMap| -> Option<String> {
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    };
+    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let xff = match trusted.then(|| joined(&xff_name, headers)).flatten() {
+        Some(previous) => format!("{previous}, {ip}"),
+        None => ip.clone(),
+    };
+    let previous_forwarded = trusted
+        .then(|| joined(&header::FORWARDED, headers))
+        .flatten();
+    headers.remove(&xff_name);
+    headers.remove(header::FORWARDED);
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(xff_name, v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    match host {
+        Some(host) => {
+            headers.insert("x-forwarded-host", host.clone());
+        }
+        None => {
+            headers.remove("x-forwarded-host");
+        }
+    }
+    let node = if peer.ip().to_canonical().is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip
+    };
+    let mut forwarded = format!("for={};proto={proto}", forwarded_value(&node));
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        forwarded.push_str(";host=");
+        forwarded.push_str(&forwarded_value(host));
+    }
+    let value = match previous_forwarded {
+        Some(previous) => format!("{previous}, {forwarded}"),
+        None => forwarded,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn smuggling_shapes_are_recognised() {
+        let smuggled: [&[(&str, &str)]; 4] = [
+            &[("content-length", "5"), ("transfer-encoding", "chunked")],
+            &[("transfer-encoding", "chunked, gzip")],
+            &[("content-length", "5"), ("content-length", "6")],
+            &[("transfer-encoding", "gzip, chunked")],
+        ];
+        for shape in smuggled {
+            assert!(smuggling(&headers(shape)).is_some(), "{shape:?}");
+        }
+        assert!(smuggling(&headers(&[("transfer-encoding", "chunked")])).is_none());
+        assert!(smuggling(&headers(&[("content-length", "5")])).is_none());
+    }
+
+    /// [`add_forwarding`] for a request from `peer` with `Host: host`.
+    fn forward(h: &mut HeaderMap, peer: &str, host: Option<&str>, tls: bool, trusted: bool) {
+        let host = host.map(|h| HeaderValue::from_str(h).expect("host"));
+        let peer = peer.parse().expect("peer");
+        add_forwarding(h, peer, host.as_ref(), tls, trusted);
+    }
+
+    #[test]
+    fn forwarding_headers_append_to_what_a_trusted_proxy_sent() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+        ]);
+        forward(&mut h, "[::1]:5000", Some("shop.example"), true, true);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=10.0.0.1, for=\"[::1]\";proto=https;host=shop.example"
+        );
+    }
+
+    #[test]
+    fn forwarding_headers_from_an_untrusted_client_are_replaced() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("forwarded", "for=1.2.3.4;by=evil"),
+        ]);
+        forward(&mut h, "192.0.2.7:5000", None, false, false);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h.get_all(header::FORWARDED).iter().count(), 1);
+        assert_eq!(h[header::FORWARDED], "for=192.0.2.7;proto=http");
+    }
+
+    #[test]
+    fn forwarded_values_are_quoted_where_rfc_7239_needs_it() {
+        assert_eq!(forwarded_value("192.0.2.7"), "192.0.2.7");
+        assert_eq!(forwarded_value("shop.example"), "shop.example");
+        assert_eq!(forwarded_value("[2001:db8::1]"), "\"[2001:db8::1]\"");
+        assert_eq!(
+            forwarded_value("shop.example:8080"),
+            "\"shop.example:8080\""
+        );
+        assert_eq!(forwarded_value("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(forwarded_value(""), "\"\"");
+        let mut h = HeaderMap::new();
+        let peer = "[::ffff:192.0.2.7]:5000";
+        forward(&mut h, peer, Some("shop.example:8443"), false, false);
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=192.0.2.7;proto=http;host=\"shop.example:8443\"",
+            "an IPv4-mapped peer is written as IPv4, a host with a port is quoted"
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_ranges_match_by_prefix() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let net = Cidr::parse("10.1.0.0/16").expect("cidr");
+        assert!(net.contains(ip("10.1.200.3")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "IPv4-mapped peers");
+        let one = Cidr::parse("::1").expect("address");
+        assert!(one.contains(ip("::1")) && !one.contains(ip("::2")));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .expect("all")
+                .contains(ip("203.0.113.1"))
+        );
+        assert!(Cidr::parse("fd00::/8").expect("v6").contains(ip("fdab::1")));
+        for bad in ["10.0.0.0/33", "::/129", "example.com", "10.0.0.0/x", ""] {
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

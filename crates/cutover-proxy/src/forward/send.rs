@@ -1,0 +1,137 @@
+//! One exchange with an upstream endpoint within the request timeout, with the endpoint's
+//! passive health updated by its outcome; and the mirrored copy of a request to the
+//! candidate.
+
+use std::sync::Arc;
+
+use http::header::HeaderMap;
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+
+use super::body::{BodyWatch, Failed, NO_BODY};
+use super::record::{Counted, Recording};
+use super::{BoxError, ProxyBody, empty, random};
+use crate::Shared;
+use crate::metrics::UpstreamError;
+use crate::table::{CompiledRoute, Endpoint};
+
+/// Builds the upstream request from the client's parts: origin-form URI (absolute-form
+/// for the pooled legacy client), HTTP/1.1 whatever the client spoke.
+fn upstream_request(parts: &http::request::Parts, uri: Uri, body: ProxyBody) -> Request<ProxyBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+/// Sends one request to `endpoint` within the request timeout, updating its health.
+/// Upgrade requests go through hyper-util's client, which hands over the upgraded
+/// connection; everything else through the inline-driven pool of [`crate::upstream`].
+/// A failure that `body` shows to be the client's is returned as [`Failed::Client`] and
+/// leaves the endpoint's health alone.
+pub(super) async fn send(
+    shared: &Shared,
+    endpoint: &Arc<Endpoint>,
+    parts: &http::request::Parts,
+    body: ProxyBody,
+    upgrade: bool,
+    body_watch: &BodyWatch,
+) -> Result<Response<ProxyBody>, Failed> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let _in_flight = endpoint.begin();
+    let timeout: std::time::Duration = shared.config.timeouts.request.into();
+    let outcome = if upgrade {
+        let Ok(uri) = format!("{}{path}", endpoint.base).parse::<Uri>() else {
+            return Err(Failed::Upstream(UpstreamError::Connect));
+        };
+        let request = upstream_request(parts, uri, body);
+        match tokio::time::timeout(timeout, shared.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response.map(|b| b.map_err(BoxError::from).boxed())),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
+            Ok(Err(_)) => Err(UpstreamError::Reset),
+            Err(_) => Err(UpstreamError::Timeout),
+        }
+    } else {
+        let Ok(uri) = path.parse::<Uri>() else {
+            return Err(Failed::Upstream(UpstreamError::Connect));
+        };
+        let replayable = body.is_end_stream();
+        let replay = || upstream_request(parts, uri.clone(), empty());
+        let target = crate::upstream::Target {
+            authority: &endpoint.authority,
+            pool: endpoint,
+            connect_timeout: shared.config.timeouts.connect.into(),
+            idle_timeout: shared.config.timeouts.upstream_idle.into(),
+        };
+        let request = upstream_request(parts, uri.clone(), body);
+        let replay: Option<&(dyn Fn() -> Request<ProxyBody> + Sync)> =
+            if replayable { Some(&replay) } else { None };
+        match tokio::time::timeout(timeout, crate::upstream::send(&target, request, replay)).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout),
+        }
+    };
+    if let Err(kind) = outcome
+        && let Some(fault) = body_watch.fault(Some(kind))
+    {
+        return Err(Failed::Client(fault));
+    }
+    let health = &shared.config.health;
+    match outcome {
+        Ok(_) => endpoint.succeeded(),
+        Err(_) => {
+            if endpoint.failed(
+                shared.now_ms(),
+                health.consecutive_failures,
+                health.ejection.as_millis(),
+            ) {
+                tracing::warn!(endpoint = %endpoint.authority, "endpoint ejected after repeated failures");
+            }
+        }
+    }
+    outcome.map_err(Failed::Upstream)
+}
+
+/// Copies a request to the candidate in the background; its answer is read and thrown
+/// away frame by frame (never buffered) and the client never waits for it. `permit` is
+/// one of `limits.maxMirrorInFlight`, held until the copy is done. Mirrored requests
+/// never carry a body (only bodiless GET, HEAD and OPTIONS are copied), so a mirrored
+/// body's size bound is zero.
+pub(super) fn mirror_to_candidate(
+    shared: Arc<Shared>,
+    route: Arc<CompiledRoute>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    tokio::spawn(async move {
+        let _permit = permit;
+        let Some(candidate) = route.candidate.as_ref() else {
+            return;
+        };
+        let Some(endpoint) = candidate.pick(shared.now_ms(), random(), None).cloned() else {
+            return;
+        };
+        let mut parts = Request::new(()).into_parts().0;
+        parts.method = method;
+        parts.uri = uri;
+        parts.headers = headers;
+        let mut recording = Recording::start(candidate.stats.clone());
+        match send(&shared, &endpoint, &parts, empty(), false, &NO_BODY).await {
+            Ok(response) => {
+                recording.count(Counted::Status(response.status().as_u16()), shared.second());
+                let mut body = response.into_body();
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(failed) => recording.count(super::phases::counted_as(failed), shared.second()),
+        }
+    });
+}
