@@ -185,21 +185,13 @@ async fn report_trips(proxy: std::sync::Arc<Proxy>, client: crate::client::ApiCl
         }
         for event in proxy.events_since(seen) {
             seen = seen.max(event.id);
-            if let cutover_proxy::events::EventKind::GuardrailTripped {
-                release,
-                version,
-                guardrail,
-                value,
-                max,
-                requests,
-            } = event.kind
-            {
+            if let Some(trip) = event.kind.into_guardrail_trip() {
                 let body = serde_json::json!({
-                    "version": version,
-                    "guardrail": guardrail,
-                    "detail": format!("{value:.4} over the limit {max} on {requests} requests"),
+                    "version": trip.version,
+                    "guardrail": trip.guardrail,
+                    "detail": trip.detail,
                 });
-                pending.push((release, body, tokio::time::Instant::now() + REPORT_FOR));
+                pending.push((trip.release, body, tokio::time::Instant::now() + REPORT_FOR));
                 next_retry = tokio::time::Instant::now();
             }
         }

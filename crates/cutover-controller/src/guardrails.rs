@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use cutover_proxy::Proxy;
-use cutover_proxy::events::EventKind;
 
 use crate::Inner;
 use crate::driver::Input;
@@ -16,21 +15,13 @@ pub(crate) async fn watch_events(inner: Arc<Inner>, proxy: Arc<Proxy>) {
     while ids.changed().await.is_ok() {
         for event in proxy.events_since(seen) {
             seen = seen.max(event.id);
-            if let EventKind::GuardrailTripped {
-                release,
-                version,
-                guardrail,
-                value,
-                max,
-                requests,
-            } = event.kind
-            {
+            if let Some(trip) = event.kind.into_guardrail_trip() {
                 guardrail_tripped(
                     &inner,
-                    &release,
-                    &version,
-                    guardrail,
-                    format!("{value:.4} over the limit {max} on {requests} requests"),
+                    &trip.release,
+                    &trip.version,
+                    trip.guardrail,
+                    trip.detail,
                 );
             }
         }

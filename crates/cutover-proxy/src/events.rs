@@ -35,6 +35,42 @@ pub enum EventKind {
     },
 }
 
+/// A guardrail trip as its receivers act on it: which candidate to cut, and why in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardrailTrip {
+    /// The release.
+    pub release: String,
+    /// The candidate version cut off.
+    pub version: String,
+    /// The guardrail's name.
+    pub guardrail: String,
+    /// What was measured against what limit, on how many requests.
+    pub detail: String,
+}
+
+impl EventKind {
+    /// The trip this event reports, if it is one; the one wording of its detail for the
+    /// controller in-process and for a separate proxy reporting to it.
+    pub fn into_guardrail_trip(self) -> Option<GuardrailTrip> {
+        match self {
+            EventKind::GuardrailTripped {
+                release,
+                version,
+                guardrail,
+                value,
+                max,
+                requests,
+            } => Some(GuardrailTrip {
+                release,
+                version,
+                guardrail,
+                detail: format!("{value:.4} over the limit {max} on {requests} requests"),
+            }),
+            EventKind::RoutesChanged { .. } => None,
+        }
+    }
+}
+
 /// An event with its sequence number and time.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
