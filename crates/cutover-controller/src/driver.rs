@@ -183,7 +183,7 @@ impl Driver {
         self.apply_route(None);
         self.execute().await;
         loop {
-            let refresh_at = self.state.refresh_at();
+            let refresh_at = self.state.refresh_at(clock.now());
             let wake = self
                 .rollout
                 .poll_timeout()
@@ -199,15 +199,17 @@ impl Driver {
                 _ = tokio::time::sleep_until(clock.deadline(wake)) => None,
             };
             let began = tokio::time::Instant::now();
-            match received {
-                Some(input) => self.handle(input),
-                None => {
-                    let now = clock.now();
-                    if self.state.refresh_due(now) {
-                        self.refresh_endpoints();
-                    }
-                    self.rollout.handle_timeout(now);
+            if let Some(input) = received {
+                self.handle(input);
+            }
+            // The timer too once it is due, also after an input: a steady stream of
+            // inputs must not hold a step's timeout or a refresh back.
+            let now = clock.now();
+            if now >= wake {
+                if self.state.refresh_due(now) {
+                    self.refresh_endpoints();
                 }
+                self.rollout.handle_timeout(now);
             }
             if !self.state.acts() {
                 continue;

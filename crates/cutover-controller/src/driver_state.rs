@@ -211,8 +211,10 @@ impl DriverState {
         epoch.is_none_or(|e| e == self.slot_epoch && self.in_flight.is_empty())
     }
 
-    /// When the driver next wakes for a refresh.
-    pub fn refresh_at(&self) -> Timestamp {
+    /// When the driver next wakes for a refresh, seen at `now`. A wall clock stepped back (by NTP, say) is met by moving the refresh back too:
+    /// it is never further off than a period from `now`.
+    pub fn refresh_at(&mut self, now: Timestamp) -> Timestamp {
+        self.refresh_at = self.refresh_at.min(after(now, self.refresh_every));
         self.refresh_at
     }
 
@@ -426,15 +428,25 @@ mod tests {
     #[test]
     fn refreshes_fall_due_every_period_and_not_before() {
         let mut s = state();
-        assert_eq!(s.refresh_at(), Timestamp(10_000));
+        assert_eq!(s.refresh_at(Timestamp(10_500)), Timestamp(10_000));
         assert!(!s.refresh_due(Timestamp(9_999)));
         assert!(s.refresh_due(Timestamp(10_500)));
         assert_eq!(
-            s.refresh_at(),
+            s.refresh_at(Timestamp(10_500)),
             Timestamp(20_500),
             "a period after the refresh"
         );
         assert!(!s.refresh_due(Timestamp(20_000)), "not twice");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_put_the_next_refresh_off() {
+        let mut s = state();
+        assert!(s.refresh_due(Timestamp(3_600_000)));
+        // The wall clock goes back an hour: the refresh is still a period away, not an
+        // hour and a period.
+        assert_eq!(s.refresh_at(Timestamp(500)), Timestamp(10_500));
+        assert!(s.refresh_due(Timestamp(10_500)));
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod release_route;
 mod resume;
 pub mod routes;
 pub mod status;
+mod submit;
 mod versions;
 
 use std::collections::BTreeMap;
@@ -33,7 +34,6 @@ use std::time::Duration;
 use cutover_backend::{Backend, BackendError};
 use cutover_core::Diagnostic;
 use cutover_core::load::{self, Format, Source};
-use cutover_core::plan::Plan;
 use cutover_core::rollout::{Command, CommandRejected, HistoryEntry, Rollout};
 use cutover_core::spec::Release;
 use cutover_metrics::prometheus::PrometheusClient;
@@ -47,11 +47,11 @@ pub use clock::Clock;
 pub use cutover_backend::LogFile;
 pub use status::{ReleaseRecord, RolloutStatus, RolloutSummary, VersionDefinition};
 
-use driver::{Handle, Input, Start};
+use driver::{Handle, Input};
 use guardrails::{guardrail_tripped, watch_events};
 use metrics::ControllerMetrics;
 use routes::{PublishedTable, RoutePublisher};
-use versions::{candidate_version, stable_definition, stable_version_hint, undo_release};
+use versions::undo_release;
 
 /// How long `delete --force` waits for the rollout it aborted to finish rolling back.
 pub const DELETE_ROLLBACK_WITHIN: Duration = Duration::from_secs(60);
@@ -318,111 +318,6 @@ impl Controller {
             }
         }
         Ok(())
-    }
-
-    async fn start_rollout(&self, release: Release) -> Result<Arc<RolloutStatus>, ControllerError> {
-        let name = release.metadata.name.clone();
-        // Checked again: a `retry` may have restarted it before it was held still.
-        self.refuse_if_under_way(&name)?;
-        if release.spec.backend.name() != self.inner.backend.kind() {
-            return Err(ControllerError::Conflict(format!(
-                "release '{name}' is for the {} backend, and this controller runs the {} one",
-                release.spec.backend.name(),
-                self.inner.backend.kind()
-            )));
-        }
-        let plan = Plan::from_release(&release).map_err(|e| {
-            ControllerError::Conflict(format!("release '{name}' has no usable plan: {e}"))
-        })?;
-        let backend = self.inner.backend.clone();
-        let previous = match backend.load_state(&name).await {
-            Ok(previous) => previous,
-            Err(BackendError::Invalid(message)) if self.quarantine_reason(&name).is_some() => {
-                return Err(ControllerError::Quarantined {
-                    name,
-                    reason: format!("cannot read the stored release: {message}"),
-                });
-            }
-            Err(e) => return Err(self.backend_error(e)),
-        };
-        let (previous_record, revision) = match previous {
-            Some(stored) => (
-                serde_json::from_value::<ReleaseRecord>(stored.state).ok(),
-                Some(stored.version),
-            ),
-            None => (None, None),
-        };
-        let hint = stable_version_hint(&release, previous_record.as_ref());
-        let stable = backend
-            .stable(&release, &hint)
-            .await
-            .map_err(|e| self.backend_error(e))?;
-        let candidate_version = candidate_version(&release);
-        if candidate_version == stable.version {
-            return Err(ControllerError::Conflict(format!(
-                "the new version is named '{candidate_version}', which is the version serving now; \
-                 give the release a new spec.version (or image)"
-            )));
-        }
-        let stable_definition =
-            stable_definition(&release, previous_record.as_ref(), &stable.version);
-        let mut earlier = Vec::new();
-        if let Some(previous) = previous_record
-            && let Ok(rollout) = Rollout::from_json(previous.rollout.clone())
-        {
-            earlier = previous.earlier.clone();
-            earlier.push(status::summary(&previous, &rollout));
-            let excess = earlier.len().saturating_sub(status::EARLIER_LIMIT);
-            earlier.drain(..excess);
-        }
-        let rollout = Rollout::new(plan, self.inner.clock.now());
-        let record = ReleaseRecord {
-            release,
-            stable_version: stable.version.clone(),
-            candidate_version,
-            rollout: rollout.to_json(),
-            earlier,
-            stable_definition,
-        };
-        // Stored before it is accepted: a controller killed right after answering
-        // resumes this rollout instead of losing it.
-        let state = serde_json::to_value(&record).map_err(|e| {
-            ControllerError::Conflict(format!("cannot encode the rollout state of '{name}': {e}"))
-        })?;
-        let revision = Some(
-            backend
-                .store_state(&name, &state, revision)
-                .await
-                .map_err(|e| self.backend_error(e))?,
-        );
-        tracing::info!(
-            release = %name,
-            stable = %record.stable_version,
-            candidate = %record.candidate_version,
-            "rollout submitted"
-        );
-        if let Some(old) = self.drivers().remove(&name) {
-            old.task.abort();
-        }
-        let handle = driver::spawn(
-            self.inner.clone(),
-            Start {
-                record,
-                rollout,
-                revision,
-                stable,
-                candidate: None,
-            },
-        );
-        let status = handle.status.borrow().clone();
-        // Its state was readable again (an operator mended or removed the file).
-        self.inner
-            .quarantined
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&name);
-        self.drivers().insert(name, handle);
-        Ok(status)
     }
 
     /// Every release's status, by name.

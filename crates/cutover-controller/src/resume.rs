@@ -4,6 +4,7 @@
 //! the reason, and every other release resumes.
 
 use cutover_backend::{BackendError, Slot, SlotView};
+use cutover_core::Backoff;
 use cutover_core::rollout::{Outcome, Phase, Rollout};
 
 use crate::driver::{self, Start};
@@ -13,6 +14,11 @@ impl Controller {
     pub(crate) async fn resume_all(&self) -> Result<(), ControllerError> {
         /// Tries at `Backend::recover` before the start fails.
         const RECOVER_ATTEMPTS: u32 = 5;
+        /// The wait between those tries: 250 ms, doubling.
+        const RECOVER_BACKOFF: Backoff = Backoff::new(
+            cutover_core::Duration::from_millis(250),
+            cutover_core::Duration::from_secs(4),
+        );
         let backend = self.inner.backend.clone();
         let names = backend
             .releases()
@@ -24,23 +30,20 @@ impl Controller {
         // them before any driver starts, so a start that fails here has done nothing.
         let mut recovered = Vec::new();
         'releases: for name in names {
-            let mut delay = std::time::Duration::from_millis(250);
-            let mut attempt = 1;
+            let mut backoff = RECOVER_BACKOFF;
             while let Err(e) = backend.recover(&name).await {
                 if !e.is_retryable() {
                     self.quarantine(&name, format!("cannot take the release over: {e}"));
                     continue 'releases;
                 }
-                if attempt == RECOVER_ATTEMPTS {
+                if backoff.failures() + 1 == RECOVER_ATTEMPTS {
                     // Resuming without it could let the old controller's last write land
                     // after this one read the state: better not to start.
                     tracing::error!(release = %name, error = %e, "cannot take the release over");
                     return Err(self.backend_error(e));
                 }
                 tracing::warn!(release = %name, error = %e, "cannot take the release over yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
+                tokio::time::sleep(backoff.next_delay().into()).await;
             }
             recovered.push(name);
         }

@@ -190,13 +190,21 @@ impl Backend for LocalBackend {
                 self.ensure_running(release, record).await;
             }
             // The fence: a writer of this directory that is not dead after all has its
-            // next write refused rather than taken for its replay.
+            // next write refused rather than taken for its replay. The directory's lock
+            // already keeps a second controller out, so the fence is a safety net: a file
+            // that cannot be rewritten (a full disk, a corrupt state that `load_state`
+            // quarantines with its own words) does not keep the controller from starting.
             let releases = self.releases.clone();
             let name = release.to_string();
-            tokio::task::spawn_blocking(move || releases.fence(&name))
-                .await
-                .map_err(|e| BackendError::Unavailable(format!("the state writer failed: {e}")))?
-                .map_err(state_error)?;
+            match tokio::task::spawn_blocking(move || releases.fence(&name)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(
+                    release,
+                    error = %cutover_core::error_chain(&e),
+                    "cannot fence the release's state file; going on"
+                ),
+                Err(e) => tracing::warn!(release, error = %e, "the state fence did not finish"),
+            }
             Ok(())
         })
     }
