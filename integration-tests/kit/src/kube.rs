@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use fake_kube_apiserver::{Config, FakeApiServer};
 use serde_json::{Value, json};
 
-use super::{CUTOVER, Scratch, Serve};
+use crate::binary::cutover_bin;
+use crate::scratch::Scratch;
+use crate::serve::Serve;
 
 /// The namespace every test releases in.
 pub const NAMESPACE: &str = "shop";
@@ -17,7 +19,7 @@ pub const NAMESPACE: &str = "shop";
 /// The argv of a demo-app pod of `version` with extra flags.
 fn demo(version: &str, flags: &[&str]) -> Vec<String> {
     let mut argv: Vec<String> = [
-        CUTOVER,
+        cutover_bin(),
         "demo-app",
         "--app-version",
         version,

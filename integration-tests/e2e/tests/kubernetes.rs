@@ -5,13 +5,11 @@
 //! through cutover's embedded proxy. No real cluster is involved: see docs/kubernetes.md
 //! for what that leaves unconfirmed.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use cutover_test_kit::kube::{KubeTest, NAMESPACE, release};
+use cutover_test_kit::{Load, Serve, canary, history, sample};
 use serde_json::{Value, json};
-use support::kube::{KubeTest, NAMESPACE, release};
-use support::{Load, Serve, canary, history, sample};
 
 /// Submits `file` (waits for the outcome if `wait`).
 fn run(serve: &Serve, file: &std::path::Path, wait: bool) -> std::process::Output {

@@ -6,14 +6,12 @@
 //! `scripts/swarm-env.sh` (run by the test script) prepares the engine and the images. In
 //! CI a missing Swarm fails these tests; elsewhere they skip, saying so loudly.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use cutover_test_kit::prometheus::{PROMQL_CANARY, Prometheus};
+use cutover_test_kit::swarm::{SwarmTest, demo_image, must};
+use cutover_test_kit::{Load, Serve, sample};
 use serde_json::Value;
-use support::prometheus::{PROMQL_CANARY, Prometheus};
-use support::swarm::{SwarmTest, demo_image, must};
-use support::{Load, Serve, sample};
 
 /// A controller for the Swarm, its API reachable from the proxy's container.
 fn controller(test: &SwarmTest, extra: &[&str]) -> Serve {
@@ -149,7 +147,7 @@ fn prometheus_rolls_back_a_failing_canary_and_promotes_a_healthy_one() {
         return;
     };
     let web = test.service("web", &demo_image("v2"), 2, &[]);
-    let prometheus_port = support::free_port();
+    let prometheus_port = cutover_test_kit::free_port();
     let serve = controller(
         &test,
         &[
@@ -269,7 +267,7 @@ fn a_controller_killed_mid_rollout_resumes_from_the_service_labels() {
     serve.restart();
     let status = serve.wait_done(&name, Duration::from_secs(90));
     assert_eq!(status["outcome"], "promoted", "{status}");
-    let lines = support::history(&serve, &name);
+    let lines = cutover_test_kit::history(&serve, &name);
     let steps: Vec<u32> = lines
         .iter()
         .filter(|l| l.starts_with("step "))
@@ -396,7 +394,7 @@ fn endpoints_follow_the_tasks_swarm_replaces_and_an_abort_removes_the_candidate(
     // The proxy has the new address: no request goes to the dead one.
     let started = Instant::now();
     loop {
-        let routes = support::http_get(admin, "/routes").unwrap_or_default();
+        let routes = cutover_test_kit::http_get(admin, "/routes").unwrap_or_default();
         if after.iter().all(|e| routes.contains(e.as_str())) {
             break;
         }
@@ -461,7 +459,7 @@ networks:
     name: {network}
 "#,
         image = demo_image("v1"),
-        label = support::swarm::TEST_LABEL,
+        label = cutover_test_kit::swarm::TEST_LABEL,
         prefix = test.prefix,
         network = test.network,
     );
@@ -668,7 +666,7 @@ const PROMETHEUS_IMAGE: &str = "localhost/cutover-prometheus:debian";
 fn poll_until(port: u16, path: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
     let started = Instant::now();
     loop {
-        let body = support::http_get(port, path).unwrap_or_default();
+        let body = cutover_test_kit::http_get(port, path).unwrap_or_default();
         if done(&body) {
             return body;
         }
@@ -695,7 +693,7 @@ fn the_registry_free_prometheus_image_is_ready_and_scrapes_the_proxy_service() {
     let Some(test) = SwarmTest::start("promimage") else {
         return;
     };
-    if let Err(e) = support::swarm::docker(&["image", "inspect", PROMETHEUS_IMAGE]) {
+    if let Err(e) = cutover_test_kit::swarm::docker(&["image", "inspect", PROMETHEUS_IMAGE]) {
         assert!(
             std::env::var_os("CI").is_none(),
             "no {PROMETHEUS_IMAGE}: scripts/swarm-env.sh builds it ({e})"
@@ -727,7 +725,7 @@ fn the_registry_free_prometheus_image_is_ready_and_scrapes_the_proxy_service() {
             test.name("proxy")
         ),
     );
-    let port = support::free_port();
+    let port = cutover_test_kit::free_port();
     // The stack's flags, on the image's own /prometheus (writable by nobody).
     test.service_running(
         "prometheus",
@@ -756,7 +754,7 @@ fn the_registry_free_prometheus_image_is_ready_and_scrapes_the_proxy_service() {
         |body| first_value(body).as_deref() == Some("1"),
     );
     // And its samples are stored: a series the proxy's /metrics names is queryable.
-    let metrics = support::http_get(admin, "/metrics").expect("the proxy's /metrics");
+    let metrics = cutover_test_kit::http_get(admin, "/metrics").expect("the proxy's /metrics");
     let name = metrics
         .lines()
         .find(|line| line.starts_with("cutover_"))
