@@ -33,14 +33,25 @@ fn locate() -> Result<String, String> {
     // Cargo sets CARGO for the tests it runs; built with cargo, this crate knows it too.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let output = Command::new(&cargo)
+    let mut build = Command::new(&cargo);
+    build
         .args([
             "build",
             "--workspace",
             "--tests",
             "--message-format=json-render-diagnostics",
         ])
-        .current_dir(&workspace)
+        .current_dir(&workspace);
+    // What cargo set for this test process describes this package, not the build: build
+    // scripts that watch such variables (ring's watch CARGO_PKG_NAME and OUT_DIR) would
+    // otherwise run again, and their dependents be built again, on every call.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if set_by_cargo_for_a_test(&name) {
+            build.env_remove(name);
+        }
+    }
+    let output = build
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -61,4 +72,21 @@ fn locate() -> Result<String, String> {
         })
         .and_then(|message| message["executable"].as_str().map(str::to_string))
         .ok_or_else(|| "cargo built no `cutover` binary (is cutover-cli a member?)".to_string())
+}
+
+/// Whether cargo sets the variable `name` for the test it runs (rather than the person
+/// who ran cargo setting it for the build).
+fn set_by_cargo_for_a_test(name: &str) -> bool {
+    ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CFG_"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        || [
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&name)
 }
