@@ -20,15 +20,6 @@ fn controller(test: &SwarmTest, extra: &[&str]) -> Serve {
     Serve::start_on("0.0.0.0", &test.prefix, &args)
 }
 
-fn run(serve: &Serve, file: &std::path::Path, wait: bool) -> std::process::Output {
-    let path = file.to_str().expect("path");
-    if wait {
-        serve.cli(&["run", path, "--wait", "--timeout", "3m", "--output", "json"])
-    } else {
-        serve.cli(&["run", path])
-    }
-}
-
 /// A test's release under way: a 2-replica `web` of v1, a controller, the proxy service,
 /// and a release of `web` to `version` with `sections` submitted and routed by the proxy.
 struct Routed {
@@ -48,7 +39,7 @@ fn routed(test: &SwarmTest, version: &str, sections: &str) -> Routed {
     let (proxy, admin) = test.proxy(&serve);
     let name = test.name("shop");
     let file = serve.release_file(&name, &test.release(&name, &web, version, sections));
-    let submitted = run(&serve, &file, false);
+    let submitted = serve.run(&file, false);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     test.wait_proxy_routes(admin, &name);
     Routed {
@@ -164,7 +155,7 @@ fn prometheus_rolls_back_a_failing_canary_and_promotes_a_healthy_one() {
 
     // v3 fails 20 % of its requests.
     let file = serve.release_file(&name, &test.release(&name, &web, "v3", PROMQL_CANARY));
-    let submitted = run(&serve, &file, false);
+    let submitted = serve.run(&file, false);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     test.wait_proxy_routes(admin, &name);
     let load = Load::start(proxy, 80);
@@ -186,7 +177,7 @@ fn prometheus_rolls_back_a_failing_canary_and_promotes_a_healthy_one() {
     // A healthy v4 is promoted.
     let file = serve.release_file(&name, &test.release(&name, &web, "v4", PROMQL_CANARY));
     let load = Load::start(proxy, 80);
-    let output = run(&serve, &file, true);
+    let output = serve.run(&file, true);
     let counts = load.finish();
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let report: Value = serde_json::from_slice(&output.stdout).expect("json");
@@ -217,7 +208,7 @@ fn a_missing_image_fails_fast_with_dockers_message_and_leaves_nothing() {
         ),
     );
     let started = Instant::now();
-    let output = run(&serve, &file, true);
+    let output = serve.run(&file, true);
     let took = started.elapsed();
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let report: Value = serde_json::from_slice(&output.stdout).expect("json");
@@ -319,7 +310,7 @@ fn the_promoted_service_keeps_its_secret_config_environment_and_volume() {
             "  strategy:\n    blueGreen:\n      scaleDownDelay: 1s\n",
         ),
     );
-    let output = run(&serve, &file, true);
+    let output = serve.run(&file, true);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let promoted = format!("{web}-green");
     test.wait_running(&promoted);
@@ -516,7 +507,7 @@ networks:
             demo_image("v2")
         ),
     );
-    let submitted = run(&serve, &release, false);
+    let submitted = serve.run(&release, false);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     serve.wait_for(&name, Duration::from_secs(60), |s| s["weight"] == 50);
     // Adopted and written to several times: the same spec, the same tasks.

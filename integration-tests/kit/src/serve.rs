@@ -2,7 +2,7 @@
 //! the `cutover` CLI pointed at it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -150,9 +150,11 @@ impl Serve {
         std::fs::read_to_string(self.scratch.path.join("serve.log")).unwrap_or_default()
     }
 
-    /// Runs the CLI against this controller.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(cutover_bin())
+    /// The CLI pointed at this controller (its address and token file), with nothing else
+    /// from this machine's environment.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(cutover_bin());
+        command
             .args(args)
             .env_clear()
             .env(
@@ -162,28 +164,33 @@ impl Serve {
             .env(
                 "CUTOVER_TOKEN_FILE",
                 self.scratch.path.join("state").join("token"),
-            )
-            .output()
-            .expect("cutover runs")
+            );
+        command
+    }
+
+    /// Runs the CLI against this controller.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("cutover runs")
     }
 
     /// The CLI as a background process (for `run --wait`).
     pub fn cli_background(&self, args: &[&str]) -> Child {
-        Command::new(cutover_bin())
-            .args(args)
-            .env_clear()
-            .env(
-                "CUTOVER_CONTROLLER",
-                format!("http://127.0.0.1:{}", self.api),
-            )
-            .env(
-                "CUTOVER_TOKEN_FILE",
-                self.scratch.path.join("state").join("token"),
-            )
+        self.command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("cutover runs")
+    }
+
+    /// `cutover run FILE`: submits the release, or with `wait` follows it to its outcome
+    /// (`--wait --timeout 3m --output json`).
+    pub fn run(&self, file: &Path, wait: bool) -> Output {
+        let path = file.to_str().expect("path");
+        if wait {
+            self.cli(&["run", path, "--wait", "--timeout", "3m", "--output", "json"])
+        } else {
+            self.cli(&["run", path])
+        }
     }
 
     /// A release's status from the API (`None` while the controller is down).
