@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use cutover_test_kit::tls::Certificate;
-use cutover_test_kit::{Scratch, Serve, cutover_bin, free_port, http_get, mode};
+use cutover_test_kit::{Scratch, Serve, cutover_bin, free_port, http_get, mode, wait_healthz};
 
 /// Sends `request` on a new connection and reads the answer to its end.
 fn exchange(port: u16, request: &str) -> String {
@@ -413,11 +413,7 @@ fn accept_errors_pause_the_listener_instead_of_spinning() {
         .stderr(log)
         .spawn()
         .expect("serve starts");
-    let started = Instant::now();
-    while http_get(api, "/healthz").is_none() {
-        assert!(started.elapsed() < Duration::from_secs(20), "no API");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthz(api);
     let held: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", api)).ok())
         .collect();

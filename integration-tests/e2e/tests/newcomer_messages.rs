@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cutover_test_kit::{Serve, cutover_bin, free_port, http_get, release};
+use cutover_test_kit::{Serve, cutover_bin, free_port, release, wait_healthz};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -315,11 +315,7 @@ fn a_second_serve_on_the_same_state_dir_names_the_holder() {
         .stderr(Stdio::null())
         .spawn()
         .expect("serve starts");
-    let started = Instant::now();
-    while http_get(api, "/healthz").is_none() {
-        assert!(started.elapsed() < Duration::from_secs(20), "no API");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthz(api);
     let output = serve_once(&state_dir, free_port(), free_port(), free_port());
     let _ = first.kill();
     let _ = first.wait();

@@ -32,7 +32,7 @@ pub mod tls;
 
 pub use binary::cutover_bin;
 pub use load::{Counts, Load, sample};
-pub use net::{closed_address, free_port, http_get, wait_until};
+pub use net::{closed_address, free_port, http_get, wait_healthz, wait_until};
 pub use releases::{canary, demo_app, history, record, release, replay};
 pub use scratch::{Scratch, instances, mode, path_in, stop_instances};
 pub use serve::Serve;

@@ -55,3 +55,14 @@ pub fn wait_until<T>(
         std::thread::sleep(every);
     }
 }
+
+/// Waits until `GET /healthz` on 127.0.0.1:`port` answers 2xx (a controller's API is up);
+/// panics after 20 s.
+pub fn wait_healthz(port: u16) {
+    wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        "no API",
+        || http_get(port, "/healthz"),
+    );
+}
