@@ -410,17 +410,8 @@ fn logs_print_an_instances_output_and_follow_new_lines() {
     assert!(text(&missing).contains("v1 (stable)"), "{}", text(&missing));
 
     // Follow: lines written after the command started arrive.
-    let mut follow = std::process::Command::new(cutover_bin())
-        .args(["logs", "vb-logs", "--stable", "--follow", "--tail", "1"])
-        .env_clear()
-        .env(
-            "CUTOVER_CONTROLLER",
-            format!("http://127.0.0.1:{}", serve.api),
-        )
-        .env(
-            "CUTOVER_TOKEN_FILE",
-            serve.scratch.path.join("state").join("token"),
-        )
+    let mut follow = serve
+        .command(&["logs", "vb-logs", "--stable", "--follow", "--tail", "1"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("logs --follow runs");

@@ -137,17 +137,30 @@ impl KubeTest {
         limit: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_object("deployments", "Deployment", name, limit, done)
+    }
+
+    /// Waits until the object `name` of `resource` (a `kind`) in [`NAMESPACE`] satisfies
+    /// `done`; panics with the object as it is after `limit`.
+    fn wait_object(
+        &self,
+        resource: &str,
+        kind: &str,
+        name: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let started = Instant::now();
         loop {
-            if let Some(d) = self.deployment(name)
-                && done(&d)
+            if let Some(object) = self.api.get(resource, NAMESPACE, name)
+                && done(&object)
             {
-                return d;
+                return object;
             }
             assert!(
                 started.elapsed() < limit,
-                "Deployment {name} did not get there within {limit:?}: {:#}",
-                self.deployment(name).unwrap_or_default()
+                "{kind} {name} did not get there within {limit:?}: {:#}",
+                self.api.get(resource, NAMESPACE, name).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -243,21 +256,6 @@ impl KubeTest {
         limit: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let started = Instant::now();
-        loop {
-            if let Some(object) = self.api.get("releases", NAMESPACE, name)
-                && done(&object)
-            {
-                return object;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "Release {name} did not get there within {limit:?}: {:#}",
-                self.api
-                    .get("releases", NAMESPACE, name)
-                    .unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_object("releases", "Release", name, limit, done)
     }
 }

@@ -152,7 +152,7 @@ impl Serve {
 
     /// The CLI pointed at this controller (its address and token file), with nothing else
     /// from this machine's environment.
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(cutover_bin());
         command
             .args(args)
