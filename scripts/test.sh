@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # cutover's whole test suite: formatting, lints, and every unit, property, simulation and
-# CLI test. This is the README's test command, and all that CI runs.
+# CLI test, and the end-to-end suites of integration-tests/e2e (which share the harnesses of
+# integration-tests/kit with the crates' own tests). This is the README's test command, and
+# all that CI runs. Under CI (CI set) no suite skips: a missing Prometheus or Swarm fails it.
 #
 # Needs the Rust toolchain (cargo with rustfmt and clippy) and, for the tests with real parts,
 # Debian's prometheus and docker.io packages, which this script installs when run as root
@@ -38,6 +40,9 @@ else
   echo "== Docker Swarm cannot be prepared here (needs root): the Swarm tests will skip (fail under CI=true)"
 fi
 
+# Every member's tests: the crates' own, then integration-tests/e2e (package cutover-e2e),
+# whose suites build and run the `cutover` binary through cargo (cutover-test-kit's
+# `binary` module: already built by this command, so nothing is rebuilt).
 echo "== cargo test"
 cargo test --workspace --locked
 

@@ -4,31 +4,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cutover_test_kit::tls::Certificate;
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// An HTTPS server for `localhost` answering every request with `body`; returns its port
 /// and its certificate in PEM.
 async fn https_server(body: &'static str) -> (u16, String) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
-    let cert_pem = certified.cert.pem();
-    let key_pem = certified.signing_key.serialize_pem();
-    let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("cert")];
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server config");
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let certificate = Certificate::self_signed(&["localhost"]);
+    let acceptor = TlsAcceptor::from(Arc::new(certificate.server_config()));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
@@ -52,7 +38,7 @@ async fn https_server(body: &'static str) -> (u16, String) {
             });
         }
     });
-    (port, cert_pem)
+    (port, certificate.cert_pem)
 }
 
 #[tokio::test]

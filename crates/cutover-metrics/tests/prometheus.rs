@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration as StdDuration, Instant};
 
 use cutover_core::Duration;
@@ -12,95 +11,8 @@ use cutover_core::judge::{Assessment, MeasurementResult, MetricJudge, Verdict};
 use cutover_core::spec::{BuiltinMetric, Comparison, MetricSpec, PrometheusProvider, Provider};
 use cutover_metrics::Context;
 use cutover_metrics::prometheus::PrometheusClient;
-
-/// A Prometheus process, stopped when dropped.
-struct Prometheus {
-    child: Child,
-    address: String,
-    _dir: TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Starts Prometheus scraping `target`'s `/metrics` every second; `None` (with a loud
-/// message) where Prometheus is not installed outside CI.
-async fn prometheus(target: std::net::SocketAddr) -> Option<Prometheus> {
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "prometheus is not installed: scripts/test.sh installs Debian's package"
-        );
-        eprintln!(
-            "SKIPPED: the Prometheus provider's test needs `prometheus` (apt-get install prometheus)"
-        );
-        return None;
-    }
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "cutover-prometheus-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: cutover\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts");
-    let address = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        assert!(
-            started.elapsed() < StdDuration::from_secs(30),
-            "prometheus did not start"
-        );
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    }
-    Some(Prometheus {
-        child,
-        address,
-        _dir: TempDir(dir),
-    })
-}
+use cutover_test_kit::free_port;
+use cutover_test_kit::prometheus::Prometheus;
 
 fn query(promql: &str) -> PrometheusProvider {
     PrometheusProvider {
@@ -126,7 +38,7 @@ const ERROR_RATE: &str = "sum(rate(cutover_requests_total{release=\"{{release}}\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_measures_both_versions_and_never_invents_data() {
     let proxy = support::proxy_over_two_versions().await;
-    let Some(mut prometheus) = prometheus(proxy.admin_addr()).await else {
+    let Some(mut prometheus) = Prometheus::start(free_port(), proxy.admin_addr().port()) else {
         return;
     };
     let context = Context {
@@ -135,7 +47,7 @@ async fn prometheus_measures_both_versions_and_never_invents_data() {
         candidate: "v2",
         interval: Duration::from_secs(10),
     };
-    let client = PrometheusClient::new(Some(prometheus.address.clone()));
+    let client = PrometheusClient::new(Some(prometheus.url()));
     // Traffic while Prometheus scrapes, until the error rate shows for both versions.
     let started = Instant::now();
     let (candidate, stable) = loop {
@@ -195,8 +107,7 @@ async fn prometheus_measures_both_versions_and_never_invents_data() {
         "{bad:?}"
     );
 
-    let _ = prometheus.child.kill();
-    let _ = prometheus.child.wait();
+    prometheus.stop();
     let gone = client.measure(&query(ERROR_RATE), &context).await;
     assert!(
         matches!(gone, MeasurementResult::Error(ref e) if e.contains("cannot be reached")),
@@ -210,7 +121,7 @@ async fn prometheus_measures_both_versions_and_never_invents_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_gives_the_proxys_counts_and_buckets_as_evidence() {
     let proxy = support::proxy_over_two_versions().await;
-    let Some(prometheus) = prometheus(proxy.admin_addr()).await else {
+    let Some(prometheus) = Prometheus::start(free_port(), proxy.admin_addr().port()) else {
         return;
     };
     let context = Context {
@@ -219,7 +130,7 @@ async fn prometheus_gives_the_proxys_counts_and_buckets_as_evidence() {
         candidate: "v2",
         interval: Duration::from_secs(10),
     };
-    let client = PrometheusClient::new(Some(prometheus.address.clone()));
+    let client = PrometheusClient::new(Some(prometheus.url()));
     let started = Instant::now();
     let measurement = loop {
         support::load(&proxy, 200).await;

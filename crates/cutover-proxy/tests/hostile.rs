@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use cutover_core::spec::{GuardrailMetric, GuardrailSpec};
 use cutover_proxy::events::EventKind;
 use cutover_proxy::{Proxy, StartError};
+use cutover_test_kit::tls::{self, Certificate};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use support::{client, config, full, get, route, start, upstream};
@@ -443,41 +444,14 @@ fn certificate(
     tokio_rustls::rustls::RootCertStore,
     std::path::PathBuf,
 ) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let certificate = Certificate::self_signed(&["localhost"]);
     let dir = std::env::temp_dir().join(format!("cutover-proxy-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_file, certified.cert.pem()).expect("cert");
-    std::fs::write(&key_file, certified.signing_key.serialize_pem()).expect("key");
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).expect("root");
-    (
-        cutover_proxy::config::TlsConfig {
-            cert_file,
-            key_file,
-        },
-        roots,
-        dir,
-    )
-}
-
-async fn tls_connect(
-    addr: SocketAddr,
-    roots: &tokio_rustls::rustls::RootCertStore,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    use tokio_rustls::rustls;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-    client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    connector.connect(name, tcp).await.expect("TLS handshake")
+    let (cert_file, key_file) = certificate.write(&dir);
+    let tls = cutover_proxy::config::TlsConfig {
+        cert_file,
+        key_file,
+    };
+    (tls, certificate.roots(), dir)
 }
 
 /// The finding: TLS connections that finish the handshake and go quiet were held
@@ -497,7 +471,7 @@ async fn slowloris_on_the_tls_listener_is_closed_and_later_requests_are_served()
     let started = Instant::now();
     let mut quiet = Vec::new();
     for _ in 0..2 {
-        quiet.push(tls_connect(addr, &roots).await);
+        quiet.push(tls::connect(addr, &roots, b"http/1.1").await);
     }
     let silent = vec![
         TcpStream::connect(addr).await.expect("connect"),
@@ -506,7 +480,7 @@ async fn slowloris_on_the_tls_listener_is_closed_and_later_requests_are_served()
     let served = {
         let roots = roots.clone();
         tokio::spawn(async move {
-            let tls = tls_connect(addr, &roots).await;
+            let tls = tls::connect(addr, &roots, b"http/1.1").await;
             let (mut h1, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                     .await

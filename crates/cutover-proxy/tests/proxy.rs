@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use cutover_core::spec::{MatchRule, StickyKey};
 use cutover_proxy::config::RouteTableConfig;
+use cutover_test_kit::closed_address;
+use cutover_test_kit::tls::{self, Certificate};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use support::{client, config, full, get, route, start, upstream};
@@ -398,7 +400,7 @@ async fn oversized_headers_get_431_and_bodies_413() {
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
     let v1 = upstream("v1").await;
-    let closed = support::closed_address();
+    let closed = closed_address();
     let mut down = route("down", &v1, None, 0);
     down.stable.endpoints = vec![closed.to_string()];
     down.path_prefix = Some("/down".into());
@@ -426,7 +428,7 @@ async fn upstream_down_is_502_and_slow_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_with_every_endpoint_down_is_served_by_stable() {
     let v1 = upstream("v1").await;
-    let closed = support::closed_address();
+    let closed = closed_address();
     let mut r = route("shop", &v1, None, 50);
     r.candidate = Some(cutover_proxy::config::VersionConfig {
         name: "v2".into(),
@@ -675,7 +677,7 @@ async fn a_streamed_body_over_the_limit_is_413_not_an_upstream_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_that_is_down_shows_as_failing() {
     let v1 = upstream("v1").await;
-    let closed = support::closed_address();
+    let closed = closed_address();
     let mut r = route("shop", &v1, None, 50);
     r.candidate = Some(cutover_proxy::config::VersionConfig {
         name: "v2".into(),
@@ -688,48 +690,23 @@ async fn a_candidate_that_is_down_shows_as_failing() {
     assert!((90..=110).contains(&candidate.requests), "{candidate:?}");
 }
 
-/// A TLS connection to `proxy` trusting `roots` and offering `alpn`.
-async fn tls_connect(
-    proxy: std::net::SocketAddr,
-    roots: &tokio_rustls::rustls::RootCertStore,
-    alpn: &[u8],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    use tokio_rustls::rustls;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-    client_config.alpn_protocols = vec![alpn.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
-    let tcp = TcpStream::connect(proxy).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    connector.connect(name, tcp).await.expect("TLS handshake")
-}
-
 /// A TLS listener with a certificate from files answers HTTP/2 and HTTP/1.1, as ALPN picks.
 #[tokio::test]
 async fn tls_listeners_speak_http2_and_http1_by_alpn() {
     let v1 = upstream("v1").await;
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let certificate = Certificate::self_signed(&["localhost"]);
     let dir = std::env::temp_dir().join(format!("cutover-proxy-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_file, certified.cert.pem()).expect("cert");
-    std::fs::write(&key_file, certified.signing_key.serialize_pem()).expect("key");
+    let (cert_file, key_file) = certificate.write(&dir);
     let mut cfg = config(vec![route("shop", &v1, None, 0)]);
     cfg.listeners[0].tls = Some(cutover_proxy::config::TlsConfig {
         cert_file,
         key_file,
     });
     let proxy = start(cfg).await;
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).expect("root");
+    let roots = certificate.roots();
     let addr = proxy.listen_addrs()[0];
 
-    let tls = tls_connect(addr, &roots, b"h2").await;
+    let tls = tls::connect(addr, &roots, b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let io = hyper_util::rt::TokioIo::new(tls);
     let (mut h2, conn) =
@@ -756,7 +733,7 @@ async fn tls_listeners_speak_http2_and_http1_by_alpn() {
         "v1"
     );
 
-    let tls = tls_connect(addr, &roots, b"http/1.1").await;
+    let tls = tls::connect(addr, &roots, b"http/1.1").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let (mut h1, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await

@@ -8,12 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use cutover_core::Duration;
 use cutover_proxy::Proxy;
-use cutover_proxy::config::{
-    AdminConfig, Limits, ListenerConfig, PassiveHealth, ProxyConfig, RouteConfig, Timeouts,
-    VersionConfig,
-};
+use cutover_test_kit::proxy::{config, route};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -64,41 +60,9 @@ pub async fn proxy_over_two_versions() -> Proxy {
         }
     })
     .await;
-    Proxy::start(ProxyConfig {
-        listeners: vec![ListenerConfig {
-            address: "127.0.0.1:0".parse().expect("addr"),
-            tls: None,
-        }],
-        admin: AdminConfig {
-            address: "127.0.0.1:0".parse().expect("addr"),
-            token_file: None,
-        },
-        routes: vec![RouteConfig {
-            release: "shop".into(),
-            host: None,
-            path_prefix: None,
-            stable: VersionConfig {
-                name: "v1".into(),
-                endpoints: vec![stable.to_string()],
-            },
-            candidate: Some(VersionConfig {
-                name: "v2".into(),
-                endpoints: vec![candidate.to_string()],
-            }),
-            weight: 50,
-            match_rules: Vec::new(),
-            sticky: None,
-            mirror_percent: 0,
-            guardrails: Vec::new(),
-        }],
-        limits: Limits::default(),
-        timeouts: Timeouts::default(),
-        health: PassiveHealth::default(),
-        workers: None,
-        metrics_window: Duration::from_secs(60),
-    })
-    .await
-    .expect("proxy")
+    Proxy::start(config(vec![route("shop", stable, Some(candidate), 50)]))
+        .await
+        .expect("proxy")
 }
 
 /// Sends `n` GETs through the proxy, one after another.

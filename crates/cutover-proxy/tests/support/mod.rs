@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cutover_proxy::Proxy;
-use cutover_proxy::config::{
-    AdminConfig, Limits, ListenerConfig, PassiveHealth, ProxyConfig, RouteConfig, Timeouts,
-    VersionConfig,
-};
+use cutover_proxy::config::{ProxyConfig, RouteConfig};
+pub use cutover_test_kit::proxy::config;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
@@ -297,51 +295,14 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
-/// A route of `release` over one stable and one candidate upstream.
+/// A route of `release` over one stable (`v1`) and one candidate (`v2`) upstream.
 pub fn route(
     release: &str,
     stable: &Upstream,
     candidate: Option<&Upstream>,
     weight: u8,
 ) -> RouteConfig {
-    RouteConfig {
-        release: release.to_string(),
-        host: None,
-        path_prefix: None,
-        stable: VersionConfig {
-            name: "v1".into(),
-            endpoints: vec![stable.addr.to_string()],
-        },
-        candidate: candidate.map(|c| VersionConfig {
-            name: "v2".into(),
-            endpoints: vec![c.addr.to_string()],
-        }),
-        weight,
-        match_rules: Vec::new(),
-        sticky: None,
-        mirror_percent: 0,
-        guardrails: Vec::new(),
-    }
-}
-
-/// A proxy config listening on an ephemeral port.
-pub fn config(routes: Vec<RouteConfig>) -> ProxyConfig {
-    ProxyConfig {
-        listeners: vec![ListenerConfig {
-            address: "127.0.0.1:0".parse().expect("addr"),
-            tls: None,
-        }],
-        admin: AdminConfig {
-            address: "127.0.0.1:0".parse().expect("addr"),
-            token_file: None,
-        },
-        routes,
-        limits: Limits::default(),
-        timeouts: Timeouts::default(),
-        health: PassiveHealth::default(),
-        workers: None,
-        metrics_window: cutover_core::Duration::from_secs(60),
-    }
+    cutover_test_kit::proxy::route(release, stable.addr, candidate.map(|c| c.addr), weight)
 }
 
 pub async fn start(config: ProxyConfig) -> Proxy {
@@ -395,10 +356,4 @@ pub fn rss_kib() -> u64 {
                 .and_then(|n| n.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// An address on which nothing listens: connections to it are refused.
-pub fn closed_address() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
 }

@@ -3,16 +3,14 @@
 //! directory is its owner's alone; a corrupt state or slots file quarantines its release
 //! and every other release resumes.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cutover_test_kit::{Serve, http_get, mode, release};
 use serde_json::Value;
-use support::{Serve, http_get, release};
 
 /// A tiny HTTP server on loopback: records every request's head and answers 200 with
 /// `{"value": 0}` (a hook's success and a web metric's passing value at once).
@@ -81,16 +79,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[cfg(unix)]
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .expect("exists")
-        .permissions()
-        .mode()
-        & 0o777
-}
-
 /// The planted secrets: one in a file, one in the controller's environment.
 const FILE_SECRET: &str = "planted-file-secret-7f3a9c";
 const ENV_SECRET: &str = "planted-env-secret-51d0be";
@@ -102,7 +90,7 @@ const URL_PASSWORD: &str = "url-password-c0ffee";
 #[test]
 fn secrets_by_reference_reach_hook_and_metric_and_no_file_answer_or_log() {
     let recorder = Recorder::start();
-    let secrets = support::Scratch::new("secret-files");
+    let secrets = cutover_test_kit::Scratch::new("secret-files");
     let secret_file = secrets.path.join("hook-token");
     std::fs::write(&secret_file, format!("{FILE_SECRET}\n")).expect("secret written");
     let url_file = secrets.path.join("hook-url");
@@ -116,7 +104,7 @@ fn secrets_by_reference_reach_hook_and_metric_and_no_file_answer_or_log() {
     serve.owns("e2e-secrets");
     let port = recorder.port;
     // Nothing listens there: the postPromotion hook fails, and its failure is logged.
-    let closed = support::free_port();
+    let closed = cutover_test_kit::free_port();
     std::fs::write(
         &url_file,
         format!("http://127.0.0.1:{port}/hook?token={URL_SECRET}\n"),

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use fake_kube_apiserver::{Config, FakeApiServer};
 use serde_json::{Value, json};
 
-use super::{CUTOVER, Scratch, Serve};
+use crate::binary::cutover_bin;
+use crate::scratch::Scratch;
+use crate::serve::Serve;
 
 /// The namespace every test releases in.
 pub const NAMESPACE: &str = "shop";
@@ -17,7 +19,7 @@ pub const NAMESPACE: &str = "shop";
 /// The argv of a demo-app pod of `version` with extra flags.
 fn demo(version: &str, flags: &[&str]) -> Vec<String> {
     let mut argv: Vec<String> = [
-        CUTOVER,
+        cutover_bin(),
         "demo-app",
         "--app-version",
         version,
@@ -135,17 +137,30 @@ impl KubeTest {
         limit: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_object("deployments", "Deployment", name, limit, done)
+    }
+
+    /// Waits until the object `name` of `resource` (a `kind`) in [`NAMESPACE`] satisfies
+    /// `done`; panics with the object as it is after `limit`.
+    fn wait_object(
+        &self,
+        resource: &str,
+        kind: &str,
+        name: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let started = Instant::now();
         loop {
-            if let Some(d) = self.deployment(name)
-                && done(&d)
+            if let Some(object) = self.api.get(resource, NAMESPACE, name)
+                && done(&object)
             {
-                return d;
+                return object;
             }
             assert!(
                 started.elapsed() < limit,
-                "Deployment {name} did not get there within {limit:?}: {:#}",
-                self.deployment(name).unwrap_or_default()
+                "{kind} {name} did not get there within {limit:?}: {:#}",
+                self.api.get(resource, NAMESPACE, name).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -241,21 +256,6 @@ impl KubeTest {
         limit: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let started = Instant::now();
-        loop {
-            if let Some(object) = self.api.get("releases", NAMESPACE, name)
-                && done(&object)
-            {
-                return object;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "Release {name} did not get there within {limit:?}: {:#}",
-                self.api
-                    .get("releases", NAMESPACE, name)
-                    .unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_object("releases", "Release", name, limit, done)
     }
 }

@@ -2,12 +2,10 @@
 //! `cutover demo-app` processes as the versions, real HTTP traffic through the proxy, and
 //! the `cutover` CLI as CI and people use it.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use cutover_test_kit::{Load, Serve, canary, history, instances, record, release, replay, sample};
 use serde_json::Value;
-use support::{Load, Serve, canary, history, instances, record, release, replay, sample};
 
 fn json(output: &std::process::Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
@@ -299,7 +297,7 @@ fn run_wait_exit_codes_cover_invalid_input_timeouts_and_an_unreachable_controlle
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("under way"));
     // The token guards writes.
-    let output = std::process::Command::new(support::CUTOVER)
+    let output = std::process::Command::new(cutover_test_kit::cutover_bin())
         .args(["abort", "e2e-codes"])
         .env_clear()
         .env(
@@ -486,7 +484,7 @@ mod support_hooks {
 /// `cutover proxy --routes-from` the controller, with its edge token (for guardrail
 /// reports: the write token is not needed for them); the process and its listener's port.
 fn pulling_proxy(serve: &Serve) -> (std::process::Child, u16) {
-    let (listen, admin) = (support::free_port(), support::free_port());
+    let (listen, admin) = (cutover_test_kit::free_port(), cutover_test_kit::free_port());
     let config = serve.scratch.path.join("proxy.yaml");
     std::fs::write(
         &config,
@@ -495,7 +493,7 @@ fn pulling_proxy(serve: &Serve) -> (std::process::Child, u16) {
         ),
     )
     .expect("proxy config");
-    let proxy = std::process::Command::new(support::CUTOVER)
+    let proxy = std::process::Command::new(cutover_test_kit::cutover_bin())
         .args(["proxy", "--config"])
         .arg(&config)
         .args(["--routes-from", &format!("http://127.0.0.1:{}", serve.api)])

@@ -2,28 +2,27 @@
 //! on the command line with `--set`, a misspelt `--set` key, and a section with three
 //! mistakes, through `lint`, `plan`, `run` and the controller's API.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{CUTOVER, Scratch, Serve, demo_app, instances};
+use cutover_test_kit::{Scratch, Serve, cutover_bin, demo_app, instances};
 
 /// A local release whose version and candidate command come from `VERSION`, as CI
 /// pipelines write it.
 fn from_ci(name: &str) -> String {
     format!(
-        "apiVersion: cutover.dev/v1\nkind: Release\nmetadata:\n  name: {name}\nspec:\n  backend:\n    local:\n      stable:\n        command: {}\n      candidate:\n        command: [{CUTOVER:?}, demo-app, --app-version, \"${{VERSION}}\", --port, \"{{{{port}}}}\"]\n      readinessPath: /healthz\n  stableVersion: v1\n  version: ${{VERSION}}\n  port: 8080\n  strategy:\n    canary:\n      steps:\n        - setWeight: 20\n        - pause: {{}}\n        - setWeight: 100\n",
+        "apiVersion: cutover.dev/v1\nkind: Release\nmetadata:\n  name: {name}\nspec:\n  backend:\n    local:\n      stable:\n        command: {}\n      candidate:\n        command: [{:?}, demo-app, --app-version, \"${{VERSION}}\", --port, \"{{{{port}}}}\"]\n      readinessPath: /healthz\n  stableVersion: v1\n  version: ${{VERSION}}\n  port: 8080\n  strategy:\n    canary:\n      steps:\n        - setWeight: 20\n        - pause: {{}}\n        - setWeight: 100\n",
         demo_app("v1", &[]),
+        cutover_bin(),
     )
 }
 
 /// `cutover ARGS` with nothing from this machine's environment (so `VERSION` is unset).
 fn cutover(args: &[&str]) -> Output {
-    Command::new(CUTOVER)
+    Command::new(cutover_bin())
         .args(args)
         .env_clear()
         .output()

@@ -2,18 +2,16 @@
 //! `/metrics` every second): a PromQL error rate judges the candidate. In CI (`CI` set) a
 //! missing `prometheus` fails the test; elsewhere the test skips, saying so loudly.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::prometheus::{PROMQL_CANARY, Prometheus};
-use support::{Load, Serve, release, sample};
+use cutover_test_kit::prometheus::{PROMQL_CANARY, Prometheus};
+use cutover_test_kit::{Load, Serve, release, sample};
 
 /// The controller and Prometheus, wired together; `None` when skipping.
 fn setup(label: &str, release_name: &str) -> Option<(Serve, Prometheus)> {
     // Prometheus needs the proxy's admin port, the controller Prometheus's address: pick
     // Prometheus's port first.
-    let port = support::free_port();
+    let port = cutover_test_kit::free_port();
     let mut serve = Serve::start(
         label,
         &["--prometheus", &format!("http://127.0.0.1:{port}")],
@@ -44,7 +42,7 @@ fn promql_promotes_a_good_candidate_and_rolls_back_a_bad_one() {
     );
     let status = serve.wait_done("e2e-promql", Duration::from_secs(90));
     assert_eq!(status["outcome"], "promoted", "{status}");
-    let metrics = support::http_get(serve.api, "/metrics").unwrap_or_default();
+    let metrics = cutover_test_kit::http_get(serve.api, "/metrics").unwrap_or_default();
     assert!(
         metrics.contains("cutover_analysis_measurements_total{release=\"e2e-promql\",metric=\"error-rate\",result=\"pass\"}"),
         "{metrics}"
@@ -82,7 +80,11 @@ fn promql_promotes_a_good_candidate_and_rolls_back_a_bad_one() {
         20,
         "all traffic on v2"
     );
-    assert_eq!(support::instances("e2e-promql").len(), 1, "v3 is gone");
+    assert_eq!(
+        cutover_test_kit::instances("e2e-promql").len(),
+        1,
+        "v3 is gone"
+    );
 }
 
 #[test]

@@ -6,29 +6,18 @@
 //! `scripts/swarm-env.sh` (run by the test script) prepares the engine and the images. In
 //! CI a missing Swarm fails these tests; elsewhere they skip, saying so loudly.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use cutover_test_kit::prometheus::{PROMQL_CANARY, Prometheus};
+use cutover_test_kit::swarm::{SwarmTest, demo_image, must};
+use cutover_test_kit::{Load, Serve, sample};
 use serde_json::Value;
-use support::prometheus::{PROMQL_CANARY, Prometheus};
-use support::swarm::{SwarmTest, demo_image, must};
-use support::{Load, Serve, sample};
 
 /// A controller for the Swarm, its API reachable from the proxy's container.
 fn controller(test: &SwarmTest, extra: &[&str]) -> Serve {
     let mut args = vec!["--backend", "swarm", "--no-proxy", "--name", &test.prefix];
     args.extend_from_slice(extra);
     Serve::start_on("0.0.0.0", &test.prefix, &args)
-}
-
-fn run(serve: &Serve, file: &std::path::Path, wait: bool) -> std::process::Output {
-    let path = file.to_str().expect("path");
-    if wait {
-        serve.cli(&["run", path, "--wait", "--timeout", "3m", "--output", "json"])
-    } else {
-        serve.cli(&["run", path])
-    }
 }
 
 /// A test's release under way: a 2-replica `web` of v1, a controller, the proxy service,
@@ -50,7 +39,7 @@ fn routed(test: &SwarmTest, version: &str, sections: &str) -> Routed {
     let (proxy, admin) = test.proxy(&serve);
     let name = test.name("shop");
     let file = serve.release_file(&name, &test.release(&name, &web, version, sections));
-    let submitted = run(&serve, &file, false);
+    let submitted = serve.run(&file, false);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     test.wait_proxy_routes(admin, &name);
     Routed {
@@ -149,7 +138,7 @@ fn prometheus_rolls_back_a_failing_canary_and_promotes_a_healthy_one() {
         return;
     };
     let web = test.service("web", &demo_image("v2"), 2, &[]);
-    let prometheus_port = support::free_port();
+    let prometheus_port = cutover_test_kit::free_port();
     let serve = controller(
         &test,
         &[
@@ -166,7 +155,7 @@ fn prometheus_rolls_back_a_failing_canary_and_promotes_a_healthy_one() {
 
     // v3 fails 20 % of its requests.
     let file = serve.release_file(&name, &test.release(&name, &web, "v3", PROMQL_CANARY));
-    let submitted = run(&serve, &file, false);
+    let submitted = serve.run(&file, false);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     test.wait_proxy_routes(admin, &name);
     let load = Load::start(proxy, 80);
@@ -188,7 +177,7 @@ fn prometheus_rolls_back_a_failing_canary_and_promotes_a_healthy_one() {
     // A healthy v4 is promoted.
     let file = serve.release_file(&name, &test.release(&name, &web, "v4", PROMQL_CANARY));
     let load = Load::start(proxy, 80);
-    let output = run(&serve, &file, true);
+    let output = serve.run(&file, true);
     let counts = load.finish();
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let report: Value = serde_json::from_slice(&output.stdout).expect("json");
@@ -219,7 +208,7 @@ fn a_missing_image_fails_fast_with_dockers_message_and_leaves_nothing() {
         ),
     );
     let started = Instant::now();
-    let output = run(&serve, &file, true);
+    let output = serve.run(&file, true);
     let took = started.elapsed();
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let report: Value = serde_json::from_slice(&output.stdout).expect("json");
@@ -269,7 +258,7 @@ fn a_controller_killed_mid_rollout_resumes_from_the_service_labels() {
     serve.restart();
     let status = serve.wait_done(&name, Duration::from_secs(90));
     assert_eq!(status["outcome"], "promoted", "{status}");
-    let lines = support::history(&serve, &name);
+    let lines = cutover_test_kit::history(&serve, &name);
     let steps: Vec<u32> = lines
         .iter()
         .filter(|l| l.starts_with("step "))
@@ -321,7 +310,7 @@ fn the_promoted_service_keeps_its_secret_config_environment_and_volume() {
             "  strategy:\n    blueGreen:\n      scaleDownDelay: 1s\n",
         ),
     );
-    let output = run(&serve, &file, true);
+    let output = serve.run(&file, true);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let promoted = format!("{web}-green");
     test.wait_running(&promoted);
@@ -396,7 +385,7 @@ fn endpoints_follow_the_tasks_swarm_replaces_and_an_abort_removes_the_candidate(
     // The proxy has the new address: no request goes to the dead one.
     let started = Instant::now();
     loop {
-        let routes = support::http_get(admin, "/routes").unwrap_or_default();
+        let routes = cutover_test_kit::http_get(admin, "/routes").unwrap_or_default();
         if after.iter().all(|e| routes.contains(e.as_str())) {
             break;
         }
@@ -461,7 +450,7 @@ networks:
     name: {network}
 "#,
         image = demo_image("v1"),
-        label = support::swarm::TEST_LABEL,
+        label = cutover_test_kit::swarm::TEST_LABEL,
         prefix = test.prefix,
         network = test.network,
     );
@@ -518,7 +507,7 @@ networks:
             demo_image("v2")
         ),
     );
-    let submitted = run(&serve, &release, false);
+    let submitted = serve.run(&release, false);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     serve.wait_for(&name, Duration::from_secs(60), |s| s["weight"] == 50);
     // Adopted and written to several times: the same spec, the same tasks.
@@ -668,7 +657,7 @@ const PROMETHEUS_IMAGE: &str = "localhost/cutover-prometheus:debian";
 fn poll_until(port: u16, path: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
     let started = Instant::now();
     loop {
-        let body = support::http_get(port, path).unwrap_or_default();
+        let body = cutover_test_kit::http_get(port, path).unwrap_or_default();
         if done(&body) {
             return body;
         }
@@ -695,7 +684,7 @@ fn the_registry_free_prometheus_image_is_ready_and_scrapes_the_proxy_service() {
     let Some(test) = SwarmTest::start("promimage") else {
         return;
     };
-    if let Err(e) = support::swarm::docker(&["image", "inspect", PROMETHEUS_IMAGE]) {
+    if let Err(e) = cutover_test_kit::swarm::docker(&["image", "inspect", PROMETHEUS_IMAGE]) {
         assert!(
             std::env::var_os("CI").is_none(),
             "no {PROMETHEUS_IMAGE}: scripts/swarm-env.sh builds it ({e})"
@@ -727,7 +716,7 @@ fn the_registry_free_prometheus_image_is_ready_and_scrapes_the_proxy_service() {
             test.name("proxy")
         ),
     );
-    let port = support::free_port();
+    let port = cutover_test_kit::free_port();
     // The stack's flags, on the image's own /prometheus (writable by nobody).
     test.service_running(
         "prometheus",
@@ -756,7 +745,7 @@ fn the_registry_free_prometheus_image_is_ready_and_scrapes_the_proxy_service() {
         |body| first_value(body).as_deref() == Some("1"),
     );
     // And its samples are stored: a series the proxy's /metrics names is queryable.
-    let metrics = support::http_get(admin, "/metrics").expect("the proxy's /metrics");
+    let metrics = cutover_test_kit::http_get(admin, "/metrics").expect("the proxy's /metrics");
     let name = metrics
         .lines()
         .find(|line| line.starts_with("cutover_"))

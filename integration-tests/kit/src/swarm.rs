@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{Serve, free_port, http_get};
+use crate::net::{free_port, http_get};
+use crate::serve::Serve;
 
 /// The label every object a test creates carries, with the test's prefix as its value.
 pub const TEST_LABEL: &str = "io.cutover.test";

@@ -2,12 +2,10 @@
 //! backend, the proxy's own counters as the metric) is killed mid-analysis and started
 //! again on the same state directory, and the analysis goes on where it was.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use cutover_test_kit::{Load, Serve, history, release};
 use serde_json::Value;
-use support::{Load, Serve, history, release};
 
 /// Each "measured" line of the controller's log as (run, metric, measurement number).
 fn measured(log: &str) -> Vec<(u32, String, u32)> {

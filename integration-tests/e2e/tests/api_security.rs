@@ -2,15 +2,14 @@
 //! it: slow and silent connections, the connection cap, empty token files, the edge
 //! token's scope, and HTTPS with a private CA.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::{CUTOVER, Scratch, Serve, free_port, http_get};
+use cutover_test_kit::tls::Certificate;
+use cutover_test_kit::{Scratch, Serve, cutover_bin, free_port, http_get, mode, wait_healthz};
 
 /// Sends `request` on a new connection and reads the answer to its end.
 fn exchange(port: u16, request: &str) -> String {
@@ -72,16 +71,6 @@ fn read_token(serve: &Serve, name: &str) -> String {
         .expect("token file")
         .trim()
         .to_string()
-}
-
-#[cfg(unix)]
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .expect("exists")
-        .permissions()
-        .mode()
-        & 0o777
 }
 
 #[test]
@@ -175,7 +164,7 @@ fn the_edge_token_reports_guardrail_trips_and_is_refused_on_every_write() {
         assert_eq!(mode(&state.join("token")), 0o600, "the write token");
         assert_eq!(mode(&state.join("edge-token")), 0o600, "the edge token");
     }
-    let release = support::release(
+    let release = cutover_test_kit::release(
         "edge-x",
         ("v1", &[]),
         ("v2", &[]),
@@ -232,7 +221,7 @@ fn the_edge_token_reports_guardrail_trips_and_is_refused_on_every_write() {
 
 /// `cutover ARGS` with only `env` in its environment.
 fn cutover(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(CUTOVER)
+    Command::new(cutover_bin())
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
@@ -312,13 +301,7 @@ fn an_empty_or_blank_token_is_refused_by_serve_the_cli_and_the_edge_proxy() {
 
 /// A self-signed certificate for 127.0.0.1 and localhost: `(cert.pem, key.pem)` in `dir`.
 fn self_signed(dir: &Path) -> (String, String) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("certificate");
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).expect("cert written");
-    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key written");
+    let (cert, key) = Certificate::self_signed(&["127.0.0.1", "localhost"]).write(dir);
     (
         cert.to_str().expect("path").to_string(),
         key.to_str().expect("path").to_string(),
@@ -422,7 +405,7 @@ fn accept_errors_pause_the_listener_instead_of_spinning() {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 48 && exec \"$0\" \"$@\"")
-        .arg(CUTOVER)
+        .arg(cutover_bin())
         .args(["serve", "--no-proxy", "--api", &format!("127.0.0.1:{api}")])
         .arg("--state-dir")
         .arg(scratch.path.join("state"))
@@ -430,11 +413,7 @@ fn accept_errors_pause_the_listener_instead_of_spinning() {
         .stderr(log)
         .spawn()
         .expect("serve starts");
-    let started = Instant::now();
-    while http_get(api, "/healthz").is_none() {
-        assert!(started.elapsed() < Duration::from_secs(20), "no API");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthz(api);
     let held: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", api)).ok())
         .collect();
@@ -507,7 +486,7 @@ fn a_pulling_proxy_takes_its_routes_over_https_with_a_ca_file_and_the_edge_token
         ),
     )
     .expect("proxy config");
-    let mut proxy = Command::new(CUTOVER)
+    let mut proxy = Command::new(cutover_bin())
         .args(["proxy", "--config", config.to_str().expect("path")])
         .args(["--routes-from", &https, "--ca-file", &cert, "--token-file"])
         .arg(state.join("edge-token"))
@@ -518,7 +497,7 @@ fn a_pulling_proxy_takes_its_routes_over_https_with_a_ca_file_and_the_edge_token
         .expect("cutover proxy");
     let file = serve.release_file(
         "e2e-tls-pull",
-        &support::release(
+        &cutover_test_kit::release(
             "e2e-tls-pull",
             ("v1", &[]),
             ("v2", &[]),

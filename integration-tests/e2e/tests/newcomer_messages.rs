@@ -4,8 +4,6 @@
 //! binary (and a real `cutover serve` where one is needed) and checks the exit code and
 //! the key words of the text.
 
-mod support;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,8 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cutover_test_kit::{Serve, cutover_bin, free_port, release, wait_healthz};
 use serde_json::Value;
-use support::{CUTOVER, Serve, free_port, http_get, release};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -31,7 +29,7 @@ fn stdout(output: &Output) -> String {
 /// The CLI with only the given environment, run in `dir` (so that no `.cutover/token`
 /// of the working directory is picked up).
 fn cli_in(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
-    Command::new(CUTOVER)
+    Command::new(cutover_bin())
         .args(args)
         .current_dir(dir)
         .env_clear()
@@ -247,7 +245,7 @@ fn a_missing_and_a_wrong_token_are_told_apart_and_both_say_where_the_token_is() 
 
 /// `cutover serve` on `state_dir` with the three addresses given; returns its output.
 fn serve_once(state_dir: &Path, api: u16, listen: u16, admin: u16) -> Output {
-    let output = Command::new(CUTOVER)
+    let output = Command::new(cutover_bin())
         .args(["serve", "--state-dir"])
         .arg(state_dir)
         .args(["--api", &format!("127.0.0.1:{api}")])
@@ -263,7 +261,7 @@ fn serve_once(state_dir: &Path, api: u16, listen: u16, admin: u16) -> Output {
 
 #[test]
 fn a_port_in_use_names_its_flag_and_a_failed_start_leaves_no_state_dir_behind() {
-    let scratch = support::Scratch::new("port-in-use");
+    let scratch = cutover_test_kit::Scratch::new("port-in-use");
     let held = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = held.local_addr().expect("address").port();
     for flag in ["--api", "--listen", "--admin"] {
@@ -303,10 +301,10 @@ fn a_port_in_use_names_its_flag_and_a_failed_start_leaves_no_state_dir_behind() 
 
 #[test]
 fn a_second_serve_on_the_same_state_dir_names_the_holder() {
-    let scratch = support::Scratch::new("second-serve");
+    let scratch = cutover_test_kit::Scratch::new("second-serve");
     let state_dir = scratch.path.join("state");
     let api = free_port();
-    let mut first = Command::new(CUTOVER)
+    let mut first = Command::new(cutover_bin())
         .args(["serve", "--state-dir"])
         .arg(&state_dir)
         .args(["--api", &format!("127.0.0.1:{api}")])
@@ -317,11 +315,7 @@ fn a_second_serve_on_the_same_state_dir_names_the_holder() {
         .stderr(Stdio::null())
         .spawn()
         .expect("serve starts");
-    let started = Instant::now();
-    while http_get(api, "/healthz").is_none() {
-        assert!(started.elapsed() < Duration::from_secs(20), "no API");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthz(api);
     let output = serve_once(&state_dir, free_port(), free_port(), free_port());
     let _ = first.kill();
     let _ = first.wait();

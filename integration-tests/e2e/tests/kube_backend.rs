@@ -4,19 +4,17 @@
 //! retried, a watch told 410 Gone lists again, and an API server that goes away holds the
 //! rollout without leaving anything half applied.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use cutover_backend::{Backend, BackendError, Readiness, Slot};
 use cutover_core::load::{Format, Source, load_release};
 use cutover_core::spec::Release;
 use cutover_kube::KubeBackend;
+use cutover_test_kit::kube::{KubeTest, NAMESPACE, release};
 use fake_kube_apiserver::Fault;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DeleteParams;
 use serde_json::json;
-use support::kube::{KubeTest, NAMESPACE, release};
 
 const CANARY: &str = "  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n";
 

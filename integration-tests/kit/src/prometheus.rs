@@ -4,7 +4,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A Prometheus process with its own configuration and data directory, stopped (and
+/// the directory removed) when dropped.
 pub struct Prometheus {
+    /// Its web port on 127.0.0.1.
     pub port: u16,
     child: Child,
     dir: std::path::PathBuf,
@@ -23,9 +26,7 @@ impl Prometheus {
                 std::env::var_os("CI").is_none(),
                 "prometheus is not installed: scripts/test.sh installs Debian's package"
             );
-            eprintln!(
-                "SKIPPED: this end-to-end test needs `prometheus` (apt-get install prometheus)"
-            );
+            eprintln!("SKIPPED: this test needs `prometheus` (apt-get install prometheus)");
             return None;
         }
         let dir = std::env::temp_dir().join(format!("cutover-e2e-prometheus-{port}"));
@@ -47,6 +48,8 @@ impl Prometheus {
         Some(prometheus)
     }
 
+    /// Starts the process (again, after [`stop`](Self::stop)) on the same port and data,
+    /// and waits until it is ready.
     pub fn launch(&mut self) {
         self.child = Command::new("prometheus")
             .arg(format!(
@@ -63,7 +66,7 @@ impl Prometheus {
             .spawn()
             .expect("prometheus starts");
         let started = Instant::now();
-        while super::http_get(self.port, "/-/ready").is_none() {
+        while crate::net::http_get(self.port, "/-/ready").is_none() {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "prometheus did not start"
@@ -72,6 +75,12 @@ impl Prometheus {
         }
     }
 
+    /// Its address, as a provider's `address` names it.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process (its data stays until the drop).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -81,7 +90,7 @@ impl Prometheus {
     pub fn wait_scraping(&self) {
         let started = Instant::now();
         loop {
-            let up = super::http_get(self.port, "/api/v1/query?query=up").unwrap_or_default();
+            let up = crate::net::http_get(self.port, "/api/v1/query?query=up").unwrap_or_default();
             if up.contains("\"1\"]") {
                 return;
             }

@@ -2,13 +2,11 @@
 //! `cutover serve`, `cutover demo-app` instances, traffic through the proxy): `undo`,
 //! `delete`, `logs`, and `abort` answering once the rollout has rolled back.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
-use support::kube::KubeTest;
-use support::{CUTOVER, Serve, instances, release, sample};
+use cutover_test_kit::kube::KubeTest;
+use cutover_test_kit::{Serve, cutover_bin, instances, release, sample};
 
 /// Half the traffic, a second's pause, promoted; the old version gone a second later.
 const QUICK: &str = "  strategy:
@@ -368,7 +366,8 @@ fn logs_print_an_instances_output_and_follow_new_lines() {
     serve.owns("vb-logs");
     // The stable version ticks once every 200 ms besides serving.
     let ticking = format!(
-        "[\"sh\", \"-c\", \"(n=0; while :; do n=$$((n+1)); echo tick $$n; sleep 0.2; done) & exec {CUTOVER} demo-app --app-version v1 --port {{{{port}}}}\"]"
+        "[\"sh\", \"-c\", \"(n=0; while :; do n=$$((n+1)); echo tick $$n; sleep 0.2; done) & exec {} demo-app --app-version v1 --port {{{{port}}}}\"]",
+        cutover_bin()
     );
     let yaml = release("vb-logs", ("v1", &[]), ("v2", &[]), HELD);
     let stable_line = yaml
@@ -411,17 +410,8 @@ fn logs_print_an_instances_output_and_follow_new_lines() {
     assert!(text(&missing).contains("v1 (stable)"), "{}", text(&missing));
 
     // Follow: lines written after the command started arrive.
-    let mut follow = std::process::Command::new(CUTOVER)
-        .args(["logs", "vb-logs", "--stable", "--follow", "--tail", "1"])
-        .env_clear()
-        .env(
-            "CUTOVER_CONTROLLER",
-            format!("http://127.0.0.1:{}", serve.api),
-        )
-        .env(
-            "CUTOVER_TOKEN_FILE",
-            serve.scratch.path.join("state").join("token"),
-        )
+    let mut follow = serve
+        .command(&["logs", "vb-logs", "--stable", "--follow", "--tail", "1"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("logs --follow runs");
@@ -498,7 +488,7 @@ fn logs_print_an_instances_output_and_follow_new_lines() {
     drop(open);
 
     // Reading logs needs the token: instance output may hold what it was given.
-    let anonymous = std::process::Command::new(CUTOVER)
+    let anonymous = std::process::Command::new(cutover_bin())
         .args(["logs", "vb-logs"])
         .env_clear()
         .env(
@@ -538,7 +528,10 @@ fn undo_on_kubernetes_needs_the_previous_image_and_with_it_brings_that_version_b
     let test = KubeTest::start("vb-kube-undo");
     test.web(1, serde_json::json!({}));
     let serve = test.controller("vb-kube-undo", &[]);
-    let v2 = serve.release_file("web-v2", &support::kube::release("web", "demo:v2", QUICK));
+    let v2 = serve.release_file(
+        "web-v2",
+        &cutover_test_kit::kube::release("web", "demo:v2", QUICK),
+    );
     let run = serve.cli(&[
         "run",
         v2.to_str().expect("path"),
@@ -555,7 +548,10 @@ fn undo_on_kubernetes_needs_the_previous_image_and_with_it_brings_that_version_b
         "{}",
         text(&refused)
     );
-    let v4 = serve.release_file("web-v4", &support::kube::release("web", "demo:v4", QUICK));
+    let v4 = serve.release_file(
+        "web-v4",
+        &cutover_test_kit::kube::release("web", "demo:v4", QUICK),
+    );
     let run = serve.cli(&[
         "run",
         v4.to_str().expect("path"),

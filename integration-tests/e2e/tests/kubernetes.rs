@@ -5,28 +5,16 @@
 //! through cutover's embedded proxy. No real cluster is involved: see docs/kubernetes.md
 //! for what that leaves unconfirmed.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use cutover_test_kit::kube::{KubeTest, NAMESPACE, release};
+use cutover_test_kit::{Load, Serve, canary, history, sample};
 use serde_json::{Value, json};
-use support::kube::{KubeTest, NAMESPACE, release};
-use support::{Load, Serve, canary, history, sample};
-
-/// Submits `file` (waits for the outcome if `wait`).
-fn run(serve: &Serve, file: &std::path::Path, wait: bool) -> std::process::Output {
-    let path = file.to_str().expect("path");
-    if wait {
-        serve.cli(&["run", path, "--wait", "--timeout", "3m", "--output", "json"])
-    } else {
-        serve.cli(&["run", path])
-    }
-}
 
 /// Submits `file`, and starts 50 requests/s through the proxy once the release is routed
 /// (load started before would meet no route).
 fn submit_under_load(serve: &Serve, file: &std::path::Path) -> Load {
-    let submitted = run(serve, file, false);
+    let submitted = serve.run(file, false);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     load_once_routed(serve)
 }
@@ -221,7 +209,7 @@ fn blue_green_switches_under_load_without_a_failed_request() {
             "  strategy:\n    blueGreen:\n      scaleDownDelay: 1s\n",
         ),
     );
-    let output = run(&serve, &file, true);
+    let output = serve.run(&file, true);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert_eq!(slots(&test)["stable"]["deployment"], "web-blue");
     test.wait_deployments(&["web", "web-blue"]);
@@ -236,7 +224,7 @@ fn failing_release(label: &str, image: &str, strategy: &str) -> (Value, Duration
     let serve = test.controller(label, &[]);
     let file = serve.release_file("web", &release("web", image, strategy));
     let started = Instant::now();
-    let output = run(&serve, &file, true);
+    let output = serve.run(&file, true);
     let took = started.elapsed();
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let report = report(&output);
@@ -321,7 +309,7 @@ fn of_two_controllers_one_leads_and_the_other_takes_over_and_completes_the_rollo
             "  strategy:\n    canary:\n      scaleDownDelay: 1s\n      steps:\n        - setWeight: 20\n        - pause: {duration: 4s}\n        - setWeight: 60\n        - pause: {duration: 4s}\n",
         ),
     );
-    let submitted = run(&leader, &file, false);
+    let submitted = leader.run(&file, false);
     assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
     leader.wait_for("web", Duration::from_secs(60), |s| s["weight"] == 20);
     let green_uid = test.deployment("web-green").expect("web-green")["metadata"]["uid"].clone();

@@ -1,0 +1,68 @@
+//! Loopback plumbing every suite uses: a free port, a plain `GET`, an address nothing
+//! listens on, and waiting for a condition within a deadline.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET path` on 127.0.0.1:port; the body on 2xx, `None` otherwise or if down.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let ok = head
+        .split(' ')
+        .nth(1)
+        .is_some_and(|code| code.starts_with('2'));
+    ok.then(|| body.to_string())
+}
+
+/// An address on which nothing listens: connections to it are refused.
+pub fn closed_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// Polls `check` every `every` until it gives a value; panics naming `what` (and what
+/// `last` says about the state by then) after `limit`.
+pub fn wait_until<T>(
+    limit: Duration,
+    every: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits until `GET /healthz` on 127.0.0.1:`port` answers 2xx (a controller's API is up);
+/// panics after 20 s.
+pub fn wait_healthz(port: u16) {
+    wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        "no API",
+        || http_get(port, "/healthz"),
+    );
+}
