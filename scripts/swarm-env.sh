@@ -107,15 +107,16 @@ recipe_hash() {
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 static_rustflags='-C target-feature=+crt-static'
 # What the static binary is built from: the workspace's manifests and sources (the members
-# cutover-cli builds with; not their tests/, which the binary does not contain), the
-# toolchain, the flags, and this script. Relative paths, sorted, so two clones of the same
-# commit agree.
+# cutover-cli builds with), the toolchain, the flags, and this script; not the tests/ nor
+# the sources of the test-only crates under integration-tests/ (their manifests count, as
+# the workspace reads them), which the binary does not contain. Relative paths, sorted, so
+# two clones of the same commit agree.
 sources_hash="$(
   {
     rustc -vV
     echo "RUSTFLAGS=$static_rustflags target=$triple"
     find Cargo.toml Cargo.lock crates examples/demo-app integration-tests scripts/swarm-env.sh \
-      -type f ! -path '*/target/*' ! -path '*/tests/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+      -type f ! -path '*/target/*' ! -path '*/tests/*' ! -path 'integration-tests/*/src/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-64
 )"
 
