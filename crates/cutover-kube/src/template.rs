@@ -296,6 +296,10 @@ mod tests {
     }
 
     fn candidate(replicas: Option<u32>) -> Value {
+        candidate_in(replicas, keys::Domain::Current)
+    }
+
+    fn candidate_in(replicas: Option<u32>, selector_domain: keys::Domain) -> Value {
         let labels = BTreeMap::from([("owner".to_string(), "payments".to_string())]);
         CandidateOf {
             name: "web-green",
@@ -307,7 +311,7 @@ mod tests {
             port: 8080,
             replicas,
             labels: &labels,
-            selector_domain: keys::Domain::Current,
+            selector_domain,
         }
         .deployment(&web())
         .expect("clones")
@@ -417,21 +421,7 @@ mod tests {
 
     #[test]
     fn a_candidate_an_older_version_created_keeps_its_selector_and_gets_new_labels() {
-        let labels = BTreeMap::new();
-        let old = CandidateOf {
-            name: "web-green",
-            namespace: "shop",
-            controller: "cutover",
-            release: "web",
-            version: "v2",
-            image: "shop/web:v2",
-            port: 8080,
-            replicas: None,
-            labels: &labels,
-            selector_domain: keys::Domain::Legacy,
-        }
-        .deployment(&web())
-        .expect("clones");
+        let old = candidate_in(None, keys::Domain::Legacy);
         let selector = &old["spec"]["selector"]["matchLabels"];
         assert_eq!(selector["cutover.io/colour"], "green", "{selector}");
         assert_eq!(selector["cutover.io/release"], "web", "{selector}");

@@ -384,12 +384,7 @@ mod tests {
         assert_eq!(candidate_name("web", 3), "web-green");
     }
 
-    #[test]
-    fn applying_labels_drops_a_copied_state() {
-        let mut labels = serde_json::Map::new();
-        labels.insert(STATE.into(), "{}".into());
-        labels.insert(REVISION.into(), "3".into());
-        labels.insert("team".into(), "shop".into());
+    fn candidate_labels() -> SlotLabels<'static> {
         SlotLabels {
             controller: "cutover",
             release: "web",
@@ -400,7 +395,15 @@ mod tests {
             port: 8080,
             network: "net",
         }
-        .apply(&mut labels);
+    }
+
+    #[test]
+    fn applying_labels_drops_a_copied_state() {
+        let mut labels = serde_json::Map::new();
+        labels.insert(STATE.into(), "{}".into());
+        labels.insert(REVISION.into(), "3".into());
+        labels.insert("team".into(), "shop".into());
+        candidate_labels().apply(&mut labels);
         assert!(!labels.contains_key(STATE));
         assert_eq!(labels["team"], "shop");
         assert_eq!(labels[ROLE], "candidate");
@@ -464,17 +467,7 @@ mod tests {
         for key in ALL {
             labels.insert(legacy(key), "old".into());
         }
-        SlotLabels {
-            controller: "cutover",
-            release: "web",
-            role: Role::Candidate,
-            epoch: 1,
-            version: "v2",
-            base: "web",
-            port: 8080,
-            network: "net",
-        }
-        .apply(&mut labels);
+        candidate_labels().apply(&mut labels);
         assert!(labels.keys().all(|k| k.starts_with(PREFIX)), "{labels:?}");
         assert!(!labels.contains_key(STATE));
         assert_eq!(labels[ROLE], "candidate");
