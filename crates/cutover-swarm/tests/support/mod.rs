@@ -9,7 +9,8 @@ use cutover_core::load::{Format, Source, load_release};
 use cutover_core::spec::Release;
 
 /// The label every object a check creates carries, with the check's prefix as its value.
-pub const TEST_LABEL: &str = "dev.cutover.test";
+/// (`scripts/test.sh` fails when a service carrying it is left; cutover never reads it.)
+pub const TEST_LABEL: &str = "io.cutover.test";
 
 /// Runs `docker args…`; its stdout, or `Err` with Docker's words.
 pub fn docker(args: &[&str]) -> Result<String, String> {
