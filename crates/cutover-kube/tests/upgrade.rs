@@ -220,6 +220,12 @@ async fn upgrade(kube: &Kube) {
         .expect("the state stays on the anchor");
     assert_eq!((stored.version, stored.state), (5, next));
 
+    // The old version's Service of the retired anchor is recognised as the release's and
+    // deleted; the anchor itself is only scaled down.
+    assert!(
+        kube.api.get("services", NAMESPACE, "cutover-web").is_none(),
+        "the retired anchor's old Service is left"
+    );
     let web = kube
         .api
         .get("deployments", NAMESPACE, "web")
@@ -235,6 +241,10 @@ async fn upgrade(kube: &Kube) {
         web["metadata"]
     );
     assert_eq!(web["metadata"]["labels"]["cutover.dev/anchor"], "true");
+    assert_eq!(
+        web["spec"]["replicas"], 0,
+        "the retired anchor is scaled down"
+    );
     assert_eq!(web["metadata"]["annotations"]["cutover.dev/revision"], "5");
     let green = kube
         .api
