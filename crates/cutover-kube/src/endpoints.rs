@@ -15,36 +15,45 @@ use crate::keys;
 /// The watched slices. Cheap to clone.
 #[derive(Clone)]
 pub struct EndpointCache {
-    store: Store<EndpointSlice>,
+    /// One store per key domain: slices of Services labelled under the new keys, and of
+    /// those an older version labelled (see [`keys::LEGACY_PREFIX`]), until they are applied
+    /// again. A label selector cannot say "either key", so there are two watches.
+    stores: [Store<EndpointSlice>; 2],
 }
 
 impl EndpointCache {
-    /// Starts watching the slices labelled with `controller` in `namespace`. The watch
-    /// lists again when the server says its resource version is too old (410 Gone) and
+    /// Starts watching the slices labelled with `controller` in `namespace`, under either
+    /// key domain. Each watch lists again when the server says its resource version is too old (410 Gone) and
     /// retries with back-off while the server is away; the cache keeps its last contents
     /// meanwhile.
     pub fn start(client: Client, namespace: &str, controller: &str) -> EndpointCache {
-        let api: Api<EndpointSlice> = Api::namespaced(client, namespace);
-        let config =
-            watcher::Config::default().labels(&format!("{}={controller}", keys::CONTROLLER));
-        let (store, writer) = reflector::store();
-        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                if let Err(e) = event {
-                    tracing::warn!(error = %e, "EndpointSlice watch: retrying");
+        let stores = [keys::Domain::Current, keys::Domain::Legacy].map(|domain| {
+            let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+            let selector = format!("{}={controller}", domain.key(keys::CONTROLLER));
+            let config = watcher::Config::default().labels(&selector);
+            let (store, writer) = reflector::store();
+            let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+            tokio::spawn(async move {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(event) = stream.next().await {
+                    if let Err(e) = event {
+                        tracing::warn!(error = %e, "EndpointSlice watch: retrying");
+                    }
                 }
-            }
+            });
+            store
         });
-        EndpointCache { store }
+        EndpointCache { stores }
     }
 
     /// Waits up to `limit` for the first complete list; `false` if it has not come.
     pub async fn ready(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.store.wait_until_ready())
-            .await
-            .is_ok_and(|r| r.is_ok())
+        let [current, legacy] = &self.stores;
+        tokio::time::timeout(limit, async {
+            current.wait_until_ready().await.is_ok() && legacy.wait_until_ready().await.is_ok()
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// `host:port` of every ready endpoint of `deployment`'s slot Service, sorted. With
@@ -53,7 +62,10 @@ impl EndpointCache {
     /// that are gone.
     pub fn endpoints(&self, deployment: &str, port: u16, uid: Option<&str>) -> Vec<String> {
         let service = keys::service_name(deployment);
-        let slices: Vec<_> = self.store.state();
+        // A slice whose Service was just relabelled can sit in both stores for a moment.
+        let mut slices: Vec<_> = self.stores.iter().flat_map(Store::state).collect();
+        slices.sort_by(|a, b| a.metadata.uid.cmp(&b.metadata.uid));
+        slices.dedup_by(|a, b| a.metadata.uid.is_some() && a.metadata.uid == b.metadata.uid);
         ready_endpoints(
             slices
                 .iter()

@@ -1,5 +1,5 @@
 //! [`Slots`]: which Deployment plays which slot of a release, as the anchor's
-//! `cutover.io/slots` annotation records it.
+//! `cutover.dev/slots` annotation records it.
 //!
 //! One annotation on one object, written with compare-and-swap on the object's
 //! `resourceVersion`: a promotion (candidate → stable, stable → previous) is a single write,

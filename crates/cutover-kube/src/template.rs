@@ -30,6 +30,10 @@ pub struct CandidateOf<'a> {
     pub replicas: Option<u32>,
     /// The release file's `metadata.labels`, copied onto the Deployment.
     pub labels: &'a BTreeMap<String, String>,
+    /// The domain of the keys in its selector and pod labels: [`keys::Domain::Current`]
+    /// for a Deployment created now, and the one it was created with for a Deployment that
+    /// exists (a selector cannot change). Its own labels and annotation are always current.
+    pub selector_domain: keys::Domain,
 }
 
 /// Why a Deployment cannot be cloned or released.
@@ -152,9 +156,15 @@ impl CandidateOf<'_> {
             pod_labels.remove(key);
         }
         pod_labels.retain(|k, _| !keys::is_ours(k) && k != "pod-template-hash");
-        pod_labels.insert(keys::CONTROLLER.into(), self.controller.into());
-        pod_labels.insert(keys::RELEASE.into(), self.release.into());
-        pod_labels.insert(keys::COLOUR.into(), colour.into());
+        let domain = self.selector_domain;
+        let selected = json!({
+            domain.key(keys::CONTROLLER): self.controller,
+            domain.key(keys::RELEASE): self.release,
+            domain.key(keys::COLOUR): colour,
+        });
+        if let Value::Object(selected) = &selected {
+            pod_labels.extend(selected.clone());
+        }
         template["metadata"]["labels"] = Value::Object(pod_labels);
         template["spec"]["containers"][container]["image"] = self.image.into();
         if let Some(metadata) = template["metadata"].as_object_mut() {
@@ -180,11 +190,7 @@ impl CandidateOf<'_> {
             .unwrap_or(1);
         let mut spec = json!({
             "replicas": replicas,
-            "selector": { "matchLabels": {
-                keys::CONTROLLER: self.controller,
-                keys::RELEASE: self.release,
-                keys::COLOUR: colour,
-            }},
+            "selector": { "matchLabels": selected },
             "template": template,
         });
         for field in [
@@ -290,6 +296,10 @@ mod tests {
     }
 
     fn candidate(replicas: Option<u32>) -> Value {
+        candidate_in(replicas, keys::Domain::Current)
+    }
+
+    fn candidate_in(replicas: Option<u32>, selector_domain: keys::Domain) -> Value {
         let labels = BTreeMap::from([("owner".to_string(), "payments".to_string())]);
         CandidateOf {
             name: "web-green",
@@ -301,6 +311,7 @@ mod tests {
             port: 8080,
             replicas,
             labels: &labels,
+            selector_domain,
         }
         .deployment(&web())
         .expect("clones")
@@ -375,6 +386,7 @@ mod tests {
             port: 8080,
             replicas: None,
             labels: &labels,
+            selector_domain: keys::Domain::Current,
         }
         .deployment(&c)
         .expect("clones");
@@ -405,5 +417,21 @@ mod tests {
             service_container(&web(), 9999),
             Err(TemplateError::WhichContainer { port: 9999, .. })
         ));
+    }
+
+    #[test]
+    fn a_candidate_an_older_version_created_keeps_its_selector_and_gets_new_labels() {
+        let old = candidate_in(None, keys::Domain::Legacy);
+        let selector = &old["spec"]["selector"]["matchLabels"];
+        assert_eq!(selector["cutover.io/colour"], "green", "{selector}");
+        assert_eq!(selector["cutover.io/release"], "web", "{selector}");
+        assert!(selector.get(keys::COLOUR).is_none(), "{selector}");
+        let pod_labels = &old["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(pod_labels["cutover.io/colour"], "green", "{pod_labels}");
+        assert!(pod_labels.get(keys::COLOUR).is_none(), "{pod_labels}");
+        let own = &old["metadata"]["labels"];
+        assert_eq!(own[keys::COLOUR], "green", "{own}");
+        assert!(own.get("cutover.io/colour").is_none(), "{own}");
+        assert_eq!(old["metadata"]["annotations"][keys::VERSION], "v2");
     }
 }

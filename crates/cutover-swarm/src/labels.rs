@@ -1,7 +1,14 @@
 //! The labels cutover writes on the services it manages, and how the slots are read back
 //! from them.
 //!
-//! Every service of a release carries `io.cutover.release` and a *role* (`stable` or
+//! The names are in the project's one domain, `cutover.dev`, written as Docker's
+//! documented reverse-DNS convention asks: `dev.cutover.<name>`. Versions before this one
+//! wrote `io.cutover.<name>`; those names are still read (see [`read`]), and a service
+//! carrying them is moved to the new names in the first label update cutover makes on it
+//! (see [`upgrade`]), in that one update, so a service never holds two states that
+//! disagree.
+//!
+//! Every service of a release carries `dev.cutover.release` and a *role* (`stable` or
 //! `candidate`) with an *epoch*: the adopted service has epoch 0, and each candidate gets
 //! the stable epoch plus one. Promotion is one label change on the candidate (its role
 //! becomes `stable`), so it is atomic: the stable slot is the `stable` service with the
@@ -10,36 +17,80 @@
 //! one consistent assignment of slots.
 
 use cutover_backend::Slot;
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// The prefix of every label cutover writes: the `cutover.dev` domain in reverse-DNS form.
+pub const PREFIX: &str = "dev.cutover.";
+/// The prefix older versions wrote: read, and replaced by [`PREFIX`] on the next write.
+pub const LEGACY_PREFIX: &str = "io.cutover.";
 
 /// The release a service belongs to.
-pub const RELEASE: &str = "io.cutover.release";
+pub const RELEASE: &str = "dev.cutover.release";
 /// The name of the controller that drives the release (`cutover serve --name`): several
 /// controllers can share a Swarm, each resuming only its own releases.
-pub const CONTROLLER: &str = "io.cutover.controller";
+pub const CONTROLLER: &str = "dev.cutover.controller";
 /// `stable` or `candidate`.
-pub const ROLE: &str = "io.cutover.role";
+pub const ROLE: &str = "dev.cutover.role";
 /// Orders stable services: the highest is the stable slot.
-pub const EPOCH: &str = "io.cutover.epoch";
+pub const EPOCH: &str = "dev.cutover.epoch";
 /// The version's name, as the proxy's metrics label it.
-pub const VERSION: &str = "io.cutover.version";
+pub const VERSION: &str = "dev.cutover.version";
 /// The service the release adopted first; candidates are named after it.
-pub const BASE: &str = "io.cutover.base";
+pub const BASE: &str = "dev.cutover.base";
 /// The port the service's tasks listen on.
-pub const PORT: &str = "io.cutover.port";
+pub const PORT: &str = "dev.cutover.port";
 /// The overlay network on which the proxy reaches the tasks.
-pub const NETWORK: &str = "io.cutover.network";
+pub const NETWORK: &str = "dev.cutover.network";
 /// The controller's rollout state (JSON), on the service that holds it.
-pub const STATE: &str = "io.cutover.state";
+pub const STATE: &str = "dev.cutover.state";
 /// The revision of [`STATE`]: increases by one with every write.
-pub const REVISION: &str = "io.cutover.revision";
+pub const REVISION: &str = "dev.cutover.revision";
 /// Which controller process wrote [`STATE`] last, so that a write sent again after a lost
 /// reply is told from another process's write of the same text (a takeover's fence).
-pub const WRITER: &str = "io.cutover.writer";
+pub const WRITER: &str = "dev.cutover.writer";
 /// Written on every service of a release by a controller that takes it over
 /// (milliseconds since the epoch): the write moves each service's version index on, so a
 /// write a dead controller still had in flight, made against the index before, is refused.
-pub const FENCE: &str = "io.cutover.fence";
+pub const FENCE: &str = "dev.cutover.fence";
+
+/// Every label of a service cutover owns (in the new domain): the ones [`upgrade`] moves.
+pub const ALL: [&str; 12] = [
+    RELEASE, CONTROLLER, ROLE, EPOCH, VERSION, BASE, PORT, NETWORK, STATE, REVISION, WRITER, FENCE,
+];
+
+/// The name an older version gave the label `key` (`dev.cutover.role` → `io.cutover.role`).
+pub fn legacy(key: &str) -> String {
+    match key.strip_prefix(PREFIX) {
+        Some(name) => format!("{LEGACY_PREFIX}{name}"),
+        None => key.to_string(),
+    }
+}
+
+/// The value of label `key` in `labels`, under its new name or else its old one: a
+/// service an older version labelled reads as one labelled now.
+pub fn read<'a>(labels: &'a Value, key: &str) -> Option<&'a str> {
+    labels[key]
+        .as_str()
+        .or_else(|| labels[legacy(key).as_str()].as_str())
+}
+
+/// Moves every label of cutover's under its old name (see [`LEGACY_PREFIX`]) to its new
+/// one, in `labels` as they will be written back. Where both names are present the new
+/// one wins (it is what [`read`] returns) and the old one is dropped, so after the write a
+/// service carries only new names and the state it holds is the one that was read.
+/// Returns whether anything moved.
+pub fn upgrade(labels: &mut Map<String, Value>) -> bool {
+    let mut moved = false;
+    for key in ALL {
+        if let Some(old) = labels.remove(&legacy(key)) {
+            moved = true;
+            if !labels.contains_key(key) {
+                labels.insert(key.to_string(), old);
+            }
+        }
+    }
+    moved
+}
 
 /// A service's part in a release.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +143,7 @@ impl Managed {
     /// managed and the state in it is still found.
     pub fn from_service(service: &Value) -> Option<Managed> {
         let spec = &service["Spec"];
-        let label = |key: &str| spec["Labels"][key].as_str();
+        let label = |key: &str| read(&spec["Labels"], key);
         let role = match label(ROLE)? {
             "stable" => Role::Stable,
             "candidate" => Role::Candidate,
@@ -145,7 +196,9 @@ pub struct SlotLabels<'a> {
 impl SlotLabels<'_> {
     /// Writes the labels into `labels`, replacing cutover's earlier ones (and dropping a
     /// stored state, which stays with the service that holds it).
-    pub fn apply(&self, labels: &mut serde_json::Map<String, Value>) {
+    /// Labels an older version wrote are replaced too (see [`upgrade`]).
+    pub fn apply(&self, labels: &mut Map<String, Value>) {
+        upgrade(labels);
         labels.remove(STATE);
         labels.remove(REVISION);
         labels.remove(WRITER);
@@ -331,12 +384,7 @@ mod tests {
         assert_eq!(candidate_name("web", 3), "web-green");
     }
 
-    #[test]
-    fn applying_labels_drops_a_copied_state() {
-        let mut labels = serde_json::Map::new();
-        labels.insert(STATE.into(), "{}".into());
-        labels.insert(REVISION.into(), "3".into());
-        labels.insert("team".into(), "shop".into());
+    fn candidate_labels() -> SlotLabels<'static> {
         SlotLabels {
             controller: "cutover",
             release: "web",
@@ -347,9 +395,81 @@ mod tests {
             port: 8080,
             network: "net",
         }
-        .apply(&mut labels);
+    }
+
+    #[test]
+    fn applying_labels_drops_a_copied_state() {
+        let mut labels = serde_json::Map::new();
+        labels.insert(STATE.into(), "{}".into());
+        labels.insert(REVISION.into(), "3".into());
+        labels.insert("team".into(), "shop".into());
+        candidate_labels().apply(&mut labels);
         assert!(!labels.contains_key(STATE));
         assert_eq!(labels["team"], "shop");
+        assert_eq!(labels[ROLE], "candidate");
+    }
+
+    #[test]
+    fn a_service_labelled_by_an_older_version_reads_the_same() {
+        let service = serde_json::json!({
+            "ID": "s1",
+            "Spec": {"Name": "web", "Labels": {
+                "io.cutover.release": "shop", "io.cutover.role": "stable",
+                "io.cutover.epoch": "0", "io.cutover.version": "v1", "io.cutover.base": "web",
+                "io.cutover.port": "8080", "io.cutover.network": "net",
+                "io.cutover.state": "{\"step\":1}", "io.cutover.revision": "4",
+                "io.cutover.writer": "old"
+            }}
+        });
+        let managed = Managed::from_service(&service).expect("managed");
+        assert_eq!(managed.role, Role::Stable);
+        assert_eq!(managed.state, Some((4, "{\"step\":1}".to_string())));
+        assert_eq!(managed.writer.as_deref(), Some("old"));
+        assert_eq!(read(&service["Spec"]["Labels"], RELEASE), Some("shop"));
+        assert_eq!(legacy(STATE), "io.cutover.state");
+    }
+
+    #[test]
+    fn the_new_name_wins_when_a_service_carries_both() {
+        let labels = serde_json::json!({
+            "io.cutover.state": "old", "dev.cutover.state": "new"
+        });
+        assert_eq!(read(&labels, STATE), Some("new"));
+        let Value::Object(mut labels) = labels else {
+            unreachable!("an object")
+        };
+        assert!(upgrade(&mut labels));
+        assert_eq!(labels.len(), 1);
+        assert_eq!(labels[STATE], "new");
+    }
+
+    #[test]
+    fn upgrading_moves_every_old_name_and_leaves_other_labels() {
+        let mut labels = Map::new();
+        for key in ALL {
+            labels.insert(legacy(key), key.into());
+        }
+        labels.insert("io.cutover.test".into(), "t".into());
+        labels.insert("team".into(), "shop".into());
+        assert!(upgrade(&mut labels));
+        for key in ALL {
+            assert_eq!(labels[key], key, "{key}");
+            assert!(!labels.contains_key(&legacy(key)), "{key}");
+        }
+        assert_eq!(labels["io.cutover.test"], "t");
+        assert_eq!(labels["team"], "shop");
+        assert!(!upgrade(&mut labels), "nothing left to move");
+    }
+
+    #[test]
+    fn a_candidate_cloned_from_an_old_service_carries_only_new_names() {
+        let mut labels = Map::new();
+        for key in ALL {
+            labels.insert(legacy(key), "old".into());
+        }
+        candidate_labels().apply(&mut labels);
+        assert!(labels.keys().all(|k| k.starts_with(PREFIX)), "{labels:?}");
+        assert!(!labels.contains_key(STATE));
         assert_eq!(labels[ROLE], "candidate");
     }
 }

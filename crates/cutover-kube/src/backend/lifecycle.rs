@@ -28,8 +28,8 @@ impl KubeBackend {
                 )));
             };
             let labels = found.metadata.labels.clone().unwrap_or_default();
-            if let Some(other) = labels.get(keys::RELEASE) {
-                let owner = labels.get(keys::CONTROLLER).map_or("", String::as_str);
+            if let Some(other) = keys::read(&labels, keys::RELEASE) {
+                let owner = keys::read(&labels, keys::CONTROLLER).unwrap_or("");
                 if other != name || owner != self.inner.controller {
                     return Err(BackendError::Invalid(format!(
                         "Deployment '{}' already belongs to release '{other}' of controller \
@@ -59,14 +59,21 @@ impl KubeBackend {
                 candidate: None,
                 previous: None,
             };
+            // Keys an older version left go in the same write (`null` removes them).
             let patch = json!({ "metadata": {
                 "resourceVersion": found.metadata.resource_version,
                 "labels": {
                     keys::CONTROLLER: self.inner.controller,
                     keys::RELEASE: name,
                     keys::ANCHOR: "true",
+                    keys::legacy(keys::CONTROLLER): null,
+                    keys::legacy(keys::RELEASE): null,
+                    keys::legacy(keys::ANCHOR): null,
                 },
-                "annotations": { keys::SLOTS: slots.to_text() },
+                "annotations": {
+                    keys::SLOTS: slots.to_text(),
+                    keys::legacy(keys::SLOTS): null,
+                },
             }});
             match self
                 .deployments()
@@ -213,8 +220,9 @@ impl KubeBackend {
 
     /// Whether an object's `metadata` labels it as `release`'s, of this controller.
     pub(super) fn owns(&self, metadata: &Value, release: &str) -> bool {
-        metadata["labels"][keys::CONTROLLER].as_str() == Some(self.inner.controller.as_str())
-            && metadata["labels"][keys::RELEASE].as_str() == Some(release)
+        let labels = &metadata["labels"];
+        keys::read_json(labels, keys::CONTROLLER) == Some(self.inner.controller.as_str())
+            && keys::read_json(labels, keys::RELEASE) == Some(release)
     }
 
     /// Records the candidate on the anchor, then applies its Deployment and Service (in
@@ -269,6 +277,13 @@ impl KubeBackend {
                 stable.deployment
             )));
         };
+        // A candidate an older version created keeps the keys of its selector.
+        let selector_domain = match self.raw_deployment(&candidate_name).await? {
+            Some(existing) => {
+                keys::Domain::of_selector(&existing["spec"]["selector"]["matchLabels"])
+            }
+            None => keys::Domain::Current,
+        };
         let body = CandidateOf {
             name: &candidate_name,
             namespace: &self.inner.namespace,
@@ -279,6 +294,7 @@ impl KubeBackend {
             port: slots.port,
             replicas: release.spec.replicas,
             labels: &release.metadata.labels,
+            selector_domain,
         }
         .deployment(&source)
         .map_err(|e| BackendError::Invalid(e.to_string()))?;
@@ -360,21 +376,12 @@ impl KubeBackend {
     /// or Kubernetes says it cannot start.
     pub(super) async fn wait_ready(
         &self,
-        release: &str,
         entry: &SlotEntry,
         port: u16,
     ) -> Result<Readiness, BackendError> {
-        let selector = format!(
-            "{}={},{}={release},{}={}",
-            keys::CONTROLLER,
-            self.inner.controller,
-            keys::RELEASE,
-            keys::COLOUR,
-            keys::colour_of(&entry.deployment)
-        );
         let mut said = None;
         loop {
-            let observed = match self.observe(&entry.deployment, &selector).await {
+            let observed = match self.observe(&entry.deployment).await {
                 Ok(observed) => observed,
                 // The API server is away or overloaded: the pods run on regardless, so the
                 // wait goes on (the caller bounds it) rather than failing the deploy.
@@ -424,11 +431,11 @@ impl KubeBackend {
         }
     }
 
-    /// A Deployment and the pods `selector` picks; `None` if the Deployment is gone.
+    /// A Deployment and the pods its selector picks (none for a selector without
+    /// `matchLabels`, which cutover never creates); `None` if the Deployment is gone.
     pub(super) async fn observe(
         &self,
         deployment: &str,
-        selector: &str,
     ) -> Result<Option<(Deployment, Vec<Pod>)>, BackendError> {
         let Some(found) = self
             .deployments()
@@ -438,9 +445,26 @@ impl KubeBackend {
         else {
             return Ok(None);
         };
+        // The pods its own selector picks: the keys a Deployment was created with stay in
+        // its selector for good (see `keys::Domain`).
+        let selector = found
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.selector.match_labels.as_ref())
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        if selector.is_empty() {
+            return Ok(Some((found, Vec::new())));
+        }
         let pods = self
             .pods()
-            .list(&ListParams::default().labels(selector))
+            .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| classify(self.call("list", "pods", ""), e))?
             .items;

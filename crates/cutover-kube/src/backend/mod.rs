@@ -39,7 +39,7 @@ mod lifecycle;
 mod record;
 
 use lifecycle::check_releasable;
-use record::{annotation_slots, read_slots, stored_revision};
+use record::{anchor_annotations, annotation_slots, read_slots, stored_revision};
 
 /// How often a deploy looks at the candidate.
 const POLL: Duration = Duration::from_millis(500);
@@ -362,8 +362,7 @@ impl Backend for KubeBackend {
             .await
             .map_err(|e| BackendError::Unavailable(format!("the deploy task failed: {e}")))?;
             let entry = applied?;
-            self.wait_ready(&release.metadata.name, &entry, release.spec.port)
-                .await
+            self.wait_ready(&entry, release.spec.port).await
         })
     }
 
@@ -485,7 +484,7 @@ impl Backend for KubeBackend {
             let Some(anchor) = self.anchor(release).await? else {
                 return Ok(None);
             };
-            let annotations = anchor.metadata.annotations.unwrap_or_default();
+            let annotations = anchor_annotations(&anchor);
             let (Some(revision), Some(text)) =
                 (stored_revision(&annotations), annotations.get(keys::STATE))
             else {
@@ -548,27 +547,22 @@ impl Backend for KubeBackend {
 
     fn releases(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
         Box::pin(async move {
-            let selector = format!(
-                "{}={},{}=true",
-                keys::CONTROLLER,
-                self.inner.controller,
-                keys::ANCHOR
-            );
+            let controller = &self.inner.controller;
             let anchors = self
-                .deployments()
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| classify(self.call("list", "deployments", "apps"), e))?
-                .items;
+                .list_both(|d| {
+                    format!(
+                        "{}={controller},{}=true",
+                        d.key(keys::CONTROLLER),
+                        d.key(keys::ANCHOR)
+                    )
+                })
+                .await?;
             let mut names: Vec<String> = anchors
                 .iter()
-                .filter(|d| {
-                    d.metadata
-                        .annotations
-                        .as_ref()
-                        .is_some_and(|a| a.contains_key(keys::STATE))
+                .filter(|d| anchor_annotations(d).contains_key(keys::STATE))
+                .filter_map(|d| {
+                    Some(keys::read(d.metadata.labels.as_ref()?, keys::RELEASE)?.to_string())
                 })
-                .filter_map(|d| d.metadata.labels.as_ref()?.get(keys::RELEASE).cloned())
                 .collect();
             names.sort();
             names.dedup();

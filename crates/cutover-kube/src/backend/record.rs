@@ -45,27 +45,53 @@ impl KubeBackend {
     /// Whether `deployment` is labelled as `release`'s anchor, of this controller.
     pub(super) fn anchors_release(&self, deployment: &Deployment, release: &str) -> bool {
         let labels = deployment.metadata.labels.as_ref();
-        let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+        let label = |key: &str| labels.and_then(|l| keys::read(l, key));
         label(keys::CONTROLLER) == Some(self.inner.controller.as_str())
             && label(keys::RELEASE) == Some(release)
             && label(keys::ANCHOR) == Some("true")
     }
 
+    /// The Deployments matching `selector`, a label selector of the keys in `keys`
+    /// (`{controller}` and the like, filled in for each domain), listed once under the new
+    /// keys and once under the old ones (see [`keys::LEGACY_PREFIX`]): an object an older
+    /// version labelled is found until it is written again.
+    pub(super) async fn list_both(
+        &self,
+        selector: impl Fn(keys::Domain) -> String,
+    ) -> Result<Vec<Deployment>, BackendError> {
+        let mut found: Vec<Deployment> = Vec::new();
+        for domain in [keys::Domain::Current, keys::Domain::Legacy] {
+            let listed = self
+                .deployments()
+                .list(&ListParams::default().labels(&selector(domain)))
+                .await
+                .map_err(|e| classify(self.call("list", "deployments", "apps"), e))?
+                .items;
+            for deployment in listed {
+                if !found
+                    .iter()
+                    .any(|d| d.metadata.uid == deployment.metadata.uid)
+                {
+                    found.push(deployment);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// The anchor Deployment of `release`, if it has been adopted.
     pub(super) async fn anchor(&self, release: &str) -> Result<Option<Deployment>, BackendError> {
-        let selector = format!(
-            "{}={},{}={release},{}=true",
-            keys::CONTROLLER,
-            self.inner.controller,
-            keys::RELEASE,
-            keys::ANCHOR
-        );
+        let controller = &self.inner.controller;
         let mut found = self
-            .deployments()
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| classify(self.call("list", "deployments", "apps"), e))?
-            .items;
+            .list_both(|d| {
+                format!(
+                    "{}={controller},{}={release},{}=true",
+                    d.key(keys::CONTROLLER),
+                    d.key(keys::RELEASE),
+                    d.key(keys::ANCHOR)
+                )
+            })
+            .await?;
         match found.len() {
             0 => Ok(None),
             1 => {
@@ -92,23 +118,18 @@ impl KubeBackend {
     /// The names of the colour Deployments of `release` (those cutover made; never the
     /// anchor).
     pub(super) async fn colours(&self, release: &str) -> Result<Vec<String>, BackendError> {
-        let selector = format!(
-            "{}={},{}={release},{}",
-            keys::CONTROLLER,
-            self.inner.controller,
-            keys::RELEASE,
-            keys::COLOUR
-        );
+        let controller = &self.inner.controller;
         let found = self
-            .deployments()
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| classify(self.call("list", "deployments", "apps"), e))?;
-        Ok(found
-            .items
-            .into_iter()
-            .filter_map(|d| d.metadata.name)
-            .collect())
+            .list_both(|d| {
+                format!(
+                    "{}={controller},{}={release},{}",
+                    d.key(keys::CONTROLLER),
+                    d.key(keys::RELEASE),
+                    d.key(keys::COLOUR)
+                )
+            })
+            .await?;
+        Ok(found.into_iter().filter_map(|d| d.metadata.name).collect())
     }
 
     /// Refuses to go on without the anchor's record while Deployments of the release run:
@@ -144,7 +165,10 @@ impl KubeBackend {
     /// Rewrites the anchor's annotations with `change`, compare-and-swap on its
     /// `resourceVersion`: on a 409 (the deployment controller or another writer got there
     /// first) reads it again and retries, so `change` always sees what it replaces.
-    /// `change` returns whether there is anything to write.
+    /// `change` returns whether there is anything to write. Keys an older version wrote
+    /// move to their new names in the same patch, on the annotations and on the anchor's
+    /// own labels (see [`keys::upgrade`]), so `change` sees only new names and the anchor
+    /// never carries two states.
     pub(super) async fn update_anchor(
         &self,
         release: &str,
@@ -158,21 +182,17 @@ impl KubeBackend {
             };
             let before = anchor.metadata.annotations.clone().unwrap_or_default();
             let mut after = before.clone();
+            keys::upgrade(&mut after);
             if !change(&mut after)? {
                 return Ok(());
             }
-            let mut annotations = serde_json::Map::new();
-            for (k, v) in &after {
-                if before.get(k) != Some(v) {
-                    annotations.insert(k.clone(), v.clone().into());
-                }
-            }
-            for k in before.keys().filter(|k| !after.contains_key(*k)) {
-                annotations.insert(k.clone(), Value::Null);
-            }
+            let labels_before = anchor.metadata.labels.clone().unwrap_or_default();
+            let mut labels_after = labels_before.clone();
+            keys::upgrade(&mut labels_after);
             let patch = json!({ "metadata": {
                 "resourceVersion": anchor.metadata.resource_version,
-                "annotations": annotations,
+                "labels": merge_patch(&labels_before, &labels_after),
+                "annotations": merge_patch(&before, &after),
             }});
             let name = anchor.metadata.name.clone().unwrap_or_default();
             match self
@@ -191,9 +211,34 @@ impl KubeBackend {
     }
 }
 
+/// The JSON merge patch that turns the map `before` into `after`: changed keys with their
+/// value, removed ones with `null`.
+fn merge_patch(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> serde_json::Map<String, Value> {
+    let mut patch = serde_json::Map::new();
+    for (k, v) in after {
+        if before.get(k) != Some(v) {
+            patch.insert(k.clone(), v.clone().into());
+        }
+    }
+    for k in before.keys().filter(|k| !after.contains_key(*k)) {
+        patch.insert(k.clone(), Value::Null);
+    }
+    patch
+}
+
+/// An anchor's annotations under the new keys, whichever version wrote them.
+pub(super) fn anchor_annotations(anchor: &Deployment) -> BTreeMap<String, String> {
+    let mut annotations = anchor.metadata.annotations.clone().unwrap_or_default();
+    keys::upgrade(&mut annotations);
+    annotations
+}
+
 /// The slots in an anchor's annotations.
 pub(super) fn read_slots(anchor: &Deployment) -> Result<Slots, BackendError> {
-    annotation_slots(&anchor.metadata.annotations.clone().unwrap_or_default())
+    annotation_slots(&anchor_annotations(anchor))
 }
 
 pub(super) fn annotation_slots(
@@ -234,5 +279,33 @@ mod tests {
         assert_eq!(stored_revision(&a), Some(0));
         a.insert(keys::REVISION.to_string(), "7".to_string());
         assert_eq!(stored_revision(&a), Some(7));
+    }
+
+    #[test]
+    fn an_anchor_written_by_an_older_version_reads_the_same() {
+        let mut anchor = Deployment::default();
+        let slots = r#"{"port":8080,"stable":{"deployment":"web","version":"v1"}}"#;
+        anchor.metadata.annotations = Some(BTreeMap::from([
+            ("cutover.io/slots".to_string(), slots.to_string()),
+            ("cutover.io/state".to_string(), "{}".to_string()),
+            ("cutover.io/revision".to_string(), "3".to_string()),
+        ]));
+        let read = read_slots(&anchor).expect("readable");
+        assert_eq!(read.stable.map(|s| s.deployment).as_deref(), Some("web"));
+        assert_eq!(stored_revision(&anchor_annotations(&anchor)), Some(3));
+    }
+
+    #[test]
+    fn the_patch_moves_old_keys_in_one_write() {
+        let before = BTreeMap::from([
+            ("cutover.io/state".to_string(), "{}".to_string()),
+            ("app".to_string(), "web".to_string()),
+        ]);
+        let mut after = before.clone();
+        keys::upgrade(&mut after);
+        let patch = merge_patch(&before, &after);
+        assert_eq!(patch["cutover.io/state"], Value::Null);
+        assert_eq!(patch[keys::STATE], "{}");
+        assert!(!patch.contains_key("app"));
     }
 }

@@ -21,8 +21,8 @@ impl SwarmBackend {
             )));
         };
         let spec = &service["Spec"];
-        if let Some(other) = spec["Labels"][labels::RELEASE].as_str() {
-            let owner = spec["Labels"][labels::CONTROLLER].as_str().unwrap_or("");
+        if let Some(other) = labels::read(&spec["Labels"], labels::RELEASE) {
+            let owner = labels::read(&spec["Labels"], labels::CONTROLLER).unwrap_or("");
             if other != name || owner != self.inner.controller {
                 return Err(BackendError::Invalid(format!(
                     "service '{}' already belongs to release '{other}' of controller '{owner}'",

@@ -126,32 +126,53 @@ impl SwarmBackend {
         self.inner.locks.lock(release).await
     }
 
-    /// The services of this controller that also carry `label` (`key` or `key=value`), as
-    /// the API lists them.
-    async fn services_labelled(&self, label: &str) -> Result<Vec<Value>, BackendError> {
-        let filters = serde_json::json!({
-            "label": [label, format!("{}={}", labels::CONTROLLER, self.inner.controller)]
-        });
-        let listed = self
-            .raw()
-            .get(&format!(
-                "/services?filters={}",
-                raw::encode(&filters.to_string())
-            ))
-            .await
-            .map_err(|e| api("list services", e))?;
-        match listed {
-            Value::Array(services) => Ok(services),
-            other => Err(BackendError::Unavailable(format!(
-                "docker: the service list is not a list: {other}"
-            ))),
+    /// The services of this controller that also carry the label `key` (with `value`, if
+    /// given), as the API lists them. Asked twice, once under the new names and once under
+    /// the names older versions wrote (see [`labels::LEGACY_PREFIX`]): a release an older
+    /// controller labelled is found until its services are written again.
+    async fn services_labelled(
+        &self,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<Value>, BackendError> {
+        let mut found: Vec<Value> = Vec::new();
+        for (key, controller) in [
+            (key.to_string(), labels::CONTROLLER.to_string()),
+            (labels::legacy(key), labels::legacy(labels::CONTROLLER)),
+        ] {
+            let label = match value {
+                Some(value) => format!("{key}={value}"),
+                None => key,
+            };
+            let filters = serde_json::json!({
+                "label": [label, format!("{controller}={}", self.inner.controller)]
+            });
+            let listed = self
+                .raw()
+                .get(&format!(
+                    "/services?filters={}",
+                    raw::encode(&filters.to_string())
+                ))
+                .await
+                .map_err(|e| api("list services", e))?;
+            let Value::Array(services) = listed else {
+                return Err(BackendError::Unavailable(format!(
+                    "docker: the service list is not a list: {listed}"
+                )));
+            };
+            for service in services {
+                if !found.iter().any(|f| f["ID"] == service["ID"]) {
+                    found.push(service);
+                }
+            }
         }
+        Ok(found)
     }
 
     /// Every service labelled as `release`'s by this controller, sorted into slots.
     async fn slots(&self, release: &str) -> Result<Slots, BackendError> {
         let services = self
-            .services_labelled(&format!("{}={release}", labels::RELEASE))
+            .services_labelled(labels::RELEASE, Some(release))
             .await?;
         Ok(Slots::sort(
             services.iter().filter_map(Managed::from_service).collect(),
@@ -195,7 +216,9 @@ impl SwarmBackend {
     /// version: when Swarm or someone else updated the service in between, reads it
     /// again and retries, so `change` always sees the labels it replaces. `change` returns
     /// whether there is anything to write. Nothing but the labels changes: the spec goes
-    /// back exactly as it was read, so the service's tasks are not touched.
+    /// back exactly as it was read, so the service's tasks are not touched. Labels an older
+    /// version wrote are moved to their new names in the same update (see
+    /// [`labels::upgrade`]), so `change` sees only new names.
     async fn update_labels(
         &self,
         service_id: &str,
@@ -214,7 +237,9 @@ impl SwarmBackend {
                     "service {service_id} came without a spec"
                 )));
             };
-            if !change(clone::labels_of(spec))? {
+            let labels = clone::labels_of(spec);
+            labels::upgrade(labels);
+            if !change(labels)? {
                 return Ok(());
             }
             let path = format!("/services/{service_id}/update?version={index}");
@@ -473,10 +498,10 @@ impl Backend for SwarmBackend {
     fn releases(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
         Box::pin(async move {
             let mut names: Vec<String> = self
-                .services_labelled(labels::STATE)
+                .services_labelled(labels::STATE, None)
                 .await?
                 .iter()
-                .filter_map(|s| s["Spec"]["Labels"][labels::RELEASE].as_str())
+                .filter_map(|s| labels::read(&s["Spec"]["Labels"], labels::RELEASE))
                 .map(str::to_string)
                 .collect();
             names.sort();
