@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 PREFIX = "bench-swarm"
-LABEL = f"io.cutover.bench={PREFIX}"
+LABEL = f"dev.cutover.bench={PREFIX}"
 DEMO = "localhost/cutover-demo:{}"
 PROXY_IMAGE = "localhost/cutover:test"
 

@@ -15,7 +15,7 @@
 #       localhost/cutover-prometheus:<Debian version, + as ->  and  localhost/cutover-prometheus:debian
 #     (the Swarm stack's default), running as nobody (65534) with its data in /prometheus.
 #
-# Each image carries the label io.cutover.inputs: a hash of everything it is built from (the
+# Each image carries the label dev.cutover.inputs: a hash of everything it is built from (the
 # sources of the cutover binary, the toolchain and this script; or the prometheus binary, its
 # libraries and its files). An image whose label matches is current and is not built again,
 # and when every cutover image is current, cargo does not run either. A changed source file
@@ -79,7 +79,7 @@ fi
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
 
-inputs_label=io.cutover.inputs
+inputs_label=dev.cutover.inputs
 
 # Whether image $1 exists and carries the inputs hash $2 (never, with --rebuild).
 current() {

@@ -48,10 +48,10 @@ cargo test --workspace --locked
 
 # The Swarm tests remove everything they create, also when they fail: check.
 if docker info >/dev/null 2>&1; then
-  left="$(docker service ls --quiet --filter label=io.cutover.test)"
+  left="$(docker service ls --quiet --filter label=dev.cutover.test)"
   if [ -n "$left" ]; then
     echo "== the tests left Swarm services behind:" >&2
-    docker service ls --filter label=io.cutover.test >&2
+    docker service ls --filter label=dev.cutover.test >&2
     exit 1
   fi
   echo "== docker service ls: nothing left by the tests"

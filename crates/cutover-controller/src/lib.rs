@@ -650,10 +650,10 @@ fn past_point_of_no_return(phase: &str) -> bool {
 fn delete_hint(kind: &str, name: &str) -> String {
     match kind {
         "swarm" => format!(
-            "remove the services cutover created by hand (`docker service ls --filter label=io.cutover.release={name}`; the one you deployed first is yours)"
+            "remove the services cutover created by hand (`docker service ls --filter label=dev.cutover.release={name}`; the one you deployed first is yours)"
         ),
         "kubernetes" => format!(
-            "remove the Deployments cutover created by hand (`kubectl get deployments -l cutover.io/release={name}`; the anchor is yours)"
+            "remove the Deployments cutover created by hand (`kubectl get deployments -l cutover.dev/release={name}`; the anchor is yours)"
         ),
         _ => "remove its workloads by hand".to_string(),
     }
@@ -663,9 +663,9 @@ fn delete_hint(kind: &str, name: &str) -> String {
 fn logs_hint(kind: &str, name: &str) -> String {
     match kind {
         "swarm" => format!(
-            "read them with `docker service logs` (the services: `docker service ls --filter label=io.cutover.release={name}`)"
+            "read them with `docker service logs` (the services: `docker service ls --filter label=dev.cutover.release={name}`)"
         ),
-        "kubernetes" => format!("read them with `kubectl logs -l cutover.io/release={name}`"),
+        "kubernetes" => format!("read them with `kubectl logs -l cutover.dev/release={name}`"),
         _ => "read them where the instances run".to_string(),
     }
 }

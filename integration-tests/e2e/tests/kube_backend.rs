@@ -75,7 +75,7 @@ async fn forbidden_names_the_missing_rbac_verb_and_resource() {
     let web = test.deployment("web").expect("web");
     assert!(
         web["metadata"]["annotations"]
-            .get("cutover.io/slots")
+            .get("cutover.dev/slots")
             .is_none()
     );
 }
@@ -422,7 +422,7 @@ async fn a_lost_anchor_keeps_the_last_endpoints_rather_than_routing_to_nothing()
     );
     assert!(
         test.deployment("web").expect("web")["metadata"]["annotations"]
-            .get("cutover.io/slots")
+            .get("cutover.dev/slots")
             .is_none()
     );
 }

@@ -39,7 +39,7 @@ fn report(output: &std::process::Output) -> Value {
 /// The release's record on its anchor Deployment.
 fn slots(test: &KubeTest) -> Value {
     let web = test.deployment("web").expect("web");
-    let text = web["metadata"]["annotations"]["cutover.io/slots"]
+    let text = web["metadata"]["annotations"]["cutover.dev/slots"]
         .as_str()
         .expect("a slots annotation")
         .to_string();
@@ -102,12 +102,12 @@ fn a_canary_is_promoted_under_load_by_server_side_apply_and_the_old_deployment_s
     assert_eq!(
         green["spec"]["selector"]["matchLabels"],
         json!({
-            "cutover.io/controller": "k8s-promote",
-            "cutover.io/release": "web",
-            "cutover.io/colour": "green",
+            "cutover.dev/controller": "k8s-promote",
+            "cutover.dev/release": "web",
+            "cutover.dev/colour": "green",
         })
     );
-    let green_pods = test.pods(&[("cutover.io/colour", "green")]);
+    let green_pods = test.pods(&[("cutover.dev/colour", "green")]);
     assert_eq!(green_pods.len(), 2);
     for pod in &green_pods {
         assert!(pod["metadata"]["labels"].get("app").is_none(), "{pod}");
@@ -163,7 +163,7 @@ fn a_canary_answering_20_percent_5xx_is_rolled_back_by_the_analysis() {
     assert_eq!(counts.failures_except(&["v3"]), 0, "{counts:?}");
     // The candidate is gone, web still runs v1 and takes everything.
     test.wait_deployments(&["web"]);
-    assert!(test.pods(&[("cutover.io/colour", "green")]).is_empty());
+    assert!(test.pods(&[("cutover.dev/colour", "green")]).is_empty());
     assert_eq!(sample(serve.proxy(), 30).answered("v1"), 30);
     let record = slots(&test);
     assert_eq!(record["stable"]["deployment"], "web", "{record}");
@@ -231,7 +231,7 @@ fn failing_release(label: &str, image: &str, strategy: &str) -> (Value, Duration
     assert_eq!(report["outcome"], "rolledBack", "{report}");
     test.wait_deployments(&["web"]);
     // No process of the candidate is left behind.
-    assert!(test.pods(&[("cutover.io/colour", "green")]).is_empty());
+    assert!(test.pods(&[("cutover.dev/colour", "green")]).is_empty());
     (report, took)
 }
 

@@ -127,9 +127,9 @@ fn blue_green_switches_under_load_without_a_failed_request() {
         sorted(vec![format!("{web}-green"), test.name("proxy")])
     );
     let labels = test.labels(&format!("{web}-green"));
-    assert_eq!(labels["io.cutover.role"], "stable", "{labels}");
-    assert_eq!(labels["io.cutover.version"], "v2", "{labels}");
-    assert!(labels["io.cutover.state"].is_string(), "{labels}");
+    assert_eq!(labels["dev.cutover.role"], "stable", "{labels}");
+    assert_eq!(labels["dev.cutover.version"], "v2", "{labels}");
+    assert!(labels["dev.cutover.state"].is_string(), "{labels}");
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn prometheus_rolls_back_a_failing_canary_and_promotes_a_healthy_one() {
         test.services(),
         sorted(vec![test.name("proxy"), web.clone()])
     );
-    assert_eq!(test.labels(&web)["io.cutover.role"], "stable");
+    assert_eq!(test.labels(&web)["dev.cutover.role"], "stable");
 
     // A healthy v4 is promoted.
     let file = serve.release_file(&name, &test.release(&name, &web, "v4", PROMQL_CANARY));
@@ -221,7 +221,7 @@ fn a_missing_image_fails_fast_with_dockers_message_and_leaves_nothing() {
     // Not the ten-minute progress deadline: the engine's rejection ends it.
     assert!(took < Duration::from_secs(60), "took {took:?}");
     assert_eq!(test.services(), vec![web.clone()]);
-    assert_eq!(test.labels(&web)["io.cutover.role"], "stable");
+    assert_eq!(test.labels(&web)["dev.cutover.role"], "stable");
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn a_controller_killed_mid_rollout_resumes_from_the_service_labels() {
         }
     }
     let labels = test.labels(&web);
-    assert!(labels["io.cutover.state"].is_string(), "{labels}");
+    assert!(labels["dev.cutover.state"].is_string(), "{labels}");
     // The proxy keeps serving both versions while the controller is gone.
     let meanwhile = sample(proxy, 30);
     assert_eq!(meanwhile.failures_except(&[]), 0, "{meanwhile:?}");
@@ -492,7 +492,7 @@ networks:
         ]))
         .expect("json");
         if let Some(labels) = spec["Labels"].as_object_mut() {
-            labels.retain(|k, _| !k.starts_with("io.cutover."));
+            labels.retain(|k, _| !k.starts_with("dev.cutover."));
         }
         spec
     };
@@ -514,7 +514,7 @@ networks:
     assert_eq!(spec_without_cutover(&web), original_spec);
     assert_eq!(running_tasks(&web), tasks);
     let labels = test.labels(&web);
-    assert!(labels["io.cutover.state"].is_string(), "{labels}");
+    assert!(labels["dev.cutover.state"].is_string(), "{labels}");
     let status = serve.wait_done(&name, Duration::from_secs(60));
     assert_eq!(status["outcome"], "promoted", "{status}");
     // The promoted service is the stable one's spec with the new image: healthcheck,
@@ -554,7 +554,7 @@ networks:
         labels.get("com.docker.stack.namespace").is_none(),
         "{labels}"
     );
-    assert_eq!(labels["io.cutover.role"], "stable", "{labels}");
+    assert_eq!(labels["dev.cutover.role"], "stable", "{labels}");
     assert_eq!(test.services(), vec![promoted]);
 }
 

@@ -509,7 +509,7 @@ fn logs_and_delete_on_kubernetes_refuse_with_where_to_do_it() {
     let logs = serve.cli(&["logs", "web"]);
     assert_eq!(logs.status.code(), Some(2), "{}", text(&logs));
     assert!(
-        text(&logs).contains("kubectl logs -l cutover.io/release=web"),
+        text(&logs).contains("kubectl logs -l cutover.dev/release=web"),
         "{}",
         text(&logs)
     );

@@ -14,7 +14,7 @@ use crate::net::{free_port, http_get};
 use crate::serve::Serve;
 
 /// The label every object a test creates carries, with the test's prefix as its value.
-pub const TEST_LABEL: &str = "io.cutover.test";
+pub const TEST_LABEL: &str = "dev.cutover.test";
 
 /// The images `scripts/swarm-env.sh` builds.
 pub const PROXY_IMAGE: &str = "localhost/cutover:test";
@@ -105,7 +105,7 @@ impl SwarmTest {
         Some(test)
     }
 
-    /// `io.cutover.test=<prefix>`.
+    /// `dev.cutover.test=<prefix>`.
     pub fn label(&self) -> String {
         format!("{TEST_LABEL}={}", self.prefix)
     }

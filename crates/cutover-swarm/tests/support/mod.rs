@@ -2,40 +2,12 @@
 //! Swarm (an overlay network and a stable service of `localhost/cutover-demo:v1`, images
 //! from `scripts/swarm-env.sh`), named and labelled with the check's own prefix.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cutover_core::load::{Format, Source, load_release};
 use cutover_core::spec::Release;
 
-/// The label every object a check creates carries, with the check's prefix as its value.
-/// (`scripts/test.sh` fails when a service carrying it is left; cutover never reads it.)
-pub const TEST_LABEL: &str = "io.cutover.test";
-
-/// Runs `docker args…`; its stdout, or `Err` with Docker's words.
-pub fn docker(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .map_err(|e| format!("docker cannot run: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-pub fn must(args: &[&str]) -> String {
-    docker(args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-pub fn image(version: &str) -> String {
-    format!("localhost/cutover-demo:{version}")
-}
+pub use cutover_test_kit::swarm::{TEST_LABEL, demo_image as image, docker, must};
 
 /// One check's corner of the Swarm.
 pub struct Swarm {
