@@ -653,7 +653,7 @@ fn delete_hint(kind: &str, name: &str) -> String {
             "remove the services cutover created by hand (`docker service ls --filter label=dev.cutover.release={name}`; the one you deployed first is yours)"
         ),
         "kubernetes" => format!(
-            "remove the Deployments cutover created by hand (`kubectl get deployments -l cutover.dev/release={name}`; the anchor is yours)"
+            "remove the Deployments cutover created by hand (`kubectl get deployments -l cutover.dev/release={name}`, and `-l cutover.io/release={name}` for those an older version made; the anchor is yours)"
         ),
         _ => "remove its workloads by hand".to_string(),
     }
@@ -665,7 +665,9 @@ fn logs_hint(kind: &str, name: &str) -> String {
         "swarm" => format!(
             "read them with `docker service logs` (the services: `docker service ls --filter label=dev.cutover.release={name}`)"
         ),
-        "kubernetes" => format!("read them with `kubectl logs -l cutover.dev/release={name}`"),
+        "kubernetes" => format!(
+            "read them with `kubectl logs -l cutover.dev/release={name}` (and `-l cutover.io/release={name}` for pods an older version made)"
+        ),
         _ => "read them where the instances run".to_string(),
     }
 }

@@ -232,7 +232,10 @@ fn is_tracking_label(key: &str) -> bool {
 
 /// The headless Service selecting `deployment`'s pods (by its `selector`), so that the
 /// EndpointSlice controller publishes their addresses. Its labels (and so its slices')
-/// name the controller, the release and the Deployment.
+/// name the controller, the release and the Deployment. The Service of a Deployment an
+/// older version made (its selector in the old key domain) keeps the old controller key
+/// beside the new one: its slices then stay in the old domain's watch while they join the
+/// new one, and are never out of both.
 pub fn slot_service(
     deployment: &str,
     namespace: &str,
@@ -241,17 +244,21 @@ pub fn slot_service(
     selector: &BTreeMap<String, String>,
     port: u16,
 ) -> Value {
+    let mut labels = json!({
+        keys::CONTROLLER: controller,
+        keys::RELEASE: release,
+        keys::DEPLOYMENT: deployment,
+    });
+    if selector.keys().any(|k| k.starts_with(keys::LEGACY_PREFIX)) {
+        labels[keys::legacy(keys::CONTROLLER)] = json!(controller);
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
             "name": keys::service_name(deployment),
             "namespace": namespace,
-            "labels": {
-                keys::CONTROLLER: controller,
-                keys::RELEASE: release,
-                keys::DEPLOYMENT: deployment,
-            },
+            "labels": labels,
         },
         "spec": {
             "clusterIP": "None",
@@ -264,6 +271,24 @@ pub fn slot_service(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_service_of_an_old_selector_keeps_the_old_controller_key_beside_the_new() {
+        let old: BTreeMap<String, String> =
+            [("cutover.io/colour".to_string(), "green".to_string())].into();
+        let service = slot_service("web-green", "shop", "ctl", "web", &old, 8080);
+        let labels = &service["metadata"]["labels"];
+        assert_eq!(labels["cutover.dev/controller"], "ctl", "{labels}");
+        assert_eq!(labels["cutover.io/controller"], "ctl", "{labels}");
+        let new: BTreeMap<String, String> =
+            [("cutover.dev/colour".to_string(), "green".to_string())].into();
+        let service = slot_service("web-green", "shop", "ctl", "web", &new, 8080);
+        let labels = service["metadata"]["labels"].as_object().expect("labels");
+        assert!(
+            labels.keys().all(|k| !k.starts_with("cutover.io/")),
+            "{labels:?}"
+        );
+    }
 
     fn web() -> Value {
         json!({

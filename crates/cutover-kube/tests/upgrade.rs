@@ -270,8 +270,11 @@ async fn upgrade(kube: &Kube) {
         .api
         .get("services", NAMESPACE, "cutover-web-green")
         .expect("the candidate's Service stays");
-    assert!(
-        old_keys(&service, "/metadata/labels").is_empty(),
+    // Its pods keep the old selector, and so its Service the old controller key beside the
+    // new one: its slices are never out of both domains' watches.
+    assert_eq!(
+        old_keys(&service, "/metadata/labels"),
+        ["cutover.io/controller"],
         "{}",
         service["metadata"]
     );

@@ -171,7 +171,7 @@ async fn upgrade(swarm: &Swarm) {
     };
     let old: Vec<&String> = map
         .keys()
-        .filter(|k| k.starts_with("io.cutover.") && k.as_str() != TEST_LABEL)
+        .filter(|k| k.starts_with("io.cutover."))
         .collect();
     assert!(old.is_empty(), "old names left: {old:?} in {labels}");
     assert_eq!(labels["dev.cutover.role"], "stable", "{labels}");

@@ -14,10 +14,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-/// The path of the `cutover` binary, built (if it is not current) on the first call.
+/// The path of the `cutover` binary, built (if it is not current) on the first call. A
+/// build that failed fails every later call with the same words, without building again.
 pub fn cutover_bin() -> &'static str {
-    static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| locate().unwrap_or_else(|e| panic!("the cutover binary: {e}")))
+    static PATH: OnceLock<Result<String, String>> = OnceLock::new();
+    match PATH.get_or_init(locate) {
+        Ok(path) => path,
+        Err(e) => panic!("the cutover binary: {e}"),
+    }
 }
 
 fn locate() -> Result<String, String> {
@@ -37,6 +41,7 @@ fn locate() -> Result<String, String> {
     build
         .args([
             "build",
+            "--locked",
             "--workspace",
             "--tests",
             "--message-format=json-render-diagnostics",

@@ -277,12 +277,13 @@ impl KubeBackend {
                 stable.deployment
             )));
         };
-        // A candidate an older version created keeps the keys of its selector.
+        // A candidate an older version created keeps the keys of its selector; one on its
+        // way out (a former stable removed above) is replaced by a new one, in new keys.
         let selector_domain = match self.raw_deployment(&candidate_name).await? {
-            Some(existing) => {
+            Some(existing) if existing["metadata"]["deletionTimestamp"].is_null() => {
                 keys::Domain::of_selector(&existing["spec"]["selector"]["matchLabels"])
             }
-            None => keys::Domain::Current,
+            _ => keys::Domain::Current,
         };
         let body = CandidateOf {
             name: &candidate_name,
