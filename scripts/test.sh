@@ -32,6 +32,21 @@ if ! command -v prometheus >/dev/null 2>&1; then
   fi
 fi
 
+# Real parts: the web dashboard is tested in a real browser, Debian's headless Chromium
+# driven by chromedriver over WebDriver (integration-tests/e2e/tests/dashboard.rs).
+# Installed here when missing (CI runs as root); elsewhere its tests skip, saying so, unless
+# CI is set. CUTOVER_SCREENSHOTS=1 makes the test save its screenshots in docs/dashboard/
+# (off by default, so a run never dirties the tree).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing chromium and chromium-driver (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  else
+    echo "== chromium is not installed and cannot be installed here: the dashboard's browser tests will skip (fail under CI=true)"
+  fi
+fi
+
 # Real parts: the Swarm backend is tested on a real single-node Swarm.
 if [ "$(id -u)" = 0 ] || docker info >/dev/null 2>&1; then
   echo "== preparing Docker Swarm (scripts/swarm-env.sh)"

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use clap::Args;
 use cutover_backend::{Backend, LocalBackend};
 use cutover_controller::api::{Api, ApiLimits, ApiOptions};
+use cutover_controller::dashboard::{DashboardOptions, normalize_base_path};
 use cutover_controller::{Controller, ControllerOptions};
 use cutover_core::load;
 use cutover_kube::resources::ReleaseObjects;
@@ -57,6 +58,23 @@ pub struct ServeArgs {
     /// if missing. Default: `<state-dir>/edge-token`.
     #[arg(long)]
     pub edge_token_file: Option<PathBuf>,
+    /// Make reads of releases (`GET /v1/releases...`, and so the dashboard) need a token:
+    /// the one in this file (created, 0600, with a random token if missing), or the
+    /// write token. Without it, reads are open to anyone who can reach the API.
+    #[arg(long)]
+    pub read_token_file: Option<PathBuf>,
+    /// The path prefix the web dashboard, and the API beside it, are served under, for a
+    /// reverse proxy that forwards a sub-path unchanged (`/cutover`: the dashboard at
+    /// `/cutover/`, the API also at `/cutover/v1/...`).
+    #[arg(long, default_value = "/")]
+    pub dashboard_base_path: String,
+    /// Serve the dashboard with no write control at all (the API still takes writes
+    /// with the token, from the CLI).
+    #[arg(long, conflicts_with = "no_dashboard")]
+    pub dashboard_read_only: bool,
+    /// Serve no web dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
     /// Serve the API over HTTPS with this PEM certificate chain (with `--tls-key`).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -188,6 +206,33 @@ fn prepare(
         ),
         _ => None,
     };
+    let read_token = match &args.read_token_file {
+        None => None,
+        Some(file) => match self::token(file) {
+            Ok(read) if read == token || read == edge_token => {
+                return Err(Failure::error(
+                    exit::INVALID_INPUT,
+                    format!(
+                        "the read token in {} is the write or the edge token; give readers a token of their own (remove {} and a new one is made)",
+                        file.display(),
+                        file.display()
+                    ),
+                ));
+            }
+            Ok(read) => Some(read),
+            Err(message) => return Err(Failure::error(exit::UNAVAILABLE, message)),
+        },
+    };
+    let dashboard = if args.no_dashboard {
+        None
+    } else {
+        Some(DashboardOptions {
+            base_path: normalize_base_path(&args.dashboard_base_path)
+                .map_err(|e| Failure::error(exit::INVALID_INPUT, e.to_string()))?,
+            read_only: args.dashboard_read_only,
+            reads_need_token: read_token.is_some(),
+        })
+    };
     let proxy_config = proxy_config(args, env)?;
     Ok(Prepared {
         created,
@@ -206,6 +251,8 @@ fn prepare(
                 max_connections: args.api_max_connections,
                 ..ApiLimits::default()
             },
+            read_token,
+            dashboard,
         },
         proxy_config,
     })
@@ -399,6 +446,18 @@ async fn serve_until_stopped(
     );
     let files = (token_file.as_path(), edge_token_file.as_path());
     say_where(&api, proxy.as_deref(), scheme, &state_dir, files);
+    if !args.no_dashboard {
+        let base = normalize_base_path(&args.dashboard_base_path).unwrap_or_default();
+        eprintln!(
+            "dashboard on {scheme}://{}{base}/{}",
+            api.address(),
+            if args.dashboard_read_only {
+                " (read-only)"
+            } else {
+                ""
+            }
+        );
+    }
     shutdown.await;
     if let Some(objects) = objects {
         objects.abort();

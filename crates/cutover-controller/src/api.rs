@@ -24,6 +24,8 @@
 //! | `GET /v1/releases/{name}/logs`          | its instances' output (local backend; token needed) |
 //! | `POST /v1/releases/{name}/guardrail`    | a pulling proxy reports that a guardrail tripped |
 //! | `GET /v1/routes[?after=VERSION]`        | the route table, for proxies that pull; with `after`, a long poll |
+//! | `GET /v1/releases/{name}/traffic`       | what each version got from the embedded proxy, second by second |
+//! | `GET {base}/`, `GET {base}/assets/..`   | the web dashboard ([`crate::dashboard`]); the API also answers under `{base}` |
 
 use cutover_core::Backoff;
 use std::convert::Infallible;
@@ -48,6 +50,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
+use crate::dashboard::{self, DashboardOptions};
+use crate::traffic::DEFAULT_TRAFFIC_SECONDS;
 use crate::{Controller, ControllerError};
 
 /// The largest release file accepted.
@@ -108,6 +112,11 @@ pub struct ApiOptions {
     pub tls: Option<Arc<ServerConfig>>,
     /// Timeouts and caps.
     pub limits: ApiLimits,
+    /// The bearer token reads of releases need (scope [`Scope::Read`]; the write token
+    /// reads too). `None`: reads are open to anyone who can reach the API.
+    pub read_token: Option<String>,
+    /// The web dashboard, served on this listener; `None`: no dashboard.
+    pub dashboard: Option<DashboardOptions>,
 }
 
 /// The API listener's limits. A client that breaks one is disconnected (or, for a body,
@@ -156,12 +165,16 @@ pub enum Scope {
     /// An edge proxy's: report guardrail trips (`POST /v1/releases/{name}/guardrail`).
     /// Reading routes needs no token.
     Edge,
+    /// Reads of releases, when they need a token (`--read-token-file`): what a
+    /// dashboard for watchers holds.
+    Read,
 }
 
 /// The tokens the API compares requests with.
 struct Tokens {
     write: String,
     edge: Option<String>,
+    read: Option<String>,
 }
 
 impl Tokens {
@@ -169,9 +182,11 @@ impl Tokens {
     /// Empty tokens never match.
     fn scope(&self, req: &Request<Incoming>) -> Result<Scope, Bearer> {
         let edge = self.edge.as_deref().unwrap_or("");
-        match authorize(req.headers(), &[&self.write, edge]) {
+        let read = self.read.as_deref().unwrap_or("");
+        match authorize(req.headers(), &[&self.write, edge, read]) {
             Bearer::Matches(0) => Ok(Scope::Write),
-            Bearer::Matches(_) => Ok(Scope::Edge),
+            Bearer::Matches(1) => Ok(Scope::Edge),
+            Bearer::Matches(_) => Ok(Scope::Read),
             refused => Err(refused),
         }
     }
@@ -186,6 +201,9 @@ pub enum ApiStartError {
     /// The edge token is empty, or the same as the write token.
     #[error("the edge token must be non-empty and differ from the write token")]
     EdgeToken,
+    /// The read token is empty, or the same as the write or the edge token.
+    #[error("the read token must be non-empty and differ from the write and edge tokens")]
+    ReadToken,
     /// The address cannot be bound.
     #[error("cannot listen on {address}")]
     Bind {
@@ -215,6 +233,16 @@ impl Api {
         {
             return Err(ApiStartError::EdgeToken);
         }
+        if let Some(read) = &options.read_token
+            && (read.trim().is_empty()
+                || read.trim() == options.token.trim()
+                || options
+                    .edge_token
+                    .as_deref()
+                    .is_some_and(|edge| edge.trim() == read.trim()))
+        {
+            return Err(ApiStartError::ReadToken);
+        }
         let bind = |source| ApiStartError::Bind {
             address: options.address,
             source,
@@ -227,7 +255,9 @@ impl Api {
             tokens: Tokens {
                 write: options.token.trim().to_string(),
                 edge: options.edge_token.map(|t| t.trim().to_string()),
+                read: options.read_token.map(|t| t.trim().to_string()),
             },
+            dashboard: options.dashboard,
             limits: options.limits,
             tls: options.tls.map(TlsAcceptor::from),
             follows: crate::logs::FollowLimits::new(&options.limits),
@@ -259,6 +289,7 @@ struct Shared {
     limits: ApiLimits,
     tls: Option<TlsAcceptor>,
     follows: crate::logs::FollowLimits,
+    dashboard: Option<DashboardOptions>,
 }
 
 /// The pause after failed `accept`s in a row (out of file descriptors, say): 5 ms, doubling
@@ -441,16 +472,37 @@ fn refusal(
     // Instance output may hold what an instance was given: read only with the write
     // token, as the log files are the state directory owner's alone.
     let logs = method == Method::GET && matches!(segments, ["v1", "releases", _, "logs"]);
-    if method != Method::POST && !logs {
+    // With a read token, reads of releases need it (or the write token). The route
+    // table stays open to pulling proxies, and /metrics to Prometheus.
+    let guarded_read = tokens.read.is_some()
+        && method == Method::GET
+        && matches!(segments, ["v1", "releases", ..]);
+    if method != Method::POST && !logs && !guarded_read {
         return None;
     }
     match tokens.scope(req) {
         Ok(Scope::Write) => None,
+        Ok(Scope::Read) if guarded_read && !logs => None,
+        Ok(Scope::Read) => Some(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the read token only reads releases; this needs the write token (--token-file, CUTOVER_TOKEN)",
+        )),
         Ok(Scope::Edge) if matches!(segments, ["v1", "releases", _, "guardrail"]) => None,
+        Ok(Scope::Edge) if guarded_read => Some(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the edge token only reports guardrail trips; reading releases needs the read token (--read-token-file) or the write token",
+        )),
         Ok(Scope::Edge) => Some(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "the edge token only reports guardrail trips; this needs the write token (--token-file, CUTOVER_TOKEN)",
+        )),
+        Err(Bearer::Missing) if guarded_read => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "no bearer token: reads of releases need this controller's read token (--read-token-file) or its write token",
         )),
         Err(Bearer::Wrong) => Some(error(
             StatusCode::UNAUTHORIZED,
@@ -468,9 +520,28 @@ fn refusal(
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
     let controller = shared.controller.clone();
     let body_timeout = shared.limits.body_read_timeout;
-    let path = req.uri().path().to_string();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let full_path = req.uri().path().to_string();
     let method = req.method().clone();
+    // Under a base path, the dashboard and the API answer within it; the API still
+    // answers at `/` too, where the CLI and proxies ask.
+    let path = match &shared.dashboard {
+        Some(options) => match options.strip(&full_path) {
+            Some("/") if !options.base_path.is_empty() && full_path == options.base_path => {
+                return dashboard::redirect_to_slash(options);
+            }
+            Some(within) => {
+                if method == Method::GET
+                    && let Some(page) = dashboard::serve(options, within)
+                {
+                    return page;
+                }
+                within.to_string()
+            }
+            None => full_path.clone(),
+        },
+        None => full_path.clone(),
+    };
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if let Some(refused) = refusal(&shared.tokens, &method, &segments, &req) {
         return refused;
     }
@@ -513,6 +584,15 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ApiBody> {
             }
         }
         (&Method::GET, ["v1", "releases", name, "events"]) => events(&controller, name),
+        (&Method::GET, ["v1", "releases", name, "traffic"]) => {
+            let seconds = query_value(&req, "seconds")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(DEFAULT_TRAFFIC_SECONDS);
+            match controller.traffic(name, seconds).await {
+                Ok(traffic) => json(StatusCode::OK, &traffic),
+                Err(e) => controller_error(&e),
+            }
+        }
         (&Method::POST, ["v1", "releases", name, "guardrail"]) => {
             guardrail(&controller, name, req, body_timeout).await
         }

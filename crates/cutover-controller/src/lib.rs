@@ -10,10 +10,13 @@
 //! - [`api`]: the HTTP API (JSON, bearer token on writes, server-sent events).
 //! - [`metrics`]: the controller's own Prometheus metrics.
 //! - [`logs`]: instance logs over the API (local backend).
+//! - [`dashboard`]: the web dashboard, embedded, served on the API's listener.
+//! - [`traffic`]: what each version got from the embedded proxy, for the dashboard.
 
 pub mod analysis;
 pub mod api;
 pub mod clock;
+pub mod dashboard;
 mod driver;
 mod driver_state;
 mod guardrails;
@@ -25,6 +28,7 @@ mod resume;
 pub mod routes;
 pub mod status;
 mod submit;
+pub mod traffic;
 mod versions;
 
 use std::collections::BTreeMap;

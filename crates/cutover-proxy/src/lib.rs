@@ -259,6 +259,22 @@ impl Proxy {
             .unwrap_or_default()
     }
 
+    /// One version's traffic second by second over the last `seconds` and the second
+    /// under way, each with how many seconds ago it was (0: the second under way), for
+    /// the dashboard's charts. Empty if never routed.
+    pub fn traffic_by_second(
+        &self,
+        release: &str,
+        version: &str,
+        seconds: u64,
+    ) -> Vec<(u64, WindowStats)> {
+        self.shared
+            .registry
+            .stats(release, version)
+            .map(|stats| stats.series_by_second(seconds.saturating_add(1), self.shared.second()))
+            .unwrap_or_default()
+    }
+
     /// One version's evidence (request and error counts, latency histogram) over the
     /// `seconds` whole seconds before the second under way, for the tests on evidence.
     /// Measurements taken one interval apart cover adjoining seconds, so an analysis can

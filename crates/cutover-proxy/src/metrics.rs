@@ -277,6 +277,29 @@ impl VersionStats {
             .collect()
     }
 
+    /// Every second of the last `seconds` up to `now_second` that saw requests, oldest
+    /// first, each with how many seconds before `now_second` it was: what a dashboard
+    /// draws (a chart needs to know where the quiet seconds are, which
+    /// [`series`](Self::series) leaves out).
+    pub fn series_by_second(&self, seconds: u64, now_second: u64) -> Vec<(u64, WindowStats)> {
+        let seconds = seconds.clamp(1, self.window_len);
+        let Ok(window) = self.window.lock() else {
+            return Vec::new();
+        };
+        window
+            .iter()
+            .filter(|s| s.second + seconds > now_second && s.second <= now_second && s.requests > 0)
+            .map(|counts| {
+                let mut single = VecDeque::with_capacity(1);
+                single.push_back(counts.clone());
+                (
+                    now_second - counts.second,
+                    stats_of(&single, 1, counts.second),
+                )
+            })
+            .collect()
+    }
+
     /// The evidence of the `seconds` whole seconds before `now_second` (the second under
     /// way is left out, so windows taken one after another never count a second twice).
     pub fn evidence(&self, seconds: u64, now_second: u64) -> Evidence {

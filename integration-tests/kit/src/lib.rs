@@ -2,6 +2,7 @@
 //! a copy of another's.
 //!
 //! - [`binary`]: the `cutover` binary under test, built from the tree on first use;
+//! - [`browser`]: a headless Chromium driven over WebDriver (chromedriver);
 //! - [`net`]: free ports, a plain `GET`, a refused address, waiting with a deadline;
 //! - [`scratch`]: scratch directories, file modes, the local backend's leftover processes;
 //! - [`serve`]: a real `cutover serve` and the CLI pointed at it;
@@ -15,10 +16,11 @@
 //! - [`proxy`]: configurations for an in-process `cutover_proxy::Proxy`;
 //! - [`tls`]: self-signed certificates, trust stores and TLS handshakes.
 //!
-//! A part that the machine lacks (Prometheus, a Swarm) makes its test skip, saying so on
+//! A part that the machine lacks (Prometheus, a Swarm, Chromium) makes its test skip, saying so on
 //! stderr, except under CI (`CI` set), where it fails the test: CI never skips a suite.
 
 pub mod binary;
+pub mod browser;
 pub mod kube;
 pub mod load;
 pub mod net;
