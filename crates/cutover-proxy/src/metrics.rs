@@ -511,6 +511,31 @@ mod tests {
     }
 
     #[test]
+    fn the_series_by_second_says_how_long_ago_each_busy_second_was_and_skips_quiet_ones() {
+        let stats = VersionStats::new("shop", "v2", 60);
+        // Seconds come in order, as the proxy's clock gives them.
+        for (second, status) in [
+            (70, 200),
+            (95, 200),
+            (95, 200),
+            (98, 200),
+            (98, 503),
+            (100, 200),
+        ] {
+            stats.start();
+            stats.finish(Some(status), None, Duration::from_millis(2), second);
+        }
+        let series = stats.series_by_second(10, 100);
+        let seen: Vec<(u64, u64, u64)> = series
+            .iter()
+            .map(|(ago, w)| (*ago, w.requests, w.errors))
+            .collect();
+        // Oldest first; second 70 is outside the window; 96, 97 and 99 saw nothing.
+        assert_eq!(seen, [(5, 2, 0), (2, 2, 1), (0, 1, 0)]);
+        assert!(series.iter().all(|(_, w)| w.latency_p99.is_some()));
+    }
+
+    #[test]
     fn evidence_covers_whole_seconds_before_now_and_sees_a_five_percent_shift() {
         let stats = VersionStats::new("shop", "v2", 60);
         for (second, millis, status) in [
