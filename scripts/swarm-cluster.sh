@@ -21,7 +21,8 @@
 # Layout (fixed, so that `down` finds everything without any state of its own):
 #   bridge cutoverbr0, 10.213.0.1/24 on the host; node i is 10.213.0.(10+i) in network
 #   namespace cutover-node<i>, its veth pair cutover-v<i> (host side) / eth0 (node side);
-#   its engine's socket /run/cutover-cluster/node<i>.sock, its data and exec roots under
+#   its engine's socket /run/cutover-cluster/node<i>/docker.sock, which is also
+#   /run/cutover-cluster/self/docker.sock for the node's containers; its data and exec roots under
 #   /var/lib/cutover-cluster/node<i>, its containers in the cgroup cutover-node<i>;
 #   one iptables rule in the host's FORWARD chain, commented cutover-cluster, lets bridged
 #   traffic pass (Docker sets the FORWARD policy to DROP).
@@ -47,7 +48,7 @@ die() {
 
 netns() { echo "cutover-node$1"; }
 address() { echo "$subnet_prefix.$((10 + $1))"; }
-socket() { echo "$run/node$1.sock"; }
+socket() { echo "$run/node$1/docker.sock"; }
 dkr() { # node, docker args...
   local node=$1
   shift
@@ -102,10 +103,14 @@ start_node() {
   ns=$(netns "$i")
   dir="$root/node$i"
   [ -e "/run/netns/$ns" ] || die "node $i has no namespace: run up first"
-  mkdir -p "$dir/data" "$dir/exec" "$run"
-  chmod 700 "$root" "$dir"
-  # Its own hostname (UTS namespace), so that Swarm tells the nodes apart by name too.
-  nsenter --net="/run/netns/$ns" unshare --uts sh -c "hostname node$i && exec dockerd \
+  mkdir -p "$dir/data" "$dir/exec" "$run/node$i" "$run/self"
+  chmod 700 "$root" "$dir" "$run"
+  # Its own hostname (UTS namespace), so that Swarm tells the nodes apart by name, and its
+  # own mount namespace: its containers' mounts die with it, and in it $run/self is the
+  # node's own socket directory, so that a service bind-mounting $run/self/docker.sock
+  # (the controller) talks to the engine of the node it runs on, wherever that is.
+  nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation private sh -c "
+    hostname node$i && mount --bind '$run/node$i' '$run/self' && exec dockerd \
     --data-root '$dir/data' --exec-root '$dir/exec' --pidfile '$dir/exec/dockerd.pid' \
     -H 'unix://$(socket "$i")' --cgroup-parent /cutover-node$i \
     --bridge none --log-level warn" \
