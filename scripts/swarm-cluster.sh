@@ -38,7 +38,7 @@ root=/var/lib/cutover-cluster
 run=/run/cutover-cluster
 rule=(FORWARD -i "$bridge" -o "$bridge" -m comment --comment cutover-cluster -j ACCEPT)
 images=(localhost/cutover:test localhost/cutover-demo:v1 localhost/cutover-demo:v2
-  localhost/cutover-demo:v3 localhost/cutover-demo:v4)
+  localhost/cutover-demo:v3 localhost/cutover-demo:v4 localhost/cutover-prometheus:debian)
 
 log() { echo "== swarm-cluster: $*" >&2; }
 die() {
