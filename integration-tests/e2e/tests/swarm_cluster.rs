@@ -296,3 +296,263 @@ fn wait_until_some<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> 
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Counts the hooks the controller calls, by path: a tiny HTTP server on the host's bridge
+/// address, which the nodes' containers reach.
+struct Hooks {
+    port: u16,
+    calls: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Hooks {
+    fn start() -> Hooks {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("10.213.0.1:0").expect("the cluster's bridge");
+        let port = listener.local_addr().expect("address").port();
+        let calls = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut length = 0usize;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = header.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        length = v.trim().parse().unwrap_or(0).min(1 << 20);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                if let Some(path) = line.split(' ').nth(1) {
+                    seen.lock().expect("calls").push(path.to_string());
+                }
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Hooks { port, calls }
+    }
+
+    /// The release file's `hooks` section: a hook at each of the four points.
+    fn section(&self) -> String {
+        let url = |p: &str| format!("[{{url: \"http://10.213.0.1:{}/{p}\", retries: 0}}]", self.port);
+        format!(
+            "  hooks:\n    preRollout: {}\n    prePromotion: {}\n    postPromotion: {}\n    onRollback: {}\n",
+            url("preRollout"),
+            url("prePromotion"),
+            url("postPromotion"),
+            url("onRollback")
+        )
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("calls").clone()
+    }
+}
+
+/// Every step of a promoted rollout recorded once, every analysis run passed once, every
+/// hook but `onRollback` called once.
+fn assert_each_step_once(history: &[String], hooks: &Hooks) {
+    for step in ["step 0: weight 30%", "step 2: weight 70%"] {
+        let times = history.iter().filter(|l| l.contains(step)).count();
+        assert_eq!(times, 1, "'{step}' {times} times: {history:#?}");
+    }
+    let passed = history
+        .iter()
+        .filter(|l| l.contains("analysis run") && l.contains("passed"))
+        .count();
+    assert_eq!(passed, 2, "analysis runs passed: {history:#?}");
+    let mut calls = hooks.calls();
+    calls.sort();
+    assert_eq!(
+        calls,
+        ["/postPromotion", "/prePromotion", "/preRollout"],
+        "{history:#?}"
+    );
+}
+
+/// The step the rollout is at, from any node's controller.
+fn at_step(stage: &Stage, controller: &str, name: &str, step: u64) -> bool {
+    stage
+        .cluster
+        .task_nodes(controller)
+        .into_iter()
+        .filter_map(|n| stage.status(n, name))
+        .any(|s| s["step"] == step)
+}
+
+#[test]
+fn the_controllers_node_lost_resumes_elsewhere_with_every_step_once() {
+    let _serial = serial();
+    let Some(cluster) = Cluster::connect() else {
+        return;
+    };
+    cluster.restore();
+    let stage = Stage::new(&cluster, "ctlloss");
+    // Prometheus on node1, the controller on node2 or node3.
+    let deployed = stage.deploy("node1", "node.hostname!=node1");
+    let controller = stage.controller_node(&deployed.controller, Duration::from_secs(60));
+    let hooks = Hooks::start();
+    let name = stage.name("shop");
+    let sections = format!("{LONG_ANALYSIS}{}", hooks.section());
+    let file = stage.release_file(&name, &deployed.web, "v2", &sections);
+    submit(&stage, controller, &name, &file);
+    let load = Spread::start(&stage.proxies_except(&[controller]), 30);
+    wait_until_some(Duration::from_secs(60), || {
+        at_step(&stage, &deployed.controller, &name, 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let lost_at = Instant::now();
+    cluster.kill_node(controller);
+    let moved = stage.controller_node(&deployed.controller, Duration::from_secs(90));
+    let resumed = lost_at.elapsed();
+    assert_ne!(moved, controller, "the controller did not move");
+    let status = wait_status(
+        &stage,
+        &deployed.controller,
+        &name,
+        Duration::from_secs(180),
+        |s| s["done"] == true,
+    );
+    let counts = load.finish();
+    let history = stage.history(moved, &name);
+    eprintln!(
+        "FIGURE controller's node lost: controller on node{moved} answering {:.1} s after node{controller} died, outcome {}, {} of {} requests failed, hooks {:?}",
+        resumed.as_secs_f64(),
+        status["outcome"],
+        counts.failures_except(&[]),
+        counts.by_version.values().map(|(n, _)| n).sum::<u64>() + counts.unanswered,
+        hooks.calls()
+    );
+    assert_eq!(status["outcome"], "promoted", "{status}");
+    assert_each_step_once(&history, &hooks);
+    cluster.start_node(controller);
+}
+
+#[test]
+fn a_partitioned_manager_for_30_s_drives_nothing_twice_and_converges() {
+    let _serial = serial();
+    let Some(cluster) = Cluster::connect() else {
+        return;
+    };
+    cluster.restore();
+    let stage = Stage::new(&cluster, "partition");
+    let deployed = stage.deploy("node1", "node.hostname!=node1");
+    let controller = stage.controller_node(&deployed.controller, Duration::from_secs(60));
+    let hooks = Hooks::start();
+    let name = stage.name("shop");
+    let sections = format!("{LONG_ANALYSIS}{}", hooks.section());
+    let file = stage.release_file(&name, &deployed.web, "v2", &sections);
+    submit(&stage, controller, &name, &file);
+    let load = Spread::start(&stage.proxies_except(&[controller]), 30);
+    wait_until_some(Duration::from_secs(60), || {
+        at_step(&stage, &deployed.controller, &name, 1).then_some(())
+    });
+    // The controller's own manager is cut off: it and its controller are in the minority.
+    let cut_at = Instant::now();
+    cluster.partition(controller);
+    std::thread::sleep(Duration::from_secs(30));
+    cluster.heal(controller);
+    let status = wait_status(
+        &stage,
+        &deployed.controller,
+        &name,
+        Duration::from_secs(180),
+        |s| s["done"] == true,
+    );
+    let converged = cut_at.elapsed();
+    // One controller task runs once the partition healed.
+    wait_until_some(Duration::from_secs(60), || {
+        (cluster.task_nodes(&deployed.controller).len() == 1).then_some(())
+    });
+    let counts = load.finish();
+    let now = stage.controller_node(&deployed.controller, Duration::from_secs(60));
+    let history = stage.history(now, &name);
+    eprintln!(
+        "FIGURE partition of node{controller} (the controller's) for 30 s: controller now on node{now}, outcome {} {:.1} s after the cut, {} of {} requests failed, hooks {:?}",
+        status["outcome"],
+        converged.as_secs_f64(),
+        counts.failures_except(&[]),
+        counts.by_version.values().map(|(n, _)| n).sum::<u64>() + counts.unanswered,
+        hooks.calls()
+    );
+    assert_eq!(status["outcome"], "promoted", "{status}");
+    assert_each_step_once(&history, &hooks);
+    // The state the labels hold is the promoted one: no older write landed after it.
+    let stable = stage
+        .services()
+        .into_iter()
+        .find(|s| stage.labels(s)["dev.cutover.role"] == "stable")
+        .expect("a stable service");
+    assert_eq!(stage.labels(&stable)["dev.cutover.version"], "v2");
+    assert!(candidate(&stage).is_none(), "a candidate is left: {:?}", stage.services());
+}
+
+#[test]
+fn quorum_lost_holds_the_rollout_and_it_completes_once_quorum_is_back() {
+    let _serial = serial();
+    let Some(cluster) = Cluster::connect() else {
+        return;
+    };
+    cluster.restore();
+    let stage = Stage::new(&cluster, "quorum");
+    let deployed = stage.deploy("node1", "node.hostname==node1");
+    let controller = stage.controller_node(&deployed.controller, Duration::from_secs(60));
+    let hooks = Hooks::start();
+    let name = stage.name("shop");
+    let sections = format!("{LONG_ANALYSIS}{}", hooks.section());
+    let file = stage.release_file(&name, &deployed.web, "v2", &sections);
+    submit(&stage, controller, &name, &file);
+    let load = Spread::start(&stage.proxies_except(&[2, 3]), 30);
+    wait_until_some(Duration::from_secs(60), || {
+        at_step(&stage, &deployed.controller, &name, 1).then_some(())
+    });
+    let lost_at = Instant::now();
+    cluster.kill_node(2);
+    cluster.kill_node(3);
+    // Without quorum the controller holds: 40 s later the rollout is neither done nor
+    // rolled back, and it has not moved past what it could persist.
+    let mut seen = Vec::new();
+    while lost_at.elapsed() < Duration::from_secs(40) {
+        if let Some(status) = stage.status(controller, &name) {
+            assert_ne!(status["done"], true, "finished without quorum: {status}");
+            seen.push(status["step"].clone());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let restored_at = Instant::now();
+    cluster.start_node(2);
+    cluster.start_node(3);
+    let status = wait_status(
+        &stage,
+        &deployed.controller,
+        &name,
+        Duration::from_secs(180),
+        |s| s["done"] == true,
+    );
+    let completed = restored_at.elapsed();
+    let counts = load.finish();
+    let history = stage.history(controller, &name);
+    seen.dedup();
+    eprintln!(
+        "FIGURE quorum lost for 40 s: steps seen while lost {seen:?}, outcome {} {:.1} s after quorum came back, {} of {} requests through node1 failed, hooks {:?}",
+        status["outcome"],
+        completed.as_secs_f64(),
+        counts.failures_except(&[]),
+        counts.by_version.values().map(|(n, _)| n).sum::<u64>() + counts.unanswered,
+        hooks.calls()
+    );
+    assert_eq!(status["outcome"], "promoted", "{status}");
+    assert_each_step_once(&history, &hooks);
+}
