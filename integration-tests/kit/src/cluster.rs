@@ -82,7 +82,8 @@ impl Cluster {
             );
             return None;
         }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/swarm-cluster.sh");
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/swarm-cluster.sh");
         let output = Command::new("bash")
             .arg(&script)
             .arg("env")
@@ -386,12 +387,7 @@ impl<'c> Stage<'c> {
             "proxy",
             "listeners:\n  - address: 0.0.0.0:8080\nadmin:\n  address: 0.0.0.0:9901\n",
         );
-        let web = self.create(
-            "web",
-            &demo_image("v1"),
-            &["--replicas", "3"],
-            &[],
-        );
+        let web = self.create("web", &demo_image("v1"), &["--replicas", "3"], &[]);
         let prometheus = self.create(
             "prometheus",
             PROMETHEUS_IMAGE,
@@ -514,7 +510,9 @@ impl<'c> Stage<'c> {
         let token = std::fs::read_to_string(&self.token_file).expect("token");
         let api = SocketAddr::from((self.cluster.node(node).address, API_PORT));
         let mut stream = TcpStream::connect_timeout(&api, Duration::from_secs(2)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .ok()?;
         write!(
             stream,
             "POST /v1/releases HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {}\r\nX-Cutover-Filename: release.yaml\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
