@@ -63,7 +63,7 @@ impl Cluster {
         if Command::new("docker").arg("--version").output().is_err() {
             return skip_or_fail("Docker (scripts/swarm-env.sh installs it, as root)");
         }
-        // SAFETY-free check for root: the script needs it for namespaces and iptables.
+        // The script needs root for namespaces, the bridge and iptables.
         let uid = Command::new("id")
             .arg("-u")
             .output()
@@ -237,7 +237,7 @@ impl Cluster {
         nodes
     }
 
-    /// The node (index) the address belongs to.
+    /// Node `index` (1-based).
     pub fn node(&self, index: usize) -> &Node {
         &self.nodes[index - 1]
     }
