@@ -10,6 +10,8 @@
 //!   `cutover record` and `cutover analyze`;
 //! - [`load`]: HTTP load through a proxy, counted by the version that answered;
 //! - [`prometheus`]: Debian's Prometheus as a process, scraping one target;
+//! - [`cluster`]: a multi-node Swarm of engines in network namespaces
+//!   (`scripts/swarm-cluster.sh`), one scenario's services on it, load on every node;
 //! - [`swarm`]: a corner of a real Docker Swarm and the images `scripts/swarm-env.sh`
 //!   builds;
 //! - [`kube`]: the fake Kubernetes API server (`fake-kube-apiserver`) as a cluster;
@@ -21,6 +23,7 @@
 
 pub mod binary;
 pub mod browser;
+pub mod cluster;
 pub mod kube;
 pub mod load;
 pub mod net;
