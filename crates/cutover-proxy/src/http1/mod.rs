@@ -90,25 +90,28 @@ pub(crate) async fn serve_plain<S>(
     S::Future: Send + 'static,
 {
     let first_deadline = tokio::time::Instant::now() + timeouts.header_read;
-    let mut peeked = [0u8; H2_PREFACE.len()];
-    let n = tokio::select! {
-        peek = stream.peek(&mut peeked) => match peek {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        },
-        _ = tokio::time::sleep_until(first_deadline) => return,
-        _ = shutdown.changed() => return,
+    let Some(http1_bytes) = plain_http1(&stream, first_deadline, &mut shutdown).await else {
+        return;
     };
-    if H2_PREFACE.starts_with(&peeked[..n]) {
+    if !http1_bytes {
         // HTTP/2 with prior knowledge, or too few bytes to tell: hyper's auto connection.
         let io = TokioIo::new(Watched::new(stream, activity.clone()));
-        listen::drive(auto, io, service, &activity, timeouts, shutdown).await;
+        Box::pin(listen::drive(
+            auto, io, service, &activity, timeouts, shutdown,
+        ))
+        .await;
         return;
     }
     let mut io = ParkIo::new(stream, activity.clone());
     loop {
-        let conn = Box::new(http1.serve_connection(TokioIo::new(io), service).with_upgrades());
-        match run(conn, &activity, timeouts, &mut shutdown).await {
+        let conn = Box::new(
+            http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        // Boxed, as hyper's connection is: the task's own size is what a parked
+        // connection holds.
+        match Box::pin(run(conn, &activity, timeouts, &mut shutdown)).await {
             Stretch::Ended => return,
             Stretch::Parked(parked, unread, returned) => {
                 io = parked;
@@ -133,6 +136,24 @@ pub(crate) async fn serve_plain<S>(
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => return,
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Whether the connection's first bytes are not the HTTP/2 preface nor a prefix of it;
+/// `None` if none arrive by `deadline`, the peer closes, or the proxy shuts down.
+async fn plain_http1(
+    stream: &TcpStream,
+    deadline: tokio::time::Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<bool> {
+    let mut peeked = [0u8; H2_PREFACE.len()];
+    tokio::select! {
+        peek = stream.peek(&mut peeked) => match peek {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(!H2_PREFACE.starts_with(&peeked[..n])),
+        },
+        _ = tokio::time::sleep_until(deadline) => None,
+        _ = shutdown.changed() => None,
     }
 }
 
@@ -228,7 +249,13 @@ where
         return Stretch::Ended;
     }
     match conn.into_parts() {
-        Some(parts) => Stretch::Parked(parts.io.into_inner(), parts.read_buf, parts.service),
+        // `read_buf` is a view into hyper's whole read buffer: a copy of the unread
+        // bytes (none, usually) lets the buffer go.
+        Some(parts) => Stretch::Parked(
+            parts.io.into_inner(),
+            Bytes::copy_from_slice(&parts.read_buf),
+            parts.service,
+        ),
         None => Stretch::Ended,
     }
 }
@@ -266,7 +293,10 @@ mod tests {
 
     #[test]
     fn unread_bytes_keep_their_order() {
-        let joined = join(Bytes::from_static(b"GET / HT"), Bytes::from_static(b"TP/1.1"));
+        let joined = join(
+            Bytes::from_static(b"GET / HT"),
+            Bytes::from_static(b"TP/1.1"),
+        );
         assert_eq!(&joined[..], b"GET / HTTP/1.1");
         assert_eq!(&join(Bytes::new(), Bytes::from_static(b"x"))[..], b"x");
         assert_eq!(&join(Bytes::from_static(b"y"), Bytes::new())[..], b"y");
