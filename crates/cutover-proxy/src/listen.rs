@@ -2,6 +2,9 @@
 //! (h2c with prior knowledge, or ALPN over TLS), a connection limit, and graceful
 //! shutdown. The admin listener reuses the same connection machinery.
 //!
+//! Plain connections are served by [`crate::http1::serve_plain`], which parks idle HTTP/1
+//! keep-alive connections without hyper's buffers and keeps the same watchdog.
+//!
 //! Every connection, admin ones included, runs under [`drive`]'s idle watchdog: it must
 //! deliver its first request head within `timeouts.headerRead` of opening (or of its TLS
 //! handshake, itself bounded by `timeouts.tlsHandshake`), which bounds the HTTP/1-or-2
