@@ -17,6 +17,7 @@ pub mod events;
 mod forward;
 pub mod fuzzing;
 mod guardrail;
+mod http1;
 pub mod http_api;
 mod listen;
 pub mod metrics;

@@ -2,6 +2,9 @@
 //! (h2c with prior knowledge, or ALPN over TLS), a connection limit, and graceful
 //! shutdown. The admin listener reuses the same connection machinery.
 //!
+//! Plain connections are served by [`crate::http1::serve_plain`], which parks idle HTTP/1
+//! keep-alive connections without hyper's buffers and keeps the same watchdog.
+//!
 //! Every connection, admin ones included, runs under [`drive`]'s idle watchdog: it must
 //! deliver its first request head within `timeouts.headerRead` of opening (or of its TLS
 //! handshake, itself bounded by `timeouts.tlsHandshake`), which bounds the HTTP/1-or-2
@@ -120,6 +123,12 @@ pub(crate) struct Activity {
     /// Whether the connection speaks HTTP/2 (its bytes while idle are pings and settings,
     /// not the start of a request head).
     http2: AtomicBool,
+    /// Whether the last write to the connection could not go through yet (a parked
+    /// HTTP/1 connection must have nothing left to write).
+    pub(crate) write_blocked: AtomicBool,
+    /// Whether hyper's HTTP/1 connection is being shut down to park it: its shutdown
+    /// then leaves the socket open (see `http1`).
+    pub(crate) parking: AtomicBool,
     /// Wakes the watchdog when a request starts or ends, or a head starts arriving, so
     /// it recomputes its deadline.
     changed: tokio::sync::Notify,
@@ -137,6 +146,8 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NOT_STARTED),
             http2: AtomicBool::new(false),
+            write_blocked: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         })
     }
@@ -148,6 +159,36 @@ impl Activity {
     /// The connection speaks HTTP/2 (by ALPN, or by its preface).
     pub(crate) fn mark_http2(&self) {
         self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection speaks HTTP/2.
+    pub(crate) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    /// Whether any request started on this connection.
+    pub(crate) fn has_served(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request is under way.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether the next HTTP/1 head has started arriving on an idle connection.
+    pub(crate) fn head_arriving(&self) -> bool {
+        self.head_started.load(Ordering::Relaxed) != NOT_STARTED
+    }
+
+    /// Marks hyper's HTTP/1 connection as being parked (or no longer).
+    pub(crate) fn set_parking(&self, parking: bool) {
+        self.parking.store(parking, Ordering::Relaxed);
+    }
+
+    /// Resolves when a request starts or ends, or a head starts arriving.
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// Bytes arrived. On an idle HTTP/1 connection that served a request, they are the
@@ -179,7 +220,7 @@ impl Activity {
     /// detection, a silent or slow first request); `keep_alive` after the last request
     /// ended; and, once the next HTTP/1 head starts arriving, `header_read` after that
     /// if it is sooner.
-    fn deadline(&self, header_read: Duration, keep_alive: Duration) -> Option<Instant> {
+    pub(crate) fn deadline(&self, header_read: Duration, keep_alive: Duration) -> Option<Instant> {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -225,12 +266,24 @@ impl<T> Observed<T, ArrivingBytes> {
     pub(crate) fn new(io: T, activity: Arc<Activity>) -> Watched<T> {
         Observed {
             io,
-            observer: ArrivingBytes {
-                activity,
-                prefix: [0; 4],
-                prefix_len: 0,
-            },
+            observer: ArrivingBytes::new(activity),
         }
+    }
+}
+
+impl ArrivingBytes {
+    /// Reports to `activity`.
+    pub(crate) fn new(activity: Arc<Activity>) -> ArrivingBytes {
+        ArrivingBytes {
+            activity,
+            prefix: [0; 4],
+            prefix_len: 0,
+        }
+    }
+
+    /// The connection's activity.
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.activity
     }
 }
 
@@ -501,6 +554,7 @@ pub(crate) async fn serve(
         shared.config.limits.max_header_bytes,
         false,
     ));
+    let http1 = Arc::new(crate::http1::builder(shared.config.limits.max_header_bytes));
     let timeouts = ConnTimeouts::of(&shared.config.timeouts);
     let drain = Drain::new();
     let tls = bound.tls.clone();
@@ -518,6 +572,7 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let builder = builder.clone();
+        let http1 = http1.clone();
         let shutdown = shutdown.clone();
         let token = drain.token();
         let conn = Arc::new(ConnInfo {
@@ -535,8 +590,10 @@ pub(crate) async fn serve(
                 tokio::spawn(async move {
                     let activity = Activity::new();
                     let service = tracked(activity.clone(), handler);
-                    let io = TokioIo::new(Watched::new(stream, activity.clone()));
-                    drive(&builder, io, service, &activity, timeouts, shutdown).await;
+                    crate::http1::serve_plain(
+                        stream, &http1, &builder, service, activity, timeouts, shutdown,
+                    )
+                    .await;
                     drop(token);
                 });
             }
