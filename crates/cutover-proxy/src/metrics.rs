@@ -436,7 +436,7 @@ impl VersionStats {
             out,
             "cutover_request_duration_seconds",
             &labels,
-            buckets.into_iter(),
+            buckets,
             sum,
             count,
         );

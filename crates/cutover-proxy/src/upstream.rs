@@ -43,8 +43,11 @@ pub(crate) struct Upstream {
 /// worker only ever takes back its own; a worker's list is locked by that worker alone on
 /// the request path (and by the reaper once a second).
 pub(crate) struct IdlePool {
-    shards: [Mutex<Vec<(Instant, Box<Upstream>)>>; crate::workers::SHARDS],
+    shards: [Mutex<IdleList>; crate::workers::SHARDS],
 }
+
+/// One worker's idle connections of an endpoint, each with the time it went idle.
+type IdleList = Vec<(Instant, Box<Upstream>)>;
 
 impl Default for IdlePool {
     fn default() -> IdlePool {
@@ -56,7 +59,7 @@ impl Default for IdlePool {
 
 impl IdlePool {
     /// This thread's idle list.
-    fn mine(&self) -> &Mutex<Vec<(Instant, Box<Upstream>)>> {
+    fn mine(&self) -> &Mutex<IdleList> {
         &self.shards[crate::workers::shard()]
     }
 
