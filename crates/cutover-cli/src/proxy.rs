@@ -19,17 +19,19 @@ pub fn run(
 ) -> Outcome {
     init_logging(env, LogFormat::Text);
     let config = load_config(path, env)?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = config.workers {
-        runtime.worker_threads(workers.max(1));
-    }
-    let runtime = runtime
+    // Client connections run on `workers` threads of their own (one per core by default),
+    // each a single-threaded runtime; this thread runs the admin API, the guardrails, the
+    // route puller and the signals.
+    let workers = config.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::error(exit::UNAVAILABLE, format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
         let signals = Signals::install();
-        let proxy = match Proxy::start(config).await {
+        let proxy = match Proxy::start_workers(config, workers).await {
             Ok(proxy) => proxy,
             Err(e) => {
                 // Bad settings are invalid input (2); what the machine refuses (a port in

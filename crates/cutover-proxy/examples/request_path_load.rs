@@ -6,6 +6,10 @@
 //! keep-alive connection. Run it with `N` and with 0: the difference over `N` is the cost
 //! of one request, client and upstream included (they are the same before and after a
 //! change to the proxy).
+//!
+//! A second argument `W` serves the client on `W` worker threads of their own
+//! (`Proxy::start_workers`, as `cutover proxy` runs) instead of this process's one
+//! thread: `request_path_load N 1`.
 
 use std::net::SocketAddr;
 
@@ -99,7 +103,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "weight": 10,
         }],
     }))?;
-    let proxy = Proxy::start(config).await?;
+    let proxy = match std::env::args().nth(2) {
+        Some(workers) => Proxy::start_workers(config, workers.parse()?).await?,
+        None => Proxy::start(config).await?,
+    };
     let addr = proxy.listen_addrs()[0];
     client(addr, count).await?;
     proxy.shutdown().await;

@@ -24,6 +24,7 @@ pub mod metrics;
 mod observed;
 pub mod table;
 mod upstream;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +81,13 @@ pub enum StartError {
         /// The file.
         path: String,
     },
+    /// A worker thread or its runtime could not be started.
+    #[error("cannot start a worker thread (hint: lower `workers`)")]
+    Worker {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The configuration is invalid.
     #[error("invalid proxy configuration")]
     Config(#[from] config::ConfigError),
@@ -109,6 +117,9 @@ pub(crate) struct Shared {
     /// Upgraded connections (WebSocket and others) being tunnelled.
     pub(crate) tunnels: AtomicUsize,
     pub(crate) tunnels_done: Notify,
+    /// Client connections accepted, by the shard of the thread that accepted them (a
+    /// worker's, see [`workers::shard`]).
+    pub(crate) accepted: [AtomicU64; workers::SHARDS],
 }
 
 impl Shared {
@@ -139,53 +150,21 @@ pub struct Proxy {
     admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Worker threads serving the client listeners ([`Proxy::start_workers`]); empty when
+    /// they are served on the caller's runtime.
+    workers: Vec<workers::Worker>,
 }
 
 impl Proxy {
-    /// Binds every listener and the admin listener, and starts serving. Must be called
-    /// within a Tokio runtime.
+    /// Binds every listener and the admin listener, and starts serving on the calling
+    /// runtime (`workers` is ignored: the caller owns the runtime). Must be called within
+    /// a Tokio runtime. This is how `cutover serve` embeds the proxy.
     pub async fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
-        config.validate()?;
-        let token = match &config.admin.token_file {
-            Some(path) => Some(read_token(path)?),
-            None => None,
-        };
-        let trusted = config
-            .limits
-            .trusted_proxies
-            .iter()
-            .filter_map(|entry| forward::Cidr::parse(entry))
-            .collect();
-        let registry = Registry::new(config.metrics_window.as_secs().max(1));
-        let table = registry.compile(
-            &RouteTableConfig {
-                routes: config.routes.clone(),
-            },
-            1,
-        )?;
-        let shared = Arc::new(Shared {
-            client: forward::upstream_client(&config.timeouts),
-            table: ArcSwap::from_pointee(table),
-            table_writer: Mutex::new(()),
-            registry,
-            events: EventLog::default(),
-            token,
-            trusted,
-            mirror_permits: Arc::new(tokio::sync::Semaphore::new(
-                config.limits.max_mirror_in_flight,
-            )),
-            mirror_dropped: AtomicU64::new(0),
-            started: Instant::now(),
-            tunnels: AtomicUsize::new(0),
-            tunnels_done: Notify::new(),
-            config,
-        });
+        let shared = prepare(config)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut listen_addrs = Vec::new();
-        let permits = Arc::new(tokio::sync::Semaphore::new(
-            shared.config.limits.max_connections.max(1),
-        ));
+        let permits = connection_permits(&shared);
         for listener in &shared.config.listeners {
             let bound = listen::bind(listener).await?;
             listen_addrs.push(bound.local_addr);
@@ -196,18 +175,98 @@ impl Proxy {
                 shutdown_rx.clone(),
             ));
         }
+        Proxy::start_control(
+            shared,
+            listen_addrs,
+            Vec::new(),
+            shutdown,
+            shutdown_rx,
+            tasks,
+        )
+        .await
+    }
+
+    /// Binds every listener and the admin listener, and serves client connections on
+    /// `workers` threads of their own, each a single-threaded runtime with its own socket
+    /// on every client address (`SO_REUSEPORT`; a port 0 address is bound once and the
+    /// other workers join its port). The admin listener, the guardrails and the reaper run
+    /// on the calling runtime, which may well be a single-threaded one. This is how
+    /// `cutover proxy` runs (`workers` in its configuration).
+    pub async fn start_workers(config: ProxyConfig, workers: usize) -> Result<Proxy, StartError> {
+        let workers = workers.max(1);
+        let shared = prepare(config)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let permits = connection_permits(&shared);
+        let mut sockets: Vec<Vec<workers::WorkerListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut listen_addrs = Vec::new();
+        for listener in &shared.config.listeners {
+            let tls = match &listener.tls {
+                Some(tls) => Some(listen::acceptor(tls)?),
+                None => None,
+            };
+            let mut address = listener.address;
+            for per_worker in &mut sockets {
+                let socket = workers::bind_shared(address)?;
+                let local_addr = socket
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { address, source })?;
+                // The first socket fixes the port (port 0 picks one); the others join it.
+                address = local_addr;
+                per_worker.push(workers::WorkerListener {
+                    socket,
+                    local_addr,
+                    tls: tls.clone(),
+                });
+            }
+            listen_addrs.push(address);
+        }
+        let mut running = Vec::with_capacity(workers);
+        for (index, listeners) in sockets.into_iter().enumerate() {
+            let worker = workers::Worker::spawn(
+                index + 1,
+                shared.clone(),
+                listeners,
+                permits.clone(),
+                shutdown_rx.clone(),
+            )
+            .map_err(|source| StartError::Worker { source })?;
+            running.push(worker);
+        }
+        Proxy::start_control(
+            shared,
+            listen_addrs,
+            running,
+            shutdown,
+            shutdown_rx,
+            JoinSet::new(),
+        )
+        .await
+    }
+
+    /// Starts what runs beside the client listeners: the admin listener, the guardrails
+    /// and the idle reaper, on the calling runtime.
+    async fn start_control(
+        shared: Arc<Shared>,
+        listen_addrs: Vec<SocketAddr>,
+        workers: Vec<workers::Worker>,
+        shutdown: watch::Sender<bool>,
+        shutdown_rx: watch::Receiver<bool>,
+        mut tasks: JoinSet<()>,
+    ) -> Result<Proxy, StartError> {
         let admin = listen::bind_plain(shared.config.admin.address).await?;
         let admin_addr = admin.local_addr;
         tasks.spawn(admin::serve(shared.clone(), admin, shutdown_rx.clone()));
         tasks.spawn(guardrail::watch(shared.clone(), shutdown_rx.clone()));
         tasks.spawn(reap_idle_upstreams(shared.clone(), shutdown_rx));
-        tracing::info!(listeners = ?listen_addrs, admin = %admin_addr, "proxy started");
+        tracing::info!(listeners = ?listen_addrs, admin = %admin_addr, workers = workers.len(), "proxy started");
         Ok(Proxy {
             shared,
             listen_addrs,
             admin_addr,
             shutdown,
             tasks,
+            workers,
         })
     }
 
@@ -319,12 +378,16 @@ impl Proxy {
 
     /// Stops accepting, lets in-flight requests and tunnels finish within the configured
     /// grace period, then returns. Connections still open after the grace period are
-    /// closed when the runtime stops (at process exit for `cutover proxy`).
+    /// closed when the runtime stops (at process exit for `cutover proxy`); those of
+    /// worker threads when their runtimes are dropped, before this returns.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         let grace: std::time::Duration = self.shared.config.timeouts.shutdown_grace.into();
         let drained = async {
             while self.tasks.join_next().await.is_some() {}
+            for worker in &mut self.workers {
+                worker.drained().await;
+            }
             while self.shared.tunnels.load(Ordering::Acquire) > 0 {
                 self.shared.tunnels_done.notified().await;
             }
@@ -333,7 +396,58 @@ impl Proxy {
             tracing::warn!("shutdown grace period over; closing what is left");
             self.tasks.abort_all();
         }
+        for worker in std::mem::take(&mut self.workers) {
+            worker.stop().await;
+        }
     }
+}
+
+/// Checks the configuration and builds the state every part of the proxy shares.
+fn prepare(config: ProxyConfig) -> Result<Arc<Shared>, StartError> {
+    config.validate()?;
+    let token = match &config.admin.token_file {
+        Some(path) => Some(read_token(path)?),
+        None => None,
+    };
+    let trusted = config
+        .limits
+        .trusted_proxies
+        .iter()
+        .filter_map(|entry| forward::Cidr::parse(entry))
+        .collect();
+    let registry = Registry::new(config.metrics_window.as_secs().max(1));
+    let table = registry.compile(
+        &RouteTableConfig {
+            routes: config.routes.clone(),
+        },
+        1,
+    )?;
+    Ok(Arc::new(Shared {
+        client: forward::upstream_client(&config.timeouts),
+        table: ArcSwap::from_pointee(table),
+        table_writer: Mutex::new(()),
+        registry,
+        events: EventLog::default(),
+        token,
+        trusted,
+        mirror_permits: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_mirror_in_flight,
+        )),
+        mirror_dropped: AtomicU64::new(0),
+        started: Instant::now(),
+        tunnels: AtomicUsize::new(0),
+        tunnels_done: Notify::new(),
+        accepted: std::array::from_fn(|_| AtomicU64::new(0)),
+        config,
+    }))
+}
+
+/// One permit per client connection under `limits.maxConnections`, shared by every
+/// listener (and every worker): the limit caps them all together, tunnels included.
+fn connection_permits(shared: &Shared) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(
+        shared.config.limits.max_connections.max(1),
+    ))
 }
 
 /// Reads the admin token; an empty or whitespace-only file is refused, never taken as "no
@@ -378,6 +492,15 @@ async fn reap_idle_upstreams(shared: Arc<Shared>, mut shutdown: watch::Receiver<
 }
 
 impl Proxy {
+    /// Client connections accepted so far by each worker thread, in worker order (empty
+    /// when the proxy serves on the caller's runtime, [`Proxy::start`]): how evenly the
+    /// kernel spreads connections over the workers' sockets.
+    pub fn worker_connections(&self) -> Vec<u64> {
+        (1..=self.workers.len())
+            .map(|worker| self.shared.accepted[worker % workers::SHARDS].load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// How many upstream connections sit idle in the pool now.
     pub fn idle_upstream_connections(&self) -> usize {
         self.shared

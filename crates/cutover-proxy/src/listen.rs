@@ -44,6 +44,21 @@ pub(crate) struct Bound {
     tls: Option<TlsAcceptor>,
 }
 
+impl Bound {
+    /// A listener bound elsewhere (a worker's `SO_REUSEPORT` socket), with its TLS acceptor.
+    pub(crate) fn new(
+        listener: TcpListener,
+        local_addr: SocketAddr,
+        tls: Option<TlsAcceptor>,
+    ) -> Bound {
+        Bound {
+            listener,
+            local_addr,
+            tls,
+        }
+    }
+}
+
 /// Binds a plain TCP listener.
 pub(crate) async fn bind_plain(address: SocketAddr) -> Result<Bound, StartError> {
     let listener = TcpListener::bind(address)
@@ -68,7 +83,8 @@ pub(crate) async fn bind(config: &ListenerConfig) -> Result<Bound, StartError> {
     Ok(bound)
 }
 
-fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
+/// The TLS acceptor of a listener with a certificate.
+pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
     let fail = |message: String| StartError::Tls {
         cert: tls.cert_file.display().to_string(),
         key: tls.key_file.display().to_string(),
@@ -98,10 +114,10 @@ fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
 pub(crate) struct ConnInfo {
     /// The peer's address.
     pub(crate) peer: SocketAddr,
-    /// Whether the connection is TLS.
-    pub(crate) tls: bool,
     /// Whether the peer is in `limits.trustedProxies`, so its forwarding headers are kept.
     pub(crate) trusted: bool,
+    /// The peer's `X-Forwarded-For` and `Forwarded` values, worked out once.
+    pub(crate) forwarding: forward::PeerForwarding,
     /// The connection's place under `maxConnections`, held by the connection and by any
     /// tunnel it was upgraded to: freed when the last of them ends.
     _slot: OwnedSemaphorePermit,
@@ -570,6 +586,7 @@ pub(crate) async fn serve(
             break;
         };
         let _ = stream.set_nodelay(true);
+        shared.accepted[crate::workers::shard()].fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let builder = builder.clone();
         let http1 = http1.clone();
@@ -577,8 +594,8 @@ pub(crate) async fn serve(
         let token = drain.token();
         let conn = Arc::new(ConnInfo {
             peer,
-            tls: tls.is_some(),
             trusted: shared.trusted.iter().any(|c| c.contains(peer.ip())),
+            forwarding: forward::PeerForwarding::of(peer, tls.is_some()),
             _slot: permit,
         });
         let handler = move |req| forward::handle(shared.clone(), req, conn.clone());

@@ -11,7 +11,6 @@ use std::time::Duration;
 use cutover_core::exposition::{Labels, MetricType, write_family, write_histogram, write_sample};
 use cutover_core::judge::evidence::latency_bucket;
 use cutover_core::judge::{Evidence, Histogram as Buckets};
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Upstream failures, by where they came from.
@@ -31,6 +30,15 @@ impl UpstreamError {
         UpstreamError::Timeout,
         UpstreamError::Reset,
     ];
+
+    /// The index of this kind in [`UpstreamError::ALL`].
+    fn index(self) -> usize {
+        match self {
+            UpstreamError::Connect => 0,
+            UpstreamError::Timeout => 1,
+            UpstreamError::Reset => 2,
+        }
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -62,6 +70,18 @@ impl SecondCounts {
             requests: 0,
             errors: 0,
             latency: Vec::new(),
+        }
+    }
+
+    /// Adds another shard's counts of the same second.
+    fn merge(&mut self, other: &SecondCounts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (bucket, count) in &other.latency {
+            match self.latency.binary_search_by_key(bucket, |(b, _)| *b) {
+                Ok(i) => self.latency[i].1 = self.latency[i].1.saturating_add(*count),
+                Err(i) => self.latency.insert(i, (*bucket, *count)),
+            }
         }
     }
 
@@ -111,24 +131,56 @@ pub struct WindowStats {
 }
 
 /// Counters of one version of one release.
+///
+/// Every request is recorded in the shard of the thread that serves it (a worker's own,
+/// see [`crate::workers::shard`]): atomics and a window that no other worker touches, so
+/// the request path shares no lock and no contended cache line between workers. Readers
+/// (scrape, windows, evidence, guardrails) sum the shards, so they see exact totals.
 pub struct VersionStats {
     /// The release's name.
     pub release: String,
     /// The version's name.
     pub version: String,
-    by_class: [AtomicU64; 5],
-    upstream_errors: [AtomicU64; 3],
-    in_flight: AtomicI64,
-    /// Requests ended by the client's own fault (malformed or stalled body, gone
-    /// mid-request): kept apart from the version's requests and errors.
-    client_errors: AtomicU64,
-    latency: Mutex<Histogram<u64>>,
-    window: Mutex<VecDeque<SecondCounts>>,
+    shards: Box<[Shard]>,
     window_len: u64,
     /// The second of the first request counted (`u64::MAX` before any): evidence never
     /// claims to cover seconds before it, when these counters did not exist (a proxy that
     /// restarted) or the version had no traffic, so a rate taken from it is not diluted.
     first_second: AtomicU64,
+}
+
+/// One thread's share of a version's counters. Aligned to two cache lines so that two
+/// workers' shards never share one.
+#[repr(align(128))]
+struct Shard {
+    by_class: [AtomicU64; 5],
+    upstream_errors: [AtomicU64; 3],
+    /// Started here minus ended here: a request may end on another thread of a
+    /// multi-thread runtime, so one shard can be negative; the sum is the gauge.
+    in_flight: AtomicI64,
+    /// Requests ended by the client's own fault (malformed or stalled body, gone
+    /// mid-request): kept apart from the version's requests and errors.
+    client_errors: AtomicU64,
+    /// Latencies by exported bucket: `latency[i]` counts those in
+    /// (`LATENCY_BUCKETS[i-1]`, `LATENCY_BUCKETS[i]`], the last those above every bound.
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of the latencies, in microseconds.
+    latency_sum_micros: AtomicU64,
+    window: Mutex<VecDeque<SecondCounts>>,
+}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            by_class: Default::default(),
+            upstream_errors: Default::default(),
+            in_flight: AtomicI64::new(0),
+            client_errors: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_micros: AtomicU64::new(0),
+            window: Mutex::new(VecDeque::new()),
+        }
+    }
 }
 
 impl VersionStats {
@@ -137,26 +189,28 @@ impl VersionStats {
         VersionStats {
             release: release.to_string(),
             version: version.to_string(),
-            by_class: Default::default(),
-            upstream_errors: Default::default(),
-            in_flight: AtomicI64::new(0),
-            client_errors: AtomicU64::new(0),
+            shards: (0..crate::workers::SHARDS).map(|_| Shard::new()).collect(),
             first_second: AtomicU64::new(u64::MAX),
-            // 1 µs to 1 h at 2 significant digits: about 30 KB.
-            latency: Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000, 2).unwrap_or_else(|_| {
-                    Histogram::new(2)
-                        .unwrap_or_else(|_| unreachable!("2 significant figures is valid"))
-                }),
-            ),
-            window: Mutex::new(VecDeque::with_capacity(window_len as usize + 1)),
             window_len: window_len.max(1),
         }
     }
 
+    /// This thread's shard.
+    fn mine(&self) -> &Shard {
+        &self.shards[crate::workers::shard() % self.shards.len()]
+    }
+
+    /// The sum of one counter over every shard.
+    fn total(&self, counter: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| counter(shard).load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// A request started.
     pub fn start(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.mine().in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request ended with `status` (or an upstream error, which counts as 5xx) after
@@ -168,24 +222,23 @@ impl VersionStats {
         elapsed: Duration,
         second: u64,
     ) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let shard = self.mine();
+        shard.in_flight.fetch_sub(1, Ordering::Relaxed);
         let class = status.map_or(4, |s| usize::from((s / 100).clamp(1, 5)) - 1);
-        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        shard.by_class[class].fetch_add(1, Ordering::Relaxed);
         if let Some(kind) = upstream_error {
-            let index = UpstreamError::ALL
-                .iter()
-                .position(|k| *k == kind)
-                .unwrap_or(0);
-            self.upstream_errors[index].fetch_add(1, Ordering::Relaxed);
+            shard.upstream_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
         }
         let micros = u64::try_from(elapsed.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        if let Ok(mut h) = self.latency.lock() {
-            h.saturating_record(micros);
-        }
+        let bucket = LATENCY_BUCKETS.partition_point(|bound| bound_micros(*bound) < micros);
+        shard.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        shard
+            .latency_sum_micros
+            .fetch_add(micros, Ordering::Relaxed);
         let error = class == 4;
-        self.count_in_window(second, error, Some(latency_bucket(micros)));
+        self.count_in_window(shard, second, error, Some(latency_bucket(micros)));
     }
 
     /// A request that started ended by the client's fault (a malformed, stalled or
@@ -193,29 +246,31 @@ impl VersionStats {
     /// counted in `cutover_client_errors_total`, never in the version's requests, errors
     /// or windows, so no client can make a version look failing.
     pub fn client_error(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.client_errors.fetch_add(1, Ordering::Relaxed);
+        let shard = self.mine();
+        shard.in_flight.fetch_sub(1, Ordering::Relaxed);
+        shard.client_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests ended by the client's fault since start (see [`VersionStats::client_error`]).
     pub fn client_errors(&self) -> u64 {
-        self.client_errors.load(Ordering::Relaxed)
+        self.total(|s| &s.client_errors)
     }
 
     /// A request meant for this version that it could not take (every endpoint ejected):
     /// counted as a 5xx and a connect failure, with no latency, so the error rate and the
     /// guardrails see a version that is down.
     pub fn unavailable(&self, second: u64) {
-        self.by_class[4].fetch_add(1, Ordering::Relaxed);
-        self.upstream_errors[0].fetch_add(1, Ordering::Relaxed);
-        self.count_in_window(second, true, None);
+        let shard = self.mine();
+        shard.by_class[4].fetch_add(1, Ordering::Relaxed);
+        shard.upstream_errors[UpstreamError::Connect.index()].fetch_add(1, Ordering::Relaxed);
+        self.count_in_window(shard, second, true, None);
     }
 
-    /// Counts one request in the second `second`, starting new counts (and dropping those
-    /// past the window) when the second has moved on. A request finishing just after its
-    /// second rolled over lands in the latest counts.
-    fn count_in_window(&self, second: u64, error: bool, latency: Option<u16>) {
-        let Ok(mut window) = self.window.lock() else {
+    /// Counts one request in the second `second` of `shard`'s window, starting new counts
+    /// (and dropping those past the window) when the second has moved on. A request
+    /// finishing just after its second rolled over lands in the latest counts.
+    fn count_in_window(&self, shard: &Shard, second: u64, error: bool, latency: Option<u16>) {
+        let Ok(mut window) = shard.window.lock() else {
             return;
         };
         if window.back().is_none_or(|s| s.second < second) {
@@ -237,35 +292,51 @@ impl VersionStats {
         }
     }
 
+    /// Every shard's window merged second by second, oldest first.
+    fn merged_window(&self) -> VecDeque<SecondCounts> {
+        let mut merged = std::collections::BTreeMap::<u64, SecondCounts>::new();
+        for shard in self.shards.iter() {
+            let Ok(window) = shard.window.lock() else {
+                continue;
+            };
+            for counts in window.iter() {
+                match merged.entry(counts.second) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(counts.clone());
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut slot) => {
+                        slot.get_mut().merge(counts);
+                    }
+                }
+            }
+        }
+        merged.into_values().collect()
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> i64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|shard| shard.in_flight.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Requests completed since start, by status class (`1xx` .. `5xx`, upstream errors in 5xx).
     pub fn requests_by_class(&self) -> [u64; 5] {
-        std::array::from_fn(|i| self.by_class[i].load(Ordering::Relaxed))
+        std::array::from_fn(|i| self.total(|s| &s.by_class[i]))
     }
 
     /// The last `seconds` seconds up to `now_second` (inclusive), at most the window kept.
     pub fn window(&self, seconds: u64, now_second: u64) -> WindowStats {
         let seconds = seconds.clamp(1, self.window_len);
-        match self.window.lock() {
-            Ok(window) => stats_of(&window, seconds, now_second),
-            Err(_) => WindowStats {
-                seconds,
-                ..WindowStats::default()
-            },
-        }
+        stats_of(&self.merged_window(), seconds, now_second)
     }
 
     /// One value per second over the last `seconds` up to `now_second`, oldest first, for
     /// seconds that saw requests: the samples a statistical test compares.
     pub fn series(&self, seconds: u64, now_second: u64) -> Vec<WindowStats> {
         let seconds = seconds.clamp(1, self.window_len);
-        let Ok(window) = self.window.lock() else {
-            return Vec::new();
-        };
+        let window = self.merged_window();
         window
             .iter()
             .filter(|s| s.second + seconds > now_second && s.second <= now_second && s.requests > 0)
@@ -306,9 +377,7 @@ impl VersionStats {
         let seconds = seconds.clamp(1, self.window_len);
         let counted = now_second.saturating_sub(self.first_second.load(Ordering::Relaxed));
         let covered = seconds.min(counted.max(1));
-        let Ok(window) = self.window.lock() else {
-            return Evidence::default();
-        };
+        let window = self.merged_window();
         let mut evidence = Evidence {
             seconds: covered as f64,
             ..Evidence::default()
@@ -332,9 +401,7 @@ impl VersionStats {
     /// seconds without requests left out: what `cutover record` captures.
     pub fn evidence_by_second(&self, seconds: u64, now_second: u64) -> Vec<SecondEvidence> {
         let seconds = seconds.clamp(1, self.window_len);
-        let Ok(window) = self.window.lock() else {
-            return Vec::new();
-        };
+        let window = self.merged_window();
         window
             .iter()
             .filter(|s| s.second < now_second && s.second + seconds >= now_second && s.requests > 0)
@@ -362,15 +429,15 @@ impl VersionStats {
                 out,
                 "cutover_requests_total",
                 &labels.clone().with("code_class", class),
-                self.by_class[i].load(Ordering::Relaxed),
+                self.total(|s| &s.by_class[i]),
             );
         }
-        for (i, kind) in UpstreamError::ALL.iter().enumerate() {
+        for kind in UpstreamError::ALL {
             write_sample(
                 out,
                 "cutover_upstream_errors_total",
                 &labels.clone().with("kind", kind.label()),
-                self.upstream_errors[i].load(Ordering::Relaxed),
+                self.total(|s| &s.upstream_errors[kind.index()]),
             );
         }
         write_sample(out, "cutover_requests_in_flight", &labels, self.in_flight());
@@ -380,31 +447,28 @@ impl VersionStats {
             &labels,
             self.client_errors(),
         );
-        if let Ok(h) = self.latency.lock() {
-            let buckets = LATENCY_BUCKETS.iter().map(|bound| {
-                let micros = (bound * 1e6) as u64;
-                let count = if h.is_empty() {
-                    0
-                } else {
-                    h.count_between(0, micros)
-                };
-                (*bound, count)
-            });
-            let sum: f64 = h
-                .iter_recorded()
-                .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
-                .sum::<f64>()
-                / 1e6;
-            write_histogram(
-                out,
-                "cutover_request_duration_seconds",
-                &labels,
-                buckets,
-                sum,
-                h.len(),
-            );
-        }
+        let mut cumulative = 0;
+        let buckets = LATENCY_BUCKETS.iter().enumerate().map(|(i, bound)| {
+            cumulative += self.total(|s| &s.latency[i]);
+            (*bound, cumulative)
+        });
+        let buckets: Vec<(f64, u64)> = buckets.collect();
+        let count = cumulative + self.total(|s| &s.latency[LATENCY_BUCKETS.len()]);
+        let sum = self.total(|s| &s.latency_sum_micros) as f64 / 1e6;
+        write_histogram(
+            out,
+            "cutover_request_duration_seconds",
+            &labels,
+            buckets,
+            sum,
+            count,
+        );
     }
+}
+
+/// A bucket bound of [`LATENCY_BUCKETS`] in microseconds.
+fn bound_micros(bound: f64) -> u64 {
+    (bound * 1e6).round() as u64
 }
 
 /// Sums the counts of the `seconds` up to `now_second` into window statistics.

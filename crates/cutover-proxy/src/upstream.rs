@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use crate::forward::{BoxError, ProxyBody};
 use crate::metrics::UpstreamError;
 
-/// Most idle connections kept per endpoint.
+/// Most idle connections kept per endpoint and worker.
 const MAX_IDLE: usize = 1024;
 
 type Conn = Connection<TokioIo<TcpStream>, ProxyBody>;
@@ -37,22 +37,42 @@ pub(crate) struct Upstream {
     conn: Conn,
 }
 
-/// Idle connections of one endpoint, most recently used last.
-#[derive(Default)]
+/// Idle connections of one endpoint, one list per worker thread (see
+/// [`crate::workers::shard`]), most recently used last. A connection is driven by the
+/// runtime that made it (its socket is registered with that runtime's reactor), so a
+/// worker only ever takes back its own; a worker's list is locked by that worker alone on
+/// the request path (and by the reaper once a second).
 pub(crate) struct IdlePool {
-    idle: Mutex<Vec<(Instant, Upstream)>>,
+    shards: [Mutex<IdleList>; crate::workers::SHARDS],
+}
+
+/// One worker's idle connections of an endpoint, each with the time it went idle.
+type IdleList = Vec<(Instant, Box<Upstream>)>;
+
+impl Default for IdlePool {
+    fn default() -> IdlePool {
+        IdlePool {
+            shards: std::array::from_fn(|_| Mutex::new(Vec::new())),
+        }
+    }
 }
 
 impl IdlePool {
+    /// This thread's idle list.
+    fn mine(&self) -> &Mutex<IdleList> {
+        &self.shards[crate::workers::shard()]
+    }
+
     /// The most recently used idle connection that is still open and younger than
     /// `max_idle`; older ones are dropped (closed) on the way.
-    fn take(&self, max_idle: Duration) -> Option<Upstream> {
+    fn take(&self, max_idle: Duration) -> Option<Box<Upstream>> {
         let now = Instant::now();
+        let mine = self.mine();
         loop {
-            let (since, mut upstream) = self.idle.lock().ok()?.pop()?;
+            let (since, mut upstream) = mine.lock().ok()?.pop()?;
             if now.duration_since(since) > max_idle {
                 // Everything below is older still.
-                if let Ok(mut idle) = self.idle.lock() {
+                if let Ok(mut idle) = mine.lock() {
                     idle.clear();
                 }
                 return None;
@@ -66,23 +86,30 @@ impl IdlePool {
     /// Closes idle connections older than `max_idle`, and those the upstream closed.
     pub(crate) fn reap(&self, max_idle: Duration) -> usize {
         let now = Instant::now();
-        let Ok(mut idle) = self.idle.lock() else {
-            return 0;
-        };
-        let before = idle.len();
-        idle.retain_mut(|(since, upstream)| {
-            now.duration_since(*since) <= max_idle && upstream.is_usable()
-        });
-        before - idle.len()
+        let mut reaped = 0;
+        for shard in &self.shards {
+            let Ok(mut idle) = shard.lock() else {
+                continue;
+            };
+            let before = idle.len();
+            idle.retain_mut(|(since, upstream)| {
+                now.duration_since(*since) <= max_idle && upstream.is_usable()
+            });
+            reaped += before - idle.len();
+        }
+        reaped
     }
 
     /// Idle connections kept now.
     pub(crate) fn len(&self) -> usize {
-        self.idle.lock().map_or(0, |idle| idle.len())
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().map_or(0, |idle| idle.len()))
+            .sum()
     }
 
-    fn put(&self, upstream: Upstream) {
-        if let Ok(mut idle) = self.idle.lock()
+    fn put(&self, upstream: Box<Upstream>) {
+        if let Ok(mut idle) = self.mine().lock()
             && idle.len() < MAX_IDLE
         {
             idle.push((Instant::now(), upstream));
@@ -104,7 +131,7 @@ impl Upstream {
     async fn connect(
         authority: &str,
         connect_timeout: Duration,
-    ) -> Result<Upstream, UpstreamError> {
+    ) -> Result<Box<Upstream>, UpstreamError> {
         let stream =
             match tokio::time::timeout(connect_timeout, TcpStream::connect(authority)).await {
                 Ok(Ok(stream)) => stream,
@@ -115,7 +142,9 @@ impl Upstream {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Connect)?;
-        Ok(Upstream { sender, conn })
+        // Boxed: a connection moves in and out of the pool, the exchange and the response
+        // body on every request; a pointer moves cheaper than hyper's connection state.
+        Ok(Box::new(Upstream { sender, conn }))
     }
 }
 
@@ -127,46 +156,69 @@ pub(crate) struct Target<'a> {
     pub(crate) idle_timeout: Duration,
 }
 
+/// Why an exchange failed, and the request back when it never left the proxy.
+pub(crate) struct SendFailure {
+    /// What went wrong.
+    pub(crate) kind: UpstreamError,
+    /// The request, untouched, when it was not sent (no connection could be made, or a
+    /// pooled one turned out closed): the caller can send it elsewhere without having kept
+    /// a copy of its headers.
+    pub(crate) unsent: Option<Request<ProxyBody>>,
+}
+
 /// Sends `request` (origin-form URI, `Host` set) and returns the response head; the body
 /// streams as the caller reads it. A reused connection that turns out closed before the
-/// request could be written is replaced by a fresh one, once, if `replay` can rebuild the
-/// request.
+/// request could be written is replaced by a fresh one, once, when `replayable` (hyper
+/// hands the unsent request back, so nothing is copied beforehand).
 pub(crate) async fn send(
     target: &Target<'_>,
     request: Request<ProxyBody>,
-    replay: Option<&(dyn Fn() -> Request<ProxyBody> + Sync)>,
-) -> Result<Response<ProxyBody>, UpstreamError> {
+    replayable: bool,
+) -> Result<Response<ProxyBody>, SendFailure> {
     let pooled = target.pool.idle.take(target.idle_timeout);
     let reused = pooled.is_some();
     let upstream = match pooled {
         Some(upstream) => upstream,
-        None => Upstream::connect(target.authority, target.connect_timeout).await?,
+        None => match Upstream::connect(target.authority, target.connect_timeout).await {
+            Ok(upstream) => upstream,
+            Err(kind) => {
+                return Err(SendFailure {
+                    kind,
+                    unsent: Some(request),
+                });
+            }
+        },
     };
     match exchange(target, upstream, request).await {
-        Err(Failure { sent: false, .. }) if reused => {
-            let Some(replay) = replay else {
-                return Err(UpstreamError::Reset);
-            };
-            let fresh = Upstream::connect(target.authority, target.connect_timeout).await?;
-            exchange(target, fresh, replay()).await.map_err(|f| f.kind)
+        Err(SendFailure {
+            unsent: Some(request),
+            ..
+        }) if reused => {
+            if !replayable {
+                return Err(SendFailure {
+                    kind: UpstreamError::Reset,
+                    unsent: Some(request),
+                });
+            }
+            match Upstream::connect(target.authority, target.connect_timeout).await {
+                Ok(fresh) => exchange(target, fresh, request).await,
+                Err(kind) => Err(SendFailure {
+                    kind,
+                    unsent: Some(request),
+                }),
+            }
         }
-        result => result.map_err(|f| f.kind),
+        result => result,
     }
-}
-
-struct Failure {
-    kind: UpstreamError,
-    /// Whether the request may have reached the upstream.
-    sent: bool,
 }
 
 /// One request on one connection, driving the connection until the response head arrives.
 async fn exchange(
     target: &Target<'_>,
-    mut upstream: Upstream,
+    mut upstream: Box<Upstream>,
     request: Request<ProxyBody>,
-) -> Result<Response<ProxyBody>, Failure> {
-    let mut response = std::pin::pin!(upstream.sender.send_request(request));
+) -> Result<Response<ProxyBody>, SendFailure> {
+    let mut response = std::pin::pin!(upstream.sender.try_send_request(request));
     let mut conn_done = false;
     let head = std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = response.as_mut().poll(cx) {
@@ -190,16 +242,19 @@ async fn exchange(
             };
             Ok(Response::from_parts(parts, driven.boxed()))
         }
-        Err(e) => Err(Failure {
-            kind: if e.is_timeout() {
-                UpstreamError::Timeout
-            } else {
-                UpstreamError::Reset
-            },
-            // hyper reports a connection that closed before the request went out as
-            // canceled: safe to send again elsewhere.
-            sent: !e.is_canceled(),
-        }),
+        Err(mut e) => {
+            // hyper gives the request back when the connection closed before it went
+            // out: safe to send again elsewhere.
+            let unsent = e.take_message();
+            Err(SendFailure {
+                kind: if e.error().is_timeout() {
+                    UpstreamError::Timeout
+                } else {
+                    UpstreamError::Reset
+                },
+                unsent,
+            })
+        }
     }
 }
 
@@ -207,7 +262,7 @@ async fn exchange(
 /// and hands the connection back to the pool when the body is complete.
 struct DrivenBody {
     body: Incoming,
-    upstream: Option<Upstream>,
+    upstream: Option<Box<Upstream>>,
     pool: std::sync::Arc<crate::table::Endpoint>,
 }
 

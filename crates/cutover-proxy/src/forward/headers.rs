@@ -80,13 +80,10 @@ pub(crate) fn smuggling(headers: &HeaderMap) -> Option<&'static str> {
 }
 
 /// The request's host without port: the URI's authority (HTTP/2) or the `Host` header.
-pub(super) fn host_of(req: &Request<Incoming>) -> Option<String> {
+/// Borrowed as it came, in whatever case: route lookups compare hosts case-insensitively.
+pub(super) fn host_of(req: &Request<Incoming>) -> Option<&str> {
     if let Some(host) = req.uri().host() {
-        return Some(
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_ascii_lowercase(),
-        );
+        return Some(host.trim_start_matches('[').trim_end_matches(']'));
     }
     let value = req.headers().get(header::HOST)?.to_str().ok()?;
     let host = if let Some(rest) = value.strip_prefix('[') {
@@ -97,7 +94,7 @@ pub(super) fn host_of(req: &Request<Incoming>) -> Option<String> {
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
             .map_or(value, |(h, _)| h)
     };
-    Some(host.to_ascii_lowercase())
+    Some(host)
 }
 
 /// An address range of `limits.trustedProxies`: `10.0.0.0/8`, `::1/128`, or one address.
@@ -143,26 +140,64 @@ impl Cidr {
 /// string with `"` and `\` escaped. IPv6 nodes, `host:port` and anything with
 /// separators need the quotes.
 fn forwarded_value(value: &str) -> String {
-    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if !value.is_empty() && value.bytes().all(tchar) {
-        return value.to_string();
-    }
-    let mut quoted = String::with_capacity(value.len() + 2);
-    quoted.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            quoted.push('\\');
-        }
-        quoted.push(c);
-    }
-    quoted.push('"');
-    quoted
+    let mut out = String::with_capacity(value.len() + 2);
+    push_forwarded_value(&mut out, value);
+    out
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from `peer`. The
-/// client's own `X-Forwarded-For` and `Forwarded` are kept (and appended to) only when
-/// `trusted` (the peer is in `limits.trustedProxies`); from anyone else they are
-/// replaced, so a client cannot choose the address the upstream believes.
+/// [`forwarded_value`], appended to `out`.
+fn push_forwarded_value(out: &mut String, value: &str) {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !value.is_empty() && value.bytes().all(tchar) {
+        out.push_str(value);
+        return;
+    }
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// What a connection's peer puts into the forwarding headers, worked out once per
+/// connection rather than formatted again for each of its requests.
+pub(crate) struct PeerForwarding {
+    /// The peer's address, as `X-Forwarded-For` gets it.
+    ip: HeaderValue,
+    /// `for=...;proto=...`: this hop's `Forwarded` element before any `host=`.
+    element: String,
+    /// The same as a header value, for requests without a host.
+    element_value: Option<HeaderValue>,
+    /// `http` or `https`.
+    proto: &'static str,
+}
+
+impl PeerForwarding {
+    /// The forwarding values of a connection from `peer`, over TLS or not.
+    pub(crate) fn of(peer: SocketAddr, tls: bool) -> PeerForwarding {
+        let canonical = peer.ip().to_canonical();
+        let ip = canonical.to_string();
+        let proto = if tls { "https" } else { "http" };
+        let node = if canonical.is_ipv6() {
+            format!("[{ip}]")
+        } else {
+            ip.clone()
+        };
+        let element = format!("for={};proto={proto}", forwarded_value(&node));
+        PeerForwarding {
+            ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            element_value: HeaderValue::from_str(&element).ok(),
+            element,
+            proto,
+        }
+    }
+}
+
+/// [`add_forwarding_for`] for a request from `peer`, as the tests call it.
+#[cfg(test)]
 pub(super) fn add_forwarding(
     headers: &mut HeaderMap,
     peer: SocketAddr,
@@ -170,8 +205,21 @@ pub(super) fn add_forwarding(
     tls: bool,
     trusted: bool,
 ) {
-    let ip = peer.ip().to_canonical().to_string();
-    let proto = if tls { "https" } else { "http" };
+    add_forwarding_for(headers, &PeerForwarding::of(peer, tls), host, trusted);
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from the peer of
+/// `peer`'s connection. The client's own `X-Forwarded-For` and `Forwarded` are kept (and
+/// appended to) only when `trusted` (the peer is in `limits.trustedProxies`); from anyone
+/// else they are replaced, so a client cannot choose the address the upstream believes.
+/// The peer's values are worked out once per connection: an untrusted peer's request
+/// costs no formatting unless it has a host (the `Forwarded` value names it).
+pub(super) fn add_forwarding_for(
+    headers: &mut HeaderMap,
+    peer: &PeerForwarding,
+    host: Option<&HeaderValue>,
+    trusted: bool,
+) {
     let joined = |name: &HeaderName, headers: &HeaderMap| -> Option<String> {
         let values: Vec<&str> = headers
             .get_all(name)
@@ -182,41 +230,54 @@ pub(super) fn add_forwarding(
     };
     let xff_name = HeaderName::from_static("x-forwarded-for");
     let xff = match trusted.then(|| joined(&xff_name, headers)).flatten() {
-        Some(previous) => format!("{previous}, {ip}"),
-        None => ip.clone(),
+        Some(previous) => {
+            let ip = peer.ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{previous}, {ip}")).ok()
+        }
+        None => Some(peer.ip.clone()),
     };
     let previous_forwarded = trusted
         .then(|| joined(&header::FORWARDED, headers))
         .flatten();
     headers.remove(&xff_name);
     headers.remove(header::FORWARDED);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(xff_name, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(peer.proto),
+    );
     match host {
         Some(host) => {
-            headers.insert("x-forwarded-host", host.clone());
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
         }
         None => {
             headers.remove("x-forwarded-host");
         }
     }
-    let node = if peer.ip().to_canonical().is_ipv6() {
-        format!("[{ip}]")
-    } else {
-        ip
+    let host = host.and_then(|h| h.to_str().ok());
+    let value = match (previous_forwarded, host) {
+        (None, None) => peer.element_value.clone(),
+        (previous, host) => {
+            let mut value = String::with_capacity(
+                previous.as_ref().map_or(0, |p| p.len() + 2)
+                    + peer.element.len()
+                    + host.map_or(0, |h| h.len() + 8),
+            );
+            if let Some(previous) = previous {
+                value.push_str(&previous);
+                value.push_str(", ");
+            }
+            value.push_str(&peer.element);
+            if let Some(host) = host {
+                value.push_str(";host=");
+                push_forwarded_value(&mut value, host);
+            }
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+        }
     };
-    let mut forwarded = format!("for={};proto={proto}", forwarded_value(&node));
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        forwarded.push_str(";host=");
-        forwarded.push_str(&forwarded_value(host));
-    }
-    let value = match previous_forwarded {
-        Some(previous) => format!("{previous}, {forwarded}"),
-        None => forwarded,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = value {
         headers.insert(header::FORWARDED, v);
     }
 }

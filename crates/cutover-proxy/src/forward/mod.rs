@@ -38,7 +38,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub(crate) use headers::{Cidr, smuggling, strip_hop_by_hop};
+pub(crate) use headers::{Cidr, PeerForwarding, smuggling, strip_hop_by_hop};
 
 use crate::Shared;
 use crate::config::Timeouts;
@@ -113,9 +113,9 @@ pub(crate) async fn handle(
         Ok(ctx) => ctx,
         Err(refusal) => return Ok(refusal.response()),
     };
-    let (parts, body) = phases::build_upstream_request(&shared, &conn, &mut ctx, req);
+    let (mut parts, body) = phases::build_upstream_request(&shared, &conn, &mut ctx, req);
     let mut recording = Recording::start(ctx.version().stats.clone());
-    let result = phases::send_with_retry(&shared, &ctx, &parts, body, &mut recording).await;
+    let result = phases::send_with_retry(&shared, &ctx, &mut parts, body, &mut recording).await;
     let response = phases::map_response(&shared, &conn, &mut ctx, result, &mut recording);
     if let Some(copy) = ctx.mirror.take() {
         phases::mirror(shared, ctx.route, copy);

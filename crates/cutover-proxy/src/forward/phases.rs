@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use super::body::{BodyWatch, ClientBody, ClientFault, Failed, NO_BODY};
-use super::headers::{add_forwarding, host_of, smuggling, strip_hop_by_hop, upgrade_of};
+use super::headers::{add_forwarding_for, host_of, smuggling, strip_hop_by_hop, upgrade_of};
 use super::record::{Counted, Recording};
 use super::send::{mirror_to_candidate, send};
 use super::tunnel::tunnel;
@@ -150,11 +150,7 @@ pub(super) fn choose_upstream(
     peer: SocketAddr,
 ) -> Result<RequestContext, Refusal> {
     let host = host_of(req);
-    let found = shared
-        .table
-        .load()
-        .find(host.as_deref(), req.uri().path())
-        .cloned();
+    let found = shared.table.load().find(host, req.uri().path()).cloned();
     let Some(route) = found else {
         return Err(Refusal::NoRoute);
     };
@@ -216,11 +212,10 @@ pub(super) fn build_upstream_request(
     // length both show here.
     let has_body = !body.is_end_stream();
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarding(
+    add_forwarding_for(
         &mut parts.headers,
-        conn.peer,
+        &conn.forwarding,
         original_host.as_ref(),
-        conn.tls,
         conn.trusted,
     );
     if let Some(protocol) = upgrade {
@@ -266,7 +261,7 @@ pub(super) fn build_upstream_request(
 pub(super) async fn send_with_retry(
     shared: &Shared,
     ctx: &RequestContext,
-    parts: &Parts,
+    parts: &mut Parts,
     body: ProxyBody,
     recording: &mut Recording,
 ) -> Result<Response<ProxyBody>, Failed> {

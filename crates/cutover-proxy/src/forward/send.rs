@@ -27,7 +27,24 @@ fn upstream_request(parts: &http::request::Parts, uri: Uri, body: ProxyBody) -> 
     request
 }
 
+/// The origin-form URI (path and query) of `uri`: the client's own when it is one
+/// already, which costs a reference count and no parse; `/` when it has no path.
+fn origin_form(uri: &Uri) -> Option<Uri> {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return Some(uri.clone());
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).ok()
+}
+
 /// Sends one request to `endpoint` within the request timeout, updating its health.
+/// `parts`' headers go to the upstream with the request; they are back in `parts` after a
+/// failure that sent nothing (the only failure a retry follows), and gone otherwise.
 /// Upgrade requests go through hyper-util's client, which hands over the upgraded
 /// connection; everything else through the inline-driven pool of [`crate::upstream`].
 /// A failure that `body` shows to be the client's is returned as [`Failed::Client`] and
@@ -35,15 +52,15 @@ fn upstream_request(parts: &http::request::Parts, uri: Uri, body: ProxyBody) -> 
 pub(super) async fn send(
     shared: &Shared,
     endpoint: &Arc<Endpoint>,
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     body: ProxyBody,
     upgrade: bool,
     body_watch: &BodyWatch,
 ) -> Result<Response<ProxyBody>, Failed> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let _in_flight = endpoint.begin();
     let timeout: std::time::Duration = shared.config.timeouts.request.into();
     let outcome = if upgrade {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let Ok(uri) = format!("{}{path}", endpoint.base).parse::<Uri>() else {
             return Err(Failed::Upstream(UpstreamError::Connect));
         };
@@ -55,22 +72,34 @@ pub(super) async fn send(
             Err(_) => Err(UpstreamError::Timeout),
         }
     } else {
-        let Ok(uri) = path.parse::<Uri>() else {
+        let Some(uri) = origin_form(&parts.uri) else {
             return Err(Failed::Upstream(UpstreamError::Connect));
         };
         let replayable = body.is_end_stream();
-        let replay = || upstream_request(parts, uri.clone(), empty());
         let target = crate::upstream::Target {
             authority: &endpoint.authority,
             pool: endpoint,
             connect_timeout: shared.config.timeouts.connect.into(),
             idle_timeout: shared.config.timeouts.upstream_idle.into(),
         };
-        let request = upstream_request(parts, uri.clone(), body);
-        let replay: Option<&(dyn Fn() -> Request<ProxyBody> + Sync)> =
-            if replayable { Some(&replay) } else { None };
-        match tokio::time::timeout(timeout, crate::upstream::send(&target, request, replay)).await {
-            Ok(result) => result,
+        // The headers move into the request rather than being copied: a request that
+        // does not leave the proxy comes back with them, for a retry elsewhere.
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = std::mem::take(&mut parts.headers);
+        let sent =
+            tokio::time::timeout(timeout, crate::upstream::send(&target, request, replayable))
+                .await;
+        match sent {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(failure)) => {
+                if let Some(unsent) = failure.unsent {
+                    parts.headers = unsent.into_parts().0.headers;
+                }
+                Err(failure.kind)
+            }
             Err(_) => Err(UpstreamError::Timeout),
         }
     };
@@ -121,7 +150,7 @@ pub(super) fn mirror_to_candidate(
         parts.uri = uri;
         parts.headers = headers;
         let mut recording = Recording::start(candidate.stats.clone());
-        match send(&shared, &endpoint, &parts, empty(), false, &NO_BODY).await {
+        match send(&shared, &endpoint, &mut parts, empty(), false, &NO_BODY).await {
             Ok(response) => {
                 recording.count(Counted::Status(response.status().as_u16()), shared.second());
                 let mut body = response.into_body();

@@ -1,0 +1,144 @@
+//! Worker threads: with `workers: N` the proxy runs N OS threads, each a single-threaded
+//! Tokio runtime with a listener socket of its own on every client address
+//! (`SO_REUSEPORT`: the kernel spreads new connections over the sockets), as nginx and
+//! pingora do. A connection, its requests and its upstream connections then live on one
+//! thread from accept to close: no work stealing, no wake-ups across threads, and the
+//! request path's counters and pools are the thread's own shard (see [`shard`]).
+//!
+//! Shared state (route table, registry, events) is shared through `Arc` as before; the
+//! admin listener, the guardrails and the idle reaper stay on the runtime that called
+//! [`crate::Proxy::start_workers`].
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::listen::{self, Bound};
+use crate::{Shared, StartError};
+
+/// How many shards per-thread state has (pools, counters). Worker `n` uses shard
+/// `n % SHARDS`; every thread that is not a worker (a caller's multi-thread runtime) uses
+/// shard 0. Past 15 workers, shards are shared by two workers: still correct, only
+/// contended.
+pub(crate) const SHARDS: usize = 16;
+
+thread_local! {
+    /// The worker this thread is: 1..=N on a worker thread, 0 elsewhere.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The shard of per-thread state that this thread uses.
+pub(crate) fn shard() -> usize {
+    WORKER.with(Cell::get) % SHARDS
+}
+
+/// Binds a client listener socket at `address` with `SO_REUSEPORT`, so that one socket per
+/// worker can share the address. Returns it detached from the calling runtime, for a worker
+/// to adopt.
+pub(crate) fn bind_shared(address: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let fail = |source| StartError::Bind { address, source };
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.set_reuseport(true).map_err(fail)?;
+    socket.bind(address).map_err(fail)?;
+    let listener = socket.listen(1024).map_err(fail)?;
+    listener.into_std().map_err(fail)
+}
+
+/// One client listener as a worker receives it.
+pub(crate) struct WorkerListener {
+    pub(crate) socket: std::net::TcpListener,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) tls: Option<TlsAcceptor>,
+}
+
+/// A running worker thread.
+pub(crate) struct Worker {
+    /// Fires when every listener of the worker stopped accepting and its connections
+    /// drained (after shutdown was signalled).
+    drained: oneshot::Receiver<()>,
+    /// Dropped or sent: the worker drops its runtime, closing whatever is still open.
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Worker {
+    /// Starts worker number `index` (1-based) serving `listeners` until `shutdown`.
+    pub(crate) fn spawn(
+        index: usize,
+        shared: Arc<Shared>,
+        listeners: Vec<WorkerListener>,
+        permits: Arc<Semaphore>,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<Worker> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (drained_tx, drained) = oneshot::channel();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("cutover-worker-{index}"))
+            .spawn(move || {
+                WORKER.with(|w| w.set(index));
+                runtime.block_on(async move {
+                    let serving = async move {
+                        let mut serving = JoinSet::new();
+                        for listener in listeners {
+                            let local_addr = listener.local_addr;
+                            match TcpListener::from_std(listener.socket) {
+                                Ok(socket) => {
+                                    serving.spawn(listen::serve(
+                                        shared.clone(),
+                                        Bound::new(socket, local_addr, listener.tls),
+                                        permits.clone(),
+                                        shutdown.clone(),
+                                    ));
+                                }
+                                Err(e) => {
+                                    tracing::error!(worker = index, address = %local_addr, error = %e, "a worker cannot listen");
+                                }
+                            }
+                        }
+                        while serving.join_next().await.is_some() {}
+                        let _ = drained_tx.send(());
+                        // Tunnels of this worker may outlive its connections: the
+                        // runtime stays until the proxy says stop.
+                        std::future::pending::<()>().await;
+                    };
+                    tokio::select! {
+                        () = serving => {}
+                        _ = stop_rx => {}
+                    }
+                });
+                // Dropping the runtime here cancels what is left on it.
+                drop(runtime);
+            })?;
+        Ok(Worker {
+            drained,
+            stop,
+            thread,
+        })
+    }
+
+    /// Waits until the worker drained after shutdown was signalled.
+    pub(crate) async fn drained(&mut self) {
+        let _ = (&mut self.drained).await;
+    }
+
+    /// Stops the worker and waits for its thread to end, off the async threads.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
