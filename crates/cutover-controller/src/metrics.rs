@@ -208,13 +208,15 @@ impl ControllerMetrics {
                 "cutover_notifications_total",
                 "Notifications by service, trigger and result (sent, failed, dropped).",
                 MetricType::Counter,
-                s.notifications.iter().map(|((service, trigger, result), n)| {
-                    let labels = Labels::new()
-                        .with("service", service)
-                        .with("trigger", trigger)
-                        .with("result", result);
-                    (labels, n)
-                }),
+                s.notifications
+                    .iter()
+                    .map(|((service, trigger, result), n)| {
+                        let labels = Labels::new()
+                            .with("service", service)
+                            .with("trigger", trigger)
+                            .with("result", result);
+                        (labels, n)
+                    }),
             );
             write_samples(
                 &mut out,

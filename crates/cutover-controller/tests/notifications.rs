@@ -78,8 +78,10 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Request> {
     };
     let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
     let header = |name: &str| {
-        head.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_string()))
+        head.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
     };
     let length: usize = header("content-length")
         .and_then(|v| v.parse().ok())
@@ -165,7 +167,10 @@ async fn wait_until(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{name}: {:?}", controller.status(name).map(|s| s.description.clone()));
+    panic!(
+        "{name}: {:?}",
+        controller.status(name).map(|s| s.description.clone())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +178,11 @@ async fn a_promoted_rollout_tells_each_event_once_signed_to_the_webhook() {
     let dir = scratch("events");
     let (stable, candidate) = (Listener::start(true).await, Listener::start(true).await);
     let receiver = Listener::start(true).await;
-    std::fs::write(dir.join("url"), format!("http://{}/hook\n", receiver.address)).expect("url");
+    std::fs::write(
+        dir.join("url"),
+        format!("http://{}/hook\n", receiver.address),
+    )
+    .expect("url");
     std::fs::write(dir.join("key"), "k3y\n").expect("key");
     let notifications = format!(
         "  notifications:
@@ -185,7 +194,13 @@ async fn a_promoted_rollout_tells_each_event_once_signed_to_the_webhook() {
         dir = dir.display()
     );
     let steps = "        - setWeight: 20\n        - pause: {}\n        - setWeight: 60\n";
-    let text = release("shop", &stable.address, &candidate.address, steps, &notifications);
+    let text = release(
+        "shop",
+        &stable.address,
+        &candidate.address,
+        steps,
+        &notifications,
+    );
     let controller = controller(&dir).await;
     let release = Controller::parse("shop.yaml", &text).expect("a valid release");
     controller.submit(release).await.expect("submitted");
@@ -225,7 +240,10 @@ async fn a_promoted_rollout_tells_each_event_once_signed_to_the_webhook() {
         "each event once, nothing for triggers that did not happen"
     );
     for (timestamp, signed, body) in receiver.received.lock().expect("log").iter() {
-        let timestamp: u64 = timestamp.as_deref().and_then(|t| t.parse().ok()).expect("timestamp");
+        let timestamp: u64 = timestamp
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+            .expect("timestamp");
         assert!(signature::verify(
             b"k3y",
             timestamp,
@@ -248,7 +266,13 @@ async fn a_promoted_rollout_tells_each_event_once_signed_to_the_webhook() {
 async fn rollout_time(dir: &std::path::Path, name: &str, notifications: &str) -> Duration {
     let (stable, candidate) = (Listener::start(true).await, Listener::start(true).await);
     let steps = "        - setWeight: 20\n        - pause: {duration: 300ms}\n        - setWeight: 50\n        - pause: {duration: 300ms}\n        - setWeight: 80\n";
-    let text = release(name, &stable.address, &candidate.address, steps, notifications);
+    let text = release(
+        name,
+        &stable.address,
+        &candidate.address,
+        steps,
+        notifications,
+    );
     let controller = controller(dir).await;
     let release = Controller::parse(&format!("{name}.yaml"), &text).expect("a valid release");
     let began = Instant::now();

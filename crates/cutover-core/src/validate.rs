@@ -482,7 +482,9 @@ fn notification(c: &mut Checker<'_, '_>, path: &FieldPath, n: &NotificationSpec)
                 c.error(
                     Code::InlineCredential,
                     path.key(field),
-                    format!("a notification's {field} is a credential and cannot be written inline"),
+                    format!(
+                        "a notification's {field} is a credential and cannot be written inline"
+                    ),
                 )
                 .hint = Some(format!(
                     "put it in a file the controller reads: {field}: {{valueFrom: {{file: /run/secrets/NAME}}}}"
@@ -494,7 +496,10 @@ fn notification(c: &mut Checker<'_, '_>, path: &FieldPath, n: &NotificationSpec)
         c.error(
             Code::Ignored,
             path.key("secret"),
-            format!("{} does not take a signing secret; only webhook bodies are signed", n.service),
+            format!(
+                "{} does not take a signing secret; only webhook bodies are signed",
+                n.service
+            ),
         )
         .hint = Some("remove secret, or use service: webhook".into());
     }

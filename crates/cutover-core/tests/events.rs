@@ -2,6 +2,8 @@
 //! trigger comes out once per event, at the step it happened at, and never again after a
 //! restart.
 
+// The plans and helpers the other state machine tests use are not all needed here.
+#[allow(dead_code)]
 mod support;
 
 use cutover_core::Duration;
@@ -160,7 +162,10 @@ fn a_guardrail_trip_and_a_passed_deadline_are_told() {
     .expect("observation");
     assert_eq!(
         settle(&mut r, 3, Verdict::Success),
-        vec![(Trigger::GuardrailTripped, Some(0)), (Trigger::RolledBack, None)]
+        vec![
+            (Trigger::GuardrailTripped, Some(0)),
+            (Trigger::RolledBack, None)
+        ]
     );
 
     // A wait for a person stops the deadline's clock; a long timed pause does not.

@@ -43,11 +43,14 @@ impl Notice {
                 self.steps, self.weight
             ),
             Trigger::PausedForPerson => {
-                format!("{candidate} at {}% waits for a person to promote or abort", self.weight)
+                format!(
+                    "{candidate} at {}% waits for a person to promote or abort",
+                    self.weight
+                )
             }
-            Trigger::AnalysisInconclusive => format!(
-                "the analysis of {candidate} was inconclusive: it waits for a person"
-            ),
+            Trigger::AnalysisInconclusive => {
+                format!("the analysis of {candidate} was inconclusive: it waits for a person")
+            }
             Trigger::AnalysisFailed => {
                 format!("the analysis of {candidate} failed: rolling back to {stable}")
             }
@@ -60,9 +63,9 @@ impl Notice {
             Trigger::Promoted => format!("{candidate} promoted: it is the stable version"),
             Trigger::RolledBack => format!("rolled back: all traffic on {stable}"),
             Trigger::Aborted => format!("rollout of {candidate} aborted: rolling back to {stable}"),
-            Trigger::ProgressDeadlineExceeded => format!(
-                "{candidate} passed its progress deadline: rolling back to {stable}"
-            ),
+            Trigger::ProgressDeadlineExceeded => {
+                format!("{candidate} passed its progress deadline: rolling back to {stable}")
+            }
         }
     }
 
@@ -75,7 +78,10 @@ impl Notice {
             "stable" => self.stable.clone(),
             "candidate" => self.candidate.clone(),
             "weight" => self.weight.to_string(),
-            "step" => self.step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            "step" => self
+                .step
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             "reason" => self.reason.clone(),
             "phase" => self.phase.clone(),
             "message" => self.sentence(),

@@ -159,7 +159,8 @@ impl Notifier {
                     trigger = %job.notice.trigger,
                     "the notification queue is full: notification dropped"
                 );
-                self.shared.gave_up(&job, "dropped", "the notification queue was full".into());
+                self.shared
+                    .gave_up(&job, "dropped", "the notification queue was full".into());
             }
         }
     }
@@ -227,15 +228,15 @@ async fn deliver(shared: &Shared, job: Job) {
     let service = job.subscription.service;
     let trigger = job.notice.trigger;
     let text = job.notice.text(job.subscription.template.as_deref());
-    let body = Bytes::from(
-        serde_json::to_vec(&payload(service, &job.notice, &text)).unwrap_or_default(),
-    );
+    let body =
+        Bytes::from(serde_json::to_vec(&payload(service, &job.notice, &text)).unwrap_or_default());
     let started = tokio::time::Instant::now();
     let per_attempt = Duration::from_millis(job.subscription.timeout.as_millis());
     let mut last = String::new();
     for attempt in 0..shared.policy.attempts {
         if attempt > 0 {
-            let wait = Duration::from_millis(shared.policy.backoff.delay_after(attempt).as_millis());
+            let wait =
+                Duration::from_millis(shared.policy.backoff.delay_after(attempt).as_millis());
             if started.elapsed() + wait >= shared.policy.deadline {
                 last = format!("{last}; gave up at the delivery deadline");
                 break;
@@ -245,7 +246,9 @@ async fn deliver(shared: &Shared, job: Job) {
         let left = shared.policy.deadline.saturating_sub(started.elapsed());
         match attempt_once(shared, &job, body.clone(), per_attempt.min(left)).await {
             Ok(()) => {
-                shared.metrics.notification(service.name(), trigger.name(), "sent");
+                shared
+                    .metrics
+                    .notification(service.name(), trigger.name(), "sent");
                 return;
             }
             Err(Failed::Final(e)) => {

@@ -80,7 +80,12 @@ mod tests {
         assert!(!verify(b"s3cret", 1_700_000_000, b"{\"a\":2}", &signature));
         assert!(!verify(b"s3cret", 1_700_000_001, b"{\"a\":1}", &signature));
         assert!(!verify(b"other", 1_700_000_000, b"{\"a\":1}", &signature));
-        assert!(!verify(b"s3cret", 1_700_000_000, b"{\"a\":1}", &signature[7..]));
+        assert!(!verify(
+            b"s3cret",
+            1_700_000_000,
+            b"{\"a\":1}",
+            &signature[7..]
+        ));
         assert!(!verify(b"s3cret", 1_700_000_000, b"{\"a\":1}", "sha256=zz"));
     }
 }

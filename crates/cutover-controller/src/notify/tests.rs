@@ -205,7 +205,10 @@ fn fast_policy() -> NotifyPolicy {
     }
 }
 
-fn start(defaults: Vec<NotificationSpec>, policy: NotifyPolicy) -> (Notifier, Arc<ControllerMetrics>) {
+fn start(
+    defaults: Vec<NotificationSpec>,
+    policy: NotifyPolicy,
+) -> (Notifier, Arc<ControllerMetrics>) {
     let metrics = Arc::new(ControllerMetrics::default());
     let notifier = Notifier::start(defaults, Clock::Wall, metrics.clone(), policy);
     (notifier, metrics)
@@ -303,8 +306,7 @@ async fn only_subscribed_triggers_are_sent_and_defaults_stand_in_for_none() {
     assert_eq!(receiver.received().len(), 1);
     let body = got[0].json();
     assert_eq!(
-        body["text"],
-        "[shop] rolled back: all traffic on v1 (why)",
+        body["text"], "[shop] rolled back: all traffic on v1 (why)",
         "the default text, in Slack's shape"
     );
     assert!(body["blocks"].is_array());
@@ -329,13 +331,15 @@ async fn a_receiver_that_fails_three_times_then_recovers_gets_the_message() {
     );
     let (notifier, metrics) = start(Vec::new(), fast_policy());
     notifier.notify(&[teams], &notice(Trigger::PausedForPerson));
-    let sent =
-        "cutover_notifications_total{service=\"teams\",trigger=\"pausedForPerson\",result=\"sent\"} 1";
+    let sent = "cutover_notifications_total{service=\"teams\",trigger=\"pausedForPerson\",result=\"sent\"} 1";
     let out = wait_for_metric(&metrics, sent).await;
     assert!(out.contains(sent), "{out}");
     let got = receiver.received();
     assert_eq!(got.len(), 4, "three failures, then the delivery");
-    assert!(got.iter().all(|r| r.body == got[0].body), "the same message each time");
+    assert!(
+        got.iter().all(|r| r.body == got[0].body),
+        "the same message each time"
+    );
     assert_eq!(got[3].json()["type"], "message");
     assert!(!out.contains("result=\"failed\""), "{out}");
     assert!(notifier.failures("shop").is_empty());
@@ -363,7 +367,12 @@ async fn a_refusal_is_not_retried_and_is_shown_without_the_url() {
     assert_eq!(failures[0].service, NotificationService::Discord);
     assert_eq!(failures[0].trigger, Trigger::Aborted);
     assert!(failures[0].error.contains("404"), "{:?}", failures[0]);
-    let port = receiver.url.split(':').nth(2).expect("port").trim_end_matches("/hook");
+    let port = receiver
+        .url
+        .split(':')
+        .nth(2)
+        .expect("port")
+        .trim_end_matches("/hook");
     assert!(!failures[0].error.contains(port), "{:?}", failures[0]);
 }
 
@@ -376,15 +385,19 @@ async fn an_unreachable_receiver_is_shown_without_its_address() {
         listener.local_addr().expect("address")
     };
     let url = format!("http://{address}/secret-path?token=abc");
-    let chat = subscription(&dir, NotificationService::GoogleChat, &url, &[Trigger::Promoted]);
+    let chat = subscription(
+        &dir,
+        NotificationService::GoogleChat,
+        &url,
+        &[Trigger::Promoted],
+    );
     let policy = NotifyPolicy {
         attempts: 2,
         ..fast_policy()
     };
     let (notifier, metrics) = start(Vec::new(), policy);
     notifier.notify(&[chat], &notice(Trigger::Promoted));
-    let failed =
-        "cutover_notifications_total{service=\"googleChat\",trigger=\"promoted\",result=\"failed\"} 1";
+    let failed = "cutover_notifications_total{service=\"googleChat\",trigger=\"promoted\",result=\"failed\"} 1";
     let out = wait_for_metric(&metrics, failed).await;
     assert!(out.contains(failed), "{out}");
     let failures = notifier.failures("shop");
@@ -419,7 +432,10 @@ async fn a_receiver_that_never_answers_holds_neither_the_caller_nor_other_delive
     let (notifier, metrics) = start(Vec::new(), policy);
     let began = Instant::now();
     for _ in 0..20 {
-        notifier.notify(&[hung.clone(), fine.clone()], &notice(Trigger::StepCompleted));
+        notifier.notify(
+            &[hung.clone(), fine.clone()],
+            &notice(Trigger::StepCompleted),
+        );
     }
     let took = began.elapsed();
     assert!(
@@ -427,7 +443,11 @@ async fn a_receiver_that_never_answers_holds_neither_the_caller_nor_other_delive
         "handing 40 notifications over took {took:?}"
     );
     let got = healthy.wait_for(20).await;
-    assert_eq!(got.len(), 20, "the healthy receiver is not held by the silent one");
+    assert_eq!(
+        got.len(),
+        20,
+        "the healthy receiver is not held by the silent one"
+    );
     let failed = "cutover_notifications_total{service=\"webhook\",trigger=\"stepCompleted\",result=\"failed\"} 20";
     let out = wait_for_metric(&metrics, failed).await;
     assert!(out.contains(failed), "{out}");
@@ -436,7 +456,10 @@ async fn a_receiver_that_never_answers_holds_neither_the_caller_nor_other_delive
         .iter()
         .find(|f| f.service == NotificationService::Webhook)
         .expect("the webhook's failure");
-    assert!(webhook.error.contains("did not answer within 300ms"), "{webhook:?}");
+    assert!(
+        webhook.error.contains("did not answer within 300ms"),
+        "{webhook:?}"
+    );
 }
 
 #[tokio::test]
@@ -467,9 +490,14 @@ async fn a_full_queue_drops_and_counts_instead_of_waiting() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
-    assert!(dropped >= 46, "at most the queue and one delivery hold jobs: {out}");
     assert!(
-        notifier.failures("shop")[0].error.contains("queue was full"),
+        dropped >= 46,
+        "at most the queue and one delivery hold jobs: {out}"
+    );
+    assert!(
+        notifier.failures("shop")[0]
+            .error
+            .contains("queue was full"),
         "{:?}",
         notifier.failures("shop")
     );

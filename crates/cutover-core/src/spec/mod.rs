@@ -21,7 +21,8 @@ pub use analysis::{
 pub use guardrail::{GuardrailMetric, GuardrailSpec};
 pub use hooks::{HookPoint, HookSpec, HooksSpec};
 pub use notifications::{
-    NotificationDefaults, NotificationService, NotificationSpec, TEMPLATE_FIELDS, Trigger, template_placeholders,
+    NotificationDefaults, NotificationService, NotificationSpec, TEMPLATE_FIELDS, Trigger,
+    template_placeholders,
 };
 pub use release::{
     API_VERSION, Backend, KubernetesTarget, LocalSlot, LocalTarget, Metadata, Release, ReleaseSpec,

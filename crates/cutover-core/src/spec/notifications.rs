@@ -54,7 +54,9 @@ fn default_timeout() -> Duration {
 }
 
 /// The receivers cutover knows how to address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum NotificationService {
     /// Any HTTP endpoint: a JSON document of the event, signed with HMAC-SHA256 when a
@@ -100,7 +102,9 @@ impl fmt::Display for NotificationService {
 }
 
 /// The rollout events a subscription can hear about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Trigger {
     /// A rollout (or a retry of one) started.
