@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 /// request's signature headers and body.
 struct Listener {
     address: String,
-    received: Arc<Mutex<Vec<(Option<String>, Option<String>, Vec<u8>)>>>,
+    received: Arc<Mutex<Vec<Request>>>,
 }
 
 impl Listener {
@@ -58,6 +58,7 @@ impl Listener {
     }
 }
 
+/// A request as recorded: its timestamp and signature headers, and its body.
 type Request = (Option<String>, Option<String>, Vec<u8>);
 
 async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Request> {

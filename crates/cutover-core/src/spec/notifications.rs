@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn placeholders_are_read_with_spaces_and_an_unclosed_one_is_located() {
         assert_eq!(
-            template_placeholders("{{release}} at {{ weight }}%").unwrap(),
+            template_placeholders("{{release}} at {{ weight }}%").expect("closed"),
             vec!["release", "weight"]
         );
         assert_eq!(template_placeholders("ok {{release"), Err(3));
@@ -233,11 +233,11 @@ mod tests {
     #[test]
     fn every_trigger_name_is_its_serde_name() {
         for trigger in Trigger::ALL {
-            let json = serde_json::to_string(&trigger).unwrap();
+            let json = serde_json::to_string(&trigger).expect("serializes");
             assert_eq!(json, format!("\"{}\"", trigger.name()));
         }
         for service in NotificationService::ALL {
-            let json = serde_json::to_string(&service).unwrap();
+            let json = serde_json::to_string(&service).expect("serializes");
             assert_eq!(json, format!("\"{}\"", service.name()));
         }
     }
