@@ -183,6 +183,7 @@ async fn start_services(
         backend,
         proxy: Some(proxy.clone()),
         prometheus: None,
+        notifications: Vec::new(),
     })
     .await
     .map_err(|e| Failure::error(exit::UNAVAILABLE, e))?;

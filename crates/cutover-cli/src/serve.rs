@@ -14,6 +14,7 @@ use cutover_controller::api::{Api, ApiLimits, ApiOptions};
 use cutover_controller::dashboard::{DashboardOptions, normalize_base_path};
 use cutover_controller::{Controller, ControllerOptions};
 use cutover_core::load;
+use cutover_core::spec::NotificationSpec;
 use cutover_kube::resources::ReleaseObjects;
 use cutover_kube::{KubeBackend, LeaderElector, LeaseConfig};
 use cutover_proxy::Proxy;
@@ -94,6 +95,11 @@ pub struct ServeArgs {
     /// The Prometheus address for metrics that name none, e.g. `http://127.0.0.1:9090`.
     #[arg(long)]
     pub prometheus: Option<String>,
+    /// A YAML or TOML file of notification subscriptions (`notifications: [...]`, as in a
+    /// release's `spec.notifications`) for every release whose file names none; checked
+    /// like a release file before anything starts.
+    #[arg(long)]
+    pub notifications: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -165,6 +171,7 @@ struct Prepared {
     scheme: &'static str,
     api: ApiOptions,
     proxy_config: Option<ProxyConfig>,
+    notifications: Vec<NotificationSpec>,
 }
 
 /// The checks before anything starts, each failure saying what to do: the state
@@ -234,6 +241,7 @@ fn prepare(
         })
     };
     let proxy_config = proxy_config(args, env)?;
+    let notifications = notification_defaults(args, env)?;
     Ok(Prepared {
         created,
         lock_file,
@@ -255,7 +263,24 @@ fn prepare(
             dashboard,
         },
         proxy_config,
+        notifications,
     })
+}
+
+/// The controller's notification defaults from `--notifications`, with the checks and
+/// `file:line:column` diagnostics of a release file.
+fn notification_defaults(
+    args: &ServeArgs,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<NotificationSpec>, Failure> {
+    let Some(path) = &args.notifications else {
+        return Ok(Vec::new());
+    };
+    let input = InputFile::open(path)?;
+    match load::load_notification_defaults(input.source(), env) {
+        Ok((defaults, _warnings)) => Ok(defaults.notifications),
+        Err(diagnostics) => Err(Failure::lines(exit::INVALID_INPUT, diagnostics)),
+    }
 }
 
 /// Locks the state directory (creating it, and noting what was created, once the
@@ -372,6 +397,7 @@ async fn start(
     backend: Arc<dyn Backend>,
     proxy_config: Option<ProxyConfig>,
     api: ApiOptions,
+    notifications: Vec<NotificationSpec>,
 ) -> Result<(Option<Arc<Proxy>>, Controller, Api), Failure> {
     let proxy = match proxy_config {
         None => None,
@@ -394,6 +420,7 @@ async fn start(
         backend,
         proxy: proxy.clone(),
         prometheus: args.prometheus.clone(),
+        notifications,
     })
     .await
     .map_err(|e| Failure::error(exit::UNAVAILABLE, error_chain(&e)))?;
@@ -429,8 +456,10 @@ async fn serve_until_stopped(
         scheme,
         api,
         proxy_config,
+        notifications,
     } = prepared;
-    let (proxy, controller, api) = start(&args, opened.backend, proxy_config, api).await?;
+    let (proxy, controller, api) =
+        start(&args, opened.backend, proxy_config, api, notifications).await?;
     // Started by the leader only, once the controller has resumed what it drives.
     let objects = opened.release_objects.map(|start| {
         tokio::spawn(release_objects::reconcile_forever(

@@ -366,8 +366,31 @@ impl Driver {
                 return acted;
             }
         }
+        self.notify();
         self.publish();
         acted
+    }
+
+    /// Hands the events the last inputs caused to the notifier: the one place every
+    /// notification starts, after the state that caused it was persisted. Queued, never
+    /// awaited: a slow receiver cannot hold the rollout.
+    fn notify(&mut self) {
+        let subscriptions = &self.record.release.spec.notifications;
+        while let Some(event) = self.rollout.poll_event() {
+            let notice = crate::notify::Notice {
+                release: self.name.clone(),
+                trigger: event.trigger,
+                at: event.at.0,
+                stable: self.record.stable_version.clone(),
+                candidate: self.record.candidate_version.clone(),
+                weight: self.rollout.route().candidate_weight,
+                step: event.step,
+                steps: self.rollout.plan().steps.len(),
+                phase: phase_label(self.rollout.phase()).to_string(),
+                reason: event.reason,
+            };
+            self.inner.notifier.notify(subscriptions, &notice);
+        }
     }
 
     async fn act(&mut self, action: Action) {
@@ -716,19 +739,22 @@ impl Driver {
     }
 
     fn build_status(&self) -> RolloutStatus {
+        let notifications = self.inner.notifier.failures(&self.name);
         let analysis = self
             .analysis_view
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        status::status(StatusInput {
+        let mut status = status::status(StatusInput {
             record: &self.record,
             rollout: &self.rollout,
             stable: &self.stable,
             candidate: self.candidate.as_ref(),
             analysis,
             problem: self.problem.clone(),
-        })
+        });
+        status.notifications = notifications;
+        status
     }
 
     fn publish(&mut self) {

@@ -55,7 +55,7 @@ impl HookDelivery for HookClient {
 /// The HTTP client hooks are called with.
 #[derive(Clone)]
 pub struct HookClient {
-    client: HttpsClient<Full<Bytes>>,
+    pub(crate) client: HttpsClient<Full<Bytes>>,
 }
 
 impl Default for HookClient {
@@ -93,9 +93,6 @@ impl HookClient {
                     continue;
                 }
             };
-            let mut request = http::Request::post(&target)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .header(http::header::USER_AGENT, "cutover");
             let headers = match cutover_metrics::secrets::headers(&hook.headers) {
                 Ok(headers) => headers,
                 Err(e) => {
@@ -103,31 +100,64 @@ impl HookClient {
                     continue;
                 }
             };
-            for (name, value) in headers {
-                request = request.header(name, value);
-            }
-            let request = request
-                .body(Full::new(body.clone()))
-                .map_err(|e| format!("hook {url}: cannot build the request: {e}"))?;
             let timeout = Duration::from_millis(hook.timeout.as_millis());
-            match tokio::time::timeout(timeout, self.client.request(request)).await {
-                Err(_) => last = format!("hook {url} did not answer within {}", hook.timeout),
-                Ok(Err(e)) => {
-                    last = format!(
-                        "hook {url} cannot be reached: {}",
-                        cutover_metrics::https::error_chain(&e)
-                    );
+            match post_json(&self.client, &target, headers, body.clone(), timeout).await {
+                Err(e) => return Err(format!("hook {url}: {e}")),
+                Ok(Posted::TimedOut) => {
+                    last = format!("hook {url} did not answer within {}", hook.timeout);
                 }
-                Ok(Ok(response)) if response.status().is_success() => return Ok(()),
-                Ok(Ok(response)) if response.status().is_server_error() => {
-                    last = format!("hook {url} answered {}", response.status());
+                Ok(Posted::Unreachable(e)) => {
+                    last = format!("hook {url} cannot be reached: {e}");
                 }
-                Ok(Ok(response)) => {
+                Ok(Posted::Answered(status)) if status.is_success() => return Ok(()),
+                Ok(Posted::Answered(status)) if status.is_server_error() => {
+                    last = format!("hook {url} answered {status}");
+                }
+                Ok(Posted::Answered(status)) => {
                     // A 4xx is the hook's decision: asking again will not change it.
-                    return Err(format!("hook {url} answered {}", response.status()));
+                    return Err(format!("hook {url} answered {status}"));
                 }
             }
         }
         Err(last)
     }
+}
+
+/// How one POST ended.
+#[derive(Debug)]
+pub(crate) enum Posted {
+    /// The receiver answered with this status (the body is not read).
+    Answered(http::StatusCode),
+    /// No answer within the timeout.
+    TimedOut,
+    /// The connection failed: the error's chain, which names no URL.
+    Unreachable(String),
+}
+
+/// One POST of a JSON body with `headers`, bounded by `timeout`: what hooks and
+/// notifications share. The error is a request that cannot be built (a bad URL); its
+/// message names no URL, so a secret one is never shown.
+pub(crate) async fn post_json(
+    client: &HttpsClient<Full<Bytes>>,
+    target: &str,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Posted, String> {
+    let mut request = http::Request::post(target)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::USER_AGENT, "cutover");
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let request = request
+        .body(Full::new(body))
+        .map_err(|_| "cannot build the request: the URL is not a valid http(s) URL".to_string())?;
+    Ok(
+        match tokio::time::timeout(timeout, client.request(request)).await {
+            Err(_) => Posted::TimedOut,
+            Ok(Err(e)) => Posted::Unreachable(cutover_metrics::https::error_chain(&e)),
+            Ok(Ok(response)) => Posted::Answered(response.status()),
+        },
+    )
 }

@@ -9,6 +9,8 @@
 //! - [`analysis`], [`hooks`]: the I/O behind `StartAnalysis` and `RunHook`.
 //! - [`api`]: the HTTP API (JSON, bearer token on writes, server-sent events).
 //! - [`metrics`]: the controller's own Prometheus metrics.
+//! - [`notify`]: notifications of rollout events (Slack, Teams, Discord, Google Chat,
+//!   signed webhooks), queued and delivered without holding a rollout back.
 //! - [`logs`]: instance logs over the API (local backend).
 //! - [`dashboard`]: the web dashboard, embedded, served on the API's listener.
 //! - [`traffic`]: what each version got from the embedded proxy, for the dashboard.
@@ -23,6 +25,7 @@ mod guardrails;
 pub mod hooks;
 pub mod logs;
 pub mod metrics;
+pub mod notify;
 mod release_route;
 mod resume;
 pub mod routes;
@@ -68,6 +71,9 @@ pub struct ControllerOptions {
     pub proxy: Option<Arc<Proxy>>,
     /// The Prometheus address for metrics that name none.
     pub prometheus: Option<String>,
+    /// The notification subscriptions of a release that names none of its own
+    /// (`cutover serve --notifications FILE`).
+    pub notifications: Vec<cutover_core::spec::NotificationSpec>,
 }
 
 /// What a seeded simulation puts in place of the parts of the world a controller in
@@ -82,6 +88,8 @@ pub struct Substitutes {
     pub windows: Option<Arc<dyn cutover_metrics::WindowSource>>,
     /// Where hooks are delivered, instead of over HTTP.
     pub hooks: Option<Arc<dyn hooks::HookDelivery>>,
+    /// How notifications are delivered, instead of the production policy.
+    pub notify_policy: Option<notify::NotifyPolicy>,
 }
 
 /// Why the controller refused a request. Each maps to an HTTP status in the API.
@@ -131,7 +139,8 @@ pub struct Inner {
     routes: Arc<RoutePublisher>,
     providers: Providers,
     hooks: Arc<dyn hooks::HookDelivery>,
-    metrics: ControllerMetrics,
+    notifier: notify::Notifier,
+    metrics: Arc<ControllerMetrics>,
     drivers: Mutex<BTreeMap<String, Handle>>,
     /// Releases whose stored state could not be read at the start, with the reason: left
     /// alone (no driver) so that every other release resumes.
@@ -193,6 +202,13 @@ impl Controller {
                 .clone()
                 .map(|p| p as Arc<dyn cutover_metrics::WindowSource>)
         });
+        let metrics = Arc::new(ControllerMetrics::default());
+        let notifier = notify::Notifier::start(
+            options.notifications,
+            clock,
+            metrics.clone(),
+            substitutes.notify_policy.unwrap_or_default(),
+        );
         let inner = Arc::new(Inner {
             clock,
             backend: options.backend,
@@ -206,7 +222,8 @@ impl Controller {
             hooks: substitutes
                 .hooks
                 .unwrap_or_else(|| Arc::new(hooks::HookClient::default())),
-            metrics: ControllerMetrics::default(),
+            notifier,
+            metrics,
             drivers: Mutex::new(BTreeMap::new()),
             quarantined: Mutex::new(BTreeMap::new()),
             submitting: Mutex::new(BTreeMap::new()),
@@ -335,6 +352,13 @@ impl Controller {
     /// One release's status; `Quarantined` for a release left alone at the start.
     pub fn status(&self, name: &str) -> Result<Arc<RolloutStatus>, ControllerError> {
         if let Some(status) = self.drivers().get(name).map(|h| h.status.borrow().clone()) {
+            // Deliveries end after the driver last published: the freshest failures.
+            let failures = self.inner.notifier.failures(name);
+            if failures != status.notifications {
+                let mut status = (*status).clone();
+                status.notifications = failures;
+                return Ok(Arc::new(status));
+            }
             return Ok(status);
         }
         Err(match self.quarantine_reason(name) {
@@ -551,6 +575,7 @@ impl Controller {
         self.inner.routes.set(name, None);
         self.inner.routes.clear_cut(name);
         self.inner.metrics.forget(name);
+        self.inner.notifier.forget(name);
         self.inner
             .quarantined
             .lock()

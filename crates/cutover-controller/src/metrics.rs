@@ -78,6 +78,7 @@ struct State {
     finished: BTreeMap<&'static str, u64>,
     durations: BTreeMap<&'static str, Histogram>,
     trips: BTreeMap<(String, String), u64>,
+    notifications: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     step_latency: Histogram,
 }
 
@@ -155,6 +156,17 @@ impl ControllerMetrics {
         });
     }
 
+    /// Counts one notification by service, trigger and result (`sent`, `failed`: given
+    /// up after its attempts, `dropped`: the queue was full). Labels are closed sets, so
+    /// no release or receiver can grow the series.
+    pub fn notification(&self, service: &'static str, trigger: &'static str, result: &'static str) {
+        self.with(|s| {
+            *s.notifications
+                .entry((service, trigger, result))
+                .or_default() += 1;
+        });
+    }
+
     /// Records how long the controller took from an input (an observation, a due timer)
     /// to having persisted and dispatched the actions it caused.
     pub fn step_latency(&self, seconds: f64) {
@@ -190,6 +202,21 @@ impl ControllerMetrics {
                         .with("guardrail", guardrail);
                     (labels, n)
                 }),
+            );
+            write_samples(
+                &mut out,
+                "cutover_notifications_total",
+                "Notifications by service, trigger and result (sent, failed, dropped).",
+                MetricType::Counter,
+                s.notifications
+                    .iter()
+                    .map(|((service, trigger, result), n)| {
+                        let labels = Labels::new()
+                            .with("service", service)
+                            .with("trigger", trigger)
+                            .with("result", result);
+                        (labels, n)
+                    }),
             );
             write_samples(
                 &mut out,

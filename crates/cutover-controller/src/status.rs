@@ -175,6 +175,9 @@ pub struct RolloutStatus {
     /// whatever submitted it (a `Release` object records its uid and generation here).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The last notification each service did not get (never its URL or secret).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::notify::NotificationFailure>,
 }
 
 /// A plan step in words.
@@ -249,5 +252,6 @@ pub fn status(input: StatusInput<'_>) -> RolloutStatus {
         last_event: rollout.history().last().map(|h| h.message.clone()),
         problem,
         annotations: record.release.metadata.annotations.clone(),
+        notifications: Vec::new(),
     }
 }

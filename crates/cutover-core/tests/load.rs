@@ -1275,3 +1275,56 @@ fn what_was_set_aside_is_not_reported_as_absent() {
     let d = check(&text, &[Code::InvalidValue]);
     assert_eq!(d[0].path.to_string(), "spec.image");
 }
+
+#[test]
+fn notifications_are_checked_where_they_are_written() {
+    let text = "apiVersion: cutover.dev/v1
+kind: Release
+metadata:
+  name: shop
+spec:
+  backend:
+    local:
+      stable:
+        addresses: [\"127.0.0.1:8081\"]
+      candidate:
+        addresses: [\"127.0.0.1:8082\"]
+  port: 8080
+  strategy:
+    canary:
+      steps:
+        - setWeight: 50
+  notifications:
+    - service: slack
+      url: https://hooks.slack.com/services/T/B/X
+      triggers: [rolledBack, rolledBack]
+      template: \"{{relase}} at {{weight}}%\"
+    - service: discord
+      url: {valueFrom: {file: /run/secrets/discord}}
+      secret: {valueFrom: {file: /run/secrets/key}}
+      triggers: []
+";
+    let source = cutover_core::load::Source {
+        name: "release.yaml",
+        text,
+        format: cutover_core::load::Format::Yaml,
+    };
+    let loaded = cutover_core::load::load(source, &Default::default());
+    assert!(loaded.document.is_none(), "invalid notifications");
+    let diagnostics = loaded.diagnostics;
+    let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    let expected = [
+        "error: a notification's url is a credential and cannot be written inline at spec.notifications[0].url (release.yaml:19:7)",
+        "error: trigger 'rolledBack' is named twice at spec.notifications[0].triggers[1] (release.yaml:20:30)",
+        "error: the template names '{{relase}}', which is not a field at spec.notifications[0].template (release.yaml:21:7); did you mean 'release'?",
+        "error: discord does not take a signing secret; only webhook bodies are signed at spec.notifications[1].secret (release.yaml:24:7)",
+        "error: a notification needs at least one trigger at spec.notifications[1].triggers (release.yaml:25:7)",
+    ];
+    for line in expected {
+        assert!(
+            lines.iter().any(|l| l.starts_with(line)),
+            "missing {line:?} in {lines:#?}"
+        );
+    }
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+}

@@ -200,6 +200,17 @@ pub(super) fn status_block(status: &Value) -> String {
     if let Some(event) = status["lastEvent"].as_str() {
         out.push_str(&format!("  last event {event}\n"));
     }
+    if let Some(failures) = status["notifications"].as_array() {
+        // The last notification each service did not get; never its URL.
+        for f in failures {
+            out.push_str(&format!(
+                "  notify     {} did not get {}: {}\n",
+                f["service"].as_str().unwrap_or("?"),
+                f["trigger"].as_str().unwrap_or("?"),
+                f["error"].as_str().unwrap_or("?")
+            ));
+        }
+    }
     out
 }
 

@@ -46,3 +46,22 @@ fn a_promoted_release_shows_the_promoted_version_as_stable() {
     );
     assert!(!block.contains("not running"), "{block}");
 }
+
+#[test]
+fn status_shows_the_last_failed_notification_of_each_service() {
+    let status = json!({"name": "shop", "phase": "step", "step": 1, "steps": 3,
+    "previousVersion": "v1",
+    "stable": {"version": "v1", "endpoints": []},
+    "candidate": {"version": "v2", "endpoints": []},
+    "notifications": [
+        {"service": "slack", "trigger": "pausedForPerson", "at": 0,
+         "error": "slack answered 500 Internal Server Error"}
+    ]});
+    let block = status_block(&status);
+    assert!(
+        block.contains(
+            "notify     slack did not get pausedForPerson: slack answered 500 Internal Server Error"
+        ),
+        "{block}"
+    );
+}

@@ -510,6 +510,7 @@ async fn start(
             backend: backend.clone(),
             proxy: None,
             prometheus: None,
+            notifications: Vec::new(),
         };
         let windows: Arc<dyn WindowSource> = traffic.clone();
         let hooks: Arc<dyn HookDelivery> = hooks.clone();
@@ -517,6 +518,7 @@ async fn start(
             clock,
             windows: Some(windows),
             hooks: Some(hooks),
+            notify_policy: None,
         };
         match Controller::start_with(options, substitutes).await {
             Ok(controller) => return controller,

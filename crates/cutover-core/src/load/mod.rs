@@ -35,7 +35,8 @@ pub use set::{Set, SetError};
 
 use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, did_you_mean};
 use crate::spec::{
-    AnalysisSpec, GuardrailSpec, HooksSpec, Release, StrategyDocument, StrategySpec, TrafficSpec,
+    AnalysisSpec, GuardrailSpec, HooksSpec, NotificationDefaults, NotificationSpec, Release,
+    StrategyDocument, StrategySpec, TrafficSpec,
 };
 use node::{Node, Value};
 
@@ -276,6 +277,46 @@ pub fn load_as<T: DeserializeOwned>(
     source: Source<'_>,
     env: &BTreeMap<String, String>,
 ) -> Result<(T, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let (root, mut diagnostics) = parse_interpolated(source, env)?;
+    let outcome = de::deserialize_all::<T>(&root);
+    diagnostics.extend(outcome.diagnostics);
+    diagnostics.sort_by_key(|d| order(&d.origin));
+    match outcome.value {
+        Some(value) if !diagnostics.iter().any(Diagnostic::is_error) => Ok((value, diagnostics)),
+        _ => Err(diagnostics),
+    }
+}
+
+/// Loads the controller's notification defaults (`cutover serve --notifications FILE`):
+/// as [`load_as`], then the checks a release's `spec.notifications` gets, located in
+/// this file.
+pub fn load_notification_defaults(
+    source: Source<'_>,
+    env: &BTreeMap<String, String>,
+) -> Result<(NotificationDefaults, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let (root, mut diagnostics) = parse_interpolated(source, env)?;
+    let outcome = de::deserialize_all::<NotificationDefaults>(&root);
+    diagnostics.extend(outcome.diagnostics);
+    if let Some(defaults) = &outcome.value {
+        let at = crate::validate::Locator::new(&root, &[], &outcome.set_aside);
+        diagnostics.extend(crate::validate::notifications(
+            &defaults.notifications,
+            &FieldPath::of(&["notifications"]),
+            &at,
+        ));
+    }
+    diagnostics.sort_by_key(|d| order(&d.origin));
+    match outcome.value {
+        Some(value) if !diagnostics.iter().any(Diagnostic::is_error) => Ok((value, diagnostics)),
+        _ => Err(diagnostics),
+    }
+}
+
+/// A document's tree, with `${VAR}` interpolated (an unset variable warns).
+fn parse_interpolated(
+    source: Source<'_>,
+    env: &BTreeMap<String, String>,
+) -> Result<(Node, Vec<Diagnostic>), Vec<Diagnostic>> {
     let name: Arc<str> = source.name.into();
     let parsed = match source.format {
         Format::Yaml => yaml::parse(&name, source.text).map_err(|d| vec![d]),
@@ -290,13 +331,7 @@ pub fn load_as<T: DeserializeOwned>(
         interpolate::Unset::Warn,
         &mut diagnostics,
     );
-    let outcome = de::deserialize_all::<T>(&root);
-    diagnostics.extend(outcome.diagnostics);
-    diagnostics.sort_by_key(|d| order(&d.origin));
-    match outcome.value {
-        Some(value) if !diagnostics.iter().any(Diagnostic::is_error) => Ok((value, diagnostics)),
-        _ => Err(diagnostics),
-    }
+    Ok((root, diagnostics))
 }
 
 enum Kind {
@@ -351,6 +386,7 @@ struct PartialSections {
     analysis: Option<AnalysisSpec>,
     guardrails: Option<Vec<GuardrailSpec>>,
     hooks: Option<HooksSpec>,
+    notifications: Option<Vec<NotificationSpec>>,
 }
 
 impl PartialSections {
@@ -363,6 +399,7 @@ impl PartialSections {
             analysis: section(tree, &spec.key("analysis"), set_aside),
             guardrails: section(tree, &spec.key("guardrails"), set_aside),
             hooks: section(tree, &spec.key("hooks"), set_aside),
+            notifications: section(tree, &spec.key("notifications"), set_aside),
         }
     }
 
@@ -373,6 +410,7 @@ impl PartialSections {
             analysis: self.analysis.as_ref(),
             guardrails: self.guardrails.as_deref(),
             hooks: self.hooks.as_ref(),
+            notifications: self.notifications.as_deref(),
         }
     }
 }

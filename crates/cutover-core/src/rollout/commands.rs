@@ -3,7 +3,7 @@
 
 use super::{
     Action, Command, CommandRejected, DeadlineClock, Outcome, Phase, PromotionProgress,
-    RollbackReason, Rollout, StepProgress,
+    RollbackReason, Rollout, StepProgress, Trigger,
 };
 
 impl Rollout {
@@ -169,6 +169,11 @@ impl Rollout {
                 self.paused_since = None;
                 self.retry = None;
                 self.record(format!("retry: attempt {}", self.attempt));
+                self.event(
+                    Trigger::RolloutStarted,
+                    None,
+                    format!("retry: attempt {}", self.attempt),
+                );
                 self.start(batch);
                 Ok(())
             }

@@ -6,7 +6,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::judge::{AnalysisProgress, Verdict};
 use crate::plan::AnalysisStage;
-use crate::spec::{HookPoint, MatchRule};
+use crate::spec::{HookPoint, MatchRule, Trigger};
+
+use super::Timestamp;
+
+/// Something a person may want to hear about (out of [`super::Rollout::poll_event`]):
+/// what the controller's notifications are sent for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutEvent {
+    /// When.
+    pub at: Timestamp,
+    /// Which kind of event.
+    pub trigger: Trigger,
+    /// The plan step (from 0) it happened at, if at one.
+    pub step: Option<usize>,
+    /// Why, in words (an analysis's detail, a rollback's reason).
+    pub reason: String,
+}
 
 /// One of the two (or, during scale-down, three) workloads of a release.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -38,7 +38,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-pub use io::{Action, Command, CommandRejected, Observation, Operation, Route, Slot};
+pub use io::{Action, Command, CommandRejected, Observation, Operation, RolloutEvent, Route, Slot};
 pub use phase::{
     Outcome, Phase, PromotionProgress, RollbackProgress, RollbackReason, StepProgress,
 };
@@ -46,7 +46,7 @@ pub use time::{DeadlineClock, Timer, Timestamp};
 
 use crate::judge::{AnalysisProgress, Verdict};
 use crate::plan::{Plan, PlanStep};
-use crate::spec::HookPoint;
+use crate::spec::{HookPoint, Trigger};
 use crate::{Backoff, Duration};
 
 /// The version of the persisted state's layout. A state of another version is refused
@@ -98,6 +98,22 @@ pub struct Rollout {
     analysis: Option<AnalysisProgress>,
     #[serde(skip)]
     pending: VecDeque<Action>,
+    /// Events for people not yet taken by `poll_event`; not persisted (a notification is
+    /// sent at most once, after the state that caused it was stored).
+    #[serde(skip)]
+    events: UntoldEvents,
+}
+
+/// The events not yet taken by `poll_event`: output on its way out, not state, so two
+/// rollouts in the same state are equal whatever either has still to tell (a restored
+/// copy has nothing to tell, by design).
+#[derive(Clone, Debug, Default)]
+struct UntoldEvents(VecDeque<RolloutEvent>);
+
+impl PartialEq for UntoldEvents {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A failed operation waiting for its next attempt.
@@ -163,6 +179,14 @@ pub fn advance(
 
 // Getters.
 impl Rollout {
+    /// The next event for people (a notification trigger) the last inputs caused, oldest
+    /// first. Call after the batch of actions was carried out (the state persisted), so
+    /// an event is never told about a state a restart could take back.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<RolloutEvent> {
+        self.events.0.pop_front()
+    }
+
     /// The plan being walked.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -276,9 +300,11 @@ impl Rollout {
             history: VecDeque::new(),
             analysis: None,
             pending: VecDeque::new(),
+            events: UntoldEvents::default(),
         };
         let mut batch = Vec::new();
         rollout.record("rollout started");
+        rollout.event(Trigger::RolloutStarted, None, "rollout started".into());
         rollout.start(&mut batch);
         rollout.finish(batch);
         rollout
@@ -584,6 +610,22 @@ impl Rollout {
         )
     }
 
+    /// Queues an event for people (notifications), taken by [`Rollout::poll_event`]. The
+    /// one place the machine says "someone may want to know": every trigger comes
+    /// through here.
+    fn event(&mut self, trigger: Trigger, step: Option<usize>, reason: String) {
+        let step = step.or(match self.phase {
+            Phase::Step { index, .. } => Some(index),
+            _ => None,
+        });
+        self.events.0.push_back(RolloutEvent {
+            at: self.now,
+            trigger,
+            step,
+            reason,
+        });
+    }
+
     fn record(&mut self, message: impl Into<String>) {
         if self.history.len() == HISTORY_LIMIT {
             self.history.pop_front();
@@ -677,6 +719,13 @@ impl Rollout {
                     Some(d) => format!("step {index}: pause {d}"),
                     None => format!("step {index}: waiting for promote"),
                 });
+                if duration.is_none() {
+                    self.event(
+                        Trigger::PausedForPerson,
+                        Some(index),
+                        format!("step {index} waits for promote"),
+                    );
+                }
                 StepProgress::Pausing {
                     until: duration.map(|d| self.now.after(d)),
                 }
@@ -709,6 +758,11 @@ impl Rollout {
         let Phase::Step { index, .. } = self.phase else {
             return;
         };
+        self.event(
+            Trigger::StepCompleted,
+            Some(index),
+            format!("step {index} completed"),
+        );
         if self.is_paused() {
             self.phase = Phase::Step {
                 index,
@@ -764,6 +818,16 @@ impl Rollout {
         self.paused_since = None;
         self.retry = None;
         self.record(format!("rolling back: {reason}"));
+        let trigger = match reason {
+            RollbackReason::Aborted => Some(Trigger::Aborted),
+            RollbackReason::Guardrail { .. } => Some(Trigger::GuardrailTripped),
+            RollbackReason::DeadlineExceeded => Some(Trigger::ProgressDeadlineExceeded),
+            // Analyses say failed or in error where the verdict is known.
+            _ => None,
+        };
+        if let Some(trigger) = trigger {
+            self.event(trigger, None, reason.to_string());
+        }
         let generation = self.new_route(Route::default(), batch);
         self.phase = Phase::RollingBack {
             reason,

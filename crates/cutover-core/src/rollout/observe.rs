@@ -4,7 +4,7 @@
 use super::{
     Action, BACKEND_RETRY, Duration, GATE_RETRY, HookPoint, MAX_FORWARD_ATTEMPTS, Observation,
     Operation, Outcome, PendingRetry, Phase, PromotionProgress, RollbackProgress, RollbackReason,
-    Rollout, Route, Slot, StepProgress, Verdict,
+    Rollout, Route, Slot, StepProgress, Trigger, Verdict,
 };
 
 impl Rollout {
@@ -147,6 +147,16 @@ impl Rollout {
             // unjudged for longer than the release allows: as in Argo Rollouts, that
             // ends the rollout rather than holding it for a person.
             Verdict::Failure | Verdict::Error => {
+                let trigger = if verdict == Verdict::Error {
+                    Trigger::AnalysisError
+                } else {
+                    Trigger::AnalysisFailed
+                };
+                self.event(
+                    trigger,
+                    Some(index),
+                    format!("analysis run {run} at step {index}: {detail}"),
+                );
                 self.roll_back(
                     RollbackReason::AnalysisFailed {
                         step: index,
@@ -157,6 +167,11 @@ impl Rollout {
             }
             Verdict::Inconclusive => {
                 self.record(format!("analysis run {run} inconclusive ({detail}): waiting for promote, resume or abort"));
+                self.event(
+                    Trigger::AnalysisInconclusive,
+                    Some(index),
+                    format!("analysis run {run} inconclusive: {detail}"),
+                );
                 self.phase = Phase::Step {
                     index,
                     progress: StepProgress::Inconclusive { run },
@@ -191,6 +206,11 @@ impl Rollout {
         self.route = Route::default();
         self.route_generation += 1;
         self.record("promoted: the candidate is the stable version");
+        self.event(
+            Trigger::Promoted,
+            None,
+            "the candidate is the stable version".into(),
+        );
         if self.plan.hooks.post_promotion {
             batch.push(Action::RunHook {
                 point: HookPoint::PostPromotion,
@@ -225,6 +245,7 @@ impl Rollout {
     fn candidate_retired(&mut self, reason: RollbackReason, batch: &mut Vec<Action>) {
         self.retry = None;
         self.record("candidate retired; all traffic on stable");
+        self.event(Trigger::RolledBack, None, reason.to_string());
         if self.plan.hooks.on_rollback {
             batch.push(Action::RunHook {
                 point: HookPoint::OnRollback,

@@ -8,6 +8,7 @@
 mod analysis;
 mod guardrail;
 mod hooks;
+mod notifications;
 mod release;
 pub mod secret;
 mod strategy;
@@ -19,6 +20,10 @@ pub use analysis::{
 };
 pub use guardrail::{GuardrailMetric, GuardrailSpec};
 pub use hooks::{HookPoint, HookSpec, HooksSpec};
+pub use notifications::{
+    NotificationDefaults, NotificationService, NotificationSpec, TEMPLATE_FIELDS, Trigger,
+    template_placeholders,
+};
 pub use release::{
     API_VERSION, Backend, KubernetesTarget, LocalSlot, LocalTarget, Metadata, Release, ReleaseSpec,
     StrategyDocument, SwarmTarget, image_tag,

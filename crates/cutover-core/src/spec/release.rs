@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AnalysisSpec, GuardrailSpec, HooksSpec, StrategySpec, TrafficSpec};
+use super::{AnalysisSpec, GuardrailSpec, HooksSpec, NotificationSpec, StrategySpec, TrafficSpec};
 
 /// The `apiVersion` every document of format version 1 carries.
 pub const API_VERSION: &str = "cutover.dev/v1";
@@ -101,6 +101,10 @@ pub struct ReleaseSpec {
     /// Webhooks called at fixed points of the rollout.
     #[serde(default)]
     pub hooks: HooksSpec,
+    /// Who is told about the rollout's events, and where (Slack, Teams, Discord, Google
+    /// Chat, a signed webhook). Empty: the controller's defaults, if it has any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationSpec>,
 }
 
 /// Where the service runs. Exactly one key: `local`, `swarm` or `kubernetes`.
