@@ -354,10 +354,7 @@ impl VersionStats {
     /// [`series`](Self::series) leaves out).
     pub fn series_by_second(&self, seconds: u64, now_second: u64) -> Vec<(u64, WindowStats)> {
         let seconds = seconds.clamp(1, self.window_len);
-        let Ok(window) = self.window.lock() else {
-            return Vec::new();
-        };
-        window
+        self.merged_window()
             .iter()
             .filter(|s| s.second + seconds > now_second && s.second <= now_second && s.requests > 0)
             .map(|counts| {
