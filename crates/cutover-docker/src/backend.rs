@@ -84,7 +84,10 @@ impl DockerBackend {
     /// `unix:///var/run/docker.sock` by default), settles on an API version both sides
     /// speak, and keeps its records under `state_dir/docker`. `controller` names this
     /// controller on the containers it creates.
-    pub async fn connect(controller: &str, state_dir: &Path) -> Result<DockerBackend, ConnectError> {
+    pub async fn connect(
+        controller: &str,
+        state_dir: &Path,
+    ) -> Result<DockerBackend, ConnectError> {
         let host = std::env::var("DOCKER_HOST")
             .ok()
             .filter(|h| !h.trim().is_empty())
@@ -125,7 +128,11 @@ impl DockerBackend {
 
     /// A container's inspect; `None` if it does not exist.
     async fn inspect(&self, container: &str) -> Result<Option<Value>, BackendError> {
-        match self.raw().get(&format!("/containers/{container}/json")).await {
+        match self
+            .raw()
+            .get(&format!("/containers/{container}/json"))
+            .await
+        {
             Ok(found) => Ok(Some(found)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(api(&format!("inspect container '{container}'"), e)),
@@ -473,11 +480,17 @@ impl DockerBackend {
                     };
                     let id = created["Id"].as_str().unwrap_or_default().to_string();
                     for (network, endpoint) in &candidate.more_networks {
-                        let body = serde_json::json!({ "Container": id, "EndpointConfig": endpoint });
+                        let body =
+                            serde_json::json!({ "Container": id, "EndpointConfig": endpoint });
                         self.raw()
-                            .post(&format!("/networks/{}/connect", raw::encode(network)), &body)
+                            .post(
+                                &format!("/networks/{}/connect", raw::encode(network)),
+                                &body,
+                            )
                             .await
-                            .map_err(|e| api(&format!("connect '{container}' to '{network}'"), e))?;
+                            .map_err(|e| {
+                                api(&format!("connect '{container}' to '{network}'"), e)
+                            })?;
                     }
                     tracing::info!(container, image, "candidate container created");
                     id
@@ -485,13 +498,14 @@ impl DockerBackend {
             };
             match self
                 .raw()
-                .post(&format!("/containers/{id}/start"), &Value::Null)
+                .post_empty(&format!("/containers/{id}/start"))
                 .await
             {
                 Ok(_) => {}
                 Err(e) if e.status == Some(304) => {}
                 Err(e) if matches!(e.status, Some(400 | 404 | 500)) => {
-                    let reason = format!("docker: cannot start '{container}': {}", e.message.trim());
+                    let reason =
+                        format!("docker: cannot start '{container}': {}", e.message.trim());
                     self.remove_candidates(name, &record).await?;
                     return Ok(Err(reason));
                 }
@@ -524,8 +538,8 @@ impl DockerBackend {
                         .fail(release, format!("candidate container {id} disappeared"))
                         .await;
                 };
-                let address = address(&inspect, &created.network)
-                    .map(|ip| format!("{ip}:{}", created.port));
+                let address =
+                    address(&inspect, &created.network).map(|ip| format!("{ip}:{}", created.port));
                 match ready::state(&inspect) {
                     State::Failed(reason) => return self.fail(release, reason).await,
                     State::Waiting(why) => waiting = Some(why),
@@ -601,10 +615,7 @@ impl DockerBackend {
             self.raw().version().to_string(),
             CALL_TIMEOUT + Duration::from_secs(grace),
         );
-        match client
-            .post(&format!("/containers/{id}/stop"), &Value::Null)
-            .await
-        {
+        match client.post_empty(&format!("/containers/{id}/stop")).await {
             Ok(_) => {}
             Err(e) if e.status == Some(304) || e.is_not_found() => {}
             Err(e) => return Err(api(&format!("stop container {id}"), e)),
@@ -625,7 +636,11 @@ fn join(names: &[&String]) -> String {
     if names.is_empty() {
         return "none".into();
     }
-    names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn docker_target(release: &Release) -> Result<&DockerTarget, BackendError> {
@@ -792,7 +807,10 @@ impl Backend for DockerBackend {
             });
             record.candidate = None;
             self.inner.records.store(release, &record, revision).await?;
-            tracing::info!(release, "promoted: the candidate containers are the stable ones");
+            tracing::info!(
+                release,
+                "promoted: the candidate containers are the stable ones"
+            );
             Ok(())
         })
     }

@@ -104,7 +104,9 @@ impl Records {
         let name = release.to_string();
         let stored = tokio::task::spawn_blocking(move || dir.load(&name))
             .await
-            .map_err(|e| BackendError::Unavailable(format!("the slot record read failed: {e}")))??;
+            .map_err(|e| {
+                BackendError::Unavailable(format!("the slot record read failed: {e}"))
+            })??;
         match stored {
             None => Ok((Record::default(), None)),
             Some(stored) => {
@@ -132,7 +134,9 @@ impl Records {
         let name = release.to_string();
         let revision = tokio::task::spawn_blocking(move || dir.store(&name, &value, expected))
             .await
-            .map_err(|e| BackendError::Unavailable(format!("the slot record write failed: {e}")))??;
+            .map_err(|e| {
+                BackendError::Unavailable(format!("the slot record write failed: {e}"))
+            })??;
         Ok(Some(revision))
     }
 
@@ -142,7 +146,9 @@ impl Records {
         let name = release.to_string();
         tokio::task::spawn_blocking(move || dir.remove(&name))
             .await
-            .map_err(|e| BackendError::Unavailable(format!("the slot record removal failed: {e}")))??;
+            .map_err(|e| {
+                BackendError::Unavailable(format!("the slot record removal failed: {e}"))
+            })??;
         Ok(())
     }
 }
@@ -172,7 +178,10 @@ mod tests {
         assert!(record.holds("a"));
         assert!(!record.holds("b"));
         assert_eq!(
-            record.candidate.as_ref().map(|p| p.numbers().collect::<Vec<_>>()),
+            record
+                .candidate
+                .as_ref()
+                .map(|p| p.numbers().collect::<Vec<_>>()),
             Some(vec![3, 4])
         );
         let text = serde_json::to_string(&record).expect("json");

@@ -62,14 +62,36 @@ impl Engine {
                 eprintln!("cleanup: {e}");
             }
         }
+        for volume in docker(&["volume", "ls", "--quiet", "--filter", &filter])
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Err(e) = docker(&["volume", "rm", volume]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+
+    fn inspect(&self, container: &str) -> serde_json::Value {
+        let text = must(&["inspect", container]);
+        let mut list: Vec<serde_json::Value> = serde_json::from_str(&text).expect("inspect JSON");
+        list.pop().expect("one container")
     }
 }
 
 fn start(check: &str) -> Option<Engine> {
+    start_with(check, &[])
+}
+
+/// The check's world, its stable container run with `extra` arguments too.
+fn start_with(check: &str, extra: &[&str]) -> Option<Engine> {
     let missing = match docker(&["image", "inspect", &demo_image("v2")]) {
         Ok(_) => None,
-        Err(e) => Some(format!("a Docker engine with the image {} ({e})", demo_image("v2"))),
+        Err(e) => Some(format!(
+            "a Docker engine with the image {} ({e})",
+            demo_image("v2")
+        )),
     };
     if let Some(missing) = missing {
         assert!(
@@ -106,17 +128,22 @@ fn start(check: &str) -> Option<Engine> {
     engine.remove_all();
     let label = engine.label();
     must(&["network", "create", "--label", &label, &network]);
-    must(&[
-        "run",
-        "--detach",
-        "--name",
-        &web,
-        "--label",
-        &label,
-        "--network",
-        &network,
-        &demo_image("v1"),
-    ]);
+    must(
+        &[
+            "run",
+            "--detach",
+            "--name",
+            &web,
+            "--label",
+            &label,
+            "--network",
+            &network,
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .chain([demo_image("v1").as_str()])
+        .collect::<Vec<_>>(),
+    );
     Some(engine)
 }
 
@@ -155,3 +182,210 @@ impl Harness for Engine {
 }
 
 cutover_backend::conformance_suite!(engine);
+
+// Beyond the contract: what the Docker backend promises of the containers themselves.
+
+use std::time::{Duration, Instant};
+
+use cutover_backend::{Readiness, Slot};
+
+async fn world(check: &'static str, extra: &'static [&'static str]) -> Option<Engine> {
+    tokio::task::spawn_blocking(move || start_with(check, extra))
+        .await
+        .expect("set-up")
+}
+
+/// The adopted container is not touched: same ID, no restart, its inspect the same before
+/// the adoption and after a candidate was deployed beside it and removed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn adoption_leaves_the_stable_container_untouched() {
+    let Some(engine) = world("adoption_untouched", &[]).await else {
+        return;
+    };
+    let web = format!("{}-web", engine.prefix);
+    let before = engine.inspect(&web);
+    let backend = engine.backend().await;
+    let engine = Arc::new(engine);
+    let outcome = {
+        let engine = engine.clone();
+        async move {
+            let stable = backend.stable(&engine.release, "v1").await.expect("stable");
+            assert_eq!(stable.endpoints.len(), 1, "{stable:?}");
+            match backend.deploy(&engine.release, "v2").await.expect("deploy") {
+                Readiness::Ready(view) => assert_eq!(view.endpoints.len(), 1, "{view:?}"),
+                Readiness::Failed { reason } => panic!("the candidate failed: {reason}"),
+            }
+            backend
+                .retire(&engine.release.metadata.name, Slot::Candidate)
+                .await
+                .expect("retire");
+            let after = engine.inspect(&web);
+            assert_eq!(before, after, "the adopted container changed");
+        }
+    };
+    let outcome = tokio::spawn(outcome).await;
+    tokio::task::block_in_place(|| engine.remove_all());
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// An image the engine does not have fails the deploy at once, in the engine's words,
+/// and leaves no container behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_image_fails_at_once_with_the_engines_words_and_leaves_nothing() {
+    let Some(engine) = world("missing_image", &[]).await else {
+        return;
+    };
+    let backend = engine.backend().await;
+    let mut release = engine.release.clone();
+    release.spec.image = Some("localhost/cutover-demo:no-such-tag".into());
+    let engine = Arc::new(engine);
+    let outcome = {
+        let engine = engine.clone();
+        async move {
+            backend.stable(&release, "v1").await.expect("stable");
+            let started = Instant::now();
+            let readiness = backend
+                .deploy(&release, "v9")
+                .await
+                .expect("deploy answers");
+            let took = started.elapsed();
+            match readiness {
+                Readiness::Failed { reason } => {
+                    assert!(reason.contains("No such image"), "{reason}");
+                    assert!(reason.contains("no-such-tag"), "{reason}");
+                }
+                Readiness::Ready(view) => panic!("a missing image became ready: {view:?}"),
+            }
+            assert!(took < Duration::from_secs(1), "took {took:?}");
+            let left = tokio::task::block_in_place(|| engine.containers(true));
+            assert_eq!(left.len(), 1, "only the stable container: {left:?}");
+            let candidate = backend
+                .endpoints(&release.metadata.name, Slot::Candidate)
+                .await
+                .expect("endpoints");
+            assert_eq!(candidate, None);
+        }
+    };
+    let outcome = tokio::spawn(outcome).await;
+    tokio::task::block_in_place(|| engine.remove_all());
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// The candidate keeps the stable container's environment, named volume, second network
+/// and secret file, and gets neither its published port nor its network aliases.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_candidate_keeps_env_volume_network_and_secret_file() {
+    let secrets =
+        std::env::temp_dir().join(format!("cutover-docker-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&secrets).expect("secret dir");
+    let token = secrets.join("token");
+    std::fs::write(&token, "s3cret").expect("secret file");
+    let mount: &'static str =
+        Box::leak(format!("{}:/run/secrets/token:ro", token.display()).into_boxed_str());
+    let prefix = format!("dc{}kevnsf", std::process::id());
+    let volume: &'static str = Box::leak(format!("{prefix}-data:/data").into_boxed_str());
+    let back: &'static str = Box::leak(format!("{prefix}-back").into_boxed_str());
+    let extra: &'static [&'static str] = Box::leak(
+        vec![
+            "--env",
+            "GREETING=hello",
+            "--volume",
+            volume,
+            "--volume",
+            mount,
+            "--publish",
+            "127.0.0.1::8080",
+            "--network-alias",
+            "web",
+        ]
+        .into_boxed_slice(),
+    );
+    let Some(engine) = world("keeps_env_volume_network_secret_file", extra).await else {
+        return;
+    };
+    let engine = Arc::new(engine);
+    let outcome = {
+        let engine = engine.clone();
+        async move {
+            let web = format!("{}-web", engine.prefix);
+            tokio::task::block_in_place(|| {
+                must(&["network", "create", "--label", &engine.label(), back]);
+                must(&["network", "connect", back, &web]);
+            });
+            let backend = engine.backend().await;
+            backend.stable(&engine.release, "v1").await.expect("stable");
+            match backend.deploy(&engine.release, "v2").await.expect("deploy") {
+                Readiness::Ready(_) => {}
+                Readiness::Failed { reason } => panic!("the candidate failed: {reason}"),
+            }
+            let stable_id = engine.inspect(&web)["Id"].clone();
+            let candidate = tokio::task::block_in_place(|| {
+                engine
+                    .containers(false)
+                    .into_iter()
+                    .map(|id| engine.inspect(&id))
+                    .find(|c| c["Id"] != stable_id)
+                    .expect("a candidate container")
+            });
+            assert_eq!(candidate["Config"]["Image"], demo_image("v2"));
+            let env = candidate["Config"]["Env"].as_array().expect("env");
+            assert!(env.contains(&"GREETING=hello".into()), "{env:?}");
+            let mounts = candidate["Mounts"].as_array().expect("mounts");
+            assert!(
+                mounts
+                    .iter()
+                    .any(|m| m["Name"] == format!("{}-data", engine.prefix)
+                        && m["Destination"] == "/data"),
+                "{mounts:?}"
+            );
+            assert!(
+                mounts
+                    .iter()
+                    .any(|m| m["Source"] == token.display().to_string()
+                        && m["Destination"] == "/run/secrets/token"
+                        && m["RW"] == false),
+                "{mounts:?}"
+            );
+            let networks = candidate["NetworkSettings"]["Networks"]
+                .as_object()
+                .expect("networks");
+            assert!(networks.contains_key(back), "{networks:?}");
+            assert!(
+                networks.contains_key(&format!("{}-net", engine.prefix)),
+                "{networks:?}"
+            );
+            for (name, settings) in networks {
+                let aliases = settings["Aliases"].as_array().cloned().unwrap_or_default();
+                assert!(!aliases.contains(&"web".into()), "{name}: {aliases:?}");
+            }
+            assert_eq!(
+                candidate["NetworkSettings"]["Ports"]["8080/tcp"],
+                serde_json::Value::Null
+            );
+            let published = candidate["HostConfig"]["PortBindings"]
+                .as_object()
+                .map_or(0, |p| p.len());
+            assert_eq!(published, 0, "{}", candidate["HostConfig"]);
+            backend
+                .retire(&engine.release.metadata.name, Slot::Candidate)
+                .await
+                .expect("retire");
+        }
+    };
+    let outcome = tokio::spawn(outcome).await;
+    tokio::task::block_in_place(|| {
+        engine.remove_all();
+        // Made by `docker run --volume`, so without the test label.
+        if let Err(e) = docker(&["volume", "rm", &format!("{prefix}-data")]) {
+            eprintln!("cleanup: {e}");
+        }
+    });
+    let _ = std::fs::remove_dir_all(&secrets);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
