@@ -308,11 +308,59 @@ impl DockerBackend {
         });
         record.network = network;
         record.port = release.spec.port;
+        record.target = Some(target.clone());
         self.inner
             .records
             .store(&release.metadata.name, record, revision)
             .await?;
         Ok(())
+    }
+
+    /// When none of the stable containers exists any more and the release chose them by
+    /// Compose service or label, the containers that answer to that choice now (less the
+    /// candidate's) become the stable ones: Compose replaces a service's containers when
+    /// the compose file or `.env` changes, and the proxy must follow. Called under the
+    /// release's lock.
+    async fn refresh_stable(&self, release: &str) -> Result<Record, BackendError> {
+        let (mut record, revision) = self.inner.records.load(release).await?;
+        let (Some(stable), Some(target)) = (&record.stable, &record.target) else {
+            return Ok(record);
+        };
+        if !target.containers.is_empty() {
+            return Ok(record);
+        }
+        for id in &stable.containers {
+            if self.inspect(id).await?.is_some() {
+                return Ok(record);
+            }
+        }
+        let candidates: Vec<String> = self
+            .candidates(release, &record)
+            .await?
+            .iter()
+            .filter_map(|c| c["Id"].as_str().map(str::to_string))
+            .collect();
+        let found: Vec<String> = match self.select(target).await {
+            Ok(found) => found
+                .iter()
+                .filter_map(|c| c["Id"].as_str().map(str::to_string))
+                .filter(|id| !candidates.contains(id))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(release, error = %e, "the stable containers are gone and none replaces them");
+                return Ok(record);
+            }
+        };
+        if found.is_empty() {
+            return Ok(record);
+        }
+        tracing::info!(release, containers = ?found, "the stable containers were replaced (by Compose?); following them");
+        if let Some(stable) = record.stable.as_mut() {
+            stable.containers = found;
+            stable.created = false;
+        }
+        self.inner.records.store(release, &record, revision).await?;
+        Ok(record)
     }
 
     /// The slot view of `ids`: the addresses of those running and healthy.
@@ -672,6 +720,8 @@ impl Backend for DockerBackend {
             if record.stable.is_none() {
                 self.adopt(release, target, version, &mut record, revision)
                     .await?;
+            } else {
+                record = self.refresh_stable(name).await?;
             }
             let Some(stable) = &record.stable else {
                 return Err(BackendError::Invalid(format!(
@@ -729,7 +779,12 @@ impl Backend for DockerBackend {
         slot: Slot,
     ) -> BoxFuture<'a, Result<Option<SlotView>, BackendError>> {
         Box::pin(async move {
-            let (record, _) = self.inner.records.load(release).await?;
+            let record = if slot == Slot::Stable {
+                let _guard = self.lock(release).await;
+                self.refresh_stable(release).await?
+            } else {
+                self.inner.records.load(release).await?.0
+            };
             let (version, ids) = match slot {
                 Slot::Candidate => {
                     let Some(planned) = &record.candidate else {

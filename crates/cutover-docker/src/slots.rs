@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use cutover_backend::{BackendError, Slot, StateDir};
+use cutover_core::spec::DockerTarget;
 use serde::{Deserialize, Serialize};
 
 /// A set of containers running one version.
@@ -44,7 +45,7 @@ impl Planned {
 }
 
 /// The roles of a release's containers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     /// What serves.
@@ -65,6 +66,10 @@ pub struct Record {
     /// The port the containers listen on.
     #[serde(default)]
     pub port: u16,
+    /// What the release named as its containers, to find the stable ones again when
+    /// Compose has replaced them (a `docker-compose up -d` after the tag in `.env` changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<DockerTarget>,
 }
 
 impl Record {
@@ -174,6 +179,7 @@ mod tests {
             last_number: 4,
             network: "shop_default".into(),
             port: 8080,
+            target: None,
         };
         assert!(record.holds("a"));
         assert!(!record.holds("b"));

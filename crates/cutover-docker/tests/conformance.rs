@@ -389,3 +389,159 @@ async fn the_candidate_keeps_env_volume_network_and_secret_file() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// `docker-compose args…` in `dir`; its stdout and stderr, or `Err` with them.
+fn compose(dir: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new("docker-compose")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("docker-compose cannot run: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("docker-compose {}: {text}", args.join(" ")))
+    }
+}
+
+/// The chosen answer to "what does the next `docker-compose up -d` do after a
+/// promotion": the promoted containers carry the service's Compose labels with the config
+/// hash unchanged, so with the compose file and `.env` as they were, Compose finds them up
+/// to date: same containers, not restarted, and the old version not started again. And
+/// `docker-compose down` removes them with the project.
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_up_after_a_promotion_keeps_the_promoted_containers() {
+    if compose(&std::env::temp_dir(), &["version"]).is_err()
+        || docker(&["image", "inspect", &demo_image("v2")]).is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test needs docker-compose and the demo images"
+        );
+        eprintln!(
+            "SKIPPED: needs docker-compose (apt-get install docker-compose) and the demo images (scripts/swarm-env.sh)"
+        );
+        return;
+    }
+    let project = format!("dc{}compose", std::process::id());
+    let dir = std::env::temp_dir().join(format!("cutover-docker-{project}"));
+    std::fs::create_dir_all(&dir).expect("project dir");
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        format!(
+            "version: \"3.8\"\nservices:\n  web:\n    image: localhost/cutover-demo:${{TAG}}\n    environment:\n      GREETING: hello\n    labels:\n      {TEST_LABEL}: \"{project}\"\n"
+        ),
+    )
+    .expect("compose file");
+    std::fs::write(dir.join(".env"), "TAG=v1\n").expect(".env");
+    let text = format!(
+        "apiVersion: cutover.dev/v1\nkind: Release\nmetadata:\n  name: {project}\nspec:\n  backend:\n    docker:\n      project: {project}\n      service: web\n      network: {project}_default\n  image: {}\n  port: 8080\n  strategy:\n    canary:\n      steps:\n        - setWeight: 50\n",
+        demo_image("v2")
+    );
+    let source = Source {
+        name: "release.yaml",
+        text: &text,
+        format: Format::Yaml,
+    };
+    let release = match load_release(source, &Default::default()) {
+        Ok((release, _)) => release,
+        Err(d) => panic!("{d:?}"),
+    };
+    let state_dir = dir.join("state");
+    let outcome = {
+        let (dir, project) = (dir.clone(), project.clone());
+        tokio::spawn(async move {
+            compose(&dir, &["-p", &project, "up", "-d"]).expect("compose up");
+            let backend = DockerBackend::connect(&project, &state_dir)
+                .await
+                .expect("connects");
+            let name = &release.metadata.name;
+            backend.stable(&release, "v1").await.expect("stable");
+            match backend.deploy(&release, "v2").await.expect("deploy") {
+                Readiness::Ready(_) => {}
+                Readiness::Failed { reason } => panic!("the candidate failed: {reason}"),
+            }
+            backend.promote(name).await.expect("promote");
+            backend.retire(name, Slot::Previous).await.expect("retire");
+            let filter = format!("label=com.docker.compose.project={project}");
+            let running = || {
+                must(&[
+                    "ps",
+                    "--all",
+                    "--filter",
+                    &filter,
+                    "--format",
+                    "{{.ID}} {{.Image}} {{.Status}}",
+                ])
+            };
+            let started = |id: &str| must(&["inspect", "--format", "{{.State.StartedAt}}", id]);
+            let before = tokio::task::block_in_place(running);
+            let lines: Vec<&str> = before.lines().collect();
+            assert_eq!(lines.len(), 1, "{before}");
+            assert!(lines[0].contains(":v2"), "{before}");
+            let id = lines[0].split(' ').next().unwrap_or_default().to_string();
+            let started_before = started(&id);
+
+            let up = compose(&dir, &["-p", &project, "up", "-d"]).expect("compose up again");
+            assert!(up.contains("up-to-date"), "{up}");
+            let after = tokio::task::block_in_place(running);
+            assert_eq!(
+                after
+                    .lines()
+                    .map(|l| l.split(' ').next())
+                    .collect::<Vec<_>>(),
+                vec![Some(id.as_str())],
+                "{after}"
+            );
+            assert!(!after.contains(":v1"), "the old version came back: {after}");
+            assert_eq!(
+                started(&id),
+                started_before,
+                "the promoted container restarted"
+            );
+
+            // The user records the new tag: Compose replaces the promoted container once,
+            // on the same version, and the stable slot follows the replacement.
+            std::fs::write(dir.join(".env"), "TAG=v2\n").expect(".env");
+            let up = compose(&dir, &["-p", &project, "up", "-d"]).expect("compose up on v2");
+            assert!(up.contains("Recreating"), "{up}");
+            let replaced = tokio::task::block_in_place(running);
+            assert!(!replaced.contains(&id), "{replaced}");
+            assert!(!replaced.contains(":v1"), "{replaced}");
+            let new_id = replaced.split(' ').next().unwrap_or_default().to_string();
+            let address = must(&[
+                "inspect",
+                "--format",
+                &format!(
+                    "{{{{(index .NetworkSettings.Networks \"{project}_default\").IPAddress}}}}"
+                ),
+                &new_id,
+            ]);
+            let stable = backend
+                .endpoints(name, Slot::Stable)
+                .await
+                .expect("endpoints")
+                .expect("a stable slot");
+            assert_eq!(stable.endpoints, vec![format!("{address}:8080")]);
+            assert_eq!(stable.version, "v2");
+
+            compose(&dir, &["-p", &project, "down"]).expect("compose down");
+            assert_eq!(
+                tokio::task::block_in_place(running),
+                "",
+                "down left containers"
+            );
+        })
+        .await
+    };
+    let _ = compose(&dir, &["-p", &project, "down", "--volumes"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
