@@ -25,8 +25,8 @@ pub use notifications::{
     template_placeholders,
 };
 pub use release::{
-    API_VERSION, Backend, KubernetesTarget, LocalSlot, LocalTarget, Metadata, Release, ReleaseSpec,
-    StrategyDocument, SwarmTarget, image_tag,
+    API_VERSION, Backend, DockerTarget, KubernetesTarget, LocalSlot, LocalTarget, Metadata,
+    Release, ReleaseSpec, StrategyDocument, SwarmTarget, image_tag,
 };
 pub use secret::{SecretReference, SecretSource, SecretValue};
 pub use strategy::{
