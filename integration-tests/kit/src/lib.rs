@@ -11,6 +11,7 @@
 //! - [`prometheus`]: Debian's Prometheus as a process, scraping one target;
 //! - [`swarm`]: a corner of a real Docker Swarm and the images `scripts/swarm-env.sh`
 //!   builds;
+//! - [`docker`]: a Compose project on the real Docker engine or on Podman's Docker API;
 //! - [`kube`]: the fake Kubernetes API server (`fake-kube-apiserver`) as a cluster;
 //! - [`proxy`]: configurations for an in-process `cutover_proxy::Proxy`;
 //! - [`tls`]: self-signed certificates, trust stores and TLS handshakes.
@@ -19,6 +20,7 @@
 //! stderr, except under CI (`CI` set), where it fails the test: CI never skips a suite.
 
 pub mod binary;
+pub mod docker;
 pub mod kube;
 pub mod load;
 pub mod net;
