@@ -107,7 +107,8 @@ class VersionLoad:
     """`rate` requests per second from `connections` keep-alive connections; every answer
     recorded with its time and version."""
 
-    def __init__(self, port, rate, connections=8):
+    def __init__(self, port, rate, connections=8, retry=True):
+        self.retry = retry
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
         self.answers = []  # (time, version or None, ok, status)
@@ -138,9 +139,11 @@ class VersionLoad:
                     conn.close()
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
                     answer = (time.time(), None, False, type(e).__name__)
-                    if attempt == 1:
+                    if attempt == 1 and self.retry:
                         with self.lock:
                             self.retried += 1
+                    else:
+                        break
                 except Exception as e:
                     conn.close()
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -257,13 +260,16 @@ http {{
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+RETRY = True
+
+
 def recipe_run(replicas, rate):
     project = Project(replicas)
     nginx = None
     try:
         project.compose("up", "-d")
         nginx = Nginx(project)
-        load = VersionLoad(nginx.port, rate)
+        load = VersionLoad(nginx.port, rate, retry=RETRY)
         time.sleep(3)
         old = project.containers()
         t0 = time.time()
@@ -322,7 +328,7 @@ def cutover_run(cutover, replicas, rate):
         while not (serve.status("bench-docker") or {}).get("stable", {}).get("endpoints"):
             time.sleep(0.01)
         routed = time.time() - t0
-        load = VersionLoad(serve.listen, rate)
+        load = VersionLoad(serve.listen, rate, retry=RETRY)
         deadline = time.time() + 120
         while True:
             status = serve.status("bench-docker") or {}
@@ -355,7 +361,11 @@ def main():
     parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--only", choices=["cutover", "recipe"])
+    parser.add_argument("--no-retry", action="store_true",
+                        help="count a request that meets a closed kept-alive connection as failed")
     args = parser.parse_args()
+    global RETRY
+    RETRY = not args.no_retry
     print(f"# {harness.machine()}; {args.rate} req/s, {args.replicas} replicas, "
           f"{args.runs} runs each", flush=True)
     results = {"cutover": [], "recipe": []}
