@@ -17,6 +17,7 @@ use cutover_kube::resources::ReleaseObjects;
 use cutover_kube::{KubeBackend, LeaderElector, LeaseConfig};
 use cutover_proxy::Proxy;
 use cutover_proxy::config::{AdminConfig, ListenerConfig, ProxyConfig};
+use cutover_docker::DockerBackend;
 use cutover_swarm::SwarmBackend;
 
 use crate::client::error_chain;
@@ -82,7 +83,8 @@ pub struct ServeArgs {
     /// Where releases run: processes and addresses on this host (`local`), a Docker
     /// Swarm reached through `DOCKER_HOST` or the local socket (`swarm`), or a Kubernetes
     /// namespace reached through `KUBECONFIG`, `~/.kube/config` or the pod's service
-    /// account (`kubernetes`). A controller drives one backend; release files naming
+    /// account (`kubernetes`), or containers on one Docker or Podman engine reached through
+    /// `DOCKER_HOST` or the local socket (`docker`). A controller drives one backend; release files naming
     /// another are refused.
     #[arg(long, value_enum, default_value_t = BackendKind::Local)]
     pub backend: BackendKind,
@@ -119,6 +121,10 @@ pub enum BackendKind {
     Swarm,
     /// Kubernetes Deployments; state in annotations; replicas elect a leader.
     Kubernetes,
+    /// Containers on one Docker or Podman engine (a Compose service, or containers by
+    /// name or label) reached through `DOCKER_HOST` or the local socket; state in the
+    /// state directory.
+    Docker,
 }
 
 /// Runs the controller until SIGINT or SIGTERM.
@@ -255,6 +261,11 @@ async fn open_backend(args: &ServeArgs, state_dir: &Path) -> Result<OpenedBacken
         }
         BackendKind::Swarm => Arc::new(
             SwarmBackend::connect(&args.name)
+                .await
+                .map_err(|e| fail(error_chain(&e)))?,
+        ),
+        BackendKind::Docker => Arc::new(
+            DockerBackend::connect(&args.name, state_dir)
                 .await
                 .map_err(|e| fail(error_chain(&e)))?,
         ),

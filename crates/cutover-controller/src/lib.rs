@@ -655,6 +655,9 @@ fn delete_hint(kind: &str, name: &str) -> String {
         "kubernetes" => format!(
             "remove the Deployments cutover created by hand (`kubectl get deployments -l cutover.dev/release={name}`, and `-l cutover.io/release={name}` for those an older version made; the anchor is yours)"
         ),
+        "docker" => format!(
+            "remove the containers cutover created by hand (`docker ps -a --filter label=dev.cutover.release={name}`; the ones you started are yours) and the release's files under the state directory's docker/"
+        ),
         _ => "remove its workloads by hand".to_string(),
     }
 }
@@ -667,6 +670,9 @@ fn logs_hint(kind: &str, name: &str) -> String {
         ),
         "kubernetes" => format!(
             "read them with `kubectl logs -l cutover.dev/release={name}` (and `-l cutover.io/release={name}` for pods an older version made)"
+        ),
+        "docker" => format!(
+            "read them with `docker logs` (the containers cutover created: `docker ps --filter label=dev.cutover.release={name}`)"
         ),
         _ => "read them where the instances run".to_string(),
     }

@@ -11,8 +11,8 @@ use crate::diagnostic::{Code, Diagnostic, FieldPath, Origin, Segment};
 use crate::load::node::{Node, Value};
 use crate::plan::Plan;
 use crate::spec::{
-    API_VERSION, AnalysisSpec, Backend, GuardrailMetric, GuardrailSpec, HookSpec, HooksSpec,
-    LocalSlot, Release, StrategyDocument, StrategySpec, TrafficSpec,
+    API_VERSION, AnalysisSpec, Backend, DockerTarget, GuardrailMetric, GuardrailSpec, HookSpec,
+    HooksSpec, LocalSlot, Release, StrategyDocument, StrategySpec, TrafficSpec,
 };
 
 mod metrics;
@@ -193,7 +193,10 @@ pub fn release(release: &Release, at: &Locator<'_>) -> Vec<Diagnostic> {
                 .hint = Some("the candidate is 'backend.local.candidate'".into());
             }
         }
-        Backend::Swarm(_) | Backend::Kubernetes(_) => {
+        Backend::Swarm(_) | Backend::Kubernetes(_) | Backend::Docker(_) => {
+            if let Backend::Docker(docker) = &r.backend {
+                docker_target(&mut c, spec.key("backend").key("docker"), docker);
+            }
             if r.image.as_deref().is_none_or(|i| i.trim().is_empty())
                 && !c.at.lost(&spec.key("image"))
             {
@@ -519,6 +522,69 @@ fn name(c: &mut Checker<'_, '_>, name: &str) {
         if !suggestion.is_empty() {
             d.hint = Some(format!("try '{suggestion}'"));
         }
+    }
+}
+
+/// The Docker backend's choice of stable containers: exactly one of `service`,
+/// `containers` and `label`, and `project` only beside `service`.
+fn docker_target(c: &mut Checker<'_, '_>, path: FieldPath, docker: &DockerTarget) {
+    let chosen = [
+        docker.service.is_some(),
+        !docker.containers.is_empty(),
+        docker.label.is_some(),
+    ]
+    .iter()
+    .filter(|chosen| **chosen)
+    .count();
+    if chosen != 1 {
+        c.error(
+            if chosen == 0 {
+                Code::MissingField
+            } else {
+                Code::Conflict
+            },
+            path.clone(),
+            "the docker backend needs exactly one of 'service', 'containers' and 'label'",
+        )
+        .hint = Some(
+            "a Compose service: 'service: web' (and 'project: shop'); or 'containers: [web-1]'; or 'label: app=web'"
+                .into(),
+        );
+    }
+    if docker.project.is_some() && docker.service.is_none() {
+        c.error(
+            Code::MissingField,
+            path.key("service"),
+            "'project' chooses a Compose project's service: name it with 'service'",
+        );
+    }
+    for (key, value) in [
+        ("project", &docker.project),
+        ("service", &docker.service),
+        ("label", &docker.label),
+        ("network", &docker.network),
+    ] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            c.error(
+                Code::InvalidValue,
+                path.key(key),
+                format!("'{key}' is empty"),
+            );
+        }
+    }
+    if docker.containers.iter().any(|name| name.trim().is_empty()) {
+        c.error(
+            Code::InvalidValue,
+            path.key("containers"),
+            "a container name is empty",
+        );
+    }
+    if !docker.readiness_path.starts_with('/') {
+        c.error(
+            Code::InvalidValue,
+            path.key("readinessPath"),
+            "the readiness path must start with '/'",
+        );
     }
 }
 

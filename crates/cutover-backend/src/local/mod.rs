@@ -9,7 +9,7 @@
 //! them by their tag (see [`process`]).
 
 mod lifecycle;
-mod probe;
+pub mod probe;
 pub mod process;
 mod record;
 

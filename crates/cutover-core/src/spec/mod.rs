@@ -20,8 +20,8 @@ pub use analysis::{
 pub use guardrail::{GuardrailMetric, GuardrailSpec};
 pub use hooks::{HookPoint, HookSpec, HooksSpec};
 pub use release::{
-    API_VERSION, Backend, KubernetesTarget, LocalSlot, LocalTarget, Metadata, Release, ReleaseSpec,
-    StrategyDocument, SwarmTarget, image_tag,
+    API_VERSION, Backend, DockerTarget, KubernetesTarget, LocalSlot, LocalTarget, Metadata,
+    Release, ReleaseSpec, StrategyDocument, SwarmTarget, image_tag,
 };
 pub use secret::{SecretReference, SecretSource, SecretValue};
 pub use strategy::{

@@ -103,7 +103,7 @@ pub struct ReleaseSpec {
     pub hooks: HooksSpec,
 }
 
-/// Where the service runs. Exactly one key: `local`, `swarm` or `kubernetes`.
+/// Where the service runs. Exactly one key: `local`, `swarm`, `kubernetes` or `docker`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Backend {
@@ -113,6 +113,9 @@ pub enum Backend {
     Swarm(SwarmTarget),
     /// A Kubernetes Deployment.
     Kubernetes(KubernetesTarget),
+    /// Containers on one Docker (or Podman) engine: a Compose service or containers
+    /// chosen by name or label.
+    Docker(DockerTarget),
 }
 
 impl Backend {
@@ -122,6 +125,7 @@ impl Backend {
             Backend::Local(_) => "local",
             Backend::Swarm(_) => "swarm",
             Backend::Kubernetes(_) => "kubernetes",
+            Backend::Docker(_) => "docker",
         }
     }
 }
@@ -163,6 +167,37 @@ pub struct SwarmTarget {
     pub service: String,
     /// The overlay network on which the proxy reaches the service's tasks.
     pub network: String,
+}
+
+/// Containers on one Docker engine that serve now, and how the proxy reaches them. The
+/// stable containers are chosen by exactly one of: `service` (a Compose service, with its
+/// `project`), `containers` (names or IDs) or `label`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DockerTarget {
+    /// The Compose project of `service` (the `com.docker.compose.project` label). Needed
+    /// only when several projects on the engine have a service of that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// A Compose service (the `com.docker.compose.service` label): its running containers
+    /// are the stable ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The stable containers by name or ID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+    /// The stable containers by label: `key` or `key=value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The network on which the proxy reaches the containers (the project's network when
+    /// the proxy runs as a container beside them). Default: the stable container's only
+    /// network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The HTTP path probed on each candidate container until it answers 2xx, when its
+    /// image has no Docker healthcheck (with one, Docker's health status decides).
+    #[serde(default = "default_readiness_path")]
+    pub readiness_path: String,
 }
 
 /// A Kubernetes Deployment.
