@@ -469,6 +469,8 @@ fn compose_up_after_promotion(engine: Engine) {
     assert!(output.contains("Recreating"), "{output}");
     let recreated = p.web_on("v2", 2);
     assert!(recreated.iter().all(|id| !promoted.contains(id)));
+    // The proxy follows the containers Compose made in place of cutover's.
+    p.wait_all_on("v2");
     let output = p.test.up();
     assert!(output.contains("is up-to-date"), "{output}");
     assert_eq!(p.web_on("v2", 2), recreated);
