@@ -13,11 +13,11 @@ use cutover_backend::{Backend, LocalBackend};
 use cutover_controller::api::{Api, ApiLimits, ApiOptions};
 use cutover_controller::{Controller, ControllerOptions};
 use cutover_core::load;
+use cutover_docker::DockerBackend;
 use cutover_kube::resources::ReleaseObjects;
 use cutover_kube::{KubeBackend, LeaderElector, LeaseConfig};
 use cutover_proxy::Proxy;
 use cutover_proxy::config::{AdminConfig, ListenerConfig, ProxyConfig};
-use cutover_docker::DockerBackend;
 use cutover_swarm::SwarmBackend;
 
 use crate::client::error_chain;

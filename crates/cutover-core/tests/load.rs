@@ -272,6 +272,42 @@ fn prometheus_placeholders_are_checked() {
 }
 
 #[test]
+fn the_docker_backend_takes_exactly_one_choice_of_containers() {
+    let swarm = "swarm: {service: shop, network: shop-net}";
+    for valid in [
+        "docker: {project: shop, service: web}",
+        "docker: {containers: [web-1, web-2], network: shop_default}",
+        "docker: {label: app=web, readinessPath: /healthz}",
+    ] {
+        let r = release(&base_with(swarm, valid));
+        assert_eq!(r.spec.backend.name(), "docker");
+    }
+    let none = check(
+        &base_with(swarm, "docker: {network: shop_default}"),
+        &[Code::MissingField],
+    );
+    assert!(none[0].message.contains("exactly one of"), "{}", none[0]);
+    check(
+        &base_with(swarm, "docker: {service: web, label: app=web}"),
+        &[Code::Conflict],
+    );
+    check(
+        &base_with(swarm, "docker: {project: shop, label: app=web}"),
+        &[Code::MissingField],
+    );
+    check(
+        &base_with(swarm, "docker: {service: web, readinessPath: healthz}"),
+        &[Code::InvalidValue],
+    );
+    check(
+        &base_with(swarm, "docker: {containers: [\"\"]}"),
+        &[Code::InvalidValue],
+    );
+    let no_image = base_with(swarm, "docker: {service: web}").replace("  image: shop:v2\n", "");
+    check(&no_image, &[Code::MissingField]);
+}
+
+#[test]
 fn contradictions_are_conflicts() {
     check(
         &base_with(

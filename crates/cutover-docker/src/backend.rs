@@ -84,7 +84,10 @@ impl DockerBackend {
     /// `unix:///var/run/docker.sock` by default), settles on an API version both sides
     /// speak, and keeps its records under `state_dir/docker`. `controller` names this
     /// controller on the containers it creates.
-    pub async fn connect(controller: &str, state_dir: &Path) -> Result<DockerBackend, ConnectError> {
+    pub async fn connect(
+        controller: &str,
+        state_dir: &Path,
+    ) -> Result<DockerBackend, ConnectError> {
         let host = std::env::var("DOCKER_HOST")
             .ok()
             .filter(|h| !h.trim().is_empty())
@@ -125,7 +128,11 @@ impl DockerBackend {
 
     /// A container's inspect; `None` if it does not exist.
     async fn inspect(&self, container: &str) -> Result<Option<Value>, BackendError> {
-        match self.raw().get(&format!("/containers/{container}/json")).await {
+        match self
+            .raw()
+            .get(&format!("/containers/{container}/json"))
+            .await
+        {
             Ok(found) => Ok(Some(found)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(api(&format!("inspect container '{container}'"), e)),
@@ -301,11 +308,59 @@ impl DockerBackend {
         });
         record.network = network;
         record.port = release.spec.port;
+        record.target = Some(target.clone());
         self.inner
             .records
             .store(&release.metadata.name, record, revision)
             .await?;
         Ok(())
+    }
+
+    /// When none of the stable containers exists any more and the release chose them by
+    /// Compose service or label, the containers that answer to that choice now (less the
+    /// candidate's) become the stable ones: Compose replaces a service's containers when
+    /// the compose file or `.env` changes, and the proxy must follow. Called under the
+    /// release's lock.
+    async fn refresh_stable(&self, release: &str) -> Result<Record, BackendError> {
+        let (mut record, revision) = self.inner.records.load(release).await?;
+        let (Some(stable), Some(target)) = (&record.stable, &record.target) else {
+            return Ok(record);
+        };
+        if !target.containers.is_empty() {
+            return Ok(record);
+        }
+        for id in &stable.containers {
+            if self.inspect(id).await?.is_some() {
+                return Ok(record);
+            }
+        }
+        let candidates: Vec<String> = self
+            .candidates(release, &record)
+            .await?
+            .iter()
+            .filter_map(|c| c["Id"].as_str().map(str::to_string))
+            .collect();
+        let found: Vec<String> = match self.select(target).await {
+            Ok(found) => found
+                .iter()
+                .filter_map(|c| c["Id"].as_str().map(str::to_string))
+                .filter(|id| !candidates.contains(id))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(release, error = %e, "the stable containers are gone and none replaces them");
+                return Ok(record);
+            }
+        };
+        if found.is_empty() {
+            return Ok(record);
+        }
+        tracing::info!(release, containers = ?found, "the stable containers were replaced (by Compose?); following them");
+        if let Some(stable) = record.stable.as_mut() {
+            stable.containers = found;
+            stable.created = false;
+        }
+        self.inner.records.store(release, &record, revision).await?;
+        Ok(record)
     }
 
     /// The slot view of `ids`: the addresses of those running and healthy.
@@ -473,11 +528,17 @@ impl DockerBackend {
                     };
                     let id = created["Id"].as_str().unwrap_or_default().to_string();
                     for (network, endpoint) in &candidate.more_networks {
-                        let body = serde_json::json!({ "Container": id, "EndpointConfig": endpoint });
+                        let body =
+                            serde_json::json!({ "Container": id, "EndpointConfig": endpoint });
                         self.raw()
-                            .post(&format!("/networks/{}/connect", raw::encode(network)), &body)
+                            .post(
+                                &format!("/networks/{}/connect", raw::encode(network)),
+                                &body,
+                            )
                             .await
-                            .map_err(|e| api(&format!("connect '{container}' to '{network}'"), e))?;
+                            .map_err(|e| {
+                                api(&format!("connect '{container}' to '{network}'"), e)
+                            })?;
                     }
                     tracing::info!(container, image, "candidate container created");
                     id
@@ -485,13 +546,14 @@ impl DockerBackend {
             };
             match self
                 .raw()
-                .post(&format!("/containers/{id}/start"), &Value::Null)
+                .post_empty(&format!("/containers/{id}/start"))
                 .await
             {
                 Ok(_) => {}
                 Err(e) if e.status == Some(304) => {}
                 Err(e) if matches!(e.status, Some(400 | 404 | 500)) => {
-                    let reason = format!("docker: cannot start '{container}': {}", e.message.trim());
+                    let reason =
+                        format!("docker: cannot start '{container}': {}", e.message.trim());
                     self.remove_candidates(name, &record).await?;
                     return Ok(Err(reason));
                 }
@@ -524,8 +586,8 @@ impl DockerBackend {
                         .fail(release, format!("candidate container {id} disappeared"))
                         .await;
                 };
-                let address = address(&inspect, &created.network)
-                    .map(|ip| format!("{ip}:{}", created.port));
+                let address =
+                    address(&inspect, &created.network).map(|ip| format!("{ip}:{}", created.port));
                 match ready::state(&inspect) {
                     State::Failed(reason) => return self.fail(release, reason).await,
                     State::Waiting(why) => waiting = Some(why),
@@ -601,10 +663,7 @@ impl DockerBackend {
             self.raw().version().to_string(),
             CALL_TIMEOUT + Duration::from_secs(grace),
         );
-        match client
-            .post(&format!("/containers/{id}/stop"), &Value::Null)
-            .await
-        {
+        match client.post_empty(&format!("/containers/{id}/stop")).await {
             Ok(_) => {}
             Err(e) if e.status == Some(304) || e.is_not_found() => {}
             Err(e) => return Err(api(&format!("stop container {id}"), e)),
@@ -625,7 +684,11 @@ fn join(names: &[&String]) -> String {
     if names.is_empty() {
         return "none".into();
     }
-    names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn docker_target(release: &Release) -> Result<&DockerTarget, BackendError> {
@@ -657,6 +720,8 @@ impl Backend for DockerBackend {
             if record.stable.is_none() {
                 self.adopt(release, target, version, &mut record, revision)
                     .await?;
+            } else {
+                record = self.refresh_stable(name).await?;
             }
             let Some(stable) = &record.stable else {
                 return Err(BackendError::Invalid(format!(
@@ -714,7 +779,12 @@ impl Backend for DockerBackend {
         slot: Slot,
     ) -> BoxFuture<'a, Result<Option<SlotView>, BackendError>> {
         Box::pin(async move {
-            let (record, _) = self.inner.records.load(release).await?;
+            let record = if slot == Slot::Stable {
+                let _guard = self.lock(release).await;
+                self.refresh_stable(release).await?
+            } else {
+                self.inner.records.load(release).await?.0
+            };
             let (version, ids) = match slot {
                 Slot::Candidate => {
                     let Some(planned) = &record.candidate else {
@@ -792,7 +862,10 @@ impl Backend for DockerBackend {
             });
             record.candidate = None;
             self.inner.records.store(release, &record, revision).await?;
-            tracing::info!(release, "promoted: the candidate containers are the stable ones");
+            tracing::info!(
+                release,
+                "promoted: the candidate containers are the stable ones"
+            );
             Ok(())
         })
     }

@@ -98,7 +98,9 @@ pub fn candidate(
         container: container.clone(),
         part,
     };
-    let config = stable["Config"].as_object().ok_or_else(|| missing("Config"))?;
+    let config = stable["Config"]
+        .as_object()
+        .ok_or_else(|| missing("Config"))?;
     let host_config = stable["HostConfig"]
         .as_object()
         .ok_or_else(|| missing("HostConfig"))?;
@@ -279,7 +281,10 @@ mod tests {
         let host = &body["HostConfig"];
         assert_eq!(
             host["Binds"],
-            json!(["shop_data:/data:rw", "/srv/shop/secrets/token:/run/secrets/token:ro"])
+            json!([
+                "shop_data:/data:rw",
+                "/srv/shop/secrets/token:/run/secrets/token:ro"
+            ])
         );
         assert_eq!(host["RestartPolicy"]["Name"], "unless-stopped");
         assert_eq!(host["Memory"], 268435456);
@@ -343,10 +348,12 @@ mod tests {
         for mode in ["host", "container:db", "none"] {
             let mut stable = compose_container();
             stable["HostConfig"]["NetworkMode"] = json!(mode);
-            let error = candidate(&stable, &old_image(), "img:v2", Map::new())
-                .expect_err("refused");
+            let error =
+                candidate(&stable, &old_image(), "img:v2", Map::new()).expect_err("refused");
             assert!(
-                error.to_string().contains(&format!("network mode '{mode}'")),
+                error
+                    .to_string()
+                    .contains(&format!("network mode '{mode}'")),
                 "{error}"
             );
         }

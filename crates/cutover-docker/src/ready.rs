@@ -55,16 +55,23 @@ mod tests {
     fn states_from_inspects() {
         let running = json!({"Name": "/c", "State": {"Status": "running"}, "RestartCount": 0});
         assert_eq!(state(&running), State::Running);
-        let healthy = json!({"Name": "/c", "State": {"Status": "running", "Health": {"Status": "healthy"}}});
+        let healthy =
+            json!({"Name": "/c", "State": {"Status": "running", "Health": {"Status": "healthy"}}});
         assert_eq!(state(&healthy), State::Healthy);
-        let starting = json!({"Name": "/c", "State": {"Status": "running", "Health": {"Status": "starting"}}});
-        assert_eq!(state(&starting), State::Waiting("container 'c' is starting".into()));
-        let exited = json!({"Name": "/c", "State": {"Status": "exited", "ExitCode": 3, "Error": ""}});
+        let starting =
+            json!({"Name": "/c", "State": {"Status": "running", "Health": {"Status": "starting"}}});
+        assert_eq!(
+            state(&starting),
+            State::Waiting("container 'c' is starting".into())
+        );
+        let exited =
+            json!({"Name": "/c", "State": {"Status": "exited", "ExitCode": 3, "Error": ""}});
         assert_eq!(
             state(&exited),
             State::Failed("container 'c' is exited (exit code 3)".into())
         );
-        let looping = json!({"Name": "/c", "State": {"Status": "running", "ExitCode": 1}, "RestartCount": 2});
+        let looping =
+            json!({"Name": "/c", "State": {"Status": "running", "ExitCode": 1}, "RestartCount": 2});
         assert_eq!(
             state(&looping),
             State::Failed("container 'c' restarted 2 time(s) (exit code 1)".into())

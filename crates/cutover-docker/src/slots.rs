@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use cutover_backend::{BackendError, Slot, StateDir};
+use cutover_core::spec::DockerTarget;
 use serde::{Deserialize, Serialize};
 
 /// A set of containers running one version.
@@ -44,7 +45,7 @@ impl Planned {
 }
 
 /// The roles of a release's containers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     /// What serves.
@@ -65,6 +66,10 @@ pub struct Record {
     /// The port the containers listen on.
     #[serde(default)]
     pub port: u16,
+    /// What the release named as its containers, to find the stable ones again when
+    /// Compose has replaced them (a `docker-compose up -d` after the tag in `.env` changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<DockerTarget>,
 }
 
 impl Record {
@@ -104,7 +109,9 @@ impl Records {
         let name = release.to_string();
         let stored = tokio::task::spawn_blocking(move || dir.load(&name))
             .await
-            .map_err(|e| BackendError::Unavailable(format!("the slot record read failed: {e}")))??;
+            .map_err(|e| {
+                BackendError::Unavailable(format!("the slot record read failed: {e}"))
+            })??;
         match stored {
             None => Ok((Record::default(), None)),
             Some(stored) => {
@@ -132,7 +139,9 @@ impl Records {
         let name = release.to_string();
         let revision = tokio::task::spawn_blocking(move || dir.store(&name, &value, expected))
             .await
-            .map_err(|e| BackendError::Unavailable(format!("the slot record write failed: {e}")))??;
+            .map_err(|e| {
+                BackendError::Unavailable(format!("the slot record write failed: {e}"))
+            })??;
         Ok(Some(revision))
     }
 
@@ -142,7 +151,9 @@ impl Records {
         let name = release.to_string();
         tokio::task::spawn_blocking(move || dir.remove(&name))
             .await
-            .map_err(|e| BackendError::Unavailable(format!("the slot record removal failed: {e}")))??;
+            .map_err(|e| {
+                BackendError::Unavailable(format!("the slot record removal failed: {e}"))
+            })??;
         Ok(())
     }
 }
@@ -168,11 +179,15 @@ mod tests {
             last_number: 4,
             network: "shop_default".into(),
             port: 8080,
+            target: None,
         };
         assert!(record.holds("a"));
         assert!(!record.holds("b"));
         assert_eq!(
-            record.candidate.as_ref().map(|p| p.numbers().collect::<Vec<_>>()),
+            record
+                .candidate
+                .as_ref()
+                .map(|p| p.numbers().collect::<Vec<_>>()),
             Some(vec![3, 4])
         );
         let text = serde_json::to_string(&record).expect("json");

@@ -154,6 +154,12 @@ impl RawClient {
         self.call(http::Method::POST, path, Some(body)).await
     }
 
+    /// `POST` without a body (`/containers/{id}/start` refuses one); the answer parsed as
+    /// JSON (`null` if empty).
+    pub async fn post_empty(&self, path: &str) -> Result<serde_json::Value, ApiError> {
+        self.call(http::Method::POST, path, None).await
+    }
+
     /// `DELETE`.
     pub async fn delete(&self, path: &str) -> Result<(), ApiError> {
         self.call(http::Method::DELETE, path, None)
