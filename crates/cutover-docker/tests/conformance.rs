@@ -545,3 +545,49 @@ async fn compose_up_after_a_promotion_keeps_the_promoted_containers() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// A candidate whose container exits and is restarted in a loop (the stable container's
+/// `--restart always` carries over) fails the deploy with its exit code, and leaves no
+/// container behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_candidate_fails_with_its_exit_code_and_leaves_nothing() {
+    let Some(engine) = world("crash_looping", &["--restart", "always"]).await else {
+        return;
+    };
+    let engine = Arc::new(engine);
+    let outcome = {
+        let engine = engine.clone();
+        async move {
+            let backend = engine.backend().await;
+            let mut release = engine.release.clone();
+            // The cutover binary without arguments prints its usage and exits.
+            release.spec.image = Some(cutover_test_kit::swarm::PROXY_IMAGE.into());
+            backend.stable(&release, "v1").await.expect("stable");
+            let started = Instant::now();
+            let readiness =
+                tokio::time::timeout(Duration::from_secs(30), backend.deploy(&release, "broken"))
+                    .await
+                    .expect("the deploy ends by itself")
+                    .expect("deploy answers");
+            match readiness {
+                Readiness::Failed { reason } => {
+                    assert!(reason.contains("exit code"), "{reason}");
+                    assert!(reason.contains("broken"), "names the container: {reason}");
+                }
+                Readiness::Ready(view) => panic!("a crashing candidate became ready: {view:?}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                started.elapsed()
+            );
+            let left = tokio::task::block_in_place(|| engine.containers(true));
+            assert_eq!(left.len(), 1, "only the stable container: {left:?}");
+        }
+    };
+    let outcome = tokio::spawn(outcome).await;
+    tokio::task::block_in_place(|| engine.remove_all());
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
