@@ -68,6 +68,70 @@ else
   echo "== Docker Swarm cannot be prepared here (needs root): the Swarm tests will skip (fail under CI=true)"
 fi
 
+# --- Docker backend: Compose and Podman (integration-tests/e2e/tests/docker.rs) -------------
+# The Docker backend's end-to-end tests drive Compose projects on the Docker engine above
+# (Debian's docker-compose 1.29) and, when it runs here, on Podman 4.3's Docker-compatible
+# API (`podman system service` on unix:///run/podman/podman.sock), which this block starts
+# for the tests and stops after them. Podman's API ignores containers.conf's default
+# ulimits (its containers then fail to start: this machine's hard nofile is lower than
+# Podman's default), so the tests' Compose services declare theirs; containers.conf gets
+# the same defaults for `podman run`. CUTOVER_TEST_PODMAN tells the tests Podman answers.
+podman_pid=""
+stop_podman() {
+  if [ -n "$podman_pid" ]; then
+    kill "$podman_pid" 2>/dev/null || true
+    wait "$podman_pid" 2>/dev/null || true
+    podman_pid=""
+  fi
+}
+trap stop_podman EXIT
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing ${missing[*]} (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+podman_socket=/run/podman/podman.sock
+if command -v podman >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && docker info >/dev/null 2>&1; then
+  if ! grep -qs '^default_ulimits' /etc/containers/containers.conf; then
+    mkdir -p /etc/containers
+    printf '%s\n' "[containers]" 'default_ulimits = ["nofile=1024:4096", "nproc=1024:1024"]' >>/etc/containers/containers.conf
+  fi
+  if ! curl -fsS --max-time 2 --unix-socket "$podman_socket" http://podman/_ping >/dev/null 2>&1; then
+    echo "== starting podman system service ($podman_socket)"
+    mkdir -p "$(dirname "$podman_socket")"
+    podman system service --time=0 "unix://$podman_socket" >"${TMPDIR:-/tmp}/cutover-podman.log" 2>&1 &
+    podman_pid=$!
+    for _ in $(seq 1 40); do
+      curl -fsS --max-time 2 --unix-socket "$podman_socket" http://podman/_ping >/dev/null 2>&1 && break
+      sleep 0.25
+    done
+  fi
+  if curl -fsS --max-time 2 --unix-socket "$podman_socket" http://podman/_ping >/dev/null 2>&1; then
+    # Podman keeps its own images: the demo app's, copied from Docker when they differ.
+    for version in v1 v2 v3 v4; do
+      image="localhost/cutover-demo:$version"
+      want="$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
+      have="$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
+      if [ -n "$want" ] && [ "${want#sha256:}" != "${have#sha256:}" ]; then
+        docker save "$image" | podman load -q >/dev/null
+      fi
+    done
+    export CUTOVER_TEST_PODMAN="unix://$podman_socket"
+    echo "== podman answers on $podman_socket: the Docker backend's core tests run on it too"
+  else
+    echo "== podman system service did not answer (see ${TMPDIR:-/tmp}/cutover-podman.log): the Docker backend's tests run on Docker only" >&2
+    stop_podman
+  fi
+else
+  echo "== podman is not available here: the Docker backend's tests run on Docker only"
+fi
+# --- end of the Docker backend block ------------------------------------------------------
+
 # Every member's tests: the crates' own, then integration-tests/e2e (package cutover-e2e),
 # whose suites build and run the `cutover` binary through cargo (cutover-test-kit's
 # `binary` module: already built by this command, so nothing is rebuilt).
@@ -84,6 +148,33 @@ if docker info >/dev/null 2>&1; then
   fi
   echo "== docker service ls: nothing left by the tests"
 fi
+
+# --- Docker backend: nothing left on either engine ---------------------------------------
+# The Docker backend's tests remove the containers, networks and volumes they create (all
+# labelled dev.cutover.test), also when they fail: check, on Docker and on Podman.
+left_behind() { # engine name, then the environment for `docker`
+  local name=$1 kind found=""
+  shift
+  for kind in "container ls --all" "network ls" "volume ls"; do
+    # shellcheck disable=SC2086 # $kind is a subcommand and its flags
+    found="$(env "$@" docker $kind --quiet --filter label=dev.cutover.test 2>/dev/null || true)"
+    if [ -n "$found" ]; then
+      echo "== the tests left these behind on $name:" >&2
+      # shellcheck disable=SC2086
+      env "$@" docker $kind --filter label=dev.cutover.test >&2
+      return 1
+    fi
+  done
+  echo "== $name: no container, network or volume left by the tests"
+}
+if docker info >/dev/null 2>&1; then
+  left_behind Docker DOCKER_HOST="${DOCKER_HOST:-unix:///var/run/docker.sock}"
+fi
+if [ -n "${CUTOVER_TEST_PODMAN:-}" ]; then
+  left_behind Podman DOCKER_HOST="$CUTOVER_TEST_PODMAN"
+fi
+stop_podman
+# --- end of the Docker backend's check ----------------------------------------------------
 
 # The release loader's fuzz target, briefly: what `cutover lint` runs on untrusted pull
 # requests. Starts from the committed corpus; a crash fails the run (scripts/fuzz.sh runs

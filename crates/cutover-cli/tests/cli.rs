@@ -47,7 +47,7 @@ fn files_in(dir: &str) -> Vec<String> {
 fn lint_passes_every_example_and_preset() {
     let mut args = vec!["lint".to_string()];
     args.extend(files_in("examples"));
-    for dir in ["examples/swarm", "examples/kubernetes"] {
+    for dir in ["examples/swarm", "examples/kubernetes", "examples/compose"] {
         args.extend(
             files_in(dir)
                 .into_iter()
@@ -61,6 +61,7 @@ fn lint_passes_every_example_and_preset() {
     assert!(stdout(&output).contains("examples/canary-local.yaml: ok"));
     assert!(stdout(&output).contains("examples/swarm/release-canary.yaml: ok"));
     assert!(stdout(&output).contains("examples/kubernetes/release-canary.yaml: ok"));
+    assert!(stdout(&output).contains("examples/compose/release-canary.yaml: ok"));
 }
 
 #[test]

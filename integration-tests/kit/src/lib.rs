@@ -14,6 +14,7 @@
 //!   (`scripts/swarm-cluster.sh`), one scenario's services on it, load on every node;
 //! - [`swarm`]: a corner of a real Docker Swarm and the images `scripts/swarm-env.sh`
 //!   builds;
+//! - [`docker`]: a Compose project on the real Docker engine or on Podman's Docker API;
 //! - [`kube`]: the fake Kubernetes API server (`fake-kube-apiserver`) as a cluster;
 //! - [`proxy`]: configurations for an in-process `cutover_proxy::Proxy`;
 //! - [`tls`]: self-signed certificates, trust stores and TLS handshakes.
@@ -24,6 +25,7 @@
 pub mod binary;
 pub mod browser;
 pub mod cluster;
+pub mod docker;
 pub mod kube;
 pub mod load;
 pub mod net;
