@@ -139,6 +139,7 @@ pub fn candidate(
     host.insert("PublishAllPorts".into(), false.into());
     host.remove("Links");
     host.remove("ContainerIDFile");
+    normalize_ulimits(&mut host);
 
     let mode = host
         .get("NetworkMode")
@@ -197,6 +198,26 @@ fn endpoint_settings(settings: &Value) -> Value {
 /// default of 10.
 pub fn stop_timeout(inspect: &Value) -> u64 {
     inspect["Config"]["StopTimeout"].as_u64().unwrap_or(10)
+}
+
+/// Puts the stable container's ulimits in the form every engine's create accepts. Podman's
+/// inspect names them as the kernel does (`RLIMIT_NOFILE`) but its create takes only
+/// Docker's names (`nofile`), so copied verbatim they would refuse the candidate; Docker's
+/// own names pass through unchanged.
+fn normalize_ulimits(host: &mut Map<String, Value>) {
+    let Some(Value::Array(ulimits)) = host.get_mut("Ulimits") else {
+        return;
+    };
+    for ulimit in ulimits.iter_mut() {
+        if let Some(name) = ulimit.get("Name").and_then(Value::as_str) {
+            let upper = name.to_ascii_uppercase();
+            let short = upper
+                .strip_prefix("RLIMIT_")
+                .unwrap_or(&upper)
+                .to_ascii_lowercase();
+            ulimit["Name"] = Value::String(short);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -290,6 +311,23 @@ mod tests {
         assert_eq!(host["Memory"], 268435456);
         assert_eq!(host["NanoCpus"], 500000000);
         assert_eq!(body["Labels"], json!({"dev.cutover.version": "v2"}));
+    }
+
+    #[test]
+    fn ulimits_named_as_podman_inspects_them_are_created_by_their_docker_names() {
+        let mut stable = compose_container();
+        stable["HostConfig"]["Ulimits"] = json!([
+            {"Name": "RLIMIT_NOFILE", "Soft": 1024, "Hard": 4096},
+            {"Name": "nproc", "Soft": 1024, "Hard": 1024}
+        ]);
+        let c = clone_of(&stable);
+        assert_eq!(
+            c.body["HostConfig"]["Ulimits"],
+            json!([
+                {"Name": "nofile", "Soft": 1024, "Hard": 4096},
+                {"Name": "nproc", "Soft": 1024, "Hard": 1024}
+            ])
+        );
     }
 
     #[test]
