@@ -39,8 +39,9 @@ pub fn state(inspect: &Value) -> State {
     if status != "running" {
         return State::Waiting(format!("container '{name}' is {status}"));
     }
+    // Podman reports an empty status for a container without a healthcheck.
     match st["Health"]["Status"].as_str() {
-        None | Some("none") => State::Running,
+        None | Some("none" | "") => State::Running,
         Some("healthy") => State::Healthy,
         Some(other) => State::Waiting(format!("container '{name}' is {other}")),
     }
@@ -55,6 +56,9 @@ mod tests {
     fn states_from_inspects() {
         let running = json!({"Name": "/c", "State": {"Status": "running"}, "RestartCount": 0});
         assert_eq!(state(&running), State::Running);
+        let podman_unchecked =
+            json!({"Name": "/c", "State": {"Status": "running", "Health": {"Status": ""}}});
+        assert_eq!(state(&podman_unchecked), State::Running);
         let healthy =
             json!({"Name": "/c", "State": {"Status": "running", "Health": {"Status": "healthy"}}});
         assert_eq!(state(&healthy), State::Healthy);
