@@ -3,16 +3,21 @@
 # 2 worker threads, each proxy splitting 90/10 between two nginx backends on loopback.
 # Needs nginx-light, haproxy and wrk (apt-get install nginx-light haproxy wrk).
 #
-#   bash bench/proxy.sh            # DUR, ROUNDS, CONN pass through to the anchors script
+#   bash bench/proxy.sh            # DUR, ROUNDS, CONN pass through to the anchors script;
+#                                  # CUTOVER_BIN=path skips the release build
 #
 # Results go into docs/benchmarks.md by hand, with the machine they ran on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 anchors=${ANCHORS:-../shared/bench/proxy-anchors.sh}
 [ -f "$anchors" ] || { echo "missing $anchors (the shared anchors script)"; exit 2; }
-cargo build --release --locked -q -p cutover-cli
+bin=${CUTOVER_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --locked -q -p cutover-cli
+  bin=target/release/cutover
+fi
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 for workers in 1 2; do
-  WORKERS=$workers PROXY_CMD="env WORKERS=$workers CUTOVER_LOG=warn target/release/cutover proxy --config bench/proxy.yaml" \
+  WORKERS=$workers PROXY_CMD="env WORKERS=$workers CUTOVER_LOG=warn $bin proxy --config bench/proxy.yaml" \
     bash "$anchors"
 done
