@@ -99,7 +99,13 @@ podman_socket=/run/podman/podman.sock
 if command -v podman >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && docker info >/dev/null 2>&1; then
   if ! grep -qs '^default_ulimits' /etc/containers/containers.conf; then
     mkdir -p /etc/containers
-    printf '%s\n' "[containers]" 'default_ulimits = ["nofile=1024:4096", "nproc=1024:1024"]' >>/etc/containers/containers.conf
+    ulimits='default_ulimits = ["nofile=1024:4096", "nproc=1024:1024"]'
+    if grep -qs '^\[containers\]' /etc/containers/containers.conf; then
+      # Into the existing table: a second [containers] header would make the file invalid.
+      sed -i "/^\[containers\]/a $ulimits" /etc/containers/containers.conf
+    else
+      printf '%s\n' "[containers]" "$ulimits" >>/etc/containers/containers.conf
+    fi
   fi
   if ! curl -fsS --max-time 2 --unix-socket "$podman_socket" http://podman/_ping >/dev/null 2>&1; then
     echo "== starting podman system service ($podman_socket)"
@@ -157,7 +163,10 @@ left_behind() { # engine name, then the environment for `docker`
   shift
   for kind in "container ls --all" "network ls" "volume ls"; do
     # shellcheck disable=SC2086 # $kind is a subcommand and its flags
-    found="$(env "$@" docker $kind --quiet --filter label=dev.cutover.test 2>/dev/null || true)"
+    if ! found="$(env "$@" docker $kind --quiet --filter label=dev.cutover.test)"; then
+      echo "== cannot list what the tests left on $name (docker $kind failed)" >&2
+      return 1
+    fi
     if [ -n "$found" ]; then
       echo "== the tests left these behind on $name:" >&2
       # shellcheck disable=SC2086
@@ -199,5 +208,8 @@ if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null 2>&1; then
   bash scripts/swarm-cluster.sh check-clean
 else
   echo "== the multi-node Swarm needs root and dockerd: its suite skips (fails under CI=true)"
+  if [ -n "${CI:-}" ]; then
+    exit 1
+  fi
   cargo test --locked -p cutover-e2e --test swarm_cluster
 fi

@@ -38,7 +38,7 @@ pub struct DashboardOptions {
 /// Why a base path is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "the dashboard base path '{0}' is not a path: use `/` and segments of letters, digits, `-`, `_` and `.`, such as /cutover"
+    "the dashboard base path '{0}' is not a path of its own: use `/` and segments of letters, digits, `-`, `_` and `.`, not starting with the API's /v1, /metrics or /healthz, such as /cutover"
 )]
 pub struct BasePathError(pub String);
 
@@ -60,7 +60,10 @@ pub fn normalize_base_path(path: &str) -> Result<String, BasePathError> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         });
-    if valid {
+    // The API's own paths stay the API's: a base path there would answer them with the page.
+    let first = trimmed.split('/').nth(1).unwrap_or_default();
+    let shadows_api = matches!(first, "v1" | "metrics" | "healthz");
+    if valid && !shadows_api {
         Ok(trimmed.to_string())
     } else {
         Err(BasePathError(path.to_string()))
@@ -241,6 +244,10 @@ mod tests {
         assert_eq!(normalize_base_path("").as_deref(), Ok(""));
         assert_eq!(normalize_base_path("/cutover/").as_deref(), Ok("/cutover"));
         assert_eq!(normalize_base_path("/a/b-c").as_deref(), Ok("/a/b-c"));
+        for api in ["/v1", "/v1/releases", "/metrics", "/healthz/x"] {
+            assert!(normalize_base_path(api).is_err(), "{api} shadows the API");
+        }
+        assert_eq!(normalize_base_path("/v1x").as_deref(), Ok("/v1x"));
         for bad in ["cutover", "/a//b", "/a/../b", "/\"><script>", "/a b", "/é"] {
             assert!(normalize_base_path(bad).is_err(), "{bad}");
         }

@@ -210,7 +210,7 @@ impl Activity {
     /// Bytes arrived. On an idle HTTP/1 connection that served a request, they are the
     /// start of the next request head, which from now on gets `header_read` to complete
     /// instead of the rest of the idle time.
-    fn bytes_arrived(&self) {
+    pub(crate) fn bytes_arrived(&self) {
         if self.http2.load(Ordering::Relaxed)
             || !self.served.load(Ordering::Relaxed)
             || self.active.load(Ordering::Acquire) > 0

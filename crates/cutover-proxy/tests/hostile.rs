@@ -793,6 +793,35 @@ async fn idle_keep_alive_waits_its_time_but_a_trickled_later_head_gets_the_heade
     );
 }
 
+/// The start of a next head sent in the same segment as a request (so read while that
+/// request was under way) still gets `headerRead`: a parked connection that finds unread
+/// bytes times them as a head that started arriving, rather than parking and unparking on
+/// them until `keepAliveIdle`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_head_sent_with_a_request_and_left_half_gets_the_header_timeout() {
+    let v1 = upstream("v1").await;
+    let mut c = config(vec![route("shop", &v1, None, 0)]);
+    c.timeouts.header_read = ms(1_000);
+    c.timeouts.keep_alive_idle = ms(4_000);
+    let proxy = start(c).await;
+    let addr = proxy.listen_addrs()[0];
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\nGET / HT")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(6)).await;
+    assert!(closed, "closed in the end");
+    let held = started.elapsed();
+    assert!(
+        held < Duration::from_millis(2_500),
+        "a half-sent head behind a request held its connection for {held:?}"
+    );
+}
+
 /// An HTTP/2 client that completes the preface and settings but never opens a stream is
 /// closed after `timeouts.headerRead`, like an HTTP/1 client that never sends a head.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,7 +120,10 @@ pub(crate) async fn serve_plain<S>(
             }
         }
         if io.has_unread() {
-            // A next head had started arriving: serve it at once.
+            // A next head had started arriving: serve it at once, and time it from now
+            // (`header_read`), so a head left half-sent is neither parked again nor
+            // given the whole idle time.
+            activity.bytes_arrived();
             continue;
         }
         // Parked: only the socket and the small state are held while waiting.
