@@ -289,8 +289,14 @@ impl DockerBackend {
         record: &mut Record,
         revision: Option<u64>,
     ) -> Result<(), BackendError> {
-        let chosen = self.select(target).await?;
-        let network = Self::network_of(target, &chosen[0])?;
+        let chosen = compose::adoptable(self.select(target).await?, &release.metadata.name);
+        let Some(first) = chosen.first() else {
+            return Err(BackendError::Invalid(format!(
+                "every container the release names was made by cutover for a release (label '{}'): name the service's own containers",
+                compose::RELEASE
+            )));
+        };
+        let network = Self::network_of(target, first)?;
         let containers: Vec<String> = chosen
             .iter()
             .filter_map(|c| c["Id"].as_str().map(str::to_string))
@@ -340,11 +346,18 @@ impl DockerBackend {
             .iter()
             .filter_map(|c| c["Id"].as_str().map(str::to_string))
             .collect();
+        let stable_version = stable.version.clone();
+        let previous: Vec<String> = record
+            .previous
+            .as_ref()
+            .map(|g| g.containers.clone())
+            .unwrap_or_default();
         let found: Vec<String> = match self.select(target).await {
             Ok(found) => found
                 .iter()
+                .filter(|c| compose::may_serve_as(c, release, &stable_version))
                 .filter_map(|c| c["Id"].as_str().map(str::to_string))
-                .filter(|id| !candidates.contains(id))
+                .filter(|id| !candidates.contains(id) && !previous.contains(id))
                 .collect(),
             Err(e) => {
                 tracing::warn!(release, error = %e, "the stable containers are gone and none replaces them");
@@ -530,15 +543,22 @@ impl DockerBackend {
                     for (network, endpoint) in &candidate.more_networks {
                         let body =
                             serde_json::json!({ "Container": id, "EndpointConfig": endpoint });
-                        self.raw()
+                        let connected = self
+                            .raw()
                             .post(
                                 &format!("/networks/{}/connect", raw::encode(network)),
                                 &body,
                             )
-                            .await
-                            .map_err(|e| {
-                                api(&format!("connect '{container}' to '{network}'"), e)
-                            })?;
+                            .await;
+                        if let Err(e) = connected {
+                            // Found again by name on a retry, a container left here would
+                            // start without this network: it goes, and the retry makes it
+                            // whole.
+                            if let Err(removal) = self.remove(&id, true).await {
+                                tracing::warn!(container, error = %removal, "could not remove a half-made candidate");
+                            }
+                            return Err(api(&format!("connect '{container}' to '{network}'"), e));
+                        }
                     }
                     tracing::info!(container, image, "candidate container created");
                     id
@@ -842,11 +862,24 @@ impl Backend for DockerBackend {
                     )))
                 };
             };
-            let containers: Vec<String> = self
-                .candidates(release, &record)
-                .await?
+            let found = self.candidates(release, &record).await?;
+            let running: Vec<&Value> = found
                 .iter()
                 .filter(|c| compose::label(c, compose::VERSION) == Some(planned.version.as_str()))
+                .filter(|c| c["State"]["Running"] == true || c["State"] == "running")
+                .collect();
+            // Never make a stable slot of fewer containers than planned: the old ones would
+            // then be retired with nothing (or too little) serving in their place.
+            if (running.len() as u64) < planned.count {
+                return Err(BackendError::Unavailable(format!(
+                    "release '{release}': {} of the {} containers of version '{}' are running, so it is not promoted",
+                    running.len(),
+                    planned.count,
+                    planned.version
+                )));
+            }
+            let containers: Vec<String> = running
+                .iter()
                 .filter_map(|c| c["Id"].as_str().map(str::to_string))
                 .collect();
             if let Some(older) = record.previous.take() {

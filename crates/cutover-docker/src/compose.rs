@@ -98,6 +98,29 @@ pub fn label<'a>(container: &'a Value, key: &str) -> Option<&'a str> {
         .or_else(|| container["Config"]["Labels"][key].as_str())
 }
 
+/// Whether `container` may be taken for the stable containers of `release` at `version`
+/// when Compose has replaced them: one cutover did not make (Compose's own), or one it made
+/// for this release at that version; never another release's, nor an older or newer
+/// version of this one.
+pub fn may_serve_as(container: &Value, release: &str, version: &str) -> bool {
+    match label(container, RELEASE) {
+        None => true,
+        Some(owner) => owner == release && label(container, VERSION) == Some(version),
+    }
+}
+
+/// Of the containers a release's first rollout would adopt, those it may: never another
+/// release's candidates or promoted containers (they inherit the Compose service label and
+/// the user's labels), and this release's own only when nothing else answers (its promoted
+/// containers, adopted again after its record was lost).
+pub fn adoptable(chosen: Vec<Value>, release: &str) -> Vec<Value> {
+    let (made_here, users): (Vec<Value>, Vec<Value>) = chosen
+        .into_iter()
+        .filter(|c| label(c, RELEASE).is_none_or(|owner| owner == release))
+        .partition(|c| label(c, RELEASE).is_some());
+    if users.is_empty() { made_here } else { users }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +184,49 @@ mod tests {
         assert_eq!(highest_number(&listed), 5);
         assert_eq!(highest_number(&[]), 0);
         assert_eq!(label(&listed[1], NUMBER), Some("5"));
+    }
+
+    fn labelled(name: &str, labels: Value) -> Value {
+        json!({"Name": format!("/{name}"), "Config": {"Labels": labels}})
+    }
+
+    #[test]
+    fn adoption_takes_the_users_containers_and_never_another_releases() {
+        let users = labelled("shop_web_1", json!({SERVICE: "web"}));
+        let other = labelled(
+            "api-v2-1",
+            json!({SERVICE: "web", RELEASE: "api", VERSION: "v2"}),
+        );
+        let own = labelled(
+            "web-v2-3",
+            json!({SERVICE: "web", RELEASE: "web", VERSION: "v2"}),
+        );
+        let names = |chosen: Vec<Value>| -> Vec<String> {
+            chosen.iter().map(crate::clone::name_of).collect()
+        };
+        assert_eq!(
+            names(adoptable(
+                vec![users.clone(), other.clone(), own.clone()],
+                "web"
+            )),
+            ["shop_web_1"]
+        );
+        assert_eq!(
+            names(adoptable(vec![other.clone(), own.clone()], "web")),
+            ["web-v2-3"]
+        );
+        assert!(adoptable(vec![other], "web").is_empty());
+    }
+
+    #[test]
+    fn only_compose_s_own_or_this_versions_containers_replace_the_stable_ones() {
+        let compose_made = labelled("shop_web_1", json!({SERVICE: "web"}));
+        let promoted = labelled("web-v2-3", json!({RELEASE: "web", VERSION: "v2"}));
+        let older = labelled("web-v1-1", json!({RELEASE: "web", VERSION: "v1"}));
+        let other = labelled("api-v2-1", json!({RELEASE: "api", VERSION: "v2"}));
+        assert!(may_serve_as(&compose_made, "web", "v2"));
+        assert!(may_serve_as(&promoted, "web", "v2"));
+        assert!(!may_serve_as(&older, "web", "v2"));
+        assert!(!may_serve_as(&other, "web", "v2"));
     }
 }
