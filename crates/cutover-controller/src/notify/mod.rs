@@ -231,6 +231,7 @@ async fn deliver(shared: &Shared, job: Job) {
     let body =
         Bytes::from(serde_json::to_vec(&payload(service, &job.notice, &text)).unwrap_or_default());
     let started = tokio::time::Instant::now();
+    let delivery = delivery_id();
     let per_attempt = Duration::from_millis(job.subscription.timeout.as_millis());
     let mut last = String::new();
     for attempt in 0..shared.policy.attempts {
@@ -244,7 +245,7 @@ async fn deliver(shared: &Shared, job: Job) {
             tokio::time::sleep(wait).await;
         }
         let left = shared.policy.deadline.saturating_sub(started.elapsed());
-        match attempt_once(shared, &job, body.clone(), per_attempt.min(left)).await {
+        match attempt_once(shared, &job, &delivery, body.clone(), per_attempt.min(left)).await {
             Ok(()) => {
                 shared
                     .metrics
@@ -262,6 +263,22 @@ async fn deliver(shared: &Shared, job: Job) {
     shared.gave_up(&job, "failed", last);
 }
 
+/// The header every attempt of one delivery carries with the same value: a receiver that
+/// handled a message but answered too late gets it again, and can tell it has it already.
+pub const DELIVERY_HEADER: &str = "x-cutover-delivery";
+
+/// A fresh delivery id: 16 hex digits from the process's random hasher keys (unique, not
+/// secret; the signature, not the id, proves who sent a message).
+fn delivery_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(DELIVERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    format!("{:016x}", hasher.finish())
+}
+
+/// Deliveries started by this process, mixed into each id.
+static DELIVERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Why an attempt failed.
 enum Failed {
     /// Worth another attempt.
@@ -274,6 +291,7 @@ enum Failed {
 async fn attempt_once(
     shared: &Shared,
     job: &Job,
+    delivery: &str,
     body: Bytes,
     timeout: Duration,
 ) -> Result<(), Failed> {
@@ -281,6 +299,9 @@ async fn attempt_once(
     let url = cutover_metrics::secrets::resolve(&job.subscription.url)
         .map_err(|e| Failed::Retry(format!("cannot read the {service} URL: {e}")))?;
     let mut headers = Vec::new();
+    if let Ok(value) = http::HeaderValue::try_from(delivery) {
+        headers.push((http::HeaderName::from_static(DELIVERY_HEADER), value));
+    }
     if let Some(secret) = &job.subscription.secret {
         let secret = cutover_metrics::secrets::resolve(secret)
             .map_err(|e| Failed::Retry(format!("cannot read the {service} secret: {e}")))?;
@@ -290,7 +311,8 @@ async fn attempt_once(
             (signature::TIMESTAMP_HEADER, timestamp.to_string()),
             (signature::SIGNATURE_HEADER, signed),
         ] {
-            if let Ok(value) = http::HeaderValue::try_from(value) {
+            if let Ok(mut value) = http::HeaderValue::try_from(value) {
+                value.set_sensitive(true);
                 headers.push((http::HeaderName::from_static(name), value));
             }
         }

@@ -340,6 +340,13 @@ async fn a_receiver_that_fails_three_times_then_recovers_gets_the_message() {
         got.iter().all(|r| r.body == got[0].body),
         "the same message each time"
     );
+    let delivery = got[0].header(DELIVERY_HEADER).expect("a delivery id");
+    assert_eq!(delivery.len(), 16, "{delivery}");
+    assert!(
+        got.iter()
+            .all(|r| r.header(DELIVERY_HEADER) == Some(delivery)),
+        "one delivery id across the attempts"
+    );
     assert_eq!(got[3].json()["type"], "message");
     assert!(!out.contains("result=\"failed\""), "{out}");
     assert!(notifier.failures("shop").is_empty());
