@@ -201,7 +201,9 @@ if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null 2>&1; then
   trap 'bash scripts/swarm-cluster.sh down' EXIT
   bash scripts/swarm-cluster.sh up 3
   cluster_started=$SECONDS
-  CUTOVER_CLUSTER=1 cargo test --locked -p cutover-e2e --test swarm_cluster -- --test-threads=1
+  # --workspace, as the run above: `-p cutover-e2e` alone resolves features differently and
+  # would build half the workspace again.
+  CUTOVER_CLUSTER=1 cargo test --workspace --locked --test swarm_cluster -- --test-threads=1
   echo "== multi-node Swarm suite: $((SECONDS - cluster_started)) s"
   bash scripts/swarm-cluster.sh down
   trap - EXIT
@@ -211,5 +213,5 @@ else
   if [ -n "${CI:-}" ]; then
     exit 1
   fi
-  cargo test --locked -p cutover-e2e --test swarm_cluster
+  cargo test --workspace --locked --test swarm_cluster
 fi
