@@ -186,6 +186,9 @@ impl Cluster {
         self.script(&["heal", &index.to_string()]);
     }
 
+    /// How long [`restore`](Self::restore) waits for every node to be Ready again.
+    const RECOVERY: Duration = Duration::from_secs(180);
+
     /// Every node up, linked and Ready in the Swarm, every manager reachable: what each
     /// scenario starts from, whatever the one before it left.
     pub fn restore(&self) {
@@ -199,7 +202,7 @@ impl Cluster {
         loop {
             let listed = self
                 .docker(&["node", "ls", "--format", "{{.Status}} {{.ManagerStatus}}"])
-                .unwrap_or_default();
+                .unwrap_or_else(|e| format!("(no manager answers: {e})"));
             let healthy = listed
                 .lines()
                 .filter(|l| *l == "Ready Leader" || *l == "Ready Reachable")
@@ -207,9 +210,12 @@ impl Cluster {
             if healthy == self.nodes.len() {
                 return;
             }
+            // A healed or restarted manager may wait out Raft's election and the
+            // dispatcher's heartbeats before the Swarm lists every node Ready again.
             assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the cluster did not recover: {listed}"
+                started.elapsed() < Self::RECOVERY,
+                "the cluster did not recover within {:?}: {listed}",
+                Self::RECOVERY
             );
             std::thread::sleep(Duration::from_millis(250));
         }
