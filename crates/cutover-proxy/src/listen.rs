@@ -168,6 +168,11 @@ impl Activity {
         })
     }
 
+    /// When the last request ended (the connection's start if none has).
+    pub(crate) fn idle_since(&self) -> Instant {
+        self.base + Duration::from_millis(self.idle_since.load(Ordering::Relaxed))
+    }
+
     fn millis(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
     }
@@ -200,11 +205,6 @@ impl Activity {
     /// Marks hyper's HTTP/1 connection as being parked (or no longer).
     pub(crate) fn set_parking(&self, parking: bool) {
         self.parking.store(parking, Ordering::Relaxed);
-    }
-
-    /// Resolves when a request starts or ends, or a head starts arriving.
-    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.changed.notified()
     }
 
     /// Bytes arrived. On an idle HTTP/1 connection that served a request, they are the
@@ -526,6 +526,35 @@ impl Drain {
     }
 }
 
+/// A listener's word to its parked connections that the proxy is shutting down. A parked
+/// HTTP/1 connection waits on this rather than on its own `watch` future: the wait is
+/// part of what every idle connection holds, and a [`Notified`](tokio::sync::futures::Notified)
+/// is half the size.
+#[derive(Default)]
+pub(crate) struct Stop {
+    stopped: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    /// Says stop to every connection waiting now or later.
+    pub(crate) fn fire(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether [`Stop::fire`] was called.
+    pub(crate) fn is_fired(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Resolves on the next [`Stop::fire`]. Take it before looking at
+    /// [`Stop::is_fired`]: a `fire` in between then still wakes it.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
 /// The connection builder of every listener: HTTP/1.1 with a header timeout and HTTP/2
 /// with keep-alive pings. `http1_only` for the admin listener.
 pub(crate) fn builder(
@@ -573,6 +602,7 @@ pub(crate) async fn serve(
     let http1 = Arc::new(crate::http1::builder(shared.config.limits.max_header_bytes));
     let timeouts = ConnTimeouts::of(&shared.config.timeouts);
     let drain = Drain::new();
+    let stop = Arc::new(Stop::default());
     let tls = bound.tls.clone();
     loop {
         let permit = tokio::select! {
@@ -604,15 +634,21 @@ pub(crate) async fn serve(
         // matters at tens of thousands of idle keep-alive connections).
         match tls.clone() {
             None => {
-                tokio::spawn(async move {
-                    let activity = Activity::new();
-                    let service = tracked(activity.clone(), handler);
-                    crate::http1::serve_plain(
-                        stream, &http1, &builder, service, activity, timeouts, shutdown,
-                    )
-                    .await;
-                    drop(token);
-                });
+                let activity = Activity::new();
+                let service = tracked(activity.clone(), handler);
+                tokio::spawn(crate::http1::serve_plain(
+                    crate::http1::Plain {
+                        http1,
+                        auto: builder,
+                        activity,
+                        timeouts,
+                        shutdown,
+                        stop: stop.clone(),
+                    },
+                    stream,
+                    service,
+                    token,
+                ));
             }
             Some(acceptor) => {
                 tokio::spawn(Box::pin(async move {
@@ -635,5 +671,6 @@ pub(crate) async fn serve(
         }
     }
     drop(bound);
+    stop.fire();
     drain.wait().await;
 }

@@ -20,6 +20,7 @@ mod park;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -31,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::forward::ProxyBody;
-use crate::listen::{self, Activity, ConnTimeouts, Watched};
+use crate::listen::{self, Activity, ConnTimeouts, Stop, Watched};
 pub(crate) use park::ParkIo;
 
 /// How long an HTTP/1 connection idles before hyper's buffers are given back. Short
@@ -67,19 +68,36 @@ enum Stretch<S> {
     Parked(ParkIo, Bytes, S),
 }
 
+/// What a plain client connection needs from its listener, besides its socket, its
+/// service and the listener's drain token.
+pub(crate) struct Plain {
+    pub(crate) http1: Arc<http1::Builder>,
+    pub(crate) auto: Arc<auto::Builder<TokioExecutor>>,
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) timeouts: ConnTimeouts,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) stop: Arc<Stop>,
+}
+
 /// Serves one plain client connection until it ends: HTTP/1.1 with hyper run only while
 /// a request is under way, or HTTP/2 (prior knowledge) through `auto`. Timeouts as in
 /// [`listen::drive`]: `header_read` for the first head and for a head that started
-/// arriving, `keep_alive_idle` after the last request ended.
-pub(crate) async fn serve_plain<S>(
+/// arriving, `keep_alive_idle` after the last request ended. `token` is held until the
+/// connection ends (the listener's drain waits for it).
+///
+/// The returned future is the connection's whole task, so its size is what every parked
+/// connection holds: it is one `async` block with no wrapper around it (an `async fn`
+/// would keep its arguments twice), and the steps that need room only briefly (sniffing
+/// the protocol, serving with hyper, HTTP/2) are boxed for as long as they run. What
+/// stays is the socket, the small per-connection state and the parked wait
+/// ([`ParkedWait`]).
+pub(crate) fn serve_plain<S, T>(
+    plain: Plain,
     stream: TcpStream,
-    http1: &http1::Builder,
-    auto: &auto::Builder<TokioExecutor>,
-    mut service: S,
-    activity: Arc<Activity>,
-    timeouts: ConnTimeouts,
-    mut shutdown: watch::Receiver<bool>,
-) where
+    service: S,
+    token: T,
+) -> impl Future<Output = ()> + Send + 'static
+where
     S: hyper::service::Service<
             http::Request<Incoming>,
             Response = http::Response<ProxyBody>,
@@ -88,57 +106,111 @@ pub(crate) async fn serve_plain<S>(
         + Unpin
         + 'static,
     S::Future: Send + 'static,
+    T: Send + 'static,
 {
-    let first_deadline = tokio::time::Instant::now() + timeouts.header_read;
-    let Some(http1_bytes) = plain_http1(&stream, first_deadline, &mut shutdown).await else {
-        return;
-    };
-    if !http1_bytes {
-        // HTTP/2 with prior knowledge, or too few bytes to tell: hyper's auto connection.
-        let io = TokioIo::new(Watched::new(stream, activity.clone()));
-        Box::pin(listen::drive(
-            auto, io, service, &activity, timeouts, shutdown,
+    let mut plain = plain;
+    let mut service = service;
+    let mut io = ParkIo::new(stream, plain.activity.clone());
+    async move {
+        let _token = token;
+        let first_deadline = tokio::time::Instant::now() + plain.timeouts.header_read;
+        let sniffed = Box::pin(plain_http1(
+            io.stream(),
+            first_deadline,
+            &mut plain.shutdown,
         ))
         .await;
-        return;
-    }
-    let mut io = ParkIo::new(stream, activity.clone());
-    loop {
-        let conn = Box::new(
-            http1
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades(),
-        );
-        // Boxed, as hyper's connection is: the task's own size is what a parked
-        // connection holds.
-        match Box::pin(run(conn, &activity, timeouts, &mut shutdown)).await {
-            Stretch::Ended => return,
-            Stretch::Parked(parked, unread, returned) => {
-                io = parked;
-                service = returned;
-                io.unread(unread);
-            }
-        }
-        if io.has_unread() {
-            // A next head had started arriving: serve it at once, and time it from now
-            // (`header_read`), so a head left half-sent is neither parked again nor
-            // given the whole idle time.
-            activity.bytes_arrived();
-            continue;
-        }
-        // Parked: only the socket and the small state are held while waiting.
-        let Some(deadline) = activity.deadline(timeouts.header_read, timeouts.keep_alive_idle)
-        else {
+        let Some(http1_bytes) = sniffed else {
             return;
         };
-        if *shutdown.borrow() {
+        if !http1_bytes {
+            // HTTP/2 with prior knowledge, or too few bytes to tell: hyper's auto connection.
+            let io = TokioIo::new(Watched::new(io.into_stream(), plain.activity.clone()));
+            Box::pin(listen::drive(
+                &plain.auto,
+                io,
+                service,
+                &plain.activity,
+                plain.timeouts,
+                plain.shutdown,
+            ))
+            .await;
             return;
         }
-        tokio::select! {
-            readable = io.readable() => if readable.is_err() { return },
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => return,
-            _ = shutdown.changed() => return,
+        loop {
+            let conn = Box::new(
+                plain
+                    .http1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            );
+            // Boxed, as hyper's connection is: the task's own size is what a parked
+            // connection holds.
+            let served = run(conn, &plain.activity, plain.timeouts, &mut plain.shutdown);
+            match Box::pin(served).await {
+                Stretch::Ended => return,
+                Stretch::Parked(parked, unread, returned) => {
+                    io = parked;
+                    service = returned;
+                    io.unread(unread);
+                }
+            }
+            let activity = &plain.activity;
+            let timeouts = plain.timeouts;
+            if io.has_unread() {
+                // A next head had started arriving: serve it at once, and time it from
+                // now (`header_read`), so a head left half-sent is neither parked again
+                // nor given the whole idle time.
+                activity.bytes_arrived();
+                continue;
+            }
+            // Parked: only the socket and the small state are held while waiting.
+            let Some(deadline) = activity.deadline(timeouts.header_read, timeouts.keep_alive_idle)
+            else {
+                return;
+            };
+            let stop = plain.stop.notified();
+            if plain.stop.is_fired() || *plain.shutdown.borrow() {
+                return;
+            }
+            let woke = ParkedWait {
+                io: &io,
+                deadline: tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)),
+                stop,
+            };
+            if !woke.await {
+                return;
+            }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A parked connection's wait: until its socket has something to read (`true`), or
+    /// until its idle deadline passes, the proxy shuts down or the socket fails
+    /// (`false`). Hand-written rather than `select!`ed, and readability is polled without
+    /// a future of its own, because every parked connection holds this state.
+    struct ParkedWait<'a> {
+        io: &'a ParkIo,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        #[pin]
+        stop: tokio::sync::futures::Notified<'a>,
+    }
+}
+
+impl Future for ParkedWait<'_> {
+    type Output = bool;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<bool> {
+        let this = self.project();
+        if let Poll::Ready(readable) = this.io.poll_readable(cx) {
+            return Poll::Ready(readable.is_ok());
+        }
+        if this.deadline.poll(cx).is_ready() || this.stop.poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
     }
 }
 
@@ -160,9 +232,19 @@ async fn plain_http1(
     }
 }
 
-/// Runs hyper on the connection until it ends or parks. The watchdog of
-/// [`listen::drive`], plus parking: when the connection has been idle for [`PARK_AFTER`]
+/// Runs hyper on the connection until it ends or parks: the watchdog of
+/// [`listen::drive`], plus parking when the connection has been idle for [`PARK_AFTER`]
 /// with no head arriving and nothing left to write.
+///
+/// Unlike [`listen::drive`], this watchdog is not woken when a request starts or ends or
+/// a head starts arriving: those happen inside hyper's poll of this very task, so each
+/// would poll the whole connection once more, three times per request. It looks at the
+/// connection's [`Activity`] on a timer instead: at its deadline or [`PARK_AFTER`] after
+/// it went idle, whichever comes first, and, while there is nothing to do yet (a request
+/// under way, none started), again after [`PARK_AFTER`], doubling to [`RECHECK_MAX`]: a
+/// busy connection costs a wake-up a second at most. Deadlines are kept to within that
+/// pause: a connection idling past its deadline is closed, at the latest, when the
+/// watchdog next looks.
 async fn run<S>(
     mut conn: Box<Conn<S>>,
     activity: &Activity,
@@ -179,43 +261,42 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let first = match activity.deadline(timeouts.header_read, timeouts.keep_alive_idle) {
-        Some(at) if activity.has_served() => at.min(Instant::now() + PARK_AFTER),
-        Some(at) => at,
-        None => Instant::now() + timeouts.keep_alive_idle,
-    };
-    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(first));
+    let mut pause = PARK_AFTER;
+    let timer =
+        tokio::time::sleep_until(tokio::time::Instant::from_std(Instant::now() + PARK_AFTER));
     tokio::pin!(timer);
     let mut closing = false;
     loop {
         tokio::select! {
             _ = &mut *conn => return Stretch::Ended,
-            _ = activity.changed(), if !closing => {
-                if let Some(at) = activity.deadline(timeouts.header_read, timeouts.keep_alive_idle) {
-                    let park = Instant::now() + PARK_AFTER;
-                    timer.as_mut().reset(tokio::time::Instant::from_std(at.min(park)));
-                }
-            }
             _ = timer.as_mut() => {
                 if closing {
                     return Stretch::Ended;
                 }
                 let now = Instant::now();
-                match activity.deadline(timeouts.header_read, timeouts.keep_alive_idle) {
+                let next = match activity.deadline(timeouts.header_read, timeouts.keep_alive_idle) {
                     Some(at) if at <= now => return Stretch::Ended,
-                    Some(_) if activity.parkable() => {
-                        return park(conn, activity, timeouts).await;
+                    Some(at) if activity.has_served() && !activity.is_busy() && !activity.head_arriving() => {
+                        let parks_at = activity.idle_since() + PARK_AFTER;
+                        if parks_at > now {
+                            // Idle, not for long enough yet: look again when it has been.
+                            pause = PARK_AFTER;
+                            at.min(parks_at)
+                        } else if activity.parkable() {
+                            return park(conn, activity, timeouts).await;
+                        } else {
+                            // The last write is still under way.
+                            at.min(now + pause)
+                        }
                     }
-                    Some(at) if activity.has_served() => {
-                        // Still writing, or a head is arriving: look again soon.
-                        let again = now + PARK_AFTER;
-                        timer.as_mut().reset(tokio::time::Instant::from_std(at.min(again)));
-                    }
-                    Some(at) => timer.as_mut().reset(tokio::time::Instant::from_std(at)),
-                    None => timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::from_std(now + timeouts.keep_alive_idle)),
-                }
+                    // A head arriving, or none yet: at its deadline, or sooner to see the
+                    // request start.
+                    Some(at) => at.min(now + pause),
+                    // A request under way: no deadline.
+                    None => now + pause,
+                };
+                pause = (pause * 2).min(RECHECK_MAX);
+                timer.as_mut().reset(tokio::time::Instant::from_std(next));
             }
             changed = shutdown.changed(), if !closing => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -228,6 +309,10 @@ where
         }
     }
 }
+
+/// The longest the watchdog of [`run`] waits between two looks at a connection that has
+/// nothing for it to do yet.
+const RECHECK_MAX: Duration = Duration::from_secs(1);
 
 /// Shuts hyper's idle connection down without closing the socket and takes the socket,
 /// the bytes read and not used, and the service back. hyper closes an idle connection at
@@ -303,5 +388,39 @@ mod tests {
         assert_eq!(&joined[..], b"GET / HTTP/1.1");
         assert_eq!(&join(Bytes::new(), Bytes::from_static(b"x"))[..], b"x");
         assert_eq!(&join(Bytes::from_static(b"y"), Bytes::new())[..], b"y");
+    }
+
+    /// What a parked connection holds is, first of all, its task: the future
+    /// [`serve_plain`] returns. It was 1,104 bytes in a release build when the protocol
+    /// sniffing, the parked wait's `select!` and the arguments of an `async fn` all took
+    /// room in it, and is about 420 now; this keeps it from growing back unnoticed (the
+    /// bound holds for a debug build, whose futures are larger).
+    #[tokio::test]
+    async fn a_plain_connection_is_a_small_task() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let _client = TcpStream::connect(address).await.expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let activity = Activity::new();
+        let answer = |_request| async { Ok(http::Response::new(crate::forward::full("ok"))) };
+        let service = listen::tracked(activity.clone(), answer);
+        let plain = Plain {
+            http1: Arc::new(builder(8192)),
+            auto: Arc::new(auto::Builder::new(TokioExecutor::new())),
+            activity,
+            timeouts: ConnTimeouts {
+                tls_handshake: Duration::from_secs(1),
+                header_read: Duration::from_secs(1),
+                keep_alive_idle: Duration::from_secs(1),
+            },
+            shutdown,
+            stop: Arc::new(Stop::default()),
+        };
+        let task = serve_plain(plain, stream, service, ());
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 512, "a plain connection's task is {size} bytes");
     }
 }

@@ -47,9 +47,21 @@ impl ParkIo {
         !self.unread.is_empty()
     }
 
-    /// Waits until the socket has something to read (or is closed).
-    pub(crate) async fn readable(&self) -> std::io::Result<()> {
-        self.stream.readable().await
+    /// The socket, to peek at before anything is read.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The socket back, for a connection that turned out not to be HTTP/1 (nothing has
+    /// been read from it yet).
+    pub(crate) fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
+    /// Whether the socket has something to read (or is closed); registers `cx` to be
+    /// woken when it has, if not yet.
+    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.stream.poll_read_ready(cx)
     }
 
     fn activity(&self) -> &Activity {
