@@ -6,6 +6,7 @@
 #
 #   bash bench/proxy-memory.sh     # N (default 9000), WORKERS (default 1) pass through;
 #                                  # CUTOVER_BIN=path skips the release build
+#                                  # PROTOCOLS=1 adds h2c and TLS (proxy-memory-protocols.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 anchors=${ANCHORS:-../shared/bench/proxy-memory-anchors.sh}
@@ -19,3 +20,10 @@ WORKERS=${WORKERS:-1}
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 WORKERS=$WORKERS PROXY_CMD="env WORKERS=$WORKERS CUTOVER_LOG=warn $bin proxy --config bench/proxy.yaml" \
   bash "$anchors"
+
+# ---- optional, PROTOCOLS=1: the same measure over h2c, TLS + HTTP/1.1 and TLS + h2 ----
+# cutover's proxy, nginx and HAProxy on free ports of their own, PROTOCOLS_N idle connections
+# each (default 5000); see bench/proxy-memory-protocols.py.
+if [ "${PROTOCOLS:-0}" = 1 ]; then
+  python3 bench/proxy-memory-protocols.py --bin "$bin" --workers "$WORKERS" --n "${PROTOCOLS_N:-5000}"
+fi
