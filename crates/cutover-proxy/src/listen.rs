@@ -23,7 +23,7 @@ use cutover_core::Backoff;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -651,22 +651,18 @@ pub(crate) async fn serve(
                 ));
             }
             Some(acceptor) => {
-                tokio::spawn(Box::pin(async move {
-                    let handshake =
-                        tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(stream));
-                    let Ok(Ok(stream)) = handshake.await else {
-                        return;
-                    };
-                    // The header timeout counts from the end of the handshake.
-                    let activity = Activity::new();
-                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        activity.mark_http2();
-                    }
-                    let service = tracked(activity.clone(), handler);
-                    let io = TokioIo::new(Watched::new(stream, activity.clone()));
-                    drive(&builder, io, service, &activity, timeouts, shutdown).await;
-                    drop(token);
-                }));
+                let plain = crate::http1::Plain {
+                    http1,
+                    auto: builder,
+                    activity: Activity::new(),
+                    timeouts,
+                    shutdown,
+                    stop: stop.clone(),
+                };
+                let service = move |activity| tracked(activity, handler);
+                tokio::spawn(crate::http1::serve_tls(
+                    plain, acceptor, stream, service, token,
+                ));
             }
         }
     }

@@ -759,6 +759,66 @@ async fn tls_listeners_speak_http2_and_http1_by_alpn() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An HTTP/1.1 connection over TLS is parked while it idles (hyper's buffers freed, the
+/// TLS session kept) and serves the next request on the same connection when it comes,
+/// including two sent in one write after a park.
+#[tokio::test]
+async fn a_tls_http1_connection_keeps_serving_across_idle_pauses() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let v1 = upstream("v1").await;
+    let certificate = Certificate::self_signed(&["localhost"]);
+    let dir = std::env::temp_dir().join(format!("cutover-proxy-tls-park-{}", std::process::id()));
+    let (cert_file, key_file) = certificate.write(&dir);
+    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
+    cfg.listeners[0].tls = Some(cutover_proxy::config::TlsConfig {
+        cert_file,
+        key_file,
+    });
+    let proxy = start(cfg).await;
+    let mut tls = tls::connect(proxy.listen_addrs()[0], &certificate.roots(), b"http/1.1").await;
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    let mut answered = 0;
+    let mut seen = Vec::new();
+    // Longer pauses than the proxy waits before parking an idle connection; the last
+    // round sends two requests in one write.
+    for (pause, requests) in [(0, 1), (300, 1), (600, 1), (300, 2)] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        tls.write_all(&REQUEST.repeat(requests))
+            .await
+            .expect("write");
+        answered += requests;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while count(&seen, b"HTTP/1.1 200") < answered || count(&seen, b"v1") < answered {
+            let mut buf = [0u8; 4096];
+            let read = tokio::time::timeout_at(deadline, tls.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no answer after {pause} ms idle"))
+                .expect("read");
+            assert!(
+                read > 0,
+                "the proxy closed the connection after {pause} ms idle"
+            );
+            seen.extend_from_slice(&buf[..read]);
+        }
+    }
+    assert_eq!(
+        count(&seen, b"HTTP/1.1 200"),
+        5,
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// How many times `needle` occurs in `haystack`.
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
 #[tokio::test]
 async fn idle_upstream_connections_are_reaped() {
     let v1 = upstream("v1").await;

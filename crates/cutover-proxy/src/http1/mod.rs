@@ -1,19 +1,20 @@
-//! Plain HTTP/1.1 client connections that hold no buffers while they idle.
+//! HTTP/1.1 client connections, plain and TLS, that hold no HTTP buffers while they idle.
 //!
 //! hyper keeps an 8 KiB read and an 8 KiB write buffer (and its dispatcher) for as long as
 //! an HTTP/1 connection lives. A front proxy holds many more idle keep-alive connections
-//! than busy ones, so [`serve_plain`] runs hyper only while a request is under way: once a
+//! than busy ones, so [`serve_http1`] runs hyper only while a request is under way: once a
 //! connection has been idle for [`PARK_AFTER`] with nothing half-read and nothing left to
-//! write, hyper's connection is shut down gracefully *without* closing the socket
+//! write, hyper's connection is shut down gracefully *without* closing the stream
 //! ([`ParkIo`] ignores the shutdown while parking), its buffers are freed, and the task
-//! waits for the socket to become readable holding only the socket, the connection's
+//! waits for the stream to become readable holding only the stream, the connection's
 //! small [`Activity`] and its service. Bytes hyper had read but not used are kept and fed
 //! to the next hyper connection first.
 //!
-//! The first bytes are peeked: the HTTP/2 preface (h2c with prior knowledge), or a prefix
-//! of it too short to tell, goes to hyper's auto connection as before ([`listen::drive`]).
-//! TLS connections are not parked (rustls holds its own buffers); the admin listener stays
-//! on [`listen::drive`] too.
+//! Plain connections ([`serve_plain`]) have their first bytes peeked: the HTTP/2 preface
+//! (h2c with prior knowledge), or a prefix of it too short to tell, goes to hyper's auto
+//! connection ([`listen::drive`]). TLS connections ([`serve_tls`]) go by ALPN: HTTP/2 to
+//! [`listen::drive`], HTTP/1.1 parked like plain ones (rustls' session stays: it is the
+//! TLS state). The admin listener stays on [`listen::drive`].
 
 mod park;
 
@@ -33,7 +34,7 @@ use tokio::sync::watch;
 
 use crate::forward::ProxyBody;
 use crate::listen::{self, Activity, ConnTimeouts, Stop, Watched};
-pub(crate) use park::ParkIo;
+pub(crate) use park::{ParkIo, ParkStream};
 
 /// How long an HTTP/1 connection idles before hyper's buffers are given back. Short
 /// enough that idle connections hold no buffers within a blink; long enough that a
@@ -57,19 +58,26 @@ pub(crate) fn builder(max_header_bytes: usize) -> http1::Builder {
 }
 
 /// The HTTP/1 connection type [`serve_plain`] runs while a request is under way.
-type Conn<S> = http1::UpgradeableConnection<TokioIo<ParkIo>, S>;
+type Conn<S, T> = http1::UpgradeableConnection<TokioIo<ParkIo<T>>, S>;
 
 /// How a stretch of hyper serving ended.
-enum Stretch<S> {
+enum Stretch<S, T> {
     /// The connection is over (closed, failed, timed out or upgraded).
     Ended,
-    /// The connection idles: hyper's buffers are gone; these are the socket, the bytes
+    /// The connection idles: hyper's buffers are gone; these are the stream, the bytes
     /// read and not used, and the service.
-    Parked(ParkIo, Bytes, S),
+    Parked(ParkIo<T>, Bytes, S),
 }
 
-/// What a plain client connection needs from its listener, besides its socket, its
-/// service and the listener's drain token.
+/// What moves into hyper's connection while a request is under way and comes back when
+/// the connection parks.
+struct Idle<S, T> {
+    io: ParkIo<T>,
+    service: S,
+}
+
+/// What a client connection needs from its listener, besides its stream, its service and
+/// the listener's drain token.
 pub(crate) struct Plain {
     pub(crate) http1: Arc<http1::Builder>,
     pub(crate) auto: Arc<auto::Builder<TokioExecutor>>,
@@ -79,11 +87,37 @@ pub(crate) struct Plain {
     pub(crate) stop: Arc<Stop>,
 }
 
+/// The service every client connection runs: the request path, marking each request
+/// under way on the connection's [`Activity`].
+pub(crate) trait ConnService:
+    hyper::service::Service<
+        http::Request<Incoming>,
+        Response = http::Response<ProxyBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: hyper::service::Service<
+            http::Request<Incoming>,
+            Response = http::Response<ProxyBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + Unpin
+        + 'static
+{
+}
+
 /// Serves one plain client connection until it ends: HTTP/1.1 with hyper run only while
-/// a request is under way, or HTTP/2 (prior knowledge) through `auto`. Timeouts as in
-/// [`listen::drive`]: `header_read` for the first head and for a head that started
-/// arriving, `keep_alive_idle` after the last request ended. `token` is held until the
-/// connection ends (the listener's drain waits for it).
+/// a request is under way ([`serve_http1`]), or HTTP/2 (prior knowledge) through `auto`.
+/// Timeouts as in [`listen::drive`]: `header_read` for the first head and for a head that
+/// started arriving, `keep_alive_idle` after the last request ended. `token` is held until
+/// the connection ends (the listener's drain waits for it).
 ///
 /// The returned future is the connection's whole task, so its size is what every parked
 /// connection holds: it is one `async` block with no wrapper around it (an `async fn`
@@ -91,41 +125,81 @@ pub(crate) struct Plain {
 /// the protocol, serving with hyper, HTTP/2) are boxed for as long as they run. What
 /// stays is the socket, the small per-connection state and the parked wait
 /// ([`ParkedWait`]).
-pub(crate) fn serve_plain<S, T>(
+pub(crate) fn serve_plain<S: ConnService, K: Send + 'static>(
     plain: Plain,
     stream: TcpStream,
     service: S,
-    token: T,
-) -> impl Future<Output = ()> + Send + 'static
-where
-    S: hyper::service::Service<
-            http::Request<Incoming>,
-            Response = http::Response<ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + Unpin
-        + 'static,
-    S::Future: Send + 'static,
-    T: Send + 'static,
-{
+    token: K,
+) -> impl Future<Output = ()> + Send + 'static {
     let mut plain = plain;
-    let mut service = service;
-    let mut io = ParkIo::new(stream, plain.activity.clone());
+    let mut idle = Some(Idle {
+        io: ParkIo::new(stream, plain.activity.clone()),
+        service,
+    });
     async move {
         let _token = token;
+        let Some(sniffing) = &idle else { return };
         let first_deadline = tokio::time::Instant::now() + plain.timeouts.header_read;
-        let sniffed = Box::pin(plain_http1(
-            io.stream(),
-            first_deadline,
-            &mut plain.shutdown,
-        ))
-        .await;
-        let Some(http1_bytes) = sniffed else {
+        let sniff = plain_http1(sniffing.io.stream(), first_deadline, &mut plain.shutdown);
+        let Some(http1_bytes) = Box::pin(sniff).await else {
             return;
         };
-        if !http1_bytes {
-            // HTTP/2 with prior knowledge, or too few bytes to tell: hyper's auto connection.
-            let io = TokioIo::new(Watched::new(io.into_stream(), plain.activity.clone()));
+        if http1_bytes {
+            serve_http1(&mut plain, &mut idle).await;
+            return;
+        }
+        let Some(Idle { io, service }) = idle.take() else {
+            return;
+        };
+        // HTTP/2 with prior knowledge, or too few bytes to tell: hyper's auto connection.
+        let io = TokioIo::new(Watched::new(io.into_stream(), plain.activity.clone()));
+        Box::pin(listen::drive(
+            &plain.auto,
+            io,
+            service,
+            &plain.activity,
+            plain.timeouts,
+            plain.shutdown,
+        ))
+        .await;
+    }
+}
+
+/// Serves one TLS client connection until it ends: the handshake (within
+/// `tls_handshake`), then HTTP/2 if ALPN chose it, or HTTP/1.1 parked while it idles as
+/// plain connections are ([`serve_http1`]): hyper's buffers are freed, rustls' session
+/// stays. Timeouts and `token` as in [`serve_plain`]; the connection's [`Activity`] (and
+/// with it the header timeout) starts when the handshake ends, and `service` makes the
+/// service that marks requests on it.
+pub(crate) fn serve_tls<F, S, K>(
+    plain: Plain,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    service: F,
+    token: K,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    F: FnOnce(Arc<Activity>) -> S + Send + 'static,
+    S: ConnService,
+    K: Send + 'static,
+{
+    let mut plain = plain;
+    async move {
+        let _token = token;
+        // Boxed at once: a TLS session is large, and this task should hold it once.
+        let stream = {
+            let handshake =
+                tokio::time::timeout(plain.timeouts.tls_handshake, acceptor.accept(stream));
+            match Box::pin(handshake).await {
+                Ok(Ok(stream)) => Box::new(stream),
+                _ => return,
+            }
+        };
+        plain.activity = Activity::new();
+        let service = service(plain.activity.clone());
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            plain.activity.mark_http2();
+            let io = TokioIo::new(Watched::new(stream, plain.activity.clone()));
             Box::pin(listen::drive(
                 &plain.auto,
                 io,
@@ -137,50 +211,69 @@ where
             .await;
             return;
         }
-        loop {
-            let conn = Box::new(
-                plain
-                    .http1
-                    .serve_connection(TokioIo::new(io), service)
-                    .with_upgrades(),
-            );
-            // Boxed, as hyper's connection is: the task's own size is what a parked
-            // connection holds.
-            let served = run(conn, &plain.activity, plain.timeouts, &mut plain.shutdown);
-            match Box::pin(served).await {
-                Stretch::Ended => return,
-                Stretch::Parked(parked, unread, returned) => {
-                    io = parked;
-                    service = returned;
-                    io.unread(unread);
-                }
+        let mut idle = Some(Idle {
+            io: ParkIo::new(stream, plain.activity.clone()),
+            service,
+        });
+        serve_http1(&mut plain, &mut idle).await;
+    }
+}
+
+/// Serves HTTP/1.1 on a connection until it ends: hyper runs while requests are under
+/// way ([`run`]); once it parks, only the stream and the small state are held, waiting
+/// for the next bytes ([`ParkedWait`]). Takes the connection's parts by reference, so
+/// that its caller's task keeps them once and this future adds only the wait.
+async fn serve_http1<S: ConnService, T: ParkStream>(
+    plain: &mut Plain,
+    idle: &mut Option<Idle<S, T>>,
+) {
+    loop {
+        let Some(Idle { io, service }) = idle.take() else {
+            return;
+        };
+        let conn = Box::new(
+            plain
+                .http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        // Boxed, as hyper's connection is: the task's own size is what a parked
+        // connection holds.
+        let served = run(conn, &plain.activity, plain.timeouts, &mut plain.shutdown);
+        // The parts are bound inside the `match` only, so that they take no room of
+        // their own in this future beside `idle`.
+        let parked = match Box::pin(served).await {
+            Stretch::Parked(mut io, unread, service) => {
+                io.unread(unread);
+                idle.insert(Idle { io, service })
             }
-            let activity = &plain.activity;
-            let timeouts = plain.timeouts;
-            if io.has_unread() {
-                // A next head had started arriving: serve it at once, and time it from
-                // now (`header_read`), so a head left half-sent is neither parked again
-                // nor given the whole idle time.
-                activity.bytes_arrived();
-                continue;
-            }
-            // Parked: only the socket and the small state are held while waiting.
-            let Some(deadline) = activity.deadline(timeouts.header_read, timeouts.keep_alive_idle)
-            else {
-                return;
-            };
-            let stop = plain.stop.notified();
-            if plain.stop.is_fired() || *plain.shutdown.borrow() {
-                return;
-            }
-            let woke = ParkedWait {
-                io: &io,
-                deadline: tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)),
-                stop,
-            };
-            if !woke.await {
-                return;
-            }
+            Stretch::Ended => return,
+        };
+        let activity = &plain.activity;
+        let timeouts = plain.timeouts;
+        if parked.io.has_unread() {
+            // A next head had started arriving: serve it at once, and time it from now
+            // (`header_read`), so a head left half-sent is neither parked again nor given
+            // the whole idle time.
+            activity.bytes_arrived();
+            continue;
+        }
+        // Parked: only the stream and the small state are held while waiting.
+        let Some(deadline) = activity.deadline(timeouts.header_read, timeouts.keep_alive_idle)
+        else {
+            return;
+        };
+        let stop = plain.stop.notified();
+        if plain.stop.is_fired() || *plain.shutdown.borrow() {
+            return;
+        }
+        let woke = ParkedWait {
+            io: &parked.io,
+            deadline: tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)),
+            stop,
+        };
+        if !woke.await {
+            return;
         }
     }
 }
@@ -190,8 +283,8 @@ pin_project_lite::pin_project! {
     /// until its idle deadline passes, the proxy shuts down or the socket fails
     /// (`false`). Hand-written rather than `select!`ed, and readability is polled without
     /// a future of its own, because every parked connection holds this state.
-    struct ParkedWait<'a> {
-        io: &'a ParkIo,
+    struct ParkedWait<'a, T> {
+        io: &'a ParkIo<T>,
         #[pin]
         deadline: tokio::time::Sleep,
         #[pin]
@@ -199,7 +292,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl Future for ParkedWait<'_> {
+impl<T: ParkStream> Future for ParkedWait<'_, T> {
     type Output = bool;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<bool> {
@@ -245,22 +338,12 @@ async fn plain_http1(
 /// busy connection costs a wake-up a second at most. Deadlines are kept to within that
 /// pause: a connection idling past its deadline is closed, at the latest, when the
 /// watchdog next looks.
-async fn run<S>(
-    mut conn: Box<Conn<S>>,
+async fn run<S: ConnService, T: ParkStream>(
+    mut conn: Box<Conn<S, T>>,
     activity: &Activity,
     timeouts: ConnTimeouts,
     shutdown: &mut watch::Receiver<bool>,
-) -> Stretch<S>
-where
-    S: hyper::service::Service<
-            http::Request<Incoming>,
-            Response = http::Response<ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + Unpin
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> Stretch<S, T> {
     let mut pause = PARK_AFTER;
     let timer =
         tokio::time::sleep_until(tokio::time::Instant::from_std(Instant::now() + PARK_AFTER));
@@ -318,17 +401,11 @@ const RECHECK_MAX: Duration = Duration::from_secs(1);
 /// the bytes read and not used, and the service back. hyper closes an idle connection at
 /// once; if it was not idle after all, it finishes the exchange first, within
 /// `header_read`, or the connection ends.
-async fn park<S>(mut conn: Box<Conn<S>>, activity: &Activity, timeouts: ConnTimeouts) -> Stretch<S>
-where
-    S: hyper::service::Service<
-            http::Request<Incoming>,
-            Response = http::Response<ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + Unpin
-        + 'static,
-    S::Future: Send + 'static,
-{
+async fn park<S: ConnService, T: ParkStream>(
+    mut conn: Box<Conn<S, T>>,
+    activity: &Activity,
+    timeouts: ConnTimeouts,
+) -> Stretch<S, T> {
     activity.set_parking(true);
     std::pin::Pin::new(&mut *conn).graceful_shutdown();
     let ended = tokio::time::timeout(timeouts.header_read, &mut *conn).await;

@@ -1,5 +1,5 @@
-//! The byte stream of a parkable HTTP/1 connection: the socket, bytes read before and not
-//! yet used, and the watchdog's observer.
+//! The byte stream of a parkable HTTP/1 connection: the socket (plain, or TLS), bytes read
+//! before and not yet used, and the watchdog's observer.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -10,25 +10,52 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use crate::listen::{Activity, ArrivingBytes};
 use crate::observed::IoObserver;
 
-/// A client socket that hyper reads and writes while a request is under way and that
+/// A client stream a parked connection can wait on: readable when bytes wait to be read,
+/// in the socket or already inside the stream.
+pub(crate) trait ParkStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether the stream has something to read (or is closed); registers `cx` to be
+    /// woken when it has, if not yet.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+}
+
+impl ParkStream for TcpStream {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+/// Boxed: a TLS session is large, and the stream moves in and out of hyper's connection.
+impl ParkStream for Box<TlsStream<TcpStream>> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let (socket, session) = self.get_ref();
+        if !session.wants_read() {
+            // Decrypted bytes (or the peer's close) wait inside the session already.
+            return Poll::Ready(Ok(()));
+        }
+        socket.poll_read_ready(cx)
+    }
+}
+
+/// A client stream that hyper reads and writes while a request is under way and that
 /// outlives hyper's connection while it idles. It reports arriving bytes to the
-/// connection's [`Activity`] and whether the last write went through, and it ignores
-/// hyper's shutdown while the connection is being parked.
-pub(crate) struct ParkIo {
-    stream: TcpStream,
+/// connection's [`Activity`] and whether the last write or flush went through, and it
+/// ignores hyper's shutdown while the connection is being parked.
+pub(crate) struct ParkIo<T = TcpStream> {
+    stream: T,
     /// Bytes read from the socket by an earlier hyper connection and not used: served
     /// before the socket is read again.
     unread: Bytes,
     observer: ArrivingBytes,
 }
 
-impl ParkIo {
+impl<T: ParkStream> ParkIo<T> {
     /// `stream`, watched for `activity`.
-    pub(crate) fn new(stream: TcpStream, activity: Arc<Activity>) -> ParkIo {
+    pub(crate) fn new(stream: T, activity: Arc<Activity>) -> ParkIo<T> {
         ParkIo {
             stream,
             unread: Bytes::new(),
@@ -47,21 +74,21 @@ impl ParkIo {
         !self.unread.is_empty()
     }
 
-    /// The socket, to peek at before anything is read.
-    pub(crate) fn stream(&self) -> &TcpStream {
+    /// The stream.
+    pub(crate) fn stream(&self) -> &T {
         &self.stream
     }
 
-    /// The socket back, for a connection that turned out not to be HTTP/1 (nothing has
+    /// The stream back, for a connection that turned out not to be HTTP/1 (nothing has
     /// been read from it yet).
-    pub(crate) fn into_stream(self) -> TcpStream {
+    pub(crate) fn into_stream(self) -> T {
         self.stream
     }
 
-    /// Whether the socket has something to read (or is closed); registers `cx` to be
+    /// Whether the stream has something to read (or is closed); registers `cx` to be
     /// woken when it has, if not yet.
     pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.stream.poll_read_ready(cx)
+        self.stream.poll_readable(cx)
     }
 
     fn activity(&self) -> &Activity {
@@ -69,7 +96,7 @@ impl ParkIo {
     }
 }
 
-impl AsyncRead for ParkIo {
+impl<T: ParkStream> AsyncRead for ParkIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -93,10 +120,10 @@ impl AsyncRead for ParkIo {
     }
 }
 
-impl ParkIo {
-    /// Notes whether a write went through, so that a connection still writing is not
-    /// parked.
-    fn wrote(&self, result: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+impl<T: ParkStream> ParkIo<T> {
+    /// Notes whether a write or flush went through, so that a connection still writing
+    /// is not parked.
+    fn wrote<R>(&self, result: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
         self.activity()
             .write_blocked
             .store(result.is_pending(), Ordering::Relaxed);
@@ -104,7 +131,7 @@ impl ParkIo {
     }
 }
 
-impl AsyncWrite for ParkIo {
+impl<T: ParkStream> AsyncWrite for ParkIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -128,7 +155,9 @@ impl AsyncWrite for ParkIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        // A TLS stream may hold written bytes until flushed.
+        let result = Pin::new(&mut self.stream).poll_flush(cx);
+        self.wrote(result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
