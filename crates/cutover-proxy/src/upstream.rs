@@ -298,13 +298,18 @@ impl Body for DrivenBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        // Drive the connection first: it moves bytes from the socket into the body.
-        if let Some(upstream) = &mut this.upstream
-            && Pin::new(&mut upstream.conn).poll(cx).is_ready()
-        {
-            this.upstream = None;
+        // The body first: a small body is there already when the head is, and driving
+        // the connection for nothing costs a whole turn of hyper's dispatcher.
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending() {
+            // Drive the connection: it moves bytes from the socket into the body.
+            if let Some(upstream) = &mut this.upstream
+                && Pin::new(&mut upstream.conn).poll(cx).is_ready()
+            {
+                this.upstream = None;
+            }
+            frame = Pin::new(&mut this.body).poll_frame(cx);
         }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
         if matches!(frame, Poll::Ready(None)) || this.body.is_end_stream() {
             this.release(cx);
         }
