@@ -221,15 +221,14 @@ async fn exchange(
     let mut response = std::pin::pin!(upstream.sender.try_send_request(request));
     let mut conn_done = false;
     let head = std::future::poll_fn(|cx| {
-        if let Poll::Ready(result) = response.as_mut().poll(cx) {
-            return Poll::Ready(result);
-        }
+        // The connection first: the turn that reads the answer hands its head over, so
+        // the head is taken in that same poll rather than after one more wake-up of the
+        // task (and one more turn of the client connection's dispatcher).
         if !conn_done && Pin::new(&mut upstream.conn).poll(cx).is_ready() {
-            conn_done = true;
             // The connection ended; the response future now holds the error, if any.
-            return response.as_mut().poll(cx);
+            conn_done = true;
         }
-        Poll::Pending
+        response.as_mut().poll(cx)
     })
     .await;
     match head {
