@@ -221,15 +221,14 @@ async fn exchange(
     let mut response = std::pin::pin!(upstream.sender.try_send_request(request));
     let mut conn_done = false;
     let head = std::future::poll_fn(|cx| {
-        if let Poll::Ready(result) = response.as_mut().poll(cx) {
-            return Poll::Ready(result);
-        }
+        // The connection first: the turn that reads the answer hands its head over, so
+        // the head is taken in that same poll rather than after one more wake-up of the
+        // task (and one more turn of the client connection's dispatcher).
         if !conn_done && Pin::new(&mut upstream.conn).poll(cx).is_ready() {
-            conn_done = true;
             // The connection ended; the response future now holds the error, if any.
-            return response.as_mut().poll(cx);
+            conn_done = true;
         }
-        Poll::Pending
+        response.as_mut().poll(cx)
     })
     .await;
     match head {
@@ -298,13 +297,18 @@ impl Body for DrivenBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        // Drive the connection first: it moves bytes from the socket into the body.
-        if let Some(upstream) = &mut this.upstream
-            && Pin::new(&mut upstream.conn).poll(cx).is_ready()
-        {
-            this.upstream = None;
+        // The body first: a small body is there already when the head is, and driving
+        // the connection for nothing costs a whole turn of hyper's dispatcher.
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending() {
+            // Drive the connection: it moves bytes from the socket into the body.
+            if let Some(upstream) = &mut this.upstream
+                && Pin::new(&mut upstream.conn).poll(cx).is_ready()
+            {
+                this.upstream = None;
+            }
+            frame = Pin::new(&mut this.body).poll_frame(cx);
         }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
         if matches!(frame, Poll::Ready(None)) || this.body.is_end_stream() {
             this.release(cx);
         }

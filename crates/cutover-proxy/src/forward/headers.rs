@@ -8,8 +8,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
 use hyper::body::Incoming;
 
-/// Hop-by-hop headers, as Go's `httputil.ReverseProxy` and RFC 9110 §7.6.1 list them.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// Hop-by-hop headers, as Go's `httputil.ReverseProxy` and RFC 9110 §7.6.1 list them. A
+/// `static`, not a `const`: a `const` array is built again (and dropped) at every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
@@ -22,15 +23,43 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
+///
+/// One pass over the names the message has, without hashing, finds what goes; only those
+/// are removed. Removing every name of [`HOP_BY_HOP`] blindly costs a hash and a probe
+/// each, on every request and every response, for messages that mostly carry none of
+/// them or only `Connection`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // Bit `i` set: `HOP_BY_HOP[i]` is present.
+    let mut fixed: u16 = 0;
+    // Present names that only the `Connection` header makes hop-by-hop (rare).
+    let mut listed: Vec<HeaderName> = Vec::new();
+    {
+        let connection = headers.get_all(header::CONNECTION);
+        let has_connection = connection.iter().next().is_some();
+        let tokens = || {
+            connection
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+        };
+        for name in headers.keys() {
+            if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+                fixed |= 1 << i;
+            } else if has_connection && tokens().any(|t| t.eq_ignore_ascii_case(name.as_str())) {
+                listed.push(name.clone());
+            }
+        }
+    }
+    if fixed == 0 && listed.is_empty() {
+        return;
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if fixed & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in &listed {
         headers.remove(name);
     }
 }
@@ -56,24 +85,32 @@ pub(super) fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// the connection after the answer, as RFC 9112 §6.3 requires of an intermediary. The
 /// check stays for requests that arrive another way.)
 pub(crate) fn smuggling(headers: &HeaderMap) -> Option<&'static str> {
-    let te: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    if !te.is_empty() && !cl.is_empty() {
+    let te = headers.get_all(header::TRANSFER_ENCODING);
+    let cl = headers.get_all(header::CONTENT_LENGTH);
+    let has_te = te.iter().next().is_some();
+    let mut lengths = cl.iter();
+    let first_length = lengths.next();
+    if has_te && first_length.is_some() {
         return Some("both Content-Length and Transfer-Encoding");
     }
-    let codings: Vec<&str> = te
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect();
-    let plain_chunked =
-        matches!(codings.as_slice(), [only] if only.eq_ignore_ascii_case("chunked"));
-    if !te.is_empty() && !plain_chunked {
-        return Some("a Transfer-Encoding other than chunked");
+    if has_te {
+        let mut codings = te
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|c| !c.is_empty());
+        let plain_chunked = matches!(
+            (codings.next(), codings.next()),
+            (Some(only), None) if only.eq_ignore_ascii_case("chunked")
+        );
+        if !plain_chunked {
+            return Some("a Transfer-Encoding other than chunked");
+        }
     }
-    if cl.len() > 1 && cl.windows(2).any(|w| w[0] != w[1]) {
+    if let Some(first) = first_length
+        && lengths.any(|other| other != first)
+    {
         return Some("conflicting Content-Length values");
     }
     None
@@ -208,6 +245,13 @@ pub(super) fn add_forwarding(
     add_forwarding_for(headers, &PeerForwarding::of(peer, tls), host, trusted);
 }
 
+/// `X-Forwarded-For`, made at compile time (`from_static` at run time checks every byte).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from the peer of
 /// `peer`'s connection. The client's own `X-Forwarded-For` and `Forwarded` are kept (and
 /// appended to) only when `trusted` (the peer is in `limits.trustedProxies`); from anyone
@@ -228,8 +272,7 @@ pub(super) fn add_forwarding_for(
             .collect();
         (!values.is_empty()).then(|| values.join(", "))
     };
-    let xff_name = HeaderName::from_static("x-forwarded-for");
-    let xff = match trusted.then(|| joined(&xff_name, headers)).flatten() {
+    let xff = match trusted.then(|| joined(&X_FORWARDED_FOR, headers)).flatten() {
         Some(previous) => {
             let ip = peer.ip.to_str().unwrap_or_default();
             HeaderValue::from_str(&format!("{previous}, {ip}")).ok()
@@ -239,23 +282,16 @@ pub(super) fn add_forwarding_for(
     let previous_forwarded = trusted
         .then(|| joined(&header::FORWARDED, headers))
         .flatten();
-    headers.remove(&xff_name);
-    headers.remove(header::FORWARDED);
-    if let Some(v) = xff {
-        headers.insert(xff_name, v);
-    }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(peer.proto),
-    );
+    // `insert` replaces every earlier value of its name: no removal first.
+    match xff {
+        Some(v) => headers.insert(X_FORWARDED_FOR, v),
+        None => headers.remove(X_FORWARDED_FOR),
+    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.proto));
     match host {
-        Some(host) => {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
-        }
-        None => {
-            headers.remove("x-forwarded-host");
-        }
-    }
+        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
     let host = host.and_then(|h| h.to_str().ok());
     let value = match (previous_forwarded, host) {
         (None, None) => peer.element_value.clone(),
@@ -277,9 +313,10 @@ pub(super) fn add_forwarding_for(
             HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
         }
     };
-    if let Some(v) = value {
-        headers.insert(header::FORWARDED, v);
-    }
+    match value {
+        Some(v) => headers.insert(header::FORWARDED, v),
+        None => headers.remove(header::FORWARDED),
+    };
 }
 
 #[cfg(test)]

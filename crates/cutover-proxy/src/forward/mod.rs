@@ -4,7 +4,8 @@
 //! reject early, choose the upstream, build the upstream request, send with retry, map and
 //! record the response, mirror. A [`phases::RequestContext`] on the handler's stack carries
 //! what they share. `headers` rewrites headers, `body` watches the client's body,
-//! `send` makes one exchange, `record` counts it, `tunnel` carries upgraded connections.
+//! `send` makes one exchange (within the request timeout, kept by `deadline`), `record`
+//! counts it, `tunnel` carries upgraded connections.
 //!
 //! Upstream failures map to 502 (refused, reset) or 504 (timed out), never to 4xx.
 //! Requests without a body and with an idempotent method are retried once on another
@@ -19,6 +20,7 @@
 //! instead of the version's requests, so it never feeds the error rate or a guardrail.
 
 mod body;
+mod deadline;
 mod headers;
 mod phases;
 mod record;

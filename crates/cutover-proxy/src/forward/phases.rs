@@ -117,24 +117,22 @@ pub(super) fn reject_early(
     if let Some(shape) = smuggling(req.headers()) {
         return Err(Refusal::Smuggling(shape));
     }
+    // One lookup of `Content-Length` serves the limit and the duplicate check.
+    let mut lengths = req.headers().get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return Ok(());
+    };
     if let Some(max) = max_body {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
+        let declared = first
+            .to_str()
+            .ok()
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > max) {
             return Err(Refusal::DeclaredTooLarge(max));
         }
     }
-    if req
-        .headers()
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .nth(1)
-        .is_some()
-        && let Some(length) = req.headers().get(header::CONTENT_LENGTH).cloned()
-    {
+    if lengths.next().is_some() {
+        let length = first.clone();
         req.headers_mut().insert(header::CONTENT_LENGTH, length);
     }
     Ok(())

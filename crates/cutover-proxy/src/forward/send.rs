@@ -90,7 +90,7 @@ pub(super) async fn send(
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = std::mem::take(&mut parts.headers);
         let sent =
-            tokio::time::timeout(timeout, crate::upstream::send(&target, request, replayable))
+            super::deadline::within(timeout, crate::upstream::send(&target, request, replayable))
                 .await;
         match sent {
             Ok(Ok(response)) => Ok(response),
