@@ -2,10 +2,12 @@
 //! (h2c with prior knowledge, or ALPN over TLS), a connection limit, and graceful
 //! shutdown. The admin listener reuses the same connection machinery.
 //!
-//! Plain connections are served by [`crate::http1::serve_plain`], which parks idle HTTP/1
-//! keep-alive connections without hyper's buffers and keeps the same watchdog.
+//! Client connections are served by [`crate::http1::serve_plain`] and
+//! [`crate::http1::serve_tls`], which park idle HTTP/1 keep-alive connections without
+//! hyper's buffers and time them as [`drive`] does; HTTP/2 and admin connections run under
+//! [`drive`].
 //!
-//! Every connection, admin ones included, runs under [`drive`]'s idle watchdog: it must
+//! Every connection, admin ones included, is watched: it must
 //! deliver its first request head within `timeouts.headerRead` of opening (or of its TLS
 //! handshake, itself bounded by `timeouts.tlsHandshake`), which bounds the HTTP/1-or-2
 //! detection and slow or silent clients; and it is closed `timeouts.keepAliveIdle` after
@@ -145,6 +147,10 @@ pub(crate) struct Activity {
     /// Whether hyper's HTTP/1 connection is being shut down to park it: its shutdown
     /// then leaves the socket open (see `http1`).
     pub(crate) parking: AtomicBool,
+    /// Whether hyper started closing the connection itself (`Connection: close`, an
+    /// HTTP/1.0 client): such a connection is never parked, even while its close is
+    /// still being written.
+    pub(crate) closing: AtomicBool,
     /// Wakes the watchdog when a request starts or ends, or a head starts arriving, so
     /// it recomputes its deadline.
     changed: tokio::sync::Notify,
@@ -164,6 +170,7 @@ impl Activity {
             http2: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
             parking: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         })
     }

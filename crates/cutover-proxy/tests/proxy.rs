@@ -759,6 +759,63 @@ async fn tls_listeners_speak_http2_and_http1_by_alpn() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A TLS client that offers no ALPN and speaks HTTP/2 by its preface (a load balancer set
+/// to speak HTTP/2 to its backends without ALPN) is served HTTP/2, as on a plain listener;
+/// and one that offers none and speaks HTTP/1.1 is served too.
+#[tokio::test]
+async fn a_tls_client_without_alpn_is_served_by_its_preface() {
+    let v1 = upstream("v1").await;
+    let certificate = Certificate::self_signed(&["localhost"]);
+    let dir = std::env::temp_dir().join(format!("cutover-proxy-tls-noalpn-{}", std::process::id()));
+    let (cert_file, key_file) = certificate.write(&dir);
+    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
+    cfg.listeners[0].tls = Some(cutover_proxy::config::TlsConfig {
+        cert_file,
+        key_file,
+    });
+    let proxy = start(cfg).await;
+    let addr = proxy.listen_addrs()[0];
+
+    let tls = tls::connect(addr, &certificate.roots(), b"").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("h2");
+    tokio::spawn(conn);
+    let request = Request::get("https://localhost/")
+        .body(full(""))
+        .expect("request");
+    let response = h2.send_request(request).await.expect("HTTP/2 without ALPN");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes(),
+        "v1"
+    );
+
+    let tls = tls::connect(addr, &certificate.roots(), b"").await;
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let request = Request::get("/")
+        .header("host", "localhost")
+        .body(full(""))
+        .expect("request");
+    let response = h1
+        .send_request(request)
+        .await
+        .expect("HTTP/1.1 without ALPN");
+    assert_eq!(response.status(), 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An HTTP/1.1 connection over TLS is parked while it idles (hyper's buffers freed, the
 /// TLS session kept) and serves the next request on the same connection when it comes,
 /// including two sent in one write after a park.

@@ -71,7 +71,13 @@ pub async fn connect(addr: SocketAddr, roots: &RootCertStore, alpn: &[u8]) -> Tl
         .expect("versions")
         .with_root_certificates(roots.clone())
         .with_no_client_auth();
-    client_config.alpn_protocols = vec![alpn.to_vec()];
+    // An empty `alpn` offers none: the client of a load balancer set to speak HTTP/2
+    // without ALPN.
+    client_config.alpn_protocols = if alpn.is_empty() {
+        Vec::new()
+    } else {
+        vec![alpn.to_vec()]
+    };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from("localhost").expect("name");

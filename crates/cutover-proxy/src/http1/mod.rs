@@ -51,13 +51,13 @@ pub(crate) fn builder(max_header_bytes: usize) -> http1::Builder {
     builder
         .timer(TokioTimer::new())
         .max_buf_size(max_header_bytes.max(8192))
-        // `serve_plain` times heads and idle connections, as `listen::drive` does.
+        // `serve_http1` times heads and idle connections, as `listen::drive` does.
         .header_read_timeout(None)
         .keep_alive(true);
     builder
 }
 
-/// The HTTP/1 connection type [`serve_plain`] runs while a request is under way.
+/// The HTTP/1 connection type [`serve_http1`] runs while a request is under way.
 type Conn<S, T> = http1::UpgradeableConnection<TokioIo<ParkIo<T>>, S>;
 
 /// How a stretch of hyper serving ended.
@@ -186,19 +186,24 @@ where
     let mut plain = plain;
     async move {
         let _token = token;
-        // Boxed at once: a TLS session is large, and this task should hold it once.
-        let stream = {
-            let handshake =
-                tokio::time::timeout(plain.timeouts.tls_handshake, acceptor.accept(stream));
-            match Box::pin(handshake).await {
-                Ok(Ok(stream)) => Box::new(stream),
-                _ => return,
-            }
+        // Boxed at once: a TLS session is large, and this task should hold it once. The
+        // acceptor goes with the handshake.
+        let tls_handshake = plain.timeouts.tls_handshake;
+        let handshake =
+            async move { tokio::time::timeout(tls_handshake, acceptor.accept(stream)).await };
+        let stream = match Box::pin(handshake).await {
+            Ok(Ok(stream)) => Box::new(stream),
+            _ => return,
         };
         plain.activity = Activity::new();
         let service = service(plain.activity.clone());
-        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-            plain.activity.mark_http2();
+        let alpn = stream.get_ref().1.alpn_protocol();
+        if alpn != Some(b"http/1.1") {
+            // HTTP/2 by ALPN; or no ALPN, where hyper's auto connection tells HTTP/2 by
+            // its preface, as on a plain listener (not parked).
+            if alpn == Some(b"h2") {
+                plain.activity.mark_http2();
+            }
             let io = TokioIo::new(Watched::new(stream, plain.activity.clone()));
             Box::pin(listen::drive(
                 &plain.auto,
@@ -275,6 +280,9 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         if !woke.await {
             return;
         }
+        // Bytes arrived (over TLS perhaps no request bytes yet, only a record): the next
+        // head's `header_read` counts from now.
+        plain.activity.bytes_arrived();
     }
 }
 
@@ -334,10 +342,11 @@ async fn plain_http1(
 /// would poll the whole connection once more, three times per request. It looks at the
 /// connection's [`Activity`] on a timer instead: at its deadline or [`PARK_AFTER`] after
 /// it went idle, whichever comes first, and, while there is nothing to do yet (a request
-/// under way, none started), again after [`PARK_AFTER`], doubling to [`RECHECK_MAX`]: a
-/// busy connection costs a wake-up a second at most. Deadlines are kept to within that
-/// pause: a connection idling past its deadline is closed, at the latest, when the
-/// watchdog next looks.
+/// under way, none started), again after [`PARK_AFTER`], doubling to [`RECHECK_MAX`] (or
+/// half the shorter of `header_read` and `keep_alive_idle`, if that is less): a busy
+/// connection costs a wake-up a second at most. After a request that outlasted that
+/// pause, the idle deadline is kept to within it: a connection idling past its deadline
+/// is closed, at the latest, when the watchdog next looks.
 async fn run<S: ConnService, T: ParkStream>(
     mut conn: Box<Conn<S, T>>,
     activity: &Activity,
@@ -345,6 +354,10 @@ async fn run<S: ConnService, T: ParkStream>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Stretch<S, T> {
     let mut pause = PARK_AFTER;
+    // Short timeouts are looked at more often, so that they are kept to within half.
+    let longest_pause = RECHECK_MAX
+        .min(timeouts.header_read.min(timeouts.keep_alive_idle) / 2)
+        .max(PARK_AFTER);
     let timer =
         tokio::time::sleep_until(tokio::time::Instant::from_std(Instant::now() + PARK_AFTER));
     tokio::pin!(timer);
@@ -378,7 +391,7 @@ async fn run<S: ConnService, T: ParkStream>(
                     // A request under way: no deadline.
                     None => now + pause,
                 };
-                pause = (pause * 2).min(RECHECK_MAX);
+                pause = (pause * 2).min(longest_pause);
                 timer.as_mut().reset(tokio::time::Instant::from_std(next));
             }
             changed = shutdown.changed(), if !closing => {
@@ -410,7 +423,8 @@ async fn park<S: ConnService, T: ParkStream>(
     std::pin::Pin::new(&mut *conn).graceful_shutdown();
     let ended = tokio::time::timeout(timeouts.header_read, &mut *conn).await;
     activity.set_parking(false);
-    if !matches!(ended, Ok(Ok(()))) || activity.is_busy() {
+    let closing = activity.closing.load(Ordering::Relaxed);
+    if !matches!(ended, Ok(Ok(()))) || activity.is_busy() || closing {
         return Stretch::Ended;
     }
     match conn.into_parts() {
@@ -448,6 +462,7 @@ impl Activity {
             && !self.is_busy()
             && !self.head_arriving()
             && !self.write_blocked.load(Ordering::Relaxed)
+            && !self.closing.load(Ordering::Relaxed)
             && !self.is_http2()
     }
 }

@@ -165,6 +165,9 @@ impl<T: ParkStream> AsyncWrite for ParkIo<T> {
             // hyper ends an idle connection being parked: the socket stays open.
             return Poll::Ready(Ok(()));
         }
+        // hyper closes the connection of its own accord: it must not be parked half
+        // closed (a TLS close may wait on a full socket).
+        self.activity().closing.store(true, Ordering::Relaxed);
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
