@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use cutover_core::spec::{GuardrailMetric, GuardrailSpec};
 use cutover_proxy::events::EventKind;
 use cutover_proxy::{Proxy, StartError};
-use cutover_test_kit::tls::{self, Certificate};
+use cutover_test_kit::tls;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use support::{client, config, full, get, route, start, upstream};
+use support::{client, config, full, get, route, start, tls_certificate, upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -436,31 +436,13 @@ async fn websocket_tunnels_count_against_the_cap_and_close_when_idle() {
     );
 }
 
-/// A self-signed certificate for `localhost` written to a fresh directory.
-fn certificate(
-    tag: &str,
-) -> (
-    cutover_proxy::config::TlsConfig,
-    tokio_rustls::rustls::RootCertStore,
-    std::path::PathBuf,
-) {
-    let certificate = Certificate::self_signed(&["localhost"]);
-    let dir = std::env::temp_dir().join(format!("cutover-proxy-{tag}-{}", std::process::id()));
-    let (cert_file, key_file) = certificate.write(&dir);
-    let tls = cutover_proxy::config::TlsConfig {
-        cert_file,
-        key_file,
-    };
-    (tls, certificate.roots(), dir)
-}
-
 /// The finding: TLS connections that finish the handshake and go quiet were held
 /// forever. Those, and connections that never start the handshake, are closed, and a
 /// later request is served under a cap of 4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_on_the_tls_listener_is_closed_and_later_requests_are_served() {
     let v1 = upstream("v1").await;
-    let (tls, roots, dir) = certificate("slowloris");
+    let (tls, roots, dir) = tls_certificate("slowloris");
     let mut c = config(vec![route("shop", &v1, None, 0)]);
     c.listeners[0].tls = Some(tls);
     c.limits.max_connections = 4;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use cutover_core::spec::{MatchRule, StickyKey};
 use cutover_proxy::config::RouteTableConfig;
 use cutover_test_kit::closed_address;
-use cutover_test_kit::tls::{self, Certificate};
+use cutover_test_kit::tls;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use support::{client, config, full, get, route, start, upstream};
+use support::{client, config, full, get, route, start, tls_certificate, upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -694,63 +694,22 @@ async fn a_candidate_that_is_down_shows_as_failing() {
 #[tokio::test]
 async fn tls_listeners_speak_http2_and_http1_by_alpn() {
     let v1 = upstream("v1").await;
-    let certificate = Certificate::self_signed(&["localhost"]);
-    let dir = std::env::temp_dir().join(format!("cutover-proxy-tls-{}", std::process::id()));
-    let (cert_file, key_file) = certificate.write(&dir);
+    let (tls_config, roots, dir) = tls_certificate("tls");
     let mut cfg = config(vec![route("shop", &v1, None, 0)]);
-    cfg.listeners[0].tls = Some(cutover_proxy::config::TlsConfig {
-        cert_file,
-        key_file,
-    });
+    cfg.listeners[0].tls = Some(tls_config);
     let proxy = start(cfg).await;
-    let roots = certificate.roots();
     let addr = proxy.listen_addrs()[0];
 
     let tls = tls::connect(addr, &roots, b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let io = hyper_util::rt::TokioIo::new(tls);
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .expect("h2");
-    tokio::spawn(conn);
-    let response = h2
-        .send_request(
-            Request::get("https://localhost/")
-                .body(full(""))
-                .expect("request"),
-        )
-        .await
-        .expect("response");
-    assert_eq!(response.version(), http::Version::HTTP_2);
-    assert_eq!(
-        response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes(),
-        "v1"
-    );
+    let (version, body) = h2_get(tls).await;
+    assert_eq!(version, http::Version::HTTP_2);
+    assert_eq!(body, "v1");
 
     let tls = tls::connect(addr, &roots, b"http/1.1").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (mut h1, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .expect("h1");
-    tokio::spawn(conn);
-    let request = Request::get("/headers")
-        .header("host", "localhost")
-        .body(full(""))
-        .expect("request");
-    let response = h1.send_request(request).await.expect("response");
-    assert_eq!(response.version(), http::Version::HTTP_11);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (version, body) = h1_get(tls, "/headers").await;
+    assert_eq!(version, http::Version::HTTP_11);
     let seen: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(
         seen["x-forwarded-proto"], "https",
@@ -765,19 +724,30 @@ async fn tls_listeners_speak_http2_and_http1_by_alpn() {
 #[tokio::test]
 async fn a_tls_client_without_alpn_is_served_by_its_preface() {
     let v1 = upstream("v1").await;
-    let certificate = Certificate::self_signed(&["localhost"]);
-    let dir = std::env::temp_dir().join(format!("cutover-proxy-tls-noalpn-{}", std::process::id()));
-    let (cert_file, key_file) = certificate.write(&dir);
+    let (tls_config, roots, dir) = tls_certificate("tls-noalpn");
     let mut cfg = config(vec![route("shop", &v1, None, 0)]);
-    cfg.listeners[0].tls = Some(cutover_proxy::config::TlsConfig {
-        cert_file,
-        key_file,
-    });
+    cfg.listeners[0].tls = Some(tls_config);
     let proxy = start(cfg).await;
     let addr = proxy.listen_addrs()[0];
 
-    let tls = tls::connect(addr, &certificate.roots(), b"").await;
+    let tls = tls::connect(addr, &roots, b"").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    let (version, body) = h2_get(tls).await;
+    assert_eq!(version, http::Version::HTTP_2, "HTTP/2 without ALPN");
+    assert_eq!(body, "v1");
+
+    let tls = tls::connect(addr, &roots, b"").await;
+    let (version, body) = h1_get(tls, "/").await;
+    assert_eq!(version, http::Version::HTTP_11, "HTTP/1.1 without ALPN");
+    assert_eq!(body, "v1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One HTTP/2 GET of `/` over `tls`: the response's version and body.
+async fn h2_get<T>(tls: T) -> (http::Version, bytes::Bytes)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = hyper_util::rt::TokioIo::new(tls);
     let (mut h2, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
@@ -787,33 +757,28 @@ async fn a_tls_client_without_alpn_is_served_by_its_preface() {
     let request = Request::get("https://localhost/")
         .body(full(""))
         .expect("request");
-    let response = h2.send_request(request).await.expect("HTTP/2 without ALPN");
-    assert_eq!(response.version(), http::Version::HTTP_2);
-    assert_eq!(
-        response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes(),
-        "v1"
-    );
+    let response = h2.send_request(request).await.expect("response");
+    let version = response.version();
+    let body = response.into_body().collect().await.expect("body");
+    (version, body.to_bytes())
+}
 
-    let tls = tls::connect(addr, &certificate.roots(), b"").await;
-    let (mut h1, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .expect("h1");
+/// One HTTP/1.1 GET of `path` over `tls`: the response's version and body.
+async fn h1_get<T>(tls: T, path: &str) -> (http::Version, bytes::Bytes)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(io).await.expect("h1");
     tokio::spawn(conn);
-    let request = Request::get("/")
+    let request = Request::get(path)
         .header("host", "localhost")
         .body(full(""))
         .expect("request");
-    let response = h1
-        .send_request(request)
-        .await
-        .expect("HTTP/1.1 without ALPN");
-    assert_eq!(response.status(), 200);
-    let _ = std::fs::remove_dir_all(&dir);
+    let response = h1.send_request(request).await.expect("response");
+    let version = response.version();
+    let body = response.into_body().collect().await.expect("body");
+    (version, body.to_bytes())
 }
 
 /// An HTTP/1.1 connection over TLS is parked while it idles (hyper's buffers freed, the
@@ -821,19 +786,12 @@ async fn a_tls_client_without_alpn_is_served_by_its_preface() {
 /// including two sent in one write after a park.
 #[tokio::test]
 async fn a_tls_http1_connection_keeps_serving_across_idle_pauses() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let v1 = upstream("v1").await;
-    let certificate = Certificate::self_signed(&["localhost"]);
-    let dir = std::env::temp_dir().join(format!("cutover-proxy-tls-park-{}", std::process::id()));
-    let (cert_file, key_file) = certificate.write(&dir);
+    let (tls_config, roots, dir) = tls_certificate("tls-park");
     let mut cfg = config(vec![route("shop", &v1, None, 0)]);
-    cfg.listeners[0].tls = Some(cutover_proxy::config::TlsConfig {
-        cert_file,
-        key_file,
-    });
+    cfg.listeners[0].tls = Some(tls_config);
     let proxy = start(cfg).await;
-    let mut tls = tls::connect(proxy.listen_addrs()[0], &certificate.roots(), b"http/1.1").await;
+    let mut tls = tls::connect(proxy.listen_addrs()[0], &roots, b"http/1.1").await;
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
     let mut answered = 0;
     let mut seen = Vec::new();

@@ -152,17 +152,30 @@ pub(crate) fn serve_plain<S: ConnService, K: Send + 'static>(
             return;
         };
         // HTTP/2 with prior knowledge, or too few bytes to tell: hyper's auto connection.
-        let io = TokioIo::new(Watched::new(io.into_stream(), plain.activity.clone()));
-        Box::pin(listen::drive(
-            &plain.auto,
-            io,
-            service,
-            &plain.activity,
-            plain.timeouts,
-            plain.shutdown,
-        ))
-        .await;
+        Box::pin(serve_auto(plain, io.into_stream(), service)).await;
     }
+}
+
+/// Serves a connection through hyper's auto connection (HTTP/2, or HTTP/1.1 told by the
+/// absence of the HTTP/2 preface) under [`listen::drive`]'s watchdog, not parked. Its
+/// callers box it: it needs room only on connections that take this way.
+async fn serve_auto<I, S>(plain: Plain, stream: I, service: S)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: ConnService,
+{
+    let io = TokioIo::new(Watched::new(stream, plain.activity.clone()));
+    let Plain {
+        auto,
+        activity,
+        timeouts,
+        shutdown,
+        ..
+    } = plain;
+    Box::pin(listen::drive(
+        &auto, io, service, &activity, timeouts, shutdown,
+    ))
+    .await;
 }
 
 /// Serves one TLS client connection until it ends: the handshake (within
@@ -204,16 +217,7 @@ where
             if alpn == Some(b"h2") {
                 plain.activity.mark_http2();
             }
-            let io = TokioIo::new(Watched::new(stream, plain.activity.clone()));
-            Box::pin(listen::drive(
-                &plain.auto,
-                io,
-                service,
-                &plain.activity,
-                plain.timeouts,
-                plain.shutdown,
-            ))
-            .await;
+            Box::pin(serve_auto(plain, stream, service)).await;
             return;
         }
         let mut idle = Some(Idle {

@@ -357,3 +357,23 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A TLS listener configuration with a fresh self-signed certificate for `localhost`
+/// (its files in a directory named after `tag`, which the caller removes), and the roots
+/// a client trusts it by.
+pub fn tls_certificate(
+    tag: &str,
+) -> (
+    cutover_proxy::config::TlsConfig,
+    tokio_rustls::rustls::RootCertStore,
+    std::path::PathBuf,
+) {
+    let certificate = cutover_test_kit::tls::Certificate::self_signed(&["localhost"]);
+    let dir = std::env::temp_dir().join(format!("cutover-proxy-{tag}-{}", std::process::id()));
+    let (cert_file, key_file) = certificate.write(&dir);
+    let tls = cutover_proxy::config::TlsConfig {
+        cert_file,
+        key_file,
+    };
+    (tls, certificate.roots(), dir)
+}
