@@ -644,7 +644,7 @@ pub(crate) async fn serve(
                 let activity = Activity::new();
                 let service = tracked(activity.clone(), handler);
                 tokio::spawn(crate::http1::serve_plain(
-                    crate::http1::Plain {
+                    crate::http1::ConnContext {
                         http1,
                         auto: builder,
                         activity,
@@ -658,7 +658,7 @@ pub(crate) async fn serve(
                 ));
             }
             Some(acceptor) => {
-                let plain = crate::http1::Plain {
+                let context = crate::http1::ConnContext {
                     http1,
                     auto: builder,
                     activity: Activity::new(),
@@ -668,7 +668,7 @@ pub(crate) async fn serve(
                 };
                 let service = move |activity| tracked(activity, handler);
                 tokio::spawn(crate::http1::serve_tls(
-                    plain, acceptor, stream, service, token,
+                    context, acceptor, stream, service, token,
                 ));
             }
         }

@@ -78,7 +78,7 @@ struct Idle<S, T> {
 
 /// What a client connection needs from its listener, besides its stream, its service and
 /// the listener's drain token.
-pub(crate) struct Plain {
+pub(crate) struct ConnContext {
     pub(crate) http1: Arc<http1::Builder>,
     pub(crate) auto: Arc<auto::Builder<TokioExecutor>>,
     pub(crate) activity: Arc<Activity>,
@@ -126,52 +126,52 @@ impl<S> ConnService for S where
 /// stays is the socket, the small per-connection state and the parked wait
 /// ([`ParkedWait`]).
 pub(crate) fn serve_plain<S: ConnService, K: Send + 'static>(
-    plain: Plain,
+    context: ConnContext,
     stream: TcpStream,
     service: S,
     token: K,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let mut plain = plain;
+    let mut context = context;
     let mut idle = Some(Idle {
-        io: ParkIo::new(stream, plain.activity.clone()),
+        io: ParkIo::new(stream, context.activity.clone()),
         service,
     });
     async move {
         let _token = token;
         let Some(sniffing) = &idle else { return };
-        let first_deadline = tokio::time::Instant::now() + plain.timeouts.header_read;
-        let sniff = plain_http1(sniffing.io.stream(), first_deadline, &mut plain.shutdown);
+        let first_deadline = tokio::time::Instant::now() + context.timeouts.header_read;
+        let sniff = plain_http1(sniffing.io.stream(), first_deadline, &mut context.shutdown);
         let Some(http1_bytes) = Box::pin(sniff).await else {
             return;
         };
         if http1_bytes {
-            serve_http1(&mut plain, &mut idle).await;
+            serve_http1(&mut context, &mut idle).await;
             return;
         }
         let Some(Idle { io, service }) = idle.take() else {
             return;
         };
         // HTTP/2 with prior knowledge, or too few bytes to tell: hyper's auto connection.
-        Box::pin(serve_auto(plain, io.into_stream(), service)).await;
+        Box::pin(serve_auto(context, io.into_stream(), service)).await;
     }
 }
 
 /// Serves a connection through hyper's auto connection (HTTP/2, or HTTP/1.1 told by the
 /// absence of the HTTP/2 preface) under [`listen::drive`]'s watchdog, not parked. Its
 /// callers box it: it needs room only on connections that take this way.
-async fn serve_auto<I, S>(plain: Plain, stream: I, service: S)
+async fn serve_auto<I, S>(context: ConnContext, stream: I, service: S)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: ConnService,
 {
-    let io = TokioIo::new(Watched::new(stream, plain.activity.clone()));
-    let Plain {
+    let io = TokioIo::new(Watched::new(stream, context.activity.clone()));
+    let ConnContext {
         auto,
         activity,
         timeouts,
         shutdown,
         ..
-    } = plain;
+    } = context;
     Box::pin(listen::drive(
         &auto, io, service, &activity, timeouts, shutdown,
     ))
@@ -185,7 +185,7 @@ where
 /// with it the header timeout) starts when the handshake ends, and `service` makes the
 /// service that marks requests on it.
 pub(crate) fn serve_tls<F, S, K>(
-    plain: Plain,
+    context: ConnContext,
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     service: F,
@@ -196,35 +196,35 @@ where
     S: ConnService,
     K: Send + 'static,
 {
-    let mut plain = plain;
+    let mut context = context;
     async move {
         let _token = token;
         // Boxed at once: a TLS session is large, and this task should hold it once. The
         // acceptor goes with the handshake.
-        let tls_handshake = plain.timeouts.tls_handshake;
+        let tls_handshake = context.timeouts.tls_handshake;
         let handshake =
             async move { tokio::time::timeout(tls_handshake, acceptor.accept(stream)).await };
         let stream = match Box::pin(handshake).await {
             Ok(Ok(stream)) => Box::new(stream),
             _ => return,
         };
-        plain.activity = Activity::new();
-        let service = service(plain.activity.clone());
+        context.activity = Activity::new();
+        let service = service(context.activity.clone());
         let alpn = stream.get_ref().1.alpn_protocol();
         if alpn != Some(b"http/1.1") {
             // HTTP/2 by ALPN; or no ALPN, where hyper's auto connection tells HTTP/2 by
             // its preface, as on a plain listener (not parked).
             if alpn == Some(b"h2") {
-                plain.activity.mark_http2();
+                context.activity.mark_http2();
             }
-            Box::pin(serve_auto(plain, stream, service)).await;
+            Box::pin(serve_auto(context, stream, service)).await;
             return;
         }
         let mut idle = Some(Idle {
-            io: ParkIo::new(stream, plain.activity.clone()),
+            io: ParkIo::new(stream, context.activity.clone()),
             service,
         });
-        serve_http1(&mut plain, &mut idle).await;
+        serve_http1(&mut context, &mut idle).await;
     }
 }
 
@@ -233,7 +233,7 @@ where
 /// for the next bytes ([`ParkedWait`]). Takes the connection's parts by reference, so
 /// that its caller's task keeps them once and this future adds only the wait.
 async fn serve_http1<S: ConnService, T: ParkStream>(
-    plain: &mut Plain,
+    context: &mut ConnContext,
     idle: &mut Option<Idle<S, T>>,
 ) {
     loop {
@@ -241,14 +241,19 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
             return;
         };
         let conn = Box::new(
-            plain
+            context
                 .http1
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
         // Boxed, as hyper's connection is: the task's own size is what a parked
         // connection holds.
-        let served = run(conn, &plain.activity, plain.timeouts, &mut plain.shutdown);
+        let served = run(
+            conn,
+            &context.activity,
+            context.timeouts,
+            &mut context.shutdown,
+        );
         // The parts are bound inside the `match` only, so that they take no room of
         // their own in this future beside `idle`.
         let parked = match Box::pin(served).await {
@@ -258,8 +263,8 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
             }
             Stretch::Ended => return,
         };
-        let activity = &plain.activity;
-        let timeouts = plain.timeouts;
+        let activity = &context.activity;
+        let timeouts = context.timeouts;
         if parked.io.has_unread() {
             // A next head had started arriving: serve it at once, and time it from now
             // (`header_read`), so a head left half-sent is neither parked again nor given
@@ -272,8 +277,8 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         else {
             return;
         };
-        let stop = plain.stop.notified();
-        if plain.stop.is_fired() || *plain.shutdown.borrow() {
+        let stop = context.stop.notified();
+        if context.stop.is_fired() || *context.shutdown.borrow() {
             return;
         }
         let woke = ParkedWait {
@@ -286,7 +291,7 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         }
         // Bytes arrived (over TLS perhaps no request bytes yet, only a record): the next
         // head's `header_read` counts from now.
-        plain.activity.bytes_arrived();
+        context.activity.bytes_arrived();
     }
 }
 
@@ -503,7 +508,7 @@ mod tests {
         let activity = Activity::new();
         let answer = |_request| async { Ok(http::Response::new(crate::forward::full("ok"))) };
         let service = listen::tracked(activity.clone(), answer);
-        let plain = Plain {
+        let context = ConnContext {
             http1: Arc::new(builder(8192)),
             auto: Arc::new(auto::Builder::new(TokioExecutor::new())),
             activity,
@@ -515,7 +520,7 @@ mod tests {
             shutdown,
             stop: Arc::new(Stop::default()),
         };
-        let task = serve_plain(plain, stream, service, ());
+        let task = serve_plain(context, stream, service, ());
         let size = std::mem::size_of_val(&task);
         assert!(size <= 512, "a plain connection's task is {size} bytes");
     }
