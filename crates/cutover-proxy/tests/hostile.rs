@@ -23,7 +23,10 @@ fn ms(millis: u64) -> cutover_core::Duration {
 
 /// Reads until the peer closes or `within` passes; returns what came and whether the
 /// connection was closed (EOF or reset) by then.
-async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, bool) {
+async fn read_until_closed<S>(stream: &mut S, within: Duration) -> (String, bool)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + within;
     let mut buf = [0u8; 4096];
@@ -34,6 +37,33 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String,
             Err(_) => return (String::from_utf8_lossy(&seen).into(), false),
         }
     }
+}
+
+/// How long the proxy keeps `stream` open from now (it must close it within 6 s).
+async fn held_until_closed<S>(stream: &mut S) -> Duration
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(stream, Duration::from_secs(6)).await;
+    assert!(closed, "closed in the end");
+    started.elapsed()
+}
+
+/// Sends `request` on `stream` and reads the start of its answer, which must be a 200.
+async fn answered_200<S>(stream: &mut S, request: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(request).await.expect("write");
+    stream.flush().await.expect("flush");
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.expect("read");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }
 
 /// Sends `request` on a fresh connection and returns the status line's code ("" if none
@@ -345,12 +375,7 @@ async fn idle_keep_alive_and_http2_connections_are_closed() {
     let addr = proxy.listen_addrs()[0];
 
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = [0u8; 1024];
-    let n = s.read(&mut buf).await.expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    answered_200(&mut s, b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n").await;
     let started = Instant::now();
     let (_, closed) = read_until_closed(&mut s, Duration::from_secs(3)).await;
     assert!(closed, "an idle keep-alive connection is closed");
@@ -750,12 +775,7 @@ async fn idle_keep_alive_waits_its_time_but_a_trickled_later_head_gets_the_heade
     let addr = proxy.listen_addrs()[0];
     let served = |trickle: bool| async move {
         let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n")
-            .await
-            .expect("write");
-        let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).await.expect("read");
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        answered_200(&mut s, b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n").await;
         if trickle {
             s.write_all(b"GET / HT").await.expect("write");
         }
@@ -788,16 +808,8 @@ async fn a_next_head_sent_with_a_request_and_left_half_gets_the_header_timeout()
     let proxy = start(c).await;
     let addr = proxy.listen_addrs()[0];
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\nGET / HT")
-        .await
-        .expect("write");
-    let mut buf = [0u8; 1024];
-    let n = s.read(&mut buf).await.expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let started = Instant::now();
-    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(6)).await;
-    assert!(closed, "closed in the end");
-    let held = started.elapsed();
+    answered_200(&mut s, b"GET / HTTP/1.1\r\nHost: shop\r\n\r\nGET / HT").await;
+    let held = held_until_closed(&mut s).await;
     assert!(
         held < Duration::from_millis(2_500),
         "a half-sent head behind a request held its connection for {held:?}"
@@ -832,4 +844,30 @@ async fn an_http2_connection_that_never_sends_a_request_is_closed() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Over TLS too, where an idle HTTP/1.1 connection is parked with its TLS session: a
+/// client that starts a next head after the park and stops gets `headerRead` from its
+/// first byte, not the rest of `keepAliveIdle`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_left_half_sent_after_a_park_over_tls_gets_the_header_timeout() {
+    let v1 = upstream("v1").await;
+    let (tls_config, roots, dir) = tls_certificate("tls-half-head");
+    let mut c = config(vec![route("shop", &v1, None, 0)]);
+    c.listeners[0].tls = Some(tls_config);
+    c.timeouts.header_read = ms(1_000);
+    c.timeouts.keep_alive_idle = ms(4_000);
+    let proxy = start(c).await;
+    let mut s = tls::connect(proxy.listen_addrs()[0], &roots, b"http/1.1").await;
+    answered_200(&mut s, b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n").await;
+    // Longer than the proxy waits before parking an idle connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"GET / HT").await.expect("write");
+    s.flush().await.expect("flush");
+    let held = held_until_closed(&mut s).await;
+    assert!(
+        held < Duration::from_millis(2_500),
+        "a head left half-sent after a park held its TLS connection for {held:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
