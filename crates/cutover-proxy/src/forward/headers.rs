@@ -272,6 +272,9 @@ pub(super) fn add_forwarding_for(
             .collect();
         (!values.is_empty()).then(|| values.join(", "))
     };
+    // Room for the four names at once: inserting them one by one into a map sized for
+    // the client's headers would grow (and rehash) it up to three times.
+    headers.reserve(4);
     let xff = match trusted.then(|| joined(&X_FORWARDED_FOR, headers)).flatten() {
         Some(previous) => {
             let ip = peer.ip.to_str().unwrap_or_default();

@@ -1,0 +1,218 @@
+//! Upstream HTTP/1.1 connections, pooled per endpoint and driven inline, speaking
+//! HTTP/1.1 through a codec of their own.
+//!
+//! A pooled client that runs every upstream connection as a task of its own (hyper-util's
+//! legacy client) makes each request cross from the client connection's task to the
+//! upstream connection's task and back: two wake-ups, often a thread hop. Here the request
+//! that holds an upstream connection drives it itself ([`exchange`]): the request is
+//! written and the answer read from the request's future until the response head arrives,
+//! then from the response body's `poll_frame` while the body streams to the client, and the
+//! connection goes back to its endpoint's idle list when the body ends with the connection
+//! reusable. The messages themselves are [`codec`]'s: an upstream exchange is the simplest
+//! HTTP/1.1 there is (one request at a time, origin-form, no upgrade), and a general client
+//! (hyper's, with its request channel and dispatcher) cost about a third of the proxy's
+//! instructions per request.
+
+mod codec;
+mod exchange;
+
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::{Request, Response};
+use tokio::net::TcpStream;
+
+use crate::forward::ProxyBody;
+use crate::metrics::UpstreamError;
+
+/// Most idle connections kept per endpoint and worker.
+const MAX_IDLE: usize = 1024;
+
+/// An upstream connection: its socket and what has been read from it and not yet used.
+pub(crate) struct Upstream {
+    stream: TcpStream,
+    read: BytesMut,
+}
+
+/// Idle connections of one endpoint, one list per worker thread (see
+/// [`crate::workers::shard`]), most recently used last. A connection is driven by the
+/// runtime that made it (its socket is registered with that runtime's reactor), so a
+/// worker only ever takes back its own; a worker's list is locked by that worker alone on
+/// the request path (and by the reaper once a second).
+pub(crate) struct IdlePool {
+    shards: [Mutex<IdleList>; crate::workers::SHARDS],
+}
+
+/// One worker's idle connections of an endpoint, each with the time it went idle.
+type IdleList = Vec<(Instant, Box<Upstream>)>;
+
+impl Default for IdlePool {
+    fn default() -> IdlePool {
+        IdlePool {
+            shards: std::array::from_fn(|_| Mutex::new(Vec::new())),
+        }
+    }
+}
+
+impl IdlePool {
+    /// This thread's idle list.
+    fn mine(&self) -> &Mutex<IdleList> {
+        &self.shards[crate::workers::shard()]
+    }
+
+    /// The most recently used idle connection that is still open and younger than
+    /// `max_idle`; older ones are dropped (closed) on the way.
+    fn take(&self, max_idle: Duration) -> Option<Box<Upstream>> {
+        let now = Instant::now();
+        let mine = self.mine();
+        loop {
+            let (since, mut upstream) = mine.lock().ok()?.pop()?;
+            if now.duration_since(since) > max_idle {
+                // Everything below is older still.
+                if let Ok(mut idle) = mine.lock() {
+                    idle.clear();
+                }
+                return None;
+            }
+            if upstream.is_usable() {
+                return Some(upstream);
+            }
+        }
+    }
+
+    /// Closes idle connections older than `max_idle`, and those the upstream closed.
+    pub(crate) fn reap(&self, max_idle: Duration) -> usize {
+        let now = Instant::now();
+        let mut reaped = 0;
+        for shard in &self.shards {
+            let Ok(mut idle) = shard.lock() else {
+                continue;
+            };
+            let before = idle.len();
+            idle.retain_mut(|(since, upstream)| {
+                now.duration_since(*since) <= max_idle && upstream.is_usable()
+            });
+            reaped += before - idle.len();
+        }
+        reaped
+    }
+
+    /// Idle connections kept now.
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().map_or(0, |idle| idle.len()))
+            .sum()
+    }
+
+    fn put(&self, upstream: Box<Upstream>) {
+        if let Ok(mut idle) = self.mine().lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push((Instant::now(), upstream));
+        }
+    }
+}
+
+impl Upstream {
+    /// Whether an idle connection can take a request, found without waiting: one the
+    /// upstream closed (or wrote to, unasked) while idle is dropped now rather than
+    /// failing a request. A socket with no readiness news costs no system call.
+    fn is_usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => matches!(
+                self.stream.try_read(&mut [0u8; 1]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+
+    async fn connect(
+        authority: &str,
+        connect_timeout: Duration,
+    ) -> Result<Box<Upstream>, UpstreamError> {
+        let stream =
+            match tokio::time::timeout(connect_timeout, TcpStream::connect(authority)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(_)) | Err(_) => return Err(UpstreamError::Connect),
+            };
+        let _ = stream.set_nodelay(true);
+        // Boxed: a connection moves in and out of the pool, the exchange and the response
+        // body on every request; a pointer moves cheaper.
+        Ok(Box::new(Upstream {
+            stream,
+            read: BytesMut::new(),
+        }))
+    }
+}
+
+/// Where a request goes and the pool its connection comes from and returns to.
+pub(crate) struct Target<'a> {
+    pub(crate) authority: &'a str,
+    pub(crate) pool: &'a std::sync::Arc<crate::table::Endpoint>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// Why an exchange failed, and the request back when it never left the proxy.
+pub(crate) struct SendFailure {
+    /// What went wrong.
+    pub(crate) kind: UpstreamError,
+    /// The request, untouched, when sending it again cannot do harm: no connection could
+    /// be made, the connection took none of it, or it closed without a byte of answer to
+    /// an idempotent request whose body was never read. The caller can send it elsewhere
+    /// without having kept a copy of its headers.
+    pub(crate) unsent: Option<Request<ProxyBody>>,
+}
+
+/// Sends `request` (origin-form URI, `Host` set) and returns the response head; the body
+/// streams as the caller reads it. A reused connection that turns out closed (the race of
+/// an upstream closing an idle connection as a request goes out on it) is replaced by a
+/// fresh one, once, when `replayable`: the exchange hands the unsent request back, so
+/// nothing is copied beforehand.
+pub(crate) async fn send(
+    target: &Target<'_>,
+    request: Request<ProxyBody>,
+    replayable: bool,
+) -> Result<Response<ProxyBody>, SendFailure> {
+    let pooled = target.pool.idle.take(target.idle_timeout);
+    let reused = pooled.is_some();
+    let upstream = match pooled {
+        Some(upstream) => upstream,
+        None => match Upstream::connect(target.authority, target.connect_timeout).await {
+            Ok(upstream) => upstream,
+            Err(kind) => {
+                return Err(SendFailure {
+                    kind,
+                    unsent: Some(request),
+                });
+            }
+        },
+    };
+    match exchange::exchange(target.pool.clone(), upstream, request).await {
+        Err(SendFailure {
+            unsent: Some(request),
+            ..
+        }) if reused => {
+            if !replayable {
+                return Err(SendFailure {
+                    kind: UpstreamError::Reset,
+                    unsent: Some(request),
+                });
+            }
+            match Upstream::connect(target.authority, target.connect_timeout).await {
+                Ok(fresh) => exchange::exchange(target.pool.clone(), fresh, request).await,
+                Err(kind) => Err(SendFailure {
+                    kind,
+                    unsent: Some(request),
+                }),
+            }
+        }
+        result => result,
+    }
+}
