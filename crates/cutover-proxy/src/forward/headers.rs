@@ -199,6 +199,28 @@ fn push_forwarded_value(out: &mut String, value: &str) {
     out.push('"');
 }
 
+/// A `Forwarded` value: the earlier hops' elements (`previous`), then this hop's
+/// `element` with `host=` when the request names one.
+fn forwarded_value_of(
+    previous: Option<&str>,
+    element: &str,
+    host: Option<&str>,
+) -> Option<HeaderValue> {
+    let mut value = String::with_capacity(
+        previous.map_or(0, |p| p.len() + 2) + element.len() + host.map_or(0, |h| h.len() + 8),
+    );
+    if let Some(previous) = previous {
+        value.push_str(previous);
+        value.push_str(", ");
+    }
+    value.push_str(element);
+    if let Some(host) = host {
+        value.push_str(";host=");
+        push_forwarded_value(&mut value, host);
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+}
+
 /// What a connection's peer puts into the forwarding headers, worked out once per
 /// connection rather than formatted again for each of its requests.
 pub(crate) struct PeerForwarding {
@@ -210,9 +232,36 @@ pub(crate) struct PeerForwarding {
     element_value: Option<HeaderValue>,
     /// `http` or `https`.
     proto: &'static str,
+    /// The `Forwarded` value made for the last host this connection's requests named: a
+    /// keep-alive connection mostly asks for one host, and the value is then a reference
+    /// count, not a string built, checked and allocated per request. (Not the host
+    /// itself: the client's value is a slice of hyper's read buffer, which it would keep
+    /// alive while the connection idles.)
+    last_host: std::sync::Mutex<Option<HeaderValue>>,
 }
 
 impl PeerForwarding {
+    /// This hop's `Forwarded` element naming `host`: the one made for the connection's
+    /// last request when the host is the same.
+    fn for_host(&self, host: &HeaderValue) -> Option<HeaderValue> {
+        // `try_lock`: HTTP/2 requests of one connection may run at once; one that finds
+        // the cache busy builds its value itself.
+        let mut cached = self.last_host.try_lock().ok();
+        // The cached value is `element;host=<host>` exactly when the host needed no
+        // quoting; a host that did never matches, and is built each time.
+        if let Some(Some(value)) = cached.as_deref()
+            && value.len() == self.element.len() + ";host=".len() + host.len()
+            && value.as_bytes().ends_with(host.as_bytes())
+        {
+            return Some(value.clone());
+        }
+        let value = forwarded_value_of(None, &self.element, host.to_str().ok())?;
+        if let Some(cached) = cached.as_deref_mut() {
+            *cached = Some(value.clone());
+        }
+        Some(value)
+    }
+
     /// The forwarding values of a connection from `peer`, over TLS or not.
     pub(crate) fn of(peer: SocketAddr, tls: bool) -> PeerForwarding {
         let canonical = peer.ip().to_canonical();
@@ -229,6 +278,7 @@ impl PeerForwarding {
             element_value: HeaderValue::from_str(&element).ok(),
             element,
             proto,
+            last_host: std::sync::Mutex::new(None),
         }
     }
 }
@@ -295,26 +345,14 @@ pub(super) fn add_forwarding_for(
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
         None => headers.remove(X_FORWARDED_HOST),
     };
-    let host = host.and_then(|h| h.to_str().ok());
     let value = match (previous_forwarded, host) {
         (None, None) => peer.element_value.clone(),
-        (previous, host) => {
-            let mut value = String::with_capacity(
-                previous.as_ref().map_or(0, |p| p.len() + 2)
-                    + peer.element.len()
-                    + host.map_or(0, |h| h.len() + 8),
-            );
-            if let Some(previous) = previous {
-                value.push_str(&previous);
-                value.push_str(", ");
-            }
-            value.push_str(&peer.element);
-            if let Some(host) = host {
-                value.push_str(";host=");
-                push_forwarded_value(&mut value, host);
-            }
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
-        }
+        (None, Some(host)) => peer.for_host(host),
+        (previous, host) => forwarded_value_of(
+            previous.as_deref(),
+            &peer.element,
+            host.and_then(|h| h.to_str().ok()),
+        ),
     };
     match value {
         Some(v) => headers.insert(header::FORWARDED, v),
@@ -402,6 +440,30 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h.get_all(header::FORWARDED).iter().count(), 1);
         assert_eq!(h[header::FORWARDED], "for=192.0.2.7;proto=http");
+    }
+
+    #[test]
+    fn a_connections_forwarded_value_follows_the_host_of_each_request() {
+        let peer = PeerForwarding::of("10.0.0.1:5000".parse().expect("addr"), false);
+        let value = |host: &'static str| {
+            let mut h = HeaderMap::new();
+            add_forwarding_for(&mut h, &peer, Some(&HeaderValue::from_static(host)), false);
+            h[header::FORWARDED].clone()
+        };
+        for host in [
+            "a.example",
+            "a.example",
+            "b.example",
+            "xb.example",
+            "a.example",
+        ] {
+            let expected = format!("for=10.0.0.1;proto=http;host={host}");
+            assert_eq!(value(host), expected.as_str());
+        }
+        for _ in 0..2 {
+            assert_eq!(value("a b"), r#"for=10.0.0.1;proto=http;host="a b""#);
+            assert_eq!(value("b"), "for=10.0.0.1;proto=http;host=b");
+        }
     }
 
     #[test]

@@ -123,8 +123,10 @@ pub(super) fn encode_head(
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
+    let mut declared = None;
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH {
+            declared.get_or_insert(value);
             continue;
         }
         out.put_slice(name.as_str().as_bytes());
@@ -140,7 +142,7 @@ pub(super) fn encode_head(
         }
         RequestFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
         RequestFraming::Bodiless => {
-            if let Some(declared) = headers.get(header::CONTENT_LENGTH) {
+            if let Some(declared) = declared {
                 out.put_slice(b"content-length: ");
                 out.put_slice(declared.as_bytes());
                 out.put_slice(b"\r\n");
@@ -213,12 +215,12 @@ pub(super) fn parse_response(
 ) -> Result<Option<ResponseHead>, BadResponse> {
     loop {
         // Uninitialised: filling a hundred fields first would cost more than the parse.
-        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut response,
             buf,
-            &mut fields,
+            &mut slots,
         );
         let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
@@ -261,14 +263,17 @@ pub(super) fn parse_response(
         }
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
+        let mut framing_fields = FramingFields::default();
         for &(ns, ne, vs, ve) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
                 .map_err(|_| BadResponse::Malformed("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| BadResponse::Malformed("header value"))?;
+            framing_fields.note(&name, &value);
             headers.append(name, value);
         }
-        let (framing, reusable) = response_framing(status, version, method, &mut headers)?;
+        let (framing, reusable) =
+            response_framing(status, version, method, &framing_fields, &mut headers)?;
         return Ok(Some(ResponseHead {
             status,
             version,
@@ -292,6 +297,44 @@ fn parse_error_text(e: httparse::Error) -> &'static str {
     }
 }
 
+/// What a response's framing fields say, noted while its header map is built, so that
+/// deciding the framing hashes no name again.
+#[derive(Default)]
+struct FramingFields {
+    /// The `Content-Length`, `Err` when invalid or when repeated with another value.
+    length: Option<Result<u64, ()>>,
+    /// Any `Transfer-Encoding` field.
+    transfer_encoding: bool,
+    /// Whether the last transfer coding of the last such field is `chunked`.
+    chunked_last: bool,
+    /// Whether a `Connection` field lists `close`.
+    close: bool,
+}
+
+impl FramingFields {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == header::CONTENT_LENGTH {
+            let parsed = parse_length(value.as_bytes()).ok_or(());
+            self.length = Some(match self.length {
+                None => parsed,
+                Some(Ok(earlier)) if parsed == Ok(earlier) => parsed,
+                Some(_) => Err(()),
+            });
+        } else if *name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            self.chunked_last = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if *name == header::CONNECTION {
+            self.close |= value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+        }
+    }
+}
+
 /// The body framing of a response (RFC 9112 §6.3) and whether its connection can be used
 /// again. A chunked response that also declares a length loses the length (it would
 /// contradict the body the client gets) and its connection.
@@ -299,52 +342,32 @@ fn response_framing(
     status: StatusCode,
     version: Version,
     method: &Method,
+    fields: &FramingFields,
     headers: &mut HeaderMap,
 ) -> Result<(ResponseFraming, bool), BadResponse> {
-    let mut reusable = version == Version::HTTP_11 && !says_close(headers);
+    let mut reusable = version == Version::HTTP_11 && !fields.close;
     if matches!(status.as_u16(), 204 | 304) || *method == Method::HEAD {
         return Ok((ResponseFraming::Empty, reusable));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if fields.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(BadResponse::Framing("transfer-encoding on HTTP/1.0"));
         }
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
+        if fields.length.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
             reusable = false;
         }
-        return Ok(if ends_chunked(headers) {
+        return Ok(if fields.chunked_last {
             (ResponseFraming::Chunked, reusable)
         } else {
             (ResponseFraming::UntilClose, false)
         });
     }
-    if headers.contains_key(header::CONTENT_LENGTH) {
-        return declared_length(headers)
-            .map(|length| (ResponseFraming::Length(length), reusable))
-            .ok_or(BadResponse::Framing("content-length"));
+    match fields.length {
+        Some(Ok(length)) => Ok((ResponseFraming::Length(length), reusable)),
+        Some(Err(())) => Err(BadResponse::Framing("content-length")),
+        None => Ok((ResponseFraming::UntilClose, false)),
     }
-    Ok((ResponseFraming::UntilClose, false))
-}
-
-/// Whether the `Connection` header lists `close`.
-fn says_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"))
-}
-
-/// Whether the last transfer coding is `chunked`.
-fn ends_chunked(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
 }
 
 /// What a response body's decoder made of the bytes it has.
