@@ -2,16 +2,18 @@
 //! windows: every guardrail every 250 ms ([`TICK`]), and a route's guardrails as soon as
 //! its candidate has failed since they were last checked (looked at every 20 ms,
 //! [`FAILURE_LOOK`]). A trip stops all traffic to the candidate (weight, header rules and
-//! mirroring) in the next table, within about a second of the breach, long before an
-//! analysis interval would notice, and raises an event for the controller.
+//! mirroring) in the next table, within a second of the breach (an error-rate breach
+//! within about 20 ms), long before an analysis interval would notice, and raises an
+//! event for the controller.
 //!
-//! Why two paces: a full check sums every window of every route (tens of microseconds a
-//! route with minutes of history), too much to run often with many routes; a candidate's
-//! failure count is a few atomics, cheap to look at every 20 ms, and an error rate can
-//! only rise past its limit when failures are added (or, between full checks, when
-//! healthy seconds leave the window, which the full check sees). So an error-rate
-//! breach trips as soon as it happens rather than up to a tick later; a latency guardrail
-//! is checked with the rest on the tick.
+//! Why two paces: a full check sums a window of every route, which costs most of 100 µs
+//! a route with five minutes of history (75 ms for 1,000 routes in a release build, see
+//! `cost_of_a_check_with_1000_routes`), too much to run often; a candidate's failure
+//! count is a few atomic reads (0.2 ms for 1,000 routes), cheap to look at every 20 ms.
+//! An error rate can only rise past its limit when failures are added (or when healthy
+//! seconds leave the window, which the next full check sees), so an error-rate breach
+//! trips as soon as it happens rather than up to a tick later; a latency guardrail is
+//! checked with the rest on the tick.
 
 use std::collections::HashMap;
 use std::sync::Arc;
