@@ -16,6 +16,8 @@ use cutover_backend::{Backend, BoxFuture};
 use cutover_core::load::{Format, Source, load_release};
 use cutover_core::spec::Release;
 use cutover_docker::DockerBackend;
+use cutover_test_kit::docker as kit_docker;
+use cutover_test_kit::skip_or_fail;
 use cutover_test_kit::swarm::{TEST_LABEL, demo_image, docker, must};
 
 /// One check's corner of the engine.
@@ -94,14 +96,7 @@ fn start_with(check: &str, extra: &[&str]) -> Option<Engine> {
         )),
     };
     if let Some(missing) = missing {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the Docker conformance run needs {missing}: scripts/swarm-env.sh sets it up"
-        );
-        eprintln!(
-            "SKIPPED: the Docker conformance run needs {missing}; run `bash scripts/swarm-env.sh` (as root) first"
-        );
-        return None;
+        return skip_or_fail(&missing, cutover_test_kit::swarm::SWARM_SETUP);
     }
     let short: String = check.split('_').filter_map(|w| w.chars().next()).collect();
     let prefix = format!("dc{}{short}", std::process::id());
@@ -390,25 +385,6 @@ async fn the_candidate_keeps_env_volume_network_and_secret_file() {
     }
 }
 
-/// `docker-compose args…` in `dir`; its stdout and stderr, or `Err` with them.
-fn compose(dir: &std::path::Path, args: &[&str]) -> Result<String, String> {
-    let output = std::process::Command::new("docker-compose")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("docker-compose cannot run: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if output.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("docker-compose {}: {text}", args.join(" ")))
-    }
-}
-
 /// The chosen answer to "what does the next `docker-compose up -d` do after a
 /// promotion": the promoted containers carry the service's Compose labels with the config
 /// hash unchanged, so with the compose file and `.env` as they were, Compose finds them up
@@ -416,20 +392,18 @@ fn compose(dir: &std::path::Path, args: &[&str]) -> Result<String, String> {
 /// `docker-compose down` removes them with the project.
 #[tokio::test(flavor = "multi_thread")]
 async fn compose_up_after_a_promotion_keeps_the_promoted_containers() {
-    if compose(&std::env::temp_dir(), &["version"]).is_err()
+    let engine = kit_docker::Engine::docker();
+    let project = format!("dc{}compose", std::process::id());
+    let dir = std::env::temp_dir().join(format!("cutover-docker-{project}"));
+    if kit_docker::compose(&engine, &project, &std::env::temp_dir(), &["version"]).is_err()
         || docker(&["image", "inspect", &demo_image("v2")]).is_err()
     {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "this test needs docker-compose and the demo images"
-        );
-        eprintln!(
-            "SKIPPED: needs docker-compose (apt-get install docker-compose) and the demo images (scripts/swarm-env.sh)"
+        skip_or_fail::<()>(
+            "docker-compose and the demo images",
+            "`bash scripts/test.sh` (as root)",
         );
         return;
     }
-    let project = format!("dc{}compose", std::process::id());
-    let dir = std::env::temp_dir().join(format!("cutover-docker-{project}"));
     std::fs::create_dir_all(&dir).expect("project dir");
     std::fs::write(
         dir.join("docker-compose.yml"),
@@ -454,9 +428,9 @@ async fn compose_up_after_a_promotion_keeps_the_promoted_containers() {
     };
     let state_dir = dir.join("state");
     let outcome = {
-        let (dir, project) = (dir.clone(), project.clone());
+        let (engine, dir, project) = (engine.clone(), dir.clone(), project.clone());
         tokio::spawn(async move {
-            compose(&dir, &["-p", &project, "up", "-d"]).expect("compose up");
+            kit_docker::compose(&engine, &project, &dir, &["up", "-d"]).expect("compose up");
             let backend = DockerBackend::connect(&project, &state_dir)
                 .await
                 .expect("connects");
@@ -487,7 +461,8 @@ async fn compose_up_after_a_promotion_keeps_the_promoted_containers() {
             let id = lines[0].split(' ').next().unwrap_or_default().to_string();
             let started_before = started(&id);
 
-            let up = compose(&dir, &["-p", &project, "up", "-d"]).expect("compose up again");
+            let up = kit_docker::compose(&engine, &project, &dir, &["up", "-d"])
+                .expect("compose up again");
             assert!(up.contains("up-to-date"), "{up}");
             let after = tokio::task::block_in_place(running);
             assert_eq!(
@@ -508,7 +483,8 @@ async fn compose_up_after_a_promotion_keeps_the_promoted_containers() {
             // The user records the new tag: Compose replaces the promoted container once,
             // on the same version, and the stable slot follows the replacement.
             std::fs::write(dir.join(".env"), "TAG=v2\n").expect(".env");
-            let up = compose(&dir, &["-p", &project, "up", "-d"]).expect("compose up on v2");
+            let up = kit_docker::compose(&engine, &project, &dir, &["up", "-d"])
+                .expect("compose up on v2");
             assert!(up.contains("Recreating"), "{up}");
             let replaced = tokio::task::block_in_place(running);
             assert!(!replaced.contains(&id), "{replaced}");
@@ -530,7 +506,7 @@ async fn compose_up_after_a_promotion_keeps_the_promoted_containers() {
             assert_eq!(stable.endpoints, vec![format!("{address}:8080")]);
             assert_eq!(stable.version, "v2");
 
-            compose(&dir, &["-p", &project, "down"]).expect("compose down");
+            kit_docker::compose(&engine, &project, &dir, &["down"]).expect("compose down");
             assert_eq!(
                 tokio::task::block_in_place(running),
                 "",
@@ -539,7 +515,7 @@ async fn compose_up_after_a_promotion_keeps_the_promoted_containers() {
         })
         .await
     };
-    let _ = compose(&dir, &["-p", &project, "down", "--volumes"]);
+    let _ = kit_docker::compose(&engine, &project, &dir, &["down", "--volumes"]);
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());

@@ -151,8 +151,12 @@ pub(crate) struct Activity {
     /// HTTP/1.0 client): such a connection is never parked, even while its close is
     /// still being written.
     pub(crate) closing: AtomicBool,
-    /// Wakes the watchdog when a request starts or ends, or a head starts arriving, so
-    /// it recomputes its deadline.
+    /// Whether a watchdog waits on `changed`: set by [`drive`] (HTTP/2, undetected and
+    /// admin connections) before it serves. HTTP/1 connections' watchdog looks on a timer
+    /// instead (see `http1`), so on them a request pays no wake-up nobody waits for.
+    watched: AtomicBool,
+    /// Wakes the watchdog of [`drive`] when a request starts or ends, or a head starts
+    /// arriving, so it recomputes its deadline.
     changed: tokio::sync::Notify,
 }
 
@@ -171,6 +175,7 @@ impl Activity {
             write_blocked: AtomicBool::new(false),
             parking: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            watched: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         })
     }
@@ -226,14 +231,27 @@ impl Activity {
             return;
         }
         self.head_started.store(self.millis(), Ordering::Relaxed);
-        self.changed.notify_one();
+        self.wake_watchdog();
+    }
+
+    /// From now on, wakes a watchdog waiting on `changed` whenever the deadline may have
+    /// moved. Called before the connection serves anything, so no change is missed.
+    fn watch(&self) {
+        self.watched.store(true, Ordering::Relaxed);
+    }
+
+    /// Wakes [`drive`]'s watchdog, if one waits, to recompute the deadline.
+    fn wake_watchdog(&self) {
+        if self.watched.load(Ordering::Relaxed) {
+            self.changed.notify_one();
+        }
     }
 
     fn begin(self: &Arc<Self>) -> ActiveRequest {
         self.served.store(true, Ordering::Relaxed);
         self.head_started.store(NOT_STARTED, Ordering::Relaxed);
         if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.changed.notify_one();
+            self.wake_watchdog();
         }
         ActiveRequest(self.clone())
     }
@@ -267,7 +285,7 @@ impl Drop for ActiveRequest {
         let ms = u64::try_from(self.0.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.0.idle_since.store(ms, Ordering::Relaxed);
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.changed.notify_one();
+            self.0.wake_watchdog();
         }
     }
 }
@@ -420,6 +438,8 @@ pub(crate) async fn drive<I, S>(
         > + Send,
     S::Future: Send + 'static,
 {
+    // Before anything is served: the requests' starts and ends wake the watchdog below.
+    activity.watch();
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     // One timer for the connection's life, moved only when its deadline moves: a request
@@ -639,36 +659,29 @@ pub(crate) async fn serve(
         // Plain and TLS connections are separate tasks: a task's size is its largest
         // state, and a plain connection should not carry room for a TLS session (this
         // matters at tens of thousands of idle keep-alive connections).
+        let listening = crate::http1::Listening {
+            http1,
+            auto: builder,
+            timeouts,
+            shutdown,
+            stop: stop.clone(),
+        };
         match tls.clone() {
             None => {
                 let activity = Activity::new();
                 let service = tracked(activity.clone(), handler);
                 tokio::spawn(crate::http1::serve_plain(
-                    crate::http1::ConnContext {
-                        http1,
-                        auto: builder,
-                        activity,
-                        timeouts,
-                        shutdown,
-                        stop: stop.clone(),
-                    },
+                    listening.connection(activity),
                     stream,
                     service,
                     token,
                 ));
             }
             Some(acceptor) => {
-                let context = crate::http1::ConnContext {
-                    http1,
-                    auto: builder,
-                    activity: Activity::new(),
-                    timeouts,
-                    shutdown,
-                    stop: stop.clone(),
-                };
+                // The connection's `Activity` is made once its handshake is done.
                 let service = move |activity| tracked(activity, handler);
                 tokio::spawn(crate::http1::serve_tls(
-                    context, acceptor, stream, service, token,
+                    listening, acceptor, stream, service, token,
                 ));
             }
         }

@@ -4,12 +4,15 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cutover_core::spec::{GuardrailMetric, GuardrailSpec};
 use cutover_proxy::events::EventKind;
 use support::{client, config, get, route, start, upstream};
+
+/// Healthy requests before the candidate starts failing.
+const WARM_UP_REQUESTS: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guardrail_trips_within_a_second_of_the_candidate_failing() {
@@ -24,17 +27,20 @@ async fn a_guardrail_trips_within_a_second_of_the_candidate_failing() {
     }];
     let proxy = Arc::new(start(config(vec![r])).await);
     let addr = proxy.listen_addrs()[0];
-    let stop = Arc::new(AtomicBool::new(false));
-    let loader = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                get(&c, addr, "/", &[]).await;
-            }
-        })
-    };
+    // A healthy history of a set number of requests (about half reach the candidate), not
+    // of as many as a loader manages in some time: the failures that outweigh it then
+    // come within a fraction of a second even on a loaded machine, and what is timed is
+    // the proxy's reaction, not how fast the client was before and after.
+    let c = client();
+    for _ in 0..WARM_UP_REQUESTS {
+        get(&c, addr, "/", &[]).await;
+    }
+    // Two full checks of the guardrails see the healthy window.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        v2.requests.load(Ordering::Relaxed) >= 20,
+        "the candidate served at least minRequests while healthy"
+    );
     assert!(
         proxy
             .events_since(0)
@@ -44,6 +50,17 @@ async fn a_guardrail_trips_within_a_second_of_the_candidate_failing() {
     );
     v2.failing.store(true, Ordering::Relaxed);
     let failing_since = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let loader = {
+        let (stop, answered) = (stop.clone(), answered.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                get(&c, addr, "/", &[]).await;
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
     let tripped = loop {
         if let Some(e) = proxy
             .events_since(0)
@@ -59,6 +76,7 @@ async fn a_guardrail_trips_within_a_second_of_the_candidate_failing() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let (event, after) = tripped;
+    eprintln!("tripped {after:?} after the candidate started failing: {event:?}");
     assert!(
         after < Duration::from_secs(1),
         "tripped {after:?} after the candidate started failing"
@@ -71,6 +89,16 @@ async fn a_guardrail_trips_within_a_second_of_the_candidate_failing() {
         0,
         "the candidate is cut off"
     );
+    // The loader's request under way when the trip was seen may have been routed by the
+    // table before it; every request after that one starts once the cut is published.
+    let in_flight_ended = answered.load(Ordering::Relaxed) + 1;
+    while answered.load(Ordering::Relaxed) < in_flight_ended {
+        assert!(
+            failing_since.elapsed() < Duration::from_secs(10),
+            "the request under way at the trip never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let served_before = v2.requests.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(

@@ -48,20 +48,11 @@ pub struct Cluster {
     script: PathBuf,
 }
 
-fn skip_or_fail(missing: &str) -> Option<Cluster> {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the multi-node Swarm tests need {missing}"
-    );
-    eprintln!("SKIPPED: the multi-node Swarm tests need {missing}");
-    None
-}
-
 impl Cluster {
     /// The cluster the script made; `None` (having said why) to skip.
     pub fn connect() -> Option<Cluster> {
         if Command::new("docker").arg("--version").output().is_err() {
-            return skip_or_fail("Docker (scripts/swarm-env.sh installs it, as root)");
+            return crate::skip_or_fail("Docker", crate::swarm::SWARM_SETUP);
         }
         // The script needs root for namespaces, the bridge and iptables.
         let uid = Command::new("id")
@@ -70,7 +61,10 @@ impl Cluster {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
         if uid != "0" {
-            return skip_or_fail("root (network namespaces, a bridge, iptables)");
+            return crate::skip_or_fail(
+                "root (network namespaces, a bridge, iptables)",
+                "`bash scripts/test.sh` as root",
+            );
         }
         if std::env::var_os("CUTOVER_CLUSTER").is_none() {
             // Not a failure under CI: the workspace run meets this suite before the test
@@ -251,18 +245,8 @@ impl Cluster {
 
 /// `GET path` on `address`; the status and body, `None` when no answer came.
 pub fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    let answer = crate::net::get(address, path, None)?;
+    Some((answer.status, answer.body))
 }
 
 /// One scenario's objects on the cluster, all labelled with its prefix and removed when it

@@ -11,9 +11,8 @@
 //! under CI (`CI` set), where it fails. Podman's variants skip when the test script found no
 //! Podman answering (the notes and docs/compose.md say why that can be).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -121,14 +120,7 @@ impl ComposeTest {
             None
         };
         if let Some(missing) = missing {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "the Docker backend's tests need {missing}: scripts/test.sh sets it up"
-            );
-            eprintln!(
-                "SKIPPED: this end-to-end test needs {missing}; run scripts/test.sh (as root) or `bash scripts/swarm-env.sh` first"
-            );
-            return None;
+            return crate::skip_or_fail(&missing, "`bash scripts/test.sh` (as root)");
         }
         let project = format!("ct{}{label}", std::process::id());
         let scratch = Scratch::new(&project);
@@ -179,29 +171,7 @@ impl ComposeTest {
 
     /// Runs `docker-compose -p <project> args…` in the project's directory on this engine.
     pub fn compose(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new("docker-compose")
-            .arg("--project-name")
-            .arg(&self.project)
-            .args(args)
-            .current_dir(&self.dir)
-            .env("DOCKER_HOST", &self.engine.host)
-            .env_remove("COMPOSE_FILE")
-            .output()
-            .map_err(|e| format!("docker-compose cannot run: {e}"))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        if output.status.success() {
-            Ok(text)
-        } else {
-            Err(format!(
-                "docker-compose {} ({}): {text}",
-                args.join(" "),
-                self.engine.name
-            ))
-        }
+        compose(&self.engine, &self.project, &self.dir, args)
     }
 
     /// `docker-compose up -d`, panicking with Compose's words on failure; returns its output.
@@ -360,23 +330,45 @@ impl Drop for ComposeTest {
     }
 }
 
+/// Runs `docker-compose --project-name <project> args…` in `dir` (where the compose file
+/// and `.env` are) on `engine`, `COMPOSE_FILE` unset: Compose's stdout and stderr, or
+/// `Err` with them and the command.
+pub fn compose(
+    engine: &Engine,
+    project: &str,
+    dir: &Path,
+    args: &[&str],
+) -> Result<String, String> {
+    let output = Command::new("docker-compose")
+        .arg("--project-name")
+        .arg(project)
+        .args(args)
+        .current_dir(dir)
+        .env("DOCKER_HOST", &engine.host)
+        .env_remove("COMPOSE_FILE")
+        .output()
+        .map_err(|e| format!("docker-compose cannot run: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "docker-compose {} ({}): {text}",
+            args.join(" "),
+            engine.name
+        ))
+    }
+}
+
 /// One `GET /` through the proxy with the header `name: value`; the answering version.
 pub fn version_with_header(proxy: SocketAddr, name: &str, value: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(proxy).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: x\r\n{name}: {value}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    if !text.starts_with("HTTP/1.1 2") {
+    let answer = crate::net::get(proxy, "/", Some((name, value)))?;
+    if !(200..300).contains(&answer.status) {
         return None;
     }
-    text.lines().find_map(|l| {
-        l.to_ascii_lowercase()
-            .strip_prefix("x-demo-version: ")
-            .map(|v| v.trim().to_string())
-    })
+    answer.header("x-demo-version").map(str::to_string)
 }

@@ -20,7 +20,8 @@
 //! - [`tls`]: self-signed certificates, trust stores and TLS handshakes.
 //!
 //! A part that the machine lacks (Prometheus, a Swarm, Chromium) makes its test skip, saying so on
-//! stderr, except under CI (`CI` set), where it fails the test: CI never skips a suite.
+//! stderr, except under CI (`CI` set), where it fails the test: CI never skips a suite. Every
+//! harness decides so through [`skip_or_fail`].
 
 pub mod binary;
 pub mod browser;
@@ -43,3 +44,16 @@ pub use net::{closed_address, free_port, http_get, wait_healthz, wait_until};
 pub use releases::{canary, demo_app, history, record, release, replay};
 pub use scratch::{Scratch, instances, mode, path_in, stop_instances};
 pub use serve::Serve;
+
+/// What a test does when the machine lacks `missing` (an engine, images, a tool), which
+/// `setup` (a script or a command, run by hand) provides: under CI (`CI` set) it fails the
+/// test, since CI never skips a suite; elsewhere (a laptop) it says loudly on stderr that
+/// the test skips and how to set the part up, and gives `None` for the harness to return.
+pub fn skip_or_fail<T>(missing: &str, setup: &str) -> Option<T> {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test needs {missing}, and under CI no test skips: run {setup} first"
+    );
+    eprintln!("SKIPPED: this test needs {missing}; run {setup} first");
+    None
+}

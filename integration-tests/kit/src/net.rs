@@ -1,5 +1,6 @@
-//! Loopback plumbing every suite uses: a free port, a plain `GET`, an address nothing
-//! listens on, and waiting for a condition within a deadline.
+//! Loopback plumbing every suite uses: a free port, a plain `GET` over a raw socket (the
+//! one every harness uses), an address nothing listens on, and waiting for a condition
+//! within a deadline.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,21 +16,54 @@ pub fn free_port() -> u16 {
 
 /// `GET path` on 127.0.0.1:port; the body on 2xx, `None` otherwise or if down.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let answer = get(SocketAddr::from(([127, 0, 0, 1], port)), path, None)?;
+    (200..300).contains(&answer.status).then_some(answer.body)
+}
+
+/// What a one-off `GET` ([`get`]) was answered.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The status line and the header fields, as sent.
+    pub head: String,
+    /// The body, as sent (chunked framing included, if the server chunked it).
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of the header field `name` (any case), trimmed; `None` if it is absent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (field, value) = line.split_once(':')?;
+            field.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// `GET path` on `address` over a fresh connection (`Connection: close`, read to its
+/// end), with the extra header field `header` (name, value) if given; `None` if nothing
+/// answered: 2 s to connect, 5 s for each read.
+pub fn get(address: SocketAddr, path: &str, header: Option<(&str, &str)>) -> Option<Answer> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let extra = header.map_or(String::new(), |(name, value)| {
+        format!("{name}: {value}\r\n")
+    });
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{extra}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    let ok = head
-        .split(' ')
-        .nth(1)
-        .is_some_and(|code| code.starts_with('2'));
-    ok.then(|| body.to_string())
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some(Answer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    })
 }
 
 /// An address on which nothing listens: connections to it are refused.

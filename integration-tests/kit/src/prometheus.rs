@@ -22,12 +22,10 @@ impl Prometheus {
             .output()
             .is_err()
         {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "prometheus is not installed: scripts/test.sh installs Debian's package"
+            return crate::skip_or_fail(
+                "Debian's `prometheus`",
+                "`bash scripts/test.sh` (as root) or `apt-get install prometheus`",
             );
-            eprintln!("SKIPPED: this test needs `prometheus` (apt-get install prometheus)");
-            return None;
         }
         let dir = std::env::temp_dir().join(format!("cutover-e2e-prometheus-{port}"));
         std::fs::create_dir_all(&dir).expect("dir");

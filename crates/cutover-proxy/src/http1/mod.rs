@@ -80,8 +80,33 @@ struct Idle<S, T> {
     service: S,
 }
 
-/// What a client connection needs from its listener, besides its stream, its service and
-/// the listener's drain token.
+/// What a client connection takes from its listener, besides its stream, its service and
+/// the listener's drain token: the connection builders, the timeouts and the shutdown
+/// signals.
+pub(crate) struct Listening {
+    pub(crate) http1: Arc<http1::Builder>,
+    pub(crate) auto: Arc<auto::Builder<TokioExecutor>>,
+    pub(crate) timeouts: ConnTimeouts,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) stop: Arc<Stop>,
+}
+
+impl Listening {
+    /// The context of a connection whose requests are marked on `activity`.
+    pub(crate) fn connection(self, activity: Arc<Activity>) -> ConnContext {
+        ConnContext {
+            http1: self.http1,
+            auto: self.auto,
+            activity,
+            timeouts: self.timeouts,
+            shutdown: self.shutdown,
+            stop: self.stop,
+        }
+    }
+}
+
+/// What a client connection holds while it is served: what it took from its listener
+/// ([`Listening`]) and its [`Activity`].
 pub(crate) struct ConnContext {
     pub(crate) http1: Arc<http1::Builder>,
     pub(crate) auto: Arc<auto::Builder<TokioExecutor>>,
@@ -186,10 +211,10 @@ where
 /// `tls_handshake`), then HTTP/2 if ALPN chose it, or HTTP/1.1 parked while it idles as
 /// plain connections are ([`serve_http1`]): hyper's buffers are freed, rustls' session
 /// stays. Timeouts and `token` as in [`serve_plain`]; the connection's [`Activity`] (and
-/// with it the header timeout) starts when the handshake ends, and `service` makes the
-/// service that marks requests on it.
+/// with it the header timeout) is made when the handshake ends (a connection that never
+/// completes one costs none), and `service` makes the service that marks requests on it.
 pub(crate) fn serve_tls<F, S, K>(
-    context: ConnContext,
+    listening: Listening,
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     service: F,
@@ -200,19 +225,19 @@ where
     S: ConnService,
     K: Send + 'static,
 {
-    let mut context = context;
+    // As in `serve_plain`, one `async` block with no wrapper around it.
+    let tls_handshake = listening.timeouts.tls_handshake;
     async move {
         let _token = token;
         // Boxed at once: a TLS session is large, and this task should hold it once. The
         // acceptor goes with the handshake.
-        let tls_handshake = context.timeouts.tls_handshake;
         let handshake =
             async move { tokio::time::timeout(tls_handshake, acceptor.accept(stream)).await };
         let stream = match Box::pin(handshake).await {
             Ok(Ok(stream)) => Box::new(stream),
             _ => return,
         };
-        context.activity = Activity::new();
+        let mut context = listening.connection(Activity::new());
         let service = service(context.activity.clone());
         let alpn = stream.get_ref().1.alpn_protocol();
         if alpn != Some(b"http/1.1") {

@@ -86,14 +86,7 @@ pub fn start(check: &str) -> Option<Swarm> {
         Err(e) => Some(format!("a Docker engine ({e})")),
     };
     if let Some(missing) = missing {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the Swarm conformance run needs {missing}: scripts/swarm-env.sh sets it up"
-        );
-        eprintln!(
-            "SKIPPED: the Swarm conformance run needs {missing}; run `bash scripts/swarm-env.sh` (as root) first"
-        );
-        return None;
+        return cutover_test_kit::skip_or_fail(&missing, cutover_test_kit::swarm::SWARM_SETUP);
     }
     // Short: Swarm names are at most 63 characters, and candidates add a suffix.
     let short: String = check.split('_').filter_map(|w| w.chars().next()).collect();
