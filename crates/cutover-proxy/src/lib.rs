@@ -8,8 +8,9 @@
 //! blocks or fails a request in flight. Per release and version the proxy counts requests
 //! by status class and upstream errors by kind and records latency
 //! ([`metrics::VersionStats`]), exported at `/metrics` and read in-process through
-//! [`Proxy::window`]. Guardrails are checked every 250 ms on those windows; a trip cuts the
-//! candidate off and raises an [`events::Event`].
+//! [`Proxy::window`]. Guardrails are checked every 250 ms on those windows, and a route's
+//! within 20 ms of its candidate failing; a trip cuts the candidate off and raises an
+//! [`events::Event`].
 
 pub mod admin;
 pub mod config;
