@@ -292,14 +292,21 @@ impl VersionStats {
         }
     }
 
-    /// Every shard's window merged second by second, oldest first.
-    fn merged_window(&self) -> VecDeque<SecondCounts> {
+    /// Every shard's window merged second by second, oldest first, over the seconds from
+    /// `seconds` before `now_second` to `now_second`, both included: the widest span any
+    /// reader takes (a window ends with `now_second`, evidence just before it). Only
+    /// those seconds are copied: merging all of `metricsWindow` for a one-second
+    /// guardrail would cost most of a guardrail check.
+    fn merged_window(&self, seconds: u64, now_second: u64) -> VecDeque<SecondCounts> {
+        let from = now_second.saturating_sub(seconds);
         let mut merged = std::collections::BTreeMap::<u64, SecondCounts>::new();
         for shard in self.shards.iter() {
             let Ok(window) = shard.window.lock() else {
                 continue;
             };
-            for counts in window.iter() {
+            // Oldest first: the seconds before `from` are skipped from the front.
+            let start = window.partition_point(|counts| counts.second < from);
+            for counts in window.range(start..).take_while(|c| c.second <= now_second) {
                 match merged.entry(counts.second) {
                     std::collections::btree_map::Entry::Vacant(slot) => {
                         slot.insert(counts.clone());
@@ -329,14 +336,18 @@ impl VersionStats {
     /// The last `seconds` seconds up to `now_second` (inclusive), at most the window kept.
     pub fn window(&self, seconds: u64, now_second: u64) -> WindowStats {
         let seconds = seconds.clamp(1, self.window_len);
-        stats_of(&self.merged_window(), seconds, now_second)
+        stats_of(
+            &self.merged_window(seconds, now_second),
+            seconds,
+            now_second,
+        )
     }
 
     /// One value per second over the last `seconds` up to `now_second`, oldest first, for
     /// seconds that saw requests: the samples a statistical test compares.
     pub fn series(&self, seconds: u64, now_second: u64) -> Vec<WindowStats> {
         let seconds = seconds.clamp(1, self.window_len);
-        let window = self.merged_window();
+        let window = self.merged_window(seconds, now_second);
         window
             .iter()
             .filter(|s| s.second + seconds > now_second && s.second <= now_second && s.requests > 0)
@@ -354,7 +365,7 @@ impl VersionStats {
     /// [`series`](Self::series) leaves out).
     pub fn series_by_second(&self, seconds: u64, now_second: u64) -> Vec<(u64, WindowStats)> {
         let seconds = seconds.clamp(1, self.window_len);
-        self.merged_window()
+        self.merged_window(seconds, now_second)
             .iter()
             .filter(|s| s.second + seconds > now_second && s.second <= now_second && s.requests > 0)
             .map(|counts| {
@@ -374,7 +385,7 @@ impl VersionStats {
         let seconds = seconds.clamp(1, self.window_len);
         let counted = now_second.saturating_sub(self.first_second.load(Ordering::Relaxed));
         let covered = seconds.min(counted.max(1));
-        let window = self.merged_window();
+        let window = self.merged_window(seconds, now_second);
         let mut evidence = Evidence {
             seconds: covered as f64,
             ..Evidence::default()
@@ -398,7 +409,7 @@ impl VersionStats {
     /// seconds without requests left out: what `cutover record` captures.
     pub fn evidence_by_second(&self, seconds: u64, now_second: u64) -> Vec<SecondEvidence> {
         let seconds = seconds.clamp(1, self.window_len);
-        let window = self.merged_window();
+        let window = self.merged_window(seconds, now_second);
         window
             .iter()
             .filter(|s| s.second < now_second && s.second + seconds >= now_second && s.requests > 0)
