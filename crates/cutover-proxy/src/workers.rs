@@ -32,9 +32,14 @@ thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
 }
 
+/// The worker this thread is: 1..=N on a worker thread, 0 elsewhere.
+pub(crate) fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
 /// The shard of per-thread state that this thread uses.
 pub(crate) fn shard() -> usize {
-    WORKER.with(Cell::get) % SHARDS
+    worker() % SHARDS
 }
 
 /// Binds a client listener socket at `address` with `SO_REUSEPORT`, so that one socket per

@@ -25,6 +25,9 @@ enum Reply {
     AnswerAndHold(&'static [u8]),
     /// Closes without a byte of answer.
     Close,
+    /// Writes the first bytes, then, 50 ms later and unasked, the second (a `408` before
+    /// an idle close, say), and reads the next request.
+    AnswerThenStray(&'static [u8], &'static [u8]),
 }
 
 /// A raw upstream: `script(connection, request)` (both counted from 0) says what to do
@@ -78,6 +81,15 @@ async fn serve(
                 return;
             }
             Reply::Close => return,
+            Reply::AnswerThenStray(answer, stray) => {
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if stream.write_all(stray).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }
@@ -288,4 +300,50 @@ async fn a_body_cut_short_by_the_upstream_never_reaches_the_client_as_complete()
         );
         assert!(text.len() - end - 4 < 10, "{text}");
     }
+}
+
+#[tokio::test]
+async fn bytes_an_idle_connection_got_unasked_are_never_taken_for_an_answer() {
+    let (upstream, connections) = scripted(|_, _| {
+        Reply::AnswerThenStray(
+            OK,
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n",
+        )
+    })
+    .await;
+    let (_proxy, addr) = proxy_to(upstream).await;
+    let mut client = Raw::connect(addr).await;
+    for _ in 0..3 {
+        client.send(GET).await;
+        let answer = client.answer(false).await;
+        assert_eq!(
+            (answer.status(), answer.body.as_slice()),
+            (200, &b"ok"[..]),
+            "{}",
+            answer.head
+        );
+        // The stray 408 reaches the proxy while the connection idles in its pool.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        3,
+        "each dirty connection was dropped"
+    );
+}
+
+#[tokio::test]
+async fn connect_is_refused_not_tunnelled() {
+    let (upstream, connections) = scripted(|_, _| Reply::Answer(OK)).await;
+    let (_proxy, addr) = proxy_to(upstream).await;
+    let mut client = Raw::connect(addr).await;
+    client
+        .send(b"CONNECT internal.example:443 HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await;
+    assert_eq!(client.answer(false).await.status(), 405);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
 }

@@ -232,12 +232,12 @@ pub(crate) struct PeerForwarding {
     element_value: Option<HeaderValue>,
     /// `http` or `https`.
     proto: &'static str,
-    /// The `Forwarded` value made for the last host this connection's requests named: a
-    /// keep-alive connection mostly asks for one host, and the value is then a reference
-    /// count, not a string built, checked and allocated per request. (Not the host
-    /// itself: the client's value is a slice of hyper's read buffer, which it would keep
-    /// alive while the connection idles.)
-    last_host: std::sync::Mutex<Option<HeaderValue>>,
+    /// The last host this connection's requests named and the `Forwarded` value made for
+    /// it: a keep-alive connection mostly asks for one host, and the value is then a
+    /// reference count, not a string built, checked and allocated per request. The host
+    /// is a copy: the client's value is a slice of hyper's read buffer, which a clone
+    /// would keep alive while the connection idles.
+    last_host: std::sync::Mutex<Option<(Box<[u8]>, HeaderValue)>>,
 }
 
 impl PeerForwarding {
@@ -247,17 +247,14 @@ impl PeerForwarding {
         // `try_lock`: HTTP/2 requests of one connection may run at once; one that finds
         // the cache busy builds its value itself.
         let mut cached = self.last_host.try_lock().ok();
-        // The cached value is `element;host=<host>` exactly when the host needed no
-        // quoting; a host that did never matches, and is built each time.
-        if let Some(Some(value)) = cached.as_deref()
-            && value.len() == self.element.len() + ";host=".len() + host.len()
-            && value.as_bytes().ends_with(host.as_bytes())
+        if let Some(Some((last, value))) = cached.as_deref()
+            && **last == *host.as_bytes()
         {
             return Some(value.clone());
         }
         let value = forwarded_value_of(None, &self.element, host.to_str().ok())?;
         if let Some(cached) = cached.as_deref_mut() {
-            *cached = Some(value.clone());
+            *cached = Some((host.as_bytes().into(), value.clone()));
         }
         Some(value)
     }
@@ -462,6 +459,10 @@ mod tests {
         }
         for _ in 0..2 {
             assert_eq!(value("a b"), r#"for=10.0.0.1;proto=http;host="a b""#);
+            assert_eq!(
+                value("\"a b\""),
+                r#"for=10.0.0.1;proto=http;host="\"a b\"""#
+            );
             assert_eq!(value("b"), "for=10.0.0.1;proto=http;host=b");
         }
     }

@@ -82,6 +82,8 @@ pub(super) enum Refusal {
     NoRoute,
     /// The route's versions have no endpoints at all: 503.
     NoEndpoints,
+    /// `CONNECT`: a reverse proxy opens no tunnels to where a client asks: 405.
+    Connect,
 }
 
 impl Refusal {
@@ -102,6 +104,10 @@ impl Refusal {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the release has no endpoints",
             ),
+            Refusal::Connect => closing(text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not served: this is a reverse proxy",
+            )),
         }
     }
 }
@@ -116,6 +122,9 @@ pub(super) fn reject_early(
 ) -> Result<(), Refusal> {
     if let Some(shape) = smuggling(req.headers()) {
         return Err(Refusal::Smuggling(shape));
+    }
+    if req.method() == Method::CONNECT {
+        return Err(Refusal::Connect);
     }
     // One lookup of `Content-Length` serves the limit and the duplicate check.
     let mut lengths = req.headers().get_all(header::CONTENT_LENGTH).iter();
@@ -488,6 +497,7 @@ mod tests {
         assert_eq!(answer(Refusal::DeclaredTooLarge(10)), (413, true));
         assert_eq!(answer(Refusal::NoRoute), (404, false));
         assert_eq!(answer(Refusal::NoEndpoints), (503, false));
+        assert_eq!(answer(Refusal::Connect), (405, true));
     }
 
     #[test]

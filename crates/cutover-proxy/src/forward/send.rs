@@ -7,7 +7,6 @@ use std::sync::Arc;
 use http::header::HeaderMap;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Body as _;
 
 use super::body::{BodyWatch, Failed, NO_BODY};
 use super::record::{Counted, Recording};
@@ -75,7 +74,6 @@ pub(super) async fn send(
         let Some(uri) = origin_form(&parts.uri) else {
             return Err(Failed::Upstream(UpstreamError::Connect));
         };
-        let replayable = body.is_end_stream();
         let target = crate::upstream::Target {
             authority: &endpoint.authority,
             pool: endpoint,
@@ -89,9 +87,7 @@ pub(super) async fn send(
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = std::mem::take(&mut parts.headers);
-        let sent =
-            super::deadline::within(timeout, crate::upstream::send(&target, request, replayable))
-                .await;
+        let sent = super::deadline::within(timeout, crate::upstream::send(&target, request)).await;
         match sent {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(failure)) => {

@@ -223,6 +223,9 @@ pub(super) fn parse_response(
             &mut slots,
         );
         let len = match parsed {
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                return Err(BadResponse::TooLarge);
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(BadResponse::TooLarge);
@@ -527,7 +530,13 @@ fn chunk_size(line: &[u8]) -> Result<u64, BadResponse> {
     if digits == 0 || digits > 16 {
         return Err(BadResponse::Framing("chunk size"));
     }
-    let rest = line[digits..].trim_ascii_start();
+    // Only spaces and tabs before the extensions (RFC 9112's BWS), not CR, LF or the
+    // other characters `trim_ascii_start` would skip: `5\r;x` is no chunk size.
+    let rest = &line[digits..];
+    let rest = &rest[rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count()..];
     if !rest.is_empty() && rest[0] != b';' {
         return Err(BadResponse::Framing("chunk size"));
     }

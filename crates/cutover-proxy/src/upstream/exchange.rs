@@ -30,6 +30,8 @@ use crate::table::Endpoint;
 /// Free room below which a read first makes more; what it makes.
 const READ_MIN: usize = 1024;
 const READ_CHUNK: usize = 8 * 1024;
+/// The largest read buffer an idle pooled connection keeps.
+const KEEP_IDLE_BUFFER: usize = 16 * 1024;
 
 impl Upstream {
     /// Reads what the socket has into the read buffer: `Ok(0)` at end of stream.
@@ -222,13 +224,14 @@ impl Exchange {
         Ok(())
     }
 
-    /// Reads until the response head is complete.
+    /// Reads until the response head is complete. A request that could not write its
+    /// first byte fails at once: whatever the connection holds is no answer to it.
     fn poll_head(
         &mut self,
         method: &Method,
         cx: &mut Context<'_>,
     ) -> Poll<Result<ResponseHead, UpstreamError>> {
-        if self.drive_send(cx).is_err() {
+        if self.drive_send(cx).is_err() || (self.write_failed && !self.sending.started) {
             return Poll::Ready(Err(UpstreamError::Reset));
         }
         loop {
@@ -361,7 +364,13 @@ impl UpstreamBody {
             && !exchange.write_failed
             && exchange.upstream.read.is_empty()
         {
-            self.pool.idle.put(exchange.upstream);
+            let mut upstream = exchange.upstream;
+            if upstream.read.capacity() > KEEP_IDLE_BUFFER {
+                // One large head or trailer section is no reason to hold its buffer
+                // while the connection idles.
+                upstream.read = BytesMut::new();
+            }
+            self.pool.idle.put(upstream);
         }
     }
 

@@ -17,7 +17,6 @@ mod codec;
 mod exchange;
 
 use std::sync::Mutex;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -34,13 +33,18 @@ const MAX_IDLE: usize = 1024;
 pub(crate) struct Upstream {
     stream: TcpStream,
     read: BytesMut,
+    /// The worker whose runtime's reactor the socket is registered with
+    /// ([`crate::workers::worker`]): past [`crate::workers::SHARDS`] workers, two share
+    /// an idle list, and each takes back only its own.
+    worker: usize,
 }
 
 /// Idle connections of one endpoint, one list per worker thread (see
 /// [`crate::workers::shard`]), most recently used last. A connection is driven by the
 /// runtime that made it (its socket is registered with that runtime's reactor), so a
-/// worker only ever takes back its own; a worker's list is locked by that worker alone on
-/// the request path (and by the reaper once a second).
+/// worker only ever takes back its own; a worker's list is locked by that worker on the
+/// request path (shared with one more worker only past `SHARDS` workers) and by the
+/// reaper once a second.
 pub(crate) struct IdlePool {
     shards: [Mutex<IdleList>; crate::workers::SHARDS],
 }
@@ -66,20 +70,20 @@ impl IdlePool {
     /// `max_idle`; older ones are dropped (closed) on the way.
     fn take(&self, max_idle: Duration) -> Option<Box<Upstream>> {
         let now = Instant::now();
-        let mine = self.mine();
-        loop {
-            let (since, mut upstream) = mine.lock().ok()?.pop()?;
+        let me = crate::workers::worker();
+        let mut idle = self.mine().lock().ok()?;
+        while let Some(at) = idle.iter().rposition(|(_, upstream)| upstream.worker == me) {
+            let (since, mut upstream) = idle.remove(at);
             if now.duration_since(since) > max_idle {
                 // Everything below is older still.
-                if let Ok(mut idle) = mine.lock() {
-                    idle.clear();
-                }
+                idle.truncate(at);
                 return None;
             }
             if upstream.is_usable() {
                 return Some(upstream);
             }
         }
+        None
     }
 
     /// Closes idle connections older than `max_idle`, and those the upstream closed.
@@ -118,18 +122,17 @@ impl IdlePool {
 
 impl Upstream {
     /// Whether an idle connection can take a request, found without waiting: one the
-    /// upstream closed (or wrote to, unasked) while idle is dropped now rather than
-    /// failing a request. A socket with no readiness news costs no system call.
+    /// upstream closed (or wrote to, unasked: a `408` before an idle close, bytes past an
+    /// answer) while idle is dropped now, rather than failing a request or having its
+    /// stray bytes taken for the request's answer. `try_read` looks at the socket's
+    /// readiness first (no system call when the reactor has seen nothing since the last
+    /// `WouldBlock`) and, unlike `poll_read_ready`, never answers "not ready" because the
+    /// task has used up its cooperative budget, which would pass any connection.
     fn is_usable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => matches!(
-                self.stream.try_read(&mut [0u8; 1]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-            ),
-        }
+        matches!(
+            self.stream.try_read(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
     }
 
     async fn connect(
@@ -147,6 +150,7 @@ impl Upstream {
         Ok(Box::new(Upstream {
             stream,
             read: BytesMut::new(),
+            worker: crate::workers::worker(),
         }))
     }
 }
@@ -173,12 +177,11 @@ pub(crate) struct SendFailure {
 /// Sends `request` (origin-form URI, `Host` set) and returns the response head; the body
 /// streams as the caller reads it. A reused connection that turns out closed (the race of
 /// an upstream closing an idle connection as a request goes out on it) is replaced by a
-/// fresh one, once, when `replayable`: the exchange hands the unsent request back, so
-/// nothing is copied beforehand.
+/// fresh one, once, when the exchange hands the request back (see
+/// [`SendFailure::unsent`]), so nothing is copied beforehand.
 pub(crate) async fn send(
     target: &Target<'_>,
     request: Request<ProxyBody>,
-    replayable: bool,
 ) -> Result<Response<ProxyBody>, SendFailure> {
     let pooled = target.pool.idle.take(target.idle_timeout);
     let reused = pooled.is_some();
@@ -199,12 +202,8 @@ pub(crate) async fn send(
             unsent: Some(request),
             ..
         }) if reused => {
-            if !replayable {
-                return Err(SendFailure {
-                    kind: UpstreamError::Reset,
-                    unsent: Some(request),
-                });
-            }
+            // Handed back, the request is whole and safe to send again: nothing of it
+            // reached the upstream, or it is idempotent and its body was never read.
             match Upstream::connect(target.authority, target.connect_timeout).await {
                 Ok(fresh) => exchange::exchange(target.pool.clone(), fresh, request).await,
                 Err(kind) => Err(SendFailure {

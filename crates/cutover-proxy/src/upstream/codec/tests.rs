@@ -311,6 +311,11 @@ fn a_head_over_its_budget_is_refused_complete_or_not() {
         parse(&wire, &Method::GET).expect_err("too large"),
         BadResponse::TooLarge
     );
+    wire.extend_from_slice(b"\r\n");
+    assert_eq!(
+        parse(&wire, &Method::GET).expect_err("complete but too large"),
+        BadResponse::TooLarge
+    );
     let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
     for i in 0..=MAX_HEADERS {
         many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
@@ -382,6 +387,8 @@ fn broken_chunks_are_refused() {
         b"5 junk\r\n",
         b"5;a\x01b\r\n",
         b"0\r\nbad trailer\r\n\r\n",
+        b"5\n\r\nhello\r\n0\r\n\r\n",
+        b"5\r;x\r\nhello\r\n0\r\n\r\n",
     ] {
         assert!(
             decode_in_steps(ResponseFraming::Chunked, wire, 3).is_err(),
