@@ -31,11 +31,16 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Bit `i` set: `HOP_BY_HOP[i]` is present.
     let mut fixed: u16 = 0;
-    // Present names that only the `Connection` header makes hop-by-hop (rare).
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            fixed |= 1 << i;
+        }
+    }
+    // Present names that only the `Connection` header makes hop-by-hop (rare); looked
+    // for only when there is a `Connection` header (`HOP_BY_HOP[0]`).
     let mut listed: Vec<HeaderName> = Vec::new();
-    {
+    if fixed & 1 != 0 {
         let connection = headers.get_all(header::CONNECTION);
-        let has_connection = connection.iter().next().is_some();
         let tokens = || {
             connection
                 .iter()
@@ -44,9 +49,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 .map(str::trim)
         };
         for name in headers.keys() {
-            if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-                fixed |= 1 << i;
-            } else if has_connection && tokens().any(|t| t.eq_ignore_ascii_case(name.as_str())) {
+            if !HOP_BY_HOP.contains(name) && tokens().any(|t| t.eq_ignore_ascii_case(name.as_str()))
+            {
                 listed.push(name.clone());
             }
         }
@@ -65,17 +69,24 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The `Upgrade` value if this is an HTTP/1.1 upgrade request (WebSocket and others).
+/// One pass over the fields, no name hashed: nearly every request is no upgrade.
 pub(super) fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
-    let connection_upgrade = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    (req.version() == Version::HTTP_11 && connection_upgrade)
-        .then(|| req.headers().get(header::UPGRADE).cloned())
-        .flatten()
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let mut upgrade = None;
+    let mut connection_upgrade = false;
+    for (name, value) in req.headers() {
+        if name == header::UPGRADE {
+            upgrade.get_or_insert(value);
+        } else if name == header::CONNECTION {
+            connection_upgrade |= value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            });
+        }
+    }
+    upgrade.filter(|_| connection_upgrade).cloned()
 }
 
 /// Request shapes used to smuggle a second request past a proxy: a `Transfer-Encoding`
@@ -85,16 +96,58 @@ pub(super) fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// the connection after the answer, as RFC 9112 §6.3 requires of an intermediary. The
 /// check stays for requests that arrive another way.)
 pub(crate) fn smuggling(headers: &HeaderMap) -> Option<&'static str> {
-    let te = headers.get_all(header::TRANSFER_ENCODING);
-    let cl = headers.get_all(header::CONTENT_LENGTH);
-    let has_te = te.iter().next().is_some();
-    let mut lengths = cl.iter();
-    let first_length = lengths.next();
-    if has_te && first_length.is_some() {
+    smuggling_in(&Framing::of(headers), headers)
+}
+
+/// What a request's framing fields are, found in one pass over its fields (no name
+/// hashed: most requests have neither field, and looking each up costs a hash and a
+/// probe).
+pub(crate) struct Framing<'a> {
+    /// Whether a `Transfer-Encoding` field is present.
+    pub(crate) transfer_encoding: bool,
+    /// The first `Content-Length` value.
+    pub(crate) first_length: Option<&'a HeaderValue>,
+    /// Whether `Content-Length` is repeated.
+    pub(crate) repeated_length: bool,
+    /// Whether a repeated `Content-Length` differs from the first.
+    pub(crate) conflicting_lengths: bool,
+}
+
+impl<'a> Framing<'a> {
+    /// The framing fields of `headers`.
+    pub(crate) fn of(headers: &'a HeaderMap) -> Framing<'a> {
+        let mut framing = Framing {
+            transfer_encoding: false,
+            first_length: None,
+            repeated_length: false,
+            conflicting_lengths: false,
+        };
+        for (name, value) in headers {
+            if name == header::TRANSFER_ENCODING {
+                framing.transfer_encoding = true;
+            } else if name == header::CONTENT_LENGTH {
+                match framing.first_length {
+                    None => framing.first_length = Some(value),
+                    Some(first) => {
+                        framing.repeated_length = true;
+                        framing.conflicting_lengths |= first != value;
+                    }
+                }
+            }
+        }
+        framing
+    }
+}
+
+/// [`smuggling`], given the request's [`Framing`].
+pub(crate) fn smuggling_in(framing: &Framing<'_>, headers: &HeaderMap) -> Option<&'static str> {
+    let has_te = framing.transfer_encoding;
+    if has_te && framing.first_length.is_some() {
         return Some("both Content-Length and Transfer-Encoding");
     }
     if has_te {
-        let mut codings = te
+        let mut codings = headers
+            .get_all(header::TRANSFER_ENCODING)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -108,9 +161,7 @@ pub(crate) fn smuggling(headers: &HeaderMap) -> Option<&'static str> {
             return Some("a Transfer-Encoding other than chunked");
         }
     }
-    if let Some(first) = first_length
-        && lengths.any(|other| other != first)
-    {
+    if framing.conflicting_lengths {
         return Some("conflicting Content-Length values");
     }
     None

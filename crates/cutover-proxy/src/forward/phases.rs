@@ -14,7 +14,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
 use super::body::{BodyWatch, ClientBody, ClientFault, Failed, NO_BODY};
-use super::headers::{add_forwarding_for, host_of, smuggling, strip_hop_by_hop, upgrade_of};
+use super::headers::{
+    Framing, add_forwarding_for, host_of, smuggling_in, strip_hop_by_hop, upgrade_of,
+};
 use super::record::{Counted, Recording};
 use super::send::{mirror_to_candidate, send};
 use super::tunnel::tunnel;
@@ -120,15 +122,16 @@ pub(super) fn reject_early(
     max_body: Option<u64>,
     req: &mut Request<Incoming>,
 ) -> Result<(), Refusal> {
-    if let Some(shape) = smuggling(req.headers()) {
+    // One pass over the fields serves the smuggling shapes, the limit and the duplicate
+    // check.
+    let framing = Framing::of(req.headers());
+    if let Some(shape) = smuggling_in(&framing, req.headers()) {
         return Err(Refusal::Smuggling(shape));
     }
     if req.method() == Method::CONNECT {
         return Err(Refusal::Connect);
     }
-    // One lookup of `Content-Length` serves the limit and the duplicate check.
-    let mut lengths = req.headers().get_all(header::CONTENT_LENGTH).iter();
-    let Some(first) = lengths.next() else {
+    let Some(first) = framing.first_length else {
         return Ok(());
     };
     if let Some(max) = max_body {
@@ -140,7 +143,7 @@ pub(super) fn reject_early(
             return Err(Refusal::DeclaredTooLarge(max));
         }
     }
-    if lengths.next().is_some() {
+    if framing.repeated_length {
         let length = first.clone();
         req.headers_mut().insert(header::CONTENT_LENGTH, length);
     }
