@@ -103,6 +103,42 @@ async fn proxy_to(upstream: SocketAddr) -> (cutover_proxy::Proxy, SocketAddr) {
 }
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n";
+
+/// Sends `times` GETs on `client`'s connection, one after another, each answered 200 with
+/// `body`, idling `pause` after each.
+async fn gets_answered(client: &mut Raw, times: usize, body: &[u8], pause: Duration) {
+    for _ in 0..times {
+        client.send(GET).await;
+        let answer = client.answer(false).await;
+        assert_eq!(
+            (answer.status(), answer.body.as_slice()),
+            (200, body),
+            "{}",
+            answer.head
+        );
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// A proxy in front of an upstream whose first connection answers one request and then
+/// closes on the next without a byte (the race of an upstream closing an idle connection
+/// just as a request goes out on it); later connections answer `later`. Returns the proxy,
+/// a client whose first GET was answered, and the upstream's connection count.
+async fn after_an_answer_then_a_silent_close(
+    later: &'static [u8],
+) -> (cutover_proxy::Proxy, Raw, Arc<AtomicU64>) {
+    let (upstream, connections) =
+        scripted(move |connection, request| match (connection, request) {
+            (0, 0) => Reply::Answer(OK),
+            (0, _) => Reply::Close,
+            _ => Reply::Answer(later),
+        })
+        .await;
+    let (proxy, addr) = proxy_to(upstream).await;
+    let mut client = Raw::connect(addr).await;
+    gets_answered(&mut client, 1, b"ok", Duration::ZERO).await;
+    (proxy, client, connections)
+}
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 #[tokio::test]
@@ -117,12 +153,7 @@ async fn a_chunked_answer_with_extensions_and_trailers_arrives_whole_and_its_con
     .await;
     let (_proxy, addr) = proxy_to(upstream).await;
     let mut client = Raw::connect(addr).await;
-    for _ in 0..3 {
-        client.send(GET).await;
-        let answer = client.answer(false).await;
-        assert_eq!(answer.status(), 200, "{}", answer.head);
-        assert_eq!(answer.body, b"hello world");
-    }
+    gets_answered(&mut client, 3, b"hello world", Duration::ZERO).await;
     assert_eq!(
         connections.load(Ordering::SeqCst),
         1,
@@ -177,29 +208,14 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used() {
             .await;
     let (_proxy, addr) = proxy_to(upstream).await;
     let mut client = Raw::connect(addr).await;
-    for _ in 0..3 {
-        client.send(GET).await;
-        assert_eq!(client.answer(false).await.status(), 200);
-        // The upstream's close reaches the proxy while the connection idles in its pool.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The upstream's close reaches the proxy while the connection idles in its pool.
+    gets_answered(&mut client, 3, b"ok", Duration::from_millis(100)).await;
     assert_eq!(connections.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
 async fn a_reused_connection_closed_as_an_idempotent_request_arrives_is_replaced() {
-    // Connection 0 answers once, then closes on the next request without a byte: the race
-    // of an upstream closing an idle connection just as a request goes out on it.
-    let (upstream, connections) = scripted(|connection, request| match (connection, request) {
-        (0, 0) => Reply::Answer(OK),
-        (0, _) => Reply::Close,
-        _ => Reply::Answer(OK),
-    })
-    .await;
-    let (_proxy, addr) = proxy_to(upstream).await;
-    let mut client = Raw::connect(addr).await;
-    client.send(GET).await;
-    assert_eq!(client.answer(false).await.status(), 200);
+    let (_proxy, mut client, connections) = after_an_answer_then_a_silent_close(OK).await;
     client.send(GET).await;
     let answer = client.answer(false).await;
     assert_eq!(
@@ -213,16 +229,9 @@ async fn a_reused_connection_closed_as_an_idempotent_request_arrives_is_replaced
 
 #[tokio::test]
 async fn a_reused_connection_closed_as_a_post_arrives_is_a_502_not_a_resend() {
-    let (upstream, _) = scripted(|connection, request| match (connection, request) {
-        (0, 0) => Reply::Answer(OK),
-        (0, _) => Reply::Close,
-        _ => Reply::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ntwice"),
-    })
-    .await;
-    let (_proxy, addr) = proxy_to(upstream).await;
-    let mut client = Raw::connect(addr).await;
-    client.send(GET).await;
-    assert_eq!(client.answer(false).await.status(), 200);
+    let (_proxy, mut client, _) =
+        after_an_answer_then_a_silent_close(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\ntwice")
+            .await;
     client
         .send(b"POST /order HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\n\r\n")
         .await;
@@ -241,11 +250,7 @@ async fn a_connection_with_bytes_past_its_body_is_not_reused() {
     .await;
     let (_proxy, addr) = proxy_to(upstream).await;
     let mut client = Raw::connect(addr).await;
-    for _ in 0..2 {
-        client.send(GET).await;
-        let answer = client.answer(false).await;
-        assert_eq!((answer.status(), answer.body.as_slice()), (200, &b"ok"[..]));
-    }
+    gets_answered(&mut client, 2, b"ok", Duration::ZERO).await;
     assert_eq!(
         connections.load(Ordering::SeqCst),
         2,
@@ -313,18 +318,8 @@ async fn bytes_an_idle_connection_got_unasked_are_never_taken_for_an_answer() {
     .await;
     let (_proxy, addr) = proxy_to(upstream).await;
     let mut client = Raw::connect(addr).await;
-    for _ in 0..3 {
-        client.send(GET).await;
-        let answer = client.answer(false).await;
-        assert_eq!(
-            (answer.status(), answer.body.as_slice()),
-            (200, &b"ok"[..]),
-            "{}",
-            answer.head
-        );
-        // The stray 408 reaches the proxy while the connection idles in its pool.
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    // The stray 408 reaches the proxy while the connection idles in its pool.
+    gets_answered(&mut client, 3, b"ok", Duration::from_millis(150)).await;
     assert_eq!(
         connections.load(Ordering::SeqCst),
         3,
