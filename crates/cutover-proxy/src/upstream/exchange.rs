@@ -79,9 +79,12 @@ enum SendError {
 }
 
 impl Sending {
-    fn new(framing: RequestFraming) -> Sending {
+    /// A request going out with `framing`, its head to be written into `buffer` (the
+    /// connection's, emptied: its room is reused rather than allocated per request).
+    fn new(framing: RequestFraming, mut buffer: BytesMut) -> Sending {
+        buffer.clear();
         Sending {
-            prefix: BytesMut::new(),
+            prefix: buffer,
             data: Bytes::new(),
             suffix: b"",
             body: None,
@@ -270,7 +273,7 @@ impl Exchange {
 /// One request on `upstream`, until the response head arrives.
 pub(super) async fn exchange(
     pool: Arc<Endpoint>,
-    upstream: Box<Upstream>,
+    mut upstream: Box<Upstream>,
     request: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, SendFailure> {
     let framing = codec::request_framing(
@@ -280,7 +283,7 @@ pub(super) async fn exchange(
         request.body().size_hint().exact(),
     );
     let method = request.method().clone();
-    let mut sending = Sending::new(framing);
+    let mut sending = Sending::new(framing, std::mem::take(&mut upstream.write));
     codec::encode_head(
         request.method(),
         request.uri(),
@@ -358,17 +361,21 @@ struct RequestBodyFailed;
 impl UpstreamBody {
     /// The body is complete: its connection goes back to the pool if fit, else closes.
     fn release(&mut self) {
-        if let Some(exchange) = self.exchange.take()
+        if let Some(mut exchange) = self.exchange.take()
             && self.reusable
             && exchange.sending.done
             && !exchange.write_failed
             && exchange.upstream.read.is_empty()
         {
             let mut upstream = exchange.upstream;
+            upstream.write = std::mem::take(&mut exchange.sending.prefix);
             if upstream.read.capacity() > KEEP_IDLE_BUFFER {
                 // One large head or trailer section is no reason to hold its buffer
                 // while the connection idles.
                 upstream.read = BytesMut::new();
+            }
+            if upstream.write.capacity() > KEEP_IDLE_BUFFER {
+                upstream.write = BytesMut::new();
             }
             self.pool.idle.put(upstream);
         }

@@ -33,6 +33,8 @@ const MAX_IDLE: usize = 1024;
 pub(crate) struct Upstream {
     stream: TcpStream,
     read: BytesMut,
+    /// Room for the next request's head, kept from the last one.
+    write: BytesMut,
     /// The worker whose runtime's reactor the socket is registered with
     /// ([`crate::workers::worker`]): past [`crate::workers::SHARDS`] workers, two share
     /// an idle list, and each takes back only its own.
@@ -150,6 +152,7 @@ impl Upstream {
         Ok(Box::new(Upstream {
             stream,
             read: BytesMut::new(),
+            write: BytesMut::new(),
             worker: crate::workers::worker(),
         }))
     }
