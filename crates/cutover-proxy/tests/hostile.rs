@@ -13,30 +13,13 @@ use cutover_proxy::{Proxy, StartError};
 use cutover_test_kit::tls;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use support::raw::read_until_closed;
 use support::{client, config, full, get, route, start, tls_certificate, upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn ms(millis: u64) -> cutover_core::Duration {
     cutover_core::Duration::from_millis(millis)
-}
-
-/// Reads until the peer closes or `within` passes; returns what came and whether the
-/// connection was closed (EOF or reset) by then.
-async fn read_until_closed<S>(stream: &mut S, within: Duration) -> (String, bool)
-where
-    S: tokio::io::AsyncRead + Unpin,
-{
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&seen).into(), true),
-            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
-            Err(_) => return (String::from_utf8_lossy(&seen).into(), false),
-        }
-    }
 }
 
 /// How long the proxy keeps `stream` open from now (it must close it within 6 s).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use support::raw::Raw;
+use support::raw::{Raw, read_until_closed};
 use support::{config, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,6 +28,8 @@ enum Reply {
     /// Writes the first bytes, then, 50 ms later and unasked, the second (a `408` before
     /// an idle close, say), and reads the next request.
     AnswerThenStray(&'static [u8], &'static [u8]),
+    /// Writes these bytes one at a time, 50 ms apart, then closes.
+    Trickle(&'static [u8]),
 }
 
 /// A raw upstream: `script(connection, request)` (both counted from 0) says what to do
@@ -89,6 +91,15 @@ async fn serve(
                 if stream.write_all(stray).await.is_err() {
                     return;
                 }
+            }
+            Reply::Trickle(bytes) => {
+                for byte in bytes.chunks(1) {
+                    if stream.write_all(byte).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                return;
             }
         }
     }
@@ -285,16 +296,7 @@ async fn a_body_cut_short_by_the_upstream_never_reaches_the_client_as_complete()
     let (_proxy, addr) = proxy_to(upstream).await;
     let mut client = Raw::connect(addr).await;
     client.send(GET).await;
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 1024];
-    let closed = loop {
-        match tokio::time::timeout(Duration::from_secs(5), client.stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
-            Err(_) => break false,
-        }
-    };
-    let text = String::from_utf8_lossy(&got);
+    let (text, closed) = read_until_closed(&mut client.stream, Duration::from_secs(5)).await;
     assert!(closed, "the client's connection closes: {text}");
     // What reached the client (hyper may not flush the head of an answer whose body
     // failed) never looks complete: a head promising ten bytes gets fewer.
@@ -340,5 +342,32 @@ async fn connect_is_refused_not_tunnelled() {
         connections.load(Ordering::SeqCst),
         0,
         "nothing reached the upstream"
+    );
+}
+
+/// An upstream that trickles its answer's head a byte at a time never gets more than the
+/// request timeout: every byte is progress, so only the request's own deadline can end
+/// the wait. The client gets 504 in about that time, and the failure is the upstream's.
+#[tokio::test]
+async fn an_upstream_trickling_its_head_is_cut_off_at_the_request_timeout() {
+    let (upstream, _) = scripted(|_, _| {
+        Reply::Trickle(
+            b"HTTP/1.1 200 OK\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\nContent-Length: 2\r\n\r\nok",
+        )
+    })
+    .await;
+    let route = cutover_test_kit::proxy::route("shop", upstream, None, 0);
+    let mut settings = config(vec![route]);
+    settings.timeouts.request = cutover_core::Duration::from_millis(600);
+    let proxy = start(settings).await;
+    let mut client = Raw::connect(proxy.listen_addrs()[0]).await;
+    let started = std::time::Instant::now();
+    client.send(GET).await;
+    let answer = client.answer(false).await;
+    let waited = started.elapsed();
+    assert_eq!(answer.status(), 504, "{}", answer.head);
+    assert!(
+        waited >= Duration::from_millis(550) && waited < Duration::from_secs(3),
+        "answered after {waited:?}, with the head taking about 4 s to arrive"
     );
 }

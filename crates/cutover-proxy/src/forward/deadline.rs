@@ -10,8 +10,8 @@
 //! one atomic load; it polls the timer again only if the task's waker changes.
 
 use std::future::Future;
-use std::pin::pin;
-use std::task::{Poll, Waker};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// The deadline passed before the future completed.
@@ -21,34 +21,57 @@ pub(super) struct Elapsed;
 /// Runs `future` for at most `limit`: its output, or [`Elapsed`] once `limit` has passed
 /// without it. As with `tokio::time::timeout`, a future that is ready when the deadline
 /// fires still wins.
-pub(super) async fn within<F: Future>(limit: Duration, future: F) -> Result<F::Output, Elapsed> {
-    let mut future = pin!(future);
-    let mut sleep = pin!(tokio::time::sleep(limit));
-    // The waker the timer wakes, once it is registered.
-    let mut registered: Option<Waker> = None;
-    std::future::poll_fn(move |cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+///
+/// A hand-written future rather than an `async fn`: an `async fn` keeps its argument and
+/// the pinned local it moves into, so the wrapped future (the whole upstream exchange)
+/// would take its room twice and be copied once more on every request.
+pub(super) fn within<F: Future>(limit: Duration, future: F) -> Within<F> {
+    Within {
+        future,
+        sleep: tokio::time::sleep(limit),
+        registered: None,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`].
+    pub(super) struct Within<F> {
+        #[pin]
+        future: F,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        // The waker the timer wakes, once it is registered.
+        registered: Option<Waker>,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if let Some(waker) = &registered
+        if let Some(waker) = this.registered.as_ref()
             && waker.will_wake(cx.waker())
         {
             // The timer wakes this task when it fires; until then nothing to do.
-            return if sleep.is_elapsed() {
+            return if this.sleep.is_elapsed() {
                 Poll::Ready(Err(Elapsed))
             } else {
                 Poll::Pending
             };
         }
-        registered = Some(cx.waker().clone());
+        *this.registered = Some(cx.waker().clone());
         // Outside the task's budget: a task out of budget would get `Pending` from the
         // timer without the timer being registered, and the deadline would never fire.
+        let mut sleep = this.sleep;
         let poll_sleep = pin!(tokio::task::unconstrained(std::future::poll_fn(|cx| {
             sleep.as_mut().poll(cx)
         })));
         poll_sleep.poll(cx).map(|()| Err(Elapsed))
-    })
-    .await
+    }
 }
 
 #[cfg(test)]

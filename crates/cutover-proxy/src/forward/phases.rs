@@ -20,7 +20,7 @@ use super::headers::{
 use super::record::{Counted, Recording};
 use super::send::{mirror_to_candidate, send};
 use super::tunnel::tunnel;
-use super::{BoxError, ProxyBody, closing, empty, text};
+use super::{ProxyBody, closing, empty, text};
 use crate::Shared;
 use crate::listen::ConnInfo;
 use crate::metrics::UpstreamError;
@@ -135,10 +135,7 @@ pub(super) fn reject_early(
         return Ok(());
     };
     if let Some(max) = max_body {
-        let declared = first
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let declared = crate::upstream::parse_length(first.as_bytes());
         if declared.is_some_and(|n| n > max) {
             return Err(Refusal::DeclaredTooLarge(max));
         }
@@ -250,7 +247,8 @@ pub(super) fn build_upstream_request(
             watch.clone(),
         )
         .boxed(),
-        None => body.map_err(BoxError::from).boxed(),
+        // Nothing to read: an empty body costs no allocation, the client's is dropped.
+        None => empty(),
     };
     let mirrored = ctx.pick == Pick::Stable
         && !has_body

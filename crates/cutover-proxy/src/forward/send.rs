@@ -59,17 +59,9 @@ pub(super) async fn send(
     let _in_flight = endpoint.begin();
     let timeout: std::time::Duration = shared.config.timeouts.request.into();
     let outcome = if upgrade {
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let Ok(uri) = format!("{}{path}", endpoint.base).parse::<Uri>() else {
-            return Err(Failed::Upstream(UpstreamError::Connect));
-        };
-        let request = upstream_request(parts, uri, body);
-        match tokio::time::timeout(timeout, shared.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response.map(|b| b.map_err(BoxError::from).boxed())),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
-            Ok(Err(_)) => Err(UpstreamError::Reset),
-            Err(_) => Err(UpstreamError::Timeout),
-        }
+        // Boxed, and only here: hyper-util's client future is large, and every request
+        // would otherwise carry (and copy) room for it.
+        Box::pin(send_upgrade(shared, endpoint, parts, body, timeout)).await
     } else {
         let Some(uri) = origin_form(&parts.uri) else {
             return Err(Failed::Upstream(UpstreamError::Connect));
@@ -118,6 +110,28 @@ pub(super) async fn send(
         }
     }
     outcome.map_err(Failed::Upstream)
+}
+
+/// Sends an upgrade request (WebSocket and others) through hyper-util's client, which
+/// hands over the upgraded connection on `101`.
+async fn send_upgrade(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    parts: &http::request::Parts,
+    body: ProxyBody,
+    timeout: std::time::Duration,
+) -> Result<Response<ProxyBody>, UpstreamError> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("{}{path}", endpoint.base).parse::<Uri>() else {
+        return Err(UpstreamError::Connect);
+    };
+    let request = upstream_request(parts, uri, body);
+    match tokio::time::timeout(timeout, shared.client.request(request)).await {
+        Ok(Ok(response)) => Ok(response.map(|b| b.map_err(BoxError::from).boxed())),
+        Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
+        Ok(Err(_)) => Err(UpstreamError::Reset),
+        Err(_) => Err(UpstreamError::Timeout),
+    }
 }
 
 /// Copies a request to the candidate in the background; its answer is read and thrown

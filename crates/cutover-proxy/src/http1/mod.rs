@@ -32,8 +32,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::forward::ProxyBody;
-use crate::listen::{self, Activity, ConnTimeouts, Stop, Watched};
+use crate::listen::{self, Activity, ConnTimeouts, Stop, Tracked, Watched};
 pub(crate) use park::{ParkIo, ParkStream};
 
 /// How long an HTTP/1 connection idles before hyper's buffers are given back. Short
@@ -121,7 +120,7 @@ pub(crate) struct ConnContext {
 pub(crate) trait ConnService:
     hyper::service::Service<
         http::Request<Incoming>,
-        Response = http::Response<ProxyBody>,
+        Response = http::Response<Tracked>,
         Error = Infallible,
         Future: Send + 'static,
     > + Send
@@ -133,7 +132,7 @@ pub(crate) trait ConnService:
 impl<S> ConnService for S where
     S: hyper::service::Service<
             http::Request<Incoming>,
-            Response = http::Response<ProxyBody>,
+            Response = http::Response<Tracked>,
             Error = Infallible,
             Future: Send + 'static,
         > + Send

@@ -14,6 +14,7 @@
 //! instructions per request.
 
 mod codec;
+pub(crate) use codec::parse_length;
 mod exchange;
 
 use std::sync::Mutex;
@@ -137,6 +138,8 @@ impl Upstream {
         )
     }
 
+    /// A new connection to `authority`. Its callers box the future: a pooled connection
+    /// is the common case, and a request's future should not carry room for a connect.
     async fn connect(
         authority: &str,
         connect_timeout: Duration,
@@ -190,7 +193,7 @@ pub(crate) async fn send(
     let reused = pooled.is_some();
     let upstream = match pooled {
         Some(upstream) => upstream,
-        None => match Upstream::connect(target.authority, target.connect_timeout).await {
+        None => match Box::pin(Upstream::connect(target.authority, target.connect_timeout)).await {
             Ok(upstream) => upstream,
             Err(kind) => {
                 return Err(SendFailure {
@@ -207,8 +210,10 @@ pub(crate) async fn send(
         }) if reused => {
             // Handed back, the request is whole and safe to send again: nothing of it
             // reached the upstream, or it is idempotent and its body was never read.
-            match Upstream::connect(target.authority, target.connect_timeout).await {
-                Ok(fresh) => exchange::exchange(target.pool.clone(), fresh, request).await,
+            match Box::pin(Upstream::connect(target.authority, target.connect_timeout)).await {
+                Ok(fresh) => {
+                    Box::pin(exchange::exchange(target.pool.clone(), fresh, request)).await
+                }
                 Err(kind) => Err(SendFailure {
                     kind,
                     unsent: Some(request),

@@ -139,3 +139,21 @@ impl Raw {
         )
     }
 }
+
+/// Reads until the peer closes or `within` passes; returns what came and whether the
+/// connection was closed (EOF or reset) by then.
+pub async fn read_until_closed<S>(stream: &mut S, within: Duration) -> (String, bool)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&seen).into(), true),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&seen).into(), false),
+        }
+    }
+}
