@@ -826,6 +826,67 @@ async fn a_tls_http1_connection_keeps_serving_across_idle_pauses() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A parked TLS connection the proxy closes (it idled past `keepAliveIdle`, or the proxy
+/// is shutting down) ends with the TLS `close_notify` alert, so the client can tell a
+/// clean close from a connection cut mid-session (a truncation).
+#[tokio::test]
+async fn a_parked_tls_connection_is_closed_with_close_notify() {
+    let v1 = upstream("v1").await;
+    let (tls_config, roots, dir) = tls_certificate("tls-close");
+    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
+    cfg.listeners[0].tls = Some(tls_config);
+    cfg.timeouts.keep_alive_idle = cutover_core::Duration::from_millis(400);
+    let proxy = start(cfg).await;
+    let addr = proxy.listen_addrs()[0];
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+
+    let mut idle = tls::connect(addr, &roots, b"http/1.1").await;
+    idle.write_all(REQUEST).await.expect("write");
+    let (seen, ended) = read_to_close(&mut idle).await;
+    assert_eq!(
+        count(&seen, b"HTTP/1.1 200"),
+        1,
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    ended.expect("closed for idling with close_notify");
+
+    let mut parked = tls::connect(addr, &roots, b"http/1.1").await;
+    parked.write_all(REQUEST).await.expect("write");
+    let mut buf = [0u8; 4096];
+    let read = parked.read(&mut buf).await.expect("answer");
+    assert!(
+        count(&buf[..read], b"HTTP/1.1 200") == 1,
+        "one read holds the small answer"
+    );
+    // Long enough to park, well short of the idle timeout.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let stopping = tokio::spawn(proxy.shutdown());
+    let (_, ended) = read_to_close(&mut parked).await;
+    ended.expect("closed at shutdown with close_notify");
+    stopping.await.expect("shut down");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads `stream` until it ends, within 5 s: what came, and how it ended (`Ok` for a
+/// clean end; over TLS, an end without `close_notify` is an `UnexpectedEof` error).
+async fn read_to_close<S>(stream: &mut S) -> (Vec<u8>, std::io::Result<()>)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => panic!("still open after 5 s: {}", String::from_utf8_lossy(&seen)),
+            Ok(Ok(0)) => return (seen, Ok(())),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => return (seen, Err(e)),
+        }
+    }
+}
+
 /// How many times `needle` occurs in `haystack`.
 fn count(haystack: &[u8], needle: &[u8]) -> usize {
     haystack

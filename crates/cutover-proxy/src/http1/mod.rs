@@ -307,6 +307,7 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         };
         let stop = context.stop.notified();
         if context.stop.is_fired() || *context.shutdown.borrow() {
+            Box::pin(close(&mut parked.io)).await;
             return;
         }
         let woke = ParkedWait {
@@ -315,12 +316,27 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
             stop,
         };
         if !woke.await {
+            // Boxed, as the other steps that need room only briefly.
+            Box::pin(close(&mut parked.io)).await;
             return;
         }
         // Bytes arrived (over TLS perhaps no request bytes yet, only a record): the next
         // head's `header_read` counts from now.
         context.activity.bytes_arrived();
     }
+}
+
+/// How long closing a parked connection may take: a client that reads nothing cannot
+/// hold its task longer.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Closes a parked connection the proxy ends (it idled past its deadline, or the proxy is
+/// shutting down): over TLS with the `close_notify` alert first, so that the client can
+/// tell a clean close from a connection cut mid-session; over TCP with a FIN, as dropping
+/// it would. A stream that failed already fails here at once.
+async fn close<T: ParkStream>(io: &mut ParkIo<T>) {
+    use tokio::io::AsyncWriteExt as _;
+    let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
 }
 
 pin_project_lite::pin_project! {
