@@ -694,10 +694,7 @@ async fn a_candidate_that_is_down_shows_as_failing() {
 #[tokio::test]
 async fn tls_listeners_speak_http2_and_http1_by_alpn() {
     let v1 = upstream("v1").await;
-    let (tls_config, roots, dir) = tls_certificate("tls");
-    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
-    cfg.listeners[0].tls = Some(tls_config);
-    let proxy = start(cfg).await;
+    let (proxy, roots, dir) = tls_proxy(&v1, "tls", |_| {}).await;
     let addr = proxy.listen_addrs()[0];
 
     let tls = tls::connect(addr, &roots, b"h2").await;
@@ -724,10 +721,7 @@ async fn tls_listeners_speak_http2_and_http1_by_alpn() {
 #[tokio::test]
 async fn a_tls_client_without_alpn_is_served_by_its_preface() {
     let v1 = upstream("v1").await;
-    let (tls_config, roots, dir) = tls_certificate("tls-noalpn");
-    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
-    cfg.listeners[0].tls = Some(tls_config);
-    let proxy = start(cfg).await;
+    let (proxy, roots, dir) = tls_proxy(&v1, "tls-noalpn", |_| {}).await;
     let addr = proxy.listen_addrs()[0];
 
     let tls = tls::connect(addr, &roots, b"").await;
@@ -741,6 +735,25 @@ async fn a_tls_client_without_alpn_is_served_by_its_preface() {
     assert_eq!(version, http::Version::HTTP_11, "HTTP/1.1 without ALPN");
     assert_eq!(body, "v1");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A proxy whose one listener speaks TLS, routing `shop` to `v1`, with `tweak` applied to
+/// its configuration; the roots a client trusts it by, and the directory of its
+/// certificate files (named after `tag`), which the caller removes.
+async fn tls_proxy(
+    v1: &support::Upstream,
+    tag: &str,
+    tweak: impl FnOnce(&mut cutover_proxy::config::ProxyConfig),
+) -> (
+    cutover_proxy::Proxy,
+    tokio_rustls::rustls::RootCertStore,
+    std::path::PathBuf,
+) {
+    let (tls_config, roots, dir) = tls_certificate(tag);
+    let mut cfg = config(vec![route("shop", v1, None, 0)]);
+    cfg.listeners[0].tls = Some(tls_config);
+    tweak(&mut cfg);
+    (start(cfg).await, roots, dir)
 }
 
 /// One HTTP/2 GET of `/` over `tls`: the response's version and body.
@@ -787,10 +800,7 @@ where
 #[tokio::test]
 async fn a_tls_http1_connection_keeps_serving_across_idle_pauses() {
     let v1 = upstream("v1").await;
-    let (tls_config, roots, dir) = tls_certificate("tls-park");
-    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
-    cfg.listeners[0].tls = Some(tls_config);
-    let proxy = start(cfg).await;
+    let (proxy, roots, dir) = tls_proxy(&v1, "tls-park", |_| {}).await;
     let mut tls = tls::connect(proxy.listen_addrs()[0], &roots, b"http/1.1").await;
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
     let mut answered = 0;
@@ -832,11 +842,10 @@ async fn a_tls_http1_connection_keeps_serving_across_idle_pauses() {
 #[tokio::test]
 async fn a_parked_tls_connection_is_closed_with_close_notify() {
     let v1 = upstream("v1").await;
-    let (tls_config, roots, dir) = tls_certificate("tls-close");
-    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
-    cfg.listeners[0].tls = Some(tls_config);
-    cfg.timeouts.keep_alive_idle = cutover_core::Duration::from_millis(400);
-    let proxy = start(cfg).await;
+    let (proxy, roots, dir) = tls_proxy(&v1, "tls-close", |c| {
+        c.timeouts.keep_alive_idle = cutover_core::Duration::from_millis(400)
+    })
+    .await;
     let addr = proxy.listen_addrs()[0];
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
 
