@@ -23,7 +23,8 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-/// An upstream answering every request head with a fixed 200 and a two-byte body.
+/// An upstream answering every request head with a fixed 200, the head nginx gives it and
+/// a three-byte body.
 async fn upstream() -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -35,7 +36,8 @@ async fn upstream() -> std::io::Result<SocketAddr> {
                 loop {
                     while let Some(end) = head_end(&buf) {
                         buf.drain(..end);
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        // As nginx answers `bench/proxy.sh`'s requests.
+                        let answer = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 07 Dec 2026 04:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nv1\n";
                         if stream.write_all(answer).await.is_err() {
                             return;
                         }

@@ -37,9 +37,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     // Present names that only the `Connection` header makes hop-by-hop (rare); looked
-    // for only when there is a `Connection` header (`HOP_BY_HOP[0]`).
+    // for only when there is a `Connection` header (`HOP_BY_HOP[0]`) that lists a name
+    // beyond [`HOP_BY_HOP`]: its usual values (`keep-alive`, `upgrade`) list none, and
+    // matching each field against its tokens cost about 1,500 instructions per message.
     let mut listed: Vec<HeaderName> = Vec::new();
-    if fixed & 1 != 0 {
+    if fixed & 1 != 0 && lists_other_names(headers) {
         let connection = headers.get_all(header::CONNECTION);
         let tokens = || {
             connection
@@ -66,6 +68,29 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &listed {
         headers.remove(name);
     }
+}
+
+/// Whether a `Connection` header lists a token that is not a name of [`HOP_BY_HOP`]
+/// (which go anyway): only then can it name another field to remove. Values that are not
+/// text name nothing, as in [`strip_hop_by_hop`].
+fn lists_other_names(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        // The usual values whole, before any tokenizing.
+        .filter(|v| {
+            let v = v.as_bytes();
+            !(v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"upgrade"))
+        })
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|token| {
+            !token.is_empty()
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|name| token.eq_ignore_ascii_case(name.as_str()))
+        })
 }
 
 /// The `Upgrade` value if this is an HTTP/1.1 upgrade request (WebSocket and others).
@@ -462,6 +487,31 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_tokens_name_fields_in_every_connection_header() {
+        // The usual value lists only hop-by-hop names: the other fields stay.
+        let mut h = headers(&[
+            ("connection", "Keep-Alive"),
+            ("keep-alive", "timeout=5"),
+            ("server", "nginx"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h.contains_key("server") && h.contains_key("content-length"));
+        // A name listed by a second `Connection` header, and `close` naming a field.
+        let mut h = headers(&[
+            ("connection", "keep-alive"),
+            ("connection", "close, X-Secret"),
+            ("x-secret", "1"),
+            ("close", "odd"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
     }
 

@@ -207,14 +207,6 @@ pub(super) struct ResponseHead {
     pub(super) reusable: bool,
 }
 
-/// The fields a response's header map has room for, whatever the upstream sent. hyper's
-/// HTTP/1 server keeps the map of the response it has just written, emptied, for the
-/// connection's next request: with room for a usual request and the four forwarding
-/// fields the proxy adds, neither hyper's parse nor `add_forwarding_for` grows (and
-/// rehashes) it, which cost more than 1,100 instructions per request (callgrind). It is
-/// freed when the connection parks.
-const HEADER_MAP_ROOM: usize = 24;
-
 /// Parses the response head at the start of `buf`, skipping interim (1xx) answers, and
 /// takes it out of `buf`; `Ok(None)` when more bytes are needed. Header values are slices
 /// of the bytes read, not copies.
@@ -274,7 +266,7 @@ pub(super) fn parse_response(
             );
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count.max(HEADER_MAP_ROOM));
+        let mut headers = HeaderMap::with_capacity(count);
         let mut framing_fields = FramingFields::default();
         for &(ns, ne, vs, ve) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
