@@ -39,13 +39,13 @@ impl Upstream {
         if self.read.capacity() - self.read.len() < READ_MIN {
             self.read.reserve(READ_CHUNK);
         }
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(&mut self.read) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
-            }
-        }
+        // Through `AsyncRead`, not `try_read_buf`: tokio takes a read that leaves room in
+        // the buffer as the socket drained and clears its readiness, so the next
+        // `is_usable` of the idle connection costs no system call. After `try_read_buf`
+        // the stale readiness made that check call `recvfrom` for nothing (`EAGAIN`),
+        // once per request. A close that came with the answer stays visible: tokio keeps
+        // the read-closed state.
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read)
     }
 }
 
