@@ -2,8 +2,7 @@
 //! `x-demo-version` header).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +31,19 @@ impl Counts {
     /// Answers given by `version`, failed or not.
     pub fn answered(&self, version: &str) -> u64 {
         self.by_version.get(version).map_or(0, |(n, _)| *n)
+    }
+
+    /// Counts one request: the version that answered it and whether the answer was a
+    /// failure (not 2xx), or `None` if no version answered.
+    fn record(&mut self, answer: Option<(String, bool)>) {
+        match answer {
+            Some((version, failed)) => {
+                let entry = self.by_version.entry(version).or_default();
+                entry.0 += 1;
+                entry.1 += u64::from(failed);
+            }
+            None => self.unanswered += 1,
+        }
     }
 }
 
@@ -109,53 +121,23 @@ async fn generate(proxy: SocketAddr, rate: u32, stop: Arc<AtomicBool>, counts: A
                 }
                 Err(_) => None,
             };
-            let mut counts = counts.lock().expect("counts");
-            match outcome {
-                Some((version, failed)) => {
-                    let entry = counts.by_version.entry(version).or_default();
-                    entry.0 += 1;
-                    entry.1 += u64::from(failed);
-                }
-                None => counts.unanswered += 1,
-            }
+            counts.lock().expect("counts").record(outcome);
         });
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
 }
 
-/// Sends `n` requests one after another and counts answers by version.
+/// Sends `n` requests one after another, each on a connection of its own, and counts
+/// answers by version.
 pub fn sample(proxy: SocketAddr, n: usize) -> Counts {
     let mut counts = Counts::default();
     for _ in 0..n {
-        let Ok(mut stream) = TcpStream::connect(proxy) else {
-            counts.unanswered += 1;
-            continue;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = write!(
-            stream,
-            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        );
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        let version = text.lines().find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("x-demo-version: ")
-                .map(str::to_string)
+        let answer = crate::net::get(proxy, "/", None).and_then(|answer| {
+            let version = answer.header("x-demo-version")?.to_string();
+            Some((version, !(200..300).contains(&answer.status)))
         });
-        match version {
-            Some(version) => {
-                let failed = !text.starts_with("HTTP/1.1 2");
-                let entry = counts
-                    .by_version
-                    .entry(version.trim().to_string())
-                    .or_default();
-                entry.0 += 1;
-                entry.1 += u64::from(failed);
-            }
-            None => counts.unanswered += 1,
-        }
+        counts.record(answer);
     }
     counts
 }

@@ -153,7 +153,8 @@ mod future_size {
         std::mem::size_of::<F>()
     }
 
-    /// Every idle keep-alive connection reserves room for this future: keep it small.
+    /// hyper keeps room for this future in every HTTP/1 connection it serves (until the
+    /// connection parks) and in the task of every HTTP/2 stream: keep it small.
     #[test]
     fn the_request_handler_future_stays_small() {
         let size = size_of_future(super::handle);

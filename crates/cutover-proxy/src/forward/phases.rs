@@ -273,9 +273,9 @@ pub(super) async fn send_with_retry(
     body: ProxyBody,
     recording: &mut Recording,
 ) -> Result<Response<ProxyBody>, Failed> {
-    // Boxed: hyper keeps room for this handler's future for as long as the client
-    // connection lives, so the large upstream state is allocated per request instead of
-    // sitting in every idle keep-alive connection.
+    // Boxed: hyper keeps room for this handler's future for as long as it serves the
+    // client connection (until it parks) and in each HTTP/2 stream's task, so the large
+    // upstream state is allocated per request instead of sitting in every such slot.
     let result = Box::pin(send(
         shared,
         &ctx.endpoint,
