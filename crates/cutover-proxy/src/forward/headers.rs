@@ -513,6 +513,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+        // Empty tokens and a value that is not text name nothing; the field after them
+        // is still found.
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static(" , ,"));
+        h.append(
+            "connection",
+            HeaderValue::from_bytes(b"\xff").expect("opaque"),
+        );
+        h.append("connection", HeaderValue::from_static(",x-secret,"));
+        h.append("x-secret", HeaderValue::from_static("1"));
+        h.append("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
     }
 
     #[test]
