@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use cutover_core::Backoff;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -346,7 +345,7 @@ impl IoObserver for ArrivingBytes {
 /// and one dynamic call per frame less than a [`ProxyBody`] around it).
 pub(crate) struct Tracked {
     inner: ProxyBody,
-    _active: ActiveRequest,
+    _active: Option<ActiveRequest>,
 }
 
 impl hyper::body::Body for Tracked {
@@ -370,33 +369,83 @@ impl hyper::body::Body for Tracked {
 }
 
 /// A service that calls `handler` and marks each request under way on `activity` until
-/// its response is sent in full.
-pub(crate) fn tracked<F, Fut>(
+/// its response is sent in full. `B` is the request body type the handler takes: the
+/// client listeners' handler takes [`forward::Inbound`], so that requests the proxy's own
+/// HTTP/1.1 reader took whole reach it too ([`TrackedService::call_read`]).
+pub(crate) fn tracked<F, B>(activity: Arc<Activity>, handler: F) -> TrackedService<F, B> {
+    TrackedService {
+        activity,
+        handler,
+        body: std::marker::PhantomData,
+    }
+}
+
+/// The service [`tracked`] makes.
+pub(crate) struct TrackedService<F, B> {
     activity: Arc<Activity>,
     handler: F,
-) -> impl hyper::service::Service<
-    http::Request<Incoming>,
-    Response = http::Response<Tracked>,
-    Error = Infallible,
-    Future: Send + 'static,
-> + Send
+    body: std::marker::PhantomData<fn(B)>,
+}
+
+impl<F, B, Fut> TrackedService<F, B>
 where
-    F: Fn(http::Request<Incoming>) -> Fut + Send,
-    Fut: std::future::Future<Output = Result<http::Response<ProxyBody>, Infallible>>
-        + Send
-        + 'static,
+    F: Fn(http::Request<B>) -> Fut,
+    Fut: Future<Output = Result<http::Response<ProxyBody>, Infallible>>,
 {
-    service_fn(move |req| {
-        let active = activity.begin();
-        let handled = handler(req);
-        async move {
-            let response = handled.await?;
-            Ok::<_, Infallible>(response.map(|inner| Tracked {
-                inner,
-                _active: active,
-            }))
+    /// Serves `req`, marked under way from now until its response is sent in full.
+    pub(crate) fn call_read(&self, req: http::Request<B>) -> TrackedFuture<Fut> {
+        let active = self.activity.begin();
+        TrackedFuture {
+            handled: (self.handler)(req),
+            active: Some(active),
         }
-    })
+    }
+}
+
+impl<F, B, Fut> hyper::service::Service<http::Request<Incoming>> for TrackedService<F, B>
+where
+    F: Fn(http::Request<B>) -> Fut,
+    B: From<Incoming>,
+    Fut: Future<Output = Result<http::Response<ProxyBody>, Infallible>>,
+{
+    type Response = http::Response<Tracked>;
+    type Error = Infallible;
+    type Future = TrackedFuture<Fut>;
+
+    fn call(&self, req: http::Request<Incoming>) -> TrackedFuture<Fut> {
+        self.call_read(req.map(B::from))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The handler's answer, its body made [`Tracked`]: the request stays marked under
+    /// way until that body is dropped.
+    pub(crate) struct TrackedFuture<Fut> {
+        #[pin]
+        handled: Fut,
+        active: Option<ActiveRequest>,
+    }
+}
+
+impl<Fut> Future for TrackedFuture<Fut>
+where
+    Fut: Future<Output = Result<http::Response<ProxyBody>, Infallible>>,
+{
+    type Output = Result<http::Response<Tracked>, Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.handled.poll(cx));
+        // Taken once: a future is not polled again after it is ready.
+        let active = this.active.take();
+        std::task::Poll::Ready(Ok(response.map(|inner| Tracked {
+            inner,
+            _active: active,
+        })))
+    }
 }
 
 /// The timeouts every listener applies to its connections.

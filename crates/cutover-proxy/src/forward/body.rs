@@ -124,11 +124,56 @@ impl BodyWatch {
     }
 }
 
+/// The body of a client's request as the request path gets it: hyper's, or none at all
+/// for a request the proxy's own HTTP/1.1 reader took whole (it reads only requests that
+/// declare no body: see `http1::fast`).
+pub(crate) enum Inbound {
+    /// A body hyper reads (HTTP/2, and HTTP/1 requests that declare one).
+    Hyper(Incoming),
+    /// No body.
+    Empty,
+}
+
+impl From<Incoming> for Inbound {
+    fn from(body: Incoming) -> Inbound {
+        Inbound::Hyper(body)
+    }
+}
+
+impl hyper::body::Body for Inbound {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Inbound::Hyper(body) => std::pin::Pin::new(body).poll_frame(cx),
+            Inbound::Empty => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Hyper(body) => body.is_end_stream(),
+            Inbound::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Inbound::Hyper(body) => body.size_hint(),
+            Inbound::Empty => hyper::body::SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// The client's request body on its way upstream: cut off past `maxBodyBytes`, failed
 /// when it pauses longer than `timeouts.clientBodyIdle`, and watched ([`BodyWatch`]) so
 /// that its failures are charged to the client.
 pub(super) struct ClientBody {
-    inner: Incoming,
+    inner: Inbound,
     remaining: Option<u64>,
     idle: std::time::Duration,
     /// Armed when a read finds nothing, from then on: fires when the client pauses too long.
@@ -141,7 +186,7 @@ impl ClientBody {
     /// Watches `inner` into `watch`, cut off past `max_body` bytes and failed when it
     /// pauses longer than `idle`.
     pub(super) fn new(
-        inner: Incoming,
+        inner: Inbound,
         max_body: Option<u64>,
         idle: std::time::Duration,
         watch: Arc<BodyWatch>,

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
-use hyper::body::Incoming;
 
 /// Hop-by-hop headers, as Go's `httputil.ReverseProxy` and RFC 9110 §7.6.1 list them. A
 /// `static`, not a `const`: a `const` array is built again (and dropped) at every use.
@@ -95,7 +94,7 @@ fn lists_other_names(headers: &HeaderMap) -> bool {
 
 /// The `Upgrade` value if this is an HTTP/1.1 upgrade request (WebSocket and others).
 /// One pass over the fields, no name hashed: nearly every request is no upgrade.
-pub(super) fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
+pub(super) fn upgrade_of<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
@@ -194,7 +193,7 @@ pub(crate) fn smuggling_in(framing: &Framing<'_>, headers: &HeaderMap) -> Option
 
 /// The request's host without port: the URI's authority (HTTP/2) or the `Host` header.
 /// Borrowed as it came, in whatever case: route lookups compare hosts case-insensitively.
-pub(super) fn host_of(req: &Request<Incoming>) -> Option<&str> {
+pub(super) fn host_of<B>(req: &Request<B>) -> Option<&str> {
     if let Some(host) = req.uri().host() {
         return Some(host.trim_start_matches('[').trim_end_matches(']'));
     }

@@ -35,11 +35,11 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+pub(crate) use body::Inbound;
 pub(crate) use headers::{Cidr, PeerForwarding, smuggling, strip_hop_by_hop};
 
 use crate::Shared;
@@ -105,7 +105,7 @@ pub(super) fn empty() -> ProxyBody {
 /// order. A phase that answers by itself (a refusal, no route, no endpoint) ends it.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    mut req: Request<Incoming>,
+    mut req: Request<Inbound>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if let Err(refusal) = phases::reject_early(shared.config.limits.max_body_bytes, &mut req) {

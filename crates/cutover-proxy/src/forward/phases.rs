@@ -11,9 +11,9 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 
-use super::body::{BodyWatch, ClientBody, ClientFault, Failed, NO_BODY};
+use super::body::{BodyWatch, ClientBody, ClientFault, Failed, Inbound, NO_BODY};
 use super::headers::{
     Framing, add_forwarding_for, host_of, smuggling_in, strip_hop_by_hop, upgrade_of,
 };
@@ -120,7 +120,7 @@ impl Refusal {
 /// upstreams refuse them: one is kept.
 pub(super) fn reject_early(
     max_body: Option<u64>,
-    req: &mut Request<Incoming>,
+    req: &mut Request<Inbound>,
 ) -> Result<(), Refusal> {
     // One pass over the fields serves the smuggling shapes, the limit and the duplicate
     // check.
@@ -153,7 +153,7 @@ pub(super) fn reject_early(
 /// guardrails) see it failing; with no stable endpoint either: 503.
 pub(super) fn choose_upstream(
     shared: &Shared,
-    req: &Request<Incoming>,
+    req: &Request<Inbound>,
     peer: SocketAddr,
 ) -> Result<RequestContext, Refusal> {
     let host = host_of(req);
@@ -204,7 +204,7 @@ pub(super) fn build_upstream_request(
     shared: &Shared,
     conn: &ConnInfo,
     ctx: &mut RequestContext,
-    mut req: Request<Incoming>,
+    mut req: Request<Inbound>,
 ) -> (Parts, ProxyBody) {
     let upgrade = upgrade_of(&req);
     ctx.client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));

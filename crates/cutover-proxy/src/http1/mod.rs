@@ -16,9 +16,12 @@
 //! [`listen::drive`], HTTP/1.1 parked like plain ones (rustls' session stays: it is the
 //! TLS state). The admin listener stays on [`listen::drive`].
 
+mod encode;
+mod fast;
 mod park;
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -32,7 +35,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::listen::{self, Activity, ConnTimeouts, Stop, Tracked, Watched};
+use crate::forward::{Inbound, ProxyBody};
+use crate::listen::{self, Activity, ConnTimeouts, Stop, Tracked, TrackedService, Watched};
 pub(crate) use park::{ParkIo, ParkStream};
 
 /// How long an HTTP/1 connection idles before hyper's buffers are given back. Short
@@ -116,7 +120,8 @@ pub(crate) struct ConnContext {
 }
 
 /// The service every client connection runs: the request path, marking each request
-/// under way on the connection's [`Activity`].
+/// under way on the connection's [`Activity`]. Requests come from hyper, or whole from
+/// the proxy's own reader ([`ConnService::call_read`]).
 pub(crate) trait ConnService:
     hyper::service::Service<
         http::Request<Incoming>,
@@ -127,18 +132,19 @@ pub(crate) trait ConnService:
     + Unpin
     + 'static
 {
+    /// Serves a request [`fast`] read whole, as [`hyper::service::Service::call`] serves
+    /// one hyper read.
+    fn call_read(&self, request: http::Request<Inbound>) -> Self::Future;
 }
 
-impl<S> ConnService for S where
-    S: hyper::service::Service<
-            http::Request<Incoming>,
-            Response = http::Response<Tracked>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Send
-        + Unpin
-        + 'static
+impl<F, Fut> ConnService for TrackedService<F, Inbound>
+where
+    F: Fn(http::Request<Inbound>) -> Fut + Send + Unpin + 'static,
+    Fut: Future<Output = Result<http::Response<ProxyBody>, Infallible>> + Send + 'static,
 {
+    fn call_read(&self, request: http::Request<Inbound>) -> Self::Future {
+        TrackedService::call_read(self, request)
+    }
 }
 
 /// Serves one plain client connection until it ends: HTTP/1.1 with hyper run only while
@@ -256,40 +262,70 @@ where
     }
 }
 
-/// Serves HTTP/1.1 on a connection until it ends: hyper runs while requests are under
-/// way ([`run`]); once it parks, only the stream and the small state are held, waiting
-/// for the next bytes ([`ParkedWait`]). Takes the connection's parts by reference, so
-/// that its caller's task keeps them once and this future adds only the wait.
+/// Serves HTTP/1.1 on a connection until it ends. A request that arrives whole and
+/// declares no body is read and answered here ([`fast`]), holding no buffers between
+/// requests; anything else goes to hyper, which runs until the connection idles again
+/// ([`run`]). In between, only the stream and the small state are held, waiting for the
+/// next bytes ([`ParkedWait`]). Takes the connection's parts by reference, so that its
+/// caller's task keeps them once and this future adds only the wait.
 async fn serve_http1<S: ConnService, T: ParkStream>(
     context: &mut ConnContext,
     idle: &mut Option<Idle<S, T>>,
 ) {
+    // Taken before `Stop::is_fired` is first looked at, so that no `fire` is missed.
+    let stop = context.stop.clone();
+    let mut stopped = std::pin::pin!(stop.notified());
+    // Registered at the first wait and moved on at each: to a later deadline (the next
+    // idle time) that costs an atomic write, not a timer registration.
+    let mut idle_timer = std::pin::pin!(tokio::time::sleep(context.timeouts.keep_alive_idle));
     loop {
-        let Some(Idle { io, service }) = idle.take() else {
+        let Some(parts) = idle.as_mut() else {
             return;
         };
-        let conn = Box::new(
-            context
-                .http1
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades(),
-        );
-        // Boxed, as hyper's connection is: the task's own size is what a parked
-        // connection holds.
-        let served = run(
-            conn,
-            &context.activity,
-            context.timeouts,
-            &mut context.shutdown,
-        );
-        // The parts are bound inside the `match` only, so that they take no room of
-        // their own in this future beside `idle`.
-        let parked = match Box::pin(served).await {
-            Stretch::Parked(mut io, unread, service) => {
-                io.unread(unread);
-                idle.insert(Idle { io, service })
+        let mut to_hyper = false;
+        // `Some(goes_on)` after a request read whole was answered. Its request moves into
+        // a boxed future before anything is awaited, so that this task keeps no room for
+        // it; the block ends that future's borrow of the connection.
+        let answered = {
+            let answering = match read_next(&mut parts.io).await {
+                Some(fast::Read::Request(request)) => {
+                    let stop = &context.stop;
+                    let shutdown = &context.shutdown;
+                    let stopping = move || stop.is_fired() || *shutdown.borrow();
+                    Some(Box::pin(fast::answer(
+                        &mut parts.io,
+                        &parts.service,
+                        request,
+                        stopping,
+                    )))
+                }
+                Some(fast::Read::Hyper) => {
+                    to_hyper = true;
+                    None
+                }
+                Some(fast::Read::Closed) => return,
+                None => None,
+            };
+            match answering {
+                Some(answering) => Some(answering.await),
+                None => None,
             }
-            Stretch::Ended => return,
+        };
+        if answered == Some(false) {
+            if let Some(parts) = idle.as_mut() {
+                Box::pin(close(&mut parts.io)).await;
+            }
+            return;
+        }
+        if to_hyper {
+            // A head hyper serves has started arriving: it gets `header_read` from now.
+            context.activity.bytes_arrived();
+            if !serve_with_hyper(context, idle).await {
+                return;
+            }
+        }
+        let Some(parked) = idle.as_mut() else {
+            return;
         };
         let activity = &context.activity;
         let timeouts = context.timeouts;
@@ -305,15 +341,17 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         else {
             return;
         };
-        let stop = context.stop.notified();
-        if context.stop.is_fired() || *context.shutdown.borrow() {
+        if stop.is_fired() || *context.shutdown.borrow() {
             Box::pin(close(&mut parked.io)).await;
             return;
         }
+        idle_timer
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(deadline));
         let woke = ParkedWait {
             io: &parked.io,
-            deadline: tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)),
-            stop,
+            deadline: idle_timer.as_mut(),
+            stop: stopped.as_mut(),
         };
         if !woke.await {
             // Boxed, as the other steps that need room only briefly.
@@ -323,6 +361,48 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         // Bytes arrived (over TLS perhaps no request bytes yet, only a record): the next
         // head's `header_read` counts from now.
         context.activity.bytes_arrived();
+    }
+}
+
+/// What the connection's next read gives ([`fast::read`]): `None` if there is nothing to
+/// read yet (over TLS, a record not yet whole).
+fn read_next<T: ParkStream>(io: &mut ParkIo<T>) -> impl Future<Output = Option<fast::Read>> {
+    std::future::poll_fn(|cx| match fast::read(io, cx) {
+        Poll::Ready(read) => Poll::Ready(Some(read)),
+        Poll::Pending => Poll::Ready(None),
+    })
+}
+
+/// Serves the connection with hyper until it parks (`true`: its parts are back in
+/// `idle`) or ends (`false`).
+async fn serve_with_hyper<S: ConnService, T: ParkStream>(
+    context: &mut ConnContext,
+    idle: &mut Option<Idle<S, T>>,
+) -> bool {
+    let Some(Idle { io, service }) = idle.take() else {
+        return false;
+    };
+    let conn = Box::new(
+        context
+            .http1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades(),
+    );
+    // Boxed, as hyper's connection is: the task's own size is what a parked connection
+    // holds.
+    let served = run(
+        conn,
+        &context.activity,
+        context.timeouts,
+        &mut context.shutdown,
+    );
+    match Box::pin(served).await {
+        Stretch::Parked(mut io, unread, service) => {
+            io.unread(unread);
+            *idle = Some(Idle { io, service });
+            true
+        }
+        Stretch::Ended => false,
     }
 }
 
@@ -339,29 +419,27 @@ async fn close<T: ParkStream>(io: &mut ParkIo<T>) {
     let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
 }
 
-pin_project_lite::pin_project! {
-    /// A parked connection's wait: until its socket has something to read (`true`), or
-    /// until its idle deadline passes, the proxy shuts down or the socket fails
-    /// (`false`). Hand-written rather than `select!`ed, and readability is polled without
-    /// a future of its own, because every parked connection holds this state.
-    struct ParkedWait<'a, T> {
-        io: &'a ParkIo<T>,
-        #[pin]
-        deadline: tokio::time::Sleep,
-        #[pin]
-        stop: tokio::sync::futures::Notified<'a>,
-    }
+/// A parked connection's wait: until its socket has something to read (`true`), or
+/// until its idle deadline passes, the proxy shuts down or the socket fails (`false`).
+/// Hand-written rather than `select!`ed, and readability is polled without a future of
+/// its own, because every parked connection holds this state. The timer and the shutdown
+/// signal are the connection's own, kept from one wait to the next: a request costs no
+/// timer registration and no lock on the listener's shutdown signal.
+struct ParkedWait<'a, 'b, T> {
+    io: &'a ParkIo<T>,
+    deadline: Pin<&'a mut tokio::time::Sleep>,
+    stop: Pin<&'a mut tokio::sync::futures::Notified<'b>>,
 }
 
-impl<T: ParkStream> Future for ParkedWait<'_, T> {
+impl<T: ParkStream> Future for ParkedWait<'_, '_, T> {
     type Output = bool;
 
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<bool> {
-        let this = self.project();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<bool> {
+        let this = &mut *self;
         if let Poll::Ready(readable) = this.io.poll_readable(cx) {
             return Poll::Ready(readable.is_ok());
         }
-        if this.deadline.poll(cx).is_ready() || this.stop.poll(cx).is_ready() {
+        if this.deadline.as_mut().poll(cx).is_ready() || this.stop.as_mut().poll(cx).is_ready() {
             return Poll::Ready(false);
         }
         Poll::Pending

@@ -15,6 +15,10 @@ use tokio_rustls::server::TlsStream;
 use crate::listen::{Activity, ArrivingBytes};
 use crate::observed::IoObserver;
 
+/// The most one read of [`ParkIo::poll_read_socket`] takes: as much as hyper's smallest
+/// read buffer, so that a head hyper would take whole fits.
+pub(crate) const READ_ROOM: usize = 8192;
+
 /// A client stream a parked connection can wait on: readable when bytes wait to be read,
 /// in the socket or already inside the stream.
 pub(crate) trait ParkStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -67,6 +71,40 @@ impl<T: ParkStream> ParkIo<T> {
     pub(crate) fn unread(&mut self, bytes: Bytes) {
         let rest = std::mem::take(&mut self.unread);
         self.unread = super::join(bytes, rest);
+    }
+
+    /// Puts `bytes` (read just now, while a request is under way) after anything still
+    /// unread.
+    pub(crate) fn append_unread(&mut self, bytes: Bytes) {
+        let front = std::mem::take(&mut self.unread);
+        self.unread = super::join(front, bytes);
+    }
+
+    /// The bytes read earlier and not yet served, taken out.
+    pub(crate) fn take_unread(&mut self) -> Bytes {
+        std::mem::take(&mut self.unread)
+    }
+
+    /// Reads the socket (not the unread bytes) once, up to [`READ_ROOM`] bytes, reporting
+    /// them as [`AsyncRead`] does: empty when the client closed. The bytes are copied out
+    /// of a buffer on the stack, so a connection holds no read buffer of its own.
+    pub(crate) fn poll_read_socket(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<Bytes>> {
+        let mut room = [std::mem::MaybeUninit::<u8>::uninit(); READ_ROOM];
+        let mut buf = ReadBuf::uninit(&mut room);
+        match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled();
+                if !read.is_empty() {
+                    self.observer.read(read);
+                }
+                Poll::Ready(Ok(Bytes::copy_from_slice(read)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Whether bytes read earlier wait to be served.

@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 pub struct Answer {
     pub head: String,
     pub body: Vec<u8>,
+    /// The answer as it came on the wire, head and framed body.
+    pub wire: Vec<u8>,
 }
 
 impl Answer {
@@ -78,10 +80,10 @@ impl Raw {
             assert!(self.fill().await, "closed before a head: {:?}", self.text());
         };
         let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        self.buf.drain(..end);
         let mut answer = Answer {
             head,
             body: Vec::new(),
+            wire: self.buf.drain(..end).collect(),
         };
         let status = answer.status();
         if bodiless || status < 200 || status == 204 || status == 304 {
@@ -93,6 +95,7 @@ impl Raw {
                 assert!(self.fill().await, "closed mid-body");
             }
             answer.body = self.buf.drain(..length).collect();
+            answer.wire.extend_from_slice(&answer.body);
         } else if answer
             .header("transfer-encoding")
             .is_some_and(|t| t.contains("chunked"))
@@ -107,25 +110,28 @@ impl Raw {
                 let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
                 let size = usize::from_str_radix(size_text.split(';').next().unwrap_or(""), 16)
                     .expect("chunk size");
-                self.buf.drain(..line_end + 2);
+                answer.wire.extend(self.buf.drain(..line_end + 2));
                 if size == 0 {
                     // Trailers (none expected) end with an empty line.
                     while !self.buf.starts_with(b"\r\n") {
                         assert!(self.fill().await, "closed in the trailers");
                     }
-                    self.buf.drain(..2);
+                    answer.wire.extend(self.buf.drain(..2));
                     break;
                 }
                 while self.buf.len() < size + 2 {
                     assert!(self.fill().await, "closed mid-chunk");
                 }
-                answer.body.extend(self.buf.drain(..size));
-                self.buf.drain(..2);
+                let data: Vec<u8> = self.buf.drain(..size).collect();
+                answer.wire.extend_from_slice(&data);
+                answer.body.extend(data);
+                answer.wire.extend(self.buf.drain(..2));
             }
         } else {
             // Close-delimited.
             while self.fill().await {}
             answer.body = std::mem::take(&mut self.buf);
+            answer.wire.extend_from_slice(&answer.body);
         }
         answer
     }
