@@ -324,10 +324,10 @@ impl ArrivingBytes {
     pub(crate) fn activity(&self) -> &Activity {
         &self.activity
     }
-}
 
-impl IoObserver for ArrivingBytes {
-    fn read(&mut self, read: &[u8]) {
+    /// Looks for the HTTP/2 preface in the connection's first bytes, if `read` is among
+    /// them.
+    pub(crate) fn first_bytes(&mut self, read: &[u8]) {
         if self.prefix_len < self.prefix.len() {
             let n = read.len().min(self.prefix.len() - self.prefix_len);
             self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&read[..n]);
@@ -336,6 +336,12 @@ impl IoObserver for ArrivingBytes {
                 self.activity.mark_http2();
             }
         }
+    }
+}
+
+impl IoObserver for ArrivingBytes {
+    fn read(&mut self, read: &[u8]) {
+        self.first_bytes(read);
         self.activity.bytes_arrived();
     }
 }

@@ -278,11 +278,14 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
     // Registered at the first wait and moved on at each: to a later deadline (the next
     // idle time) that costs an atomic write, not a timer registration.
     let mut idle_timer = std::pin::pin!(tokio::time::sleep(context.timeouts.keep_alive_idle));
+    // Whether the connection woke from a wait: bytes arrived that may start a next head.
+    let mut woke = false;
     loop {
         let Some(parts) = idle.as_mut() else {
             return;
         };
         let mut to_hyper = false;
+        let mut nothing_yet = false;
         // `Some(goes_on)` after a request read whole was answered. Its request moves into
         // a boxed future before anything is awaited, so that this task keeps no room for
         // it; the block ends that future's borrow of the connection.
@@ -304,7 +307,10 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
                     None
                 }
                 Some(fast::Read::Closed) => return,
-                None => None,
+                None => {
+                    nothing_yet = true;
+                    None
+                }
             };
             match answering {
                 Some(answering) => Some(answering.await),
@@ -317,9 +323,14 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
             }
             return;
         }
-        if to_hyper {
-            // A head hyper serves has started arriving: it gets `header_read` from now.
+        if to_hyper || (nothing_yet && std::mem::take(&mut woke)) {
+            // A head that was not read whole (or bytes that woke the connection but made
+            // no request yet: over TLS, a record not yet whole) has started arriving: it
+            // gets `header_read` from now. A request read whole needs no such time.
             context.activity.bytes_arrived();
+        }
+        woke = false;
+        if to_hyper {
             if !serve_with_hyper(context, idle).await {
                 return;
             }
@@ -330,10 +341,9 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         let activity = &context.activity;
         let timeouts = context.timeouts;
         if parked.io.has_unread() {
-            // A next head had started arriving: serve it at once, and time it from now
-            // (`header_read`), so a head left half-sent is neither parked again nor given
-            // the whole idle time.
-            activity.bytes_arrived();
+            // A next head had started arriving: serve it at once. If it is not whole, it is
+            // timed from now (`header_read`, above), so a head left half-sent is neither
+            // parked again nor given the whole idle time.
             continue;
         }
         // Parked: only the stream and the small state are held while waiting.
@@ -348,19 +358,17 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         idle_timer
             .as_mut()
             .reset(tokio::time::Instant::from_std(deadline));
-        let woke = ParkedWait {
+        let wait = ParkedWait {
             io: &parked.io,
             deadline: idle_timer.as_mut(),
             stop: stopped.as_mut(),
         };
-        if !woke.await {
+        if !wait.await {
             // Boxed, as the other steps that need room only briefly.
             Box::pin(close(&mut parked.io)).await;
             return;
         }
-        // Bytes arrived (over TLS perhaps no request bytes yet, only a record): the next
-        // head's `header_read` counts from now.
-        context.activity.bytes_arrived();
+        woke = true;
     }
 }
 

@@ -85,9 +85,11 @@ impl<T: ParkStream> ParkIo<T> {
         std::mem::take(&mut self.unread)
     }
 
-    /// Reads the socket (not the unread bytes) once, up to [`READ_ROOM`] bytes, reporting
-    /// them as [`AsyncRead`] does: empty when the client closed. The bytes are copied out
-    /// of a buffer on the stack, so a connection holds no read buffer of its own.
+    /// Reads the socket (not the unread bytes) once, up to [`READ_ROOM`] bytes: empty when
+    /// the client closed. The bytes are copied out of a buffer on the stack, so a
+    /// connection holds no read buffer of its own. Unlike [`AsyncRead`], this does not
+    /// mark a head as arriving (which reads the clock): a request read whole needs no
+    /// head timeout, and the caller marks one that is not.
     pub(crate) fn poll_read_socket(
         &mut self,
         cx: &mut Context<'_>,
@@ -97,9 +99,7 @@ impl<T: ParkStream> ParkIo<T> {
         match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
                 let read = buf.filled();
-                if !read.is_empty() {
-                    self.observer.read(read);
-                }
+                self.observer.first_bytes(read);
                 Poll::Ready(Ok(Bytes::copy_from_slice(read)))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
