@@ -323,17 +323,15 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
             }
             return;
         }
-        if to_hyper || (nothing_yet && std::mem::take(&mut woke)) {
+        if to_hyper || (nothing_yet && woke) {
             // A head that was not read whole (or bytes that woke the connection but made
             // no request yet: over TLS, a record not yet whole) has started arriving: it
             // gets `header_read` from now. A request read whole needs no such time.
             context.activity.bytes_arrived();
         }
         woke = false;
-        if to_hyper {
-            if !serve_with_hyper(context, idle).await {
-                return;
-            }
+        if to_hyper && !serve_with_hyper(context, idle).await {
+            return;
         }
         let Some(parked) = idle.as_mut() else {
             return;
