@@ -325,9 +325,20 @@ impl ArrivingBytes {
         &self.activity
     }
 
+    /// Reports to `activity` on a connection whose protocol is settled already (HTTP/1.1,
+    /// by its first bytes or by ALPN): its bytes are not looked at for the HTTP/2 preface
+    /// (a request with the method `PRI` must not make it count as HTTP/2).
+    pub(crate) fn settled(activity: Arc<Activity>) -> ArrivingBytes {
+        ArrivingBytes {
+            activity,
+            prefix: [0; 4],
+            prefix_len: 4,
+        }
+    }
+
     /// Looks for the HTTP/2 preface in the connection's first bytes, if `read` is among
     /// them.
-    pub(crate) fn first_bytes(&mut self, read: &[u8]) {
+    fn first_bytes(&mut self, read: &[u8]) {
         if self.prefix_len < self.prefix.len() {
             let n = read.len().min(self.prefix.len() - self.prefix_len);
             self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&read[..n]);

@@ -187,3 +187,38 @@ async fn a_client_leaving_before_its_answer_cancels_the_request() {
     let window = proxy.window("shop", "v1", 10).expect("routed");
     assert_eq!(window.errors, 0, "{window:?}");
 }
+
+/// An empty line after a request (some clients send a CRLF after each) starts no head: the
+/// connection keeps its whole idle time, not the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_line_after_a_request_starts_no_head() {
+    let v1 = upstream("v1").await;
+    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
+    cfg.timeouts.header_read = cutover_core::Duration::from_millis(300);
+    cfg.timeouts.keep_alive_idle = cutover_core::Duration::from_secs(5);
+    let proxy = start(cfg).await;
+    let mut c = Raw::connect(proxy.listen_addrs()[0]).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n\r\n").await;
+    assert_eq!(c.answer(false).await.body, b"v1");
+    assert!(
+        !c.closed_within(Duration::from_millis(900)).await,
+        "closed at the header timeout"
+    );
+    c.send(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n").await;
+    assert_eq!(c.answer(false).await.body, b"v1");
+}
+
+/// A client that pipelines two requests and shuts its side down gets the first answered:
+/// with a next request waiting, the connection is not watched for the client's close (as
+/// hyper does not watch with bytes buffered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelining_client_that_shuts_its_side_gets_its_first_answer() {
+    use tokio::io::AsyncWriteExt;
+    let (_proxy, addr) = proxy().await;
+    let mut c = Raw::connect(addr).await;
+    c.send(b"GET /slow?ms=200 HTTP/1.1\r\nHost: shop\r\n\r\nGET / HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await;
+    c.stream.shutdown().await.expect("shut down the write side");
+    let first = c.answer(false).await;
+    assert_eq!(first.status(), 200, "{first:?}");
+}

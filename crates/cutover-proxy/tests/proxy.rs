@@ -877,6 +877,63 @@ async fn a_parked_tls_connection_is_closed_with_close_notify() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An answer the upstream cuts off (10 of 100 bytes, then it closes) reaches a TLS client
+/// cut off: the connection ends without `close_notify`, so the client cannot take the
+/// short body for a whole one. Alike for a request the proxy reads itself (bodiless) and
+/// one hyper reads (`Content-Length: 0`); the proxy's own reader also sends what came
+/// before the cut (hyper drops the connection with its buffer unsent).
+#[tokio::test]
+async fn an_answer_cut_off_upstream_ends_the_tls_connection_without_close_notify() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                    .await;
+            });
+        }
+    });
+    let (tls_config, roots, dir) = tls_certificate("tls-cut");
+    let mut cfg = config(vec![cutover_test_kit::proxy::route("shop", up, None, 0)]);
+    cfg.listeners[0].tls = Some(tls_config);
+    let proxy = start(cfg).await;
+    let addr = proxy.listen_addrs()[0];
+    for extra in ["", "content-length: 0\r\n"] {
+        let mut client = tls::connect(addr, &roots, b"http/1.1").await;
+        client
+            .write_all(format!("GET / HTTP/1.1\r\nhost: shop\r\n{extra}\r\n").as_bytes())
+            .await
+            .expect("write");
+        let (seen, ended) = read_to_close(&mut client).await;
+        if extra.is_empty() {
+            assert!(
+                count(&seen, b"HTTP/1.1 200") == 1 && seen.ends_with(b"\r\n\r\n0123456789"),
+                "{}",
+                String::from_utf8_lossy(&seen)
+            );
+        }
+        let error = ended.expect_err("a cut-off answer must not end cleanly");
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::UnexpectedEof,
+            "{extra:?}: {error}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Reads `stream` until it ends, within 5 s: what came, and how it ended (`Ok` for a
 /// clean end; over TLS, an end without `close_notify` is an `UnexpectedEof` error).
 async fn read_to_close<S>(stream: &mut S) -> (Vec<u8>, std::io::Result<()>)

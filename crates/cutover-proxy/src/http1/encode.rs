@@ -55,7 +55,10 @@ pub(super) struct Written {
 /// is unknown; none of either, and no body, for 1xx, 204 and 304, and no body for
 /// `HEAD`; `Date` added unless the response has one. `Transfer-Encoding` from the
 /// response is left out: the proxy strips it from upstream answers and frames bodies
-/// itself.
+/// itself. Where hyper refuses to write a head at all (a `Content-Length` that is not a
+/// number, or two that differ, on a body of unknown length), this writes the first valid
+/// length or chunks: the request path never makes such a response (the upstream codec
+/// refuses those heads, and the proxy's own answers have whole bodies).
 pub(super) fn head(
     parts: &http::response::Parts,
     head_request: bool,

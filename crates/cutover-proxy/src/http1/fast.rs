@@ -54,7 +54,7 @@ pub(super) enum Read {
 
 /// Reads the connection's next request: from the bytes read before and not used if there
 /// are any, or else with one read of the socket. `Pending` when nothing is there to read
-/// yet (over TLS, a record may not be whole).
+/// yet (over TLS, a record may not be whole), or only empty lines were.
 pub(super) fn read<T: ParkStream>(io: &mut ParkIo<T>, cx: &mut Context<'_>) -> Poll<Read> {
     let bytes = if io.has_unread() {
         io.take_unread()
@@ -65,6 +65,11 @@ pub(super) fn read<T: ParkStream>(io: &mut ParkIo<T>, cx: &mut Context<'_>) -> P
             Poll::Ready(_) => return Poll::Ready(Read::Closed),
         }
     };
+    if bytes.iter().all(|&b| b == b'\r' || b == b'\n') {
+        // Only empty lines (a CRLF some clients send after a request): ignored, as RFC
+        // 9112 §2.2 allows before a request line, and no head has started.
+        return Poll::Pending;
+    }
     match request_of(&bytes) {
         Some((request, len)) => {
             if len < bytes.len() {
@@ -134,49 +139,65 @@ fn is_for_hyper(name: &HeaderName, value: &[u8]) -> bool {
     }
 }
 
-/// Serves `request` on the connection and writes its response: `true` if the connection
-/// goes on, `false` if it ends (the response said `close`, the proxy is shutting down,
-/// the body failed or the client went away). `stopping` tells whether the proxy is
-/// shutting down, looked at when the response is ready.
+/// How the connection goes on after [`answer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Answered {
+    /// The response went out whole: the connection waits for the next request.
+    KeepAlive,
+    /// The response went out whole and ends the connection (it said `close`, the proxy is
+    /// shutting down, or its body ran until the close): shut it down cleanly.
+    Close,
+    /// The client went away, the connection failed, or the response's body failed or came
+    /// up short: drop the connection without a clean close (no TLS `close_notify`), so the
+    /// client sees the response cut off, as hyper leaves it.
+    Abort,
+}
+
+/// Serves `request` on the connection and writes its response. `stopping` tells whether
+/// the proxy is shutting down, looked at when the response is ready.
 pub(super) fn answer<S: ConnService, T: ParkStream>(
     io: &mut ParkIo<T>,
     service: &S,
     request: Request<Inbound>,
     stopping: impl Fn() -> bool + Send,
-) -> impl Future<Output = bool> + Send {
+) -> impl Future<Output = Answered> + Send {
     let head_request = request.method() == Method::HEAD;
     // Called here, not in the `async` block: the service is not held across an await.
-    let handled = service.call_read(request);
+    // Boxed by itself: the request path's future is most of the answer's size, and each
+    // `async` step it passed through would keep a copy of it (and copy it once more).
+    let handled = Box::pin(service.call_read(request));
     respond(io, handled, head_request, stopping)
 }
 
 /// [`answer`]'s part after the request is handed over.
 async fn respond<F, T>(
     io: &mut ParkIo<T>,
-    handled: F,
+    mut handled: Pin<Box<F>>,
     head_request: bool,
     stopping: impl Fn() -> bool,
-) -> bool
+) -> Answered
 where
     F: Future<Output = Result<http::Response<Tracked>, std::convert::Infallible>>,
     T: ParkStream,
 {
-    let Some(Ok(response)) = until_client_leaves(handled, io).await else {
-        return false;
+    let Some(Ok(response)) = until_client_leaves(handled.as_mut(), io).await else {
+        return Answered::Abort;
     };
+    drop(handled);
     write_response(io, response, head_request, stopping()).await
 }
 
 /// `handled`'s output, or `None` if the client closes the connection (or it fails) first:
-/// then `handled` is dropped, as hyper drops a request whose client left. Bytes the
+/// then the caller drops `handled`, as hyper drops a request whose client left. Bytes the
 /// client sends meanwhile (a next, pipelined request) are kept for later, and from then on
-/// the connection is not read until the response is out, as hyper does.
+/// the connection is not read until the response is out, as hyper does; nor is it read if
+/// such bytes were there already (hyper looks for a close only with nothing buffered: a
+/// client that pipelines and then shuts its side down still gets its answers).
 async fn until_client_leaves<F: Future, T: ParkStream>(
-    handled: F,
+    mut handled: Pin<&mut F>,
     io: &mut ParkIo<T>,
 ) -> Option<F::Output> {
-    let mut handled = std::pin::pin!(handled);
-    let mut watching = true;
+    let mut watching = !io.has_unread();
     poll_fn(|cx| {
         if let Poll::Ready(output) = handled.as_mut().poll(cx) {
             return Poll::Ready(Some(output));
@@ -197,14 +218,14 @@ async fn until_client_leaves<F: Future, T: ParkStream>(
 }
 
 /// Writes `response` (the head, then its body as it comes, framed as [`encode::head`]
-/// decided): `true` if the connection goes on after it. The body, and with it the mark
-/// of the request under way, is dropped only once everything is written.
+/// decided), and says how the connection goes on. The body, and with it the mark of the
+/// request under way, is dropped only once everything is written.
 async fn write_response<T: ParkStream>(
     io: &mut ParkIo<T>,
     response: http::Response<Tracked>,
     head_request: bool,
     closing: bool,
-) -> bool {
+) -> Answered {
     let (parts, mut body) = response.into_parts();
     let length = if body.is_end_stream() {
         BodyLength::Empty
@@ -229,13 +250,17 @@ async fn write_response<T: ParkStream>(
         let data = match next {
             None => {
                 if !send(io, &mut out).await {
-                    return false;
+                    return Answered::Abort;
                 }
                 continue;
             }
             Some(None) => break,
-            // The upstream's body failed mid-way: the client must see it cut off.
-            Some(Some(Err(_))) => return false,
+            // The upstream's body failed mid-way: what came goes out, and the client must
+            // see it cut off there.
+            Some(Some(Err(_))) => {
+                let _ = send(io, &mut out).await;
+                return Answered::Abort;
+            }
             Some(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => data,
                 // Trailers: never sent, as the request did not ask for them (`TE`).
@@ -263,7 +288,7 @@ async fn write_response<T: ParkStream>(
         };
         if data.len() >= WRITE_THROUGH {
             if !send(io, &mut out).await || !send_bytes(io, &data).await {
-                return false;
+                return Answered::Abort;
             }
         } else {
             out.extend_from_slice(&data);
@@ -272,7 +297,7 @@ async fn write_response<T: ParkStream>(
             out.extend_from_slice(b"\r\n");
         }
         if out.len() >= GATHER && !send(io, &mut out).await {
-            return false;
+            return Answered::Abort;
         }
     }
     let whole = match framing {
@@ -286,7 +311,11 @@ async fn write_response<T: ParkStream>(
     };
     let sent = send(io, &mut out).await;
     drop(body);
-    sent && whole && !written.last
+    match (sent && whole, written.last) {
+        (false, _) => Answered::Abort,
+        (true, true) => Answered::Close,
+        (true, false) => Answered::KeepAlive,
+    }
 }
 
 /// Writes and flushes what `out` gathered, and empties it: `false` if the connection
@@ -309,6 +338,30 @@ async fn send_bytes<T: ParkStream>(io: &mut ParkIo<T>, bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer is boxed and moved into its box on every request read here; the request
+    /// path's future, boxed apart, is not part of it. It was about 6 KiB when each `async`
+    /// step kept its own copy of the request path's future.
+    #[tokio::test]
+    async fn the_answer_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let _client = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        let activity = crate::listen::Activity::new();
+        let handler = |_request: Request<Inbound>| async {
+            Ok(http::Response::new(crate::forward::full("ok")))
+        };
+        let service = crate::listen::tracked(activity.clone(), handler);
+        let mut io = ParkIo::new(stream, activity);
+        let answering = answer(&mut io, &service, Request::new(Inbound::Empty), || false);
+        let size = std::mem::size_of_val(&answering);
+        assert!(size <= 1024, "the answer's future is {size} bytes");
+    }
 
     fn read(head: &str) -> Option<(Request<Inbound>, usize)> {
         request_of(&Bytes::copy_from_slice(head.as_bytes()))

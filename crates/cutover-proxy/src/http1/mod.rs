@@ -286,7 +286,8 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         };
         let mut to_hyper = false;
         let mut nothing_yet = false;
-        // `Some(goes_on)` after a request read whole was answered. Its request moves into
+        let mut closed = false;
+        // `Some(how it goes on)` after a request read whole was answered. Its request moves into
         // a boxed future before anything is awaited, so that this task keeps no room for
         // it; the block ends that future's borrow of the connection.
         let answered = {
@@ -306,7 +307,10 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
                     to_hyper = true;
                     None
                 }
-                Some(fast::Read::Closed) => return,
+                Some(fast::Read::Closed) => {
+                    closed = true;
+                    None
+                }
                 None => {
                     nothing_yet = true;
                     None
@@ -317,16 +321,30 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
                 None => None,
             }
         };
-        if answered == Some(false) {
-            if let Some(parts) = idle.as_mut() {
-                Box::pin(close(&mut parts.io)).await;
+        match answered {
+            // The client closed its side (or the connection failed): closed on ours too, as
+            // hyper does (over TLS with `close_notify`).
+            None if closed => {
+                if let Some(parts) = idle.as_mut() {
+                    Box::pin(close(&mut parts.io)).await;
+                }
+                return;
             }
-            return;
+            Some(fast::Answered::Close) => {
+                if let Some(parts) = idle.as_mut() {
+                    Box::pin(close(&mut parts.io)).await;
+                }
+                return;
+            }
+            // Dropped without a clean close: the client sees its answer cut off.
+            Some(fast::Answered::Abort) => return,
+            Some(fast::Answered::KeepAlive) | None => {}
         }
-        if to_hyper || (nothing_yet && woke) {
-            // A head that was not read whole (or bytes that woke the connection but made
-            // no request yet: over TLS, a record not yet whole) has started arriving: it
-            // gets `header_read` from now. A request read whole needs no such time.
+        if to_hyper || (T::PARTIAL_RECORDS && nothing_yet && woke) {
+            // A head that was not read whole (or, over TLS, bytes that woke the connection
+            // but made no request yet: a record not yet whole) has started arriving: it
+            // gets `header_read` from now. A request read whole needs no such time; nor
+            // does a plain connection woken with nothing to read.
             context.activity.bytes_arrived();
         }
         woke = false;
@@ -429,8 +447,9 @@ async fn close<T: ParkStream>(io: &mut ParkIo<T>) {
 /// until its idle deadline passes, the proxy shuts down or the socket fails (`false`).
 /// Hand-written rather than `select!`ed, and readability is polled without a future of
 /// its own, because every parked connection holds this state. The timer and the shutdown
-/// signal are the connection's own, kept from one wait to the next: a request costs no
-/// timer registration and no lock on the listener's shutdown signal.
+/// waiter are the connection's own, kept from one wait to the next: a request costs no
+/// timer registration, and the waiter is not added to the listener's list and taken off it
+/// again at every wait.
 struct ParkedWait<'a, 'b, T> {
     io: &'a ParkIo<T>,
     deadline: Pin<&'a mut tokio::time::Sleep>,

@@ -22,12 +22,18 @@ pub(crate) const READ_ROOM: usize = 8192;
 /// A client stream a parked connection can wait on: readable when bytes wait to be read,
 /// in the socket or already inside the stream.
 pub(crate) trait ParkStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether bytes can arrive that give nothing to read yet (over TLS, a record not yet
+    /// whole): such bytes may be the start of a head, to be timed as one.
+    const PARTIAL_RECORDS: bool;
+
     /// Whether the stream has something to read (or is closed); registers `cx` to be
     /// woken when it has, if not yet.
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
 }
 
 impl ParkStream for TcpStream {
+    const PARTIAL_RECORDS: bool = false;
+
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.poll_read_ready(cx)
     }
@@ -35,6 +41,8 @@ impl ParkStream for TcpStream {
 
 /// Boxed: a TLS session is large, and the stream moves in and out of hyper's connection.
 impl ParkStream for Box<TlsStream<TcpStream>> {
+    const PARTIAL_RECORDS: bool = true;
+
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let (socket, session) = self.get_ref();
         if !session.wants_read() {
@@ -63,7 +71,7 @@ impl<T: ParkStream> ParkIo<T> {
         ParkIo {
             stream,
             unread: Bytes::new(),
-            observer: ArrivingBytes::new(activity),
+            observer: ArrivingBytes::settled(activity),
         }
     }
 
@@ -97,11 +105,7 @@ impl<T: ParkStream> ParkIo<T> {
         let mut room = [std::mem::MaybeUninit::<u8>::uninit(); READ_ROOM];
         let mut buf = ReadBuf::uninit(&mut room);
         match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) => {
-                let read = buf.filled();
-                self.observer.first_bytes(read);
-                Poll::Ready(Ok(Bytes::copy_from_slice(read)))
-            }
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(buf.filled()))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
