@@ -1,8 +1,9 @@
 //! The proxy's own HTTP/1.1 server for the requests nearly all traffic is: a request that
 //! declares no body, arrives whole in one read and keeps the connection alive (a `GET`
 //! of a page, an API read). It is read, handed to the request path and answered without
-//! hyper's connection, whose buffers, dispatcher and per-request read for an early close
-//! cost about a fifth of the proxy's instructions per request.
+//! hyper's connection: no 8 KiB read and 8 KiB write buffer while the connection serves,
+//! no new read buffer per request, and nothing held between requests (such a connection
+//! never needs parking).
 //!
 //! Everything else goes to hyper with the bytes read so far ([`Read::Hyper`]): a head
 //! that is not whole yet, a body (`Content-Length`, `Transfer-Encoding`), `Expect`, `TE`,

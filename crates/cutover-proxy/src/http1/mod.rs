@@ -287,9 +287,9 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         let mut to_hyper = false;
         let mut nothing_yet = false;
         let mut closed = false;
-        // `Some(how it goes on)` after a request read whole was answered. Its request moves into
-        // a boxed future before anything is awaited, so that this task keeps no room for
-        // it; the block ends that future's borrow of the connection.
+        // `Some(how it goes on)` after a request read whole was answered. Its request
+        // moves into a boxed future before anything is awaited, so that this task keeps no
+        // room for it; the block ends that future's borrow of the connection.
         let answered = {
             let answering = match read_next(&mut parts.io).await {
                 Some(fast::Read::Request(request)) => {
@@ -321,24 +321,18 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
                 None => None,
             }
         };
-        match answered {
-            // The client closed its side (or the connection failed): closed on ours too, as
-            // hyper does (over TLS with `close_notify`).
-            None if closed => {
-                if let Some(parts) = idle.as_mut() {
-                    Box::pin(close(&mut parts.io)).await;
-                }
-                return;
-            }
-            Some(fast::Answered::Close) => {
-                if let Some(parts) = idle.as_mut() {
-                    Box::pin(close(&mut parts.io)).await;
-                }
-                return;
-            }
+        if answered == Some(fast::Answered::Abort) {
             // Dropped without a clean close: the client sees its answer cut off.
-            Some(fast::Answered::Abort) => return,
-            Some(fast::Answered::KeepAlive) | None => {}
+            return;
+        }
+        if closed || answered == Some(fast::Answered::Close) {
+            // The answer ended the connection, or the client closed its side (or the
+            // connection failed): closed on ours, as hyper does (over TLS with
+            // `close_notify`).
+            if let Some(parts) = idle.as_mut() {
+                Box::pin(close(&mut parts.io)).await;
+            }
+            return;
         }
         if to_hyper || (T::PARTIAL_RECORDS && nothing_yet && woke) {
             // A head that was not read whole (or, over TLS, bytes that woke the connection
