@@ -14,7 +14,7 @@ use cutover_test_kit::tls;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use support::raw::read_until_closed;
-use support::{client, config, full, get, route, start, tls_certificate, upstream};
+use support::{client, config, full, get, metric_sum, route, start, tls_certificate, upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -68,16 +68,6 @@ async fn metrics(proxy: &Proxy) -> String {
     let (status, body) = get(&client(), proxy.admin_addr(), "/metrics", &[]).await;
     assert_eq!(status, StatusCode::OK);
     body
-}
-
-/// The sum of every sample of `name` whose labels contain `filter`.
-fn sum(metrics: &str, name: &str, filter: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// The guardrail of the issue: the candidate's error rate above 50 % over 10 requests.
@@ -149,10 +139,18 @@ async fn malformed_and_aborted_bodies_are_client_errors_and_the_candidate_keeps_
     // Four guardrail ticks, and time for the aborted requests to wind down.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let m = metrics(&proxy).await;
-    assert_eq!(sum(&m, "cutover_upstream_errors_total", ""), 0.0, "{m}");
-    assert_eq!(sum(&m, "cutover_requests_total", "5xx"), 0.0, "{m}");
-    assert_eq!(sum(&m, "cutover_client_errors_total", ""), 60.0, "{m}");
-    assert_eq!(sum(&m, "cutover_requests_in_flight", ""), 0.0, "{m}");
+    assert_eq!(
+        metric_sum(&m, "cutover_upstream_errors_total", ""),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(metric_sum(&m, "cutover_requests_total", "5xx"), 0.0, "{m}");
+    assert_eq!(
+        metric_sum(&m, "cutover_client_errors_total", ""),
+        60.0,
+        "{m}"
+    );
+    assert_eq!(metric_sum(&m, "cutover_requests_in_flight", ""), 0.0, "{m}");
     assert!(
         proxy
             .events_since(0)
@@ -217,9 +215,17 @@ async fn a_slow_upload_is_408_and_not_an_upstream_timeout() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(3));
     let m = metrics(&proxy).await;
-    assert_eq!(sum(&m, "cutover_upstream_errors_total", ""), 0.0, "{m}");
-    assert_eq!(sum(&m, "cutover_client_errors_total", ""), 1.0, "{m}");
-    assert_eq!(sum(&m, "cutover_requests_in_flight", ""), 0.0, "{m}");
+    assert_eq!(
+        metric_sum(&m, "cutover_upstream_errors_total", ""),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "cutover_client_errors_total", ""),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric_sum(&m, "cutover_requests_in_flight", ""), 0.0, "{m}");
 }
 
 /// A body that stops arriving is cut off after `timeouts.clientBodyIdle`, answered 408,
@@ -245,8 +251,16 @@ async fn a_stalled_upload_is_408_after_the_body_idle_timeout() {
         started.elapsed()
     );
     let m = metrics(&proxy).await;
-    assert_eq!(sum(&m, "cutover_upstream_errors_total", ""), 0.0, "{m}");
-    assert_eq!(sum(&m, "cutover_client_errors_total", ""), 1.0, "{m}");
+    assert_eq!(
+        metric_sum(&m, "cutover_upstream_errors_total", ""),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "cutover_client_errors_total", ""),
+        1.0,
+        "{m}"
+    );
 }
 
 /// A client that resets its HTTP/2 stream while the upstream is still working: hyper drops
@@ -276,17 +290,21 @@ async fn the_in_flight_gauge_returns_to_zero_when_clients_disconnect() {
             "the upstream is still working"
         );
     }
-    let in_flight = sum(&metrics(&proxy).await, "cutover_requests_in_flight", "");
+    let in_flight = metric_sum(&metrics(&proxy).await, "cutover_requests_in_flight", "");
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut now = in_flight;
     while now != 0.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        now = sum(&metrics(&proxy).await, "cutover_requests_in_flight", "");
+        now = metric_sum(&metrics(&proxy).await, "cutover_requests_in_flight", "");
     }
     assert_eq!(now, 0.0, "three cancelled requests left the gauge at {now}");
     let m = metrics(&proxy).await;
-    assert_eq!(sum(&m, "cutover_client_errors_total", ""), 3.0, "{m}");
-    assert_eq!(sum(&m, "cutover_requests_total", ""), 0.0, "{m}");
+    assert_eq!(
+        metric_sum(&m, "cutover_client_errors_total", ""),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(metric_sum(&m, "cutover_requests_total", ""), 0.0, "{m}");
 }
 
 /// Connections that send one byte (`P`, the start of both `POST` and the HTTP/2 preface),
@@ -678,7 +696,7 @@ async fn mirroring_is_bounded_and_drops_are_counted() {
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let m = metrics(&proxy).await;
-    let dropped = sum(&m, "cutover_mirror_dropped_total", "");
+    let dropped = metric_sum(&m, "cutover_mirror_dropped_total", "");
     let mirrored = v2.requests.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(dropped + mirrored as f64, 10.0, "{m}");
     assert!(

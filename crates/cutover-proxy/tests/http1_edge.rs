@@ -187,11 +187,7 @@ async fn a_client_closing_mid_body_is_a_client_error() {
     let (status, metrics) =
         support::get(&support::client(), proxy.admin_addr(), "/metrics", &[]).await;
     assert_eq!(status, StatusCode::OK);
-    let client_errors: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("cutover_client_errors_total"))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum();
+    let client_errors = support::metric_sum(&metrics, "cutover_client_errors_total", "");
     assert_eq!(client_errors, 3.0, "{metrics}");
 }
 

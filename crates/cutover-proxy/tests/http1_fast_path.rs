@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::raw::Raw;
-use support::{config, route, start, upstream};
+use support::{config, metric_sum, route, start, upstream};
 use tokio::net::TcpListener;
 
 /// A proxy in front of one `v1` upstream (the test support's), as `shop`.
@@ -161,13 +161,7 @@ async fn a_client_leaving_before_its_answer_cancels_the_request() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(c);
     }
-    let in_flight = |metrics: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("cutover_requests_in_flight"))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum()
-    };
+    let in_flight = |metrics: &str| metric_sum(metrics, "cutover_requests_in_flight", "");
     let client = support::client();
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     let metrics = loop {
@@ -178,11 +172,7 @@ async fn a_client_leaving_before_its_answer_cancels_the_request() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(in_flight(&metrics), 0.0, "{metrics}");
-    let client_errors: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("cutover_client_errors_total"))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum();
+    let client_errors = metric_sum(&metrics, "cutover_client_errors_total", "");
     assert_eq!(client_errors, 3.0, "{metrics}");
     let window = proxy.window("shop", "v1", 10).expect("routed");
     assert_eq!(window.errors, 0, "{window:?}");

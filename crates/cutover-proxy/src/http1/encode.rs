@@ -175,7 +175,7 @@ pub(super) fn head(
             BodyLength::Known(known) => {
                 if may_describe {
                     dst.extend_from_slice(b"content-length: ");
-                    dst.extend_from_slice(itoa(known, &mut [0; 20]));
+                    dst.extend_from_slice(crate::upstream::itoa_u64(known, &mut [0; 20]));
                     dst.extend_from_slice(b"\r\n");
                 }
                 Framing::Length(known)
@@ -241,19 +241,6 @@ fn status_line(status: StatusCode, http10: bool, dst: &mut Vec<u8>) {
     dst.push(b' ');
     dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     dst.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal, written into `buf`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// A chunk's size line: the length in hexadecimal (upper case, as hyper writes it) and the
@@ -419,9 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_written_in_decimal_and_chunk_sizes_in_hex() {
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+    fn chunk_sizes_are_written_in_hex() {
         let mut dst = Vec::new();
         chunk_size(0x1f40, &mut dst);
         chunk_size(0, &mut dst);

@@ -154,7 +154,7 @@ pub(super) fn encode_head(
 }
 
 /// `n` in decimal, written at the end of `buf`.
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut start = buf.len();
     loop {
         start -= 1;

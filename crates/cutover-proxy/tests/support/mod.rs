@@ -379,3 +379,14 @@ pub fn tls_certificate(
     };
     (tls, certificate.roots(), dir)
 }
+
+/// The sum of every sample of the metric `name` whose labels contain `filter` (`""` for
+/// all), in a Prometheus text exposition.
+pub fn metric_sum(metrics: &str, name: &str, filter: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
