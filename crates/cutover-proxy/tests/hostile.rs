@@ -13,8 +13,9 @@ use cutover_proxy::{Proxy, StartError};
 use cutover_test_kit::tls;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use support::metric_sum as sum;
 use support::raw::read_until_closed;
-use support::{client, config, full, get, metric_sum, route, start, tls_certificate, upstream};
+use support::{client, config, full, get, route, start, tls_certificate, upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -139,18 +140,10 @@ async fn malformed_and_aborted_bodies_are_client_errors_and_the_candidate_keeps_
     // Four guardrail ticks, and time for the aborted requests to wind down.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let m = metrics(&proxy).await;
-    assert_eq!(
-        metric_sum(&m, "cutover_upstream_errors_total", ""),
-        0.0,
-        "{m}"
-    );
-    assert_eq!(metric_sum(&m, "cutover_requests_total", "5xx"), 0.0, "{m}");
-    assert_eq!(
-        metric_sum(&m, "cutover_client_errors_total", ""),
-        60.0,
-        "{m}"
-    );
-    assert_eq!(metric_sum(&m, "cutover_requests_in_flight", ""), 0.0, "{m}");
+    assert_eq!(sum(&m, "cutover_upstream_errors_total", ""), 0.0, "{m}");
+    assert_eq!(sum(&m, "cutover_requests_total", "5xx"), 0.0, "{m}");
+    assert_eq!(sum(&m, "cutover_client_errors_total", ""), 60.0, "{m}");
+    assert_eq!(sum(&m, "cutover_requests_in_flight", ""), 0.0, "{m}");
     assert!(
         proxy
             .events_since(0)
@@ -215,17 +208,9 @@ async fn a_slow_upload_is_408_and_not_an_upstream_timeout() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(3));
     let m = metrics(&proxy).await;
-    assert_eq!(
-        metric_sum(&m, "cutover_upstream_errors_total", ""),
-        0.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric_sum(&m, "cutover_client_errors_total", ""),
-        1.0,
-        "{m}"
-    );
-    assert_eq!(metric_sum(&m, "cutover_requests_in_flight", ""), 0.0, "{m}");
+    assert_eq!(sum(&m, "cutover_upstream_errors_total", ""), 0.0, "{m}");
+    assert_eq!(sum(&m, "cutover_client_errors_total", ""), 1.0, "{m}");
+    assert_eq!(sum(&m, "cutover_requests_in_flight", ""), 0.0, "{m}");
 }
 
 /// A body that stops arriving is cut off after `timeouts.clientBodyIdle`, answered 408,
@@ -251,16 +236,8 @@ async fn a_stalled_upload_is_408_after_the_body_idle_timeout() {
         started.elapsed()
     );
     let m = metrics(&proxy).await;
-    assert_eq!(
-        metric_sum(&m, "cutover_upstream_errors_total", ""),
-        0.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric_sum(&m, "cutover_client_errors_total", ""),
-        1.0,
-        "{m}"
-    );
+    assert_eq!(sum(&m, "cutover_upstream_errors_total", ""), 0.0, "{m}");
+    assert_eq!(sum(&m, "cutover_client_errors_total", ""), 1.0, "{m}");
 }
 
 /// A client that resets its HTTP/2 stream while the upstream is still working: hyper drops
@@ -290,21 +267,17 @@ async fn the_in_flight_gauge_returns_to_zero_when_clients_disconnect() {
             "the upstream is still working"
         );
     }
-    let in_flight = metric_sum(&metrics(&proxy).await, "cutover_requests_in_flight", "");
+    let in_flight = sum(&metrics(&proxy).await, "cutover_requests_in_flight", "");
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut now = in_flight;
     while now != 0.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        now = metric_sum(&metrics(&proxy).await, "cutover_requests_in_flight", "");
+        now = sum(&metrics(&proxy).await, "cutover_requests_in_flight", "");
     }
     assert_eq!(now, 0.0, "three cancelled requests left the gauge at {now}");
     let m = metrics(&proxy).await;
-    assert_eq!(
-        metric_sum(&m, "cutover_client_errors_total", ""),
-        3.0,
-        "{m}"
-    );
-    assert_eq!(metric_sum(&m, "cutover_requests_total", ""), 0.0, "{m}");
+    assert_eq!(sum(&m, "cutover_client_errors_total", ""), 3.0, "{m}");
+    assert_eq!(sum(&m, "cutover_requests_total", ""), 0.0, "{m}");
 }
 
 /// Connections that send one byte (`P`, the start of both `POST` and the HTTP/2 preface),
@@ -696,7 +669,7 @@ async fn mirroring_is_bounded_and_drops_are_counted() {
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let m = metrics(&proxy).await;
-    let dropped = metric_sum(&m, "cutover_mirror_dropped_total", "");
+    let dropped = sum(&m, "cutover_mirror_dropped_total", "");
     let mirrored = v2.requests.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(dropped + mirrored as f64, 10.0, "{m}");
     assert!(
