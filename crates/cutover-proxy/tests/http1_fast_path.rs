@@ -178,8 +178,9 @@ async fn a_client_leaving_before_its_answer_cancels_the_request() {
     assert_eq!(window.errors, 0, "{window:?}");
 }
 
-/// An empty line after a request (some clients send a CRLF after each) starts no head: the
-/// connection keeps its whole idle time, not the header timeout.
+/// An empty line after a request (some clients send a CRLF after each), in the request's
+/// write or on its own, starts no head: the connection keeps its whole idle time, not the
+/// header timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_line_after_a_request_starts_no_head() {
     let v1 = upstream("v1").await;
@@ -196,6 +197,33 @@ async fn an_empty_line_after_a_request_starts_no_head() {
     );
     c.send(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n").await;
     assert_eq!(c.answer(false).await.body, b"v1");
+    c.send(b"\r\n").await;
+    assert!(
+        !c.closed_within(Duration::from_millis(900)).await,
+        "closed at the header timeout after an empty line of its own"
+    );
+    c.send(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n").await;
+    assert_eq!(c.answer(false).await.body, b"v1");
+}
+
+/// Empty lines start no head, but a client cannot keep a connection open by sending
+/// nothing else: a flood of them is closed at the header timeout all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_empty_lines_is_closed_at_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let v1 = upstream("v1").await;
+    let mut cfg = config(vec![route("shop", &v1, None, 0)]);
+    cfg.timeouts.header_read = cutover_core::Duration::from_millis(300);
+    let proxy = start(cfg).await;
+    let mut c = Raw::connect(proxy.listen_addrs()[0]).await;
+    let lines = b"\r\n".repeat(2048);
+    let flood = async { while c.stream.write_all(&lines).await.is_ok() {} };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), flood)
+            .await
+            .is_ok(),
+        "a connection sending only empty lines was still open after 5 s"
+    );
 }
 
 /// A client that pipelines two requests and shuts its side down gets the first answered:

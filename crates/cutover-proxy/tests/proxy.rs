@@ -836,6 +836,39 @@ async fn a_tls_http1_connection_keeps_serving_across_idle_pauses() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Over TLS too, an empty line a client sends on its own after an answer starts no head:
+/// the connection keeps its idle time, not the header timeout.
+#[tokio::test]
+async fn an_empty_line_over_tls_starts_no_head() {
+    let v1 = upstream("v1").await;
+    let (proxy, roots, dir) = tls_proxy(&v1, "tls-crlf", |c| {
+        c.timeouts.header_read = cutover_core::Duration::from_millis(300);
+        c.timeouts.keep_alive_idle = cutover_core::Duration::from_secs(5);
+    })
+    .await;
+    let mut tls = tls::connect(proxy.listen_addrs()[0], &roots, b"http/1.1").await;
+    let mut seen = Vec::new();
+    for answered in 1..=2 {
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .expect("write");
+        tls.flush().await.expect("flush");
+        while count(&seen, b"v1") < answered {
+            let mut buf = [0u8; 4096];
+            let read = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+                .await
+                .expect("an answer within 5 s")
+                .expect("read");
+            assert!(read > 0, "closed after the empty line (answer {answered})");
+            seen.extend_from_slice(&buf[..read]);
+        }
+        tls.write_all(b"\r\n").await.expect("write");
+        tls.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A parked TLS connection the proxy closes (it idled past `keepAliveIdle`, or the proxy
 /// is shutting down) ends with the TLS `close_notify` alert, so the client can tell a
 /// clean close from a connection cut mid-session (a truncation).

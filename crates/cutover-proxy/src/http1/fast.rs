@@ -17,6 +17,7 @@
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -49,13 +50,16 @@ pub(super) enum Read {
     Request(Request<Inbound>),
     /// Bytes for hyper: they wait in the stream's unread bytes.
     Hyper,
+    /// Only empty lines came (a CRLF some clients send after a request): ignored, as RFC
+    /// 9112 §2.2 allows before a request line; no head has started.
+    EmptyLines,
     /// The client closed the connection, or it failed.
     Closed,
 }
 
 /// Reads the connection's next request: from the bytes read before and not used if there
 /// are any, or else with one read of the socket. `Pending` when nothing is there to read
-/// yet (over TLS, a record may not be whole), or only empty lines were.
+/// yet (over TLS, a record may not be whole).
 pub(super) fn read<T: ParkStream>(io: &mut ParkIo<T>, cx: &mut Context<'_>) -> Poll<Read> {
     let bytes = if io.has_unread() {
         io.take_unread()
@@ -67,9 +71,7 @@ pub(super) fn read<T: ParkStream>(io: &mut ParkIo<T>, cx: &mut Context<'_>) -> P
         }
     };
     if bytes.iter().all(|&b| b == b'\r' || b == b'\n') {
-        // Only empty lines (a CRLF some clients send after a request): ignored, as RFC
-        // 9112 §2.2 allows before a request line, and no head has started.
-        return Poll::Pending;
+        return Poll::Ready(Read::EmptyLines);
     }
     match request_of(&bytes) {
         Some((request, len)) => {
@@ -155,19 +157,21 @@ pub(super) enum Answered {
 }
 
 /// Serves `request` on the connection and writes its response. `stopping` tells whether
-/// the proxy is shutting down, looked at when the response is ready.
+/// the proxy is shutting down, looked at when the response is ready; `idle` bounds the
+/// writing of what is left once the response's body has ended (`keepAliveIdle`).
 pub(super) fn answer<S: ConnService, T: ParkStream>(
     io: &mut ParkIo<T>,
     service: &S,
     request: Request<Inbound>,
     stopping: impl Fn() -> bool + Send,
+    idle: Duration,
 ) -> impl Future<Output = Answered> + Send {
     let head_request = request.method() == Method::HEAD;
     // Called here, not in the `async` block: the service is not held across an await.
     // Boxed by itself: the request path's future is most of the answer's size, and each
     // `async` step it passed through would keep a copy of it (and copy it once more).
     let handled = Box::pin(service.call_read(request));
-    respond(io, handled, head_request, stopping)
+    respond(io, handled, head_request, stopping, idle)
 }
 
 /// [`answer`]'s part after the request is handed over.
@@ -176,6 +180,7 @@ async fn respond<F, T>(
     mut handled: Pin<Box<F>>,
     head_request: bool,
     stopping: impl Fn() -> bool,
+    idle: Duration,
 ) -> Answered
 where
     F: Future<Output = Result<http::Response<Tracked>, std::convert::Infallible>>,
@@ -185,7 +190,7 @@ where
         return Answered::Abort;
     };
     drop(handled);
-    write_response(io, response, head_request, stopping()).await
+    write_response(io, response, head_request, stopping(), idle).await
 }
 
 /// `handled`'s output, or `None` if the client closes the connection (or it fails) first:
@@ -220,12 +225,15 @@ async fn until_client_leaves<F: Future, T: ParkStream>(
 
 /// Writes `response` (the head, then its body as it comes, framed as [`encode::head`]
 /// decided), and says how the connection goes on. The body, and with it the mark of the
-/// request under way, is dropped only once everything is written.
+/// request under way, is dropped once it has ended, as hyper drops it; what is then left
+/// to write must go out within `idle`, so that a client that stops reading cannot hold the
+/// connection past its idle time.
 async fn write_response<T: ParkStream>(
     io: &mut ParkIo<T>,
     response: http::Response<Tracked>,
     head_request: bool,
     closing: bool,
+    idle: Duration,
 ) -> Answered {
     let (parts, mut body) = response.into_parts();
     let length = if body.is_end_stream() {
@@ -259,7 +267,8 @@ async fn write_response<T: ParkStream>(
             // The upstream's body failed mid-way: what came goes out, and the client must
             // see it cut off there.
             Some(Some(Err(_))) => {
-                let _ = send(io, &mut out).await;
+                drop(body);
+                let _ = send_within(io, &mut out, idle).await;
                 return Answered::Abort;
             }
             Some(Some(Ok(frame))) => match frame.into_data() {
@@ -310,12 +319,26 @@ async fn write_response<T: ParkStream>(
         Framing::Length(remaining) => remaining == 0,
         Framing::UntilClose => true,
     };
-    let sent = send(io, &mut out).await;
     drop(body);
+    let sent = send_within(io, &mut out, idle).await;
     match (sent && whole, written.last) {
         (false, _) => Answered::Abort,
         (true, true) => Answered::Close,
         (true, false) => Answered::KeepAlive,
+    }
+}
+
+/// [`send`], within `limit`: `false` if it failed or took longer. Nearly every answer goes
+/// out at once; only one that does not reads the clock and sets a timer.
+async fn send_within<T: ParkStream>(
+    io: &mut ParkIo<T>,
+    out: &mut Vec<u8>,
+    limit: Duration,
+) -> bool {
+    let mut sending = std::pin::pin!(send(io, out));
+    match poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
+        Poll::Ready(sent) => sent,
+        Poll::Pending => tokio::time::timeout(limit, sending).await.unwrap_or(false),
     }
 }
 
@@ -363,7 +386,13 @@ mod tests {
         };
         let service = crate::listen::tracked(activity.clone(), handler);
         let mut io = ParkIo::new(stream, activity);
-        let answering = answer(&mut io, &service, Request::new(Inbound::Empty), || false);
+        let answering = answer(
+            &mut io,
+            &service,
+            Request::new(Inbound::Empty),
+            || false,
+            Duration::from_secs(1),
+        );
         let size = std::mem::size_of_val(&answering);
         assert!(size <= 1024, "the answer's future is {size} bytes");
     }

@@ -301,12 +301,15 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
                         &parts.service,
                         request,
                         stopping,
+                        context.timeouts.keep_alive_idle,
                     )))
                 }
                 Some(fast::Read::Hyper) => {
                     to_hyper = true;
                     None
                 }
+                // Nothing to serve, and no head started: wait as before.
+                Some(fast::Read::EmptyLines) => None,
                 Some(fast::Read::Closed) => {
                     closed = true;
                     None
@@ -455,13 +458,15 @@ impl<T: ParkStream> Future for ParkedWait<'_, '_, T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<bool> {
         let this = &mut *self;
-        if let Poll::Ready(readable) = this.io.poll_readable(cx) {
-            return Poll::Ready(readable.is_ok());
-        }
+        // The deadline and the shutdown first: a client that keeps the socket readable
+        // (a flood of empty lines) must not keep the connection past them.
         if this.deadline.as_mut().poll(cx).is_ready() || this.stop.as_mut().poll(cx).is_ready() {
             return Poll::Ready(false);
         }
-        Poll::Pending
+        match this.io.poll_readable(cx) {
+            Poll::Ready(readable) => Poll::Ready(readable.is_ok()),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
