@@ -284,19 +284,17 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         let Some(parts) = idle.as_mut() else {
             return;
         };
-        let mut to_hyper = false;
-        let mut nothing_yet = false;
-        let mut closed = false;
-        // `Some(how it goes on)` after a request read whole was answered. Its request
-        // moves into a boxed future before anything is awaited, so that this task keeps no
-        // room for it; the block ends that future's borrow of the connection.
-        let answered = {
+        // What the read gave, and for a request read whole, how the connection goes on
+        // after its answer. The request moves into a boxed future before anything is
+        // awaited, so that this task keeps no room for it; the block ends that future's
+        // borrow of the connection.
+        let step = {
             let answering = match read_next(&mut parts.io).await {
                 Some(fast::Read::Request(request)) => {
                     let stop = &context.stop;
                     let shutdown = &context.shutdown;
                     let stopping = move || stop.is_fired() || *shutdown.borrow();
-                    Some(Box::pin(fast::answer(
+                    Ok(Box::pin(fast::answer(
                         &mut parts.io,
                         &parts.service,
                         request,
@@ -304,48 +302,46 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
                         context.timeouts.keep_alive_idle,
                     )))
                 }
-                Some(fast::Read::Hyper) => {
-                    to_hyper = true;
-                    None
-                }
-                // Nothing to serve, and no head started: wait as before.
-                Some(fast::Read::EmptyLines) => None,
-                Some(fast::Read::Closed) => {
-                    closed = true;
-                    None
-                }
-                None => {
-                    nothing_yet = true;
-                    None
-                }
+                Some(fast::Read::Hyper) => Err(Step::Hyper),
+                Some(fast::Read::EmptyLines) => Err(Step::EmptyLines),
+                Some(fast::Read::Closed) => Err(Step::Closed),
+                None => Err(Step::NothingYet),
             };
             match answering {
-                Some(answering) => Some(answering.await),
-                None => None,
+                Ok(answering) => Step::Answered(answering.await),
+                Err(step) => step,
             }
         };
-        if answered == Some(fast::Answered::Abort) {
+        match step {
             // Dropped without a clean close: the client sees its answer cut off.
-            return;
-        }
-        if closed || answered == Some(fast::Answered::Close) {
+            Step::Answered(fast::Answered::Abort) => return,
             // The answer ended the connection, or the client closed its side (or the
             // connection failed): closed on ours, as hyper does (over TLS with
             // `close_notify`).
-            if let Some(parts) = idle.as_mut() {
-                Box::pin(close(&mut parts.io)).await;
+            Step::Answered(fast::Answered::Close) | Step::Closed => {
+                if let Some(parts) = idle.as_mut() {
+                    Box::pin(close(&mut parts.io)).await;
+                }
+                return;
             }
-            return;
-        }
-        if to_hyper || (T::PARTIAL_RECORDS && nothing_yet && woke) {
             // A head that was not read whole (or, over TLS, bytes that woke the connection
             // but made no request yet: a record not yet whole) has started arriving: it
             // gets `header_read` from now. A request read whole needs no such time; nor
-            // does a plain connection woken with nothing to read.
-            context.activity.bytes_arrived();
+            // does a plain connection woken with nothing to read, nor empty lines.
+            Step::Hyper => context.activity.bytes_arrived(),
+            Step::NothingYet if T::PARTIAL_RECORDS && woke => context.activity.bytes_arrived(),
+            // A client can keep the socket readable with empty lines alone, and the wait
+            // looks at readability first: such a connection is closed at its deadline here.
+            Step::EmptyLines if context.activity.is_past_deadline(context.timeouts) => {
+                if let Some(parts) = idle.as_mut() {
+                    Box::pin(close(&mut parts.io)).await;
+                }
+                return;
+            }
+            Step::Answered(fast::Answered::KeepAlive) | Step::NothingYet | Step::EmptyLines => {}
         }
         woke = false;
-        if to_hyper && !serve_with_hyper(context, idle).await {
+        if step == Step::Hyper && !serve_with_hyper(context, idle).await {
             return;
         }
         let Some(parked) = idle.as_mut() else {
@@ -383,6 +379,21 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
         }
         woke = true;
     }
+}
+
+/// What one turn of [`serve_http1`] did with the connection's next bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// A request read whole was answered; how the connection goes on.
+    Answered(fast::Answered),
+    /// The bytes are hyper's to serve.
+    Hyper,
+    /// Only empty lines came.
+    EmptyLines,
+    /// The client closed the connection, or it failed.
+    Closed,
+    /// Nothing to read yet.
+    NothingYet,
 }
 
 /// What the connection's next read gives ([`fast::read`]): `None` if there is nothing to
@@ -458,15 +469,13 @@ impl<T: ParkStream> Future for ParkedWait<'_, '_, T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<bool> {
         let this = &mut *self;
-        // The deadline and the shutdown first: a client that keeps the socket readable
-        // (a flood of empty lines) must not keep the connection past them.
+        if let Poll::Ready(readable) = this.io.poll_readable(cx) {
+            return Poll::Ready(readable.is_ok());
+        }
         if this.deadline.as_mut().poll(cx).is_ready() || this.stop.as_mut().poll(cx).is_ready() {
             return Poll::Ready(false);
         }
-        match this.io.poll_readable(cx) {
-            Poll::Ready(readable) => Poll::Ready(readable.is_ok()),
-            Poll::Pending => Poll::Pending,
-        }
+        Poll::Pending
     }
 }
 
@@ -609,6 +618,12 @@ fn join(front: Bytes, back: Bytes) -> Bytes {
 }
 
 impl Activity {
+    /// Whether the connection's deadline ([`Activity::deadline`]) has passed.
+    fn is_past_deadline(&self, timeouts: ConnTimeouts) -> bool {
+        self.deadline(timeouts.header_read, timeouts.keep_alive_idle)
+            .is_some_and(|at| at <= Instant::now())
+    }
+
     /// Whether hyper's connection can be shut down for idling without losing anything:
     /// a request was served, none is under way, no next head has started arriving, and
     /// the last write went through.
