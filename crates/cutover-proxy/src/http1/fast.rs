@@ -225,9 +225,9 @@ async fn until_client_leaves<F: Future, T: ParkStream>(
 
 /// Writes `response` (the head, then its body as it comes, framed as [`encode::head`]
 /// decided), and says how the connection goes on. The body, and with it the mark of the
-/// request under way, is dropped once it has ended, as hyper drops it; what is then left
-/// to write must go out within `idle`, so that a client that stops reading cannot hold the
-/// connection past its idle time.
+/// request under way, is dropped once it has ended, as hyper drops it ([`send_then_end`]);
+/// what is then left to write must go out within `idle`, so that a client that stops
+/// reading cannot hold the connection past its idle time.
 async fn write_response<T: ParkStream>(
     io: &mut ParkIo<T>,
     response: http::Response<Tracked>,
@@ -267,8 +267,7 @@ async fn write_response<T: ParkStream>(
             // The upstream's body failed mid-way: what came goes out, and the client must
             // see it cut off there.
             Some(Some(Err(_))) => {
-                drop(body);
-                let _ = send_within(io, &mut out, idle).await;
+                let _ = send_then_end(io, &mut out, body, idle).await;
                 return Answered::Abort;
             }
             Some(Some(Ok(frame))) => match frame.into_data() {
@@ -319,8 +318,7 @@ async fn write_response<T: ParkStream>(
         Framing::Length(remaining) => remaining == 0,
         Framing::UntilClose => true,
     };
-    drop(body);
-    let sent = send_within(io, &mut out, idle).await;
+    let sent = send_then_end(io, &mut out, body, idle).await;
     match (sent && whole, written.last) {
         (false, _) => Answered::Abort,
         (true, true) => Answered::Close,
@@ -328,15 +326,22 @@ async fn write_response<T: ParkStream>(
     }
 }
 
-/// [`send`], within `limit`: `false` if it failed or took longer. Nearly every answer goes
-/// out at once; only one that does not reads the clock and sets a timer.
-async fn send_within<T: ParkStream>(
+/// Sends what is left of an answer whose body has ended, and drops the body (and with it
+/// the mark of the request under way) as hyper does at the body's end. Nearly every answer
+/// goes out at once, and then the body is dropped after the write, so that the client's
+/// answer leaves before the upstream connection goes back to its pool. One that does not
+/// go out at once must within `limit`, with the body dropped meanwhile: `false` if the
+/// write failed or took longer. Only such an answer reads the clock and sets a timer.
+async fn send_then_end<T: ParkStream, B>(
     io: &mut ParkIo<T>,
     out: &mut Vec<u8>,
+    body: B,
     limit: Duration,
 ) -> bool {
     let mut sending = std::pin::pin!(send(io, out));
-    match poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
+    let first = poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await;
+    drop(body);
+    match first {
         Poll::Ready(sent) => sent,
         Poll::Pending => tokio::time::timeout(limit, sending).await.unwrap_or(false),
     }
