@@ -92,6 +92,15 @@ fn lists_other_names(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Whether a `Connection` value lists `token` (compared without case). A value that is not
+/// text lists nothing, as hyper reads it: the proxy's codecs and hyper's must agree on
+/// whether a connection ends or upgrades.
+pub(crate) fn connection_lists(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
 /// The `Upgrade` value if this is an HTTP/1.1 upgrade request (WebSocket and others).
 /// One pass over the fields, no name hashed: nearly every request is no upgrade.
 pub(super) fn upgrade_of<B>(req: &Request<B>) -> Option<HeaderValue> {
@@ -104,10 +113,7 @@ pub(super) fn upgrade_of<B>(req: &Request<B>) -> Option<HeaderValue> {
         if name == header::UPGRADE {
             upgrade.get_or_insert(value);
         } else if name == header::CONNECTION {
-            connection_upgrade |= value.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            });
+            connection_upgrade |= connection_lists(value, "upgrade");
         }
     }
     upgrade.filter(|_| connection_upgrade).cloned()
@@ -526,6 +532,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_tokens_are_read_as_hyper_reads_them() {
+        let lists = |bytes: &[u8], token| {
+            connection_lists(&HeaderValue::from_bytes(bytes).expect("value"), token)
+        };
+        assert!(lists(b"close", "close"));
+        assert!(lists(b"Keep-Alive , CLOSE", "close"));
+        assert!(lists(b"keep-alive,\tUpgrade", "upgrade"));
+        assert!(!lists(b"closed", "close"));
+        assert!(!lists(b"keep-alive", "close"));
+        // A value that is not text lists nothing, whatever else it says.
+        assert!(!lists(b"close, \xff", "close"));
     }
 
     #[test]

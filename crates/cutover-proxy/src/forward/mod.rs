@@ -40,7 +40,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub(crate) use body::Inbound;
-pub(crate) use headers::{Cidr, PeerForwarding, smuggling, strip_hop_by_hop};
+pub(crate) use headers::{Cidr, PeerForwarding, connection_lists, smuggling, strip_hop_by_hop};
 
 use crate::Shared;
 use crate::config::Timeouts;

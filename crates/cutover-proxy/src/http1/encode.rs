@@ -12,6 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderValue};
 use http::{StatusCode, Version};
 
+use crate::forward::connection_lists;
+
 /// What the response's body is, as hyper tells it from the body before the head is
 /// written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +121,7 @@ pub(super) fn head(
             }
             header::TRANSFER_ENCODING => {}
             header::CONNECTION => {
-                last |= is_close(value);
+                last |= connection_lists(value, "close");
                 if same {
                     dst.extend_from_slice(b", ");
                     dst.extend_from_slice(value.as_bytes());
@@ -212,15 +214,7 @@ fn last_by_header(parts: &http::response::Parts) -> bool {
         .headers
         .get_all(header::CONNECTION)
         .iter()
-        .any(is_close)
-}
-
-/// Whether a `Connection` value lists `close`.
-fn is_close(value: &HeaderValue) -> bool {
-    value
-        .as_bytes()
-        .split(|&b| b == b',')
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+        .any(|value| connection_lists(value, "close"))
 }
 
 /// `name` (with its colon and space) and `value`, and the line's end.

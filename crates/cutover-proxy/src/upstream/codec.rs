@@ -13,6 +13,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
+use crate::forward::connection_lists;
+
 /// Most bytes a response head (or a chunked body's trailer section) may take.
 pub(super) const MAX_HEAD: usize = 64 * 1024;
 
@@ -332,9 +334,7 @@ impl FramingFields {
                 .and_then(|v| v.rsplit(',').next())
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
         } else if *name == header::CONNECTION {
-            self.close |= value
-                .to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+            self.close |= connection_lists(value, "close");
         }
     }
 }
