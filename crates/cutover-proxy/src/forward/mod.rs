@@ -40,7 +40,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub(crate) use body::Inbound;
-pub(crate) use headers::{Cidr, PeerForwarding, connection_lists, smuggling, strip_hop_by_hop};
+pub(crate) use headers::{
+    Cidr, PeerForwarding, connection_lists, connection_names_no_field, field_name, smuggling,
+    strip_hop_by_hop,
+};
 
 use crate::Shared;
 use crate::config::Timeouts;
@@ -154,16 +157,18 @@ mod future_size {
     }
 
     /// hyper keeps room for this future in every HTTP/1 connection it serves (until the
-    /// connection parks) and in the task of every HTTP/2 stream: keep it small.
+    /// connection parks) and in the task of every HTTP/2 stream, and it is moved into its
+    /// box on every request: keep it small. It holds the exchange's future (below) since
+    /// that is no longer boxed apart: 3,432 bytes (release and debug).
     #[test]
     fn the_request_handler_future_stays_small() {
         let size = size_of_future(super::handle);
-        assert!(size <= 2048, "handle's future is {size} bytes");
+        assert!(size <= 3584, "handle's future is {size} bytes");
     }
 
-    /// The exchange's future is boxed and moved into its box on every request: it was
-    /// 3,776 bytes while it held room for an upgrade through hyper-util's client and an
-    /// `async fn` timeout kept the exchange twice, and is 2,128 now (release and debug).
+    /// The exchange's future is most of the request handler's: it was 3,776 bytes while
+    /// it held room for an upgrade through hyper-util's client and an `async fn` timeout
+    /// kept the exchange twice, and is 2,128 now (release and debug).
     #[test]
     fn the_exchange_future_stays_small() {
         fn size_of_send<A, B, C, D, E, G, F>(_: fn(A, B, C, D, E, G) -> F) -> usize {

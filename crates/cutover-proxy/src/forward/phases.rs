@@ -273,18 +273,12 @@ pub(super) async fn send_with_retry(
     body: ProxyBody,
     recording: &mut Recording,
 ) -> Result<Response<ProxyBody>, Failed> {
-    // Boxed: hyper keeps room for this handler's future for as long as it serves the
-    // client connection (until it parks) and in each HTTP/2 stream's task, so the large
-    // upstream state is allocated per request instead of sitting in every such slot.
-    let result = Box::pin(send(
-        shared,
-        &ctx.endpoint,
-        parts,
-        body,
-        ctx.upgrade,
-        ctx.watch(),
-    ))
-    .await;
+    // Not boxed apart: the handler's future is allocated once per request already (boxed
+    // by the proxy's HTTP/1 reader; by hyper in each connection it serves, which parks
+    // within `PARK_AFTER` of its last request, and in each HTTP/2 stream's task). A second
+    // box of over a kilobyte per request cost glibc's slow path twice (about 400
+    // instructions); room for the exchange is held only while a request is under way.
+    let result = send(shared, &ctx.endpoint, parts, body, ctx.upgrade, ctx.watch()).await;
     if !retry_eligible(&result, ctx.replayable) {
         return result;
     }

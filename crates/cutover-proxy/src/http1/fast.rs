@@ -15,6 +15,7 @@
 //! has it dropped, as hyper drops it, so the upstream's work is cancelled.
 
 use std::future::poll_fn;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,7 +28,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use super::encode::{self, BodyLength, Framing};
 use super::{ConnService, ParkIo, ParkStream};
-use crate::forward::Inbound;
+use crate::forward::{Inbound, field_name};
 use crate::listen::Tracked;
 
 /// The most header fields a request read here may have; hyper takes one with more (its
@@ -90,9 +91,13 @@ pub(super) fn read<T: ParkStream>(io: &mut ParkIo<T>, cx: &mut Context<'_>) -> P
 /// The request whose head starts `bytes`, and the head's length, if it is whole and one
 /// this module serves. Its target and field values are views into `bytes`, not copies.
 fn request_of(bytes: &Bytes) -> Option<(Request<Inbound>, usize)> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let httparse::Status::Complete(len) = parsed.parse(bytes).ok()? else {
+    // Uninitialised: filling the slots first would cost more than most parses.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let httparse::Status::Complete(len) = httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut parsed, bytes, &mut fields)
+        .ok()?
+    else {
         return None;
     };
     if parsed.version != Some(1) {
@@ -111,9 +116,14 @@ fn request_of(bytes: &Bytes) -> Option<(Request<Inbound>, usize)> {
     // grown (and rehashed) for them.
     let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        let name = field_name(field.name.as_bytes()).ok()?;
         if is_for_hyper(&name, field.value) {
             return None;
+        }
+        if name == header::CONNECTION {
+            // `keep-alive` alone (else hyper reads the request): hop-by-hop, and naming
+            // no other field, so the request path would only strip it.
+            continue;
         }
         let value = HeaderValue::from_maybe_shared(bytes.slice_ref(field.value)).ok()?;
         headers.append(name, value);

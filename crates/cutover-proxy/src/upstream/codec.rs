@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
-use crate::forward::connection_lists;
+use crate::forward::{connection_lists, connection_names_no_field, field_name};
 
 /// Most bytes a response head (or a chunked body's trailer section) may take.
 pub(super) const MAX_HEAD: usize = 64 * 1024;
@@ -271,11 +271,15 @@ pub(super) fn parse_response(
         let mut headers = HeaderMap::with_capacity(count);
         let mut framing_fields = FramingFields::default();
         for &(ns, ne, vs, ve) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            let name = field_name(&head[ns as usize..ne as usize])
                 .map_err(|_| BadResponse::Malformed("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| BadResponse::Malformed("header value"))?;
             framing_fields.note(&name, &value);
+            // Hop-by-hop, and naming no other field: the proxy would only strip it.
+            if name == header::CONNECTION && connection_names_no_field(value.as_bytes()) {
+                continue;
+            }
             headers.append(name, value);
         }
         let (framing, reusable) =

@@ -112,13 +112,19 @@ impl Sending {
     ) -> Poll<Result<(), SendError>> {
         loop {
             while self.queued() {
-                let slices = [
-                    IoSlice::new(&self.prefix),
-                    IoSlice::new(&self.data),
-                    IoSlice::new(self.suffix),
-                ];
-                let written = match ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices))
-                {
+                // A head alone (every bodiless request) is one `send`: a `writev` of one
+                // buffer costs the kernel more (its vector is copied in and checked).
+                let sent = if self.data.is_empty() && self.suffix.is_empty() {
+                    Pin::new(&mut *stream).poll_write(cx, &self.prefix)
+                } else {
+                    let slices = [
+                        IoSlice::new(&self.prefix),
+                        IoSlice::new(&self.data),
+                        IoSlice::new(self.suffix),
+                    ];
+                    Pin::new(&mut *stream).poll_write_vectored(cx, &slices)
+                };
+                let written = match ready!(sent) {
                     Ok(0) | Err(_) => return Poll::Ready(Err(SendError::Io)),
                     Ok(n) => n,
                 };

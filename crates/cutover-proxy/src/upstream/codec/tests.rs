@@ -159,6 +159,28 @@ fn a_response_head_is_parsed_and_taken_out_of_the_buffer() {
 }
 
 #[test]
+fn a_connection_field_is_kept_only_when_it_names_another_field() {
+    let fields = |connection: &str| {
+        let bytes =
+            format!("HTTP/1.1 200 OK\r\nConnection: {connection}\r\nContent-Length: 0\r\n\r\n");
+        let head = parse(bytes.as_bytes(), &Method::GET)
+            .expect("parses")
+            .expect("complete");
+        (
+            head.headers.get_all("connection").iter().count(),
+            head.reusable,
+        )
+    };
+    // Only what the proxy strips anyway is left out; `close` still ends the connection.
+    assert_eq!(fields("keep-alive"), (0, true));
+    assert_eq!(fields("Close"), (0, false));
+    assert_eq!(fields("keep-alive, close"), (0, false));
+    // A name of another field: kept, so that the field it names is stripped too.
+    assert_eq!(fields("keep-alive, x-private"), (1, true));
+    assert_eq!(fields("close, x-private"), (1, false));
+}
+
+#[test]
 fn interim_answers_are_skipped() {
     let head = parse(
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
