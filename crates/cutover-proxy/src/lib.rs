@@ -134,6 +134,16 @@ impl Shared {
         self.started.elapsed().as_secs()
     }
 
+    /// [`Shared::second`] at `now`, a clock read the caller made anyway.
+    pub(crate) fn second_at(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_secs()
+    }
+
+    /// [`Shared::now_ms`] at `now`, a clock read the caller made anyway.
+    pub(crate) fn now_ms_at(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Compiles and publishes `config` as the next table. Callers hold `table_writer`.
     pub(crate) fn publish(&self, config: &RouteTableConfig) -> Result<u64, TableError> {
         let generation = self.table.load().generation + 1;

@@ -106,26 +106,31 @@ pub(super) fn empty() -> ProxyBody {
 
 /// Serves one client request arriving on connection `conn`: the phases of [`phases`], in
 /// order. A phase that answers by itself (a refusal, no route, no endpoint) ends it.
-pub(crate) async fn handle(
+///
+/// An `async` block, not an `async fn`: an `async fn` moves its arguments into locals and
+/// keeps room for both, so the request would take its room twice.
+pub(crate) fn handle(
     shared: Arc<Shared>,
     mut req: Request<Inbound>,
     conn: Arc<ConnInfo>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    if let Err(refusal) = phases::reject_early(shared.config.limits.max_body_bytes, &mut req) {
-        return Ok(refusal.response());
+) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send {
+    async move {
+        if let Err(refusal) = phases::reject_early(shared.config.limits.max_body_bytes, &mut req) {
+            return Ok(refusal.response());
+        }
+        let mut ctx = match phases::choose_upstream(&shared, &req, conn.peer) {
+            Ok(ctx) => ctx,
+            Err(refusal) => return Ok(refusal.response()),
+        };
+        let (mut parts, body) = phases::build_upstream_request(&shared, &conn, &mut ctx, req);
+        let mut recording = Recording::start(ctx.version().stats.clone(), ctx.arrived);
+        let result = phases::send_with_retry(&shared, &ctx, &mut parts, body, &mut recording).await;
+        let response = phases::map_response(&shared, &conn, &mut ctx, result, &mut recording);
+        if let Some(copy) = ctx.mirror.take() {
+            phases::mirror(shared, ctx.route, copy);
+        }
+        Ok(response)
     }
-    let mut ctx = match phases::choose_upstream(&shared, &req, conn.peer) {
-        Ok(ctx) => ctx,
-        Err(refusal) => return Ok(refusal.response()),
-    };
-    let (mut parts, body) = phases::build_upstream_request(&shared, &conn, &mut ctx, req);
-    let mut recording = Recording::start(ctx.version().stats.clone());
-    let result = phases::send_with_retry(&shared, &ctx, &mut parts, body, &mut recording).await;
-    let response = phases::map_response(&shared, &conn, &mut ctx, result, &mut recording);
-    if let Some(copy) = ctx.mirror.take() {
-        phases::mirror(shared, ctx.route, copy);
-    }
-    Ok(response)
 }
 
 /// A cheap per-request random number for power-of-two choices.

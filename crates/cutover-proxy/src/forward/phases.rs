@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -49,6 +50,8 @@ pub(super) struct RequestContext {
     pub(super) endpoint: Arc<Endpoint>,
     /// This request's random number for power-of-two choices (the retry's derives from it).
     pub(super) random: u64,
+    /// When the request was routed: its latency is timed from here.
+    pub(super) arrived: Instant,
     /// An HTTP/1.1 upgrade (WebSocket and others): sent through hyper-util's client.
     pub(super) upgrade: bool,
     /// The client side of an upgrade, handed to the tunnel on `101 Switching Protocols`.
@@ -162,7 +165,8 @@ pub(super) fn choose_upstream(
         return Err(Refusal::NoRoute);
     };
     let pick = route.choose(req.headers(), Some(peer.ip()));
-    let now_ms = shared.now_ms();
+    let arrived = Instant::now();
+    let now_ms = shared.now_ms_at(arrived);
     let random = super::random();
     let (serving, endpoint) = match route.version(pick).pick(now_ms, random, None) {
         Some(endpoint) => (pick, endpoint.clone()),
@@ -170,7 +174,7 @@ pub(super) fn choose_upstream(
             if pick == Pick::Candidate
                 && let Some(candidate) = &route.candidate
             {
-                candidate.stats.unavailable(shared.second());
+                candidate.stats.unavailable(shared.second_at(arrived));
             }
             match route
                 .stable
@@ -188,6 +192,7 @@ pub(super) fn choose_upstream(
         serving,
         endpoint,
         random,
+        arrived,
         upgrade: false,
         client_upgrade: None,
         replayable: false,
@@ -287,8 +292,8 @@ pub(super) async fn send_with_retry(
     };
     if !Arc::ptr_eq(&version.stats, recording.stats()) {
         // The candidate's failure is the candidate's; stable's answer is stable's.
-        recording.count(Counted::Upstream(UpstreamError::Connect), shared.second());
-        *recording = Recording::start(version.stats.clone());
+        recording.count(Counted::Upstream(UpstreamError::Connect), shared);
+        *recording = Recording::start(version.stats.clone(), Instant::now());
     }
     Box::pin(send(shared, &other, parts, empty(), false, ctx.watch())).await
 }
@@ -329,7 +334,7 @@ pub(super) fn map_response(
 ) -> Response<ProxyBody> {
     match result {
         Ok(mut response) => {
-            recording.count(Counted::Status(response.status().as_u16()), shared.second());
+            recording.count(Counted::Status(response.status().as_u16()), shared);
             if response.status() == StatusCode::SWITCHING_PROTOCOLS
                 && let Some(client_upgrade) = ctx.client_upgrade.take()
             {
@@ -345,7 +350,7 @@ pub(super) fn map_response(
             response
         }
         Err(failed) => {
-            recording.count(counted_as(failed), shared.second());
+            recording.count(counted_as(failed), shared);
             failure_response(failed, shared.config.limits.max_body_bytes)
         }
     }

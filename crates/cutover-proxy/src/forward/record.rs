@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::Shared;
 use crate::metrics::{UpstreamError, VersionStats};
 
 /// Where a request ends up in the counters.
@@ -27,12 +28,13 @@ pub(super) struct Recording {
 }
 
 impl Recording {
-    /// Counts the request in flight for `stats`' version from now.
-    pub(super) fn start(stats: Arc<VersionStats>) -> Recording {
+    /// Counts the request in flight for `stats`' version, its latency timed from `at`
+    /// (a clock read the caller made anyway, or `Instant::now()`).
+    pub(super) fn start(stats: Arc<VersionStats>, at: Instant) -> Recording {
         stats.start();
         Recording {
             stats,
-            started: Instant::now(),
+            started: at,
             open: true,
         }
     }
@@ -42,28 +44,28 @@ impl Recording {
         &self.stats
     }
 
-    /// Ends the entry as `counted`, in the window second `second`; only the first call
-    /// counts.
-    pub(super) fn count(&mut self, counted: Counted, second: u64) {
+    /// Ends the entry as `counted`, now, on the clock of `shared` (one read of the clock
+    /// for the latency and the window's second); only the first call counts.
+    pub(super) fn count(&mut self, counted: Counted, shared: &Shared) {
         if !std::mem::replace(&mut self.open, false) {
             return;
         }
-        match counted {
-            Counted::Status(status) => {
-                self.stats
-                    .finish(Some(status), None, self.started.elapsed(), second);
-            }
-            Counted::Upstream(kind) => {
-                self.stats
-                    .finish(None, Some(kind), self.started.elapsed(), second);
-            }
-            Counted::ClientError => self.stats.client_error(),
-        }
+        let (status, upstream_error) = match counted {
+            Counted::Status(status) => (Some(status), None),
+            Counted::Upstream(kind) => (None, Some(kind)),
+            Counted::ClientError => return self.stats.client_error(),
+        };
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(self.started);
+        self.stats
+            .finish(status, upstream_error, latency, shared.second_at(now));
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        self.count(Counted::ClientError, 0);
+        if std::mem::replace(&mut self.open, false) {
+            self.stats.client_error();
+        }
     }
 }

@@ -159,10 +159,10 @@ pub(super) fn mirror_to_candidate(
         parts.method = method;
         parts.uri = uri;
         parts.headers = headers;
-        let mut recording = Recording::start(candidate.stats.clone());
+        let mut recording = Recording::start(candidate.stats.clone(), std::time::Instant::now());
         match send(&shared, &endpoint, &mut parts, empty(), false, &NO_BODY).await {
             Ok(response) => {
-                recording.count(Counted::Status(response.status().as_u16()), shared.second());
+                recording.count(Counted::Status(response.status().as_u16()), &shared);
                 let mut body = response.into_body();
                 while let Some(frame) = body.frame().await {
                     if frame.is_err() {
@@ -170,7 +170,7 @@ pub(super) fn mirror_to_candidate(
                     }
                 }
             }
-            Err(failed) => recording.count(super::phases::counted_as(failed), shared.second()),
+            Err(failed) => recording.count(super::phases::counted_as(failed), &shared),
         }
     });
 }

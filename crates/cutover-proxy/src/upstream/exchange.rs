@@ -276,12 +276,15 @@ impl Exchange {
     }
 }
 
-/// One request on `upstream`, until the response head arrives.
-pub(super) async fn exchange(
+/// One request on `upstream`, until the response head arrives. The head is encoded when
+/// this is called; the future only waits for the answer. Not an `async fn`, which would
+/// keep room for its arguments and for each local it builds from them besides the
+/// [`Exchange`] that holds them all.
+pub(super) fn exchange(
     pool: Arc<Endpoint>,
     mut upstream: Box<Upstream>,
     request: Request<ProxyBody>,
-) -> Result<Response<ProxyBody>, SendFailure> {
+) -> impl Future<Output = Result<Response<ProxyBody>, SendFailure>> + Send {
     let framing = codec::request_framing(
         request.method(),
         request.headers(),
@@ -304,12 +307,14 @@ pub(super) async fn exchange(
         write_failed: false,
         received: false,
     };
-    match std::future::poll_fn(|cx| exchange.poll_head(&method, cx)).await {
-        Ok(head) => Ok(respond(head, exchange, pool)),
-        Err(kind) => Err(SendFailure {
-            kind,
-            unsent: exchange.unsent(),
-        }),
+    async move {
+        match std::future::poll_fn(|cx| exchange.poll_head(&method, cx)).await {
+            Ok(head) => Ok(respond(head, exchange, pool)),
+            Err(kind) => Err(SendFailure {
+                kind,
+                unsent: exchange.unsent(),
+            }),
+        }
     }
 }
 

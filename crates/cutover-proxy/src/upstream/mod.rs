@@ -185,41 +185,48 @@ pub(crate) struct SendFailure {
 /// an upstream closing an idle connection as a request goes out on it) is replaced by a
 /// fresh one, once, when the exchange hands the request back (see
 /// [`SendFailure::unsent`]), so nothing is copied beforehand.
-pub(crate) async fn send(
+///
+/// An `async` block, not an `async fn`: an `async fn` moves its arguments into locals and
+/// keeps room for both, so the request would take its room twice in every request's future.
+pub(crate) fn send(
     target: &Target<'_>,
     request: Request<ProxyBody>,
-) -> Result<Response<ProxyBody>, SendFailure> {
-    let pooled = target.pool.idle.take(target.idle_timeout);
-    let reused = pooled.is_some();
-    let upstream = match pooled {
-        Some(upstream) => upstream,
-        None => match Box::pin(Upstream::connect(target.authority, target.connect_timeout)).await {
-            Ok(upstream) => upstream,
-            Err(kind) => {
-                return Err(SendFailure {
-                    kind,
-                    unsent: Some(request),
-                });
-            }
-        },
-    };
-    match exchange::exchange(target.pool.clone(), upstream, request).await {
-        Err(SendFailure {
-            unsent: Some(request),
-            ..
-        }) if reused => {
-            // Handed back, the request is whole and safe to send again: nothing of it
-            // reached the upstream, or it is idempotent and its body was never read.
-            match Box::pin(Upstream::connect(target.authority, target.connect_timeout)).await {
-                Ok(fresh) => {
-                    Box::pin(exchange::exchange(target.pool.clone(), fresh, request)).await
+) -> impl Future<Output = Result<Response<ProxyBody>, SendFailure>> + Send {
+    async move {
+        let pooled = target.pool.idle.take(target.idle_timeout);
+        let reused = pooled.is_some();
+        let upstream = match pooled {
+            Some(upstream) => upstream,
+            None => {
+                match Box::pin(Upstream::connect(target.authority, target.connect_timeout)).await {
+                    Ok(upstream) => upstream,
+                    Err(kind) => {
+                        return Err(SendFailure {
+                            kind,
+                            unsent: Some(request),
+                        });
+                    }
                 }
-                Err(kind) => Err(SendFailure {
-                    kind,
-                    unsent: Some(request),
-                }),
             }
+        };
+        match exchange::exchange(target.pool.clone(), upstream, request).await {
+            Err(SendFailure {
+                unsent: Some(request),
+                ..
+            }) if reused => {
+                // Handed back, the request is whole and safe to send again: nothing of it
+                // reached the upstream, or it is idempotent and its body was never read.
+                match Box::pin(Upstream::connect(target.authority, target.connect_timeout)).await {
+                    Ok(fresh) => {
+                        Box::pin(exchange::exchange(target.pool.clone(), fresh, request)).await
+                    }
+                    Err(kind) => Err(SendFailure {
+                        kind,
+                        unsent: Some(request),
+                    }),
+                }
+            }
+            result => result,
         }
-        result => result,
     }
 }
