@@ -146,15 +146,15 @@ pub(crate) fn field_name(bytes: &[u8]) -> Result<HeaderName, header::InvalidHead
     Ok(common)
 }
 
-/// Whether a `Connection` value lists nothing but `keep-alive` and `close`: it names no
-/// other field, so a reader may leave the field out of the message it builds rather than
-/// have [`strip_hop_by_hop`] find and remove it (a hash and a probe per message).
+/// Whether a `Connection` value lists nothing but `keep-alive`, which names only a field
+/// that is hop-by-hop anyway: a reader may then leave the field out of the message it
+/// builds rather than have [`strip_hop_by_hop`] find and remove it (a hash and a probe
+/// per message). Any other token, `close` included, names a field to remove (RFC 9110
+/// §7.6.1), so the field stays for [`strip_hop_by_hop`] to read.
 pub(crate) fn connection_names_no_field(value: &[u8]) -> bool {
     value.split(|&b| b == b',').all(|token| {
         let token = token.trim_ascii();
-        token.is_empty()
-            || token.eq_ignore_ascii_case(b"keep-alive")
-            || token.eq_ignore_ascii_case(b"close")
+        token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive")
     })
 }
 
@@ -613,18 +613,32 @@ mod tests {
             "HOST",
             "hOsT",
             "Date",
+            "date",
             "Accept",
+            "accept",
+            "Server",
+            "server",
             "SERVER",
+            "Cookie",
             "cookie",
             "User-Agent",
+            "user-agent",
+            "Connection",
             "connection",
             "Set-Cookie",
+            "set-cookie",
             "Content-Type",
+            "content-type",
+            "Cache-Control",
             "cache-control",
             "Last-Modified",
+            "last-modified",
             "Content-Length",
+            "content-length",
             "content-LENGTH",
             "Accept-Encoding",
+            "accept-encoding",
+            "Accept-Language",
             "accept-language",
             "X-Request-Id",
             "Hostx",
@@ -655,10 +669,11 @@ mod tests {
     }
 
     #[test]
-    fn only_keep_alive_and_close_name_no_field() {
+    fn only_keep_alive_names_no_field() {
         assert!(connection_names_no_field(b"keep-alive"));
-        assert!(connection_names_no_field(b" Close ,KEEP-ALIVE,"));
+        assert!(connection_names_no_field(b" ,KEEP-ALIVE,"));
         assert!(!connection_names_no_field(b"keep-alive, x-secret"));
+        assert!(!connection_names_no_field(b"close"));
         assert!(!connection_names_no_field(b"upgrade"));
     }
 

@@ -50,8 +50,9 @@ pub(super) struct RequestContext {
     pub(super) endpoint: Arc<Endpoint>,
     /// This request's random number for power-of-two choices (the retry's derives from it).
     pub(super) random: u64,
-    /// When the request was routed: its latency is timed from here.
-    pub(super) arrived: Instant,
+    /// When the request was routed (its route and version found): its latency is timed
+    /// from here.
+    pub(super) routed: Instant,
     /// An HTTP/1.1 upgrade (WebSocket and others): sent through hyper-util's client.
     pub(super) upgrade: bool,
     /// The client side of an upgrade, handed to the tunnel on `101 Switching Protocols`.
@@ -165,8 +166,8 @@ pub(super) fn choose_upstream(
         return Err(Refusal::NoRoute);
     };
     let pick = route.choose(req.headers(), Some(peer.ip()));
-    let arrived = Instant::now();
-    let now_ms = shared.now_ms_at(arrived);
+    let routed = Instant::now();
+    let now_ms = shared.now_ms_at(routed);
     let random = super::random();
     let (serving, endpoint) = match route.version(pick).pick(now_ms, random, None) {
         Some(endpoint) => (pick, endpoint.clone()),
@@ -174,7 +175,7 @@ pub(super) fn choose_upstream(
             if pick == Pick::Candidate
                 && let Some(candidate) = &route.candidate
             {
-                candidate.stats.unavailable(shared.second_at(arrived));
+                candidate.stats.unavailable(shared.second_at(routed));
             }
             match route
                 .stable
@@ -192,7 +193,7 @@ pub(super) fn choose_upstream(
         serving,
         endpoint,
         random,
-        arrived,
+        routed,
         upgrade: false,
         client_upgrade: None,
         replayable: false,

@@ -120,11 +120,6 @@ fn request_of(bytes: &Bytes) -> Option<(Request<Inbound>, usize)> {
         if is_for_hyper(&name, field.value) {
             return None;
         }
-        if name == header::CONNECTION {
-            // `keep-alive` alone (else hyper reads the request): hop-by-hop, and naming
-            // no other field, so the request path would only strip it.
-            continue;
-        }
         let value = HeaderValue::from_maybe_shared(bytes.slice_ref(field.value)).ok()?;
         headers.append(name, value);
     }
@@ -425,6 +420,8 @@ mod tests {
         assert_eq!(request.uri(), "/a?b=c");
         assert_eq!(request.version(), Version::HTTP_11);
         assert_eq!(request.headers()["host"], "shop");
+        // Kept as hyper keeps it: routing sees the same fields whichever reader read them.
+        assert_eq!(request.headers()["connection"], "Keep-Alive");
         let values: Vec<_> = request.headers().get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
         assert!(request.body().is_end_stream());

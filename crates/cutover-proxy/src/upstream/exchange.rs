@@ -112,8 +112,9 @@ impl Sending {
     ) -> Poll<Result<(), SendError>> {
         loop {
             while self.queued() {
-                // A head alone (every bodiless request) is one `send`: a `writev` of one
-                // buffer costs the kernel more (its vector is copied in and checked).
+                // A head alone (a bodiless request's, or any head before its body is
+                // read) is one `send`: a `writev` of one buffer costs the kernel more (its
+                // vector is copied in and checked).
                 let sent = if self.data.is_empty() && self.suffix.is_empty() {
                     Pin::new(&mut *stream).poll_write(cx, &self.prefix)
                 } else {

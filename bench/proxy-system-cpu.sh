@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Where the whole machine's CPU goes per request, for each proxy in front of the same two
+# nginx backends: the proxy's own time, the backends', and wrk's. wrk, the backends and
+# the proxy share the cores, so throughput follows the sum, not the proxy's part alone: a
+# proxy that costs its backends more per request serves fewer requests with the same CPU
+# of its own. Three proxies run in turn, interleaved over the rounds: nginx as the anchors
+# script configures it (no forwarding fields), nginx adding the forwarding fields cutover
+# adds (X-Forwarded-For/-Proto/-Host and Forwarded), and cutover. Prints, per proxy, the
+# median round by req/s, with µs of CPU per request for each process group and the
+# backends' epoll_wait calls per request (how often they ran out of work and slept).
+# Needs nginx (nginx-light), wrk, curl and perf (linux-perf) for the epoll count.
+#
+#   CUTOVER_BIN=path bash bench/proxy-system-cpu.sh    # WORKERS (1), ROUNDS (3), DUR (5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for t in nginx wrk curl; do command -v $t >/dev/null || { echo "missing $t (apt-get install nginx-light wrk curl)"; exit 2; }; done
+bin=${CUTOVER_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --locked -q -p cutover-cli
+  bin=target/release/cutover
+fi
+workers=${WORKERS:-1} rounds=${ROUNDS:-3} dur=${DUR:-5}
+work=$(mktemp -d)
+proxy=
+cleanup() {
+  [ -n "$proxy" ] && kill "$proxy" 2>/dev/null
+  for p in "$work"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cat > "$work/backend.conf" <<CONF
+worker_processes 1; pid $work/b.pid; error_log $work/b.err; daemon on;
+events { worker_connections 8192; }
+http { access_log off;
+  server { listen 127.0.0.1:19001; location / { return 200 "v1\n"; } }
+  server { listen 127.0.0.1:19002; location / { return 200 "v2\n"; } } }
+CONF
+upstream='upstream app { server 127.0.0.1:19001 weight=90; server 127.0.0.1:19002 weight=10; keepalive 256; }'
+plain='proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";'
+cat > "$work/nginx.conf" <<CONF
+worker_processes $workers; pid $work/n.pid; error_log $work/n.err; daemon on;
+events { worker_connections 8192; }
+http { access_log off; $upstream
+  server { listen 127.0.0.1:19100; location / { $plain } } }
+CONF
+cat > "$work/nginx-fwd.conf" <<CONF
+worker_processes $workers; pid $work/f.pid; error_log $work/f.err; daemon on;
+events { worker_connections 8192; }
+http { access_log off; $upstream
+  server { listen 127.0.0.1:19110; location / { $plain proxy_set_header Host \$http_host;
+    proxy_set_header X-Forwarded-For \$remote_addr; proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$http_host;
+    proxy_set_header Forwarded "for=\$remote_addr;host=\$http_host;proto=\$scheme"; } } }
+CONF
+nginx -c "$work/backend.conf" && nginx -c "$work/nginx.conf" && nginx -c "$work/nginx-fwd.conf"
+env WORKERS="$workers" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
+proxy=$!
+for port in 19100 19110 19300; do
+  for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+done
+hz=$(getconf CLK_TCK)
+ticks() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+backends=$(pgrep -P "$(cat "$work/b.pid")" | xargs)
+pids_of() { case $1 in
+  nginx) pgrep -P "$(cat "$work/n.pid")" | xargs;; nginx-fwd) pgrep -P "$(cat "$work/f.pid")" | xargs;;
+  cutover) echo "$proxy";; esac; }
+port_of() { case $1 in nginx) echo 19100;; nginx-fwd) echo 19110;; cutover) echo 19300;; esac; }
+have_perf=$(command -v perf >/dev/null && echo 1 || echo 0)
+one() { # NAME: one measured run; prints "rps proxy_us backend_us wrk_us epoll_per_req"
+  local name=$1 port pids b0 p0 b1 p1 n rps wrk_us epolls=0
+  port=$(port_of "$name"); pids=$(pids_of "$name")
+  wrk -t1 -c64 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1
+  b0=$(ticks $backends); p0=$(ticks $pids)
+  if [ "$have_perf" = 1 ]; then
+    perf stat -x, -e syscalls:sys_enter_epoll_wait -p "$(echo $backends | tr ' ' ,)" -o "$work/epoll.txt" -- sleep $((dur + 1)) &
+    local perf_pid=$!
+  fi
+  /usr/bin/time -f "%U %S" -o "$work/wrk.time" wrk -t1 -c64 -d"${dur}s" "http://127.0.0.1:$port/" > "$work/wrk.out" 2>&1
+  b1=$(ticks $backends); p1=$(ticks $pids)
+  if [ "$have_perf" = 1 ]; then wait "$perf_pid" || true; epolls=$(awk -F, '/epoll_wait/{print $1}' "$work/epoll.txt"); fi
+  n=$(awk '/ requests in /{print $1}' "$work/wrk.out")
+  rps=$(awk '/Requests\/sec/{printf "%d", $2}' "$work/wrk.out")
+  wrk_us=$(awk -v n="$n" '{printf "%.2f", ($1 + $2) * 1000000 / n}' "$work/wrk.time")
+  awk -v n="$n" -v rps="$rps" -v p=$((p1 - p0)) -v b=$((b1 - b0)) -v hz="$hz" -v w="$wrk_us" -v e="${epolls:-0}" \
+    'BEGIN{printf "%d %.2f %.2f %s %.2f\n", rps, p * 1000000 / hz / n, b * 1000000 / hz / n, w, e / n}'
+}
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "# workers=$workers dur=${dur}s rounds=$rounds conn=64 (median round by req/s; CPU in µs per request)"
+declare -A runs
+for _ in $(seq 1 "$rounds"); do
+  for name in nginx nginx-fwd cutover; do runs[$name]+="$(one "$name")
+"; done
+done
+printf "%-10s %8s %8s %8s %8s %8s %14s\n" proxy req/s proxy backends wrk sum backend_epolls
+for name in nginx nginx-fwd cutover; do
+  printf "%s" "${runs[$name]}" | sed '/^$/d' | sort -n | awk -v name="$name" -v r="$rounds" \
+    'NR == int((r + 1) / 2) {printf "%-10s %8d %8.2f %8.2f %8.2f %8.2f %14.2f\n", name, $1, $2, $3, $4, $2 + $3 + $4, $5}'
+done
