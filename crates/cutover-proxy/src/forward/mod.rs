@@ -109,6 +109,10 @@ pub(super) fn empty() -> ProxyBody {
 ///
 /// An `async` block, not an `async fn`: an `async fn` moves its arguments into locals and
 /// keeps room for both, so the request would take its room twice.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps room for its arguments twice"
+)]
 pub(crate) fn handle(
     shared: Arc<Shared>,
     mut req: Request<Inbound>,

@@ -188,6 +188,10 @@ pub(crate) struct SendFailure {
 ///
 /// An `async` block, not an `async fn`: an `async fn` moves its arguments into locals and
 /// keeps room for both, so the request would take its room twice in every request's future.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps room for its arguments twice"
+)]
 pub(crate) fn send(
     target: &Target<'_>,
     request: Request<ProxyBody>,
