@@ -21,14 +21,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-cat > "$work/backend.conf" <<CONF
-worker_processes 1; pid $work/b.pid; error_log $work/b.err; daemon on;
-events { worker_connections 8192; }
-http { access_log off;
-  server { listen 127.0.0.1:19001; location / { return 200 "v1\n"; } }
-  server { listen 127.0.0.1:19002; location / { return 200 "v2\n"; } } }
-CONF
-nginx -c "$work/backend.conf"
+. bench/backends.sh
+start_backends "$work"
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

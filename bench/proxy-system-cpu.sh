@@ -28,13 +28,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-cat > "$work/backend.conf" <<CONF
-worker_processes 1; pid $work/b.pid; error_log $work/b.err; daemon on;
-events { worker_connections 8192; }
-http { access_log off;
-  server { listen 127.0.0.1:19001; location / { return 200 "v1\n"; } }
-  server { listen 127.0.0.1:19002; location / { return 200 "v2\n"; } } }
-CONF
+. bench/backends.sh
 upstream='upstream app { server 127.0.0.1:19001 weight=90; server 127.0.0.1:19002 weight=10; keepalive 256; }'
 plain='proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";'
 cat > "$work/nginx.conf" <<CONF
@@ -52,7 +46,7 @@ http { access_log off; $upstream
     proxy_set_header X-Forwarded-Host \$http_host;
     proxy_set_header Forwarded "for=\$remote_addr;host=\$http_host;proto=\$scheme"; } } }
 CONF
-nginx -c "$work/backend.conf" && nginx -c "$work/nginx.conf" && nginx -c "$work/nginx-fwd.conf"
+start_backends "$work" && nginx -c "$work/nginx.conf" && nginx -c "$work/nginx-fwd.conf"
 env WORKERS="$workers" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
 proxy=$!
 for port in 19100 19110 19300; do
