@@ -152,6 +152,37 @@ async fn after_an_answer_then_a_silent_close(
 }
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
+/// An upstream's `Connection` names fields the client must not see, `close` one called
+/// `Close` among them (RFC 9110 §7.6.1); a `keep-alive` alone (which the codec leaves out
+/// as it reads) takes `Keep-Alive` with it; an empty value or empty tokens name nothing.
+#[tokio::test]
+async fn fields_an_upstreams_connection_names_never_reach_the_client() {
+    let answers: [&'static [u8]; 5] = [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nClose: secret\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nConnection: close, X-Private\r\nClose: secret\r\nX-Private: 1\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nConnection: , keep-alive,,\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nConnection:\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok",
+    ];
+    for bytes in answers {
+        let (upstream, _) = scripted(move |_, _| Reply::AnswerAndClose(bytes)).await;
+        let (_proxy, addr) = proxy_to(upstream).await;
+        let mut client = Raw::connect(addr).await;
+        client.send(GET).await;
+        let answer = client.answer(false).await;
+        assert_eq!((answer.status(), answer.body.as_slice()), (200, &b"ok"[..]));
+        for gone in ["connection", "close", "x-private", "keep-alive", "x-hop"] {
+            assert_eq!(answer.header(gone), None, "{gone}: {}", answer.head);
+        }
+        assert_eq!(
+            answer.header("x-end").as_deref(),
+            Some("kept"),
+            "{}",
+            answer.head
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_chunked_answer_with_extensions_and_trailers_arrives_whole_and_its_connection_is_reused()
 {
