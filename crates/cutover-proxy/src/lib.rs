@@ -126,12 +126,12 @@ pub(crate) struct Shared {
 impl Shared {
     /// Milliseconds since the proxy started: the clock of health checks.
     pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.now_ms_at(Instant::now())
     }
 
     /// Seconds since the proxy started: the clock of the rolling windows.
     pub(crate) fn second(&self) -> u64 {
-        self.started.elapsed().as_secs()
+        self.second_at(Instant::now())
     }
 
     /// [`Shared::second`] at `now`, a clock read the caller made anyway.

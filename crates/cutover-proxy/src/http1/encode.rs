@@ -240,19 +240,11 @@ fn status_line(status: StatusCode, http10: bool, dst: &mut Vec<u8>) {
 /// A chunk's size line: the length in hexadecimal (upper case, as hyper writes it) and the
 /// line's end.
 pub(super) fn chunk_size(len: usize, dst: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut buf = [0u8; 16];
-    let mut at = buf.len();
-    let mut n = len;
-    loop {
-        at -= 1;
-        buf[at] = HEX[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    dst.extend_from_slice(&buf[at..]);
+    dst.extend_from_slice(crate::upstream::hex_usize(
+        len,
+        b"0123456789ABCDEF",
+        &mut [0; 16],
+    ));
     dst.extend_from_slice(b"\r\n");
 }
 

@@ -378,14 +378,7 @@ mod tests {
     /// was 6,312 bytes (688 now) when each `async` step kept its own copy of the handler's future.
     #[tokio::test]
     async fn the_answer_future_stays_small() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let _client = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect");
-        let (stream, _) = listener.accept().await.expect("accept");
+        let (_client, stream) = super::super::tests::loopback_pair().await;
         let activity = crate::listen::Activity::new();
         // As the request path's, a large future: 2 KiB held across an await.
         let handler = |_request: Request<Inbound>| async {

@@ -641,6 +641,17 @@ impl Activity {
 mod tests {
     use super::*;
 
+    /// Both ends of a TCP connection on loopback: the client's, then the accepted one.
+    pub(super) async fn loopback_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let client = TcpStream::connect(address).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        (client, accepted)
+    }
+
     #[test]
     fn unread_bytes_keep_their_order() {
         let joined = join(
@@ -659,12 +670,7 @@ mod tests {
     /// bound holds for a debug build, whose futures are larger).
     #[tokio::test]
     async fn a_plain_connection_is_a_small_task() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let _client = TcpStream::connect(address).await.expect("connect");
-        let (stream, _) = listener.accept().await.expect("accept");
+        let (_client, stream) = loopback_pair().await;
         let (_shutdown_tx, shutdown) = watch::channel(false);
         let activity = Activity::new();
         let answer = |_request| async { Ok(http::Response::new(crate::forward::full("ok"))) };

@@ -168,20 +168,27 @@ pub(crate) fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-/// The line that opens a chunk of `len` bytes: its size in hex, CRLF.
-pub(super) fn chunk_line(len: usize, out: &mut BytesMut) {
-    let mut digits = [0u8; 16];
-    let mut start = digits.len();
-    let mut n = len;
+/// Lower-case hexadecimal digits, for [`hex_usize`].
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+
+/// `n` in hexadecimal with the digits of `alphabet`, written at the end of `buf`: chunk
+/// sizes, lower case to upstreams (as hyper's client writes them), upper case to clients
+/// (as hyper's server does).
+pub(crate) fn hex_usize<'a>(mut n: usize, alphabet: &[u8; 16], buf: &'a mut [u8; 16]) -> &'a [u8] {
+    let mut start = buf.len();
     loop {
         start -= 1;
-        digits[start] = b"0123456789abcdef"[n & 0xf];
+        buf[start] = alphabet[n & 0xf];
         n >>= 4;
         if n == 0 {
-            break;
+            return &buf[start..];
         }
     }
-    out.put_slice(&digits[start..]);
+}
+
+/// The line that opens a chunk of `len` bytes: its size in hex, CRLF.
+pub(super) fn chunk_line(len: usize, out: &mut BytesMut) {
+    out.put_slice(hex_usize(len, HEX_LOWER, &mut [0; 16]));
     out.put_slice(b"\r\n");
 }
 

@@ -14,7 +14,7 @@
 //! instructions per request.
 
 mod codec;
-pub(crate) use codec::{itoa_u64, parse_length};
+pub(crate) use codec::{hex_usize, itoa_u64, parse_length};
 mod exchange;
 
 use std::sync::Mutex;
