@@ -152,6 +152,94 @@ async fn after_an_answer_then_a_silent_close(
 }
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
+/// A raw upstream that answers every request `OK` and passes on each request head it
+/// read, as it came.
+async fn recording() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (heads, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                    let head: Vec<u8> = buf.drain(..end).collect();
+                    let length = String::from_utf8_lossy(&head)
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())
+                                .flatten()
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < length {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..length);
+                    let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
+                    if stream.write_all(OK).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// The forwarding fields a client sends, in any case and repeated, never reach the
+/// upstream as it sent them: each of `X-Forwarded-For`, `-Proto`, `-Host` and
+/// `Forwarded` arrives once, with this hop's value. Both ways a request is read: by the
+/// proxy's own reader (no body) and by hyper (a body).
+#[tokio::test]
+async fn a_clients_forwarding_fields_are_replaced_and_reach_the_upstream_once_each() {
+    let (upstream, mut heads) = recording().await;
+    let (_proxy, addr) = proxy_to(upstream).await;
+    let mut client = Raw::connect(addr).await;
+    let fields = "Host: shop\r\nX-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\n\
+        X-FORWARDED-PROTO: gopher\r\nX-Forwarded-Host: evil\r\nx-forwarded-host: evil2\r\n\
+        Forwarded: for=1.2.3.4;by=evil\r\nFORWARDED: for=5.6.7.8\r\nX-Kept: 1\r\n";
+    for request in [
+        format!("GET / HTTP/1.1\r\n{fields}\r\n"),
+        format!("POST / HTTP/1.1\r\n{fields}Content-Length: 2\r\n\r\nhi"),
+    ] {
+        client.send(request.as_bytes()).await;
+        let answer = client.answer(false).await;
+        assert_eq!(answer.status(), 200, "{}", answer.head);
+        let head = heads.recv().await.expect("the upstream saw the request");
+        let values = |wanted: &str| -> Vec<String> {
+            head.lines()
+                .filter_map(|line| line.split_once(':'))
+                .filter(|(name, _)| name.eq_ignore_ascii_case(wanted))
+                .map(|(_, value)| value.trim().to_string())
+                .collect()
+        };
+        for (name, value) in [
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "shop"),
+            ("forwarded", "for=127.0.0.1;proto=http;host=shop"),
+            ("host", "shop"),
+            ("x-kept", "1"),
+        ] {
+            assert_eq!(values(name), [value], "{name} in:\n{head}");
+        }
+    }
+}
+
 /// An upstream's `Connection` names fields the client must not see, `close` one called
 /// `Close` among them (RFC 9110 §7.6.1); a `keep-alive` alone (which the codec leaves out
 /// as it reads) takes `Keep-Alive` with it; an empty value or empty tokens name nothing.

@@ -445,7 +445,8 @@ impl PeerForwarding {
     }
 }
 
-/// [`add_forwarding_for`] for a request from `peer`, as the tests call it.
+/// [`forwarding_fields`] for a request from `peer`, inserted into `headers`, as the tests
+/// call it.
 #[cfg(test)]
 pub(super) fn add_forwarding(
     headers: &mut HeaderMap,
@@ -457,6 +458,17 @@ pub(super) fn add_forwarding(
     add_forwarding_for(headers, &PeerForwarding::of(peer, tls), host, trusted);
 }
 
+/// [`forwarding_fields`] inserted into `headers`: the request as an upstream sees it.
+#[cfg(test)]
+pub(super) fn add_forwarding_for(
+    headers: &mut HeaderMap,
+    peer: &PeerForwarding,
+    host: Option<&HeaderValue>,
+    trusted: bool,
+) {
+    forwarding_fields(headers, peer, host, trusted).insert_into(headers);
+}
+
 /// `X-Forwarded-For`, made at compile time (`from_static` at run time checks every byte).
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
@@ -464,18 +476,69 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 /// `X-Forwarded-Host`.
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded` for a request from the peer of
-/// `peer`'s connection. The client's own `X-Forwarded-For` and `Forwarded` are kept (and
-/// appended to) only when `trusted` (the peer is in `limits.trustedProxies`); from anyone
-/// else they are replaced, so a client cannot choose the address the upstream believes.
-/// The peer's values are worked out once per connection: an untrusted peer's request
-/// costs no formatting unless it has a host (the `Forwarded` value names it).
-pub(super) fn add_forwarding_for(
+/// The forwarding fields this hop adds to a request: `X-Forwarded-For`, `-Proto`,
+/// `-Host` and `Forwarded`. They are kept beside the request's header map, not inserted
+/// into it: the upstream codec writes them after the request's own fields
+/// ([`ForwardingFields::each`]), which hashes nothing, where four inserts into the map
+/// cost about 900 instructions per request. The paths that hand a header map on (an
+/// upgrade through hyper-util's client, a mirrored copy) insert them
+/// ([`ForwardingFields::insert_into`]).
+pub(crate) struct ForwardingFields {
+    /// `X-Forwarded-For`: the peer, after a trusted proxy's list.
+    for_: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`: `http` or `https`.
+    proto: &'static str,
+    /// `X-Forwarded-Host`: the host the client asked for, if it named one.
+    host: Option<HeaderValue>,
+    /// `Forwarded`: this hop's element, after a trusted proxy's.
+    forwarded: Option<HeaderValue>,
+}
+
+impl ForwardingFields {
+    /// Calls `field` with each field's name (lower case, as a `HeaderName` writes it) and
+    /// value, in the order they are written.
+    pub(crate) fn each(&self, mut field: impl FnMut(&str, &[u8])) {
+        if let Some(value) = &self.for_ {
+            field(X_FORWARDED_FOR.as_str(), value.as_bytes());
+        }
+        field(X_FORWARDED_PROTO.as_str(), self.proto.as_bytes());
+        if let Some(value) = &self.host {
+            field(X_FORWARDED_HOST.as_str(), value.as_bytes());
+        }
+        if let Some(value) = &self.forwarded {
+            field(header::FORWARDED.as_str(), value.as_bytes());
+        }
+    }
+
+    /// Inserts the fields into `headers`, replacing any of the same names.
+    pub(crate) fn insert_into(&self, headers: &mut HeaderMap) {
+        if let Some(value) = &self.for_ {
+            headers.insert(X_FORWARDED_FOR, value.clone());
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+        if let Some(value) = &self.host {
+            headers.insert(X_FORWARDED_HOST, value.clone());
+        }
+        if let Some(value) = &self.forwarded {
+            headers.insert(header::FORWARDED, value.clone());
+        }
+    }
+}
+
+/// The forwarding fields for a request from the peer of `peer`'s connection, with the
+/// client's own taken out of `headers`. The client's `X-Forwarded-For` and `Forwarded`
+/// are kept (and appended to) only when `trusted` (the peer is in
+/// `limits.trustedProxies`); from anyone else they are replaced, so a client cannot
+/// choose the address the upstream believes. Its `X-Forwarded-Proto` and `-Host` are
+/// always replaced. The peer's values are worked out once per connection: an untrusted
+/// peer's request costs no formatting unless it has a host (the `Forwarded` value names
+/// it).
+pub(super) fn forwarding_fields(
     headers: &mut HeaderMap,
     peer: &PeerForwarding,
     host: Option<&HeaderValue>,
     trusted: bool,
-) {
+) -> ForwardingFields {
     let joined = |name: &HeaderName, headers: &HeaderMap| -> Option<String> {
         let values: Vec<&str> = headers
             .get_all(name)
@@ -484,10 +547,7 @@ pub(super) fn add_forwarding_for(
             .collect();
         (!values.is_empty()).then(|| values.join(", "))
     };
-    // Room for the four names at once: inserting them one by one into a map sized for
-    // the client's headers would grow (and rehash) it up to three times.
-    headers.reserve(4);
-    let xff = match trusted.then(|| joined(&X_FORWARDED_FOR, headers)).flatten() {
+    let for_ = match trusted.then(|| joined(&X_FORWARDED_FOR, headers)).flatten() {
         Some(previous) => {
             let ip = peer.ip.to_str().unwrap_or_default();
             HeaderValue::from_str(&format!("{previous}, {ip}")).ok()
@@ -497,17 +557,8 @@ pub(super) fn add_forwarding_for(
     let previous_forwarded = trusted
         .then(|| joined(&header::FORWARDED, headers))
         .flatten();
-    // `insert` replaces every earlier value of its name: no removal first.
-    match xff {
-        Some(v) => headers.insert(X_FORWARDED_FOR, v),
-        None => headers.remove(X_FORWARDED_FOR),
-    };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.proto));
-    match host {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
-    let value = match (previous_forwarded, host) {
+    remove_client_forwarding(headers);
+    let forwarded = match (previous_forwarded, host) {
         (None, None) => peer.element_value.clone(),
         (None, Some(host)) => peer.for_host(host),
         (previous, host) => forwarded_value_of(
@@ -516,10 +567,41 @@ pub(super) fn add_forwarding_for(
             host.and_then(|h| h.to_str().ok()),
         ),
     };
-    match value {
-        Some(v) => headers.insert(header::FORWARDED, v),
-        None => headers.remove(header::FORWARDED),
-    };
+    ForwardingFields {
+        for_,
+        proto: peer.proto,
+        host: host.cloned(),
+        forwarded,
+    }
+}
+
+/// Takes the client's forwarding fields out of `headers`: one pass over the names it
+/// has, then a removal only for those present (most requests carry none).
+fn remove_client_forwarding(headers: &mut HeaderMap) {
+    let mut present: u8 = 0;
+    for name in headers.keys() {
+        present |= match name.as_str() {
+            "x-forwarded-for" => 1,
+            "x-forwarded-proto" => 2,
+            "x-forwarded-host" => 4,
+            "forwarded" => 8,
+            _ => 0,
+        };
+    }
+    if present == 0 {
+        return;
+    }
+    let names = [
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        header::FORWARDED,
+    ];
+    for (i, name) in names.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -727,6 +809,36 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h.get_all(header::FORWARDED).iter().count(), 1);
         assert_eq!(h[header::FORWARDED], "for=192.0.2.7;proto=http");
+    }
+
+    /// The fields the upstream codec writes are those a map gets inserted, for every
+    /// mix of trust and host: the two ways they leave cannot drift apart.
+    #[test]
+    fn forwarding_fields_written_are_those_inserted() {
+        let peer = PeerForwarding::of("[::1]:5000".parse().expect("addr"), true);
+        for trusted in [false, true] {
+            for host in [None, Some(HeaderValue::from_static("shop.example"))] {
+                let mut h = headers(&[
+                    ("x-forwarded-for", "10.0.0.1"),
+                    ("forwarded", "for=10.0.0.1"),
+                    ("x-forwarded-proto", "gopher"),
+                    ("x-forwarded-host", "evil"),
+                    ("x-kept", "1"),
+                ]);
+                let fields = forwarding_fields(&mut h, &peer, host.as_ref(), trusted);
+                assert_eq!(h.len(), 1, "the client's own are out: {h:?}");
+                let mut written = Vec::new();
+                fields.each(|name, value| written.push((name.to_owned(), value.to_vec())));
+                let mut inserted = HeaderMap::new();
+                fields.insert_into(&mut inserted);
+                let inserted: Vec<_> = inserted
+                    .iter()
+                    .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                    .collect();
+                assert_eq!(written, inserted, "trusted {trusted}, host {host:?}");
+                assert_eq!(written.len(), 3 + usize::from(host.is_some()));
+            }
+        }
     }
 
     #[test]

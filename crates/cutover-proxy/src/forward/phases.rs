@@ -16,7 +16,8 @@ use hyper::body::Body as _;
 
 use super::body::{BodyWatch, ClientBody, ClientFault, Failed, Inbound, NO_BODY};
 use super::headers::{
-    Framing, add_forwarding_for, host_of, smuggling_in, strip_hop_by_hop, upgrade_of,
+    ForwardingFields, Framing, forwarding_fields, host_of, smuggling_in, strip_hop_by_hop,
+    upgrade_of,
 };
 use super::record::{Counted, Recording};
 use super::send::{mirror_to_candidate, send};
@@ -203,15 +204,16 @@ pub(super) fn choose_upstream(
 }
 
 /// Phase 3: the request as the upstream gets it: hop-by-hop headers stripped (an upgrade's
-/// `Connection`/`Upgrade` put back), forwarding headers set, the client's `Host` kept,
-/// and the body cut off past `maxBodyBytes` and watched for the client's faults. Decides
-/// whether the request may be retried and whether it is mirrored.
+/// `Connection`/`Upgrade` put back), the client's `Host` kept, the forwarding fields
+/// made (the client's own taken out; the new ones go beside the parts, for [`send`] to
+/// write), and the body cut off past `maxBodyBytes` and watched for the client's faults.
+/// Decides whether the request may be retried and whether it is mirrored.
 pub(super) fn build_upstream_request(
     shared: &Shared,
     conn: &ConnInfo,
     ctx: &mut RequestContext,
     mut req: Request<Inbound>,
-) -> (Parts, ProxyBody) {
+) -> (Parts, ForwardingFields, ProxyBody) {
     let upgrade = upgrade_of(&req);
     ctx.client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     ctx.upgrade = upgrade.is_some();
@@ -225,7 +227,7 @@ pub(super) fn build_upstream_request(
     // length both show here.
     let has_body = !body.is_end_stream();
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarding_for(
+    let forwarding = forwarding_fields(
         &mut parts.headers,
         &conn.forwarding,
         original_host.as_ref(),
@@ -261,12 +263,16 @@ pub(super) fn build_upstream_request(
         && is_safe(&parts.method)
         && !ctx.upgrade
         && ctx.route.mirror();
-    ctx.mirror = mirrored.then(|| MirrorCopy {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        headers: parts.headers.clone(),
+    ctx.mirror = mirrored.then(|| {
+        let mut headers = parts.headers.clone();
+        forwarding.insert_into(&mut headers);
+        MirrorCopy {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers,
+        }
     });
-    (parts, body)
+    (parts, forwarding, body)
 }
 
 /// Phase 4: sends the request to the chosen endpoint and, when [`retry_eligible`], once
@@ -276,6 +282,7 @@ pub(super) async fn send_with_retry(
     shared: &Shared,
     ctx: &RequestContext,
     parts: &mut Parts,
+    forwarding: &ForwardingFields,
     body: ProxyBody,
     recording: &mut Recording,
 ) -> Result<Response<ProxyBody>, Failed> {
@@ -284,7 +291,16 @@ pub(super) async fn send_with_retry(
     // within `PARK_AFTER` of its last request, and in each HTTP/2 stream's task). A second
     // box of over a kilobyte per request cost glibc's slow path twice (about 400
     // instructions); room for the exchange is held only while a request is under way.
-    let result = send(shared, &ctx.endpoint, parts, body, ctx.upgrade, ctx.watch()).await;
+    let result = send(
+        shared,
+        &ctx.endpoint,
+        parts,
+        Some(forwarding),
+        body,
+        ctx.upgrade,
+        ctx.watch(),
+    )
+    .await;
     if !retry_eligible(&result, ctx.replayable) {
         return result;
     }
@@ -296,7 +312,16 @@ pub(super) async fn send_with_retry(
         recording.count(Counted::Upstream(UpstreamError::Connect), shared);
         *recording = Recording::start(version.stats.clone(), Instant::now());
     }
-    Box::pin(send(shared, &other, parts, empty(), false, ctx.watch())).await
+    Box::pin(send(
+        shared,
+        &other,
+        parts,
+        Some(forwarding),
+        empty(),
+        false,
+        ctx.watch(),
+    ))
+    .await
 }
 
 /// Whether a failed attempt may be sent again: only a refused connection (nothing was

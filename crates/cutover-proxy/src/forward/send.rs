@@ -9,20 +9,30 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 
 use super::body::{BodyWatch, Failed, NO_BODY};
+use super::headers::ForwardingFields;
 use super::record::{Counted, Recording};
 use super::{BoxError, ProxyBody, empty, random};
 use crate::Shared;
 use crate::metrics::UpstreamError;
 use crate::table::{CompiledRoute, Endpoint};
 
-/// Builds the upstream request from the client's parts: origin-form URI (absolute-form
-/// for the pooled legacy client), HTTP/1.1 whatever the client spoke.
-fn upstream_request(parts: &http::request::Parts, uri: Uri, body: ProxyBody) -> Request<ProxyBody> {
+/// Builds the upstream request from the client's parts and the fields this hop `added`:
+/// origin-form URI (absolute-form for the pooled legacy client), HTTP/1.1 whatever the
+/// client spoke.
+fn upstream_request(
+    parts: &http::request::Parts,
+    added: Option<&ForwardingFields>,
+    uri: Uri,
+    body: ProxyBody,
+) -> Request<ProxyBody> {
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = parts.headers.clone();
+    if let Some(added) = added {
+        added.insert_into(request.headers_mut());
+    }
     request
 }
 
@@ -42,7 +52,8 @@ fn origin_form(uri: &Uri) -> Option<Uri> {
 }
 
 /// Sends one request to `endpoint` within the request timeout, updating its health.
-/// `parts`' headers go to the upstream with the request; they are back in `parts` after a
+/// `parts`' headers go to the upstream with the request, then the fields `added` (the
+/// forwarding fields, kept out of the map); the headers are back in `parts` after a
 /// failure that sent nothing (the only failure a retry follows), and gone otherwise.
 /// Upgrade requests go through hyper-util's client, which hands over the upgraded
 /// connection; everything else through the inline-driven pool of [`crate::upstream`].
@@ -52,6 +63,7 @@ pub(super) async fn send(
     shared: &Shared,
     endpoint: &Arc<Endpoint>,
     parts: &mut http::request::Parts,
+    added: Option<&ForwardingFields>,
     body: ProxyBody,
     upgrade: bool,
     body_watch: &BodyWatch,
@@ -61,7 +73,7 @@ pub(super) async fn send(
     let outcome = if upgrade {
         // Boxed, and only here: hyper-util's client future is large, and every request
         // would otherwise carry (and copy) room for it.
-        Box::pin(send_upgrade(shared, endpoint, parts, body, timeout)).await
+        Box::pin(send_upgrade(shared, endpoint, parts, added, body, timeout)).await
     } else {
         let Some(uri) = origin_form(&parts.uri) else {
             return Err(Failed::Upstream(UpstreamError::Connect));
@@ -79,7 +91,8 @@ pub(super) async fn send(
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = std::mem::take(&mut parts.headers);
-        let sent = super::deadline::within(timeout, crate::upstream::send(&target, request)).await;
+        let sent =
+            super::deadline::within(timeout, crate::upstream::send(&target, request, added)).await;
         match sent {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(failure)) => {
@@ -118,6 +131,7 @@ async fn send_upgrade(
     shared: &Shared,
     endpoint: &Endpoint,
     parts: &http::request::Parts,
+    added: Option<&ForwardingFields>,
     body: ProxyBody,
     timeout: std::time::Duration,
 ) -> Result<Response<ProxyBody>, UpstreamError> {
@@ -125,7 +139,7 @@ async fn send_upgrade(
     let Ok(uri) = format!("{}{path}", endpoint.base).parse::<Uri>() else {
         return Err(UpstreamError::Connect);
     };
-    let request = upstream_request(parts, uri, body);
+    let request = upstream_request(parts, added, uri, body);
     match tokio::time::timeout(timeout, shared.client.request(request)).await {
         Ok(Ok(response)) => Ok(response.map(|b| b.map_err(BoxError::from).boxed())),
         Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
@@ -160,7 +174,18 @@ pub(super) fn mirror_to_candidate(
         parts.uri = uri;
         parts.headers = headers;
         let mut recording = Recording::start(candidate.stats.clone(), std::time::Instant::now());
-        match send(&shared, &endpoint, &mut parts, empty(), false, &NO_BODY).await {
+        // The copy's headers have the forwarding fields in them already.
+        match send(
+            &shared,
+            &endpoint,
+            &mut parts,
+            None,
+            empty(),
+            false,
+            &NO_BODY,
+        )
+        .await
+        {
             Ok(response) => {
                 recording.count(Counted::Status(response.status().as_u16()), &shared);
                 let mut body = response.into_body();

@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
-use crate::forward::{connection_lists, connection_names_no_field, field_name};
+use crate::forward::{ForwardingFields, connection_lists, connection_names_no_field, field_name};
 
 /// Most bytes a response head (or a chunked body's trailer section) may take.
 pub(super) const MAX_HEAD: usize = 64 * 1024;
@@ -111,6 +111,7 @@ pub(super) fn encode_head(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    added: Option<&ForwardingFields>,
     framing: RequestFraming,
     out: &mut BytesMut,
 ) {
@@ -120,6 +121,9 @@ pub(super) fn encode_head(
     let mut size = method.len() + target.len() + 16;
     for (name, value) in headers {
         size += name.as_str().len() + value.len() + 4;
+    }
+    if let Some(added) = added {
+        added.each(|name, value| size += name.len() + value.len() + 4);
     }
     out.reserve(size + 32);
     out.put_slice(method.as_bytes());
@@ -136,6 +140,14 @@ pub(super) fn encode_head(
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
+    }
+    if let Some(added) = added {
+        added.each(|name, value| {
+            out.put_slice(name.as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value);
+            out.put_slice(b"\r\n");
+        });
     }
     match framing {
         RequestFraming::Length(length) => {

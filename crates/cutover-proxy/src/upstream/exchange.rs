@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use super::codec::{self, BodyDecoder, Decoded, RequestFraming, ResponseHead};
 use super::{SendFailure, Upstream};
-use crate::forward::{BoxError, ProxyBody};
+use crate::forward::{BoxError, ForwardingFields, ProxyBody};
 use crate::metrics::UpstreamError;
 use crate::table::Endpoint;
 
@@ -277,14 +277,16 @@ impl Exchange {
     }
 }
 
-/// One request on `upstream`, until the response head arrives. The head is encoded when
-/// this is called; the future only waits for the answer. Not an `async fn`, which would
+/// One request on `upstream`, until the response head arrives; the fields `added` go
+/// after the request's own. The head is encoded when this is called; the future only
+/// waits for the answer. Not an `async fn`, which would
 /// keep room for its arguments and for each local it builds from them besides the
 /// [`Exchange`] that holds them all.
 pub(super) fn exchange(
     pool: Arc<Endpoint>,
     mut upstream: Box<Upstream>,
     request: Request<ProxyBody>,
+    added: Option<&ForwardingFields>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, SendFailure>> + Send {
     let framing = codec::request_framing(
         request.method(),
@@ -298,6 +300,7 @@ pub(super) fn exchange(
         request.method(),
         request.uri(),
         request.headers(),
+        added,
         framing,
         &mut sending.prefix,
     );

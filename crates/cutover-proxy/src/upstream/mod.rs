@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use http::{Request, Response};
 use tokio::net::TcpStream;
 
-use crate::forward::ProxyBody;
+use crate::forward::{ForwardingFields, ProxyBody};
 use crate::metrics::UpstreamError;
 
 /// Most idle connections kept per endpoint and worker.
@@ -180,7 +180,8 @@ pub(crate) struct SendFailure {
     pub(crate) unsent: Option<Request<ProxyBody>>,
 }
 
-/// Sends `request` (origin-form URI, `Host` set) and returns the response head; the body
+/// Sends `request` (origin-form URI, `Host` set), with the fields `added` after its own,
+/// and returns the response head; the body
 /// streams as the caller reads it. A reused connection that turns out closed (the race of
 /// an upstream closing an idle connection as a request goes out on it) is replaced by a
 /// fresh one, once, when the exchange hands the request back (see
@@ -195,6 +196,7 @@ pub(crate) struct SendFailure {
 pub(crate) fn send(
     target: &Target<'_>,
     request: Request<ProxyBody>,
+    added: Option<&ForwardingFields>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, SendFailure>> + Send {
     async move {
         let pooled = target.pool.idle.take(target.idle_timeout);
@@ -213,7 +215,7 @@ pub(crate) fn send(
                 }
             }
         };
-        match exchange::exchange(target.pool.clone(), upstream, request).await {
+        match exchange::exchange(target.pool.clone(), upstream, request, added).await {
             Err(SendFailure {
                 unsent: Some(request),
                 ..
@@ -222,7 +224,13 @@ pub(crate) fn send(
                 // reached the upstream, or it is idempotent and its body was never read.
                 match Box::pin(Upstream::connect(target.authority, target.connect_timeout)).await {
                     Ok(fresh) => {
-                        Box::pin(exchange::exchange(target.pool.clone(), fresh, request)).await
+                        Box::pin(exchange::exchange(
+                            target.pool.clone(),
+                            fresh,
+                            request,
+                            added,
+                        ))
+                        .await
                     }
                     Err(kind) => Err(SendFailure {
                         kind,

@@ -14,7 +14,7 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 fn head(method: Method, uri: &str, pairs: &[(&str, &str)], framing: RequestFraming) -> String {
     let mut out = BytesMut::new();
     let uri: Uri = uri.parse().expect("uri");
-    encode_head(&method, &uri, &headers(pairs), framing, &mut out);
+    encode_head(&method, &uri, &headers(pairs), None, framing, &mut out);
     String::from_utf8(out.to_vec()).expect("utf-8")
 }
 
