@@ -232,7 +232,7 @@ impl VersionStats {
         let micros = u64::try_from(elapsed.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let bucket = LATENCY_BUCKETS.partition_point(|bound| bound_micros(*bound) < micros);
+        let bucket = LATENCY_BOUNDS_MICROS.partition_point(|&bound| bound < micros);
         shard.latency[bucket].fetch_add(1, Ordering::Relaxed);
         shard
             .latency_sum_micros
@@ -475,9 +475,22 @@ impl VersionStats {
 }
 
 /// A bucket bound of [`LATENCY_BUCKETS`] in microseconds.
-fn bound_micros(bound: f64) -> u64 {
+const fn bound_micros(bound: f64) -> u64 {
     (bound * 1e6).round() as u64
 }
+
+/// [`LATENCY_BUCKETS`] in microseconds, worked out at compile time: each request finds
+/// its bucket among them, and rounding each bound again as it searched cost about 200
+/// instructions per request.
+const LATENCY_BOUNDS_MICROS: [u64; LATENCY_BUCKETS.len()] = {
+    let mut micros = [0; LATENCY_BUCKETS.len()];
+    let mut i = 0;
+    while i < micros.len() {
+        micros[i] = bound_micros(LATENCY_BUCKETS[i]);
+        i += 1;
+    }
+    micros
+};
 
 /// Sums the counts of the `seconds` up to `now_second` into window statistics.
 fn stats_of(window: &VecDeque<SecondCounts>, seconds: u64, now_second: u64) -> WindowStats {
@@ -557,6 +570,31 @@ pub fn export_preamble(out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each latency lands in the first bucket whose bound it does not exceed (Prometheus'
+    /// `le`), by the bounds worked out at compile time, and one past every bound in the
+    /// last.
+    #[test]
+    fn a_latency_lands_in_the_first_bucket_whose_bound_it_does_not_exceed() {
+        assert_eq!(LATENCY_BOUNDS_MICROS[0], 500);
+        assert_eq!(LATENCY_BOUNDS_MICROS[1], 630);
+        assert_eq!(LATENCY_BOUNDS_MICROS[LATENCY_BUCKETS.len() - 1], 50_000_000);
+        let bucket_of = |micros: u64| {
+            let stats = VersionStats::new("shop", "v2", 60);
+            stats.start();
+            stats.finish(Some(200), None, Duration::from_micros(micros), 1);
+            let shard = stats.mine();
+            (0..=LATENCY_BUCKETS.len())
+                .find(|&i| shard.latency[i].load(Ordering::Relaxed) == 1)
+                .expect("counted")
+        };
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let micros = (bound * 1e6).round() as u64;
+            assert_eq!(bucket_of(micros), i, "at {bound} s");
+            assert_eq!(bucket_of(micros + 1), i + 1, "just past {bound} s");
+        }
+        assert_eq!(bucket_of(0), 0, "no latency counts as 1 µs");
+    }
 
     #[test]
     fn windows_count_only_recent_seconds_and_no_data_is_none() {
