@@ -294,10 +294,19 @@ pub(super) fn parse_response(
                 .map_err(|_| BadResponse::Malformed("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| BadResponse::Malformed("header value"))?;
-            framing_fields.note(&name, &value);
-            // Hop-by-hop, and naming no other field: the proxy would only strip it.
-            if name == header::CONNECTION && connection_names_no_field(value.as_bytes()) {
-                continue;
+            if name == header::CONNECTION {
+                // Hop-by-hop, and naming no other field: the proxy would only strip it.
+                // The usual value whole first: it lists no `close` either, and splitting
+                // it into tokens twice cost about 400 instructions per answer.
+                if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
+                    continue;
+                }
+                framing_fields.note(&name, &value);
+                if connection_names_no_field(value.as_bytes()) {
+                    continue;
+                }
+            } else {
+                framing_fields.note(&name, &value);
             }
             headers.append(name, value);
         }
