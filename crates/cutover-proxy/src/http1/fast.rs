@@ -112,9 +112,9 @@ fn request_of(bytes: &Bytes) -> Option<(Request<Inbound>, usize)> {
         return None;
     }
     let uri = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes())).ok()?;
-    // Room for the four forwarding fields the request path adds, so that the map is not
-    // grown (and rehashed) for them.
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
+    // Room for the request's own fields only: the forwarding fields the request path
+    // adds are kept beside the map, not in it.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = field_name(field.name.as_bytes()).ok()?;
         if is_for_hyper(&name, field.value) {
