@@ -18,6 +18,7 @@ pub mod events;
 mod forward;
 pub mod fuzzing;
 mod guardrail;
+mod header_maps;
 mod http1;
 pub mod http_api;
 mod listen;

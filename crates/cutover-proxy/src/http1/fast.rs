@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 use hyper::body::Body as _;
 use tokio::io::AsyncWriteExt as _;
@@ -114,7 +114,7 @@ fn request_of(bytes: &Bytes) -> Option<(Request<Inbound>, usize)> {
     let uri = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes())).ok()?;
     // Room for the request's own fields only: the forwarding fields the request path
     // adds are kept beside the map, not in it.
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut headers = crate::header_maps::take(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = field_name(field.name.as_bytes()).ok()?;
         if is_for_hyper(&name, field.value) {
@@ -240,7 +240,7 @@ async fn write_response<T: ParkStream>(
     closing: bool,
     idle: Duration,
 ) -> Answered {
-    let (parts, mut body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     let length = if body.is_end_stream() {
         BodyLength::Empty
     } else {
@@ -250,6 +250,7 @@ async fn write_response<T: ParkStream>(
     };
     let mut out = Vec::with_capacity(256 + parts.headers.len() * 32);
     let written = encode::head(&parts, head_request, length, closing, &mut out);
+    crate::header_maps::give_back(std::mem::take(&mut parts.headers));
     drop(parts);
     let mut framing = written.framing;
     let mut sending = length != BodyLength::Empty && framing != Framing::Length(0);

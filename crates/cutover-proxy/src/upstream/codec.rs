@@ -287,7 +287,7 @@ pub(super) fn parse_response(
             );
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        let mut headers = crate::header_maps::take(count);
         let mut framing_fields = FramingFields::default();
         for &(ns, ne, vs, ve) in &spans[..count] {
             let name = field_name(&head[ns as usize..ne as usize])

@@ -332,9 +332,12 @@ fn idempotent(method: &Method) -> bool {
 
 /// The response for `head`, its body read from the exchange's connection.
 fn respond(head: ResponseHead, mut exchange: Exchange, pool: Arc<Endpoint>) -> Response<ProxyBody> {
-    if exchange.sending.done {
-        // Nothing more to send: the request (kept for a resend) is not needed.
-        exchange.held = None;
+    if exchange.sending.done
+        && let Some(request) = exchange.held.take()
+    {
+        // Nothing more to send: the request (kept for a resend) is not needed, and its
+        // header map can carry another message.
+        crate::header_maps::give_back(request.into_parts().0.headers);
     }
     let mut body = UpstreamBody {
         exchange: Some(exchange),
