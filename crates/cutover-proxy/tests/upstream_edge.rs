@@ -240,6 +240,37 @@ async fn a_clients_forwarding_fields_are_replaced_and_reach_the_upstream_once_ea
     }
 }
 
+/// A `Connection` field that names `Host` takes the client's `Host` out with the other
+/// hop-by-hop fields; the upstream still gets the host the client asked for, once.
+#[tokio::test]
+async fn a_host_the_connection_field_names_still_reaches_the_upstream_once() {
+    let (upstream, mut heads) = recording().await;
+    let (_proxy, addr) = proxy_to(upstream).await;
+    let mut client = Raw::connect(addr).await;
+    client
+        .send(
+            b"GET / HTTP/1.1\r\nHost: shop\r\nConnection: host, x-private\r\nX-Private: 1\r\n\r\n",
+        )
+        .await;
+    let answer = client.answer(false).await;
+    assert_eq!(answer.status(), 200, "{}", answer.head);
+    let head = heads.recv().await.expect("the upstream saw the request");
+    let names: Vec<String> = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, _)| name.to_ascii_lowercase())
+        .collect();
+    assert_eq!(names.iter().filter(|n| *n == "host").count(), 1, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nhost: shop\r\n"),
+        "{head}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "x-private" || n == "connection"),
+        "{head}"
+    );
+}
+
 /// An upstream's `Connection` names fields the client must not see, `close` one called
 /// `Close` among them (RFC 9110 §7.6.1); a `keep-alive` alone (which the codec leaves out
 /// as it reads) takes `Keep-Alive` with it; an empty value or empty tokens name nothing.

@@ -39,13 +39,14 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     })
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// Removes hop-by-hop headers, including those the `Connection` header names; says
+/// whether it removed any of the latter (which may be any field, `Host` among them).
 ///
 /// One pass over the names the message has, without hashing, finds what goes; only those
 /// are removed. Removing every name of [`HOP_BY_HOP`] blindly costs a hash and a probe
 /// each, on every request and every response, for messages that mostly carry none of
 /// them or only `Connection`.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // Bit `i` set: `HOP_BY_HOP[i]` is present.
     let mut fixed: u16 = 0;
     for name in headers.keys() {
@@ -76,7 +77,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if fixed == 0 && listed.is_empty() {
-        return;
+        return false;
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if fixed & (1 << i) != 0 {
@@ -86,6 +87,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &listed {
         headers.remove(name);
     }
+    !listed.is_empty()
 }
 
 /// Whether a `Connection` header lists a token that is not a name of [`HOP_BY_HOP`]

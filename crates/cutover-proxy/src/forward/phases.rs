@@ -217,7 +217,9 @@ pub(super) fn build_upstream_request(
     let upgrade = upgrade_of(&req);
     ctx.client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     ctx.upgrade = upgrade.is_some();
-    let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
+    let host_field = req.headers().get(header::HOST).cloned();
+    let had_host_field = host_field.is_some();
+    let original_host = host_field.or_else(|| {
         req.uri()
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
@@ -226,7 +228,7 @@ pub(super) fn build_upstream_request(
     // Before the hop-by-hop headers go: HTTP/1 chunked bodies and HTTP/2 bodies without a
     // length both show here.
     let has_body = !body.is_end_stream();
-    strip_hop_by_hop(&mut parts.headers);
+    let named_stripped = strip_hop_by_hop(&mut parts.headers);
     let forwarding = forwarding_fields(
         &mut parts.headers,
         &conn.forwarding,
@@ -239,7 +241,10 @@ pub(super) fn build_upstream_request(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol);
     }
-    if parts.headers.get(header::HOST).is_none()
+    // `Host` is put back only where the map may lack it: an HTTP/2 request names its
+    // host in the authority, and a `Connection` field may have named `Host` itself.
+    if (!had_host_field || named_stripped)
+        && parts.headers.get(header::HOST).is_none()
         && let Some(host) = original_host
     {
         parts.headers.insert(header::HOST, host);
