@@ -589,7 +589,7 @@ mod tests {
                 .expect("counted")
         };
         for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            let micros = (bound * 1e6).round() as u64;
+            let micros = bound_micros(*bound);
             assert_eq!(bucket_of(micros), i, "at {bound} s");
             assert_eq!(bucket_of(micros + 1), i + 1, "just past {bound} s");
         }

@@ -151,8 +151,10 @@ async fn websocket_echo_through_the_proxy() {
         .await
         .expect("connect");
     let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    // A client's own forwarding fields are replaced on an upgrade too (it goes upstream
+    // through another client than other requests).
     let handshake = format!(
-        "GET /ws HTTP/1.1\r\nHost: shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        "GET /ws HTTP/1.1\r\nHost: shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: gopher\r\n\r\n"
     );
     stream.write_all(handshake.as_bytes()).await.expect("write");
     let mut head = Vec::new();
@@ -170,6 +172,13 @@ async fn websocket_echo_through_the_proxy() {
         )),
         "{head}"
     );
+    for seen in [
+        "x-seen-x-forwarded-for: 127.0.0.1\r\n",
+        "x-seen-x-forwarded-proto: http\r\n",
+        "x-seen-forwarded: for=127.0.0.1;proto=http;host=shop\r\n",
+    ] {
+        assert!(head.contains(seen), "{seen} in:\n{head}");
+    }
     for message in ["hello", "through the proxy"] {
         let mask = [1u8, 2, 3, 4];
         let mut frame = vec![0x81, 0x80 | message.len() as u8];

@@ -240,6 +240,49 @@ async fn a_clients_forwarding_fields_are_replaced_and_reach_the_upstream_once_ea
     }
 }
 
+/// A mirrored copy goes to the candidate with this hop's forwarding fields, once each, as
+/// the request the stable version serves does (the copy's fields are in its map; the
+/// request's are written beside it).
+#[tokio::test]
+async fn a_mirrored_copy_carries_the_forwarding_fields_once_each() {
+    let (stable, mut stable_heads) = recording().await;
+    let (candidate, mut candidate_heads) = recording().await;
+    let mut route = cutover_test_kit::proxy::route("shop", stable, Some(candidate), 0);
+    route.mirror_percent = 100;
+    let proxy = start(config(vec![route])).await;
+    let mut client = Raw::connect(proxy.listen_addrs()[0]).await;
+    client
+        .send(b"GET / HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 1.2.3.4\r\nForwarded: for=1.2.3.4\r\n\r\n")
+        .await;
+    let answer = client.answer(false).await;
+    assert_eq!(answer.status(), 200, "{}", answer.head);
+    for (who, heads) in [
+        ("stable", &mut stable_heads),
+        ("candidate", &mut candidate_heads),
+    ] {
+        let head = tokio::time::timeout(Duration::from_secs(5), heads.recv())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("the {who} saw no request"));
+        let values = |wanted: &str| -> Vec<String> {
+            head.lines()
+                .filter_map(|line| line.split_once(':'))
+                .filter(|(name, _)| name.eq_ignore_ascii_case(wanted))
+                .map(|(_, value)| value.trim().to_string())
+                .collect()
+        };
+        for (name, value) in [
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "shop"),
+            ("forwarded", "for=127.0.0.1;proto=http;host=shop"),
+        ] {
+            assert_eq!(values(name), [value], "{who}: {name} in:\n{head}");
+        }
+    }
+}
+
 /// A `Connection` field that names `Host` takes the client's `Host` out with the other
 /// hop-by-hop fields; the upstream still gets the host the client asked for, once.
 #[tokio::test]

@@ -83,6 +83,9 @@ pub(super) async fn send(
             pool: endpoint,
             connect_timeout: shared.config.timeouts.connect.into(),
             idle_timeout: shared.config.timeouts.upstream_idle.into(),
+            // An HTTP/1 reader bounds a request's values (a mirrored copy's map is a
+            // compact clone); HTTP/2's header list does not.
+            keep_headers: parts.version != Version::HTTP_2,
         };
         // The headers move into the request rather than being copied: a request that
         // does not leave the proxy comes back with them, for a retry elsewhere.

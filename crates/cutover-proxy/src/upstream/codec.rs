@@ -106,7 +106,8 @@ pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
 
 /// Writes the request head into `out`: origin-form target, HTTP/1.1, the headers as
 /// they are except `Content-Length`, which is written once, as `framing` has it (equal
-/// repeated values go upstream as one header; a bodiless request keeps the one it had).
+/// repeated values go upstream as one header; a bodiless request keeps the one it had),
+/// and then the fields `added` (the forwarding fields, kept out of the map).
 pub(super) fn encode_head(
     method: &Method,
     uri: &Uri,

@@ -207,6 +207,8 @@ struct Exchange {
     sending: Sending,
     /// The request, whole, until its body is needed (or the answer comes).
     held: Option<Request<ProxyBody>>,
+    /// Whether the request's header map may be kept for another message.
+    keep_headers: bool,
     /// The socket refused the request's bytes: the answer may still be read.
     write_failed: bool,
     /// Any byte of the answer has been read.
@@ -278,8 +280,9 @@ impl Exchange {
 }
 
 /// One request on `upstream`, until the response head arrives; the fields `added` go
-/// after the request's own. The head is encoded when this is called; the future only
-/// waits for the answer. Not an `async fn`, which would
+/// after the request's own, and the request's header map is kept for another message
+/// once sent if `keep_headers` ([`super::Target::keep_headers`]). The head is encoded
+/// when this is called; the future only waits for the answer. Not an `async fn`, which would
 /// keep room for its arguments and for each local it builds from them besides the
 /// [`Exchange`] that holds them all.
 pub(super) fn exchange(
@@ -287,6 +290,7 @@ pub(super) fn exchange(
     mut upstream: Box<Upstream>,
     request: Request<ProxyBody>,
     added: Option<&ForwardingFields>,
+    keep_headers: bool,
 ) -> impl Future<Output = Result<Response<ProxyBody>, SendFailure>> + Send {
     let framing = codec::request_framing(
         request.method(),
@@ -308,6 +312,7 @@ pub(super) fn exchange(
         upstream,
         sending,
         held: Some(request),
+        keep_headers,
         write_failed: false,
         received: false,
     };
@@ -334,6 +339,7 @@ fn idempotent(method: &Method) -> bool {
 fn respond(head: ResponseHead, mut exchange: Exchange, pool: Arc<Endpoint>) -> Response<ProxyBody> {
     if exchange.sending.done
         && let Some(request) = exchange.held.take()
+        && exchange.keep_headers
     {
         // Nothing more to send: the request (kept for a resend) is not needed, and its
         // header map can carry another message.

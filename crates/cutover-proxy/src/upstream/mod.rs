@@ -167,6 +167,11 @@ pub(crate) struct Target<'a> {
     pub(crate) pool: &'a std::sync::Arc<crate::table::Endpoint>,
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    /// Whether the request's header map may be kept for another message once the request
+    /// is sent ([`crate::header_maps`]): true when an HTTP/1 reader built it (at most 100
+    /// values). An HTTP/2 request's map may have held thousands of values of one name,
+    /// and emptying a map keeps the room they took.
+    pub(crate) keep_headers: bool,
 }
 
 /// Why an exchange failed, and the request back when it never left the proxy.
@@ -215,7 +220,8 @@ pub(crate) fn send(
                 }
             }
         };
-        match exchange::exchange(target.pool.clone(), upstream, request, added).await {
+        let keep = target.keep_headers;
+        match exchange::exchange(target.pool.clone(), upstream, request, added, keep).await {
             Err(SendFailure {
                 unsent: Some(request),
                 ..
@@ -229,6 +235,7 @@ pub(crate) fn send(
                             fresh,
                             request,
                             added,
+                            keep,
                         ))
                         .await
                     }

@@ -177,6 +177,19 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    // The forwarding fields the handshake arrived with, for the client to check.
+    let seen: Vec<(String, String)> = ["x-forwarded-for", "x-forwarded-proto", "forwarded"]
+        .iter()
+        .map(|name| {
+            let values: Vec<&str> = req
+                .headers()
+                .get_all(*name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (format!("x-seen-{name}"), values.join(" | "))
+        })
+        .collect();
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
@@ -211,6 +224,14 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<Body> {
     let mut response = Response::new(full(""));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
+    for (name, value) in seen {
+        if let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(name.as_bytes()),
+            value.parse::<http::HeaderValue>(),
+        ) {
+            h.insert(name, value);
+        }
+    }
     h.insert("connection", "upgrade".parse().expect("value"));
     h.insert("upgrade", "websocket".parse().expect("value"));
     h.insert("sec-websocket-accept", accept.parse().expect("value"));
