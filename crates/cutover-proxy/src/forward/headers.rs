@@ -79,11 +79,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     if fixed == 0 && listed.is_empty() {
         return false;
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if fixed & (1 << i) != 0 {
-            headers.remove(name);
-        }
-    }
+    remove_marked(headers, &HOP_BY_HOP, fixed);
     for name in &listed {
         headers.remove(name);
     }
@@ -580,7 +576,7 @@ pub(super) fn forwarding_fields(
 /// Takes the client's forwarding fields out of `headers`: one pass over the names it
 /// has, then a removal only for those present (most requests carry none).
 fn remove_client_forwarding(headers: &mut HeaderMap) {
-    let mut present: u8 = 0;
+    let mut present: u16 = 0;
     for name in headers.keys() {
         present |= match name.as_str() {
             "x-forwarded-for" => 1,
@@ -599,8 +595,14 @@ fn remove_client_forwarding(headers: &mut HeaderMap) {
         X_FORWARDED_HOST,
         header::FORWARDED,
     ];
+    remove_marked(headers, &names, present);
+}
+
+/// Removes from `headers` each name of `names` whose bit is set in `marked` (bit `i` for
+/// `names[i]`): the second half of a pass that found, without hashing, which are present.
+fn remove_marked(headers: &mut HeaderMap, names: &[HeaderName], marked: u16) {
     for (i, name) in names.iter().enumerate() {
-        if present & (1 << i) != 0 {
+        if marked & (1 << i) != 0 {
             headers.remove(name);
         }
     }
