@@ -294,12 +294,16 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
                     let stop = &context.stop;
                     let shutdown = &context.shutdown;
                     let stopping = move || stop.is_fired() || *shutdown.borrow();
-                    Ok(Box::pin(fast::answer(
-                        &mut parts.io,
-                        &parts.service,
-                        request,
-                        stopping,
-                        context.timeouts.keep_alive_idle,
+                    // Built in its box (see `fast::answer`), not copied into it.
+                    Ok(Box::into_pin(Box::write(
+                        Box::new_uninit(),
+                        fast::answer(
+                            &mut parts.io,
+                            &parts.service,
+                            request,
+                            stopping,
+                            context.timeouts.keep_alive_idle,
+                        ),
                     )))
                 }
                 Some(fast::Read::Hyper) => Err(Step::Hyper),
