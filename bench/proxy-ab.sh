@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Two (or more) builds of cutover's proxy against each other, interleaved: for each round,
-# each binary in turn serves wrk (one worker thread, 64 connections, 2 s warm-up then 5 s
-# measured) in front of the same two nginx backends as bench/proxy.sh. Prints req/s, the
+# each binary in turn serves wrk (one worker thread, or WORKERS; 64 connections, 2 s
+# warm-up then 5 s measured) in front of the same two nginx backends as bench/proxy.sh. Prints req/s, the
 # proxy process's CPU (user + system) per request, and p99 for every run. On a machine
 # whose speed drifts, rounds of one build next to rounds of another tell a change of a few
 # per cent that separate runs of bench/proxy.sh cannot; instruction counts (callgrind)
 # cannot tell memory costs. Needs nginx (nginx-light) and wrk.
 #
 #   bash bench/proxy-ab.sh ROUNDS BIN_A BIN_B...
+#   WORKERS=2 bash bench/proxy-ab.sh ROUNDS BIN_A BIN_B...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: bash bench/proxy-ab.sh ROUNDS BIN..."; exit 2; }
@@ -25,10 +26,10 @@ trap cleanup EXIT
 start_backends "$work"
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) workers=${WORKERS:-1} $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 for round in $(seq 1 "$rounds"); do
   for bin in "$@"; do
-    env WORKERS=1 CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
+    env WORKERS="${WORKERS:-1}" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
     proxy=$!
     for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:19300/ && break; sleep 0.1; done
     wrk -t1 -c64 -d2s http://127.0.0.1:19300/ > /dev/null 2>&1
