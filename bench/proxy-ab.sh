@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Two (or more) builds of cutover's proxy against each other, interleaved: for each round,
-# each binary in turn serves wrk (one worker thread, or WORKERS; 64 connections, 2 s
-# warm-up then 5 s measured) in front of the same two nginx backends as bench/proxy.sh. Prints req/s, the
-# proxy process's CPU (user + system) per request, and p99 for every run. On a machine
-# whose speed drifts, rounds of one build next to rounds of another tell a change of a few
-# per cent that separate runs of bench/proxy.sh cannot; instruction counts (callgrind)
-# cannot tell memory costs. Needs nginx (nginx-light) and wrk.
+# each binary in turn serves wrk (the proxy with one worker or $WORKERS, wrk with one
+# thread and 64 connections, 2 s warm-up then 5 s measured) in front of the same two nginx
+# backends as bench/proxy.sh. Prints req/s, the proxy process's CPU (user + system) per
+# request, and p99 for every run. On a machine whose speed drifts, rounds of one build
+# next to rounds of another tell a change of a few per cent that separate runs of
+# bench/proxy.sh cannot; instruction counts (callgrind) cannot tell memory costs. Needs
+# nginx (nginx-light) and wrk.
 #
 #   bash bench/proxy-ab.sh ROUNDS BIN_A BIN_B...
 #   WORKERS=2 bash bench/proxy-ab.sh ROUNDS BIN_A BIN_B...

@@ -15,10 +15,11 @@ mod verbs;
 
 /// mimalloc, not the system's allocator: its per-thread free lists serve the proxy's
 /// per-request allocations (the request path's future is over 2 KiB, past glibc's
-/// per-thread cache) without a lock or a bin search, and it keeps blocks of one size together.
-/// With the futures built in their boxes it took 2.5 % off the proxy's CPU per request
-/// (`bench/proxy-ab.sh`; `docs/benchmarks.md`, eighth pass). Built without transparent
-/// huge pages (the workspace's `Cargo.toml`): with them an idle proxy held 8 MiB more.
+/// per-thread cache) without a lock or a bin search. Together with the request's futures
+/// built in their boxes, the proxy's CPU per request fell 2.5 % (`bench/proxy-ab.sh`;
+/// `docs/benchmarks.md`, eighth pass); mimalloc's own share measured between 0.3 % and
+/// 4.9 % in separate runs. It does not ask for transparent huge pages (`no_thp`, in the
+/// workspace's `Cargo.toml`): with them an idle proxy held about 7 MiB more.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

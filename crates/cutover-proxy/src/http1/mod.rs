@@ -294,7 +294,8 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
                     let stop = &context.stop;
                     let shutdown = &context.shutdown;
                     let stopping = move || stop.is_fired() || *shutdown.borrow();
-                    // Built in its box (see `fast::answer`), not copied into it.
+                    // Allocated first, so that it can be built in its box (see
+                    // `fast::answer`).
                     Ok(Box::into_pin(Box::write(
                         Box::new_uninit(),
                         fast::answer(

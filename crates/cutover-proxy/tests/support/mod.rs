@@ -2,6 +2,11 @@
 
 #![allow(dead_code)]
 
+/// The allocator the `cutover` binary runs with, so that the tests that measure memory
+/// (`http1_edge.rs`, `streaming.rs`) measure what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
