@@ -174,11 +174,8 @@ pub(super) fn answer<S: ConnService, T: ParkStream>(
     let head_request = request.method() == Method::HEAD;
     // Called here, not in the `async` block: the service is not held across an await.
     // Boxed by itself: the request path's future is most of the answer's size, and each
-    // `async` step it passed through would keep a copy of it (and copy it once more). The
-    // box is allocated before the future is made, which lets the optimiser build the
-    // future in it (not guaranteed; seen in release builds): `Box::pin` builds it on the
-    // stack and copies its 2.7 KiB in (about 250 instructions per request).
-    let handled = Box::into_pin(Box::write(Box::new_uninit(), service.call_read(request)));
+    // `async` step it passed through would keep a copy of it (and copy it once more).
+    let handled = super::pinned_in_box(|| service.call_read(request));
     respond(io, handled, head_request, stopping, idle)
 }
 

@@ -262,6 +262,16 @@ where
     }
 }
 
+/// The future `make` returns, pinned in a box allocated before the future is made. That
+/// order lets the optimiser build the future in the box (not guaranteed; seen in release
+/// builds), where `Box::pin(future)` builds it on the stack and copies it in: 2.7 KiB for
+/// the request path's future, about 250 instructions per request. For the futures boxed
+/// once per request on the proxy's own HTTP/1 path.
+#[inline(always)]
+fn pinned_in_box<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
+}
+
 /// Serves HTTP/1.1 on a connection until it ends. A request that arrives whole and
 /// declares no body is read and answered here ([`fast`]), holding no buffers between
 /// requests; anything else goes to hyper, which runs until the connection idles again
@@ -294,18 +304,15 @@ async fn serve_http1<S: ConnService, T: ParkStream>(
                     let stop = &context.stop;
                     let shutdown = &context.shutdown;
                     let stopping = move || stop.is_fired() || *shutdown.borrow();
-                    // Allocated first, so that it can be built in its box (see
-                    // `fast::answer`).
-                    Ok(Box::into_pin(Box::write(
-                        Box::new_uninit(),
+                    Ok(pinned_in_box(|| {
                         fast::answer(
                             &mut parts.io,
                             &parts.service,
                             request,
                             stopping,
                             context.timeouts.keep_alive_idle,
-                        ),
-                    )))
+                        )
+                    }))
                 }
                 Some(fast::Read::Hyper) => Err(Step::Hyper),
                 Some(fast::Read::EmptyLines) => Err(Step::EmptyLines),
