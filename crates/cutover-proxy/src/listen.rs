@@ -112,6 +112,8 @@ pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
 
 /// One client connection, as the request path sees it.
 pub(crate) struct ConnInfo {
+    /// The proxy's shared state, reached through the connection by its requests.
+    pub(crate) shared: Arc<Shared>,
     /// The peer's address.
     pub(crate) peer: SocketAddr,
     /// Whether the peer is in `limits.trustedProxies`, so its forwarding headers are kept.
@@ -708,18 +710,18 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         shared.accepted[crate::workers::shard()].fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
         let builder = builder.clone();
         let http1 = http1.clone();
         let shutdown = shutdown.clone();
         let token = drain.token();
         let conn = Arc::new(ConnInfo {
+            shared: shared.clone(),
             peer,
             trusted: shared.trusted.iter().any(|c| c.contains(peer.ip())),
             forwarding: forward::PeerForwarding::of(peer, tls.is_some()),
             _slot: permit,
         });
-        let handler = move |req| forward::handle(shared.clone(), req, conn.clone());
+        let handler = move |req| forward::handle(req, conn.clone());
         // Plain and TLS connections are separate tasks: a task's size is its largest
         // state, and a plain connection should not carry room for a TLS session (this
         // matters at tens of thousands of idle keep-alive connections).

@@ -46,7 +46,10 @@ pub struct Endpoint {
     pub authority: String,
     /// `http://host:port`, the prefix of every upstream URI.
     pub base: String,
-    in_flight: AtomicUsize,
+    /// Requests in flight to this endpoint, by worker: what power of two choices weighs.
+    /// Each worker weighs its own requests (as nginx's `least_conn` does without a shared
+    /// zone), so no worker writes a count another one reads on every request.
+    in_flight: crate::workers::PerWorker<AtomicUsize>,
     consecutive_failures: AtomicU32,
     ejections_in_row: AtomicU32,
     /// Milliseconds on the proxy's clock until which the endpoint is ejected.
@@ -60,7 +63,7 @@ impl Endpoint {
         Endpoint {
             authority: authority.to_string(),
             base: format!("http://{authority}"),
-            in_flight: AtomicUsize::new(0),
+            in_flight: crate::workers::PerWorker::default(),
             consecutive_failures: AtomicU32::new(0),
             ejections_in_row: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -73,15 +76,18 @@ impl Endpoint {
         self.ejected_until.load(Ordering::Relaxed) > now_ms
     }
 
-    /// Requests in flight to this endpoint.
+    /// Requests this thread's worker has in flight to this endpoint.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.mine().load(Ordering::Relaxed)
     }
 
-    /// Marks a request started; the guard marks it finished when dropped.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+    /// Marks a request started; the guard marks it finished when dropped. The guard
+    /// borrows the endpoint rather than holding a clone of its `Arc`: the reference count
+    /// is written by every worker, the worker's own count only by it.
+    pub fn begin(&self) -> InFlight<'_> {
+        let count = self.in_flight.mine();
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
     }
 
     /// Records a success: the failure streak ends.
@@ -117,12 +123,13 @@ impl Endpoint {
     }
 }
 
-/// Keeps an endpoint's in-flight count for as long as it lives.
-pub struct InFlight(Arc<Endpoint>);
+/// Keeps an endpoint's in-flight count for as long as it lives. It holds the count it
+/// raised, so it lowers that one even if dropped on another thread.
+pub struct InFlight<'a>(&'a AtomicUsize);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -145,20 +152,40 @@ impl Version {
         random: u64,
         exclude: Option<&Arc<Endpoint>>,
     ) -> Option<&Arc<Endpoint>> {
-        let usable = |e: &&Arc<Endpoint>| {
+        self.pick_index(now_ms, random, exclude)
+            .map(|i| &self.endpoints[i])
+    }
+
+    /// [`Version::pick`], as the endpoint's place in [`Version::endpoints`]: a request
+    /// keeps the place, not a clone of the endpoint's `Arc`, whose count every worker
+    /// writes.
+    pub fn pick_index(
+        &self,
+        now_ms: u64,
+        random: u64,
+        exclude: Option<&Arc<Endpoint>>,
+    ) -> Option<usize> {
+        let usable = |i: usize| {
+            let e = &self.endpoints[i];
             !e.is_ejected(now_ms) && exclude.is_none_or(|x| !Arc::ptr_eq(x, e))
         };
         match self.endpoints.len() {
             0 => None,
-            1 => self.endpoints.first().filter(usable),
+            1 => usable(0).then_some(0),
             n => {
-                let a = &self.endpoints[(random % n as u64) as usize];
-                let b = &self.endpoints[((random >> 32) % n as u64) as usize];
-                match (usable(&a), usable(&b)) {
-                    (true, true) => Some(if b.in_flight() < a.in_flight() { b } else { a }),
+                let a = (random % n as u64) as usize;
+                let b = ((random >> 32) % n as u64) as usize;
+                match (usable(a), usable(b)) {
+                    (true, true) => Some(
+                        if self.endpoints[b].in_flight() < self.endpoints[a].in_flight() {
+                            b
+                        } else {
+                            a
+                        },
+                    ),
                     (true, false) => Some(a),
                     (false, true) => Some(b),
-                    (false, false) => self.endpoints.iter().find(usable),
+                    (false, false) => (0..n).find(|&i| usable(i)),
                 }
             }
         }
@@ -181,11 +208,19 @@ pub struct CompiledRoute {
     pub weight_bp: u32,
     /// Mirrored share in basis points.
     pub mirror_bp: u32,
-    /// Spreads weighted decisions evenly (a Weyl sequence, see [`CompiledRoute::bucket`]).
-    counter: AtomicU64,
+    /// Where each worker is in its sequences of decisions (see [`CompiledRoute::bucket`]).
+    sequences: crate::workers::PerWorker<Sequences>,
+}
+
+/// One worker's place in a route's low-discrepancy sequences. Each worker keeps its own:
+/// one shared by the workers would be written by all of them on every request, and each
+/// worker's decisions spread evenly make their sum spread evenly.
+struct Sequences {
+    /// Spreads weighted decisions evenly (a Weyl sequence).
+    weight: AtomicU64,
     /// The same for mirroring decisions, kept apart so that mirroring does not skew the
     /// weighted split.
-    mirror_counter: AtomicU64,
+    mirror: AtomicU64,
 }
 
 /// Which version serves a request.
@@ -302,14 +337,14 @@ impl CompiledRoute {
     pub fn mirror(&self) -> bool {
         self.candidate.is_some()
             && self.mirror_bp > 0
-            && bucket(&self.mirror_counter) < self.mirror_bp
+            && bucket(&self.sequences.mine().mirror) < self.mirror_bp
     }
 
-    /// The next bucket of the route's low-discrepancy sequence: consecutive requests
-    /// spread evenly over 0..10,000, so 100,000 requests at 90/10 land within a few
+    /// The next bucket of this worker's low-discrepancy sequence: a worker's consecutive
+    /// requests spread evenly over 0..10,000, so 100,000 requests at 90/10 land within a few
     /// requests of the weights, where a random draw would wander by hundreds.
     fn bucket(&self) -> u32 {
-        bucket(&self.counter)
+        bucket(&self.sequences.mine().weight)
     }
 
     /// The version for `pick` (the candidate falls back to stable when absent).
@@ -551,8 +586,18 @@ impl Registry {
                 rules,
                 weight_bp: u32::from(route.weight) * 100,
                 mirror_bp: u32::from(route.mirror_percent) * 100,
-                counter: AtomicU64::new(seed(&route.release)),
-                mirror_counter: AtomicU64::new(seed(&route.release).rotate_left(32)),
+                sequences: {
+                    let seed = seed(&route.release);
+                    // Workers start at different places of the sequence, so that they do
+                    // not all send their first requests of a new table the same way.
+                    crate::workers::PerWorker::from_fn(|shard| {
+                        let start = seed.wrapping_add(shard as u64 * 0x2545_F491);
+                        Sequences {
+                            weight: AtomicU64::new(start),
+                            mirror: AtomicU64::new(start.rotate_left(32)),
+                        }
+                    })
+                },
                 config: route.clone(),
             }));
         }
@@ -636,6 +681,55 @@ mod tests {
             .filter(|_| route.choose(&HeaderMap::new(), None) == Pick::Candidate)
             .count();
         assert!((9_950..=10_050).contains(&candidate), "{candidate}");
+    }
+
+    /// Each worker keeps its own place in the route's sequence, so the split holds per
+    /// worker and in sum however the requests fall on the workers.
+    #[test]
+    fn weighted_decisions_stay_exact_when_workers_share_the_requests() {
+        let t = table(10, |_| {});
+        let route = &t.routes[0];
+        let mut served = [0usize; 3];
+        let mut candidate = [0usize; 3];
+        let mut random = 0x9E37_79B9_u64;
+        for _ in 0..100_000 {
+            // An uneven, irregular spread: about two thirds on worker 1.
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            let worker = if random.is_multiple_of(3) { 2 } else { 1 };
+            let pick = crate::workers::as_worker(worker, || route.choose(&HeaderMap::new(), None));
+            served[worker] += 1;
+            candidate[worker] += usize::from(pick == Pick::Candidate);
+        }
+        for worker in [1, 2] {
+            let expected = served[worker] / 10;
+            assert!(
+                candidate[worker].abs_diff(expected) <= 5,
+                "worker {worker}: {} of {}",
+                candidate[worker],
+                served[worker]
+            );
+        }
+        let total = candidate[1] + candidate[2];
+        assert!((9_990..=10_010).contains(&total), "{total}");
+    }
+
+    /// Power of two choices weighs a worker's own requests in flight: a worker's count is
+    /// written by that worker only, and what another worker has in flight does not show.
+    #[test]
+    fn each_worker_weighs_its_own_requests_in_flight() {
+        let e = Endpoint::new("127.0.0.1:1");
+        let held = crate::workers::as_worker(1, || {
+            let held = [e.begin(), e.begin()];
+            assert_eq!(e.in_flight(), 2);
+            held
+        });
+        assert_eq!(crate::workers::as_worker(2, || e.in_flight()), 0);
+        // Dropped on another thread's shard, a guard still lowers the count it raised.
+        crate::workers::as_worker(2, || drop(held));
+        assert_eq!(crate::workers::as_worker(1, || e.in_flight()), 0);
+        assert_eq!(crate::workers::as_worker(2, || e.in_flight()), 0);
     }
 
     #[test]

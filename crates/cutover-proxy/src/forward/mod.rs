@@ -45,7 +45,6 @@ pub(crate) use headers::{
     field_name, smuggling, strip_hop_by_hop,
 };
 
-use crate::Shared;
 use crate::config::Timeouts;
 use crate::listen::ConnInfo;
 use record::Recording;
@@ -114,27 +113,36 @@ pub(super) fn empty() -> ProxyBody {
     reason = "an `async fn` keeps room for its arguments twice"
 )]
 pub(crate) fn handle(
-    shared: Arc<Shared>,
     mut req: Request<Inbound>,
     conn: Arc<ConnInfo>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send {
     async move {
+        // Reached through the connection, whose `Arc` only this connection's requests
+        // touch: a clone of the proxy-wide `Arc<Shared>` per request wrote a reference
+        // count that every worker writes.
+        let shared = &conn.shared;
         if let Err(refusal) = phases::reject_early(shared.config.limits.max_body_bytes, &mut req) {
             return Ok(refusal.response());
         }
-        let mut ctx = match phases::choose_upstream(&shared, &req, conn.peer) {
+        let mut ctx = match phases::choose_upstream(shared, &req, conn.peer) {
             Ok(ctx) => ctx,
             Err(refusal) => return Ok(refusal.response()),
         };
-        let (mut parts, forwarding, body) =
-            phases::build_upstream_request(&shared, &conn, &mut ctx, req);
-        let mut recording = Recording::start(ctx.version().stats.clone(), ctx.routed);
+        let phases::UpstreamRequest {
+            mut parts,
+            forwarding,
+            body,
+            client_upgrade,
+        } = phases::build_upstream_request(shared, &conn, &mut ctx, req);
+        let mut recording = Recording::start(&ctx.version().stats, ctx.routed);
         let result =
-            phases::send_with_retry(&shared, &ctx, &mut parts, &forwarding, body, &mut recording)
+            phases::send_with_retry(shared, &ctx, &mut parts, &forwarding, body, &mut recording)
                 .await;
-        let response = phases::map_response(&shared, &conn, &mut ctx, result, &mut recording);
+        let response = phases::map_response(shared, &conn, client_upgrade, result, &mut recording);
+        // Counted by now; dropped to give the route back for the mirrored copy.
+        drop(recording);
         if let Some(copy) = ctx.mirror.take() {
-            phases::mirror(shared, ctx.route, copy);
+            phases::mirror(shared.clone(), ctx.route, copy);
         }
         Ok(response)
     }
@@ -164,7 +172,7 @@ pub(super) fn random() -> u64 {
 
 #[cfg(test)]
 mod future_size {
-    fn size_of_future<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+    fn size_of_future<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

@@ -47,8 +47,9 @@ pub(super) struct RequestContext {
     pub(super) pick: Pick,
     /// The version that serves: `pick`, or stable when every candidate endpoint is ejected.
     pub(super) serving: Pick,
-    /// The endpoint chosen to serve.
-    pub(super) endpoint: Arc<Endpoint>,
+    /// The endpoint chosen to serve: its place among the serving version's endpoints
+    /// (see [`RequestContext::endpoint`]).
+    pub(super) endpoint: usize,
     /// This request's random number for power-of-two choices (the retry's derives from it).
     pub(super) random: u64,
     /// When the request was routed (its route and version found): its latency is timed
@@ -56,8 +57,6 @@ pub(super) struct RequestContext {
     pub(super) routed: Instant,
     /// An HTTP/1.1 upgrade (WebSocket and others): sent through hyper-util's client.
     pub(super) upgrade: bool,
-    /// The client side of an upgrade, handed to the tunnel on `101 Switching Protocols`.
-    pub(super) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// Safe to send again after a refused connection: idempotent, no body, no upgrade.
     pub(super) replayable: bool,
     /// How the client's body fares on its way up; `None` for a request without a body.
@@ -70,6 +69,12 @@ impl RequestContext {
     /// The version that serves the request.
     pub(super) fn version(&self) -> &Version {
         self.route.version(self.serving)
+    }
+
+    /// The endpoint chosen to serve. Kept as a place in the route the context holds, not
+    /// as a clone of its `Arc`: that count is written by every worker.
+    pub(super) fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.version().endpoints[self.endpoint]
     }
 
     /// The watch of the client's body ([`NO_BODY`] for a request without one).
@@ -170,20 +175,20 @@ pub(super) fn choose_upstream(
     let routed = Instant::now();
     let now_ms = shared.now_ms_at(routed);
     let random = super::random();
-    let (serving, endpoint) = match route.version(pick).pick(now_ms, random, None) {
-        Some(endpoint) => (pick, endpoint.clone()),
+    let (serving, endpoint) = match route.version(pick).pick_index(now_ms, random, None) {
+        Some(endpoint) => (pick, endpoint),
         None => {
             if pick == Pick::Candidate
                 && let Some(candidate) = &route.candidate
             {
                 candidate.stats.unavailable(shared.second_at(routed));
             }
-            match route
-                .stable
-                .pick(now_ms, random, None)
-                .or_else(|| route.stable.endpoints.first())
+            let stable = &route.stable;
+            match stable
+                .pick_index(now_ms, random, None)
+                .or_else(|| (!stable.endpoints.is_empty()).then_some(0))
             {
-                Some(endpoint) => (Pick::Stable, endpoint.clone()),
+                Some(endpoint) => (Pick::Stable, endpoint),
                 None => return Err(Refusal::NoEndpoints),
             }
         }
@@ -196,7 +201,6 @@ pub(super) fn choose_upstream(
         random,
         routed,
         upgrade: false,
-        client_upgrade: None,
         replayable: false,
         watched: None,
         mirror: None,
@@ -213,9 +217,9 @@ pub(super) fn build_upstream_request(
     conn: &ConnInfo,
     ctx: &mut RequestContext,
     mut req: Request<Inbound>,
-) -> (Parts, ForwardingFields, ProxyBody) {
+) -> UpstreamRequest {
     let upgrade = upgrade_of(&req);
-    ctx.client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     ctx.upgrade = upgrade.is_some();
     let host_field = req.headers().get(header::HOST).cloned();
     let had_host_field = host_field.is_some();
@@ -277,19 +281,36 @@ pub(super) fn build_upstream_request(
             headers,
         }
     });
-    (parts, forwarding, body)
+    UpstreamRequest {
+        parts,
+        forwarding,
+        body,
+        client_upgrade,
+    }
+}
+
+/// What [`build_upstream_request`] makes of the client's request.
+pub(super) struct UpstreamRequest {
+    /// The head as the upstream gets it, less the forwarding fields.
+    pub(super) parts: Parts,
+    /// The forwarding fields, written after the head's own.
+    pub(super) forwarding: ForwardingFields,
+    /// The body, cut off past `maxBodyBytes` and watched.
+    pub(super) body: ProxyBody,
+    /// The client side of an upgrade, handed to the tunnel on `101 Switching Protocols`.
+    pub(super) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 /// Phase 4: sends the request to the chosen endpoint and, when [`retry_eligible`], once
 /// more to [`retry_target`]. A retry on another version moves the request's entry in the
 /// counters: the first version's failure stays the first version's.
-pub(super) async fn send_with_retry(
+pub(super) async fn send_with_retry<'a>(
     shared: &Shared,
-    ctx: &RequestContext,
+    ctx: &'a RequestContext,
     parts: &mut Parts,
     forwarding: &ForwardingFields,
     body: ProxyBody,
-    recording: &mut Recording,
+    recording: &mut Recording<'a>,
 ) -> Result<Response<ProxyBody>, Failed> {
     // Not boxed apart: the handler's future is allocated once per request already (boxed
     // by the proxy's HTTP/1 reader; by hyper in each connection it serves, which parks
@@ -299,7 +320,7 @@ pub(super) async fn send_with_retry(
     // held only while a request is under way.
     let result = send(
         shared,
-        &ctx.endpoint,
+        ctx.endpoint(),
         parts,
         Some(forwarding),
         body,
@@ -313,10 +334,10 @@ pub(super) async fn send_with_retry(
     let Some((version, other)) = retry_target(ctx, shared.now_ms()) else {
         return result;
     };
-    if !Arc::ptr_eq(&version.stats, recording.stats()) {
+    if !std::ptr::eq(&*version.stats, recording.stats()) {
         // The candidate's failure is the candidate's; stable's answer is stable's.
         recording.count(Counted::Upstream(UpstreamError::Connect), shared);
-        *recording = Recording::start(version.stats.clone(), Instant::now());
+        *recording = Recording::start(&version.stats, Instant::now());
     }
     Box::pin(send(
         shared,
@@ -342,7 +363,7 @@ pub(super) fn retry_eligible<T>(result: &Result<T, Failed>, replayable: bool) ->
 pub(super) fn retry_target(ctx: &RequestContext, now_ms: u64) -> Option<(&Version, Arc<Endpoint>)> {
     let version = ctx.version();
     version
-        .pick(now_ms, ctx.random.rotate_left(17), Some(&ctx.endpoint))
+        .pick(now_ms, ctx.random.rotate_left(17), Some(ctx.endpoint()))
         .map(|e| (version, e.clone()))
         .or_else(|| {
             let stable = &ctx.route.stable;
@@ -360,15 +381,15 @@ pub(super) fn retry_target(ctx: &RequestContext, now_ms: u64) -> Option<(&Versio
 pub(super) fn map_response(
     shared: &Arc<Shared>,
     conn: &Arc<ConnInfo>,
-    ctx: &mut RequestContext,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     result: Result<Response<ProxyBody>, Failed>,
-    recording: &mut Recording,
+    recording: &mut Recording<'_>,
 ) -> Response<ProxyBody> {
     match result {
         Ok(mut response) => {
             recording.count(Counted::Status(response.status().as_u16()), shared);
             if response.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(client_upgrade) = ctx.client_upgrade.take()
+                && let Some(client_upgrade) = client_upgrade
             {
                 tunnel(
                     shared.clone(),

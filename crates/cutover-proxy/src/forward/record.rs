@@ -1,6 +1,5 @@
 //! One request's entry in its version's counters, kept true whatever way the request ends.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::Shared;
@@ -21,16 +20,19 @@ pub(super) enum Counted {
 /// One request's entry in its version's counters. Dropped without [`Recording::count`]
 /// (the client went away and hyper dropped the request), it takes the request out of the
 /// in-flight gauge as a client error, so the gauge stays true.
-pub(super) struct Recording {
-    stats: Arc<VersionStats>,
+///
+/// It borrows the counters from the route the request holds rather than cloning their
+/// `Arc`: that reference count is written by every worker.
+pub(super) struct Recording<'a> {
+    stats: &'a VersionStats,
     started: Instant,
     open: bool,
 }
 
-impl Recording {
+impl<'a> Recording<'a> {
     /// Counts the request in flight for `stats`' version, its latency timed from `at`
     /// (a clock read the caller made anyway, or `Instant::now()`).
-    pub(super) fn start(stats: Arc<VersionStats>, at: Instant) -> Recording {
+    pub(super) fn start(stats: &'a VersionStats, at: Instant) -> Recording<'a> {
         stats.start();
         Recording {
             stats,
@@ -40,8 +42,8 @@ impl Recording {
     }
 
     /// The counters of the version the request is counted for.
-    pub(super) fn stats(&self) -> &Arc<VersionStats> {
-        &self.stats
+    pub(super) fn stats(&self) -> &VersionStats {
+        self.stats
     }
 
     /// Ends the entry as `counted`, now, on the clock of `shared` (one read of the clock
@@ -62,7 +64,7 @@ impl Recording {
     }
 }
 
-impl Drop for Recording {
+impl Drop for Recording<'_> {
     fn drop(&mut self) {
         if std::mem::replace(&mut self.open, false) {
             self.stats.client_error();

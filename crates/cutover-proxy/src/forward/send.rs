@@ -176,7 +176,7 @@ pub(super) fn mirror_to_candidate(
         parts.method = method;
         parts.uri = uri;
         parts.headers = headers;
-        let mut recording = Recording::start(candidate.stats.clone(), std::time::Instant::now());
+        let mut recording = Recording::start(&candidate.stats, std::time::Instant::now());
         // The copy's headers have the forwarding fields in them already.
         match send(
             &shared,

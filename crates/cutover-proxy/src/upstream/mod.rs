@@ -48,25 +48,20 @@ pub(crate) struct Upstream {
 /// worker only ever takes back its own; a worker's list is locked by that worker on the
 /// request path (shared with one more worker only past `SHARDS` workers) and by the
 /// reaper once a second.
+#[derive(Default)]
 pub(crate) struct IdlePool {
-    shards: [Mutex<IdleList>; crate::workers::SHARDS],
+    /// A worker's list is in a cache line of its own: every request takes from it and
+    /// puts back into it.
+    shards: crate::workers::PerWorker<Mutex<IdleList>>,
 }
 
 /// One worker's idle connections of an endpoint, each with the time it went idle.
 type IdleList = Vec<(Instant, Box<Upstream>)>;
 
-impl Default for IdlePool {
-    fn default() -> IdlePool {
-        IdlePool {
-            shards: std::array::from_fn(|_| Mutex::new(Vec::new())),
-        }
-    }
-}
-
 impl IdlePool {
     /// This thread's idle list.
     fn mine(&self) -> &Mutex<IdleList> {
-        &self.shards[crate::workers::shard()]
+        self.shards.mine()
     }
 
     /// The most recently used idle connection that is still open and younger than
@@ -93,7 +88,7 @@ impl IdlePool {
     pub(crate) fn reap(&self, max_idle: Duration) -> usize {
         let now = Instant::now();
         let mut reaped = 0;
-        for shard in &self.shards {
+        for shard in self.shards.iter() {
             let Ok(mut idle) = shard.lock() else {
                 continue;
             };
