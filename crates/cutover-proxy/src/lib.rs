@@ -494,7 +494,7 @@ async fn reap_idle_upstreams(shared: Arc<Shared>, mut shutdown: watch::Receiver<
             _ = shutdown.changed() => return,
         }
         for endpoint in shared.registry.endpoints() {
-            endpoint.idle.reap(max_idle);
+            endpoint.local.reap_idle(max_idle);
         }
         let table = shared.table.load_full();
         shared
@@ -519,7 +519,7 @@ impl Proxy {
             .registry
             .endpoints()
             .iter()
-            .map(|e| e.idle.len())
+            .map(|e| e.local.idle_len())
             .sum()
     }
 }

@@ -46,16 +46,15 @@ pub struct Endpoint {
     pub authority: String,
     /// `http://host:port`, the prefix of every upstream URI.
     pub base: String,
-    /// Requests in flight to this endpoint, by worker: what power of two choices weighs.
-    /// Each worker weighs its own requests (as nginx's `least_conn` does without a shared
-    /// zone), so no worker writes a count another one reads on every request.
-    in_flight: crate::workers::PerWorker<AtomicUsize>,
     consecutive_failures: AtomicU32,
     ejections_in_row: AtomicU32,
     /// Milliseconds on the proxy's clock until which the endpoint is ejected.
     ejected_until: AtomicU64,
-    /// Idle upstream connections to this endpoint.
-    pub(crate) idle: crate::upstream::IdlePool,
+    /// Each worker's requests in flight to this endpoint and its idle connections to it.
+    /// Power of two choices weighs the worker's own requests in flight (as nginx's
+    /// `least_conn` does without a shared zone), so no worker writes a count another one
+    /// reads on every request.
+    pub(crate) local: crate::upstream::PerWorkerEndpoint,
 }
 
 impl Endpoint {
@@ -63,11 +62,10 @@ impl Endpoint {
         Endpoint {
             authority: authority.to_string(),
             base: format!("http://{authority}"),
-            in_flight: crate::workers::PerWorker::default(),
             consecutive_failures: AtomicU32::new(0),
             ejections_in_row: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
-            idle: crate::upstream::IdlePool::default(),
+            local: crate::upstream::PerWorkerEndpoint::default(),
         }
     }
 
@@ -78,14 +76,14 @@ impl Endpoint {
 
     /// Requests this thread's worker has in flight to this endpoint.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.mine().load(Ordering::Relaxed)
+        self.local.in_flight().load(Ordering::Relaxed)
     }
 
     /// Marks a request started; the guard marks it finished when dropped. The guard
     /// borrows the endpoint rather than holding a clone of its `Arc`: the reference count
     /// is written by every worker, the worker's own count only by it.
     pub fn begin(&self) -> InFlight<'_> {
-        let count = self.in_flight.mine();
+        let count = self.local.in_flight();
         count.fetch_add(1, Ordering::Relaxed);
         InFlight(count)
     }
@@ -144,8 +142,9 @@ pub struct Version {
 }
 
 impl Version {
-    /// Picks an endpoint by power of two choices on in-flight requests, skipping ejected
-    /// ones. `None` if every endpoint is ejected (or there are none).
+    /// Picks an endpoint by power of two choices on this worker's requests in flight
+    /// ([`Endpoint::in_flight`]), skipping ejected ones. `None` if every endpoint is
+    /// ejected (or there are none).
     pub fn pick(
         &self,
         now_ms: u64,
@@ -213,8 +212,9 @@ pub struct CompiledRoute {
 }
 
 /// One worker's place in a route's low-discrepancy sequences. Each worker keeps its own:
-/// one shared by the workers would be written by all of them on every request, and each
-/// worker's decisions spread evenly make their sum spread evenly.
+/// one shared by the workers would be written by all of them on every request. Each
+/// worker's decisions stay within about one request of the weight, so their sum stays
+/// within about one request per worker (where one shared sequence stays within one).
 struct Sequences {
     /// Spreads weighted decisions evenly (a Weyl sequence).
     weight: AtomicU64,
@@ -591,6 +591,7 @@ impl Registry {
                     // Workers start at different places of the sequence, so that they do
                     // not all send their first requests of a new table the same way.
                     crate::workers::PerWorker::from_fn(|shard| {
+                        // Any odd step would do: it only sets the workers apart.
                         let start = seed.wrapping_add(shard as u64 * 0x2545_F491);
                         Sequences {
                             weight: AtomicU64::new(start),
@@ -719,17 +720,85 @@ mod tests {
     /// written by that worker only, and what another worker has in flight does not show.
     #[test]
     fn each_worker_weighs_its_own_requests_in_flight() {
-        let e = Endpoint::new("127.0.0.1:1");
+        let version = Version {
+            name: "v1".into(),
+            endpoints: vec![
+                Arc::new(Endpoint::new("127.0.0.1:1")),
+                Arc::new(Endpoint::new("127.0.0.1:2")),
+            ],
+            stats: Arc::new(VersionStats::new("shop", "v1", 60)),
+        };
+        let (a, b) = (&version.endpoints[0], &version.endpoints[1]);
+        // A draw of endpoint 0 and endpoint 1 (the low and the high half of `random`).
+        let both = 1u64 << 32;
         let held = crate::workers::as_worker(1, || {
-            let held = [e.begin(), e.begin()];
-            assert_eq!(e.in_flight(), 2);
+            let held = [a.begin(), a.begin()];
+            assert_eq!(a.in_flight(), 2);
+            assert_eq!(
+                version.pick_index(0, both, None),
+                Some(1),
+                "worker 1 avoids its busy one"
+            );
             held
         });
-        assert_eq!(crate::workers::as_worker(2, || e.in_flight()), 0);
+        crate::workers::as_worker(2, || {
+            assert_eq!(a.in_flight(), 0, "worker 1's requests do not show");
+            let _held = b.begin();
+            assert_eq!(
+                version.pick_index(0, both, None),
+                Some(0),
+                "worker 2 avoids its own"
+            );
+        });
         // Dropped on another thread's shard, a guard still lowers the count it raised.
         crate::workers::as_worker(2, || drop(held));
-        assert_eq!(crate::workers::as_worker(1, || e.in_flight()), 0);
-        assert_eq!(crate::workers::as_worker(2, || e.in_flight()), 0);
+        for worker in [1, 2] {
+            crate::workers::as_worker(worker, || {
+                assert_eq!((a.in_flight(), b.in_flight()), (0, 0), "worker {worker}");
+            });
+        }
+    }
+
+    #[test]
+    fn a_pick_skips_ejected_and_excluded_endpoints() {
+        let version = Version {
+            name: "v1".into(),
+            endpoints: (1..=3)
+                .map(|port| Arc::new(Endpoint::new(&format!("127.0.0.1:{port}"))))
+                .collect(),
+            stats: Arc::new(VersionStats::new("shop", "v1", 60)),
+        };
+        // Both draws on endpoint 0; it is ejected, then so is endpoint 1.
+        assert!(version.endpoints[0].failed(0, 1, 1_000));
+        assert_eq!(
+            version.pick_index(0, 0, None),
+            Some(1),
+            "the first usable one"
+        );
+        assert!(version.endpoints[1].failed(0, 1, 1_000));
+        assert_eq!(version.pick_index(0, 0, None), Some(2));
+        assert_eq!(
+            version.pick_index(0, 0, Some(&version.endpoints[2])),
+            None,
+            "every endpoint ejected or excluded"
+        );
+        assert_eq!(
+            version.pick_index(1_000, 0, None),
+            Some(0),
+            "the ejection ended"
+        );
+        let pick = version.pick(1_000, 0, None).expect("an endpoint");
+        assert!(
+            Arc::ptr_eq(pick, &version.endpoints[0]),
+            "pick is pick_index's endpoint"
+        );
+        let single = Version {
+            name: "v2".into(),
+            endpoints: vec![Arc::new(Endpoint::new("127.0.0.1:4"))],
+            stats: Arc::new(VersionStats::new("shop", "v2", 60)),
+        };
+        assert_eq!(single.pick_index(0, 7, None), Some(0));
+        assert_eq!(single.pick_index(0, 7, Some(&single.endpoints[0])), None);
     }
 
     #[test]

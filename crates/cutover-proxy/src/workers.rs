@@ -42,13 +42,18 @@ pub(crate) fn shard() -> usize {
     worker() % SHARDS
 }
 
-/// Runs `f` as worker `index` would (its shard of per-thread state), on this thread.
+/// Runs `f` as worker `index` would (its shard of per-thread state), on this thread; the
+/// thread is itself again afterwards, even if `f` panics.
 #[cfg(test)]
 pub(crate) fn as_worker<R>(index: usize, f: impl FnOnce() -> R) -> R {
-    let before = WORKER.with(|w| w.replace(index));
-    let result = f();
-    WORKER.with(|w| w.set(before));
-    result
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            WORKER.with(|w| w.set(self.0));
+        }
+    }
+    let _restore = Restore(WORKER.with(|w| w.replace(index)));
+    f()
 }
 
 /// One `T` per shard of per-thread state ([`shard`]), each in a cache line of its own.
@@ -57,7 +62,8 @@ pub(crate) fn as_worker<R>(index: usize, f: impl FnOnce() -> R) -> R {
 /// moves its cache line between their cores on each write (about 60 ns a move measured on
 /// this project's 2-core benchmark machine, against under 5 ns for a line a core keeps),
 /// and a request wrote several. 64-byte slots, not 128 as the version counters' shards:
-/// these sit in every endpoint and route, and the adjacent-line prefetcher only reads.
+/// these sit in every endpoint and route, so they trade the memory of a second line for
+/// the risk that the adjacent-line prefetcher pairs two workers' lines now and then.
 pub(crate) struct PerWorker<T> {
     slots: [Slot<T>; SHARDS],
 }

@@ -138,7 +138,7 @@ pub(crate) fn handle(
         let result =
             phases::send_with_retry(shared, &ctx, &mut parts, &forwarding, body, &mut recording)
                 .await;
-        let response = phases::map_response(shared, &conn, client_upgrade, result, &mut recording);
+        let response = phases::map_response(&conn, client_upgrade, result, &mut recording);
         // Counted by now; dropped to give the route back for the mirrored copy.
         drop(recording);
         if let Some(copy) = ctx.mirror.take() {

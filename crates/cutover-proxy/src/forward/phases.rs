@@ -49,7 +49,7 @@ pub(super) struct RequestContext {
     pub(super) serving: Pick,
     /// The endpoint chosen to serve: its place among the serving version's endpoints
     /// (see [`RequestContext::endpoint`]).
-    pub(super) endpoint: usize,
+    pub(super) endpoint_index: usize,
     /// This request's random number for power-of-two choices (the retry's derives from it).
     pub(super) random: u64,
     /// When the request was routed (its route and version found): its latency is timed
@@ -72,9 +72,10 @@ impl RequestContext {
     }
 
     /// The endpoint chosen to serve. Kept as a place in the route the context holds, not
-    /// as a clone of its `Arc`: that count is written by every worker.
+    /// as a clone of its `Arc`, whose count every worker writes (the response body still
+    /// takes one clone, to give its connection back to the endpoint's idle list).
     pub(super) fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.version().endpoints[self.endpoint]
+        &self.version().endpoints[self.endpoint_index]
     }
 
     /// The watch of the client's body ([`NO_BODY`] for a request without one).
@@ -175,7 +176,7 @@ pub(super) fn choose_upstream(
     let routed = Instant::now();
     let now_ms = shared.now_ms_at(routed);
     let random = super::random();
-    let (serving, endpoint) = match route.version(pick).pick_index(now_ms, random, None) {
+    let (serving, endpoint_index) = match route.version(pick).pick_index(now_ms, random, None) {
         Some(endpoint) => (pick, endpoint),
         None => {
             if pick == Pick::Candidate
@@ -197,7 +198,7 @@ pub(super) fn choose_upstream(
         route,
         pick,
         serving,
-        endpoint,
+        endpoint_index,
         random,
         routed,
         upgrade: false,
@@ -379,12 +380,12 @@ pub(super) fn retry_target(ctx: &RequestContext, now_ms: u64) -> Option<(&Versio
 /// client's in a tunnel); a failure is answered by [`failure_response`] and counted by
 /// [`counted_as`].
 pub(super) fn map_response(
-    shared: &Arc<Shared>,
     conn: &Arc<ConnInfo>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     result: Result<Response<ProxyBody>, Failed>,
     recording: &mut Recording<'_>,
 ) -> Response<ProxyBody> {
+    let shared = &conn.shared;
     match result {
         Ok(mut response) => {
             recording.count(Counted::Status(response.status().as_u16()), shared);
@@ -392,7 +393,6 @@ pub(super) fn map_response(
                 && let Some(client_upgrade) = client_upgrade
             {
                 tunnel(
-                    shared.clone(),
                     conn.clone(),
                     client_upgrade,
                     hyper::upgrade::on(&mut response),

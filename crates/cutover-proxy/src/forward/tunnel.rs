@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use hyper_util::rt::TokioIo;
 
-use crate::Shared;
 use crate::listen::ConnInfo;
 use crate::observed::{IoObserver, Observed};
 
@@ -37,11 +36,12 @@ impl IoObserver for Stamp {
 /// until either side closes or both are quiet for `timeouts.tunnelIdle`. The tunnel holds
 /// its client connection's slot (`conn`), so tunnels count against `maxConnections`.
 pub(super) fn tunnel(
-    shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
 ) {
+    // Kept apart from `conn`, which is dropped (freeing its slot) before the count falls.
+    let shared = conn.shared.clone();
     shared.tunnels.fetch_add(1, Ordering::AcqRel);
     let idle: std::time::Duration = shared.config.timeouts.tunnel_idle.into();
     tokio::spawn(async move {

@@ -401,7 +401,7 @@ impl UpstreamBody {
             if upstream.write.capacity() > KEEP_IDLE_BUFFER {
                 upstream.write = BytesMut::new();
             }
-            self.pool.idle.put(upstream);
+            self.pool.local.put_idle(upstream);
         }
     }
 

@@ -18,6 +18,7 @@ pub(crate) use codec::{hex_usize, itoa_u64, parse_length};
 mod exchange;
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -42,31 +43,47 @@ pub(crate) struct Upstream {
     worker: usize,
 }
 
-/// Idle connections of one endpoint, one list per worker thread (see
-/// [`crate::workers::shard`]), most recently used last. A connection is driven by the
-/// runtime that made it (its socket is registered with that runtime's reactor), so a
-/// worker only ever takes back its own; a worker's list is locked by that worker on the
-/// request path (shared with one more worker only past `SHARDS` workers) and by the
+/// What each worker keeps of one endpoint, in a cache line of its own (see
+/// [`crate::workers::PerWorker`]): its requests in flight and its idle connections. Every
+/// request writes both, and only its worker does (past `SHARDS` workers, two share a
+/// slot). Together they fit one 64-byte line.
+///
+/// The idle connections are one list per worker thread (see [`crate::workers::shard`]),
+/// most recently used last. A connection is driven by the runtime that made it (its
+/// socket is registered with that runtime's reactor), so a worker only ever takes back
+/// its own; a worker's list is locked by that worker on the request path and by the
 /// reaper once a second.
 #[derive(Default)]
-pub(crate) struct IdlePool {
-    /// A worker's list is in a cache line of its own: every request takes from it and
-    /// puts back into it.
-    shards: crate::workers::PerWorker<Mutex<IdleList>>,
+pub(crate) struct PerWorkerEndpoint {
+    shards: crate::workers::PerWorker<EndpointShard>,
+}
+
+/// One worker's share of an endpoint.
+#[derive(Default)]
+struct EndpointShard {
+    /// The worker's requests in flight to the endpoint: what power of two choices weighs.
+    in_flight: AtomicUsize,
+    /// The worker's idle connections, each with the time it went idle.
+    idle: Mutex<IdleList>,
 }
 
 /// One worker's idle connections of an endpoint, each with the time it went idle.
 type IdleList = Vec<(Instant, Box<Upstream>)>;
 
-impl IdlePool {
+impl PerWorkerEndpoint {
+    /// This thread's count of requests in flight to the endpoint.
+    pub(crate) fn in_flight(&self) -> &AtomicUsize {
+        &self.shards.mine().in_flight
+    }
+
     /// This thread's idle list.
     fn mine(&self) -> &Mutex<IdleList> {
-        self.shards.mine()
+        &self.shards.mine().idle
     }
 
     /// The most recently used idle connection that is still open and younger than
     /// `max_idle`; older ones are dropped (closed) on the way.
-    fn take(&self, max_idle: Duration) -> Option<Box<Upstream>> {
+    fn take_idle(&self, max_idle: Duration) -> Option<Box<Upstream>> {
         let now = Instant::now();
         let me = crate::workers::worker();
         let mut idle = self.mine().lock().ok()?;
@@ -85,11 +102,11 @@ impl IdlePool {
     }
 
     /// Closes idle connections older than `max_idle`, and those the upstream closed.
-    pub(crate) fn reap(&self, max_idle: Duration) -> usize {
+    pub(crate) fn reap_idle(&self, max_idle: Duration) -> usize {
         let now = Instant::now();
         let mut reaped = 0;
         for shard in self.shards.iter() {
-            let Ok(mut idle) = shard.lock() else {
+            let Ok(mut idle) = shard.idle.lock() else {
                 continue;
             };
             let before = idle.len();
@@ -102,14 +119,14 @@ impl IdlePool {
     }
 
     /// Idle connections kept now.
-    pub(crate) fn len(&self) -> usize {
+    pub(crate) fn idle_len(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| shard.lock().map_or(0, |idle| idle.len()))
+            .map(|shard| shard.idle.lock().map_or(0, |idle| idle.len()))
             .sum()
     }
 
-    fn put(&self, upstream: Box<Upstream>) {
+    fn put_idle(&self, upstream: Box<Upstream>) {
         if let Ok(mut idle) = self.mine().lock()
             && idle.len() < MAX_IDLE
         {
@@ -199,7 +216,7 @@ pub(crate) fn send(
     added: Option<&ForwardingFields>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, SendFailure>> + Send {
     async move {
-        let pooled = target.pool.idle.take(target.idle_timeout);
+        let pooled = target.pool.local.take_idle(target.idle_timeout);
         let reused = pooled.is_some();
         let upstream = match pooled {
             Some(upstream) => upstream,
