@@ -213,8 +213,8 @@ pub struct CompiledRoute {
 
 /// One worker's place in a route's low-discrepancy sequences. Each worker keeps its own:
 /// one shared by the workers would be written by all of them on every request. Each
-/// worker's decisions stay within about one request of the weight, so their sum stays
-/// within about one request per worker (where one shared sequence stays within one).
+/// worker's decisions stay within a few requests of the weight, so their sum stays within
+/// a few requests per worker (where one shared sequence stays within a few in all).
 struct Sequences {
     /// Spreads weighted decisions evenly (a Weyl sequence).
     weight: AtomicU64,
