@@ -1,8 +1,12 @@
 # Sourced by the proxy benchmarks that start their own backends: the two nginx backends of
 # bench/proxy.yaml (127.0.0.1:19001 answers "v1", :19002 "v2"), as the shared anchors
-# script starts them, in one nginx worker.
+# script starts them, in one nginx worker; the cutover binary they measure; and a work
+# directory cleaned up on exit.
 #
 #   start_backends DIR    # config, pid and error log in DIR; stop with: kill "$(cat DIR/b.pid)"
+#   bin=$(cutover_bin)    # $CUTOVER_BIN, or a release build of the workspace's
+#   bench_work            # sets $work and an EXIT trap that stops $proxy (when set) and
+#                         # every process with a pid file in $work, then removes it
 start_backends() {
   cat > "$1/backend.conf" <<CONF
 worker_processes 1; pid $1/b.pid; error_log $1/b.err; daemon on;
@@ -12,4 +16,27 @@ http { access_log off;
   server { listen 127.0.0.1:19002; location / { return 200 "v2\n"; } } }
 CONF
   nginx -c "$1/backend.conf"
+}
+
+cutover_bin() {
+  if [ -n "${CUTOVER_BIN:-}" ]; then
+    echo "$CUTOVER_BIN"
+    return
+  fi
+  cargo build --release --locked -q -p cutover-cli >&2
+  echo target/release/cutover
+}
+
+bench_work() {
+  work=$(mktemp -d)
+  proxy=
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  if [ -n "${proxy:-}" ]; then kill "$proxy" 2>/dev/null || true; fi
+  for pid in "$work"/*.pid; do
+    if [ -f "$pid" ]; then kill "$(cat "$pid")" 2>/dev/null || true; fi
+  done
+  rm -rf "$work"
 }

@@ -12,14 +12,10 @@ cd "$(dirname "$0")/.."
 anchors=${ANCHORS:-../shared/bench/proxy-anchors.sh}
 [ -f "$anchors" ] || { echo "missing $anchors (the shared anchors script)"; exit 2; }
 grep -q 'print \$14+\$15' "$anchors" || { echo "$anchors no longer sums fields 14 and 15"; exit 2; }
-bin=${CUTOVER_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --locked -q -p cutover-cli
-  bin=target/release/cutover
-fi
+. bench/backends.sh
+bin=$(cutover_bin)
 workers=${WORKERS:-1}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+bench_work
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 for part in user:14 system:15; do
   name=${part%%:*} field=${part##*:}

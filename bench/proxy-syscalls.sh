@@ -11,21 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for t in nginx wrk curl perf; do command -v $t >/dev/null || { echo "missing $t (apt-get install nginx-light wrk curl linux-perf)"; exit 2; }; done
-bin=${CUTOVER_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --locked -q -p cutover-cli
-  bin=target/release/cutover
-fi
 workers=${WORKERS:-1}
-work=$(mktemp -d)
-proxy=
-cleanup() {
-  [ -n "$proxy" ] && kill "$proxy" 2>/dev/null
-  for pid in "$work"/*.pid; do [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 . bench/backends.sh
+bin=$(cutover_bin)
+bench_work
 start_backends "$work"
 cat > "$work/proxy.conf" <<CONF
 worker_processes $workers; pid $work/p.pid; error_log $work/p.err; daemon on;

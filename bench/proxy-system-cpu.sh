@@ -14,21 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for t in nginx wrk curl; do command -v $t >/dev/null || { echo "missing $t (apt-get install nginx-light wrk curl)"; exit 2; }; done
-bin=${CUTOVER_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --locked -q -p cutover-cli
-  bin=target/release/cutover
-fi
 workers=${WORKERS:-1} rounds=${ROUNDS:-3} dur=${DUR:-5}
-work=$(mktemp -d)
-proxy=
-cleanup() {
-  [ -n "$proxy" ] && kill "$proxy" 2>/dev/null
-  for p in "$work"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 . bench/backends.sh
+bin=$(cutover_bin)
+bench_work
 upstream='upstream app { server 127.0.0.1:19001 weight=90; server 127.0.0.1:19002 weight=10; keepalive 256; }'
 plain='proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";'
 cat > "$work/nginx.conf" <<CONF
