@@ -23,7 +23,7 @@ cutover_bin() {
     echo "$CUTOVER_BIN"
     return
   fi
-  cargo build --release --locked -q -p cutover-cli >&2
+  cargo build --release --locked -q -p cutover-cli >&2 || return 1
   echo target/release/cutover
 }
 

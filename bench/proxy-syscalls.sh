@@ -26,10 +26,15 @@ CONF
 nginx -c "$work/proxy.conf"
 env WORKERS="$workers" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
 proxy=$!
+up=0
 for _ in $(seq 1 50); do
-  curl -s -o /dev/null http://127.0.0.1:19100/ && curl -s -o /dev/null http://127.0.0.1:19300/ && break
+  if curl -s -o /dev/null http://127.0.0.1:19100/ && curl -s -o /dev/null http://127.0.0.1:19300/; then
+    up=1
+    break
+  fi
   sleep 0.1
 done
+[ $up = 1 ] || { echo "a proxy did not come up"; tail -20 "$work/proxy.log" "$work/p.err"; exit 2; }
 events=raw_syscalls:sys_enter
 for call in epoll_wait recvfrom sendto writev write read; do events+=",syscalls:sys_enter_$call"; done
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) workers=$workers $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -46,6 +51,7 @@ for target in nginx:19100 cutover:19300; do
   wrk -t1 -c64 -d5s "http://127.0.0.1:$port/" > "$work/wrk.out"
   wait "$counting"
   requests=$(awk '/ requests in /{print $1}' "$work/wrk.out")
+  [ "${requests:-0}" -gt 0 ] || { echo "wrk completed no request through $name"; exit 2; }
   echo "== $name ($requests requests)"
   awk -F, -v n="$requests" '/sys_enter/{sub(/^(raw_)?syscalls:sys_enter_?/, "", $3); printf "  %-12s %.3f per request\n", ($3 == "" ? "all" : $3), $1 / n}' "$work/perf.out"
 done

@@ -119,18 +119,22 @@ pub(crate) fn bind_shared(address: SocketAddr) -> Result<std::net::TcpListener, 
 /// [`hold_the_next_wake_near`].
 const NEXT_WAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Keeps a timer due within [`NEXT_WAKE_WITHIN`] on the worker's runtime at all times.
+/// Keeps a timer due within [`NEXT_WAKE_WITHIN`] on the worker's runtime (all but the
+/// moment each tick fires and is set again).
 ///
-/// Tokio's timer driver notes, when its thread goes to sleep, when its earliest timer is
-/// due; a timer registered later with an earlier deadline makes it write to its eventfd, so
-/// that a thread asleep elsewhere would wake for it. On a worker that write is always to
-/// itself, and it costs a system call and an extra `epoll_wait` return. Each request
-/// registers its upstream deadline (`timeouts.request`, 30 s by default), and a worker whose
-/// requests had all ended when it last slept had only the connections' idle timers
-/// (`keepAliveIdle`, 60 s) left: nearly every first request after a sleep wrote. Measured
-/// at two workers before this: 0.38 eventfd writes per request (0.04 at one worker, which
-/// sleeps less often). With a timer always due within a second, a deadline of a second or
-/// more is never the earliest; a shorter configured timeout only costs the write again.
+/// Tokio's timer driver notes, when its thread goes to sleep or looks for events, when its
+/// earliest timer is due; a timer registered afterwards with an earlier deadline makes it
+/// write to its eventfd, so that a thread asleep elsewhere would wake for it. On a worker
+/// that write is always to itself: a system call, and at most one more wake-up. Each
+/// request registers its upstream deadline (`timeouts.request`, 30 s by default), and a
+/// worker whose requests had all ended when it last looked had only the connections' idle
+/// timers (`keepAliveIdle`, 60 s) left, so every request it started before it next looked
+/// wrote. Measured at two workers before this: 0.38 eventfd writes per request (0.04 at one
+/// worker, which more often looks with requests in flight). With a timer due within a
+/// second, a deadline of a second or more is not the earliest; shorter timers still write
+/// (a configured timeout under a second, the 50 ms watchdog of connections hyper serves,
+/// the close grace), as does this one's own tick. An idle worker wakes two or three times
+/// a second for it.
 async fn hold_the_next_wake_near() {
     let mut tick = tokio::time::interval(NEXT_WAKE_WITHIN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
