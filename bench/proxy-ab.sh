@@ -15,15 +15,8 @@ cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: bash bench/proxy-ab.sh ROUNDS BIN..."; exit 2; }
 for t in nginx wrk curl; do command -v $t >/dev/null || { echo "missing $t (apt-get install nginx-light wrk curl)"; exit 2; }; done
 rounds=$1; shift
-work=$(mktemp -d)
-proxy=
-cleanup() {
-  [ -n "$proxy" ] && kill "$proxy" 2>/dev/null
-  [ -f "$work/b.pid" ] && kill "$(cat "$work/b.pid")" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
 . bench/backends.sh
+bench_work
 start_backends "$work"
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

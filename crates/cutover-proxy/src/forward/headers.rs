@@ -809,6 +809,24 @@ mod tests {
             .expect("request");
         assert_eq!(host_of(&req), Some("::1"), "the URI's authority first");
         assert_eq!(host_of(&Request::new(())), None);
+        // Hostile fields: bytes past ASCII give no host (no route with a host takes the
+        // request); an unclosed bracket, an empty field or a lone colon take nothing
+        // from past the field.
+        let odd = Request::builder()
+            .header(
+                header::HOST,
+                HeaderValue::from_bytes(b"sh\xf6p.example:80").expect("obs-text is allowed"),
+            )
+            .body(())
+            .expect("request");
+        assert_eq!(host_of(&odd), None);
+        for (field, host) in [("[::1", "::1"), ("", ""), (":", ""), ("[]:80", "")] {
+            let req = Request::builder()
+                .header(header::HOST, field)
+                .body(())
+                .expect("request");
+            assert_eq!(host_of(&req), Some(host), "{field:?}");
+        }
     }
 
     /// [`add_forwarding`] for a request from `peer` with `Host: host`.

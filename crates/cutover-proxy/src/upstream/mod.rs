@@ -77,7 +77,7 @@ impl PerWorkerEndpoint {
     }
 
     /// This thread's idle list.
-    fn mine(&self) -> &Mutex<IdleList> {
+    fn idle_list(&self) -> &Mutex<IdleList> {
         &self.shards.mine().idle
     }
 
@@ -86,7 +86,7 @@ impl PerWorkerEndpoint {
     fn take_idle(&self, max_idle: Duration) -> Option<Box<Upstream>> {
         let now = Instant::now();
         let me = crate::workers::worker();
-        let mut idle = self.mine().lock().ok()?;
+        let mut idle = self.idle_list().lock().ok()?;
         while let Some(at) = idle.iter().rposition(|(_, upstream)| upstream.worker == me) {
             let (since, mut upstream) = idle.remove(at);
             if now.duration_since(since) > max_idle {
@@ -127,7 +127,7 @@ impl PerWorkerEndpoint {
     }
 
     fn put_idle(&self, upstream: Box<Upstream>) {
-        if let Ok(mut idle) = self.mine().lock()
+        if let Ok(mut idle) = self.idle_list().lock()
             && idle.len() < MAX_IDLE
         {
             idle.push((Instant::now(), upstream));
