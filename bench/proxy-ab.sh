@@ -23,7 +23,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) workers=${WORKERS:-1} $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 for round in $(seq 1 "$rounds"); do
   for bin in "$@"; do
-    env WORKERS="${WORKERS:-1}" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
+    $OWN_SESSION env WORKERS="${WORKERS:-1}" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
     proxy=$!
     for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:19300/ && break; sleep 0.1; done
     wrk -t1 -c64 -d2s http://127.0.0.1:19300/ > /dev/null 2>&1

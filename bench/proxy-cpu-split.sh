@@ -21,6 +21,6 @@ for part in user:14 system:15; do
   name=${part%%:*} field=${part##*:}
   sed "s/print \$14+\$15/print \$$field/" "$anchors" > "$work/anchors-$name.sh"
   echo "# cpu_us_per_req below counts $name time only"
-  WORKERS=$workers PROXY_CMD="env WORKERS=$workers CUTOVER_LOG=warn $bin proxy --config bench/proxy.yaml" \
+  WORKERS=$workers PROXY_CMD="$OWN_SESSION env WORKERS=$workers CUTOVER_LOG=warn $bin proxy --config bench/proxy.yaml" \
     bash "$work/anchors-$name.sh"
 done

@@ -24,7 +24,7 @@ http { access_log off;
   server { listen 127.0.0.1:19100; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
 nginx -c "$work/proxy.conf"
-env WORKERS="$workers" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
+$OWN_SESSION env WORKERS="$workers" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
 proxy=$!
 up=0
 for _ in $(seq 1 50); do

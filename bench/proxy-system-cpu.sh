@@ -36,7 +36,7 @@ http { access_log off; $upstream
     proxy_set_header Forwarded "for=\$remote_addr;host=\$http_host;proto=\$scheme"; } } }
 CONF
 start_backends "$work" && nginx -c "$work/nginx.conf" && nginx -c "$work/nginx-fwd.conf"
-env WORKERS="$workers" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
+$OWN_SESSION env WORKERS="$workers" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
 proxy=$!
 for port in 19100 19110 19300; do
   for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done

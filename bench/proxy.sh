@@ -9,6 +9,8 @@
 # Results go into docs/benchmarks.md by hand, with the machine they ran on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# cutover in a session of its own, as the anchors put themselves (bench/backends.sh says why).
+. bench/backends.sh
 anchors=${ANCHORS:-../shared/bench/proxy-anchors.sh}
 [ -f "$anchors" ] || { echo "missing $anchors (the shared anchors script)"; exit 2; }
 bin=${CUTOVER_BIN:-}
@@ -18,6 +20,6 @@ if [ -z "$bin" ]; then
 fi
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 for workers in 1 2; do
-  WORKERS=$workers PROXY_CMD="env WORKERS=$workers CUTOVER_LOG=warn $bin proxy --config bench/proxy.yaml" \
+  WORKERS=$workers PROXY_CMD="$OWN_SESSION env WORKERS=$workers CUTOVER_LOG=warn $bin proxy --config bench/proxy.yaml" \
     bash "$anchors"
 done
