@@ -9,16 +9,20 @@
 #                         # every process with a pid file in $work, then removes it
 #   $OWN_SESSION cmd &    # starts cmd in a session of its own, keeping its pid ($!)
 #
-# Why a session of its own: nginx and HAProxy daemonize, and a daemon starts a session (a
-# service under systemd or Docker gets a session or a control group of its own). With the kernel's autogroup scheduling,
-# on in Debian's kernels (/proc/sys/kernel/sched_autogroup_enabled), CPU is shared between
-# sessions first and between threads within one after, so a proxy left in the benchmark's
-# session shares its slice with wrk while the anchors have slices of their own. Measured
-# with bench/proxy-sessions.sh at two workers: nginx 4–18 % and cutover 4–15 % slower in
-# the benchmark's session than in one of their own; at one worker, no difference beyond the
-# rounds' spread (docs/benchmarks.md, tenth pass). `setsid` does not fork here (a
-# background job of a script is no process group leader), so $! is the proxy's own pid.
+# Why a session of its own: nginx and HAProxy daemonize, and a daemon starts a session. With
+# the kernel's autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled; on by default
+# in kernels built with it, Debian's among them), tasks outside any CPU control group share
+# CPU between sessions first and between the threads of one session after, so a proxy left
+# in the benchmark's session shares its share with wrk while the anchors have their own.
+# Measured with bench/proxy-sessions.sh at two workers: nginx 4-15 % and cutover 7-15 %
+# slower in the benchmark's session than in one of their own; at one worker 1-2 % in the
+# medians, inside the rounds' spread (docs/benchmarks.md, tenth pass). Without job control
+# (a script's background job is no process group leader) `setsid` does not fork, so $! is
+# the proxy's own pid; with it, setsid forks and $! is gone at once, hence the check.
 OWN_SESSION=setsid
+case $- in
+  *m*) echo "run the benchmarks without job control (set +m): setsid would fork"; exit 2;;
+esac
 start_backends() {
   cat > "$1/backend.conf" <<CONF
 worker_processes 1; pid $1/b.pid; error_log $1/b.err; daemon on;

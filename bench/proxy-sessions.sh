@@ -56,6 +56,7 @@ for round in $(seq 1 "$rounds"); do
     name=${target%%:*} port=${target##*:}
     # shellcheck disable=SC2046 # one pid per word
     set -- $(pids_of "$name")
+    [ $# -gt 0 ] || { echo "no process of $name found"; exit 2; }
     wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" > /dev/null 2>&1
     before=$(ticks "$@")
     wrk -t1 -c64 -d5s --latency "http://127.0.0.1:$port/" > "$work/wrk.out" 2>&1
