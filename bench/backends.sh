@@ -7,6 +7,14 @@
 #   bin=$(cutover_bin)    # $CUTOVER_BIN, or a release build of the workspace's
 #   bench_work            # sets $work and an EXIT trap that stops $proxy (when set) and
 #                         # every process with a pid file in $work, then removes it
+#   nginx_proxy NAME PORT DAEMON [DIRECTIVES]
+#                         # an nginx proxy on PORT as the anchors script configures it
+#                         # ($workers workers, 90/10 over the backends, keep-alive upstream),
+#                         # `daemon DAEMON`, with DIRECTIVES added to its location; config,
+#                         # pid and error log in $work/NAME.{conf,pid,err}; start it with
+#                         # nginx -c "$work/NAME.conf"
+#   wait_up PORT...       # until each port answers HTTP (5 s at most each); fails if not
+#   cpu_ticks PID...      # the processes' CPU so far (user + system), in clock ticks
 #   $OWN_SESSION cmd &    # starts cmd in a session of its own, keeping its pid ($!)
 #
 # Why a session of its own: nginx and HAProxy daemonize, and a daemon starts a session. With
@@ -32,6 +40,37 @@ http { access_log off;
   server { listen 127.0.0.1:19002; location / { return 200 "v2\n"; } } }
 CONF
   nginx -c "$1/backend.conf"
+}
+
+nginx_proxy() {
+  cat > "$work/$1.conf" <<CONF
+worker_processes $workers; pid $work/$1.pid; error_log $work/$1.err; daemon $3;
+events { worker_connections 8192; }
+http { access_log off;
+  upstream app { server 127.0.0.1:19001 weight=90; server 127.0.0.1:19002 weight=10; keepalive 256; }
+  server { listen 127.0.0.1:$2;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; ${4:-} } } }
+CONF
+}
+
+wait_up() {
+  local port
+  for port in "$@"; do
+    for _ in $(seq 1 50); do
+      curl -s -o /dev/null "http://127.0.0.1:$port/" && continue 2
+      sleep 0.1
+    done
+    echo "nothing answers on 127.0.0.1:$port"
+    return 1
+  done
+}
+
+cpu_ticks() {
+  local t=0 p
+  for p in "$@"; do
+    if [ -r "/proc/$p/stat" ]; then t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); fi
+  done
+  echo "$t"
 }
 
 cutover_bin() {

@@ -19,17 +19,16 @@ rounds=$1; shift
 bench_work
 start_backends "$work"
 hz=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) workers=${WORKERS:-1} $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 for round in $(seq 1 "$rounds"); do
   for bin in "$@"; do
     $OWN_SESSION env WORKERS="${WORKERS:-1}" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
     proxy=$!
-    for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:19300/ && break; sleep 0.1; done
+    wait_up 19300 || { tail -20 "$work/proxy.log"; exit 2; }
     wrk -t1 -c64 -d2s http://127.0.0.1:19300/ > /dev/null 2>&1
-    before=$(ticks "$proxy")
+    before=$(cpu_ticks "$proxy")
     wrk -t1 -c64 -d5s --latency http://127.0.0.1:19300/ > "$work/wrk.out" 2>&1
-    after=$(ticks "$proxy")
+    after=$(cpu_ticks "$proxy")
     kill "$proxy"; wait "$proxy" 2>/dev/null || true; proxy=
     awk -v cpu=$(( (after - before) * 1000000 / hz )) -v bin="$bin" -v round="$round" '
       /Requests\/sec/{rps=$2} / requests in /{n=$1} /^ +99%/{p99=$2} /Non-2xx|Socket errors/{errors=1}

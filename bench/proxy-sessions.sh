@@ -23,17 +23,8 @@ workers=${WORKERS:-1}
 bin=$(cutover_bin)
 bench_work
 start_backends "$work"
-proxy_conf() { # NAME PORT DAEMON
-  cat > "$work/$1.conf" <<CONF
-worker_processes $workers; pid $work/$1.pid; error_log $work/$1.err; daemon $3;
-events { worker_connections 8192; }
-http { access_log off;
-  upstream app { server 127.0.0.1:19001 weight=90; server 127.0.0.1:19002 weight=10; keepalive 256; }
-  server { listen 127.0.0.1:$2; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-}
-proxy_conf nginx 19100 on
-proxy_conf nginx-here 19110 off
+nginx_proxy nginx 19100 on
+nginx_proxy nginx-here 19110 off
 nginx -c "$work/nginx.conf"
 nginx -c "$work/nginx-here.conf" &
 sed 's/19300/19310/; s/19301/19311/' bench/proxy.yaml > "$work/cutover-here.yaml"
@@ -42,13 +33,9 @@ echo $! > "$work/cutover-here.pid"
 $OWN_SESSION env WORKERS="$workers" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/cutover.log" 2>&1 &
 echo $! > "$work/cutover.pid"
 ports="nginx:19100 nginx-here:19110 cutover-here:19310 cutover:19300"
-for target in $ports; do
-  up=0
-  for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:${target##*:}/" && { up=1; break; }; sleep 0.1; done
-  [ $up = 1 ] || { echo "${target%%:*} did not come up"; tail -5 "$work"/*.log "$work"/*.err 2>/dev/null; exit 2; }
-done
+# shellcheck disable=SC2046 # one port per word
+wait_up $(for target in $ports; do echo "${target##*:}"; done) || { tail -5 "$work"/*.log "$work"/*.err; exit 2; }
 pids_of() { case $1 in nginx*) pgrep -P "$(cat "$work/$1.pid")" | paste -sd' ';; *) cat "$work/$1.pid";; esac; }
-ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 hz=$(getconf CLK_TCK)
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) workers=$workers $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), autogroup=$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo absent)"
 for round in $(seq 1 "$rounds"); do
@@ -58,9 +45,9 @@ for round in $(seq 1 "$rounds"); do
     set -- $(pids_of "$name")
     [ $# -gt 0 ] || { echo "no process of $name found"; exit 2; }
     wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" > /dev/null 2>&1
-    before=$(ticks "$@")
+    before=$(cpu_ticks "$@")
     wrk -t1 -c64 -d5s --latency "http://127.0.0.1:$port/" > "$work/wrk.out" 2>&1
-    after=$(ticks "$@")
+    after=$(cpu_ticks "$@")
     awk -v cpu=$(( (after - before) * 1000000 / hz )) -v name="$name" -v round="$round" '
       function us(v){ if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; return (v+0)*1000000 }
       /Requests\/sec/{rps=$2} / requests in /{n=$1} /^ +99%/{p99=us($2)} /Non-2xx|Socket errors/{errors=1}

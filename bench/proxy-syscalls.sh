@@ -16,25 +16,11 @@ workers=${WORKERS:-1}
 bin=$(cutover_bin)
 bench_work
 start_backends "$work"
-cat > "$work/proxy.conf" <<CONF
-worker_processes $workers; pid $work/p.pid; error_log $work/p.err; daemon on;
-events { worker_connections 8192; }
-http { access_log off;
-  upstream app { server 127.0.0.1:19001 weight=90; server 127.0.0.1:19002 weight=10; keepalive 256; }
-  server { listen 127.0.0.1:19100; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-nginx -c "$work/proxy.conf"
+nginx_proxy p 19100 on
+nginx -c "$work/p.conf"
 $OWN_SESSION env WORKERS="$workers" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
 proxy=$!
-up=0
-for _ in $(seq 1 50); do
-  if curl -s -o /dev/null http://127.0.0.1:19100/ && curl -s -o /dev/null http://127.0.0.1:19300/; then
-    up=1
-    break
-  fi
-  sleep 0.1
-done
-[ $up = 1 ] || { echo "a proxy did not come up"; tail -20 "$work/proxy.log" "$work/p.err"; exit 2; }
+wait_up 19100 19300 || { tail -20 "$work/proxy.log" "$work/p.err"; exit 2; }
 events=raw_syscalls:sys_enter
 for call in epoll_wait recvfrom sendto writev write read; do events+=",syscalls:sys_enter_$call"; done
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) workers=$workers $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

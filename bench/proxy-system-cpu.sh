@@ -18,31 +18,16 @@ workers=${WORKERS:-1} rounds=${ROUNDS:-3} dur=${DUR:-5}
 . bench/backends.sh
 bin=$(cutover_bin)
 bench_work
-upstream='upstream app { server 127.0.0.1:19001 weight=90; server 127.0.0.1:19002 weight=10; keepalive 256; }'
-plain='proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";'
-cat > "$work/nginx.conf" <<CONF
-worker_processes $workers; pid $work/n.pid; error_log $work/n.err; daemon on;
-events { worker_connections 8192; }
-http { access_log off; $upstream
-  server { listen 127.0.0.1:19100; location / { $plain } } }
-CONF
-cat > "$work/nginx-fwd.conf" <<CONF
-worker_processes $workers; pid $work/f.pid; error_log $work/f.err; daemon on;
-events { worker_connections 8192; }
-http { access_log off; $upstream
-  server { listen 127.0.0.1:19110; location / { $plain proxy_set_header Host \$http_host;
-    proxy_set_header X-Forwarded-For \$remote_addr; proxy_set_header X-Forwarded-Proto \$scheme;
-    proxy_set_header X-Forwarded-Host \$http_host;
-    proxy_set_header Forwarded "for=\$remote_addr;host=\$http_host;proto=\$scheme"; } } }
-CONF
-start_backends "$work" && nginx -c "$work/nginx.conf" && nginx -c "$work/nginx-fwd.conf"
+nginx_proxy n 19100 on
+nginx_proxy f 19110 on 'proxy_set_header Host $http_host;
+    proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Forwarded-Host $http_host;
+    proxy_set_header Forwarded "for=$remote_addr;host=$http_host;proto=$scheme";'
+start_backends "$work" && nginx -c "$work/n.conf" && nginx -c "$work/f.conf"
 $OWN_SESSION env WORKERS="$workers" CUTOVER_LOG=warn "$bin" proxy --config bench/proxy.yaml > "$work/proxy.log" 2>&1 &
 proxy=$!
-for port in 19100 19110 19300; do
-  for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-done
+wait_up 19100 19110 19300 || { tail -20 "$work/proxy.log"; exit 2; }
 hz=$(getconf CLK_TCK)
-ticks() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 backends=$(pgrep -P "$(cat "$work/b.pid")" | xargs)
 pids_of() { case $1 in
   nginx) pgrep -P "$(cat "$work/n.pid")" | xargs;; nginx-fwd) pgrep -P "$(cat "$work/f.pid")" | xargs;;
@@ -53,13 +38,13 @@ one() { # NAME: one measured run; prints "rps proxy_us backend_us wrk_us epoll_p
   local name=$1 port pids b0 p0 b1 p1 n rps wrk_us epolls=0
   port=$(port_of "$name"); pids=$(pids_of "$name")
   wrk -t1 -c64 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1
-  b0=$(ticks $backends); p0=$(ticks $pids)
+  b0=$(cpu_ticks $backends); p0=$(cpu_ticks $pids)
   if [ "$have_perf" = 1 ]; then
     perf stat -x, -e syscalls:sys_enter_epoll_wait -p "$(echo $backends | tr ' ' ,)" -o "$work/epoll.txt" -- sleep $((dur + 1)) &
     local perf_pid=$!
   fi
   /usr/bin/time -f "%U %S" -o "$work/wrk.time" wrk -t1 -c64 -d"${dur}s" "http://127.0.0.1:$port/" > "$work/wrk.out" 2>&1
-  b1=$(ticks $backends); p1=$(ticks $pids)
+  b1=$(cpu_ticks $backends); p1=$(cpu_ticks $pids)
   if [ "$have_perf" = 1 ]; then wait "$perf_pid" || true; epolls=$(awk -F, '/epoll_wait/{print $1}' "$work/epoll.txt"); fi
   n=$(awk '/ requests in /{print $1}' "$work/wrk.out")
   rps=$(awk '/Requests\/sec/{printf "%d", $2}' "$work/wrk.out")
