@@ -13,6 +13,10 @@
 #                         # `daemon DAEMON`, with DIRECTIVES added to its location; config,
 #                         # pid and error log in $work/NAME.{conf,pid,err}; start it with
 #                         # nginx -c "$work/NAME.conf"
+#   haproxy_proxy NAME PORT
+#                         # HAProxy on PORT as the anchors script configures it ($workers
+#                         # threads, 90/10 round robin, connections reused); config and pid in
+#                         # $work/NAME.{cfg,pid}; start it with haproxy -D -f "$work/NAME.cfg"
 #   wait_up PORT...       # until each port answers HTTP (5 s at most each); fails if not
 #   cpu_ticks PID...      # the processes' CPU so far (user + system), in clock ticks
 #   $OWN_SESSION cmd &    # starts cmd in a session of its own, keeping its pid ($!)
@@ -50,6 +54,27 @@ http { access_log off;
   upstream app { server 127.0.0.1:19001 weight=90; server 127.0.0.1:19002 weight=10; keepalive 256; }
   server { listen 127.0.0.1:$2;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; ${4:-} } } }
+CONF
+}
+
+haproxy_proxy() {
+  cat > "$work/$1.cfg" <<CONF
+global
+  nbthread $workers
+  pidfile $work/$1.pid
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+frontend f
+  bind 127.0.0.1:$2
+  default_backend b
+backend b
+  balance roundrobin
+  http-reuse always
+  server s1 127.0.0.1:19001 weight 90
+  server s2 127.0.0.1:19002 weight 10
 CONF
 }
 

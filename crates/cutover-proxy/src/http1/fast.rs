@@ -195,7 +195,31 @@ where
         return Answered::Abort;
     };
     drop(handled);
+    after_ready_tasks().await;
     write_response(io, response, head_request, stopping(), idle).await
+}
+
+/// Returns once every task that was ready on this thread when it was called has had its
+/// turn: the task wakes itself, which Tokio answers by putting it at the back of the run
+/// queue; no system call, unlike `yield_now`, which polls for I/O first.
+///
+/// An answer waits for this before it is written, so that the answers that come ready in
+/// one turn of the worker's event loop go out together at its end, after the requests
+/// read in that turn have gone upstream; written at once, each went out between the reads
+/// of other connections. Against writing at once, this served 3–4.5 % more requests a
+/// second at 3 % less CPU per request, at one worker and at two (docs/benchmarks.md,
+/// eleventh pass). A worker with nothing else ready polls the task again at once.
+async fn after_ready_tasks() {
+    let mut queued = false;
+    poll_fn(|cx| {
+        if queued {
+            return Poll::Ready(());
+        }
+        queued = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
 }
 
 /// `handled`'s output, or `None` if the client closes the connection (or it fails) first:
@@ -399,6 +423,31 @@ mod tests {
         );
         let size = std::mem::size_of_val(&answering);
         assert!(size <= 1024, "the answer's future is {size} bytes");
+    }
+
+    /// What makes one turn's answers go out together: an answer that is ready waits
+    /// behind the tasks that were ready before it (on a worker's runtime, as here).
+    #[test]
+    fn an_answer_waits_for_the_tasks_ready_before_it() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = |name: &'static str| {
+            let order = order.clone();
+            move || order.lock().expect("not poisoned").push(name)
+        };
+        runtime.block_on(async {
+            let (answer, other) = (log("answer"), log("other"));
+            let answering = tokio::spawn(async move {
+                after_ready_tasks().await;
+                answer();
+            });
+            let ready = tokio::spawn(async move { other() });
+            answering.await.expect("ran");
+            ready.await.expect("ran");
+        });
+        assert_eq!(*order.lock().expect("not poisoned"), ["other", "answer"]);
     }
 
     fn read(head: &str) -> Option<(Request<Inbound>, usize)> {
