@@ -7,21 +7,25 @@
 # every other round (so that a drift of the machine's speed does not favour one): nginx and
 # HAProxy as the anchors script configures them (no forwarding fields), nginx adding the
 # forwarding fields cutover adds (X-Forwarded-For/-Proto/-Host and Forwarded), and cutover.
-# Prints every round, then per proxy the median round by req/s, with µs of CPU per request
-# for each process group, the backends' epoll_wait calls per request (how often they ran
-# out of work and slept) and how often per 1,000 requests the proxy's threads were
-# preempted (involuntary context switches: another process took its CPU), and last cutover against each anchor paired by round: the
-# geometric mean of the ratios with its 95 % confidence interval, and in how many rounds
-# cutover was ahead. One run's "cutover ÷ the better anchor" is biased against cutover (the
-# better of two noisy figures is above both proxies' true figure); the paired interval
-# says whether a difference is larger than the rounds' spread. Needs nginx (nginx-light),
-# haproxy, wrk, curl, python3, and perf (linux-perf) for the epoll count.
+# Prints every round, then per proxy the median round by req/s (the lower of the middle
+# two with an even number of rounds), with µs of CPU per request for each process group,
+# the backends' epoll_wait calls per request (how often they ran out of work and slept) and
+# how often per 1,000 requests the proxy's threads were preempted (involuntary context
+# switches: another thread took the CPU; counted from /proc, so a thread that exits during
+# a run takes its count with it). Last, cutover against each anchor, paired by round: the
+# geometric mean of cutover's figure over the anchor's with its 95 % confidence interval,
+# and in how many rounds cutover was strictly ahead (more req/s, less CPU). One run's
+# "cutover ÷ the better anchor" is biased against cutover (the better of two noisy figures
+# is on average above the better true figure); the paired interval says whether a
+# difference is larger than the rounds' spread. An even number of rounds runs each order
+# as often as the other. Needs nginx (nginx-light), haproxy, wrk, curl, python3, and perf
+# (linux-perf) for the epoll count.
 #
-#   CUTOVER_BIN=path bash bench/proxy-system-cpu.sh    # WORKERS (1), ROUNDS (3), DUR (5)
+#   CUTOVER_BIN=path bash bench/proxy-system-cpu.sh    # WORKERS (1), ROUNDS (6), DUR (5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for t in nginx haproxy wrk curl python3; do command -v $t >/dev/null || { echo "missing $t (apt-get install nginx-light haproxy wrk curl python3)"; exit 2; }; done
-workers=${WORKERS:-1} rounds=${ROUNDS:-3} dur=${DUR:-5}
+workers=${WORKERS:-1} rounds=${ROUNDS:-6} dur=${DUR:-5}
 . bench/backends.sh
 bin=$(cutover_bin)
 bench_work
@@ -87,24 +91,28 @@ for name in $names; do
 done
 python3 - "$work/rounds" <<'PY'
 import math, statistics, sys
-# Two-sided 95 % quantiles of Student's t, by degrees of freedom (30 and up: 2.0).
+# Two-sided 95 % quantiles of Student's t, by degrees of freedom 1 to 29; past 29, the
+# last (2.05, slightly wide of the limit 1.96).
 T = [12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14,
      2.13, 2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05]
 rows = {}
 for line in open(sys.argv[1]):
     r, name, rps, proxy, backends, wrk = line.split()[:6]
     rows.setdefault(name, {})[r] = (float(rps), float(proxy), float(proxy) + float(backends) + float(wrk))
-print("# cutover against each anchor, paired by round: geometric mean of cutover/anchor [95 % CI], rounds cutover ahead")
+print("# cutover against each anchor, paired by round: geometric mean of cutover/anchor"
+      " [95 % CI], rounds cutover strictly ahead; summed CPU is proxy + backends + wrk")
 for anchor in ("nginx", "haproxy"):
-    pairs = [(rows["cutover"][r], rows[anchor][r]) for r in rows["cutover"] if r in rows[anchor]]
     cells = []
-    for what, i, ahead in (("req/s", 0, lambda c, a: c >= a), ("proxy CPU", 1, lambda c, a: c <= a),
-                           ("machine CPU", 2, lambda c, a: c <= a)):
-        logs = [math.log(c[i] / a[i]) for c, a in pairs if c[i] > 0 and a[i] > 0]
+    for what, i, ahead in (("req/s", 0, lambda c, a: c > a), ("proxy CPU", 1, lambda c, a: c < a),
+                           ("summed CPU", 2, lambda c, a: c < a)):
+        pairs = [(rows["cutover"][r][i], rows[anchor][r][i]) for r in rows["cutover"]
+                 if r in rows[anchor] and rows["cutover"][r][i] > 0 and rows[anchor][r][i] > 0]
+        logs = [math.log(c / a) for c, a in pairs]
         n = len(logs)
         mean = statistics.fmean(logs) if n else 0.0
-        half = T[min(n - 2, len(T) - 1)] * statistics.stdev(logs) / math.sqrt(n) if n > 1 else float("inf")
-        wins = sum(1 for c, a in pairs if ahead(c[i], a[i]))
-        cells.append(f"{what} {math.exp(mean):.3f} [{math.exp(mean - half):.3f}, {math.exp(mean + half):.3f}] {wins}/{n}")
+        half = T[min(n - 2, len(T) - 1)] * statistics.stdev(logs) / math.sqrt(n) if n > 1 else math.inf
+        wins = sum(1 for c, a in pairs if ahead(c, a))
+        low, high = (math.exp(mean - half), math.exp(mean + half)) if half < math.inf else (0.0, math.inf)
+        cells.append(f"{what} {math.exp(mean):.3f} [{low:.3f}, {high:.3f}] {wins}/{n}")
     print(f"vs {anchor:8s} " + "   ".join(cells))
 PY

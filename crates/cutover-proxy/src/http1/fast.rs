@@ -162,8 +162,9 @@ pub(super) enum Answered {
 }
 
 /// Serves `request` on the connection and writes its response. `stopping` tells whether
-/// the proxy is shutting down, looked at when the response is ready; `idle` bounds the
-/// writing of what is left once the response's body has ended (`keepAliveIdle`).
+/// the proxy is shutting down, looked at just before the response is written; `idle`
+/// bounds the writing of what is left once the response's body has ended
+/// (`keepAliveIdle`).
 pub(super) fn answer<S: ConnService, T: ParkStream>(
     io: &mut ParkIo<T>,
     service: &S,
@@ -199,19 +200,22 @@ where
     write_response(io, response, head_request, stopping(), idle).await
 }
 
-/// Returns once every task that was ready on this thread when it was called has had its
-/// turn: the task wakes itself, which Tokio answers by putting it at the back of the run
-/// queue; no system call, unlike `yield_now`, which polls for I/O first.
+/// Returns once every task already in this worker's run queue when it is first polled
+/// has had its turn: the task wakes itself, which Tokio answers by putting it at the back
+/// of the run queue, with no system call (`yield_now` would poll for I/O first).
 ///
 /// An answer waits for this before it is written, so that the answers that come ready in
 /// one turn of the worker's event loop go out together at its end, after the requests
 /// read in that turn have gone upstream; written at once, each went out between the reads
 /// of other connections. Against writing at once, this served 3–4.5 % more requests a
 /// second at 3 % less CPU per request, at one worker and at two (docs/benchmarks.md,
-/// eleventh pass). A worker with nothing else ready polls the task again at once.
+/// eleventh pass). The answer's upstream connection goes back to its pool after the wait,
+/// so the tasks that run meanwhile take another: at most one more per answer waiting. A
+/// worker with nothing else ready polls the task again at once (unless it is due to look
+/// for I/O, every 61 polls).
 async fn after_ready_tasks() {
     let mut queued = false;
-    poll_fn(|cx| {
+    poll_fn(move |cx| {
         if queued {
             return Poll::Ready(());
         }
