@@ -67,8 +67,23 @@ impl Serve {
                 .collect(),
             wait_api,
         };
-        serve.launch();
-        serve
+        // The ports were free when picked, but until the controller binds them any
+        // connection on this machine may be given one as its own (an ephemeral port). A
+        // start that fails on that is tried again on new ports, its log removed, so that
+        // the test sees one start only.
+        for attempt in 1..=3 {
+            match serve.try_launch() {
+                Ok(()) => return serve,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    serve.kill();
+                    let _ = std::fs::remove_file(serve.scratch.path.join("serve.log"));
+                    (serve.api, serve.listen, serve.admin) =
+                        (free_port(), free_port(), free_port());
+                }
+                Err(log) => panic!("the controller did not answer; its log:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Whether the API answers within `limit`.
@@ -89,6 +104,14 @@ impl Serve {
     }
 
     fn launch(&mut self) {
+        if let Err(log) = self.try_launch() {
+            panic!("the controller did not answer; its log:\n{log}");
+        }
+    }
+
+    /// Starts the process and, if it serves an API, waits for it: `Err` with the log if
+    /// the process exited first or the API did not answer within 20 s.
+    fn try_launch(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -113,17 +136,16 @@ impl Serve {
             .expect("cutover serve starts");
         self.child = Some(child);
         if !self.wait_api {
-            return;
+            return Ok(());
         }
         let started = Instant::now();
         while http_get(self.api, "/healthz").is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the controller did not answer; its log:\n{}",
-                self.log()
-            );
+            if started.elapsed() > Duration::from_secs(20) || self.exited().is_some() {
+                return Err(self.log());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// SIGKILL, as a crash would.
