@@ -13,11 +13,7 @@ cd "$(dirname "$0")/.."
 . bench/backends.sh
 anchors=${ANCHORS:-../shared/bench/proxy-anchors.sh}
 [ -f "$anchors" ] || { echo "missing $anchors (the shared anchors script)"; exit 2; }
-bin=${CUTOVER_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --locked -q -p cutover-cli
-  bin=target/release/cutover
-fi
+bin=$(cutover_bin)
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 for workers in 1 2; do
   WORKERS=$workers PROXY_CMD="$OWN_SESSION env WORKERS=$workers CUTOVER_LOG=warn $bin proxy --config bench/proxy.yaml" \
